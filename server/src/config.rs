@@ -1,0 +1,75 @@
+//! Server settings: limits and the bind address. Each is a CLI flag with an environment variable.
+
+use std::net::SocketAddr;
+
+/// Settings of a huddle signaling server.
+#[derive(Debug, Clone, PartialEq, clap::Args)]
+pub struct ServerConfig {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "HUDDLE_BIND", default_value = "0.0.0.0:3536")]
+    pub bind: SocketAddr,
+    /// Most peers in one room; `?capacity=N` may ask for fewer, never more.
+    #[arg(long, env = "HUDDLE_MAX_ROOM_PEERS", default_value_t = 64)]
+    pub max_room_peers: usize,
+    /// Most open peer websockets on the server.
+    #[arg(long, env = "HUDDLE_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+    /// Largest websocket message a peer may send, in bytes; a larger one closes its connection.
+    #[arg(long, env = "HUDDLE_MAX_FRAME_BYTES", default_value_t = 65_536)]
+    pub max_frame_bytes: usize,
+    /// Signals per second a connection may send, sustained.
+    #[arg(long, env = "HUDDLE_SIGNAL_RATE", default_value_t = 100.0)]
+    pub signal_rate: f64,
+    /// Signals a connection may send in one burst.
+    #[arg(long, env = "HUDDLE_SIGNAL_BURST", default_value_t = 500)]
+    pub signal_burst: u32,
+    /// Dropped signals (malformed, invalid or over the rate) after which a connection is closed.
+    #[arg(long, env = "HUDDLE_MAX_VIOLATIONS", default_value_t = 200)]
+    pub max_violations: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([0, 0, 0, 0], 3536)),
+            max_room_peers: 64,
+            max_connections: 100_000,
+            max_frame_bytes: 65_536,
+            signal_rate: 100.0,
+            signal_burst: 500,
+            max_violations: 200,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The defaults, listening on an ephemeral loopback port: for tests and embedding.
+    pub fn loopback() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..Self::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: ServerConfig,
+    }
+
+    #[test]
+    fn cli_defaults_match_default() {
+        let cli = Cli::try_parse_from(["huddle_server"]).unwrap();
+        assert_eq!(cli.config, ServerConfig::default());
+        let cli =
+            Cli::try_parse_from(["x", "--bind", "127.0.0.1:0", "--max-room-peers", "8"]).unwrap();
+        assert_eq!(cli.config.max_room_peers, 8);
+        assert_eq!(cli.config.bind.port(), 0);
+    }
+}

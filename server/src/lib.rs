@@ -1,0 +1,45 @@
+//! # huddle_server
+//!
+//! The signaling server for huddle games. It speaks the unmodified matchbox protocol (stock
+//! `matchbox_socket` clients work with it) and adds what a public server needs:
+//!
+//! - **rooms** by URL path, each with its own lock, so a join costs O(peers in the room);
+//!   `?next=N` forms a fresh room from each N arrivals on a path;
+//! - **mesh rooms** (default), where a newcomer is introduced to everyone, and **star rooms**
+//!   (`?topology=star`), where it is introduced to the host only and a departing host is replaced by
+//!   the oldest remaining peer, who is introduced to all others;
+//! - **hosts**: the oldest peer of each room, shown by `GET /rooms`;
+//! - **limits**: signals stay inside their room and must be well-formed SDP or ICE candidates;
+//!   oversized frames close the connection; per-connection signal rate; `?capacity=N` per room;
+//! - **operations**: `GET /health`, Prometheus `GET /metrics`, `GET /rooms` (rooms made with
+//!   `?private=1` are not listed), graceful shutdown.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), huddle_server::ServerError> {
+//! let server = huddle_server::start(huddle_server::ServerConfig::loopback())?;
+//! println!("join at {}", server.room_url("lobby"));
+//! server.shutdown().await
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+mod connection;
+mod http;
+pub mod metrics;
+pub mod rate_limit;
+pub mod registry;
+pub mod request;
+pub mod room;
+mod server;
+pub mod signal;
+mod state;
+
+pub use config::ServerConfig;
+pub use connection::{HuddleTopology, CLOSE_INTERNAL, CLOSE_POLICY, CLOSE_TOO_BIG};
+pub use metrics::{DropReason, Metrics, RefusalReason};
+pub use registry::RoomInfo;
+pub use request::{RoomRequest, Topology};
+pub use server::{start, RunningServer, ServerError};
+pub use state::{Refusal, ServerState};

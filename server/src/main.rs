@@ -1,0 +1,67 @@
+//! `huddle_server`: run the signaling server.
+
+use clap::Parser;
+use huddle_server::ServerConfig;
+use tracing_subscriber::EnvFilter;
+
+/// A signaling server for huddle games (matchbox protocol).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    config: ServerConfig,
+    /// Log filter, in `RUST_LOG` syntax.
+    #[arg(
+        long,
+        env = "HUDDLE_LOG",
+        default_value = "info,matchbox_signaling=warn,tower_http=warn"
+    )]
+    log: String,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let server = match huddle_server::start(cli.config) {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match server.serve_until(shutdown_signal()).await {
+        Ok(()) => {
+            tracing::info!("shut down");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("server failed: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

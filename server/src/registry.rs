@@ -1,0 +1,278 @@
+//! All rooms of the server, each behind its own lock.
+//!
+//! The registry's own lock is held only to find or create a room (O(1)); joins, leaves and signal
+//! routing then lock that one room, so one room's traffic never waits on another's and a join costs
+//! O(peers in the room), not O(peers on the server).
+
+use crate::request::{RoomRequest, Topology};
+use crate::room::Room;
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// A room shared between the tasks of its peers.
+pub type SharedRoom<T> = Arc<Mutex<Room<T>>>;
+
+/// Locks a mutex, carrying on if another task panicked while holding it (room state stays
+/// consistent between statements, so a poisoned lock is still usable).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Names one room: its path, and for `?next=N` rooms which group of N arrivals it is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomKey {
+    /// The URL path.
+    pub path: String,
+    /// `(N, generation)` for match-of-N rooms.
+    pub group: Option<(usize, u64)>,
+}
+
+impl fmt::Display for RoomKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.group {
+            None => write!(f, "{}", self.path),
+            Some((n, generation)) => write!(f, "{}?next={n}#{generation}", self.path),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct NextGroup {
+    generation: u64,
+    arrivals: usize,
+    /// Rooms of this path and size held by the registry.
+    open_rooms: usize,
+}
+
+/// The server's rooms.
+#[derive(Debug)]
+pub struct Registry<T> {
+    rooms: HashMap<RoomKey, SharedRoom<T>>,
+    next_groups: HashMap<(String, usize), NextGroup>,
+}
+
+impl<T> Default for Registry<T> {
+    fn default() -> Self {
+        Self {
+            rooms: HashMap::new(),
+            next_groups: HashMap::new(),
+        }
+    }
+}
+
+impl<T> Registry<T> {
+    /// Finds the room an arrival with `request` goes to, creating it if needed. For `?next=N`,
+    /// counts the arrival: each N arrivals on a path form one room.
+    pub fn assign(&mut self, request: &RoomRequest) -> (RoomKey, SharedRoom<T>) {
+        let group = request.next.map(|n| {
+            let n = n.get();
+            let g = self
+                .next_groups
+                .entry((request.path.clone(), n))
+                .or_default();
+            let generation = g.generation;
+            g.arrivals += 1;
+            if g.arrivals == n {
+                g.generation += 1;
+                g.arrivals = 0;
+            }
+            (n, generation)
+        });
+        let key = RoomKey {
+            path: request.path.clone(),
+            group,
+        };
+        let fresh = || {
+            Arc::new(Mutex::new(Room::new(
+                request.topology,
+                request.capacity,
+                request.private,
+            )))
+        };
+        let room = match self.rooms.entry(key.clone()) {
+            Entry::Occupied(entry) => {
+                let room = entry.into_mut();
+                if lock(room).is_closed() {
+                    *room = fresh();
+                }
+                room.clone()
+            }
+            Entry::Vacant(entry) => {
+                if let Some((n, _)) = group {
+                    if let Some(g) = self.next_groups.get_mut(&(request.path.clone(), n)) {
+                        g.open_rooms += 1;
+                    }
+                }
+                entry.insert(fresh()).clone()
+            }
+        };
+        (key, room)
+    }
+
+    /// The room with this key, if it is open.
+    pub fn get(&self, key: &RoomKey) -> Option<&SharedRoom<T>> {
+        self.rooms.get(key)
+    }
+
+    /// Forgets `room` if it is still the one under `key` and it has closed.
+    pub fn remove_if_closed(&mut self, key: &RoomKey, room: &SharedRoom<T>) {
+        let removed = self
+            .rooms
+            .get(key)
+            .is_some_and(|current| Arc::ptr_eq(current, room) && lock(current).is_closed());
+        if !removed {
+            return;
+        }
+        self.rooms.remove(key);
+        if let Some((n, _)) = key.group {
+            let k = (key.path.clone(), n);
+            if let Some(g) = self.next_groups.get_mut(&k) {
+                g.open_rooms = g.open_rooms.saturating_sub(1);
+                // Forget the arrival counter once no room of that path and size is left.
+                if g.open_rooms == 0 && g.arrivals == 0 {
+                    self.next_groups.remove(&k);
+                }
+            }
+        }
+    }
+
+    /// Number of rooms held.
+    pub fn len(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Whether no room is held.
+    pub fn is_empty(&self) -> bool {
+        self.rooms.is_empty()
+    }
+
+    /// Every room with its key.
+    pub fn iter(&self) -> impl Iterator<Item = (&RoomKey, &SharedRoom<T>)> {
+        self.rooms.iter()
+    }
+}
+
+/// What `GET /rooms` tells of a room.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct RoomInfo {
+    /// The URL path.
+    pub path: String,
+    /// `N` for a match-of-N room.
+    pub next: Option<usize>,
+    /// Peers in the room now.
+    pub peers: usize,
+    /// The most peers it holds.
+    pub capacity: usize,
+    /// Mesh or star.
+    pub topology: Topology,
+    /// The host's peer id.
+    pub host: Option<String>,
+}
+
+impl<T> Registry<T> {
+    /// The public rooms, sorted by key.
+    pub fn list_public(&self) -> Vec<RoomInfo> {
+        let mut rooms: Vec<(&RoomKey, RoomInfo)> = self
+            .rooms
+            .iter()
+            .filter_map(|(key, room)| {
+                let room = lock(room);
+                (!room.is_private() && !room.is_closed()).then(|| {
+                    (
+                        key,
+                        RoomInfo {
+                            path: key.path.clone(),
+                            next: key.group.map(|(n, _)| n),
+                            peers: room.len(),
+                            capacity: room.capacity(),
+                            topology: room.topology(),
+                            host: room.host().map(|h| h.to_string()),
+                        },
+                    )
+                })
+            })
+            .collect();
+        rooms.sort_by(|a, b| a.0.cmp(b.0));
+        rooms.into_iter().map(|(_, info)| info).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use matchbox_protocol::PeerId;
+    use std::collections::HashMap;
+    use uuid::Uuid;
+
+    fn req(path: &str, query: &[(&str, &str)]) -> RoomRequest {
+        let q: HashMap<String, String> = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        RoomRequest::parse(Some(path), &q, 64).unwrap()
+    }
+
+    fn id(i: u128) -> PeerId {
+        PeerId(Uuid::from_u128(i))
+    }
+
+    #[test]
+    fn same_path_same_room_other_path_other_room() {
+        let mut reg = Registry::<()>::default();
+        let (ka, a1) = reg.assign(&req("a", &[]));
+        let (_, a2) = reg.assign(&req("a", &[]));
+        let (kb, b) = reg.assign(&req("b", &[]));
+        assert!(Arc::ptr_eq(&a1, &a2));
+        assert!(!Arc::ptr_eq(&a1, &b));
+        assert_ne!(ka, kb);
+    }
+
+    #[test]
+    fn next_groups_each_n_arrivals() {
+        let mut reg = Registry::<()>::default();
+        let keys: Vec<RoomKey> = (0..5)
+            .map(|_| reg.assign(&req("m", &[("next", "2")])).0)
+            .collect();
+        assert_eq!(keys[0], keys[1]);
+        assert_eq!(keys[2], keys[3]);
+        assert_ne!(keys[1], keys[2]);
+        assert_ne!(keys[3], keys[4]);
+        // A plain room on the same path is a room of its own.
+        assert_eq!(reg.assign(&req("m", &[])).0.group, None);
+    }
+
+    #[test]
+    fn closed_room_is_replaced_and_forgotten() {
+        let mut reg = Registry::<()>::default();
+        let (key, room) = reg.assign(&req("a", &[("topology", "star")]));
+        lock(&room).join(id(1), ()).unwrap();
+        lock(&room).leave(id(1)).unwrap();
+        // A newcomer that raced the last leaver gets a fresh room, with its own settings.
+        let (_, fresh) = reg.assign(&req("a", &[]));
+        assert!(!Arc::ptr_eq(&room, &fresh));
+        assert_eq!(lock(&fresh).topology(), Topology::Mesh);
+        reg.remove_if_closed(&key, &room);
+        assert_eq!(reg.len(), 1, "the fresh room is not removed");
+        lock(&fresh).join(id(2), ()).unwrap();
+        lock(&fresh).leave(id(2)).unwrap();
+        reg.remove_if_closed(&key, &fresh);
+        assert!(reg.is_empty());
+    }
+
+    #[test]
+    fn listing_hides_private_rooms() {
+        let mut reg = Registry::<()>::default();
+        let (_, a) = reg.assign(&req("open", &[("capacity", "4")]));
+        lock(&a).join(id(1), ()).unwrap();
+        let (_, b) = reg.assign(&req("secret", &[("private", "1")]));
+        lock(&b).join(id(2), ()).unwrap();
+        let list = reg.list_public();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].path, "open");
+        assert_eq!(list[0].capacity, 4);
+        assert_eq!(list[0].peers, 1);
+        assert_eq!(list[0].host, Some(id(1).to_string()));
+    }
+}
