@@ -1,1 +1,298 @@
-//! End-to-end tests live in tests/.
+//! Helpers for huddle's end-to-end tests: stock matchbox peers, raw websocket clients, and
+//! bounded waits. The tests themselves live in `tests/`.
+//!
+//! WebRTC tests must run inside a network namespace with only loopback (see README): webrtc-rs
+//! would otherwise use the machine's external interface.
+
+use futures::{SinkExt, StreamExt};
+use matchbox_protocol::PeerId;
+use matchbox_socket::{PeerState, RtcIceServerConfig, WebRtcSocket};
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub use huddle_server;
+
+/// Channel index of the reliable channel of [`StockPeer`]s.
+pub const RELIABLE: usize = 0;
+/// Channel index of the unreliable channel of [`StockPeer`]s.
+pub const UNRELIABLE: usize = 1;
+
+/// Polls `check` every 10 ms until it returns true or `limit` passes; returns whether it did.
+pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Runs `fut` with a time limit, panicking with `what` when it runs out.
+pub async fn bounded<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {limit:?}: {what}"),
+    }
+}
+
+/// A server with default limits on an ephemeral loopback port.
+pub fn server() -> huddle_server::RunningServer {
+    server_with(huddle_server::ServerConfig::loopback())
+}
+
+/// A server with `config` (its bind address should be on loopback).
+pub fn server_with(config: huddle_server::ServerConfig) -> huddle_server::RunningServer {
+    huddle_server::start(config).expect("server starts")
+}
+
+/// A stock matchbox_socket 0.15 peer (channel 0 reliable, channel 1 unreliable, no ICE servers),
+/// with its message loop on a task.
+pub struct StockPeer {
+    /// The socket.
+    pub socket: WebRtcSocket,
+    task: JoinHandle<Result<(), matchbox_socket::Error>>,
+    /// Peers currently connected.
+    pub connected: BTreeSet<PeerId>,
+    /// Messages received: (channel, sender, payload).
+    pub inbox: Vec<(usize, PeerId, Vec<u8>)>,
+}
+
+impl StockPeer {
+    /// Connects to `url` (e.g. `ws://127.0.0.1:port/room`).
+    pub fn connect(url: &str) -> Self {
+        let (socket, fut) = WebRtcSocket::builder(url)
+            .ice_server(RtcIceServerConfig {
+                urls: vec![],
+                username: None,
+                credential: None,
+            })
+            .reconnect_attempts(Some(1))
+            .add_reliable_channel()
+            .add_unreliable_channel()
+            .build();
+        Self {
+            socket,
+            task: tokio::spawn(fut),
+            connected: BTreeSet::new(),
+            inbox: Vec::new(),
+        }
+    }
+
+    /// Picks up peer state changes and received messages.
+    pub fn poll(&mut self) {
+        if let Ok(changes) = self.socket.try_update_peers() {
+            for (peer, state) in changes {
+                match state {
+                    PeerState::Connected => self.connected.insert(peer),
+                    PeerState::Disconnected => self.connected.remove(&peer),
+                };
+            }
+        }
+        for ch in [RELIABLE, UNRELIABLE] {
+            if let Ok(channel) = self.socket.get_channel_mut(ch) {
+                for (from, packet) in channel.receive() {
+                    self.inbox.push((ch, from, packet.to_vec()));
+                }
+            }
+        }
+    }
+
+    /// The id the server assigned, once known.
+    pub fn id(&mut self) -> Option<PeerId> {
+        self.socket.id()
+    }
+
+    /// Sends `payload` to `peer` on channel `ch`.
+    pub fn send(&mut self, ch: usize, peer: PeerId, payload: &[u8]) {
+        if let Ok(channel) = self.socket.get_channel_mut(ch) {
+            let _ = channel.try_send(payload.to_vec().into(), peer);
+        }
+    }
+
+    /// Whether the message loop is still running (it ends on error or panic).
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
+    /// How the message loop ended, if it has: `Err` carries a panic or the socket's error.
+    pub async fn loop_result(self) -> Option<Result<(), String>> {
+        if !self.task.is_finished() {
+            self.task.abort();
+            return None;
+        }
+        Some(match self.task.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("socket error: {e}")),
+            Err(e) => Err(format!("message loop ended abnormally: {e}")),
+        })
+    }
+
+    /// Leaves: stops the message loop, which closes the websocket and the peer connections.
+    pub fn leave(self) {
+        self.task.abort();
+    }
+}
+
+/// Polls every peer until `done(peers)` or `limit`; returns whether `done` became true.
+pub async fn settle(
+    peers: &mut [StockPeer],
+    limit: Duration,
+    mut done: impl FnMut(&mut [StockPeer]) -> bool,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        for p in peers.iter_mut() {
+            p.poll();
+        }
+        if done(peers) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until every peer is connected to every other (a full mesh).
+pub async fn full_mesh(peers: &mut [StockPeer], limit: Duration) -> bool {
+    let n = peers.len();
+    settle(peers, limit, |ps| {
+        ps.iter().all(|p| p.connected.len() == n - 1)
+    })
+    .await
+}
+
+/// Sends one message from every peer to every other on both channels and checks that each
+/// arrives with the right sender (see [`exchange`]).
+pub async fn exchange_all(peers: &mut [StockPeer], limit: Duration) -> Result<(), String> {
+    let n = peers.len();
+    let links: Vec<(usize, usize)> = (0..n)
+        .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+        .collect();
+    exchange(peers, &links, limit).await
+}
+
+/// For each `(from, to)` index pair, sends one message on each channel (repeating the unreliable
+/// one until it arrives) and checks that it arrives at `to` with `from` as its sender.
+pub async fn exchange(
+    peers: &mut [StockPeer],
+    links: &[(usize, usize)],
+    limit: Duration,
+) -> Result<(), String> {
+    let ids: Vec<PeerId> = peers
+        .iter_mut()
+        .map(|p| p.id().ok_or("peer without id"))
+        .collect::<Result<_, _>>()?;
+    let payload = |ch: usize, from: PeerId, to: PeerId| format!("{ch}:{from}->{to}").into_bytes();
+    for p in peers.iter_mut() {
+        p.inbox.clear();
+    }
+    for &(i, j) in links {
+        peers[i].send(RELIABLE, ids[j], &payload(RELIABLE, ids[i], ids[j]));
+    }
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        for p in peers.iter_mut() {
+            p.poll();
+        }
+        let mut missing = Vec::new();
+        for &(i, j) in links {
+            for ch in [RELIABLE, UNRELIABLE] {
+                let want = payload(ch, ids[i], ids[j]);
+                let arrived = peers[j]
+                    .inbox
+                    .iter()
+                    .any(|(c, f, m)| *c == ch && *f == ids[i] && *m == want);
+                if !arrived {
+                    missing.push((i, j, ch));
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("messages missing (from, to, channel): {missing:?}"));
+        }
+        // Unreliable messages may be lost: send again those not seen yet.
+        for &(i, j, ch) in &missing {
+            if ch == UNRELIABLE {
+                peers[i].send(UNRELIABLE, ids[j], &payload(UNRELIABLE, ids[i], ids[j]));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A raw websocket client speaking the matchbox protocol by hand: for abuse tests.
+pub struct RawClient {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The id the server assigned.
+    pub id: PeerId,
+}
+
+impl RawClient {
+    /// Connects and reads the `IdAssigned` event.
+    pub async fn connect(url: &str) -> Result<Self, String> {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|e| e.to_string())?;
+        let first = bounded(Duration::from_secs(5), "IdAssigned", ws.next())
+            .await
+            .ok_or("closed before IdAssigned")?
+            .map_err(|e| e.to_string())?;
+        let event: serde_json::Value =
+            serde_json::from_str(first.to_text().map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        let id = serde_json::from_value(event["IdAssigned"].clone()).map_err(|e| e.to_string())?;
+        Ok(Self { ws, id })
+    }
+
+    /// Sends a text message.
+    pub async fn send_text(&mut self, text: impl Into<String>) -> Result<(), String> {
+        self.ws
+            .send(Message::text(text.into()))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Sends a signal with `data` (the `PeerSignal` JSON) to `to`.
+    pub async fn signal(&mut self, to: PeerId, data: serde_json::Value) -> Result<(), String> {
+        let req = serde_json::json!({ "Signal": { "receiver": to, "data": data } });
+        self.send_text(req.to_string()).await
+    }
+
+    /// The next message within `limit`, if any (`Err` when the connection ended).
+    pub async fn next_within(&mut self, limit: Duration) -> Result<Option<Message>, String> {
+        match tokio::time::timeout(limit, self.ws.next()).await {
+            Err(_) => Ok(None),
+            Ok(None) => Err("connection ended".into()),
+            Ok(Some(Err(e))) => Err(e.to_string()),
+            Ok(Some(Ok(m))) => Ok(Some(m)),
+        }
+    }
+
+    /// The next JSON event within `limit`, skipping nothing.
+    pub async fn next_event(&mut self, limit: Duration) -> Option<serde_json::Value> {
+        match self.next_within(limit).await {
+            Ok(Some(Message::Text(t))) => serde_json::from_str(t.as_str()).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// A real offer SDP shape (parses, has ICE credentials and a fingerprint).
+pub const VALID_SDP: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+    a=fingerprint:sha-256 AB:CD\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n\
+    c=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:efghijklmnopqrstuvwxyz\r\n\
+    a=mid:0\r\na=sctp-port:5000\r\n";

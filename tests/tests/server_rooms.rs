@@ -1,0 +1,150 @@
+//! huddle_server with stock matchbox_socket 0.15 clients over real WebRTC: mesh rooms, `?next=N`,
+//! isolation, star rooms with host migration, and a join storm.
+//! Run inside the loopback-only network namespace (see README).
+
+use huddle_tests::*;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const CONNECT: Duration = Duration::from_secs(30);
+
+async fn mesh_of(n: usize) {
+    let server = server();
+    let url = server.room_url(&format!("mesh{n}"));
+    let mut peers: Vec<StockPeer> = (0..n).map(|_| StockPeer::connect(&url)).collect();
+    assert!(
+        full_mesh(&mut peers, CONNECT).await,
+        "{n} peers reach a full mesh"
+    );
+    exchange_all(&mut peers, Duration::from_secs(20))
+        .await
+        .expect("every message arrives with its sender");
+    assert_eq!(server.metrics().joins.get(), n as u64);
+    assert_eq!(server.rooms().len(), 1);
+    assert_eq!(server.rooms()[0].peers, n);
+    for p in peers {
+        assert!(p.is_running());
+        p.leave();
+    }
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_of_two() {
+    mesh_of(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_of_three() {
+    mesh_of(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_of_four() {
+    mesh_of(4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_two_pairs_arrivals_and_rooms_stay_isolated() {
+    let server = server();
+    let pair_url = server.room_url("duel?next=2");
+    let mut peers: Vec<StockPeer> = (0..4).map(|_| StockPeer::connect(&pair_url)).collect();
+    // Two more peers in another room, at the same time.
+    peers.push(StockPeer::connect(&server.room_url("other")));
+    peers.push(StockPeer::connect(&server.room_url("other")));
+    let ok = settle(&mut peers, CONNECT, |ps| {
+        ps.iter().all(|p| p.connected.len() == 1)
+    })
+    .await;
+    let counts: Vec<usize> = peers.iter().map(|p| p.connected.len()).collect();
+    assert!(ok, "every peer has exactly one partner: {counts:?}");
+    // Let any stray introduction show up before checking who met whom.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    settle(&mut peers, Duration::ZERO, |_| true).await;
+    let ids: Vec<_> = peers.iter_mut().map(|p| p.id().unwrap()).collect();
+    for (i, p) in peers.iter().enumerate() {
+        assert_eq!(p.connected.len(), 1, "peer {i} has one partner");
+        let partner = *p.connected.iter().next().unwrap();
+        let j = ids.iter().position(|id| *id == partner).unwrap();
+        assert!(peers[j].connected.contains(&ids[i]), "pairing is mutual");
+        assert_eq!(
+            i < 4,
+            j < 4,
+            "duel peers pair among themselves, the others too"
+        );
+    }
+    let rooms = server.rooms();
+    assert_eq!(rooms.iter().filter(|r| r.next == Some(2)).count(), 2);
+    assert_eq!(rooms.iter().filter(|r| r.path == "other").count(), 1);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn star_room_connects_to_host_and_survives_host_leaving() {
+    let server = server();
+    let url = server.room_url("big?topology=star");
+    let mut peers = vec![StockPeer::connect(&url)];
+    // Join one by one so the join order is known.
+    for k in 1..4 {
+        peers.push(StockPeer::connect(&url));
+        let ok = settle(&mut peers, CONNECT, |ps| ps[0].connected.len() == k).await;
+        assert!(ok, "client {k} connects to the host");
+    }
+    let ids: Vec<_> = peers.iter_mut().map(|p| p.id().unwrap()).collect();
+    assert_eq!(server.rooms()[0].host, Some(ids[0].to_string()));
+    // Clients see the host only.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    settle(&mut peers, Duration::ZERO, |_| true).await;
+    for p in &peers[1..] {
+        assert_eq!(p.connected, BTreeSet::from([ids[0]]));
+    }
+
+    // The host leaves: the oldest client becomes host and the others connect to it.
+    let host = peers.remove(0);
+    host.leave();
+    let ok = settle(&mut peers, CONNECT, |ps| {
+        ps[0].connected == BTreeSet::from([ids[2], ids[3]])
+            && ps[1].connected == BTreeSet::from([ids[1]])
+            && ps[2].connected == BTreeSet::from([ids[1]])
+    })
+    .await;
+    let seen: Vec<_> = peers.iter().map(|p| p.connected.clone()).collect();
+    assert!(ok, "the star re-forms around the oldest client: {seen:?}");
+    assert_eq!(server.rooms()[0].host, Some(ids[1].to_string()));
+    assert_eq!(server.metrics().host_changes.get(), 1);
+    // Messages flow both ways between the new host and each client.
+    exchange(
+        &mut peers,
+        &[(0, 1), (1, 0), (0, 2), (2, 0)],
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("traffic resumes through the new host");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_storm_every_room_fully_meshed() {
+    let server = server();
+    for rep in 0..10 {
+        let mut peers: Vec<StockPeer> = (0..100)
+            .map(|i| StockPeer::connect(&server.room_url(&format!("storm{rep}-{}", i % 25))))
+            .collect();
+        let ok = settle(&mut peers, Duration::from_secs(90), |ps| {
+            ps.iter().all(|p| p.connected.len() == 3)
+        })
+        .await;
+        let short = peers.iter().filter(|p| p.connected.len() != 3).count();
+        assert!(
+            ok,
+            "repetition {rep}: {short} of 100 peers not fully meshed"
+        );
+        for p in peers {
+            p.leave();
+        }
+        let drained = eventually(Duration::from_secs(10), || server.rooms().is_empty()).await;
+        assert!(drained, "rooms are forgotten when their peers leave");
+    }
+    assert_eq!(server.metrics().joins.get(), 1000);
+    server.shutdown().await.unwrap();
+}
