@@ -246,7 +246,15 @@ impl RawClient {
     pub async fn connect(url: &str) -> Result<Self, String> {
         let (mut ws, _) = tokio_tungstenite::connect_async(url)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| match e {
+                // A refusal before the upgrade: show the status and the server's reason.
+                tokio_tungstenite::tungstenite::Error::Http(response) => format!(
+                    "HTTP {}: {}",
+                    response.status(),
+                    String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
+                ),
+                e => e.to_string(),
+            })?;
         let first = bounded(Duration::from_secs(5), "IdAssigned", ws.next())
             .await
             .ok_or("closed before IdAssigned")?
@@ -262,6 +270,14 @@ impl RawClient {
     pub async fn send_text(&mut self, text: impl Into<String>) -> Result<(), String> {
         self.ws
             .send(Message::text(text.into()))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Sends a binary message.
+    pub async fn ws_binary(&mut self, bytes: Vec<u8>) -> Result<(), String> {
+        self.ws
+            .send(Message::binary(bytes))
             .await
             .map_err(|e| e.to_string())
     }
@@ -289,6 +305,20 @@ impl RawClient {
             _ => None,
         }
     }
+}
+
+/// `GET path` over plain HTTP/1.1; returns the whole response (status line, headers, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    bounded(Duration::from_secs(5), "HTTP GET", async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.expect("read");
+        String::from_utf8_lossy(&response).into_owned()
+    })
+    .await
 }
 
 /// A real offer SDP shape (parses, has ICE credentials and a fingerprint).
