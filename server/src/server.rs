@@ -36,6 +36,9 @@ pub struct RunningServer {
 
 /// Binds and starts a server on the current tokio runtime. With port 0 in `config.bind`, the OS
 /// picks a free port: [`RunningServer::local_addr`] tells which.
+// matchbox_signaling's connection callback returns `Result<bool, axum::Response>`: the large error
+// is its signature, not ours.
+#[allow(clippy::result_large_err)]
 pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let state = ServerState::new(config.clone());
     let admit = state.clone();
