@@ -22,6 +22,16 @@ pub const RELIABLE: usize = 0;
 /// Channel index of the unreliable channel of [`StockPeer`]s.
 pub const UNRELIABLE: usize = 1;
 
+/// Sends logs to the test's output when `RUST_LOG` is set (e.g. `RUST_LOG=huddle_server=debug`).
+pub fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// Polls `check` every 10 ms until it returns true or `limit` passes; returns whether it did.
 pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
@@ -51,6 +61,7 @@ pub fn server() -> huddle_server::RunningServer {
 
 /// A server with `config` (its bind address should be on loopback).
 pub fn server_with(config: huddle_server::ServerConfig) -> huddle_server::RunningServer {
+    init_logs();
     huddle_server::start(config).expect("server starts")
 }
 

@@ -83,10 +83,14 @@ async fn next_two_pairs_arrivals_and_rooms_stay_isolated() {
 async fn star_room_connects_to_host_and_survives_host_leaving() {
     let server = server();
     let url = server.room_url("big?topology=star");
-    let mut peers = vec![StockPeer::connect(&url)];
-    // Join one by one so the join order is known.
-    for k in 1..4 {
+    // Join one by one (each in the room before the next connects) so the join order is known.
+    let mut peers = Vec::new();
+    for k in 0..4 {
         peers.push(StockPeer::connect(&url));
+        let joined = eventually(CONNECT, || {
+            server.rooms().first().map(|r| r.peers) == Some(k + 1)
+        });
+        assert!(joined.await, "peer {k} joins");
         let ok = settle(&mut peers, CONNECT, |ps| ps[0].connected.len() == k).await;
         assert!(ok, "client {k} connects to the host");
     }

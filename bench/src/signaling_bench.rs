@@ -1,0 +1,332 @@
+//! Signaling server benchmark: huddle_server against stock matchbox_server, same run, same machine.
+//!
+//! For each server and each peer count it starts the server as its own process on loopback, then:
+//! - **joins/s**: N websocket clients join rooms of `--room-size` (at most `--in-flight` handshakes
+//!   at a time); the clock stops when every client has its id and every pair in every room has been
+//!   introduced (`NewPeer`);
+//! - **RSS per connection**: the server's resident memory with N peers, minus before, over N;
+//! - **signal relay rate**: every caller sends `--signals-per-pair` ICE candidates to each peer it
+//!   was introduced to; the clock stops when all have arrived.
+//!
+//! Run by `scripts/bench_signaling.sh`, which builds both servers and raises the fd limit.
+
+use clap::Parser;
+use futures::{SinkExt, StreamExt};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Signaling server benchmark (huddle_server vs stock matchbox_server).
+#[derive(Debug, Parser)]
+struct Args {
+    /// The huddle_server binary.
+    #[arg(long)]
+    huddle: PathBuf,
+    /// The stock matchbox_server binary.
+    #[arg(long)]
+    stock: PathBuf,
+    /// Peer counts to measure.
+    #[arg(long, value_delimiter = ',', default_values_t = [1000, 10000])]
+    peers: Vec<usize>,
+    /// Peers per room.
+    #[arg(long, default_value_t = 4)]
+    room_size: usize,
+    /// Runs per server and peer count (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Signals each caller sends to each peer it was introduced to.
+    #[arg(long, default_value_t = 20)]
+    signals_per_pair: usize,
+    /// Websocket handshakes in flight at once.
+    #[arg(long, default_value_t = 256)]
+    in_flight: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Stock,
+    Huddle,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Stock => "matchbox_server 0.15",
+            Kind::Huddle => "huddle_server",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    joins_per_s: f64,
+    rss_per_peer_kib: f64,
+    signals_per_s: f64,
+}
+
+#[derive(Default)]
+struct Counters {
+    ids: AtomicUsize,
+    introductions: AtomicUsize,
+    signals: AtomicUsize,
+    errors: AtomicUsize,
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(kind: Kind, args: &Args) -> Result<Self, String> {
+        let addr = free_port()?;
+        let mut cmd = match kind {
+            Kind::Stock => {
+                let mut c = Command::new(&args.stock);
+                c.arg(addr.to_string());
+                c
+            }
+            Kind::Huddle => {
+                let mut c = Command::new(&args.huddle);
+                // Limits wide open: this measures the server, not its abuse limits.
+                c.args(["--bind", &addr.to_string(), "--max-connections", "10000000"])
+                    .args(["--signal-rate", "1e9", "--signal-burst", "1000000000"]);
+                c
+            }
+        };
+        let child = cmd
+            .env("RUST_LOG", "error")
+            .env("HUDDLE_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", kind.name()))?;
+        let server = Server { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if Instant::now() > deadline {
+                return Err(format!("{} did not listen on {addr}", kind.name()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(server)
+    }
+
+    fn rss_kib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<SocketAddr, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    l.local_addr().map_err(|e| e.to_string())
+}
+
+const CANDIDATE: &str = r#"{"candidate":"candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"abcd"}"#;
+
+/// One client: joins, records introductions, and on `go` signals each introduced peer.
+async fn client(
+    url: String,
+    counters: Arc<Counters>,
+    permit: Arc<Semaphore>,
+    mut go: watch::Receiver<bool>,
+    signals_per_pair: usize,
+) {
+    let connected = {
+        let _permit = permit.acquire().await;
+        tokio_tungstenite::connect_async(url.as_str()).await
+    };
+    let Ok((mut ws, _)) = connected else {
+        counters.errors.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let signal = |to: &serde_json::Value| {
+        serde_json::json!({ "Signal": { "receiver": to, "data": { "IceCandidate": CANDIDATE } } })
+            .to_string()
+    };
+    let mut introduced = Vec::new();
+    let mut sent = false;
+    loop {
+        tokio::select! {
+            msg = ws.next() => {
+                let Some(Ok(Message::Text(text))) = msg else {
+                    if msg.is_none() || matches!(msg, Some(Err(_))) {
+                        return;
+                    }
+                    continue;
+                };
+                let Ok(event) = serde_json::from_str::<serde_json::Value>(text.as_str()) else {
+                    continue;
+                };
+                if event.get("IdAssigned").is_some() {
+                    counters.ids.fetch_add(1, Ordering::Relaxed);
+                } else if let Some(peer) = event.get("NewPeer") {
+                    introduced.push(peer.clone());
+                    counters.introductions.fetch_add(1, Ordering::Relaxed);
+                } else if event.get("Signal").is_some() {
+                    counters.signals.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            changed = go.changed(), if !sent => {
+                if changed.is_err() {
+                    return;
+                }
+                sent = true;
+                for to in &introduced {
+                    for _ in 0..signals_per_pair {
+                        if ws.send(Message::text(signal(to))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn wait_for(
+    what: &str,
+    limit: Duration,
+    done: impl Fn() -> bool,
+) -> Result<Duration, String> {
+    let start = Instant::now();
+    while !done() {
+        if start.elapsed() > limit {
+            return Err(format!("{what}: not done after {limit:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(start.elapsed())
+}
+
+async fn run_once(kind: Kind, peers: usize, args: &Args) -> Result<Sample, String> {
+    let server = Server::start(kind, args)?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_before = server.rss_kib();
+    let counters = Arc::new(Counters::default());
+    let permit = Arc::new(Semaphore::new(args.in_flight));
+    let (go_tx, go_rx) = watch::channel(false);
+    let rooms = peers / args.room_size;
+    let pairs = rooms * args.room_size * (args.room_size - 1) / 2;
+
+    let mut clients = JoinSet::new();
+    let start = Instant::now();
+    for i in 0..rooms * args.room_size {
+        let url = format!("ws://{}/bench{}", server.addr, i / args.room_size);
+        clients.spawn(client(
+            url,
+            counters.clone(),
+            permit.clone(),
+            go_rx.clone(),
+            args.signals_per_pair,
+        ));
+    }
+    let c = counters.clone();
+    let n = rooms * args.room_size;
+    wait_for("joins", Duration::from_secs(180), || {
+        c.ids.load(Ordering::Relaxed) == n && c.introductions.load(Ordering::Relaxed) == pairs
+            || c.errors.load(Ordering::Relaxed) > 0
+    })
+    .await?;
+    let join_time = start.elapsed();
+    let errors = counters.errors.load(Ordering::Relaxed);
+    if errors > 0 {
+        return Err(format!("{errors} clients failed to connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_after = server.rss_kib();
+
+    let expected = pairs * args.signals_per_pair;
+    let c = counters.clone();
+    let _ = go_tx.send(true);
+    let relay_time = wait_for("signals", Duration::from_secs(180), || {
+        c.signals.load(Ordering::Relaxed) >= expected
+    })
+    .await?;
+    clients.abort_all();
+    drop(server);
+    Ok(Sample {
+        joins_per_s: n as f64 / join_time.as_secs_f64(),
+        rss_per_peer_kib: (rss_after - rss_before) / n as f64,
+        signals_per_s: expected as f64 / relay_time.as_secs_f64(),
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), String> {
+    let args = Args::parse();
+    println!(
+        "| server | peers | run | joins/s | RSS/peer KiB | signals relayed/s |\n|---|---|---|---|---|---|"
+    );
+    let mut summary = Vec::new();
+    for &peers in &args.peers {
+        let mut medians = Vec::new();
+        for kind in [Kind::Stock, Kind::Huddle] {
+            let mut samples = Vec::new();
+            for run in 1..=args.runs {
+                let s = run_once(kind, peers, &args).await?;
+                println!(
+                    "| {} | {peers} | {run} | {:.0} | {:.1} | {:.0} |",
+                    kind.name(),
+                    s.joins_per_s,
+                    s.rss_per_peer_kib,
+                    s.signals_per_s
+                );
+                samples.push(s);
+            }
+            let m = Sample {
+                joins_per_s: median(samples.iter().map(|s| s.joins_per_s).collect()),
+                rss_per_peer_kib: median(samples.iter().map(|s| s.rss_per_peer_kib).collect()),
+                signals_per_s: median(samples.iter().map(|s| s.signals_per_s).collect()),
+            };
+            medians.push((kind, m));
+        }
+        summary.push((peers, medians));
+    }
+    println!("\nMedians, and huddle / stock ratios:\n");
+    println!("| peers | server | joins/s | RSS/peer KiB | signals/s |\n|---|---|---|---|---|");
+    for (peers, medians) in &summary {
+        for (kind, m) in medians {
+            println!(
+                "| {peers} | {} | {:.0} | {:.1} | {:.0} |",
+                kind.name(),
+                m.joins_per_s,
+                m.rss_per_peer_kib,
+                m.signals_per_s
+            );
+        }
+        if let [(_, stock), (_, huddle)] = medians.as_slice() {
+            println!(
+                "| {peers} | **ratio** | {:.2}x | {:.2}x | {:.2}x |",
+                huddle.joins_per_s / stock.joins_per_s,
+                huddle.rss_per_peer_kib / stock.rss_per_peer_kib,
+                huddle.signals_per_s / stock.signals_per_s
+            );
+        }
+    }
+    Ok(())
+}
