@@ -10,6 +10,6 @@ if [ ! -x "$tools/bin/matchbox_server" ]; then
 fi
 cargo build --release --locked -p huddle_server -p huddle_bench
 # 10k peers need 10k sockets in each process.
-ulimit -n 65536
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 exec target/release/signaling_bench --huddle target/release/huddle_server \
   --stock "$tools/bin/matchbox_server" "$@"

@@ -44,7 +44,7 @@ struct Args {
     #[arg(long, default_value_t = 20)]
     signals_per_pair: usize,
     /// Websocket handshakes in flight at once.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 32)]
     in_flight: usize,
 }
 
@@ -66,8 +66,12 @@ impl Kind {
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     joins_per_s: f64,
+    /// Server CPU time (user + system) per join, in µs: the server's own cost, whatever the
+    /// client's speed.
+    cpu_us_per_join: f64,
     rss_per_peer_kib: f64,
     signals_per_s: f64,
+    cpu_us_per_signal: f64,
 }
 
 #[derive(Default)]
@@ -116,6 +120,20 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(server)
+    }
+
+    /// CPU time used so far (user + system), in µs (Linux reports clock ticks of 10 ms).
+    fn cpu_us(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<f64> = rest
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0.0))
+            .collect();
+        let ticks = fields.get(11).copied().unwrap_or(0.0) + fields.get(12).copied().unwrap_or(0.0);
+        ticks * 10_000.0
     }
 
     fn rss_kib(&self) -> f64 {
@@ -222,6 +240,7 @@ async fn run_once(kind: Kind, peers: usize, args: &Args) -> Result<Sample, Strin
     let server = Server::start(kind, args)?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_before = server.rss_kib();
+    let cpu_before = server.cpu_us();
     let counters = Arc::new(Counters::default());
     let permit = Arc::new(Semaphore::new(args.in_flight));
     let (go_tx, go_rx) = watch::channel(false);
@@ -252,8 +271,10 @@ async fn run_once(kind: Kind, peers: usize, args: &Args) -> Result<Sample, Strin
     if errors > 0 {
         return Err(format!("{errors} clients failed to connect"));
     }
+    let cpu_joined = server.cpu_us();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_after = server.rss_kib();
+    let cpu_idle = server.cpu_us();
 
     let expected = pairs * args.signals_per_pair;
     let c = counters.clone();
@@ -262,12 +283,15 @@ async fn run_once(kind: Kind, peers: usize, args: &Args) -> Result<Sample, Strin
         c.signals.load(Ordering::Relaxed) >= expected
     })
     .await?;
+    let cpu_relayed = server.cpu_us();
     clients.abort_all();
     drop(server);
     Ok(Sample {
         joins_per_s: n as f64 / join_time.as_secs_f64(),
+        cpu_us_per_join: (cpu_joined - cpu_before) / n as f64,
         rss_per_peer_kib: (rss_after - rss_before) / n as f64,
         signals_per_s: expected as f64 / relay_time.as_secs_f64(),
+        cpu_us_per_signal: (cpu_relayed - cpu_idle) / expected as f64,
     })
 }
 
@@ -280,7 +304,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn main() -> Result<(), String> {
     let args = Args::parse();
     println!(
-        "| server | peers | run | joins/s | RSS/peer KiB | signals relayed/s |\n|---|---|---|---|---|---|"
+        "| server | peers | run | joins/s | server CPU µs/join | RSS/peer KiB | signals relayed/s | server CPU µs/signal |\n|---|---|---|---|---|---|---|---|"
     );
     let mut summary = Vec::new();
     for &peers in &args.peers {
@@ -290,41 +314,52 @@ async fn main() -> Result<(), String> {
             for run in 1..=args.runs {
                 let s = run_once(kind, peers, &args).await?;
                 println!(
-                    "| {} | {peers} | {run} | {:.0} | {:.1} | {:.0} |",
+                    "| {} | {peers} | {run} | {:.0} | {:.1} | {:.1} | {:.0} | {:.2} |",
                     kind.name(),
                     s.joins_per_s,
+                    s.cpu_us_per_join,
                     s.rss_per_peer_kib,
-                    s.signals_per_s
+                    s.signals_per_s,
+                    s.cpu_us_per_signal
                 );
                 samples.push(s);
             }
+            let med = |f: fn(&Sample) -> f64| median(samples.iter().map(f).collect());
             let m = Sample {
-                joins_per_s: median(samples.iter().map(|s| s.joins_per_s).collect()),
-                rss_per_peer_kib: median(samples.iter().map(|s| s.rss_per_peer_kib).collect()),
-                signals_per_s: median(samples.iter().map(|s| s.signals_per_s).collect()),
+                joins_per_s: med(|s| s.joins_per_s),
+                cpu_us_per_join: med(|s| s.cpu_us_per_join),
+                rss_per_peer_kib: med(|s| s.rss_per_peer_kib),
+                signals_per_s: med(|s| s.signals_per_s),
+                cpu_us_per_signal: med(|s| s.cpu_us_per_signal),
             };
             medians.push((kind, m));
         }
         summary.push((peers, medians));
     }
     println!("\nMedians, and huddle / stock ratios:\n");
-    println!("| peers | server | joins/s | RSS/peer KiB | signals/s |\n|---|---|---|---|---|");
+    println!(
+        "| peers | server | joins/s | CPU µs/join | RSS/peer KiB | signals/s | CPU µs/signal |\n|---|---|---|---|---|---|---|"
+    );
     for (peers, medians) in &summary {
         for (kind, m) in medians {
             println!(
-                "| {peers} | {} | {:.0} | {:.1} | {:.0} |",
+                "| {peers} | {} | {:.0} | {:.1} | {:.1} | {:.0} | {:.2} |",
                 kind.name(),
                 m.joins_per_s,
+                m.cpu_us_per_join,
                 m.rss_per_peer_kib,
-                m.signals_per_s
+                m.signals_per_s,
+                m.cpu_us_per_signal
             );
         }
         if let [(_, stock), (_, huddle)] = medians.as_slice() {
             println!(
-                "| {peers} | **ratio** | {:.2}x | {:.2}x | {:.2}x |",
+                "| {peers} | **huddle / stock** | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {:.2}x |",
                 huddle.joins_per_s / stock.joins_per_s,
+                huddle.cpu_us_per_join / stock.cpu_us_per_join,
                 huddle.rss_per_peer_kib / stock.rss_per_peer_kib,
-                huddle.signals_per_s / stock.signals_per_s
+                huddle.signals_per_s / stock.signals_per_s,
+                huddle.cpu_us_per_signal / stock.cpu_us_per_signal
             );
         }
     }

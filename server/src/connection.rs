@@ -9,9 +9,11 @@ use crate::state::{PeerHandle, ServerState};
 use async_trait::async_trait;
 use axum::extract::ws::{CloseFrame, Message};
 use futures::StreamExt;
-use matchbox_protocol::{JsonPeerEvent, JsonPeerRequest, PeerId};
+use matchbox_protocol::{JsonPeerEvent, PeerId};
 use matchbox_signaling::common_logic::SignalingChannel;
 use matchbox_signaling::{NoCallbacks, SignalingTopology, WsStateMeta};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use std::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -55,6 +57,26 @@ impl SignalingTopology<NoCallbacks, ServerState> for HuddleTopology {
 
 fn event(e: JsonPeerEvent) -> String {
     e.to_string()
+}
+
+/// A matchbox `PeerRequest`, with the signal payload left as raw JSON: it is checked once and
+/// relayed as it came, never rebuilt.
+#[derive(Deserialize)]
+enum Request<'a> {
+    Signal {
+        receiver: PeerId,
+        #[serde(borrow)]
+        data: &'a RawValue,
+    },
+    KeepAlive,
+}
+
+/// The `Signal` event for the receiver, built around the raw payload.
+fn signal_event(sender: PeerId, data: &RawValue) -> String {
+    format!(
+        r#"{{"Signal":{{"sender":"{sender}","data":{}}}}}"#,
+        data.get()
+    )
 }
 
 fn close(sender: &SignalingChannel, code: u16, reason: String) {
@@ -150,21 +172,20 @@ async fn serve(
             close(sender, CLOSE_TOO_BIG, why);
             break;
         }
-        let parsed = text.and_then(|t| t.as_str().parse::<JsonPeerRequest>().ok());
+        let parsed = text
+            .as_ref()
+            .and_then(|t| serde_json::from_str::<Request<'_>>(t.as_str()).ok());
         let abusive = match parsed {
             None => violation(DropReason::MalformedRequest),
-            Some(JsonPeerRequest::KeepAlive) => false,
-            Some(JsonPeerRequest::Signal { receiver: to, data }) => {
+            Some(Request::KeepAlive) => false,
+            Some(Request::Signal { receiver: to, data }) => {
                 if !bucket.try_take(Instant::now()) {
                     violation(DropReason::RateLimited)
-                } else if let Err(e) = signal::validate(&data) {
+                } else if let Err(e) = signal::validate(data.get()) {
                     debug!(%peer_id, %to, "dropping signal: {e}");
                     violation(DropReason::InvalidSignal)
                 } else {
-                    let text = event(JsonPeerEvent::Signal {
-                        sender: peer_id,
-                        data,
-                    });
+                    let text = signal_event(peer_id, data);
                     match lock(room).route(peer_id, to) {
                         Ok(h) => {
                             h.send_text(text);
@@ -227,5 +248,33 @@ fn leave(state: &ServerState, peer_id: PeerId, key: &RoomKey, room: &SharedRoom<
         let mut registry = lock(&shared.registry);
         registry.remove_if_closed(key, room);
         shared.metrics.rooms.set(registry.len() as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relayed_event_is_what_matchbox_expects() {
+        let peer = PeerId(uuid::Uuid::from_u128(7));
+        let text = r#"{"Signal":{"receiver":"00000000-0000-0000-0000-000000000007","data":{"IceCandidate":"null"}}}"#;
+        let Ok(Request::Signal { receiver, data }) = serde_json::from_str::<Request<'_>>(text)
+        else {
+            panic!("parses");
+        };
+        assert_eq!(receiver, peer);
+        let event: JsonPeerEvent = signal_event(peer, data).parse().unwrap();
+        assert_eq!(
+            event,
+            JsonPeerEvent::Signal {
+                sender: peer,
+                data: serde_json::json!({ "IceCandidate": "null" })
+            }
+        );
+        assert!(matches!(
+            serde_json::from_str::<Request<'_>>(r#""KeepAlive""#),
+            Ok(Request::KeepAlive)
+        ));
     }
 }

@@ -6,28 +6,31 @@
 //! `RTCIceCandidateInit` (or `"null"`, the end of candidates).
 
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::io::Cursor;
 
-/// The signal payload, as matchbox_socket 0.15 encodes it (`{"Offer":"v=0..."}`).
+/// The signal payload, as matchbox_socket 0.15 encodes it (`{"Offer":"v=0..."}`). Strings are
+/// borrowed from the message where they have no escapes.
 #[derive(Debug, Deserialize)]
-enum PeerSignal {
-    IceCandidate(String),
-    Offer(String),
-    Answer(String),
+enum PeerSignal<'a> {
+    IceCandidate(#[serde(borrow)] Cow<'a, str>),
+    Offer(#[serde(borrow)] Cow<'a, str>),
+    Answer(#[serde(borrow)] Cow<'a, str>),
 }
 
 /// matchbox's JSON form of an ICE candidate.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[allow(dead_code)] // read by serde for its shape
-struct CandidateInit {
-    candidate: String,
-    #[serde(default)]
-    sdp_mid: Option<String>,
+struct CandidateInit<'a> {
+    #[serde(borrow)]
+    candidate: Cow<'a, str>,
+    #[serde(default, borrow)]
+    sdp_mid: Option<Cow<'a, str>>,
     #[serde(default, rename = "sdpMLineIndex")]
     sdp_mline_index: Option<u16>,
-    #[serde(default)]
-    username_fragment: Option<String>,
+    #[serde(default, borrow)]
+    username_fragment: Option<Cow<'a, str>>,
 }
 
 /// Why a signal was not relayed.
@@ -47,10 +50,10 @@ pub enum SignalError {
     Candidate(String),
 }
 
-/// Checks a signal payload.
-pub fn validate(data: &serde_json::Value) -> Result<(), SignalError> {
-    let signal =
-        PeerSignal::deserialize(data).map_err(|e| SignalError::NotAPeerSignal(e.to_string()))?;
+/// Checks a signal payload, given as its JSON text.
+pub fn validate(data: &str) -> Result<(), SignalError> {
+    let signal: PeerSignal<'_> =
+        serde_json::from_str(data).map_err(|e| SignalError::NotAPeerSignal(e.to_string()))?;
     match signal {
         PeerSignal::Offer(sdp) | PeerSignal::Answer(sdp) => validate_sdp(&sdp),
         PeerSignal::IceCandidate(json) => validate_candidate(&json),
@@ -86,9 +89,9 @@ fn validate_candidate(json: &str) -> Result<(), SignalError> {
     if json == "null" {
         return Ok(());
     }
-    let init: CandidateInit =
+    let init: CandidateInit<'_> =
         serde_json::from_str(json).map_err(|e| SignalError::Candidate(e.to_string()))?;
-    let c = init.candidate.as_str();
+    let c = init.candidate.as_ref();
     // An empty candidate also marks the end of candidates.
     if c.is_empty() {
         return Ok(());
@@ -123,46 +126,46 @@ mod tests {
 
     #[test]
     fn accepts_real_shapes() {
-        validate(&json!({ "Offer": OFFER })).unwrap();
-        validate(&json!({ "Answer": OFFER })).unwrap();
-        validate(&json!({ "IceCandidate": "null" })).unwrap();
+        validate(&json!({ "Offer": OFFER }).to_string()).unwrap();
+        validate(&json!({ "Answer": OFFER }).to_string()).unwrap();
+        validate(&json!({ "IceCandidate": "null" }).to_string()).unwrap();
         let cand = json!({
             "candidate": "candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host",
             "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": "abcd"
         })
         .to_string();
-        validate(&json!({ "IceCandidate": cand })).unwrap();
-        validate(&json!({ "IceCandidate": r#"{"candidate":""}"# })).unwrap();
+        validate(&json!({ "IceCandidate": cand }).to_string()).unwrap();
+        validate(&json!({ "IceCandidate": r#"{"candidate":""}"# }).to_string()).unwrap();
     }
 
     #[test]
     fn rejects_garbage() {
         assert!(matches!(
-            validate(&json!({ "Offer": "this is not sdp" })),
+            validate(&json!({ "Offer": "this is not sdp" }).to_string()),
             Err(SignalError::Sdp(_))
         ));
         assert!(matches!(
-            validate(&json!({ "Offer": 7 })),
+            validate(&json!({ "Offer": 7 }).to_string()),
             Err(SignalError::NotAPeerSignal(_))
         ));
         assert!(matches!(
-            validate(&json!("hello")),
+            validate(&json!("hello").to_string()),
             Err(SignalError::NotAPeerSignal(_))
         ));
         let no_ice = OFFER.replace("a=ice-pwd:efghijklmnopqrstuvwxyz\r\n", "");
         assert_eq!(
-            validate(&json!({ "Answer": no_ice })),
+            validate(&json!({ "Answer": no_ice }).to_string()),
             Err(SignalError::SdpIncomplete("a=ice-pwd"))
         );
         let no_media = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
         assert_eq!(
-            validate(&json!({ "Offer": no_media })),
+            validate(&json!({ "Offer": no_media }).to_string()),
             Err(SignalError::SdpIncomplete("a media section"))
         );
         for bad in ["{", r#"{"candidate":"candidate:x"}"#, r#"{"foo":1}"#] {
             assert!(
                 matches!(
-                    validate(&json!({ "IceCandidate": bad })),
+                    validate(&json!({ "IceCandidate": bad }).to_string()),
                     Err(SignalError::Candidate(_))
                 ),
                 "{bad}"
