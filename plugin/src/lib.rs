@@ -1,0 +1,112 @@
+//! # bevy_huddle
+//!
+//! Multiplayer for Bevy over WebRTC: add [`HuddlePlugin`] with a room URL and get a lobby of
+//! peer-to-peer links, an agreed host that survives leaving, and typed game messages on a
+//! reliable and an unreliable channel, natively and in the browser.
+//!
+//! ```no_run
+//! use bevy::prelude::*;
+//! use bevy_huddle::prelude::*;
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct Move { x: f32, y: f32 }
+//!
+//! fn main() {
+//!     App::new()
+//!         .add_plugins(MinimalPlugins)
+//!         .add_plugins(HuddlePlugin::new(HuddleConfig::room("ws://127.0.0.1:3536/lobby")))
+//!         .add_huddle_message::<Move>(Channel::Unreliable)
+//!         .add_systems(Update, (send_moves, read_moves))
+//!         .run();
+//! }
+//!
+//! fn send_moves(mut out: MessageWriter<Outgoing<Move>>) {
+//!     out.write(Outgoing::to_all(Move { x: 1.0, y: 2.0 }));
+//! }
+//!
+//! fn read_moves(mut moves: MessageReader<Incoming<Move>>) {
+//!     for m in moves.read() {
+//!         info!("{} moved to {}, {}", m.from, m.message.x, m.message.y);
+//!     }
+//! }
+//! ```
+//!
+//! Roles: in every pair of peers the earlier one is the *caller* (it sends the offer), the later
+//! one the *receiver*. The host is the first player in the room; when it leaves, the next in join
+//! order takes over on every peer (see [`protocol::election`]).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+mod link;
+mod lobby;
+pub mod messages;
+pub mod protocol;
+pub mod registry;
+pub mod schedule;
+mod session;
+pub mod signaling;
+mod systems;
+
+pub use config::{HuddleConfig, IceServer};
+pub use link::LinkStats;
+pub use lobby::{HuddleCommandsExt, Roster};
+pub use matchbox_socket::PeerId;
+pub use messages::{
+    HostChanged, HuddleError, Incoming, LeaveReason, Outgoing, PeerJoined, PeerLeft, Recipients,
+    Role,
+};
+pub use registry::{AddHuddleMessage, Channel, HuddleMessage, MessageRegistry};
+pub use schedule::{HuddleSet, LobbyState};
+pub use session::{HuddleSession, HuddleStats};
+
+use bevy::prelude::*;
+use bevy::state::app::StatesPlugin;
+
+/// The things a game needs: `use bevy_huddle::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        AddHuddleMessage, Channel, HostChanged, HuddleCommandsExt, HuddleConfig, HuddleError,
+        HuddlePlugin, HuddleSet, Incoming, LobbyState, Outgoing, PeerId, PeerJoined, PeerLeft,
+        Recipients, Role, Roster,
+    };
+}
+
+/// The plugin's configuration as a resource (read when connecting).
+#[derive(Resource, Debug, Clone, Default)]
+pub struct HuddleSettings(pub HuddleConfig);
+
+/// Adds huddle to an app: lobby state, roster, messages, and the systems that run the network.
+#[derive(Debug, Clone, Default)]
+pub struct HuddlePlugin {
+    /// The settings.
+    pub config: HuddleConfig,
+}
+
+impl HuddlePlugin {
+    /// The plugin with `config`.
+    pub fn new(config: HuddleConfig) -> Self {
+        Self { config }
+    }
+}
+
+impl Plugin for HuddlePlugin {
+    fn build(&self, app: &mut App) {
+        if !app.is_plugin_added::<StatesPlugin>() {
+            app.add_plugins(StatesPlugin);
+        }
+        app.insert_resource(HuddleSettings(self.config.clone()))
+            .init_resource::<MessageRegistry>()
+            .init_resource::<Roster>()
+            .init_resource::<HuddleStats>()
+            .init_state::<LobbyState>()
+            .add_message::<PeerJoined>()
+            .add_message::<PeerLeft>()
+            .add_message::<HostChanged>()
+            .add_message::<HuddleError>()
+            .configure_sets(PostUpdate, HuddleSet::Send.before(HuddleSet::Flush))
+            .add_systems(Startup, systems::auto_connect)
+            .add_systems(PreUpdate, systems::receive.in_set(HuddleSet::Receive))
+            .add_systems(PostUpdate, systems::flush.in_set(HuddleSet::Flush));
+    }
+}

@@ -1,0 +1,136 @@
+//! What we keep per peer: role, hello, reassembly, bulk flow control, and link statistics.
+
+use crate::messages::Role;
+use crate::protocol::chunk::Reassembler;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Pings remembered for the loss estimate.
+const LOSS_WINDOW: usize = 32;
+
+/// Statistics of one link.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LinkStats {
+    /// Smoothed round trip time (ping/pong on the unreliable channel).
+    pub rtt: Option<Duration>,
+    /// The last round trip measured.
+    pub last_rtt: Option<Duration>,
+    /// Share of the recent pings (up to 32, the newest few excluded) that got no pong.
+    pub loss: f32,
+    /// Bytes received from the peer (all channels).
+    pub bytes_in: u64,
+    /// Bytes sent to the peer (all channels).
+    pub bytes_out: u64,
+    /// Game messages received.
+    pub messages_in: u64,
+    /// Game messages sent.
+    pub messages_out: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub(crate) role: Option<Role>,
+    pub(crate) connected: bool,
+    /// `PeerJoined` was written: its hello matched ours.
+    pub(crate) announced: bool,
+    /// Its hello did not match: its frames are dropped.
+    pub(crate) mismatched: bool,
+    /// Frames that came before its hello.
+    pub(crate) early: Vec<(usize, Vec<u8>)>,
+    pub(crate) reassembler: Reassembler,
+    pub(crate) chunk_bytes_in: u64,
+    pub(crate) chunk_acked_out: u64,
+    /// Chunk frames waiting to go: (header length, frame).
+    pub(crate) bulk: VecDeque<(usize, Vec<u8>)>,
+    pub(crate) bulk_sent: u64,
+    pub(crate) bulk_acked: u64,
+    pub(crate) next_seq: u32,
+    ping_seq: u32,
+    /// Recent pings: (seq, answered).
+    pings: VecDeque<(u32, bool)>,
+    pub(crate) stats: LinkStats,
+}
+
+impl Link {
+    pub(crate) fn new(max_message: usize, max_pending: usize) -> Self {
+        Self {
+            role: None,
+            connected: false,
+            announced: false,
+            mismatched: false,
+            early: Vec::new(),
+            reassembler: Reassembler::new(max_message, max_pending),
+            chunk_bytes_in: 0,
+            chunk_acked_out: 0,
+            bulk: VecDeque::new(),
+            bulk_sent: 0,
+            bulk_acked: 0,
+            next_seq: 0,
+            ping_seq: 0,
+            pings: VecDeque::new(),
+            stats: LinkStats::default(),
+        }
+    }
+
+    /// Records a ping going out; returns its sequence number.
+    pub(crate) fn ping(&mut self) -> u32 {
+        self.ping_seq = self.ping_seq.wrapping_add(1);
+        self.pings.push_back((self.ping_seq, false));
+        while self.pings.len() > LOSS_WINDOW {
+            self.pings.pop_front();
+        }
+        self.update_loss();
+        self.ping_seq
+    }
+
+    /// Records a pong: `rtt_us` after its ping went out.
+    pub(crate) fn pong(&mut self, seq: u32, rtt_us: u64) {
+        let Some(entry) = self.pings.iter_mut().find(|(s, _)| *s == seq) else {
+            return;
+        };
+        if entry.1 {
+            return;
+        }
+        entry.1 = true;
+        let rtt = Duration::from_micros(rtt_us);
+        self.stats.last_rtt = Some(rtt);
+        self.stats.rtt = Some(match self.stats.rtt {
+            None => rtt,
+            Some(s) => (s * 7 + rtt) / 8,
+        });
+        self.update_loss();
+    }
+
+    fn update_loss(&mut self) {
+        // The newest pings may still be in flight: judge only those with a later ping answered.
+        let Some(last_answered) = self.pings.iter().rposition(|(_, a)| *a) else {
+            return;
+        };
+        let judged = &self.pings.range(..=last_answered).collect::<Vec<_>>();
+        let lost = judged.iter().filter(|(_, a)| !a).count();
+        self.stats.loss = lost as f32 / judged.len() as f32;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtt_is_smoothed_and_loss_counts_unanswered() {
+        let mut l = Link::new(1024, 1024);
+        let a = l.ping();
+        let b = l.ping();
+        let c = l.ping();
+        l.pong(a, 1000);
+        assert_eq!(l.stats.rtt, Some(Duration::from_micros(1000)));
+        l.pong(c, 9000);
+        assert_eq!(l.stats.rtt, Some(Duration::from_micros(2000)));
+        assert_eq!(l.stats.last_rtt, Some(Duration::from_micros(9000)));
+        assert!((l.stats.loss - 1.0 / 3.0).abs() < 1e-6, "b was lost");
+        l.pong(b, 5000);
+        assert_eq!(l.stats.loss, 0.0, "late pong counts");
+        l.pong(b, 5000);
+        assert_eq!(l.stats.messages_in, 0);
+    }
+}

@@ -1,0 +1,136 @@
+//! The public view of the lobby, and the commands that join and leave it.
+
+use crate::messages::{HuddleError, Role};
+use crate::registry::MessageRegistry;
+use crate::schedule::LobbyState;
+use crate::session::{HuddleSession, SessionEvent};
+use bevy::prelude::*;
+use matchbox_socket::PeerId;
+use std::collections::HashMap;
+
+/// Who is in the lobby, as this peer sees it. Updated every frame in `HuddleSet::Receive`.
+#[derive(Resource, Debug, Clone, Default, PartialEq, Eq)]
+pub struct Roster {
+    /// Our id, once the server assigned it.
+    pub me: Option<PeerId>,
+    /// The agreed host.
+    pub host: Option<PeerId>,
+    /// Everyone in the lobby, ourselves included, in join order (the host first): the order of
+    /// succession every peer agrees on.
+    pub members: Vec<PeerId>,
+    /// The peers we have a working link to, in the order they joined our lobby.
+    pub peers: Vec<PeerId>,
+    /// Our role on each link.
+    pub roles: HashMap<PeerId, Role>,
+}
+
+impl Roster {
+    /// Whether we are the host.
+    pub fn is_host(&self) -> bool {
+        self.me.is_some() && self.me == self.host
+    }
+
+    pub(crate) fn from_session(session: &HuddleSession) -> Self {
+        let peers = session.peers().to_vec();
+        let roles = peers
+            .iter()
+            .filter_map(|p| session.role(*p).map(|r| (*p, r)))
+            .collect();
+        Self {
+            me: session.id(),
+            host: session.host(),
+            members: session.succession(),
+            peers,
+            roles,
+        }
+    }
+}
+
+/// Joining and leaving from systems: `commands.connect_huddle(url)`, `commands.leave_huddle()`.
+pub trait HuddleCommandsExt {
+    /// Joins the room at `room_url` (leaving the current one first).
+    fn connect_huddle(&mut self, room_url: impl Into<String>);
+    /// Leaves the room: every peer is announced as left, the state goes to `Offline`.
+    fn leave_huddle(&mut self);
+}
+
+impl HuddleCommandsExt for Commands<'_, '_> {
+    fn connect_huddle(&mut self, room_url: impl Into<String>) {
+        let url = room_url.into();
+        self.queue(move |world: &mut World| connect(world, &url));
+    }
+
+    fn leave_huddle(&mut self) {
+        self.queue(leave);
+    }
+}
+
+/// Opens a session to `url` in `world`.
+pub(crate) fn connect(world: &mut World, url: &str) {
+    leave(world);
+    let config = world
+        .get_resource::<crate::HuddleSettings>()
+        .map(|s| s.0.clone())
+        .unwrap_or_default();
+    let registry = world
+        .get_resource::<MessageRegistry>()
+        .cloned()
+        .unwrap_or_default();
+    match HuddleSession::connect(url, config, &registry) {
+        Ok(session) => {
+            world.insert_resource(session);
+            set_state(world, LobbyState::Connecting);
+        }
+        Err(e) => {
+            world.write_message(HuddleError::Config(e));
+            set_state(world, LobbyState::Offline);
+        }
+    }
+}
+
+/// Closes the session, if any.
+pub(crate) fn leave(world: &mut World) {
+    if let Some(mut session) = world.remove_resource::<HuddleSession>() {
+        let events = session.leave();
+        crate::systems::write_events(world, events);
+        world.insert_resource(Roster::default());
+        set_state(world, LobbyState::Offline);
+    }
+}
+
+pub(crate) fn set_state(world: &mut World, state: LobbyState) {
+    let current = world.get_resource::<State<LobbyState>>().map(|s| *s.get());
+    if current != Some(state) {
+        if let Some(mut next) = world.get_resource_mut::<NextState<LobbyState>>() {
+            next.set(state);
+        }
+    }
+}
+
+/// Events of a session that ended by itself.
+pub(crate) fn ended(world: &mut World, mut session: HuddleSession, result: Result<(), String>) {
+    let mut events: Vec<SessionEvent> = session.leave();
+    let why = match result {
+        Ok(()) => "the connection to the signaling server ended".to_string(),
+        Err(e) => e,
+    };
+    events.push(SessionEvent::Error(HuddleError::Signaling(why)));
+    crate::systems::write_events(world, events);
+    world.insert_resource(Roster::default());
+    set_state(world, LobbyState::Offline);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_check() {
+        let me = PeerId(uuid::Uuid::from_u128(1));
+        let mut r = Roster::default();
+        assert!(!r.is_host());
+        r.me = Some(me);
+        r.host = Some(me);
+        assert!(r.is_host());
+    }
+}

@@ -1,0 +1,627 @@
+//! The I/O edge: one matchbox socket and its message loop, and the per-peer link state around it.
+//! Everything protocol-shaped is delegated to [`crate::protocol`]; this module moves bytes.
+
+use crate::config::HuddleConfig;
+use crate::link::{Link, LinkStats};
+use crate::messages::{
+    HostChanged, HuddleError, LeaveReason, PeerJoined, PeerLeft, Recipients, Role,
+};
+use crate::protocol::chunk::{chunk_count, CHUNK_BYTES};
+use crate::protocol::control::{Control, PROTOCOL_VERSION};
+use crate::protocol::election::{HostElection, Output};
+use crate::protocol::frame::Frame;
+use crate::registry::{Channel, MessageRegistry};
+use crate::signaling::{HuddleSignallerBuilder, Observed};
+use bevy::prelude::*;
+use bevy::tasks::{IoTaskPool, Task};
+use futures::channel::mpsc::UnboundedReceiver;
+use matchbox_socket::{ChannelConfig, PeerId, PeerState, WebRtcSocket};
+use std::collections::{HashMap, HashSet};
+use web_time::Instant;
+
+/// Data channel indices. The list is the same in every build (matchbox negotiates channels by
+/// index), whatever features are on.
+pub(crate) const CONTROL: usize = 0;
+pub(crate) const RELIABLE: usize = 1;
+pub(crate) const UNRELIABLE: usize = 2;
+/// Reserved for GGRS (feature `ggrs`).
+pub(crate) const GGRS: usize = 3;
+
+/// Largest data channel message matchbox/webrtc deliver (larger ones vanish silently).
+pub(crate) const MAX_DATA_CHANNEL_MESSAGE: usize = 65_536;
+/// Frames held per peer while its hello is not in yet.
+const EARLY_FRAMES: usize = 1024;
+
+/// Counters of what the plugin dropped instead of panicking.
+#[derive(Resource, Debug, Default, Clone, PartialEq, Eq)]
+pub struct HuddleStats {
+    /// Signals from other peers dropped by our signaller (malformed SDP/ICE, garbage events).
+    pub signals_dropped: u64,
+    /// Data channel frames dropped: unknown kind or type, truncated, undecodable.
+    pub frames_dropped: u64,
+    /// Chunks dropped (out of order, over the size limits); their messages are lost.
+    pub chunks_dropped: u64,
+    /// Control messages that did not decode.
+    pub control_dropped: u64,
+    /// Frames from peers whose message types differ from ours.
+    pub mismatched_dropped: u64,
+}
+
+/// What a poll produced, for the Bevy side to write as messages, in order.
+#[derive(Debug)]
+pub(crate) enum SessionEvent {
+    Joined(PeerJoined),
+    Left(PeerLeft),
+    Host(HostChanged),
+    Error(HuddleError),
+    Deliver {
+        type_id: u32,
+        from: PeerId,
+        bytes: Vec<u8>,
+    },
+}
+
+/// The live session: present while connecting or in a lobby.
+#[derive(Resource)]
+pub struct HuddleSession {
+    socket: WebRtcSocket,
+    task: Option<Task<Result<(), matchbox_socket::Error>>>,
+    observed: UnboundedReceiver<Observed>,
+    config: HuddleConfig,
+    started: Instant,
+    types_hash: u64,
+    type_names: Vec<String>,
+    me: Option<PeerId>,
+    election: Option<HostElection>,
+    links: HashMap<PeerId, Link>,
+    /// Peers the server said left (so their disconnect is `Left`, not `Disconnected`).
+    left_by_server: HashSet<PeerId>,
+    /// Peers announced with `PeerJoined`, in that order.
+    joined: Vec<PeerId>,
+    outbox: Vec<(usize, PeerId, Vec<u8>)>,
+    last_ping: Instant,
+    pub(crate) stats: HuddleStats,
+}
+
+impl HuddleSession {
+    /// Opens the socket to `room_url` and starts its message loop on the IO task pool.
+    pub(crate) fn connect(
+        room_url: &str,
+        config: HuddleConfig,
+        registry: &MessageRegistry,
+    ) -> Result<Self, String> {
+        let ice = config.matchbox_ice()?;
+        let (signaller, observed) = HuddleSignallerBuilder::new();
+        let (socket, message_loop) = WebRtcSocket::builder(room_url)
+            .ice_server(ice)
+            .signaller_builder(signaller)
+            .add_channel(ChannelConfig::reliable()) // CONTROL
+            .add_channel(ChannelConfig::reliable()) // RELIABLE
+            .add_channel(ChannelConfig::unreliable()) // UNRELIABLE
+            .add_channel(ChannelConfig::unreliable()) // GGRS
+            .build();
+        let task = IoTaskPool::get().spawn(message_loop);
+        Ok(Self {
+            socket,
+            task: Some(task),
+            observed,
+            config,
+            started: Instant::now(),
+            types_hash: registry.hash(),
+            type_names: registry.names(),
+            me: None,
+            election: None,
+            links: HashMap::new(),
+            left_by_server: HashSet::new(),
+            joined: Vec::new(),
+            outbox: Vec::new(),
+            last_ping: Instant::now(),
+            stats: HuddleStats::default(),
+        })
+    }
+
+    /// Our id, once the server assigned it.
+    pub fn id(&self) -> Option<PeerId> {
+        self.me
+    }
+
+    /// The agreed host, once known.
+    pub fn host(&self) -> Option<PeerId> {
+        self.election.as_ref().and_then(HostElection::host)
+    }
+
+    /// Peers in the lobby, in the order they joined it (as we saw them).
+    pub fn peers(&self) -> &[PeerId] {
+        &self.joined
+    }
+
+    /// The succession order agreed with the host: host first, then join order.
+    pub fn succession(&self) -> Vec<PeerId> {
+        self.election
+            .as_ref()
+            .map(HostElection::succession)
+            .unwrap_or_default()
+    }
+
+    /// Our role on the link to `peer`.
+    pub fn role(&self, peer: PeerId) -> Option<Role> {
+        self.links.get(&peer).and_then(|l| l.role)
+    }
+
+    /// Link statistics of `peer`.
+    pub fn link_stats(&self, peer: PeerId) -> Option<&LinkStats> {
+        self.links.get(&peer).map(|l| &l.stats)
+    }
+
+    fn now(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    fn link(&mut self, peer: PeerId) -> &mut Link {
+        let config = &self.config;
+        self.links
+            .entry(peer)
+            .or_insert_with(|| Link::new(config.max_message_bytes, config.max_pending_bytes))
+    }
+
+    /// Whether the message loop has ended; with its error if it failed.
+    pub(crate) fn finished(&mut self) -> Option<Result<(), String>> {
+        let task = self.task.as_mut()?;
+        if !task.is_finished() {
+            return None;
+        }
+        let task = self.task.take()?;
+        Some(futures::executor::block_on(task).map_err(|e| format!("{e}")))
+    }
+
+    /// Reads everything that arrived: signaling observations, peer changes, control and game
+    /// frames. Returns what the game must hear, in order.
+    pub(crate) fn poll(&mut self) -> Vec<SessionEvent> {
+        let mut events = Vec::new();
+        self.poll_observed(&mut events);
+        self.poll_peers(&mut events);
+        self.poll_control(&mut events);
+        for ch in [RELIABLE, UNRELIABLE] {
+            self.poll_data(ch, &mut events);
+        }
+        if let Some(election) = self.election.as_mut() {
+            let now = self.started.elapsed();
+            let outs = election.tick(now);
+            self.apply(outs, &mut events);
+        }
+        events
+    }
+
+    fn poll_observed(&mut self, events: &mut Vec<SessionEvent>) {
+        while let Ok(seen) = self.observed.try_recv() {
+            match seen {
+                Observed::IdAssigned(me) => {
+                    self.me = Some(me);
+                    self.election = Some(HostElection::new(me, self.now(), self.config.host_grace));
+                }
+                Observed::Calls(peer) => {
+                    self.link(peer).role = Some(Role::Caller);
+                    if let Some(e) = self.election.as_mut() {
+                        e.introduced_later(peer);
+                    }
+                }
+                Observed::CalledBy(peer) => {
+                    self.link(peer).role = Some(Role::Receiver);
+                    if let Some(e) = self.election.as_mut() {
+                        let outs = e.introduced_earlier(peer);
+                        self.apply(outs, events);
+                    }
+                }
+                Observed::Left(peer) => {
+                    self.left_by_server.insert(peer);
+                }
+                Observed::Dropped { from, reason } => {
+                    self.stats.signals_dropped += 1;
+                    warn!("dropped a signal from {from:?}: {reason}");
+                }
+            }
+        }
+    }
+
+    fn poll_peers(&mut self, events: &mut Vec<SessionEvent>) {
+        let Ok(changes) = self.socket.try_update_peers() else {
+            return;
+        };
+        for (peer, state) in changes {
+            match state {
+                PeerState::Connected => {
+                    self.link(peer).connected = true;
+                    let hello = Control::Hello {
+                        version: PROTOCOL_VERSION,
+                        types_hash: self.types_hash,
+                        types: self.type_names.clone(),
+                    };
+                    self.send_now(CONTROL, peer, hello.encode());
+                    if let Some(e) = self.election.as_mut() {
+                        let outs = e.connected(peer);
+                        self.apply(outs, events);
+                    }
+                }
+                PeerState::Disconnected => self.peer_gone(peer, events),
+            }
+        }
+    }
+
+    fn peer_gone(&mut self, peer: PeerId, events: &mut Vec<SessionEvent>) {
+        let reason = if self.left_by_server.remove(&peer) {
+            LeaveReason::Left
+        } else {
+            LeaveReason::Disconnected
+        };
+        if let Some(link) = self.links.remove(&peer) {
+            if link.announced {
+                self.joined.retain(|p| *p != peer);
+                events.push(SessionEvent::Left(PeerLeft { peer, reason }));
+            }
+        }
+        if let Some(e) = self.election.as_mut() {
+            let outs = e.disconnected(peer);
+            self.apply(outs, events);
+        }
+    }
+
+    fn poll_control(&mut self, events: &mut Vec<SessionEvent>) {
+        let Ok(channel) = self.socket.get_channel_mut(CONTROL) else {
+            return;
+        };
+        for (peer, packet) in channel.receive() {
+            let Some(control) = Control::decode(&packet) else {
+                self.stats.control_dropped += 1;
+                continue;
+            };
+            match control {
+                Control::Hello {
+                    version,
+                    types_hash,
+                    types,
+                } => self.hello(peer, version, types_hash, types, events),
+                Control::Roster(roster) => {
+                    if let Some(e) = self.election.as_mut() {
+                        let outs = e.roster_received(peer, roster);
+                        self.apply(outs, events);
+                    }
+                }
+                Control::ChunkAck { received } => {
+                    if let Some(link) = self.links.get_mut(&peer) {
+                        link.bulk_acked = link.bulk_acked.max(received);
+                    }
+                }
+            }
+        }
+    }
+
+    fn hello(
+        &mut self,
+        peer: PeerId,
+        version: u16,
+        types_hash: u64,
+        types: Vec<String>,
+        events: &mut Vec<SessionEvent>,
+    ) {
+        if version != PROTOCOL_VERSION {
+            self.link(peer).mismatched = true;
+            events.push(SessionEvent::Error(HuddleError::ProtocolMismatch {
+                peer,
+                ours: PROTOCOL_VERSION,
+                theirs: version,
+            }));
+            return;
+        }
+        if types_hash != self.types_hash {
+            self.link(peer).mismatched = true;
+            events.push(SessionEvent::Error(HuddleError::MessageTypeMismatch {
+                peer,
+                ours: self.type_names.clone(),
+                theirs: types,
+            }));
+            return;
+        }
+        let link = self.link(peer);
+        if link.announced {
+            return;
+        }
+        link.announced = true;
+        // Our role is known from the signaling; a peer we did not see offered to us.
+        let role = *link.role.get_or_insert(Role::Receiver);
+        let early = std::mem::take(&mut link.early);
+        self.joined.push(peer);
+        events.push(SessionEvent::Joined(PeerJoined { peer, role }));
+        for (ch, packet) in early {
+            self.data_frame(ch, peer, &packet, events);
+        }
+    }
+
+    fn poll_data(&mut self, ch: usize, events: &mut Vec<SessionEvent>) {
+        let Ok(channel) = self.socket.get_channel_mut(ch) else {
+            return;
+        };
+        let packets = channel.receive();
+        for (peer, packet) in packets {
+            let link = self.link(peer);
+            link.stats.bytes_in += packet.len() as u64;
+            if link.mismatched {
+                self.stats.mismatched_dropped += 1;
+                continue;
+            }
+            if !link.announced {
+                if link.early.len() < EARLY_FRAMES {
+                    link.early.push((ch, packet.to_vec()));
+                } else {
+                    self.stats.frames_dropped += 1;
+                }
+                continue;
+            }
+            self.data_frame(ch, peer, &packet, events);
+        }
+    }
+
+    fn data_frame(
+        &mut self,
+        ch: usize,
+        peer: PeerId,
+        packet: &[u8],
+        events: &mut Vec<SessionEvent>,
+    ) {
+        let (frame, payload) = match Frame::decode(packet) {
+            Ok(f) => f,
+            Err(e) => {
+                self.stats.frames_dropped += 1;
+                debug!("dropped a frame from {peer}: {e}");
+                return;
+            }
+        };
+        match frame {
+            Frame::Message { type_id } => {
+                self.link(peer).stats.messages_in += 1;
+                events.push(SessionEvent::Deliver {
+                    type_id,
+                    from: peer,
+                    bytes: payload.to_vec(),
+                });
+            }
+            Frame::Chunk {
+                type_id,
+                seq,
+                index,
+                count,
+            } if ch == RELIABLE => {
+                let link = self.link(peer);
+                link.chunk_bytes_in += payload.len() as u64;
+                let result = link.reassembler.push(type_id, seq, index, count, payload);
+                let ack_due = link.chunk_bytes_in - link.chunk_acked_out
+                    >= (CHUNK_BYTES * 4) as u64
+                    || matches!(result, Ok(Some(_)));
+                if ack_due {
+                    link.chunk_acked_out = link.chunk_bytes_in;
+                    let ack = Control::ChunkAck {
+                        received: link.chunk_bytes_in,
+                    };
+                    self.send_now(CONTROL, peer, ack.encode());
+                }
+                match result {
+                    Ok(Some((type_id, bytes))) => {
+                        self.link(peer).stats.messages_in += 1;
+                        events.push(SessionEvent::Deliver {
+                            type_id,
+                            from: peer,
+                            bytes,
+                        });
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.stats.chunks_dropped += 1;
+                        debug!("dropped a chunk from {peer}: {e}");
+                    }
+                }
+            }
+            Frame::Link {
+                pong: false,
+                seq,
+                sent_us,
+            } if ch == UNRELIABLE => {
+                let mut reply = Vec::with_capacity(16);
+                Frame::Link {
+                    pong: true,
+                    seq,
+                    sent_us,
+                }
+                .encode_header(&mut reply);
+                self.send_now(UNRELIABLE, peer, reply);
+            }
+            Frame::Link {
+                pong: true,
+                seq,
+                sent_us,
+            } if ch == UNRELIABLE => {
+                let now_us = self.now().as_micros() as u64;
+                self.link(peer).pong(seq, now_us.saturating_sub(sent_us));
+            }
+            _ => self.stats.frames_dropped += 1,
+        }
+    }
+
+    /// Carries out the election's outputs.
+    fn apply(&mut self, outs: Vec<Output>, events: &mut Vec<SessionEvent>) {
+        for out in outs {
+            match out {
+                Output::HostChanged { old, new } => {
+                    events.push(SessionEvent::Host(HostChanged { old, new }));
+                }
+                Output::Publish(roster) => {
+                    let bytes = Control::Roster(roster).encode();
+                    let peers: Vec<PeerId> = self
+                        .links
+                        .iter()
+                        .filter(|(_, l)| l.connected)
+                        .map(|(p, _)| *p)
+                        .collect();
+                    for p in peers {
+                        self.send_now(CONTROL, p, bytes.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    fn send_now(&mut self, ch: usize, peer: PeerId, bytes: Vec<u8>) {
+        if let Some(link) = self.links.get_mut(&peer) {
+            link.stats.bytes_out += bytes.len() as u64;
+        }
+        if let Ok(channel) = self.socket.get_channel_mut(ch) {
+            let _ = channel.try_send(bytes.into(), peer);
+        }
+    }
+
+    /// Queues an encoded game message for `to`.
+    pub(crate) fn queue(
+        &mut self,
+        type_id: u32,
+        channel: Channel,
+        payload: Vec<u8>,
+        to: &Recipients,
+    ) -> Result<(), String> {
+        let peers: Vec<PeerId> = match to {
+            Recipients::All => self.joined.clone(),
+            Recipients::Host => self
+                .host()
+                .filter(|h| Some(*h) != self.me && self.joined.contains(h))
+                .into_iter()
+                .collect(),
+            Recipients::Peer(p) => self.joined.iter().copied().filter(|j| j == p).collect(),
+            Recipients::Peers(ps) => self
+                .joined
+                .iter()
+                .copied()
+                .filter(|j| ps.contains(j))
+                .collect(),
+        };
+        let mut frame = Vec::with_capacity(payload.len() + 4);
+        Frame::Message { type_id }.encode_header(&mut frame);
+        let header = frame.len();
+        match channel {
+            Channel::Unreliable => {
+                if header + payload.len() > MAX_DATA_CHANNEL_MESSAGE {
+                    return Err(format!(
+                        "{} bytes exceed the unreliable channel's {MAX_DATA_CHANNEL_MESSAGE}",
+                        header + payload.len()
+                    ));
+                }
+                frame.extend_from_slice(&payload);
+                for p in peers {
+                    self.link(p).stats.messages_out += 1;
+                    self.outbox.push((UNRELIABLE, p, frame.clone()));
+                }
+            }
+            Channel::Reliable if header + payload.len() <= MAX_DATA_CHANNEL_MESSAGE => {
+                frame.extend_from_slice(&payload);
+                for p in peers {
+                    self.link(p).stats.messages_out += 1;
+                    self.outbox.push((RELIABLE, p, frame.clone()));
+                }
+            }
+            Channel::Reliable => {
+                if payload.len() > self.config.max_message_bytes {
+                    return Err(format!(
+                        "{} bytes exceed max_message_bytes ({})",
+                        payload.len(),
+                        self.config.max_message_bytes
+                    ));
+                }
+                let count = chunk_count(payload.len()) as u32;
+                for p in peers {
+                    let link = self.link(p);
+                    link.stats.messages_out += 1;
+                    let seq = link.next_seq;
+                    link.next_seq = link.next_seq.wrapping_add(1);
+                    for (index, part) in payload.chunks(CHUNK_BYTES).enumerate() {
+                        let mut f = Vec::with_capacity(part.len() + 16);
+                        Frame::Chunk {
+                            type_id,
+                            seq,
+                            index: index as u32,
+                            count,
+                        }
+                        .encode_header(&mut f);
+                        let header = f.len();
+                        f.extend_from_slice(part);
+                        link.bulk.push_back((header, f));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends what was queued this frame: messages, then bulk chunks within each peer's window,
+    /// then pings when due.
+    pub(crate) fn flush(&mut self) {
+        for (ch, peer, bytes) in std::mem::take(&mut self.outbox) {
+            self.send_now(ch, peer, bytes);
+        }
+        let window = self.config.bulk_window_bytes as u64;
+        let peers: Vec<PeerId> = self.links.keys().copied().collect();
+        for peer in peers {
+            loop {
+                let Some(link) = self.links.get_mut(&peer) else {
+                    break;
+                };
+                if link.bulk_sent.saturating_sub(link.bulk_acked) >= window {
+                    break;
+                }
+                let Some((header, frame)) = link.bulk.pop_front() else {
+                    break;
+                };
+                link.bulk_sent += (frame.len() - header) as u64;
+                self.send_now(RELIABLE, peer, frame);
+            }
+        }
+        if self.last_ping.elapsed() >= self.config.ping_interval {
+            self.last_ping = Instant::now();
+            let sent_us = self.now().as_micros() as u64;
+            let peers: Vec<PeerId> = self.joined.clone();
+            for peer in peers {
+                let seq = self.link(peer).ping();
+                let mut f = Vec::with_capacity(16);
+                Frame::Link {
+                    pong: false,
+                    seq,
+                    sent_us,
+                }
+                .encode_header(&mut f);
+                self.send_now(UNRELIABLE, peer, f);
+            }
+        }
+    }
+
+    /// Bytes of chunked messages still waiting to be sent to `peer`.
+    pub fn bulk_pending(&self, peer: PeerId) -> usize {
+        self.links
+            .get(&peer)
+            .map_or(0, |l| l.bulk.iter().map(|(_, f)| f.len()).sum())
+    }
+
+    /// Announces every joined peer as left (we leave).
+    pub(crate) fn leave(&mut self) -> Vec<SessionEvent> {
+        self.socket.close();
+        std::mem::take(&mut self.joined)
+            .into_iter()
+            .map(|peer| {
+                SessionEvent::Left(PeerLeft {
+                    peer,
+                    reason: LeaveReason::WeLeft,
+                })
+            })
+            .collect()
+    }
+
+    /// Raw access to the GGRS channel (feature `ggrs`).
+    #[allow(dead_code)]
+    pub(crate) fn ggrs_channel(&mut self) -> Option<&mut matchbox_socket::WebRtcChannel> {
+        self.socket.get_channel_mut(GGRS).ok()
+    }
+}

@@ -1,0 +1,129 @@
+//! Our own websocket signaller for matchbox_socket: it speaks the same protocol as matchbox's,
+//! and also
+//! - drops malformed signals from other peers (counted) before matchbox's handshake `unwrap`s them;
+//! - tells the plugin what only the signaling sees: our id, and for each peer whether we call it
+//!   (`NewPeer`: it joined after us) or it calls us (its offer: it joined before us).
+
+mod check;
+#[cfg(not(target_arch = "wasm32"))]
+mod native;
+#[cfg(target_arch = "wasm32")]
+mod wasm;
+
+pub use check::{check, BadSignal};
+
+use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender};
+use matchbox_socket::{PeerEvent, PeerId, PeerSignal, SignalingError};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the signaller saw, in the order it saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observed {
+    /// The server assigned our id.
+    IdAssigned(PeerId),
+    /// The server introduced this peer to us: we call it, it joined after us.
+    Calls(PeerId),
+    /// This peer sent us an offer: it calls us, it joined before us.
+    CalledBy(PeerId),
+    /// The server said this peer left.
+    Left(PeerId),
+    /// A message from the server was dropped.
+    Dropped {
+        /// The peer that sent it, for a signal.
+        from: Option<PeerId>,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Builds [`matchbox_socket::Signaller`]s that report to an [`Observed`] channel.
+#[derive(Debug, Clone)]
+pub struct HuddleSignallerBuilder {
+    observer: UnboundedSender<Observed>,
+}
+
+impl HuddleSignallerBuilder {
+    /// A builder and the receiving end of what its signallers observe.
+    pub fn new() -> (Arc<Self>, UnboundedReceiver<Observed>) {
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        (Arc::new(Self { observer: tx }), rx)
+    }
+}
+
+/// How long to wait between attempts to reach the signaling server.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Reads one text message from the server: `Some(event)` to hand to matchbox, `None` if dropped.
+fn process(text: &str, observer: &UnboundedSender<Observed>) -> Option<PeerEvent> {
+    let event: PeerEvent = match serde_json::from_str(text) {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = observer.unbounded_send(Observed::Dropped {
+                from: None,
+                reason: format!("not a matchbox event: {e}"),
+            });
+            return None;
+        }
+    };
+    let seen = match &event {
+        PeerEvent::IdAssigned(id) => Observed::IdAssigned(*id),
+        PeerEvent::NewPeer(id) => Observed::Calls(*id),
+        PeerEvent::PeerLeft(id) => Observed::Left(*id),
+        PeerEvent::Signal { sender, data } => {
+            if let Err(bad) = check(data) {
+                let _ = observer.unbounded_send(Observed::Dropped {
+                    from: Some(*sender),
+                    reason: bad.to_string(),
+                });
+                return None;
+            }
+            match data {
+                PeerSignal::Offer(_) => Observed::CalledBy(*sender),
+                _ => return Some(event),
+            }
+        }
+    };
+    let _ = observer.unbounded_send(seen);
+    Some(event)
+}
+
+/// Counts down connection attempts; `Err` when none remain.
+fn next_attempt(attempts: &mut Option<u16>, error: SignalingError) -> Result<(), SignalingError> {
+    match attempts {
+        Some(n) if *n <= 1 => Err(SignalingError::NegotiationFailed(Box::new(error))),
+        Some(n) => {
+            *n -= 1;
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observes_roles_and_drops_bad_signals() {
+        let (tx, mut rx) = futures::channel::mpsc::unbounded();
+        let a = PeerId(uuid::Uuid::from_u128(1));
+        let id = format!(r#"{{"IdAssigned":"{a}"}}"#);
+        assert!(process(&id, &tx).is_some());
+        assert_eq!(rx.try_recv().ok(), Some(Observed::IdAssigned(a)));
+        let bad = format!(r#"{{"Signal":{{"sender":"{a}","data":{{"Offer":"garbage"}}}}}}"#);
+        assert!(process(&bad, &tx).is_none());
+        assert!(matches!(
+            rx.try_recv().ok(),
+            Some(Observed::Dropped { from: Some(p), .. }) if p == a
+        ));
+        assert!(process("not json", &tx).is_none());
+        assert!(matches!(
+            rx.try_recv().ok(),
+            Some(Observed::Dropped { from: None, .. })
+        ));
+        let new = format!(r#"{{"NewPeer":"{a}"}}"#);
+        assert!(process(&new, &tx).is_some());
+        assert_eq!(rx.try_recv().ok(), Some(Observed::Calls(a)));
+    }
+}
