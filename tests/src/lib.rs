@@ -17,6 +17,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub use huddle_server;
 
+pub mod apps;
+
 /// Channel index of the reliable channel of [`StockPeer`]s.
 pub const RELIABLE: usize = 0;
 /// Channel index of the unreliable channel of [`StockPeer`]s.
@@ -63,6 +65,39 @@ pub fn server() -> huddle_server::RunningServer {
 pub fn server_with(config: huddle_server::ServerConfig) -> huddle_server::RunningServer {
     init_logs();
     huddle_server::start(config).expect("server starts")
+}
+
+/// A huddle_server on a runtime of its own, for tests that are not async (Bevy apps).
+pub fn server_on_runtime() -> (tokio::runtime::Runtime, huddle_server::RunningServer) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let server = {
+        let _guard = rt.enter();
+        server()
+    };
+    (rt, server)
+}
+
+/// Stock matchbox_signaling full-mesh server (what matchbox_server runs) on a runtime of its own.
+pub fn stock_server_on_runtime() -> (tokio::runtime::Runtime, std::net::SocketAddr) {
+    init_logs();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let addr = {
+        let _guard = rt.enter();
+        let mut server =
+            matchbox_signaling::SignalingServer::full_mesh_builder(([127, 0, 0, 1], 0)).build();
+        let addr = server.bind().expect("bind");
+        rt.spawn(server.serve());
+        addr
+    };
+    (rt, addr)
 }
 
 /// A stock matchbox_socket 0.15 peer (channel 0 reliable, channel 1 unreliable, no ICE servers),

@@ -1,0 +1,203 @@
+//! Headless Bevy apps running bevy_huddle (MinimalPlugins, updated by hand), for end-to-end tests.
+
+use bevy::prelude::*;
+use bevy_huddle::prelude::*;
+use bevy_huddle::{HuddleConfig, HuddleStats};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+
+/// A chat line (reliable).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Chat(pub String);
+
+/// A position update (unreliable).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Pos {
+    /// Sequence number.
+    pub seq: u32,
+    /// A coordinate.
+    pub x: f32,
+}
+
+/// A large payload (reliable, chunked when above 64 KiB).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Blob(pub Vec<u8>);
+
+/// Everything a player's app heard, in order.
+#[derive(Resource, Default, Debug)]
+pub struct Log {
+    /// `PeerJoined` messages.
+    pub joined: Vec<PeerJoined>,
+    /// `PeerLeft` messages.
+    pub left: Vec<PeerLeft>,
+    /// `HostChanged` messages, with when they arrived.
+    pub hosts: Vec<(HostChanged, Instant)>,
+    /// `HuddleError` messages.
+    pub errors: Vec<HuddleError>,
+    /// Chat lines received.
+    pub chats: Vec<(PeerId, Chat)>,
+    /// Positions received.
+    pub positions: Vec<(PeerId, Pos)>,
+    /// Blobs received.
+    pub blobs: Vec<(PeerId, Blob)>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn collect(
+    mut log: ResMut<Log>,
+    mut joined: MessageReader<PeerJoined>,
+    mut left: MessageReader<PeerLeft>,
+    mut hosts: MessageReader<HostChanged>,
+    mut errors: MessageReader<HuddleError>,
+    mut chats: MessageReader<Incoming<Chat>>,
+    mut positions: MessageReader<Incoming<Pos>>,
+    mut blobs: MessageReader<Incoming<Blob>>,
+) {
+    log.joined.extend(joined.read().cloned());
+    log.left.extend(left.read().cloned());
+    let now = Instant::now();
+    log.hosts.extend(hosts.read().cloned().map(|h| (h, now)));
+    log.errors.extend(errors.read().cloned());
+    log.chats
+        .extend(chats.read().map(|m| (m.from, m.message.clone())));
+    log.positions
+        .extend(positions.read().map(|m| (m.from, m.message.clone())));
+    log.blobs
+        .extend(blobs.read().map(|m| (m.from, m.message.clone())));
+}
+
+/// Which message types a player registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Types {
+    /// Chat, Pos and Blob.
+    All,
+    /// Chat only (to provoke a type mismatch).
+    ChatOnly,
+}
+
+/// One player: a headless app with the plugin.
+pub struct Player {
+    /// The app.
+    pub app: App,
+}
+
+impl Player {
+    /// A player joining `url` with test-friendly settings.
+    pub fn join(url: &str) -> Self {
+        Self::join_with(url, Types::All, HuddleConfig::room(url))
+    }
+
+    /// A player with a message set and settings of its own.
+    pub fn join_with(url: &str, types: Types, mut config: HuddleConfig) -> Self {
+        config.room_url = Some(url.to_string());
+        let mut app = App::new();
+        app.add_plugins(MinimalPlugins)
+            .add_plugins(HuddlePlugin::new(config))
+            .add_huddle_message::<Chat>(Channel::Reliable);
+        if types == Types::All {
+            app.add_huddle_message::<Pos>(Channel::Unreliable)
+                .add_huddle_message::<Blob>(Channel::Reliable);
+        }
+        app.init_resource::<Log>();
+        if types == Types::All {
+            app.add_systems(Update, collect);
+        } else {
+            app.add_systems(Update, collect_chat_only);
+        }
+        Self { app }
+    }
+
+    /// Runs one frame.
+    pub fn update(&mut self) {
+        self.app.update();
+    }
+
+    /// What it heard.
+    pub fn log(&self) -> &Log {
+        self.app.world().resource::<Log>()
+    }
+
+    /// Its roster.
+    pub fn roster(&self) -> &Roster {
+        self.app.world().resource::<Roster>()
+    }
+
+    /// Its drop counters.
+    pub fn stats(&self) -> &HuddleStats {
+        self.app.world().resource::<HuddleStats>()
+    }
+
+    /// Its lobby state.
+    pub fn state(&self) -> LobbyState {
+        *self.app.world().resource::<State<LobbyState>>().get()
+    }
+
+    /// Its id.
+    pub fn id(&self) -> Option<PeerId> {
+        self.roster().me
+    }
+
+    /// Queues a message for the next frame.
+    pub fn send<T: bevy_huddle::HuddleMessage>(&mut self, out: Outgoing<T>) {
+        self.app.world_mut().write_message(out);
+    }
+
+    /// The link statistics of `peer`.
+    pub fn link_stats(&self, peer: PeerId) -> Option<bevy_huddle::LinkStats> {
+        self.app
+            .world()
+            .get_resource::<bevy_huddle::HuddleSession>()
+            .and_then(|s| s.link_stats(peer).cloned())
+    }
+}
+
+fn collect_chat_only(
+    mut log: ResMut<Log>,
+    mut joined: MessageReader<PeerJoined>,
+    mut errors: MessageReader<HuddleError>,
+    mut chats: MessageReader<Incoming<Chat>>,
+) {
+    log.joined.extend(joined.read().cloned());
+    log.errors.extend(errors.read().cloned());
+    log.chats
+        .extend(chats.read().map(|m| (m.from, m.message.clone())));
+}
+
+/// Updates every player (about every 2 ms) until `done` or `limit`; returns whether `done` held.
+pub fn run_until(
+    players: &mut [Player],
+    limit: Duration,
+    mut done: impl FnMut(&[Player]) -> bool,
+) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        for p in players.iter_mut() {
+            p.update();
+        }
+        if done(players) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Runs every player for `d`.
+pub fn run_for(players: &mut [Player], d: Duration) {
+    run_until(players, d, |_| false);
+}
+
+/// Whether every player is in the lobby with all others joined and the same host.
+pub fn lobby_complete(players: &[Player]) -> bool {
+    let n = players.len();
+    let host = players.first().and_then(|p| p.roster().host);
+    players.iter().all(|p| {
+        p.state() == LobbyState::InLobby
+            && p.roster().peers.len() == n - 1
+            && p.roster().members.len() == n
+            && p.roster().host.is_some()
+            && p.roster().host == host
+    })
+}

@@ -1,0 +1,236 @@
+//! bevy_huddle end to end: headless Bevy apps over real WebRTC through a real signaling server.
+//! Run inside the loopback-only network namespace (see README).
+
+use bevy_huddle::prelude::*;
+use bevy_huddle::{HuddleConfig, LeaveReason};
+use huddle_tests::apps::*;
+use huddle_tests::*;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// The first player joins and becomes host; then `n - 1` more join at once.
+fn lobby(url: &str, n: usize) -> Vec<Player> {
+    let mut players = vec![Player::join(url)];
+    assert!(
+        run_until(&mut players, LIMIT, |ps| ps[0].roster().is_host()),
+        "the first player becomes host"
+    );
+    players.extend((1..n).map(|_| Player::join(url)));
+    let ok = run_until(&mut players, LIMIT, lobby_complete);
+    let views: Vec<_> = players
+        .iter()
+        .map(|p| (p.state(), p.roster().clone()))
+        .collect();
+    assert!(ok, "{n} players in one lobby: {views:#?}");
+    players
+}
+
+fn check_roles_and_host(players: &[Player]) {
+    let first = players[0].id().unwrap();
+    let order = players[0].roster().members.clone();
+    assert_eq!(
+        order[0], first,
+        "the first player is host and first in line"
+    );
+    for p in players {
+        let r = p.roster();
+        assert_eq!(r.host, Some(first));
+        assert_eq!(r.members, order, "every peer agrees on the succession");
+        let me = order.iter().position(|m| Some(*m) == r.me).unwrap();
+        for (i, other) in order.iter().enumerate() {
+            if i == me {
+                continue;
+            }
+            let want = if me < i { Role::Caller } else { Role::Receiver };
+            assert_eq!(r.roles.get(other), Some(&want), "role of {me} toward {i}");
+        }
+    }
+}
+
+/// Every player sends a chat line and a position to everyone, and one directed line to the next.
+fn exchange(players: &mut [Player]) {
+    let ids: Vec<PeerId> = players.iter().map(|p| p.id().unwrap()).collect();
+    let n = players.len();
+    for (i, p) in players.iter_mut().enumerate() {
+        p.send(Outgoing::to_all(Chat(format!("hello from {i}"))));
+        p.send(Outgoing::to_peer(
+            ids[(i + 1) % n],
+            Chat(format!("psst from {i}")),
+        ));
+    }
+    let all_arrived = |ps: &[Player]| {
+        ps.iter().enumerate().all(|(j, p)| {
+            (0..n).filter(|&i| i != j).all(|i| {
+                let log = p.log();
+                log.chats
+                    .contains(&(ids[i], Chat(format!("hello from {i}"))))
+                    && log
+                        .positions
+                        .iter()
+                        .any(|(f, pos)| *f == ids[i] && pos.x == i as f32)
+            })
+        })
+    };
+    // Unreliable positions may be lost: send them every 20 ms until each has arrived.
+    let deadline = Instant::now() + LIMIT;
+    while !all_arrived(players) {
+        assert!(
+            Instant::now() < deadline,
+            "chat and positions arrive from everyone"
+        );
+        for (i, p) in players.iter_mut().enumerate() {
+            p.send(Outgoing::to_all(Pos {
+                seq: 0,
+                x: i as f32,
+            }));
+        }
+        run_for(players, Duration::from_millis(20));
+    }
+    for (j, p) in players.iter().enumerate() {
+        let prev = (j + n - 1) % n;
+        let directed: Vec<_> = p
+            .log()
+            .chats
+            .iter()
+            .filter(|(_, c)| c.0.starts_with("psst"))
+            .collect();
+        assert_eq!(directed.len(), 1, "one directed line reaches player {j}");
+        assert_eq!(directed[0], &(ids[prev], Chat(format!("psst from {prev}"))));
+    }
+}
+
+fn lobby_of(n: usize) {
+    let (_rt, server) = server_on_runtime();
+    let mut players = lobby(&server.room_url("game"), n);
+    check_roles_and_host(&players);
+    exchange(&mut players);
+    for p in &players {
+        assert!(p.log().errors.is_empty(), "{:?}", p.log().errors);
+        assert_eq!(p.log().hosts.len(), 1, "host announced once");
+    }
+}
+
+#[test]
+fn lobby_of_two() {
+    lobby_of(2);
+}
+
+#[test]
+fn lobby_of_three() {
+    lobby_of(3);
+}
+
+#[test]
+fn lobby_of_four() {
+    lobby_of(4);
+}
+
+#[test]
+fn large_reliable_message_arrives_intact() {
+    let (_rt, server) = server_on_runtime();
+    let mut players = lobby(&server.room_url("big"), 2);
+    let data: Vec<u8> = (0..300 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+    let to = players[1].id().unwrap();
+    players[0].send(Outgoing::to_peer(to, Blob(data.clone())));
+    players[0].send(Outgoing::to_peer(to, Chat("after the blob".into())));
+    let ok = run_until(&mut players, LIMIT, |ps| ps[1].log().blobs.len() == 1);
+    assert!(ok, "the blob arrives");
+    assert_eq!(players[1].log().blobs[0].1 .0, data);
+    assert!(players[1]
+        .log()
+        .chats
+        .iter()
+        .any(|(_, c)| c.0 == "after the blob"));
+}
+
+#[test]
+fn stock_matchbox_server_lobby_agrees_on_host() {
+    let (_rt, addr) = stock_server_on_runtime();
+    let url = format!("ws://{addr}/stock");
+    let mut players = lobby(&url, 3);
+    check_roles_and_host(&players);
+    exchange(&mut players);
+}
+
+#[test]
+fn host_leaving_elects_the_next_in_join_order() {
+    let (_rt, server) = server_on_runtime();
+    let mut players = lobby(&server.room_url("migrate"), 4);
+    let order = players[0].roster().members.clone();
+    // Drop the host's app: its socket closes.
+    let host_index = players
+        .iter()
+        .position(|p| p.id() == Some(order[0]))
+        .unwrap();
+    let gone = players.remove(host_index);
+    let left_at = Instant::now();
+    drop(gone);
+    let ok = run_until(&mut players, LIMIT, |ps| {
+        ps.iter()
+            .all(|p| p.roster().host == Some(order[1]) && p.roster().peers.len() == 2)
+    });
+    assert!(ok, "everyone agrees on the next host");
+    let mut latest = Duration::ZERO;
+    for p in &players {
+        let hosts: Vec<_> = p.log().hosts.iter().map(|(h, _)| h.new).collect();
+        assert_eq!(hosts, vec![order[0], order[1]], "announced once each");
+        latest = latest.max(p.log().hosts[1].1.duration_since(left_at));
+        assert_eq!(p.log().left.len(), 1);
+        assert_eq!(p.log().left[0].peer, order[0]);
+        assert_eq!(p.log().left[0].reason, LeaveReason::Left);
+        assert_eq!(p.roster().members, order[1..].to_vec());
+    }
+    println!("new host agreed by all {latest:?} after the host left");
+    // Reliable messages after the switch all arrive.
+    for (i, p) in players.iter_mut().enumerate() {
+        for k in 0..20 {
+            p.send(Outgoing::to_all(Chat(format!("{i}:{k}"))));
+        }
+    }
+    let ok = run_until(&mut players, LIMIT, |ps| {
+        ps.iter().all(|p| {
+            p.log()
+                .chats
+                .iter()
+                .filter(|(_, c)| c.0.contains(':'))
+                .count()
+                == 40
+        })
+    });
+    assert!(ok, "every reliable message after the switch arrives");
+    for p in &players {
+        let from: BTreeSet<_> = p.log().chats.iter().map(|(f, _)| *f).collect();
+        assert_eq!(from.len(), 2);
+    }
+}
+
+#[test]
+fn message_type_mismatch_is_reported() {
+    let (_rt, server) = server_on_runtime();
+    let url = server.room_url("mismatch");
+    let mut players = vec![Player::join(&url)];
+    run_until(&mut players, LIMIT, |ps| ps[0].roster().is_host());
+    players.push(Player::join_with(
+        &url,
+        Types::ChatOnly,
+        HuddleConfig::default(),
+    ));
+    let ok = run_until(&mut players, LIMIT, |ps| {
+        ps.iter().all(|p| {
+            p.log()
+                .errors
+                .iter()
+                .any(|e| matches!(e, HuddleError::MessageTypeMismatch { .. }))
+        })
+    });
+    assert!(ok, "both sides report the mismatch");
+    let text = players[0].log().errors[0].to_string();
+    assert!(
+        text.contains("Pos:Unreliable") && text.contains("Chat:Reliable"),
+        "{text}"
+    );
+    // Neither treats the other as a lobby member.
+    assert!(players.iter().all(|p| p.log().joined.is_empty()));
+}
