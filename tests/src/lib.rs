@@ -6,7 +6,7 @@
 
 use futures::{SinkExt, StreamExt};
 use matchbox_protocol::PeerId;
-use matchbox_socket::{PeerState, RtcIceServerConfig, WebRtcSocket};
+use matchbox_socket::{ChannelConfig, PeerState, RtcIceServerConfig, WebRtcSocket};
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::Duration;
@@ -115,16 +115,33 @@ pub struct StockPeer {
 impl StockPeer {
     /// Connects to `url` (e.g. `ws://127.0.0.1:port/room`).
     pub fn connect(url: &str) -> Self {
-        let (socket, fut) = WebRtcSocket::builder(url)
+        Self::connect_with(
+            url,
+            &[ChannelConfig::reliable(), ChannelConfig::unreliable()],
+        )
+    }
+
+    /// Connects with bevy_huddle's channel layout (control, reliable, unreliable, GGRS), to
+    /// play a hostile peer in a huddle lobby.
+    pub fn connect_huddle_layout(url: &str) -> Self {
+        let r = ChannelConfig::reliable();
+        let u = ChannelConfig::unreliable();
+        Self::connect_with(url, &[r, r, u, u])
+    }
+
+    /// Connects with a channel list of its own.
+    pub fn connect_with(url: &str, channels: &[ChannelConfig]) -> Self {
+        let mut builder = WebRtcSocket::builder(url)
             .ice_server(RtcIceServerConfig {
                 urls: vec![],
                 username: None,
                 credential: None,
             })
-            .reconnect_attempts(Some(1))
-            .add_reliable_channel()
-            .add_unreliable_channel()
-            .build();
+            .reconnect_attempts(Some(1));
+        for c in channels {
+            builder = builder.add_channel(*c);
+        }
+        let (socket, fut) = builder.build();
         Self {
             socket,
             task: tokio::spawn(fut),
@@ -143,7 +160,7 @@ impl StockPeer {
                 };
             }
         }
-        for ch in [RELIABLE, UNRELIABLE] {
+        for ch in 0..4 {
             if let Ok(channel) = self.socket.get_channel_mut(ch) {
                 for (from, packet) in channel.receive() {
                     self.inbox.push((ch, from, packet.to_vec()));

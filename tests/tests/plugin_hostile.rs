@@ -1,0 +1,142 @@
+//! bevy_huddle against hostile peers: garbage on the data channels, malformed signals. Counted
+//! and dropped, nothing panics, the lobby goes on.
+//! Run inside the loopback-only network namespace (see README).
+
+use bevy_huddle::prelude::*;
+use bevy_huddle::protocol::control::{Control, PROTOCOL_VERSION};
+use bevy_huddle::MessageRegistry;
+use huddle_tests::apps::*;
+use huddle_tests::*;
+use serde_json::json;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn encode<T: serde::Serialize>(type_id: u8, value: &T) -> Vec<u8> {
+    let mut frame = vec![type_id];
+    frame.extend(bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap());
+    frame
+}
+
+#[test]
+fn garbage_frames_are_counted_and_dropped() {
+    let (rt, server) = server_on_runtime();
+    let url = server.room_url("hostile");
+    let mut players = vec![Player::join(&url)];
+    assert!(run_until(&mut players, LIMIT, |ps| ps[0]
+        .roster()
+        .is_host()));
+    let _guard = rt.enter();
+    let mut hostile = StockPeer::connect_huddle_layout(&url);
+    let ok = run_until(&mut players, LIMIT, |_| {
+        hostile.poll();
+        !hostile.connected.is_empty()
+    });
+    assert!(ok, "the hostile peer connects");
+    let victim = players[0].id().unwrap();
+    let registry = players[0].app.world().resource::<MessageRegistry>().clone();
+
+    // Garbage on the control channel, then a valid hello so its game frames are read.
+    hostile.send(0, victim, &[0xff, 0x00, 0x13, 0x37]);
+    let hello = Control::Hello {
+        version: PROTOCOL_VERSION,
+        types_hash: registry.hash(),
+        types: registry.names(),
+    };
+    hostile.send(0, victim, &hello.encode());
+    assert!(run_until(&mut players, LIMIT, |ps| ps[0]
+        .log()
+        .joined
+        .len()
+        == 1));
+
+    // Type ids follow the sorted type names: Blob 0, Chat 1, Pos 2.
+    let garbage: Vec<Vec<u8>> = vec![
+        vec![],                                              // empty
+        vec![0xC0, 1, 2, 3],                                 // unknown frame kind
+        vec![0x3f],                   // type id continues in a missing varint
+        vec![0x05, 1, 2, 3],          // unregistered type 5
+        vec![0x01, 0xff, 0xff, 0xff], // Chat with a string length far past the end
+        encode(1, &"x").into_iter().chain([9, 9]).collect(), // trailing bytes
+        vec![0x41, 0, 3, 4, 1, 2],    // chunk 3 of 4 with no chunk 0
+        vec![0x80, 1],                // truncated ping
+    ];
+    for g in &garbage {
+        hostile.send(1, victim, g);
+        hostile.send(2, victim, g);
+    }
+    // Then a valid chat line: it still arrives, with the true sender.
+    hostile.send(1, victim, &encode(1, &Chat("still here".into())));
+    let ok = run_until(&mut players, LIMIT, |ps| {
+        ps[0].log().chats.iter().any(|(_, c)| c.0 == "still here")
+    });
+    assert!(ok, "a valid message after the garbage arrives");
+    let hostile_id = hostile.id().unwrap();
+    assert_eq!(players[0].log().chats[0].0, hostile_id);
+    let stats = players[0].stats().clone();
+    println!("{stats:?}");
+    assert_eq!(stats.control_dropped, 1);
+    // 8 garbage frames on each of 2 channels; the empty one may not be delivered by SCTP.
+    assert!(
+        stats.frames_dropped + stats.chunks_dropped >= 14,
+        "{stats:?}"
+    );
+    assert!(stats.chunks_dropped >= 1, "{stats:?}");
+
+    // The lobby goes on: another player joins and talks.
+    players.push(Player::join(&url));
+    let ok = run_until(&mut players, LIMIT, |ps| {
+        ps[1].state() == LobbyState::InLobby
+            && ps[1].roster().host == Some(victim)
+            && ps[0].roster().peers.len() == 2
+    });
+    assert!(ok, "a newcomer joins the lobby");
+    players[1].send(Outgoing::to_host(Chat("hi host".into())));
+    let newcomer = players[1].id().unwrap();
+    assert!(run_until(&mut players, LIMIT, |ps| ps[0]
+        .log()
+        .chats
+        .iter()
+        .any(|(f, c)| *f == newcomer && c.0 == "hi host")));
+}
+
+#[test]
+fn malformed_signals_are_dropped_by_our_signaller() {
+    // The stock server relays anything, so only our signaller stands between the garbage and
+    // matchbox_socket's `unwrap`.
+    let (rt, addr) = stock_server_on_runtime();
+    let url = format!("ws://{addr}/signals");
+    let mut attacker = rt
+        .block_on(RawClient::connect(&url))
+        .expect("attacker connects");
+    let mut players = vec![Player::join(&url)];
+    assert!(run_until(&mut players, LIMIT, |ps| ps[0].id().is_some()));
+    let event = rt
+        .block_on(attacker.next_event(Duration::from_secs(10)))
+        .expect("attacker hears of the victim");
+    let victim: bevy_huddle::PeerId = serde_json::from_value(event["NewPeer"].clone()).unwrap();
+    for bad in [
+        json!({ "Offer": "garbage" }),
+        json!({ "Offer": "v=0\r\n" }),
+        json!({ "Answer": 17 }),
+        json!({ "IceCandidate": "{not json" }),
+    ] {
+        rt.block_on(attacker.signal(victim, bad)).unwrap();
+    }
+    let ok = run_until(&mut players, LIMIT, |ps| ps[0].stats().signals_dropped >= 4);
+    assert!(ok, "all four dropped: {:?}", players[0].stats());
+    // The victim never heard a valid offer from the attacker, so it is first: host. A newcomer
+    // joins it and they talk.
+    players.push(Player::join(&url));
+    let ok = run_until(&mut players, LIMIT, |ps| {
+        ps.iter()
+            .all(|p| p.state() == LobbyState::InLobby && p.roster().peers.len() == 1)
+    });
+    assert!(ok, "the lobby forms despite the attacker");
+    assert_eq!(players[1].roster().host, Some(victim));
+    players[1].send(Outgoing::to_all(Chat("hello".into())));
+    assert!(run_until(&mut players, LIMIT, |ps| !ps[0]
+        .log()
+        .chats
+        .is_empty()));
+}
