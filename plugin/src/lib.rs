@@ -37,6 +37,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod conditioner;
 pub mod config;
 mod link;
 mod lobby;
@@ -48,6 +49,7 @@ mod session;
 pub mod signaling;
 mod systems;
 
+pub use conditioner::{Conditions, LinkConditioner};
 pub use config::{HuddleConfig, IceServer};
 pub use link::LinkStats;
 pub use lobby::{HuddleCommandsExt, Roster};
@@ -66,9 +68,9 @@ use bevy::state::app::StatesPlugin;
 /// The things a game needs: `use bevy_huddle::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        AddHuddleMessage, Channel, HostChanged, HuddleCommandsExt, HuddleConfig, HuddleError,
-        HuddlePlugin, HuddleSet, Incoming, LobbyState, Outgoing, PeerId, PeerJoined, PeerLeft,
-        Recipients, Role, Roster,
+        AddHuddleMessage, Channel, Conditions, HostChanged, HuddleCommandsExt, HuddleConfig,
+        HuddleError, HuddlePlugin, HuddleSet, Incoming, LinkConditioner, LobbyState, Outgoing,
+        PeerId, PeerJoined, PeerLeft, Recipients, Role, Roster,
     };
 }
 
@@ -99,6 +101,7 @@ impl Plugin for HuddlePlugin {
             .init_resource::<MessageRegistry>()
             .init_resource::<Roster>()
             .init_resource::<HuddleStats>()
+            .init_resource::<LinkConditioner>()
             .init_state::<LobbyState>()
             .add_message::<PeerJoined>()
             .add_message::<PeerLeft>()

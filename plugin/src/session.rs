@@ -1,6 +1,7 @@
 //! The I/O edge: one matchbox socket and its message loop, and the per-peer link state around it.
 //! Everything protocol-shaped is delegated to [`crate::protocol`]; this module moves bytes.
 
+use crate::conditioner::{Conditions, Delayer, LinkConditioner};
 use crate::config::HuddleConfig;
 use crate::link::{Link, LinkStats};
 use crate::messages::{
@@ -45,6 +46,8 @@ pub struct HuddleStats {
     pub control_dropped: u64,
     /// Frames from peers whose message types differ from ours.
     pub mismatched_dropped: u64,
+    /// Unreliable frames the link conditioner dropped on purpose.
+    pub conditioner_dropped: u64,
 }
 
 /// What a poll produced, for the Bevy side to write as messages, in order.
@@ -80,6 +83,8 @@ pub struct HuddleSession {
     joined: Vec<PeerId>,
     outbox: Vec<(usize, PeerId, Vec<u8>)>,
     last_ping: Instant,
+    conditioner: LinkConditioner,
+    delayer: Delayer,
     pub(crate) stats: HuddleStats,
 }
 
@@ -116,6 +121,8 @@ impl HuddleSession {
             joined: Vec::new(),
             outbox: Vec::new(),
             last_ping: Instant::now(),
+            conditioner: LinkConditioner::default(),
+            delayer: Delayer::new(fastrand::u64(..)),
             stats: HuddleStats::default(),
         })
     }
@@ -468,10 +475,30 @@ impl HuddleSession {
         }
     }
 
+    /// Sends a frame, through the link conditioner when it is on for that channel.
     fn send_now(&mut self, ch: usize, peer: PeerId, bytes: Vec<u8>) {
         if let Some(link) = self.links.get_mut(&peer) {
             link.stats.bytes_out += bytes.len() as u64;
         }
+        let conditions = match ch {
+            RELIABLE => self.conditioner.reliable,
+            UNRELIABLE => self.conditioner.unreliable,
+            _ => None,
+        };
+        // While frames are held, reliable ones keep queueing behind them to stay in order.
+        let conditions = conditions
+            .or_else(|| (ch == RELIABLE && self.delayer.held() > 0).then(Conditions::default));
+        match conditions {
+            Some(c) => {
+                self.delayer
+                    .submit(Instant::now(), &c, ch == RELIABLE, ch, peer, bytes);
+                self.stats.conditioner_dropped = self.delayer.dropped;
+            }
+            None => self.transmit(ch, peer, bytes),
+        }
+    }
+
+    fn transmit(&mut self, ch: usize, peer: PeerId, bytes: Vec<u8>) {
         if let Ok(channel) = self.socket.get_channel_mut(ch) {
             let _ = channel.try_send(bytes.into(), peer);
         }
@@ -558,8 +585,12 @@ impl HuddleSession {
     }
 
     /// Sends what was queued this frame: messages, then bulk chunks within each peer's window,
-    /// then pings when due.
-    pub(crate) fn flush(&mut self) {
+    /// then pings when due; and what the link conditioner held back until now.
+    pub(crate) fn flush(&mut self, conditioner: LinkConditioner) {
+        self.conditioner = conditioner;
+        for (ch, peer, bytes) in self.delayer.due(Instant::now()) {
+            self.transmit(ch, peer, bytes);
+        }
         for (ch, peer, bytes) in std::mem::take(&mut self.outbox) {
             self.send_now(ch, peer, bytes);
         }

@@ -85,9 +85,12 @@ pub(crate) fn write_events(world: &mut World, events: Vec<SessionEvent>) {
 }
 
 /// `PostUpdate`: sends what was queued.
-pub(crate) fn flush(session: Option<ResMut<HuddleSession>>) {
+pub(crate) fn flush(
+    session: Option<ResMut<HuddleSession>>,
+    conditioner: Option<Res<crate::conditioner::LinkConditioner>>,
+) {
     if let Some(mut session) = session {
-        session.flush();
+        session.flush(conditioner.map(|c| *c).unwrap_or_default());
     }
 }
 

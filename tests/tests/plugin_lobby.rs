@@ -2,7 +2,7 @@
 //! Run inside the loopback-only network namespace (see README).
 
 use bevy_huddle::prelude::*;
-use bevy_huddle::{HuddleConfig, LeaveReason};
+use bevy_huddle::{Conditions, HuddleConfig, LeaveReason, LinkConditioner};
 use huddle_tests::apps::*;
 use huddle_tests::*;
 use std::collections::BTreeSet;
@@ -233,4 +233,60 @@ fn message_type_mismatch_is_reported() {
     );
     // Neither treats the other as a lobby member.
     assert!(players.iter().all(|p| p.log().joined.is_empty()));
+}
+
+#[test]
+fn conditioner_at_20_percent_loss_degrades_unreliable_only() {
+    let (_rt, server) = server_on_runtime();
+    let url = server.room_url("lossy");
+    let config = HuddleConfig {
+        ping_interval: Duration::from_millis(50),
+        ..HuddleConfig::default()
+    };
+    let mut players = vec![Player::join_with(&url, Types::All, config.clone())];
+    assert!(run_until(&mut players, LIMIT, |ps| ps[0]
+        .roster()
+        .is_host()));
+    players.push(Player::join_with(&url, Types::All, config));
+    assert!(run_until(&mut players, LIMIT, lobby_complete));
+    let conditions = Conditions::new(Duration::from_millis(20), Duration::from_millis(5), 0.2);
+    for p in &mut players {
+        p.app.insert_resource(LinkConditioner::both(conditions));
+    }
+    for k in 0..200u32 {
+        players[0].send(Outgoing::to_all(Chat(k.to_string())));
+        players[0].send(Outgoing::to_all(Pos { seq: k, x: 0.0 }));
+        run_for(&mut players, Duration::from_millis(5));
+    }
+    let ok = run_until(&mut players, LIMIT, |ps| ps[1].log().chats.len() == 200);
+    assert!(
+        ok,
+        "every reliable message arrives: {}",
+        players[1].log().chats.len()
+    );
+    run_for(&mut players, Duration::from_secs(1));
+    let chats: Vec<String> = players[1]
+        .log()
+        .chats
+        .iter()
+        .map(|(_, c)| c.0.clone())
+        .collect();
+    let want: Vec<String> = (0..200).map(|k: u32| k.to_string()).collect();
+    assert_eq!(chats, want, "complete and in order");
+    let positions = players[1].log().positions.len();
+    // About 160 of 200 (binomial, sd ~6): well inside (120, 190).
+    assert!(
+        (121..190).contains(&positions),
+        "{positions} positions of 200 arrived"
+    );
+    let stats = players[0].link_stats(players[1].id().unwrap()).unwrap();
+    println!(
+        "conditioned link: {stats:?}; dropped by the conditioner: {}",
+        players[0].stats().conditioner_dropped
+    );
+    assert!(stats.loss > 0.05, "pings are lost too: {stats:?}");
+    assert!(
+        stats.rtt.unwrap() >= Duration::from_millis(30),
+        "added latency shows: {stats:?}"
+    );
 }
