@@ -39,6 +39,9 @@
 
 pub mod conditioner;
 pub mod config;
+pub mod diagnostics;
+#[cfg(all(feature = "server", not(target_arch = "wasm32")))]
+pub mod embedded;
 mod link;
 mod lobby;
 pub mod messages;
@@ -51,6 +54,11 @@ mod systems;
 
 pub use conditioner::{Conditions, LinkConditioner};
 pub use config::{HuddleConfig, IceServer};
+pub use diagnostics::{HuddleDiagnostics, PeerLinks};
+#[cfg(all(feature = "server", not(target_arch = "wasm32")))]
+pub use embedded::EmbeddedServer;
+#[cfg(all(feature = "server", not(target_arch = "wasm32")))]
+pub use huddle_server;
 pub use link::LinkStats;
 pub use lobby::{HuddleCommandsExt, Roster};
 pub use matchbox_socket::PeerId;
@@ -102,6 +110,7 @@ impl Plugin for HuddlePlugin {
             .init_resource::<Roster>()
             .init_resource::<HuddleStats>()
             .init_resource::<LinkConditioner>()
+            .init_resource::<PeerLinks>()
             .init_state::<LobbyState>()
             .add_message::<PeerJoined>()
             .add_message::<PeerLeft>()
@@ -109,7 +118,13 @@ impl Plugin for HuddlePlugin {
             .add_message::<HuddleError>()
             .configure_sets(PostUpdate, HuddleSet::Send.before(HuddleSet::Flush))
             .add_systems(Startup, systems::auto_connect)
-            .add_systems(PreUpdate, systems::receive.in_set(HuddleSet::Receive))
+            .add_systems(
+                PreUpdate,
+                (systems::receive, diagnostics::measure)
+                    .chain()
+                    .in_set(HuddleSet::Receive),
+            )
             .add_systems(PostUpdate, systems::flush.in_set(HuddleSet::Flush));
+        HuddleDiagnostics::register(app);
     }
 }

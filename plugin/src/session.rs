@@ -597,10 +597,7 @@ impl HuddleSession {
         let window = self.config.bulk_window_bytes as u64;
         let peers: Vec<PeerId> = self.links.keys().copied().collect();
         for peer in peers {
-            loop {
-                let Some(link) = self.links.get_mut(&peer) else {
-                    break;
-                };
+            while let Some(link) = self.links.get_mut(&peer) {
                 if link.bulk_sent.saturating_sub(link.bulk_acked) >= window {
                     break;
                 }

@@ -290,3 +290,32 @@ fn conditioner_at_20_percent_loss_degrades_unreliable_only() {
         "added latency shows: {stats:?}"
     );
 }
+
+#[test]
+fn embedded_server_hosts_a_lobby_and_links_are_measured() {
+    let server = bevy_huddle::EmbeddedServer::start(huddle_server::ServerConfig::loopback())
+        .expect("embedded server starts");
+    let mut players = lobby(&server.room_url("lan"), 2);
+    for k in 0..10 {
+        players[0].send(Outgoing::to_all(Chat(k.to_string())));
+    }
+    run_for(&mut players, Duration::from_millis(1200));
+    let other = players[1].id().unwrap();
+    let world = players[0].app.world();
+    let links = &world.resource::<bevy_huddle::PeerLinks>().0;
+    let link = links.get(&other).expect("a link to the other player");
+    println!("{link:?}");
+    assert!(link.rtt.is_some_and(|r| r > Duration::ZERO));
+    assert_eq!(link.messages_out, 10);
+    assert!(link.bytes_out > 0 && link.bytes_in > 0);
+    let store = world.resource::<bevy::diagnostic::DiagnosticsStore>();
+    let rtt = store
+        .get(&bevy_huddle::HuddleDiagnostics::RTT_MS)
+        .and_then(|d| d.value())
+        .expect("RTT diagnostic");
+    assert!(rtt > 0.0);
+    let peers = store
+        .get(&bevy_huddle::HuddleDiagnostics::PEERS)
+        .and_then(|d| d.value());
+    assert_eq!(peers, Some(1.0));
+}
