@@ -7,4 +7,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace --locked --no-run "$@"
-exec unshare -rn sh -c 'ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec cargo test --workspace --locked --offline "$@"' sh "$@"
+exec unshare -rn sh -c 'ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec cargo test --workspace --locked --offline --no-fail-fast "$@"' sh "$@"

@@ -150,7 +150,25 @@ fn stock_matchbox_server_lobby_agrees_on_host() {
     let (_rt, addr) = stock_server_on_runtime();
     let url = format!("ws://{addr}/stock");
     let mut players = lobby(&url, 3);
-    check_roles_and_host(&players);
+    // Stock matchbox_signaling orders simultaneous joins inconsistently (a newcomer can be
+    // announced before it is inserted), so roles need not follow the host's join order; they
+    // must still be mirror images on each link, and everyone agrees on host and succession.
+    let first = players[0].id().unwrap();
+    let order = players[0].roster().members.clone();
+    for p in &players {
+        assert_eq!(p.roster().host, Some(first));
+        assert_eq!(p.roster().members, order);
+        for q in &players {
+            let (Some(a), Some(b)) = (p.id(), q.id()) else {
+                continue;
+            };
+            if a != b {
+                let ab = p.roster().roles[&b];
+                let ba = q.roster().roles[&a];
+                assert_ne!(ab, ba, "one calls, the other answers");
+            }
+        }
+    }
     exchange(&mut players);
 }
 
