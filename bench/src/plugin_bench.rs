@@ -1,0 +1,520 @@
+//! bevy_huddle benchmark against its anchors, same run, same machine: raw UDP, raw
+//! matchbox_socket (both through huddle_server on loopback).
+//!
+//! - 16-byte round trip on the unreliable channel: plugin vs raw matchbox_socket vs raw UDP. Every
+//!   WebRTC peer runs in a thread of its own, polling in the same loop (poll, then sleep 20 µs):
+//!   a raw socket polls `receive()`, a plugin peer runs `app.update()`.
+//! - time to a full mesh of 4: raw sockets until each has 3 connected peers; plugin apps until each
+//!   has 3 `PeerJoined` (and until each is `InLobby` with the host known).
+//! - plugin CPU per frame: 8 apps at 60 Hz, each sending a 16-byte move to all 7 every frame; the
+//!   mean `app.update()` time, minus that of the same app without the plugin.
+//! - unreliable round trip p99 while a 4 MiB reliable message is in flight vs idle, plugin and raw.
+//!
+//! Must run inside a network namespace with only loopback: `scripts/bench_plugin.sh` does that.
+
+use bevy::prelude::*;
+use bevy_huddle::prelude::*;
+use bevy_huddle::HuddleConfig;
+use matchbox_socket::{PeerState, RtcIceServerConfig, WebRtcSocket};
+use serde::{Deserialize, Serialize};
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SAMPLES: usize = 2000;
+const WARMUP: usize = 200;
+const POLL_SLEEP: Duration = Duration::from_micros(20);
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug)]
+struct Ping {
+    seq: u32,
+    pad: [u8; 12],
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug)]
+struct Pong {
+    seq: u32,
+    pad: [u8; 12],
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct Blob(Vec<u8>);
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[i]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+// ---------------------------------------------------------------- raw UDP
+
+fn udp_rtt() -> Vec<Duration> {
+    let echo = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let pinger = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let echo_addr = echo.local_addr().expect("addr");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    echo.set_read_timeout(Some(Duration::from_millis(100))).ok();
+    let t = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while !stop2.load(Ordering::Relaxed) {
+            if let Ok((n, from)) = echo.recv_from(&mut buf) {
+                let _ = echo.send_to(&buf[..n], from);
+            }
+        }
+    });
+    let mut samples = Vec::new();
+    let mut buf = [0u8; 64];
+    for i in 0..SAMPLES + WARMUP {
+        let t0 = Instant::now();
+        pinger.send_to(&[7u8; 16], echo_addr).expect("send");
+        pinger.recv_from(&mut buf).expect("recv");
+        if i >= WARMUP {
+            samples.push(t0.elapsed());
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = t.join();
+    samples
+}
+
+// ---------------------------------------------------------------- raw matchbox_socket
+
+fn raw_socket(url: &str, rt: &tokio::runtime::Runtime) -> WebRtcSocket {
+    let (socket, fut) = WebRtcSocket::builder(url)
+        .ice_server(RtcIceServerConfig {
+            urls: vec![],
+            username: None,
+            credential: None,
+        })
+        .add_reliable_channel()
+        .add_unreliable_channel()
+        .build();
+    rt.spawn(fut);
+    socket
+}
+
+fn wait_connected(socket: &mut WebRtcSocket, n: usize) -> Vec<matchbox_socket::PeerId> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        socket.update_peers();
+        let peers: Vec<_> = socket.connected_peers().collect();
+        if peers.len() >= n {
+            return peers;
+        }
+        assert!(Instant::now() < deadline, "raw sockets did not connect");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Round trips on the unreliable channel of raw sockets; with `bulk`, the pinger also sends
+/// 4 MiB as 64 KiB messages on the reliable channel, again each time the last one arrived.
+fn raw_rtt(server: &str, rt: &tokio::runtime::Runtime, bulk: bool) -> Vec<Duration> {
+    let url = format!("{server}/raw-rtt-{bulk}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let url2 = url.clone();
+    let mut a = raw_socket(&url, rt);
+    let handle = rt.handle().clone();
+    let echo = std::thread::spawn(move || {
+        let _g = handle.enter();
+        let (mut b, fut) = WebRtcSocket::builder(url2)
+            .ice_server(RtcIceServerConfig {
+                urls: vec![],
+                username: None,
+                credential: None,
+            })
+            .add_reliable_channel()
+            .add_unreliable_channel()
+            .build();
+        handle.spawn(fut);
+        wait_connected(&mut b, 1);
+        let mut bulk_bytes = 0usize;
+        while !stop2.load(Ordering::Relaxed) {
+            for (peer, packet) in b.channel_mut(1).receive() {
+                b.channel_mut(1).send(packet, peer);
+            }
+            for (peer, packet) in b.channel_mut(0).receive() {
+                bulk_bytes += packet.len();
+                if bulk_bytes >= 4 << 20 {
+                    bulk_bytes = 0;
+                    b.channel_mut(0).send(vec![1u8].into(), peer);
+                }
+            }
+            std::thread::sleep(POLL_SLEEP);
+        }
+    });
+    let peer = wait_connected(&mut a, 1)[0];
+    let send_bulk = |a: &mut WebRtcSocket| {
+        for _ in 0..64 {
+            a.channel_mut(0).send(vec![0u8; 65_536].into(), peer);
+        }
+    };
+    if bulk {
+        send_bulk(&mut a);
+    }
+    let mut samples = Vec::new();
+    let mut seq: u32 = 0;
+    while samples.len() < SAMPLES {
+        seq += 1;
+        let t0 = Instant::now();
+        a.channel_mut(1)
+            .send(seq.to_le_bytes().repeat(4).into(), peer);
+        let deadline = t0 + Duration::from_millis(500);
+        'wait: while Instant::now() < deadline {
+            for (_, packet) in a.channel_mut(1).receive() {
+                if packet.len() == 16 && packet[..4] == seq.to_le_bytes() {
+                    if seq as usize > WARMUP {
+                        samples.push(t0.elapsed());
+                    }
+                    break 'wait;
+                }
+            }
+            if bulk && !a.channel_mut(0).receive().is_empty() {
+                send_bulk(&mut a);
+            }
+            std::thread::sleep(POLL_SLEEP);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = echo.join();
+    samples
+}
+
+// ---------------------------------------------------------------- plugin
+
+#[derive(Resource, Default)]
+struct Pongs(Vec<u32>);
+
+#[derive(Resource, Default)]
+struct Blobs(usize);
+
+fn echo(mut pings: MessageReader<Incoming<Ping>>, mut out: MessageWriter<Outgoing<Pong>>) {
+    for p in pings.read() {
+        out.write(Outgoing::to_peer(
+            p.from,
+            Pong {
+                seq: p.message.seq,
+                pad: p.message.pad,
+            },
+        ));
+    }
+}
+
+fn collect(
+    mut pongs: MessageReader<Incoming<Pong>>,
+    mut blobs: MessageReader<Incoming<Blob>>,
+    mut got: ResMut<Pongs>,
+    mut got_blobs: ResMut<Blobs>,
+) {
+    got.0.extend(pongs.read().map(|p| p.message.seq));
+    got_blobs.0 += blobs.read().count();
+}
+
+fn plugin_app(url: &str) -> App {
+    let mut app = App::new();
+    app.add_plugins(MinimalPlugins)
+        .add_plugins(HuddlePlugin::new(HuddleConfig::room(url)))
+        .add_huddle_message::<Ping>(Channel::Unreliable)
+        .add_huddle_message::<Pong>(Channel::Unreliable)
+        .add_huddle_message::<Blob>(Channel::Reliable)
+        .init_resource::<Pongs>()
+        .init_resource::<Blobs>()
+        .add_systems(Update, (echo, collect));
+    app
+}
+
+fn joined(app: &App, n: usize) -> bool {
+    app.world().resource::<Roster>().peers.len() >= n
+}
+
+/// Round trips of `Ping`/`Pong` between two apps, each on its own thread; with `bulk`, the
+/// pinger keeps a 4 MiB `Blob` in flight to the other.
+fn plugin_rtt(server: &str, bulk: bool) -> Vec<Duration> {
+    let url = format!("{server}/plugin-rtt-{bulk}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let url2 = url.clone();
+    let mut a = plugin_app(&url);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !a.world().resource::<Roster>().is_host() {
+        a.update();
+        std::thread::sleep(Duration::from_millis(1));
+        assert!(Instant::now() < deadline);
+    }
+    let echo = std::thread::spawn(move || {
+        let mut b = plugin_app(&url2);
+        while !stop2.load(Ordering::Relaxed) {
+            b.update();
+            std::thread::sleep(POLL_SLEEP);
+        }
+    });
+    while !joined(&a, 1) {
+        a.update();
+        std::thread::sleep(Duration::from_millis(1));
+        assert!(Instant::now() < deadline, "plugin apps did not connect");
+    }
+    let peer = a.world().resource::<Roster>().peers[0];
+    let blob = Blob(vec![0u8; 4 << 20]);
+    if bulk {
+        a.world_mut()
+            .write_message(Outgoing::to_peer(peer, blob.clone()));
+    }
+    let mut samples = Vec::new();
+    let mut seq: u32 = 0;
+    while samples.len() < SAMPLES {
+        seq += 1;
+        let t0 = Instant::now();
+        a.world_mut()
+            .write_message(Outgoing::to_peer(peer, Ping { seq, pad: [0; 12] }));
+        let deadline = t0 + Duration::from_millis(500);
+        while Instant::now() < deadline {
+            a.update();
+            let got = std::mem::take(&mut a.world_mut().resource_mut::<Pongs>().0);
+            if got.contains(&seq) {
+                if seq as usize > WARMUP {
+                    samples.push(t0.elapsed());
+                }
+                break;
+            }
+            if bulk {
+                let session = a.world().resource::<bevy_huddle::HuddleSession>();
+                if session.bulk_pending(peer) == 0 {
+                    a.world_mut()
+                        .write_message(Outgoing::to_peer(peer, blob.clone()));
+                }
+            }
+            std::thread::sleep(POLL_SLEEP);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = echo.join();
+    samples
+}
+
+// ---------------------------------------------------------------- mesh time
+
+fn raw_mesh_time(server: &str, rt: &tokio::runtime::Runtime, run: usize) -> Duration {
+    let url = format!("{server}/raw-mesh-{run}");
+    let start = Instant::now();
+    let mut sockets: Vec<WebRtcSocket> = (0..4).map(|_| raw_socket(&url, rt)).collect();
+    let mut connected = [0usize; 4];
+    loop {
+        for (i, s) in sockets.iter_mut().enumerate() {
+            for (_, state) in s.update_peers() {
+                match state {
+                    PeerState::Connected => connected[i] += 1,
+                    PeerState::Disconnected => connected[i] -= 1,
+                }
+            }
+        }
+        if connected.iter().all(|c| *c == 3) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "raw mesh did not form"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// (all joined, all in lobby with the host known)
+fn plugin_mesh_time(server: &str, run: usize) -> (Duration, Duration) {
+    let url = format!("{server}/plugin-mesh-{run}");
+    let start = Instant::now();
+    let mut apps: Vec<App> = (0..4).map(|_| plugin_app(&url)).collect();
+    let mut all_joined = None;
+    loop {
+        for a in apps.iter_mut() {
+            a.update();
+        }
+        if all_joined.is_none() && apps.iter().all(|a| joined(a, 3)) {
+            all_joined = Some(start.elapsed());
+        }
+        let in_lobby = apps.iter().all(|a| {
+            joined(a, 3) && *a.world().resource::<State<LobbyState>>().get() == LobbyState::InLobby
+        });
+        if let (Some(j), true) = (all_joined, in_lobby) {
+            return (j, start.elapsed());
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "plugin mesh did not form"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+// ---------------------------------------------------------------- CPU per frame
+
+#[derive(Serialize, Deserialize, Clone, Copy)]
+struct Move([u8; 14]);
+
+fn frame_cost(server: &str) -> (Duration, Duration) {
+    const PEERS: usize = 8;
+    const FRAMES: usize = 600;
+    let url = format!("{server}/cpu");
+    let barrier = Arc::new(std::sync::Barrier::new(PEERS));
+    let (tx, rx) = mpsc::channel();
+    let mut threads = Vec::new();
+    for i in 0..PEERS {
+        let url = url.clone();
+        let barrier = barrier.clone();
+        let tx = tx.clone();
+        threads.push(std::thread::spawn(move || {
+            // The first app hosts; the others join once it does.
+            std::thread::sleep(Duration::from_millis(if i == 0 { 0 } else { 800 }));
+            let mut app = App::new();
+            app.add_plugins(MinimalPlugins)
+                .add_plugins(HuddlePlugin::new(HuddleConfig::room(url)))
+                .add_huddle_message::<Move>(Channel::Unreliable);
+            let mut bare = App::new();
+            bare.add_plugins(MinimalPlugins)
+                .add_message::<Outgoing<Move>>();
+            let deadline = Instant::now() + Duration::from_secs(90);
+            while !joined(&app, PEERS - 1) {
+                app.update();
+                std::thread::sleep(Duration::from_millis(2));
+                assert!(Instant::now() < deadline, "8 apps did not mesh");
+            }
+            barrier.wait();
+            let mut with = Duration::ZERO;
+            let mut without = Duration::ZERO;
+            let tick = Duration::from_secs_f64(1.0 / 60.0);
+            let mut next = Instant::now();
+            for _ in 0..FRAMES {
+                app.world_mut()
+                    .write_message(Outgoing::to_all(Move([0; 14])));
+                let t0 = Instant::now();
+                app.update();
+                with += t0.elapsed();
+                bare.world_mut()
+                    .write_message(Outgoing::to_all(Move([0; 14])));
+                let t0 = Instant::now();
+                bare.update();
+                without += t0.elapsed();
+                next += tick;
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            let _ = tx.send((with / FRAMES as u32, without / FRAMES as u32));
+            barrier.wait();
+        }));
+    }
+    drop(tx);
+    let results: Vec<(Duration, Duration)> = rx.iter().collect();
+    for t in threads {
+        let _ = t.join();
+    }
+    let n = results.len() as u32;
+    let with = results.iter().map(|r| r.0).sum::<Duration>() / n;
+    let without = results.iter().map(|r| r.1).sum::<Duration>() / n;
+    (with, without)
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let server = {
+        let _g = rt.enter();
+        huddle_server::start(huddle_server::ServerConfig::loopback()).expect("server")
+    };
+    let base = format!("ws://{}", server.local_addr());
+    let _g = rt.enter();
+
+    println!("## 16-byte round trip, unreliable channel ({SAMPLES} samples)\n");
+    println!("| path | p50 µs | p99 µs |\n|---|---|---|");
+    let mut udp = udp_rtt();
+    let (u50, u99) = (percentile(&mut udp, 0.5), percentile(&mut udp, 0.99));
+    println!("| raw UDP | {:.0} | {:.0} |", us(u50), us(u99));
+    let mut raw = raw_rtt(&base, &rt, false);
+    let (r50, r99) = (percentile(&mut raw, 0.5), percentile(&mut raw, 0.99));
+    println!("| raw matchbox_socket | {:.0} | {:.0} |", us(r50), us(r99));
+    let mut plugin = plugin_rtt(&base, false);
+    let (p50, p99) = (percentile(&mut plugin, 0.5), percentile(&mut plugin, 0.99));
+    println!("| bevy_huddle | {:.0} | {:.0} |", us(p50), us(p99));
+    println!(
+        "\nplugin / raw matchbox: p50 {:.2}x, p99 {:.2}x; raw matchbox / UDP: p50 {:.1}x\n",
+        us(p50) / us(r50),
+        us(p99) / us(r99),
+        us(r50) / us(u50)
+    );
+
+    println!("## Time to a full mesh of 4 (5 runs, median)\n");
+    let mut raw_times: Vec<Duration> = (0..5).map(|r| raw_mesh_time(&base, &rt, r)).collect();
+    let plugin_times: Vec<(Duration, Duration)> =
+        (0..5).map(|r| plugin_mesh_time(&base, r)).collect();
+    let mut joined_times: Vec<Duration> = plugin_times.iter().map(|t| t.0).collect();
+    let mut lobby_times: Vec<Duration> = plugin_times.iter().map(|t| t.1).collect();
+    let (rm, pj, pl) = (
+        percentile(&mut raw_times, 0.5),
+        percentile(&mut joined_times, 0.5),
+        percentile(&mut lobby_times, 0.5),
+    );
+    println!("| what | median ms |\n|---|---|");
+    println!(
+        "| raw matchbox_socket: all 4 connected to all | {:.0} |",
+        ms(rm)
+    );
+    println!(
+        "| bevy_huddle: all 4 joined (links open, hellos exchanged) | {:.0} |",
+        ms(pj)
+    );
+    println!(
+        "| bevy_huddle: all 4 InLobby with the host agreed | {:.0} |",
+        ms(pl)
+    );
+    println!("\nplugin / raw: {:.2}x (joined)\n", ms(pj) / ms(rm));
+
+    println!("## Plugin cost per frame: 8 peers, 60 Hz, a 16-byte move to all 7 every frame\n");
+    let (with, without) = frame_cost(&base);
+    println!("| app | mean update µs |\n|---|---|");
+    println!("| MinimalPlugins + bevy_huddle | {:.1} |", us(with));
+    println!("| MinimalPlugins alone | {:.1} |", us(without));
+    println!(
+        "\nplugin systems: {:.1} µs per frame\n",
+        us(with.saturating_sub(without))
+    );
+
+    println!("## Unreliable round trip while 4 MiB reliable is in flight\n");
+    let mut raw_bulk = raw_rtt(&base, &rt, true);
+    let mut plugin_bulk = plugin_rtt(&base, true);
+    println!("| path | idle p50 µs | idle p99 µs | bulk p50 µs | bulk p99 µs | p99 bulk/idle |");
+    println!("|---|---|---|---|---|---|");
+    let rb99 = percentile(&mut raw_bulk, 0.99);
+    println!(
+        "| raw matchbox_socket (64 KiB messages, unpaced) | {:.0} | {:.0} | {:.0} | {:.0} | {:.2}x |",
+        us(r50),
+        us(r99),
+        us(percentile(&mut raw_bulk, 0.5)),
+        us(rb99),
+        us(rb99) / us(r99)
+    );
+    let pb99 = percentile(&mut plugin_bulk, 0.99);
+    println!(
+        "| bevy_huddle (16 KiB chunks, 256 KiB window) | {:.0} | {:.0} | {:.0} | {:.0} | {:.2}x |",
+        us(p50),
+        us(p99),
+        us(percentile(&mut plugin_bulk, 0.5)),
+        us(pb99),
+        us(pb99) / us(p99)
+    );
+    rt.block_on(async {
+        let _ = server.shutdown().await;
+    });
+}

@@ -1,0 +1,157 @@
+//! The lobby demo. With no arguments it starts a signaling server in-process and a bot player, so
+//! one command shows a real session:
+//!
+//! ```sh
+//! cargo run -p huddle_examples --bin lobby -- --headless --frames 600
+//! cargo run -p huddle_examples --bin lobby -- --room ws://127.0.0.1:3536/lobby --headless
+//! ```
+
+use bevy::app::ScheduleRunnerPlugin;
+use bevy::prelude::*;
+use bevy_huddle::prelude::*;
+use bevy_huddle::{EmbeddedServer, PeerLinks};
+use clap::Parser;
+use huddle_examples::lobby::{short, ChatLog, LobbyGame, Squares};
+use std::time::Duration;
+
+/// huddle's lobby demo.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Join this room instead of hosting one with a bot.
+    #[arg(long)]
+    room: Option<String>,
+    /// No window: print the lobby once a second.
+    #[arg(long)]
+    headless: bool,
+    /// Quit after this many frames (60 a second); exit code 1 if the lobby never formed.
+    #[arg(long)]
+    frames: Option<u32>,
+}
+
+fn app(room: &str, frames: Option<u32>) -> App {
+    let mut app = App::new();
+    app.add_plugins(
+        MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_secs_f64(
+            1.0 / 60.0,
+        ))),
+    )
+    .add_plugins(bevy::log::LogPlugin {
+        filter: "info,rtc=warn,rtc_ice=warn,rtc_dtls=warn,webrtc=warn,matchbox_socket=warn".into(),
+        ..default()
+    })
+    .add_plugins(HuddlePlugin::new(HuddleConfig::room(room)))
+    .add_plugins(LobbyGame);
+    if let Some(frames) = frames {
+        app.add_systems(
+            Last,
+            move |mut n: Local<u32>,
+                  state: Res<State<LobbyState>>,
+                  mut exit: MessageWriter<AppExit>| {
+                *n += 1;
+                if *n >= frames {
+                    exit.write(if *state.get() == LobbyState::InLobby {
+                        AppExit::Success
+                    } else {
+                        AppExit::error()
+                    });
+                }
+            },
+        );
+    }
+    app
+}
+
+fn print_lobby(
+    time: Res<Time>,
+    mut last: Local<f32>,
+    state: Res<State<LobbyState>>,
+    roster: Res<Roster>,
+    links: Res<PeerLinks>,
+    squares: Res<Squares>,
+    chat: Res<ChatLog>,
+) {
+    if time.elapsed_secs() - *last < 1.0 {
+        return;
+    }
+    *last = time.elapsed_secs();
+    let me = roster.me.map(short).unwrap_or_else(|| "?".into());
+    let host = roster.host.map(short).unwrap_or_else(|| "?".into());
+    let peers: Vec<String> = roster
+        .peers
+        .iter()
+        .map(|p| {
+            let rtt = links
+                .0
+                .get(p)
+                .and_then(|l| l.rtt)
+                .map(|r| format!("{:.1} ms", r.as_secs_f64() * 1e3));
+            let at = squares
+                .0
+                .get(p)
+                .map(|s| format!("({:.0},{:.0})", s.x, s.y))
+                .unwrap_or_default();
+            format!(
+                "{} {at} rtt {}",
+                short(*p),
+                rtt.unwrap_or_else(|| "-".into())
+            )
+        })
+        .collect();
+    info!(
+        "{:?} | me {me} | host {host} | peers: [{}] | last chat: {:?}",
+        state.get(),
+        peers.join(", "),
+        chat.0.last().map(|(f, l)| format!("{}: {l}", short(*f)))
+    );
+}
+
+fn main() -> AppExit {
+    let args = Args::parse();
+    if !args.headless {
+        eprintln!("this build has no window: running headless (see README for the browser demo)");
+    }
+    // With no room, host one here and add a bot player on a thread of its own.
+    let mut _server = None;
+    let room = match args.room {
+        Some(room) => room,
+        None => {
+            let server = match EmbeddedServer::start(huddle_server::ServerConfig::loopback()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("cannot start the embedded server: {e}");
+                    return AppExit::error();
+                }
+            };
+            let room = server.room_url("lobby");
+            _server = Some(server);
+            let bot_room = room.clone();
+            let frames = args.frames;
+            std::thread::spawn(move || {
+                // Join a moment later so the player here hosts.
+                std::thread::sleep(Duration::from_millis(700));
+                let mut bot = App::new();
+                bot.add_plugins(MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(
+                    Duration::from_secs_f64(1.0 / 60.0),
+                )))
+                .add_plugins(HuddlePlugin::new(HuddleConfig::room(bot_room)))
+                .add_plugins(LobbyGame);
+                if let Some(frames) = frames {
+                    bot.add_systems(
+                        Last,
+                        move |mut n: Local<u32>, mut exit: MessageWriter<AppExit>| {
+                            *n += 1;
+                            if *n >= frames + 60 {
+                                exit.write(AppExit::Success);
+                            }
+                        },
+                    );
+                }
+                bot.run();
+            });
+            room
+        }
+    };
+    let mut app = app(&room, args.frames);
+    app.add_systems(Update, print_lobby);
+    app.run()
+}

@@ -1,0 +1,3 @@
+//! Shared pieces of huddle's examples: the lobby demo's game (squares and chat).
+
+pub mod lobby;
