@@ -5,8 +5,8 @@
 //!   at a time); the clock stops when every client has its id and every pair in every room has been
 //!   introduced (`NewPeer`);
 //! - **RSS per connection**: the server's resident memory with N peers, minus before, over N;
-//! - **signal relay rate**: every caller sends `--signals-per-pair` ICE candidates to each peer it
-//!   was introduced to; the clock stops when all have arrived.
+//! - **signal relay rate**: every caller sends ICE candidates to each peer it was introduced to,
+//!   `--signals` in all; the clock stops when all have arrived.
 //!
 //! Run by `scripts/bench_signaling.sh`, which builds both servers and raises the fd limit.
 
@@ -40,9 +40,10 @@ struct Args {
     /// Runs per server and peer count (the median is reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Signals each caller sends to each peer it was introduced to.
-    #[arg(long, default_value_t = 20)]
-    signals_per_pair: usize,
+    /// Signals relayed in the relay phase, spread evenly over the introduced pairs (so the phase
+    /// lasts about as long at every peer count).
+    #[arg(long, default_value_t = 300_000)]
+    signals: usize,
     /// Websocket handshakes in flight at once.
     #[arg(long, default_value_t = 32)]
     in_flight: usize,
@@ -246,6 +247,7 @@ async fn run_once(kind: Kind, peers: usize, args: &Args) -> Result<Sample, Strin
     let (go_tx, go_rx) = watch::channel(false);
     let rooms = peers / args.room_size;
     let pairs = rooms * args.room_size * (args.room_size - 1) / 2;
+    let signals_per_pair = (args.signals / pairs.max(1)).max(1);
 
     let mut clients = JoinSet::new();
     let start = Instant::now();
@@ -256,7 +258,7 @@ async fn run_once(kind: Kind, peers: usize, args: &Args) -> Result<Sample, Strin
             counters.clone(),
             permit.clone(),
             go_rx.clone(),
-            args.signals_per_pair,
+            signals_per_pair,
         ));
     }
     let c = counters.clone();
@@ -276,7 +278,7 @@ async fn run_once(kind: Kind, peers: usize, args: &Args) -> Result<Sample, Strin
     let rss_after = server.rss_kib();
     let cpu_idle = server.cpu_us();
 
-    let expected = pairs * args.signals_per_pair;
+    let expected = pairs * signals_per_pair;
     let c = counters.clone();
     let _ = go_tx.send(true);
     let relay_time = wait_for("signals", Duration::from_secs(180), || {

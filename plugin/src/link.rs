@@ -40,7 +40,8 @@ pub(crate) struct Link {
     pub(crate) reassembler: Reassembler,
     pub(crate) chunk_bytes_in: u64,
     pub(crate) chunk_acked_out: u64,
-    /// Chunk frames waiting to go: (header length, frame).
+    /// Reliable frames waiting behind the window, in order: (chunk payload bytes, which count
+    /// against the window, or 0 for a whole message queued behind a chunked one; frame).
     pub(crate) bulk: VecDeque<(usize, Vec<u8>)>,
     pub(crate) bulk_sent: u64,
     pub(crate) bulk_acked: u64,

@@ -547,8 +547,14 @@ impl HuddleSession {
             Channel::Reliable if header + payload.len() <= MAX_DATA_CHANNEL_MESSAGE => {
                 frame.extend_from_slice(&payload);
                 for p in peers {
-                    self.link(p).stats.messages_out += 1;
-                    self.outbox.push((RELIABLE, p, frame.clone()));
+                    let link = self.link(p);
+                    link.stats.messages_out += 1;
+                    if link.bulk.is_empty() {
+                        self.outbox.push((RELIABLE, p, frame.clone()));
+                    } else {
+                        // Behind a chunked message still going out: wait for it, to stay in order.
+                        link.bulk.push_back((0, frame.clone()));
+                    }
                 }
             }
             Channel::Reliable => {
@@ -574,9 +580,8 @@ impl HuddleSession {
                             count,
                         }
                         .encode_header(&mut f);
-                        let header = f.len();
                         f.extend_from_slice(part);
-                        link.bulk.push_back((header, f));
+                        link.bulk.push_back((part.len(), f));
                     }
                 }
             }
@@ -601,10 +606,11 @@ impl HuddleSession {
                 if link.bulk_sent.saturating_sub(link.bulk_acked) >= window {
                     break;
                 }
-                let Some((header, frame)) = link.bulk.pop_front() else {
+                let Some((counted, frame)) = link.bulk.pop_front() else {
                     break;
                 };
-                link.bulk_sent += (frame.len() - header) as u64;
+                // Only chunk payload counts against the window: that is what the peer acks.
+                link.bulk_sent += counted as u64;
                 self.send_now(RELIABLE, peer, frame);
             }
         }
@@ -626,7 +632,7 @@ impl HuddleSession {
         }
     }
 
-    /// Bytes of chunked messages still waiting to be sent to `peer`.
+    /// Bytes of reliable frames still waiting behind the bulk window for `peer`.
     pub fn bulk_pending(&self, peer: PeerId) -> usize {
         self.links
             .get(&peer)

@@ -146,6 +146,27 @@ fn large_reliable_message_arrives_intact() {
 }
 
 #[test]
+fn reliable_messages_stay_in_order_behind_a_chunked_one() {
+    let (_rt, server) = server_on_runtime();
+    let mut players = lobby(&server.room_url("order"), 2);
+    let to = players[1].id().unwrap();
+    // 2 MiB needs many windows, so the transfer spans many frames.
+    players[0].send(Outgoing::to_peer(to, Blob(vec![9u8; 2 << 20])));
+    // A frame later (within one frame, messages of different types have no defined order).
+    players[0].update();
+    players[0].send(Outgoing::to_peer(to, Chat("after the blob".into())));
+    let mut overtaken = false;
+    let ok = run_until(&mut players, LIMIT, |ps| {
+        let log = ps[1].log();
+        overtaken |= log.blobs.is_empty() && !log.chats.is_empty();
+        log.blobs.len() == 1 && log.chats.len() == 1
+    });
+    assert!(ok, "the blob and the line after it arrive");
+    assert!(!overtaken, "the line did not overtake the blob");
+    assert_eq!(players[1].log().blobs[0].1 .0.len(), 2 << 20);
+}
+
+#[test]
 fn stock_matchbox_server_lobby_agrees_on_host() {
     let (_rt, addr) = stock_server_on_runtime();
     let url = format!("ws://{addr}/stock");
