@@ -62,11 +62,18 @@ pub(crate) fn measure(
         }
         return;
     };
-    links.0 = session
-        .peers()
-        .iter()
-        .filter_map(|p| session.link_stats(*p).map(|s| (*p, s.clone())))
-        .collect();
+    // Update in place: no allocation in the steady state.
+    links.0.retain(|p, _| session.peers().contains(p));
+    for p in session.peers() {
+        if let Some(s) = session.link_stats(*p) {
+            match links.0.get_mut(p) {
+                Some(l) => l.clone_from(s),
+                None => {
+                    links.0.insert(*p, s.clone());
+                }
+            }
+        }
+    }
     let n = links.0.len();
     let rtts: Vec<f64> = links
         .0

@@ -86,6 +86,8 @@ pub struct HuddleSession {
     conditioner: LinkConditioner,
     delayer: Delayer,
     pub(crate) stats: HuddleStats,
+    /// Something the `Roster` shows may have changed since it was last built.
+    pub(crate) roster_dirty: bool,
 }
 
 impl HuddleSession {
@@ -124,6 +126,7 @@ impl HuddleSession {
             conditioner: LinkConditioner::default(),
             delayer: Delayer::new(fastrand::u64(..)),
             stats: HuddleStats::default(),
+            roster_dirty: true,
         })
     }
 
@@ -196,11 +199,18 @@ impl HuddleSession {
             let outs = election.tick(now);
             self.apply(outs, &mut events);
         }
+        if events
+            .iter()
+            .any(|e| !matches!(e, SessionEvent::Deliver { .. }))
+        {
+            self.roster_dirty = true;
+        }
         events
     }
 
     fn poll_observed(&mut self, events: &mut Vec<SessionEvent>) {
         while let Ok(seen) = self.observed.try_recv() {
+            self.roster_dirty = true;
             match seen {
                 Observed::IdAssigned(me) => {
                     self.me = Some(me);
@@ -288,6 +298,7 @@ impl HuddleSession {
                     types,
                 } => self.hello(peer, version, types_hash, types, events),
                 Control::Roster(roster) => {
+                    self.roster_dirty = true;
                     if let Some(e) = self.election.as_mut() {
                         let outs = e.roster_received(peer, roster);
                         self.apply(outs, events);

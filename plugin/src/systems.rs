@@ -8,34 +8,51 @@ use bevy::prelude::*;
 
 /// `PreUpdate`: reads the network.
 pub(crate) fn receive(world: &mut World) {
-    let Some(mut session) = world.remove_resource::<HuddleSession>() else {
+    let Some(finished) = world
+        .get_resource_mut::<HuddleSession>()
+        .map(|mut s| s.finished())
+    else {
         return;
     };
-    if let Some(result) = session.finished() {
-        ended(world, session, result);
+    if let Some(result) = finished {
+        if let Some(session) = world.remove_resource::<HuddleSession>() {
+            ended(world, session, result);
+        }
         return;
     }
-    let events = session.poll();
-    let lobby = if session.id().is_some() && session.host().is_some() {
-        LobbyState::InLobby
-    } else {
-        LobbyState::Connecting
-    };
-    world.insert_resource(session);
+    let (events, lobby, roster) = world.resource_scope(|_, mut session: Mut<HuddleSession>| {
+        let events = session.poll();
+        let lobby = if session.id().is_some() && session.host().is_some() {
+            LobbyState::InLobby
+        } else {
+            LobbyState::Connecting
+        };
+        (events, lobby, session.roster_dirty)
+    });
     write_events(world, events);
-    if let Some(session) = world.get_resource::<HuddleSession>() {
-        let roster = Roster::from_session(session);
-        let stats = session.stats.clone();
-        if world.get_resource::<Roster>() != Some(&roster) {
-            world.insert_resource(roster);
+    if roster {
+        if let Some(mut session) = world.get_resource_mut::<HuddleSession>() {
+            session.roster_dirty = false;
+            let roster = Roster::from_session(&session);
+            if let Some(mut current) = world.get_resource_mut::<Roster>() {
+                current.set_if_neq(roster);
+            }
         }
-        world.insert_resource(stats);
+    }
+    let stats = world
+        .get_resource::<HuddleSession>()
+        .map(|s| s.stats.clone());
+    if let (Some(stats), Some(mut current)) = (stats, world.get_resource_mut::<HuddleStats>()) {
+        current.set_if_neq(stats);
     }
     set_state(world, lobby);
 }
 
 /// Writes session events as Bevy messages, decoding game messages with the registry.
 pub(crate) fn write_events(world: &mut World, events: Vec<SessionEvent>) {
+    if events.is_empty() {
+        return;
+    }
     let registry = world.get_resource::<MessageRegistry>().cloned();
     let mut undecodable = 0u64;
     for event in events {
@@ -78,9 +95,6 @@ pub(crate) fn write_events(world: &mut World, events: Vec<SessionEvent>) {
         if let Some(mut session) = world.get_resource_mut::<HuddleSession>() {
             session.stats.frames_dropped += undecodable;
         }
-        world
-            .get_resource_or_insert_with(HuddleStats::default)
-            .frames_dropped += undecodable;
     }
 }
 

@@ -264,21 +264,23 @@ impl HostElection {
         vec![Output::Publish(roster)]
     }
 
-    /// Us, then the peers of the last roster still here, then connected later peers in join order.
+    /// Us, then the peers who joined after us in join order (those linked to us, and those of the
+    /// last roster, which in a star re-link to a new host), then anyone else of the last roster.
     fn order_as_host(&self) -> Vec<PeerId> {
-        let mut order = vec![self.me];
         let previous = self
             .roster
             .as_ref()
-            .map(|r| r.order.clone())
+            .map(|r| r.order.as_slice())
             .unwrap_or_default();
-        for p in previous {
-            if p != self.me && !self.gone.contains(&p) && !order.contains(&p) {
-                order.push(p);
+        let mut order = vec![self.me];
+        for p in &self.later {
+            let member = self.connected.contains(p) || previous.contains(p);
+            if member && !self.gone.contains(p) && !order.contains(p) {
+                order.push(*p);
             }
         }
-        for p in &self.later {
-            if self.connected.contains(p) && !order.contains(p) {
+        for p in previous {
+            if !self.gone.contains(p) && !order.contains(p) {
                 order.push(*p);
             }
         }
@@ -469,6 +471,20 @@ mod tests {
         for p in 1..=4 {
             assert_eq!(sim.announced[&id(p)], vec![id(1)], "one announcement each");
         }
+    }
+
+    #[test]
+    fn links_opening_out_of_join_order_keep_join_order() {
+        let mut host = HostElection::new(id(1), ms(0), GRACE);
+        host.tick(GRACE);
+        for i in 2..=4 {
+            host.introduced_later(id(i));
+        }
+        // The last to join connects first.
+        for i in [4, 2, 3] {
+            host.connected(id(i));
+        }
+        assert_eq!(host.succession(), vec![id(1), id(2), id(3), id(4)]);
     }
 
     #[test]
