@@ -421,7 +421,11 @@ fn frame_cost(server: &str) -> (Duration, Duration) {
             while !joined(&app, PEERS - 1) {
                 app.update();
                 std::thread::sleep(Duration::from_millis(2));
-                assert!(Instant::now() < deadline, "8 apps did not mesh");
+                assert!(
+                    Instant::now() < deadline,
+                    "8 apps did not mesh: app {i} has {:?}",
+                    app.world().resource::<Roster>()
+                );
             }
             barrier.wait();
             let mut with = Duration::ZERO;
@@ -471,94 +475,111 @@ fn main() {
     };
     let base = format!("ws://{}", server.local_addr());
     let _g = rt.enter();
+    // `HUDDLE_BENCH_ONLY=cpu` runs one section (rtt, mesh, cpu, bulk).
+    let only = std::env::var("HUDDLE_BENCH_ONLY").ok();
+    let run = |section: &str| only.as_deref().is_none_or(|o| o == section);
 
-    println!("## 16-byte round trip, unreliable channel ({SAMPLES} samples)\n");
-    println!("| path | p50 µs | p99 µs |\n|---|---|---|");
-    let mut udp = udp_rtt();
-    let (u50, u99) = (percentile(&mut udp, 0.5), percentile(&mut udp, 0.99));
-    println!("| raw UDP | {:.0} | {:.0} |", us(u50), us(u99));
-    let mut raw = raw_rtt(&base, &rt, false);
-    let (r50, r99) = (percentile(&mut raw, 0.5), percentile(&mut raw, 0.99));
-    println!("| raw matchbox_socket | {:.0} | {:.0} |", us(r50), us(r99));
-    let mut multi = plugin_rtt(&base, false, false);
-    println!(
-        "| bevy_huddle, multi-threaded executor | {:.0} | {:.0} |",
-        us(percentile(&mut multi, 0.5)),
-        us(percentile(&mut multi, 0.99))
-    );
-    let mut plugin = plugin_rtt(&base, false, true);
-    let (p50, p99) = (percentile(&mut plugin, 0.5), percentile(&mut plugin, 0.99));
-    println!(
-        "| bevy_huddle, single-threaded executor | {:.0} | {:.0} |",
-        us(p50),
-        us(p99)
-    );
-    println!(
-        "\nplugin (single-threaded) / raw matchbox: p50 {:.2}x, p99 {:.2}x; raw matchbox / UDP: p50 {:.1}x\n",
-        us(p50) / us(r50),
-        us(p99) / us(r99),
-        us(r50) / us(u50)
-    );
+    if run("rtt") {
+        println!("## 16-byte round trip, unreliable channel ({SAMPLES} samples)\n");
+        println!("| path | p50 µs | p99 µs |\n|---|---|---|");
+        let mut udp = udp_rtt();
+        let (u50, u99) = (percentile(&mut udp, 0.5), percentile(&mut udp, 0.99));
+        println!("| raw UDP | {:.0} | {:.0} |", us(u50), us(u99));
+        let mut raw = raw_rtt(&base, &rt, false);
+        let (r50, r99) = (percentile(&mut raw, 0.5), percentile(&mut raw, 0.99));
+        println!("| raw matchbox_socket | {:.0} | {:.0} |", us(r50), us(r99));
+        let mut multi = plugin_rtt(&base, false, false);
+        println!(
+            "| bevy_huddle, multi-threaded executor | {:.0} | {:.0} |",
+            us(percentile(&mut multi, 0.5)),
+            us(percentile(&mut multi, 0.99))
+        );
+        let mut plugin = plugin_rtt(&base, false, true);
+        let (p50, p99) = (percentile(&mut plugin, 0.5), percentile(&mut plugin, 0.99));
+        println!(
+            "| bevy_huddle, single-threaded executor | {:.0} | {:.0} |",
+            us(p50),
+            us(p99)
+        );
+        println!(
+            "\nplugin (single-threaded) / raw matchbox: p50 {:.2}x, p99 {:.2}x; raw matchbox / UDP: p50 {:.1}x\n",
+            us(p50) / us(r50),
+            us(p99) / us(r99),
+            us(r50) / us(u50)
+        );
+    }
 
-    println!("## Time to a full mesh of 4 (5 runs, median)\n");
-    let mut raw_times: Vec<Duration> = (0..5).map(|r| raw_mesh_time(&base, &rt, r)).collect();
-    let plugin_times: Vec<(Duration, Duration)> =
-        (0..5).map(|r| plugin_mesh_time(&base, r)).collect();
-    let mut joined_times: Vec<Duration> = plugin_times.iter().map(|t| t.0).collect();
-    let mut lobby_times: Vec<Duration> = plugin_times.iter().map(|t| t.1).collect();
-    let (rm, pj, pl) = (
-        percentile(&mut raw_times, 0.5),
-        percentile(&mut joined_times, 0.5),
-        percentile(&mut lobby_times, 0.5),
-    );
-    println!("| what | median ms |\n|---|---|");
-    println!(
-        "| raw matchbox_socket: all 4 connected to all | {:.0} |",
-        ms(rm)
-    );
-    println!(
-        "| bevy_huddle: all 4 joined (links open, hellos exchanged) | {:.0} |",
-        ms(pj)
-    );
-    println!(
-        "| bevy_huddle: all 4 InLobby with the host agreed | {:.0} |",
-        ms(pl)
-    );
-    println!("\nplugin / raw: {:.2}x (joined)\n", ms(pj) / ms(rm));
+    if run("mesh") {
+        println!("## Time to a full mesh of 4 (5 runs, median)\n");
+        let mut raw_times: Vec<Duration> = (0..5).map(|r| raw_mesh_time(&base, &rt, r)).collect();
+        let plugin_times: Vec<(Duration, Duration)> =
+            (0..5).map(|r| plugin_mesh_time(&base, r)).collect();
+        let mut joined_times: Vec<Duration> = plugin_times.iter().map(|t| t.0).collect();
+        let mut lobby_times: Vec<Duration> = plugin_times.iter().map(|t| t.1).collect();
+        let (rm, pj, pl) = (
+            percentile(&mut raw_times, 0.5),
+            percentile(&mut joined_times, 0.5),
+            percentile(&mut lobby_times, 0.5),
+        );
+        println!("| what | median ms |\n|---|---|");
+        println!(
+            "| raw matchbox_socket: all 4 connected to all | {:.0} |",
+            ms(rm)
+        );
+        println!(
+            "| bevy_huddle: all 4 joined (links open, hellos exchanged) | {:.0} |",
+            ms(pj)
+        );
+        println!(
+            "| bevy_huddle: all 4 InLobby with the host agreed | {:.0} |",
+            ms(pl)
+        );
+        println!("\nplugin / raw: {:.2}x (joined)\n", ms(pj) / ms(rm));
+    }
 
-    println!("## Plugin cost per frame: 8 peers, 60 Hz, a 16-byte move to all 7 every frame\n");
-    let (with, without) = frame_cost(&base);
-    println!("| app (single-threaded executor) | mean update CPU µs |\n|---|---|");
-    println!("| MinimalPlugins + bevy_huddle | {:.1} |", us(with));
-    println!("| MinimalPlugins alone | {:.1} |", us(without));
-    println!(
-        "\nplugin systems: {:.1} µs per frame\n",
-        us(with.saturating_sub(without))
-    );
+    if run("cpu") {
+        println!("## Plugin cost per frame: 8 peers, 60 Hz, a 16-byte move to all 7 every frame\n");
+        let (with, without) = frame_cost(&base);
+        println!("| app (single-threaded executor) | mean update CPU µs |\n|---|---|");
+        println!("| MinimalPlugins + bevy_huddle | {:.1} |", us(with));
+        println!("| MinimalPlugins alone | {:.1} |", us(without));
+        println!(
+            "\nplugin systems: {:.1} µs per frame\n",
+            us(with.saturating_sub(without))
+        );
+    }
 
-    println!("## Unreliable round trip while 4 MiB reliable is in flight\n");
-    let mut raw_bulk = raw_rtt(&base, &rt, true);
-    let mut plugin_bulk = plugin_rtt(&base, true, true);
-    println!("| path | idle p50 µs | idle p99 µs | bulk p50 µs | bulk p99 µs | p99 bulk/idle |");
-    println!("|---|---|---|---|---|---|");
-    let rb99 = percentile(&mut raw_bulk, 0.99);
-    println!(
-        "| raw matchbox_socket (64 KiB messages, unpaced) | {:.0} | {:.0} | {:.0} | {:.0} | {:.2}x |",
-        us(r50),
-        us(r99),
-        us(percentile(&mut raw_bulk, 0.5)),
-        us(rb99),
-        us(rb99) / us(r99)
-    );
-    let pb99 = percentile(&mut plugin_bulk, 0.99);
-    println!(
-        "| bevy_huddle (16 KiB chunks, 256 KiB window) | {:.0} | {:.0} | {:.0} | {:.0} | {:.2}x |",
-        us(p50),
-        us(p99),
-        us(percentile(&mut plugin_bulk, 0.5)),
-        us(pb99),
-        us(pb99) / us(p99)
-    );
+    if run("bulk") {
+        println!("## Unreliable round trip while 4 MiB reliable is in flight\n");
+        println!(
+            "| path | idle p50 µs | idle p99 µs | bulk p50 µs | bulk p99 µs | p99 bulk/idle |"
+        );
+        println!("|---|---|---|---|---|---|");
+        for (name, idle, bulk) in [
+            (
+                "raw matchbox_socket (64 KiB messages, unpaced)",
+                raw_rtt(&base, &rt, false),
+                raw_rtt(&base, &rt, true),
+            ),
+            (
+                "bevy_huddle (16 KiB chunks, 256 KiB window)",
+                plugin_rtt(&base, false, true),
+                plugin_rtt(&base, true, true),
+            ),
+        ] {
+            let (mut idle, mut bulk) = (idle, bulk);
+            let (i50, i99) = (percentile(&mut idle, 0.5), percentile(&mut idle, 0.99));
+            let (b50, b99) = (percentile(&mut bulk, 0.5), percentile(&mut bulk, 0.99));
+            println!(
+                "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2}x |",
+                us(i50),
+                us(i99),
+                us(b50),
+                us(b99),
+                us(b99) / us(i99)
+            );
+        }
+    }
     rt.block_on(async {
         let _ = server.shutdown().await;
     });

@@ -35,6 +35,10 @@ pub(crate) struct Link {
     pub(crate) announced: bool,
     /// Its hello did not match: its frames are dropped.
     pub(crate) mismatched: bool,
+    /// It told us it has our hello.
+    pub(crate) hello_acked: bool,
+    /// When we last sent it our hello.
+    pub(crate) hello_sent: Option<web_time::Instant>,
     /// Frames that came before its hello.
     pub(crate) early: Vec<(usize, Vec<u8>)>,
     pub(crate) reassembler: Reassembler,
@@ -59,6 +63,8 @@ impl Link {
             connected: false,
             announced: false,
             mismatched: false,
+            hello_acked: false,
+            hello_sent: None,
             early: Vec::new(),
             reassembler: Reassembler::new(max_message, max_pending),
             chunk_bytes_in: 0,
@@ -71,6 +77,11 @@ impl Link {
             pings: VecDeque::new(),
             stats: LinkStats::default(),
         }
+    }
+
+    /// Whether hellos are still due: we lack its hello, or it lacks ours.
+    pub(crate) fn hello_pending(&self) -> bool {
+        self.connected && !((self.announced || self.mismatched) && self.hello_acked)
     }
 
     /// Records a ping going out; returns its sequence number.

@@ -30,6 +30,8 @@ pub(crate) const GGRS: usize = 3;
 
 /// Largest data channel message matchbox/webrtc deliver (larger ones vanish silently).
 pub(crate) const MAX_DATA_CHANNEL_MESSAGE: usize = 65_536;
+/// How often a hello is repeated until both sides have seen each other's.
+const HELLO_REPEAT: std::time::Duration = std::time::Duration::from_millis(200);
 /// Frames held per peer while its hello is not in yet.
 const EARLY_FRAMES: usize = 1024;
 
@@ -248,12 +250,7 @@ impl HuddleSession {
             match state {
                 PeerState::Connected => {
                     self.link(peer).connected = true;
-                    let hello = Control::Hello {
-                        version: PROTOCOL_VERSION,
-                        types_hash: self.types_hash,
-                        types: self.type_names.clone(),
-                    };
-                    self.send_now(CONTROL, peer, hello.encode());
+                    self.send_hello(peer);
                     if let Some(e) = self.election.as_mut() {
                         let outs = e.connected(peer);
                         self.apply(outs, events);
@@ -296,7 +293,20 @@ impl HuddleSession {
                     version,
                     types_hash,
                     types,
-                } => self.hello(peer, version, types_hash, types, events),
+                    seen,
+                } => {
+                    if seen {
+                        self.link(peer).hello_acked = true;
+                    }
+                    let first = !self.link(peer).announced && !self.link(peer).mismatched;
+                    if first {
+                        self.hello(peer, version, types_hash, types, events);
+                    }
+                    // Tell it we have its hello (again, if it did not get that yet).
+                    if first || !seen {
+                        self.send_hello(peer);
+                    }
+                }
                 Control::Roster(roster) => {
                     self.roster_dirty = true;
                     if let Some(e) = self.election.as_mut() {
@@ -311,6 +321,20 @@ impl HuddleSession {
                 }
             }
         }
+    }
+
+    /// Sends our hello, saying whether we have the peer's.
+    fn send_hello(&mut self, peer: PeerId) {
+        let link = self.link(peer);
+        let seen = link.announced || link.mismatched;
+        link.hello_sent = Some(Instant::now());
+        let hello = Control::Hello {
+            version: PROTOCOL_VERSION,
+            types_hash: self.types_hash,
+            types: self.type_names.clone(),
+            seen,
+        };
+        self.send_now(CONTROL, peer, hello.encode());
     }
 
     fn hello(
@@ -349,6 +373,16 @@ impl HuddleSession {
         let early = std::mem::take(&mut link.early);
         self.joined.push(peer);
         events.push(SessionEvent::Joined(PeerJoined { peer, role }));
+        // Its control channel works now: as host, make sure it has the roster (one sent the
+        // instant the link opened may have been lost).
+        if let Some(roster) = self
+            .election
+            .as_ref()
+            .filter(|e| e.is_host())
+            .and_then(|e| e.roster().cloned())
+        {
+            self.send_now(CONTROL, peer, Control::Roster(roster).encode());
+        }
         for (ch, packet) in early {
             self.data_frame(ch, peer, &packet, events);
         }
@@ -624,6 +658,17 @@ impl HuddleSession {
                 link.bulk_sent += counted as u64;
                 self.send_now(RELIABLE, peer, frame);
             }
+        }
+        let due: Vec<PeerId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| {
+                l.hello_pending() && l.hello_sent.is_none_or(|t| t.elapsed() >= HELLO_REPEAT)
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in due {
+            self.send_hello(peer);
         }
         if self.last_ping.elapsed() >= self.config.ping_interval {
             self.last_ping = Instant::now();

@@ -42,6 +42,7 @@ fn garbage_frames_are_counted_and_dropped() {
         version: PROTOCOL_VERSION,
         types_hash: registry.hash(),
         types: registry.names(),
+        seen: true,
     };
     hostile.send(0, victim, &hello.encode());
     assert!(run_until(&mut players, LIMIT, |ps| ps[0]

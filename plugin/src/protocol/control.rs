@@ -17,6 +17,9 @@ pub enum Control {
         types_hash: u64,
         /// The registered message types' names, in id order (for a readable mismatch error).
         types: Vec<String>,
+        /// Whether the sender has received our hello. A message sent the instant a data channel
+        /// opens can be lost, so hellos repeat until both sides have seen each other's.
+        seen: bool,
     },
     /// The host's succession order.
     Roster(Roster),
