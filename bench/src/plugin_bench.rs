@@ -394,7 +394,7 @@ fn plugin_mesh_time(server: &str, run: usize) -> (Duration, Duration) {
 #[derive(Serialize, Deserialize, Clone, Copy)]
 struct Move([u8; 14]);
 
-fn frame_cost(server: &str) -> (Duration, Duration) {
+fn frame_cost(server: &str) -> (Duration, Duration, Duration) {
     const PEERS: usize = 8;
     const FRAMES: usize = 600;
     let url = format!("{server}/cpu");
@@ -417,6 +417,12 @@ fn frame_cost(server: &str) -> (Duration, Duration) {
             bare.add_plugins(MinimalPlugins)
                 .add_message::<Outgoing<Move>>();
             single_threaded(&mut bare);
+            // The plugin's fixed Bevy cost: states, messages, systems, with no room joined.
+            let mut idle = App::new();
+            idle.add_plugins(MinimalPlugins)
+                .add_plugins(HuddlePlugin::new(HuddleConfig::default()))
+                .add_huddle_message::<Move>(Channel::Unreliable);
+            single_threaded(&mut idle);
             let deadline = Instant::now() + Duration::from_secs(90);
             while !joined(&app, PEERS - 1) {
                 app.update();
@@ -430,6 +436,7 @@ fn frame_cost(server: &str) -> (Duration, Duration) {
             barrier.wait();
             let mut with = Duration::ZERO;
             let mut without = Duration::ZERO;
+            let mut offline = Duration::ZERO;
             let tick = Duration::from_secs_f64(1.0 / 60.0);
             let mut next = Instant::now();
             for _ in 0..FRAMES {
@@ -443,24 +450,89 @@ fn frame_cost(server: &str) -> (Duration, Duration) {
                 let t0 = thread_cpu();
                 bare.update();
                 without += thread_cpu().saturating_sub(t0);
+                idle.world_mut()
+                    .write_message(Outgoing::to_all(Move([0; 14])));
+                let t0 = thread_cpu();
+                idle.update();
+                offline += thread_cpu().saturating_sub(t0);
                 next += tick;
                 if let Some(wait) = next.checked_duration_since(Instant::now()) {
                     std::thread::sleep(wait);
                 }
             }
-            let _ = tx.send((with / FRAMES as u32, without / FRAMES as u32));
+            let n = FRAMES as u32;
+            let _ = tx.send((with / n, without / n, offline / n));
             barrier.wait();
         }));
     }
     drop(tx);
-    let results: Vec<(Duration, Duration)> = rx.iter().collect();
+    let results: Vec<(Duration, Duration, Duration)> = rx.iter().collect();
     for t in threads {
         let _ = t.join();
     }
     let n = results.len() as u32;
     let with = results.iter().map(|r| r.0).sum::<Duration>() / n;
     let without = results.iter().map(|r| r.1).sum::<Duration>() / n;
-    (with, without)
+    let offline = results.iter().map(|r| r.2).sum::<Duration>() / n;
+    (with, without, offline)
+}
+
+/// The same traffic as [`frame_cost`] on raw matchbox sockets: each of 8 threads polls its socket
+/// once per 60 Hz frame, sends 16 bytes to each of the 7 others and reads what came. Returns the
+/// mean thread CPU time of that per frame: what the socket costs a game without the plugin.
+fn frame_cost_raw(server: &str, rt: &tokio::runtime::Runtime) -> Duration {
+    const PEERS: usize = 8;
+    const FRAMES: usize = 600;
+    let url = format!("{server}/cpu-raw");
+    let barrier = Arc::new(std::sync::Barrier::new(PEERS));
+    let (tx, rx) = mpsc::channel();
+    let mut threads = Vec::new();
+    for _ in 0..PEERS {
+        let url = url.clone();
+        let barrier = barrier.clone();
+        let tx = tx.clone();
+        let handle = rt.handle().clone();
+        threads.push(std::thread::spawn(move || {
+            let _g = handle.enter();
+            let (mut socket, fut) = WebRtcSocket::builder(url)
+                .ice_server(RtcIceServerConfig {
+                    urls: vec![],
+                    username: None,
+                    credential: None,
+                })
+                .add_reliable_channel()
+                .add_unreliable_channel()
+                .build();
+            handle.spawn(fut);
+            let peers = wait_connected(&mut socket, PEERS - 1);
+            barrier.wait();
+            let mut cost = Duration::ZERO;
+            let tick = Duration::from_secs_f64(1.0 / 60.0);
+            let mut next = Instant::now();
+            for _ in 0..FRAMES {
+                let t0 = thread_cpu();
+                socket.update_peers();
+                for p in &peers {
+                    socket.channel_mut(1).send(vec![0u8; 16].into(), *p);
+                }
+                let _ = socket.channel_mut(1).receive();
+                let _ = socket.channel_mut(0).receive();
+                cost += thread_cpu().saturating_sub(t0);
+                next += tick;
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            let _ = tx.send(cost / FRAMES as u32);
+            barrier.wait();
+        }));
+    }
+    drop(tx);
+    let results: Vec<Duration> = rx.iter().collect();
+    for t in threads {
+        let _ = t.join();
+    }
+    results.iter().sum::<Duration>() / results.len() as u32
 }
 
 fn main() {
@@ -539,13 +611,26 @@ fn main() {
 
     if run("cpu") {
         println!("## Plugin cost per frame: 8 peers, 60 Hz, a 16-byte move to all 7 every frame\n");
-        let (with, without) = frame_cost(&base);
-        println!("| app (single-threaded executor) | mean update CPU µs |\n|---|---|");
-        println!("| MinimalPlugins + bevy_huddle | {:.1} |", us(with));
-        println!("| MinimalPlugins alone | {:.1} |", us(without));
+        let (with, without, offline) = frame_cost(&base);
+        let raw = frame_cost_raw(&base, &rt);
+        println!("| per frame (single-threaded executor) | mean CPU µs |\n|---|---|");
+        println!("| MinimalPlugins + bevy_huddle: update | {:.1} |", us(with));
         println!(
-            "\nplugin systems: {:.1} µs per frame\n",
-            us(with.saturating_sub(without))
+            "| MinimalPlugins + bevy_huddle, not in a room: update | {:.1} |",
+            us(offline)
+        );
+        println!("| MinimalPlugins alone: update | {:.1} |", us(without));
+        println!(
+            "| raw matchbox_socket: poll, 7 sends, receive | {:.1} |",
+            us(raw)
+        );
+        let plugin = with.saturating_sub(without);
+        println!(
+            "\nplugin systems: {:.1} µs per frame, of which the socket calls a raw game makes too: \
+             {:.1} µs; the plugin's own work: {:.1} µs\n",
+            us(plugin),
+            us(raw),
+            us(plugin.saturating_sub(raw))
         );
     }
 

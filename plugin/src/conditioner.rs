@@ -6,6 +6,7 @@
 //! a retransmission delay, and the frames after it wait for it, as they would in order.
 
 use bevy::prelude::Resource;
+use bytes::Bytes;
 use matchbox_socket::PeerId;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -58,7 +59,7 @@ struct Held {
     order: u64,
     ch: usize,
     peer: PeerId,
-    bytes: Vec<u8>,
+    bytes: Bytes,
 }
 
 /// Frames held back by the conditioner.
@@ -92,7 +93,7 @@ impl Delayer {
         reliable: bool,
         ch: usize,
         peer: PeerId,
-        bytes: Vec<u8>,
+        bytes: Bytes,
     ) {
         let lost = self.rng.f32() < conditions.loss;
         if lost && !reliable {
@@ -122,7 +123,7 @@ impl Delayer {
     }
 
     /// The frames whose time has come, in release order.
-    pub(crate) fn due(&mut self, now: Instant) -> Vec<(usize, PeerId, Vec<u8>)> {
+    pub(crate) fn due(&mut self, now: Instant) -> Vec<(usize, PeerId, Bytes)> {
         let (mut ready, held): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
             .into_iter()
             .partition(|h| h.at <= now);
@@ -151,7 +152,14 @@ mod tests {
         let now = Instant::now();
         let c = Conditions::new(Duration::from_millis(10), Duration::ZERO, 0.2);
         for i in 0..10_000u32 {
-            d.submit(now, &c, false, 2, peer(), i.to_le_bytes().to_vec());
+            d.submit(
+                now,
+                &c,
+                false,
+                2,
+                peer(),
+                Bytes::copy_from_slice(&i.to_le_bytes()),
+            );
         }
         assert!(d.due(now).is_empty(), "nothing before the latency");
         let out = d.due(now + Duration::from_millis(10));
@@ -168,7 +176,14 @@ mod tests {
         let mut got = Vec::new();
         for i in 0..2000u32 {
             let now = start + Duration::from_millis(u64::from(i));
-            d.submit(now, &c, true, 1, peer(), i.to_le_bytes().to_vec());
+            d.submit(
+                now,
+                &c,
+                true,
+                1,
+                peer(),
+                Bytes::copy_from_slice(&i.to_le_bytes()),
+            );
             got.extend(d.due(now));
         }
         got.extend(d.due(start + Duration::from_secs(10)));
@@ -186,7 +201,7 @@ mod tests {
         let now = Instant::now();
         let c = Conditions::new(Duration::from_millis(60), Duration::from_millis(10), 0.0);
         for _ in 0..1000 {
-            d.submit(now, &c, false, 2, peer(), vec![]);
+            d.submit(now, &c, false, 2, peer(), Bytes::new());
         }
         assert!(d.due(now + Duration::from_millis(49)).is_empty());
         let early = d.due(now + Duration::from_millis(60)).len();

@@ -6,6 +6,8 @@ use bevy::diagnostic::{Diagnostic, DiagnosticPath, Diagnostics, RegisterDiagnost
 use bevy::prelude::*;
 use matchbox_socket::PeerId;
 use std::collections::HashMap;
+use std::time::Duration;
+use web_time::Instant;
 
 /// Each joined peer's link statistics (RTT, loss, bytes and messages in and out), updated every
 /// frame in [`HuddleSet::Receive`](crate::HuddleSet::Receive).
@@ -20,14 +22,14 @@ impl HuddleDiagnostics {
     pub const RTT_MS: DiagnosticPath = DiagnosticPath::const_new("huddle/rtt_ms");
     /// Mean ping loss over the joined peers, 0 to 1.
     pub const LOSS: DiagnosticPath = DiagnosticPath::const_new("huddle/loss");
-    /// Bytes received this frame, all peers.
-    pub const BYTES_IN: DiagnosticPath = DiagnosticPath::const_new("huddle/bytes_in");
-    /// Bytes sent this frame, all peers.
-    pub const BYTES_OUT: DiagnosticPath = DiagnosticPath::const_new("huddle/bytes_out");
-    /// Game messages received this frame.
-    pub const MESSAGES_IN: DiagnosticPath = DiagnosticPath::const_new("huddle/messages_in");
-    /// Game messages sent this frame.
-    pub const MESSAGES_OUT: DiagnosticPath = DiagnosticPath::const_new("huddle/messages_out");
+    /// Bytes received per second, all peers.
+    pub const BYTES_IN: DiagnosticPath = DiagnosticPath::const_new("huddle/bytes_in_per_s");
+    /// Bytes sent per second, all peers.
+    pub const BYTES_OUT: DiagnosticPath = DiagnosticPath::const_new("huddle/bytes_out_per_s");
+    /// Game messages received per second.
+    pub const MESSAGES_IN: DiagnosticPath = DiagnosticPath::const_new("huddle/messages_in_per_s");
+    /// Game messages sent per second.
+    pub const MESSAGES_OUT: DiagnosticPath = DiagnosticPath::const_new("huddle/messages_out_per_s");
     /// Joined peers.
     pub const PEERS: DiagnosticPath = DiagnosticPath::const_new("huddle/peers");
 
@@ -35,10 +37,10 @@ impl HuddleDiagnostics {
         for (path, suffix) in [
             (Self::RTT_MS, "ms"),
             (Self::LOSS, ""),
-            (Self::BYTES_IN, "B"),
-            (Self::BYTES_OUT, "B"),
-            (Self::MESSAGES_IN, ""),
-            (Self::MESSAGES_OUT, ""),
+            (Self::BYTES_IN, "B/s"),
+            (Self::BYTES_OUT, "B/s"),
+            (Self::MESSAGES_IN, "/s"),
+            (Self::MESSAGES_OUT, "/s"),
             (Self::PEERS, ""),
         ] {
             app.register_diagnostic(Diagnostic::new(path).with_suffix(suffix));
@@ -46,9 +48,16 @@ impl HuddleDiagnostics {
     }
 }
 
-/// Totals at the previous frame, to measure per-frame traffic.
+/// How often the diagnostics are measured: recording seven of them every frame cost more than
+/// the rest of the plugin's per-frame work.
+const MEASURE_EVERY: Duration = Duration::from_millis(250);
+
+/// Totals at the previous measurement, to measure rates.
 #[derive(Default)]
-pub(crate) struct Totals([u64; 4]);
+pub(crate) struct Totals {
+    at: Option<Instant>,
+    counts: [u64; 4],
+}
 
 pub(crate) fn measure(
     session: Option<Res<HuddleSession>>,
@@ -75,6 +84,11 @@ pub(crate) fn measure(
         }
     }
     let n = links.0.len();
+    let now = Instant::now();
+    let elapsed = last.at.map(|t| now.duration_since(t));
+    if elapsed.is_some_and(|e| e < MEASURE_EVERY) {
+        return;
+    }
     let rtts: Vec<f64> = links
         .0
         .values()
@@ -89,7 +103,7 @@ pub(crate) fn measure(
         let loss = links.0.values().map(|s| f64::from(s.loss)).sum::<f64>() / n as f64;
         diagnostics.add_measurement(&HuddleDiagnostics::LOSS, || loss);
     }
-    let totals = links.0.values().fold([0u64; 4], |t, s| {
+    let counts = links.0.values().fold([0u64; 4], |t, s| {
         [
             t[0] + s.bytes_in,
             t[1] + s.bytes_out,
@@ -97,18 +111,22 @@ pub(crate) fn measure(
             t[3] + s.messages_out,
         ]
     });
-    for (i, path) in [
-        HuddleDiagnostics::BYTES_IN,
-        HuddleDiagnostics::BYTES_OUT,
-        HuddleDiagnostics::MESSAGES_IN,
-        HuddleDiagnostics::MESSAGES_OUT,
-    ]
-    .iter()
-    .enumerate()
-    {
-        let delta = totals[i].saturating_sub(last.0[i]) as f64;
-        diagnostics.add_measurement(path, || delta);
+    if let Some(elapsed) = elapsed {
+        let secs = elapsed.as_secs_f64().max(1e-3);
+        for (i, path) in [
+            HuddleDiagnostics::BYTES_IN,
+            HuddleDiagnostics::BYTES_OUT,
+            HuddleDiagnostics::MESSAGES_IN,
+            HuddleDiagnostics::MESSAGES_OUT,
+        ]
+        .iter()
+        .enumerate()
+        {
+            let rate = counts[i].saturating_sub(last.counts[i]) as f64 / secs;
+            diagnostics.add_measurement(path, || rate);
+        }
     }
-    last.0 = totals;
+    last.at = Some(now);
+    last.counts = counts;
     diagnostics.add_measurement(&HuddleDiagnostics::PEERS, || n as f64);
 }

@@ -40,13 +40,13 @@ pub(crate) struct Link {
     /// When we last sent it our hello.
     pub(crate) hello_sent: Option<web_time::Instant>,
     /// Frames that came before its hello.
-    pub(crate) early: Vec<(usize, Vec<u8>)>,
+    pub(crate) early: Vec<(usize, bytes::Bytes)>,
     pub(crate) reassembler: Reassembler,
     pub(crate) chunk_bytes_in: u64,
     pub(crate) chunk_acked_out: u64,
     /// Reliable frames waiting behind the window, in order: (chunk payload bytes, which count
     /// against the window, or 0 for a whole message queued behind a chunked one; frame).
-    pub(crate) bulk: VecDeque<(usize, Vec<u8>)>,
+    pub(crate) bulk: VecDeque<(usize, bytes::Bytes)>,
     pub(crate) bulk_sent: u64,
     pub(crate) bulk_acked: u64,
     pub(crate) next_seq: u32,

@@ -15,6 +15,7 @@ use crate::registry::{Channel, MessageRegistry};
 use crate::signaling::{HuddleSignallerBuilder, Observed};
 use bevy::prelude::*;
 use bevy::tasks::{IoTaskPool, Task};
+use bytes::Bytes;
 use futures::channel::mpsc::UnboundedReceiver;
 use matchbox_socket::{ChannelConfig, PeerId, PeerState, WebRtcSocket};
 use std::collections::{HashMap, HashSet};
@@ -62,7 +63,7 @@ pub(crate) enum SessionEvent {
     Deliver {
         type_id: u32,
         from: PeerId,
-        bytes: Vec<u8>,
+        bytes: Bytes,
     },
 }
 
@@ -83,7 +84,7 @@ pub struct HuddleSession {
     left_by_server: HashSet<PeerId>,
     /// Peers announced with `PeerJoined`, in that order.
     joined: Vec<PeerId>,
-    outbox: Vec<(usize, PeerId, Vec<u8>)>,
+    outbox: Vec<(usize, PeerId, Bytes)>,
     last_ping: Instant,
     conditioner: LinkConditioner,
     delayer: Delayer,
@@ -384,7 +385,7 @@ impl HuddleSession {
             self.send_now(CONTROL, peer, Control::Roster(roster).encode());
         }
         for (ch, packet) in early {
-            self.data_frame(ch, peer, &packet, events);
+            self.data_frame(ch, peer, packet, events);
         }
     }
 
@@ -402,13 +403,13 @@ impl HuddleSession {
             }
             if !link.announced {
                 if link.early.len() < EARLY_FRAMES {
-                    link.early.push((ch, packet.to_vec()));
+                    link.early.push((ch, packet));
                 } else {
                     self.stats.frames_dropped += 1;
                 }
                 continue;
             }
-            self.data_frame(ch, peer, &packet, events);
+            self.data_frame(ch, peer, packet, events);
         }
     }
 
@@ -416,10 +417,10 @@ impl HuddleSession {
         &mut self,
         ch: usize,
         peer: PeerId,
-        packet: &[u8],
+        packet: Bytes,
         events: &mut Vec<SessionEvent>,
     ) {
-        let (frame, payload) = match Frame::decode(packet) {
+        let (frame, payload) = match Frame::decode(&packet) {
             Ok(f) => f,
             Err(e) => {
                 self.stats.frames_dropped += 1;
@@ -433,7 +434,7 @@ impl HuddleSession {
                 events.push(SessionEvent::Deliver {
                     type_id,
                     from: peer,
-                    bytes: payload.to_vec(),
+                    bytes: packet.slice(packet.len() - payload.len()..),
                 });
             }
             Frame::Chunk {
@@ -461,7 +462,7 @@ impl HuddleSession {
                         events.push(SessionEvent::Deliver {
                             type_id,
                             from: peer,
-                            bytes,
+                            bytes: bytes.into(),
                         });
                     }
                     Ok(None) => {}
@@ -505,7 +506,7 @@ impl HuddleSession {
                     events.push(SessionEvent::Host(HostChanged { old, new }));
                 }
                 Output::Publish(roster) => {
-                    let bytes = Control::Roster(roster).encode();
+                    let bytes = Bytes::from(Control::Roster(roster).encode());
                     let peers: Vec<PeerId> = self
                         .links
                         .iter()
@@ -521,7 +522,8 @@ impl HuddleSession {
     }
 
     /// Sends a frame, through the link conditioner when it is on for that channel.
-    fn send_now(&mut self, ch: usize, peer: PeerId, bytes: Vec<u8>) {
+    fn send_now(&mut self, ch: usize, peer: PeerId, bytes: impl Into<Bytes>) {
+        let bytes: Bytes = bytes.into();
         if let Some(link) = self.links.get_mut(&peer) {
             link.stats.bytes_out += bytes.len() as u64;
         }
@@ -543,9 +545,9 @@ impl HuddleSession {
         }
     }
 
-    fn transmit(&mut self, ch: usize, peer: PeerId, bytes: Vec<u8>) {
+    fn transmit(&mut self, ch: usize, peer: PeerId, bytes: Bytes) {
         if let Ok(channel) = self.socket.get_channel_mut(ch) {
-            let _ = channel.try_send(bytes.into(), peer);
+            let _ = channel.try_send(bytes, peer);
         }
     }
 
@@ -584,6 +586,7 @@ impl HuddleSession {
                     ));
                 }
                 frame.extend_from_slice(&payload);
+                let frame = Bytes::from(frame);
                 for p in peers {
                     self.link(p).stats.messages_out += 1;
                     self.outbox.push((UNRELIABLE, p, frame.clone()));
@@ -591,6 +594,7 @@ impl HuddleSession {
             }
             Channel::Reliable if header + payload.len() <= MAX_DATA_CHANNEL_MESSAGE => {
                 frame.extend_from_slice(&payload);
+                let frame = Bytes::from(frame);
                 for p in peers {
                     let link = self.link(p);
                     link.stats.messages_out += 1;
@@ -626,7 +630,7 @@ impl HuddleSession {
                         }
                         .encode_header(&mut f);
                         f.extend_from_slice(part);
-                        link.bulk.push_back((part.len(), f));
+                        link.bulk.push_back((part.len(), f.into()));
                     }
                 }
             }
@@ -645,7 +649,12 @@ impl HuddleSession {
             self.send_now(ch, peer, bytes);
         }
         let window = self.config.bulk_window_bytes as u64;
-        let peers: Vec<PeerId> = self.links.keys().copied().collect();
+        let peers: Vec<PeerId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| !l.bulk.is_empty())
+            .map(|(p, _)| *p)
+            .collect();
         for peer in peers {
             while let Some(link) = self.links.get_mut(&peer) {
                 if link.bulk_sent.saturating_sub(link.bulk_acked) >= window {

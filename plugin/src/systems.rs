@@ -53,7 +53,6 @@ pub(crate) fn write_events(world: &mut World, events: Vec<SessionEvent>) {
     if events.is_empty() {
         return;
     }
-    let registry = world.get_resource::<MessageRegistry>().cloned();
     let mut undecodable = 0u64;
     for event in events {
         match event {
@@ -75,8 +74,8 @@ pub(crate) fn write_events(world: &mut World, events: Vec<SessionEvent>) {
                 from,
                 bytes,
             } => {
-                let deliver = registry
-                    .as_ref()
+                let deliver = world
+                    .get_resource::<MessageRegistry>()
                     .and_then(|r| r.entry(type_id))
                     .map(|e| e.deliver);
                 match deliver {
