@@ -27,14 +27,26 @@ pub struct Squares(pub BTreeMap<PeerId, Position>);
 #[derive(Resource, Default, Debug)]
 pub struct ChatLog(pub Vec<(PeerId, String)>);
 
-/// The game: registers its messages and systems. Every square circles on its own (the host one
-/// way, the others the other way).
-pub struct LobbyGame;
+/// Who moves this player's square.
+#[derive(Resource, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pilot {
+    /// It circles on its own (the host one way, the others the other way): bots and headless runs.
+    Bot,
+    /// Someone at the keyboard (the window, feature `window`).
+    Player,
+}
+
+/// The game: registers its messages and systems.
+pub struct LobbyGame {
+    /// Who moves our square.
+    pub pilot: Pilot,
+}
 
 impl Plugin for LobbyGame {
     fn build(&self, app: &mut App) {
         app.add_huddle_message::<Position>(Channel::Unreliable)
             .add_huddle_message::<ChatLine>(Channel::Reliable)
+            .insert_resource(self.pilot)
             .init_resource::<Squares>()
             .init_resource::<ChatLog>()
             .add_systems(
@@ -45,8 +57,13 @@ impl Plugin for LobbyGame {
     }
 }
 
-fn bot_moves(time: Res<Time>, roster: Res<Roster>, mut squares: ResMut<Squares>) {
-    let Some(me) = roster.me else {
+fn bot_moves(
+    pilot: Res<Pilot>,
+    time: Res<Time>,
+    roster: Res<Roster>,
+    mut squares: ResMut<Squares>,
+) {
+    let (Pilot::Bot, Some(me)) = (*pilot, roster.me) else {
         return;
     };
     let t = time.elapsed_secs() * if roster.is_host() { 1.0 } else { -0.7 };

@@ -2,6 +2,7 @@
 //! one command shows a real session:
 //!
 //! ```sh
+//! cargo run -p huddle_examples --bin lobby --features window     # a window: arrows move, 1-3 chat
 //! cargo run -p huddle_examples --bin lobby -- --headless --frames 600
 //! cargo run -p huddle_examples --bin lobby -- --room ws://127.0.0.1:3536/lobby --headless
 //! ```
@@ -11,7 +12,7 @@ use bevy::prelude::*;
 use bevy_huddle::prelude::*;
 use bevy_huddle::{EmbeddedServer, PeerLinks};
 use clap::Parser;
-use huddle_examples::lobby::{short, ChatLog, LobbyGame, Squares};
+use huddle_examples::lobby::{short, ChatLog, LobbyGame, Pilot, Squares};
 use std::time::Duration;
 
 /// huddle's lobby demo.
@@ -28,19 +29,31 @@ struct Args {
     frames: Option<u32>,
 }
 
-fn app(room: &str, frames: Option<u32>) -> App {
+const LOG_FILTER: &str =
+    "info,rtc=warn,rtc_ice=warn,rtc_dtls=warn,webrtc=warn,matchbox_socket=warn";
+
+fn app(room: &str, frames: Option<u32>, windowed: bool) -> App {
     let mut app = App::new();
-    app.add_plugins(
-        MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_secs_f64(
-            1.0 / 60.0,
-        ))),
-    )
-    .add_plugins(bevy::log::LogPlugin {
-        filter: "info,rtc=warn,rtc_ice=warn,rtc_dtls=warn,webrtc=warn,matchbox_socket=warn".into(),
-        ..default()
-    })
-    .add_plugins(HuddlePlugin::new(HuddleConfig::room(room)))
-    .add_plugins(LobbyGame);
+    #[cfg(feature = "window")]
+    if windowed {
+        app.add_plugins(DefaultPlugins.set(bevy::log::LogPlugin {
+            filter: LOG_FILTER.into(),
+            ..default()
+        }))
+        .add_plugins(huddle_examples::window::LobbyWindow);
+    }
+    if !windowed {
+        app.add_plugins(MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(
+            Duration::from_secs_f64(1.0 / 60.0),
+        )))
+        .add_plugins(bevy::log::LogPlugin {
+            filter: LOG_FILTER.into(),
+            ..default()
+        });
+    }
+    let pilot = if windowed { Pilot::Player } else { Pilot::Bot };
+    app.add_plugins(HuddlePlugin::new(HuddleConfig::room(room)))
+        .add_plugins(LobbyGame { pilot });
     if let Some(frames) = frames {
         app.add_systems(
             Last,
@@ -107,8 +120,9 @@ fn print_lobby(
 
 fn main() -> AppExit {
     let args = Args::parse();
-    if !args.headless {
-        eprintln!("this build has no window: running headless (see README for the browser demo)");
+    let windowed = cfg!(feature = "window") && !args.headless;
+    if !windowed && !args.headless {
+        eprintln!("built without the `window` feature: running headless");
     }
     // With no room, host one here and add a bot player on a thread of its own.
     let mut _server = None;
@@ -134,7 +148,7 @@ fn main() -> AppExit {
                     Duration::from_secs_f64(1.0 / 60.0),
                 )))
                 .add_plugins(HuddlePlugin::new(HuddleConfig::room(bot_room)))
-                .add_plugins(LobbyGame);
+                .add_plugins(LobbyGame { pilot: Pilot::Bot });
                 if let Some(frames) = frames {
                     bot.add_systems(
                         Last,
@@ -151,7 +165,7 @@ fn main() -> AppExit {
             room
         }
     };
-    let mut app = app(&room, args.frames);
+    let mut app = app(&room, args.frames, windowed);
     app.add_systems(Update, print_lobby);
     app.run()
 }
