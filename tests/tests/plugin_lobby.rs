@@ -358,3 +358,26 @@ fn embedded_server_hosts_a_lobby_and_links_are_measured() {
         .and_then(|d| d.value());
     assert_eq!(peers, Some(1.0));
 }
+
+#[test]
+fn unreachable_server_is_an_error_and_offline_not_a_panic() {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let mut players = vec![Player::join(&format!("ws://127.0.0.1:{port}/nobody"))];
+    let ok = run_until(&mut players, LIMIT, |ps| {
+        ps[0]
+            .log()
+            .errors
+            .iter()
+            .any(|e| matches!(e, HuddleError::Signaling(_)))
+            && ps[0].state() == LobbyState::Offline
+    });
+    assert!(
+        ok,
+        "a Signaling error and Offline: {:?}",
+        players[0].log().errors
+    );
+}
