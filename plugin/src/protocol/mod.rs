@@ -4,3 +4,4 @@ pub mod chunk;
 pub mod control;
 pub mod election;
 pub mod frame;
+pub mod relay;
