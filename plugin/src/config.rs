@@ -36,6 +36,50 @@ impl IceServer {
     }
 }
 
+/// How the peers of a room are linked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Topology {
+    /// Every peer to every peer: best for 2-4 players and for rollback.
+    Mesh,
+    /// Every peer to the host only; the host relays. For big lobbies. Needs a server with star
+    /// rooms (huddle_server: `?topology=star`, which the plugin adds to the room URL).
+    Star,
+    /// Mesh up to 4 players, star beyond, judged from the room URL's `?capacity=N` or `?next=N`
+    /// (mesh when it has neither).
+    #[default]
+    Auto,
+}
+
+/// The room URL to join and whether it is a star room, for `topology`: adds `topology=star` to the
+/// query when the room is a star.
+pub fn resolve_room(room_url: &str, topology: Topology) -> (String, bool) {
+    let query = room_url.split_once('?').map_or("", |(_, q)| q);
+    let param = |name: &str| {
+        query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == name).then_some(v)
+        })
+    };
+    let asked = param("topology");
+    let star = match topology {
+        Topology::Star => true,
+        Topology::Mesh => false,
+        Topology::Auto => {
+            asked == Some("star")
+                || ["capacity", "next"]
+                    .iter()
+                    .filter_map(|n| param(n).and_then(|v| v.parse::<usize>().ok()))
+                    .any(|n| n > 4)
+        }
+    };
+    let url = match (star, asked) {
+        (true, None) if room_url.contains('?') => format!("{room_url}&topology=star"),
+        (true, None) => format!("{room_url}?topology=star"),
+        _ => room_url.to_string(),
+    };
+    (url, star)
+}
+
 /// Settings of [`HuddlePlugin`](crate::HuddlePlugin).
 #[derive(Debug, Clone)]
 pub struct HuddleConfig {
@@ -47,6 +91,8 @@ pub struct HuddleConfig {
     /// matchbox_socket 0.15 takes one credential set: servers with credentials must share them
     /// (connecting with two different TURN credentials fails with a clear error).
     pub ice_servers: Vec<IceServer>,
+    /// Mesh, star, or chosen from the room's size.
+    pub topology: Topology,
     /// How long a newcomer waits for an earlier peer's offer before it decides it is the first in
     /// the room, and so the host.
     pub host_grace: Duration,
@@ -66,6 +112,7 @@ impl Default for HuddleConfig {
         Self {
             room_url: None,
             ice_servers: Vec::new(),
+            topology: Topology::Auto,
             host_grace: Duration::from_millis(500),
             max_message_bytes: 16 * 1024 * 1024,
             max_pending_bytes: 32 * 1024 * 1024,
@@ -114,6 +161,27 @@ impl HuddleConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_picks_star_beyond_four() {
+        let r = |url: &str, t| resolve_room(url, t);
+        assert_eq!(r("ws://h/a", Topology::Auto), ("ws://h/a".into(), false));
+        assert_eq!(r("ws://h/a?capacity=4", Topology::Auto).1, false);
+        assert_eq!(
+            r("ws://h/a?capacity=8", Topology::Auto),
+            ("ws://h/a?capacity=8&topology=star".into(), true)
+        );
+        assert_eq!(r("ws://h/a?next=6", Topology::Auto).1, true);
+        assert_eq!(
+            r("ws://h/a", Topology::Star),
+            ("ws://h/a?topology=star".into(), true)
+        );
+        assert_eq!(
+            r("ws://h/a?topology=star", Topology::Auto),
+            ("ws://h/a?topology=star".into(), true)
+        );
+        assert_eq!(r("ws://h/a?capacity=8", Topology::Mesh).1, false);
+    }
 
     #[test]
     fn ice_servers_merge_or_refuse() {

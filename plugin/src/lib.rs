@@ -53,7 +53,7 @@ pub mod signaling;
 mod systems;
 
 pub use conditioner::{Conditions, LinkConditioner};
-pub use config::{HuddleConfig, IceServer};
+pub use config::{HuddleConfig, IceServer, Topology};
 pub use diagnostics::{HuddleDiagnostics, PeerLinks};
 #[cfg(all(feature = "server", not(target_arch = "wasm32")))]
 pub use embedded::EmbeddedServer;
@@ -78,7 +78,7 @@ pub mod prelude {
     pub use crate::{
         AddHuddleMessage, Channel, Conditions, HostChanged, HuddleCommandsExt, HuddleConfig,
         HuddleError, HuddlePlugin, HuddleSet, Incoming, LinkConditioner, LobbyState, Outgoing,
-        PeerId, PeerJoined, PeerLeft, Recipients, Role, Roster,
+        PeerId, PeerJoined, PeerLeft, Recipients, Role, Roster, Topology,
     };
 }
 

@@ -48,8 +48,9 @@ pub(crate) struct Link {
     /// against the window, or 0 for a whole message queued behind a chunked one; frame).
     pub(crate) bulk: VecDeque<(usize, bytes::Bytes)>,
     pub(crate) bulk_sent: u64,
+    /// Since when reliable frames have been waiting for this link to come up.
+    pub(crate) waiting_since: Option<web_time::Instant>,
     pub(crate) bulk_acked: u64,
-    pub(crate) next_seq: u32,
     ping_seq: u32,
     /// Recent pings: (seq, answered).
     pings: VecDeque<(u32, bool)>,
@@ -71,8 +72,8 @@ impl Link {
             chunk_acked_out: 0,
             bulk: VecDeque::new(),
             bulk_sent: 0,
+            waiting_since: None,
             bulk_acked: 0,
-            next_seq: 0,
             ping_seq: 0,
             pings: VecDeque::new(),
             stats: LinkStats::default(),

@@ -1,8 +1,11 @@
 //! The I/O edge: one matchbox socket and its message loop, and the per-peer link state around it.
 //! Everything protocol-shaped is delegated to [`crate::protocol`]; this module moves bytes.
+//! [`star`] adds what a star room needs: relaying through the host and members known by roster.
+
+mod star;
 
 use crate::conditioner::{Conditions, Delayer, LinkConditioner};
-use crate::config::HuddleConfig;
+use crate::config::{resolve_room, HuddleConfig};
 use crate::link::{Link, LinkStats};
 use crate::messages::{
     HostChanged, HuddleError, LeaveReason, PeerJoined, PeerLeft, Recipients, Role,
@@ -31,6 +34,8 @@ pub(crate) const GGRS: usize = 3;
 
 /// Largest data channel message matchbox/webrtc deliver (larger ones vanish silently).
 pub(crate) const MAX_DATA_CHANNEL_MESSAGE: usize = 65_536;
+/// How long reliable frames wait for a link to come up before they are reported as failed.
+const LINK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How often a hello is repeated until both sides have seen each other's.
 const HELLO_REPEAT: std::time::Duration = std::time::Duration::from_millis(200);
 /// Frames held per peer while its hello is not in yet.
@@ -51,6 +56,13 @@ pub struct HuddleStats {
     pub mismatched_dropped: u64,
     /// Unreliable frames the link conditioner dropped on purpose.
     pub conditioner_dropped: u64,
+    /// Star: frames with a forged or misplaced origin, dropped.
+    pub forged_dropped: u64,
+    /// Star host: frames relayed to a client.
+    pub relayed: u64,
+    /// Reliable messages given up because no link to their next hop came up in time (reported to
+    /// the game as `HuddleError::Send`).
+    pub send_failed: u64,
 }
 
 /// What a poll produced, for the Bevy side to write as messages, in order.
@@ -91,6 +103,12 @@ pub struct HuddleSession {
     pub(crate) stats: HuddleStats,
     /// Something the `Roster` shows may have changed since it was last built.
     pub(crate) roster_dirty: bool,
+    /// A star room: clients are linked to the host only, which relays.
+    star: bool,
+    /// Sequence number of our next chunked message (unique per sender, whoever receives it).
+    next_chunk_seq: u32,
+    /// Errors found while sending, reported with the next poll.
+    pending_errors: Vec<HuddleError>,
 }
 
 impl HuddleSession {
@@ -101,6 +119,7 @@ impl HuddleSession {
         registry: &MessageRegistry,
     ) -> Result<Self, String> {
         let ice = config.matchbox_ice()?;
+        let (room_url, star) = resolve_room(room_url, config.topology);
         let (signaller, observed) = HuddleSignallerBuilder::new();
         let (socket, message_loop) = WebRtcSocket::builder(room_url)
             .ice_server(ice)
@@ -130,7 +149,19 @@ impl HuddleSession {
             delayer: Delayer::new(fastrand::u64(..)),
             stats: HuddleStats::default(),
             roster_dirty: true,
+            star,
+            next_chunk_seq: 0,
+            pending_errors: Vec::new(),
         })
+    }
+
+    /// The room's topology as joined: `Mesh` or `Star` (`Auto` resolved).
+    pub fn topology(&self) -> crate::config::Topology {
+        if self.star {
+            crate::config::Topology::Star
+        } else {
+            crate::config::Topology::Mesh
+        }
     }
 
     /// Our id, once the server assigned it.
@@ -190,7 +221,11 @@ impl HuddleSession {
     /// Reads everything that arrived: signaling observations, peer changes, control and game
     /// frames. Returns what the game must hear, in order.
     pub(crate) fn poll(&mut self) -> Vec<SessionEvent> {
-        let mut events = Vec::new();
+        let mut events: Vec<SessionEvent> = self
+            .pending_errors
+            .drain(..)
+            .map(SessionEvent::Error)
+            .collect();
         self.poll_observed(&mut events);
         self.poll_peers(&mut events);
         self.poll_control(&mut events);
@@ -268,16 +303,16 @@ impl HuddleSession {
         } else {
             LeaveReason::Disconnected
         };
-        if let Some(link) = self.links.remove(&peer) {
-            if link.announced {
-                self.joined.retain(|p| *p != peer);
-                events.push(SessionEvent::Left(PeerLeft { peer, reason }));
-            }
+        self.links.remove(&peer);
+        if self.joined.contains(&peer) {
+            self.joined.retain(|p| *p != peer);
+            events.push(SessionEvent::Left(PeerLeft { peer, reason }));
         }
         if let Some(e) = self.election.as_mut() {
             let outs = e.disconnected(peer);
             self.apply(outs, events);
         }
+        self.sync_star_members(events);
     }
 
     fn poll_control(&mut self, events: &mut Vec<SessionEvent>) {
@@ -314,6 +349,7 @@ impl HuddleSession {
                         let outs = e.roster_received(peer, roster);
                         self.apply(outs, events);
                     }
+                    self.sync_star_members(events);
                 }
                 Control::ChunkAck { received } => {
                     if let Some(link) = self.links.get_mut(&peer) {
@@ -372,8 +408,11 @@ impl HuddleSession {
         // Our role is known from the signaling; a peer we did not see offered to us.
         let role = *link.role.get_or_insert(Role::Receiver);
         let early = std::mem::take(&mut link.early);
-        self.joined.push(peer);
-        events.push(SessionEvent::Joined(PeerJoined { peer, role }));
+        // In a star, a member we knew by roster is now linked (a new host): no second join.
+        if !self.joined.contains(&peer) {
+            self.joined.push(peer);
+            events.push(SessionEvent::Joined(PeerJoined { peer, role }));
+        }
         // Its control channel works now: as host, make sure it has the roster (one sent the
         // instant the link opened may have been lost).
         if let Some(roster) = self
@@ -420,6 +459,37 @@ impl HuddleSession {
         packet: Bytes,
         events: &mut Vec<SessionEvent>,
     ) {
+        if crate::protocol::relay::is_routed(&packet) {
+            self.routed_frame(ch, peer, packet, events);
+        } else {
+            self.inner_frame(ch, peer, peer, packet, events);
+        }
+    }
+
+    /// Counts chunk bytes that came on `link` and acknowledges them now and then (always at the
+    /// end of a message), which opens the sender's window.
+    fn chunk_received(&mut self, link: PeerId, len: usize, message_done: bool) {
+        let l = self.link(link);
+        l.chunk_bytes_in += len as u64;
+        if message_done || l.chunk_bytes_in - l.chunk_acked_out >= (CHUNK_BYTES * 4) as u64 {
+            l.chunk_acked_out = l.chunk_bytes_in;
+            let ack = Control::ChunkAck {
+                received: l.chunk_bytes_in,
+            };
+            self.send_now(CONTROL, link, ack.encode());
+        }
+    }
+
+    /// A frame (not routed) that came on `link` from `from` (the same peer, unless relayed).
+    fn inner_frame(
+        &mut self,
+        ch: usize,
+        link: PeerId,
+        from: PeerId,
+        packet: Bytes,
+        events: &mut Vec<SessionEvent>,
+    ) {
+        let peer = from;
         let (frame, payload) = match Frame::decode(&packet) {
             Ok(f) => f,
             Err(e) => {
@@ -443,19 +513,11 @@ impl HuddleSession {
                 index,
                 count,
             } if ch == RELIABLE => {
-                let link = self.link(peer);
-                link.chunk_bytes_in += payload.len() as u64;
-                let result = link.reassembler.push(type_id, seq, index, count, payload);
-                let ack_due = link.chunk_bytes_in - link.chunk_acked_out
-                    >= (CHUNK_BYTES * 4) as u64
-                    || matches!(result, Ok(Some(_)));
-                if ack_due {
-                    link.chunk_acked_out = link.chunk_bytes_in;
-                    let ack = Control::ChunkAck {
-                        received: link.chunk_bytes_in,
-                    };
-                    self.send_now(CONTROL, peer, ack.encode());
-                }
+                let result = self
+                    .link(from)
+                    .reassembler
+                    .push(type_id, seq, index, count, payload);
+                self.chunk_received(link, payload.len(), index + 1 == count);
                 match result {
                     Ok(Some((type_id, bytes))) => {
                         self.link(peer).stats.messages_in += 1;
@@ -476,7 +538,7 @@ impl HuddleSession {
                 pong: false,
                 seq,
                 sent_us,
-            } if ch == UNRELIABLE => {
+            } if ch == UNRELIABLE && link == from => {
                 let mut reply = Vec::with_capacity(16);
                 Frame::Link {
                     pong: true,
@@ -490,7 +552,7 @@ impl HuddleSession {
                 pong: true,
                 seq,
                 sent_us,
-            } if ch == UNRELIABLE => {
+            } if ch == UNRELIABLE && link == from => {
                 let now_us = self.now().as_micros() as u64;
                 self.link(peer).pong(seq, now_us.saturating_sub(sent_us));
             }
@@ -559,80 +621,63 @@ impl HuddleSession {
         payload: Vec<u8>,
         to: &Recipients,
     ) -> Result<(), String> {
-        let peers: Vec<PeerId> = match to {
-            Recipients::All => self.joined.clone(),
-            Recipients::Host => self
-                .host()
-                .filter(|h| Some(*h) != self.me && self.joined.contains(h))
-                .into_iter()
-                .collect(),
-            Recipients::Peer(p) => self.joined.iter().copied().filter(|j| j == p).collect(),
-            Recipients::Peers(ps) => self
-                .joined
-                .iter()
-                .copied()
-                .filter(|j| ps.contains(j))
-                .collect(),
-        };
+        let destinations = self.destinations(to);
         let mut frame = Vec::with_capacity(payload.len() + 4);
         Frame::Message { type_id }.encode_header(&mut frame);
-        let header = frame.len();
-        match channel {
-            Channel::Unreliable => {
-                if header + payload.len() > MAX_DATA_CHANNEL_MESSAGE {
-                    return Err(format!(
-                        "{} bytes exceed the unreliable channel's {MAX_DATA_CHANNEL_MESSAGE}",
-                        header + payload.len()
-                    ));
-                }
-                frame.extend_from_slice(&payload);
-                let frame = Bytes::from(frame);
-                for p in peers {
-                    self.link(p).stats.messages_out += 1;
-                    self.outbox.push((UNRELIABLE, p, frame.clone()));
-                }
+        // Room for the largest routing header.
+        let header = frame.len() + 33;
+        let fits = header + payload.len() <= MAX_DATA_CHANNEL_MESSAGE;
+        let ch = match channel {
+            Channel::Unreliable if !fits => {
+                return Err(format!(
+                    "{} bytes exceed the unreliable channel's {MAX_DATA_CHANNEL_MESSAGE}",
+                    header + payload.len()
+                ))
             }
-            Channel::Reliable if header + payload.len() <= MAX_DATA_CHANNEL_MESSAGE => {
-                frame.extend_from_slice(&payload);
-                let frame = Bytes::from(frame);
-                for p in peers {
-                    let link = self.link(p);
-                    link.stats.messages_out += 1;
-                    if link.bulk.is_empty() {
-                        self.outbox.push((RELIABLE, p, frame.clone()));
-                    } else {
-                        // Behind a chunked message still going out: wait for it, to stay in order.
-                        link.bulk.push_back((0, frame.clone()));
+            Channel::Unreliable => UNRELIABLE,
+            Channel::Reliable => RELIABLE,
+        };
+        if payload.len() > self.config.max_message_bytes {
+            return Err(format!(
+                "{} bytes exceed max_message_bytes ({})",
+                payload.len(),
+                self.config.max_message_bytes
+            ));
+        }
+        // The frames to send: the whole message, or its chunks with their payload sizes.
+        let frames: Vec<(usize, Bytes)> = if fits {
+            frame.extend_from_slice(&payload);
+            vec![(0, frame.into())]
+        } else {
+            let count = chunk_count(payload.len()) as u32;
+            let seq = self.next_chunk_seq;
+            self.next_chunk_seq = self.next_chunk_seq.wrapping_add(1);
+            payload
+                .chunks(CHUNK_BYTES)
+                .enumerate()
+                .map(|(index, part)| {
+                    let mut f = Vec::with_capacity(part.len() + 16);
+                    Frame::Chunk {
+                        type_id,
+                        seq,
+                        index: index as u32,
+                        count,
                     }
-                }
-            }
-            Channel::Reliable => {
-                if payload.len() > self.config.max_message_bytes {
-                    return Err(format!(
-                        "{} bytes exceed max_message_bytes ({})",
-                        payload.len(),
-                        self.config.max_message_bytes
-                    ));
-                }
-                let count = chunk_count(payload.len()) as u32;
-                for p in peers {
-                    let link = self.link(p);
-                    link.stats.messages_out += 1;
-                    let seq = link.next_seq;
-                    link.next_seq = link.next_seq.wrapping_add(1);
-                    for (index, part) in payload.chunks(CHUNK_BYTES).enumerate() {
-                        let mut f = Vec::with_capacity(part.len() + 16);
-                        Frame::Chunk {
-                            type_id,
-                            seq,
-                            index: index as u32,
-                            count,
-                        }
-                        .encode_header(&mut f);
-                        f.extend_from_slice(part);
-                        link.bulk.push_back((part.len(), f.into()));
-                    }
-                }
+                    .encode_header(&mut f);
+                    f.extend_from_slice(part);
+                    (part.len(), f.into())
+                })
+                .collect()
+        };
+        for (link, route) in destinations {
+            self.link(link).stats.messages_out += 1;
+            let prefix = route.map(crate::protocol::relay::encode);
+            for (counted, f) in &frames {
+                let bytes = match &prefix {
+                    Some(p) => Bytes::from([p.as_slice(), f.as_ref()].concat()),
+                    None => f.clone(),
+                };
+                self.push_frame(ch, link, bytes, *counted);
             }
         }
         Ok(())
@@ -646,13 +691,19 @@ impl HuddleSession {
             self.transmit(ch, peer, bytes);
         }
         for (ch, peer, bytes) in std::mem::take(&mut self.outbox) {
-            self.send_now(ch, peer, bytes);
+            if self.ready(peer) {
+                self.send_now(ch, peer, bytes);
+            } else if ch == RELIABLE {
+                // No working link yet (a star's new host is still connecting): wait for it.
+                self.link(peer).bulk.push_back((0, bytes));
+            }
         }
+        self.give_up_waiting();
         let window = self.config.bulk_window_bytes as u64;
         let peers: Vec<PeerId> = self
             .links
             .iter()
-            .filter(|(_, l)| !l.bulk.is_empty())
+            .filter(|(_, l)| !l.bulk.is_empty() && l.connected && l.announced)
             .map(|(p, _)| *p)
             .collect();
         for peer in peers {
@@ -682,7 +733,12 @@ impl HuddleSession {
         if self.last_ping.elapsed() >= self.config.ping_interval {
             self.last_ping = Instant::now();
             let sent_us = self.now().as_micros() as u64;
-            let peers: Vec<PeerId> = self.joined.clone();
+            let peers: Vec<PeerId> = self
+                .joined
+                .iter()
+                .copied()
+                .filter(|p| self.ready(*p))
+                .collect();
             for peer in peers {
                 let seq = self.link(peer).ping();
                 let mut f = Vec::with_capacity(16);
@@ -694,6 +750,43 @@ impl HuddleSession {
                 .encode_header(&mut f);
                 self.send_now(UNRELIABLE, peer, f);
             }
+        }
+    }
+
+    /// Whether game frames can go to `peer` now: its link is open and its hello matched.
+    fn ready(&self, peer: PeerId) -> bool {
+        self.links
+            .get(&peer)
+            .is_some_and(|l| l.connected && l.announced)
+    }
+
+    /// Reliable frames waiting for a link that has not come up in [`LINK_WAIT`] are given up
+    /// and reported, never dropped in silence.
+    fn give_up_waiting(&mut self) {
+        let now = Instant::now();
+        let mut failed = Vec::new();
+        for (peer, link) in &mut self.links {
+            let waiting = !link.bulk.is_empty() && !(link.connected && link.announced);
+            match (waiting, link.waiting_since) {
+                (false, _) => link.waiting_since = None,
+                (true, None) => link.waiting_since = Some(now),
+                (true, Some(since)) if now.duration_since(since) >= LINK_WAIT => {
+                    let frames = link.bulk.len();
+                    link.bulk.clear();
+                    link.waiting_since = None;
+                    failed.push((*peer, frames));
+                }
+                (true, Some(_)) => {}
+            }
+        }
+        for (peer, frames) in failed {
+            self.stats.send_failed += frames as u64;
+            self.pending_errors.push(HuddleError::Send {
+                type_name: "reliable frames",
+                why: format!(
+                    "no link to {peer} came up within {LINK_WAIT:?}: {frames} frames not sent"
+                ),
+            });
         }
     }
 
