@@ -766,7 +766,8 @@ impl HuddleSession {
         let now = Instant::now();
         let mut failed = Vec::new();
         for (peer, link) in &mut self.links {
-            let waiting = !link.bulk.is_empty() && !(link.connected && link.announced);
+            let ready = link.connected && link.announced;
+            let waiting = !link.bulk.is_empty() && !ready;
             match (waiting, link.waiting_since) {
                 (false, _) => link.waiting_since = None,
                 (true, None) => link.waiting_since = Some(now),
