@@ -1,0 +1,239 @@
+//! Big lobbies: star rooms through the elected host, with relay and host migration.
+//! Run inside the loopback-only network namespace (see README).
+
+use bevy_huddle::prelude::*;
+use bevy_huddle::{HuddleConfig, HuddleSession, LeaveReason};
+use huddle_tests::apps::*;
+use huddle_tests::*;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn topology(p: &Player) -> Option<Topology> {
+    p.app
+        .world()
+        .get_resource::<HuddleSession>()
+        .map(|s| s.topology())
+}
+
+/// The first player hosts; `n - 1` more join at once. `room` carries the capacity.
+fn star_lobby(url: &str, n: usize) -> Vec<Player> {
+    let mut players = vec![Player::join(url)];
+    assert!(run_until(&mut players, LIMIT, |ps| ps[0]
+        .roster()
+        .is_host()));
+    players.extend((1..n).map(|_| Player::join(url)));
+    let ok = run_until(&mut players, LIMIT, lobby_complete);
+    let views: Vec<_> = players
+        .iter()
+        .map(|p| (p.state(), p.roster().peers.len()))
+        .collect();
+    assert!(ok, "{n} players in one star lobby: {views:?}");
+    players
+}
+
+/// Every player broadcasts a line tagged `tag`; each must hear the other n-1 with their ids.
+fn broadcast_round(players: &mut [Player], tag: &str) {
+    let ids: Vec<PeerId> = players.iter().map(|p| p.id().unwrap()).collect();
+    for (i, p) in players.iter_mut().enumerate() {
+        p.send(Outgoing::to_all(Chat(format!("{tag} {i}"))));
+    }
+    let n = players.len();
+    let ok = run_until(players, LIMIT, |ps| {
+        ps.iter().enumerate().all(|(j, p)| {
+            (0..n).filter(|&i| i != j).all(|i| {
+                p.log()
+                    .chats
+                    .contains(&(ids[i], Chat(format!("{tag} {i}"))))
+            })
+        })
+    });
+    assert!(
+        ok,
+        "every broadcast of round `{tag}` reaches everyone with its origin"
+    );
+    for p in players.iter() {
+        let mine = p
+            .log()
+            .chats
+            .iter()
+            .filter(|(_, c)| c.0.starts_with(tag))
+            .count();
+        assert_eq!(mine, n - 1, "each once");
+    }
+}
+
+#[test]
+fn eight_players_in_a_star_relay_through_the_host() {
+    let (_rt, server) = server_on_runtime();
+    let url = server.room_url("big?capacity=8");
+    let mut players = star_lobby(&url, 8);
+    let host = players[0].id().unwrap();
+    for p in &players {
+        assert_eq!(topology(p), Some(Topology::Star), "capacity 8 picks a star");
+        assert_eq!(p.roster().host, Some(host));
+        assert_eq!(p.roster().members.len(), 8);
+    }
+    broadcast_round(&mut players, "hello");
+    // Every byte a client received came on its link to the host.
+    for p in &players[1..] {
+        let session = p.app.world().resource::<HuddleSession>();
+        let linked: Vec<_> = p
+            .roster()
+            .peers
+            .iter()
+            .filter(|q| session.link_stats(**q).is_some_and(|s| s.bytes_in > 0))
+            .collect();
+        assert_eq!(linked, vec![&host], "a client talks to the host only");
+    }
+    // Directed messages reach their target only.
+    let ids: Vec<PeerId> = players.iter().map(|p| p.id().unwrap()).collect();
+    players[3].send(Outgoing::to_peer(ids[5], Chat("for five".into())));
+    assert!(run_until(&mut players, LIMIT, |ps| ps[5]
+        .log()
+        .chats
+        .contains(&(ids[3], Chat("for five".into())))));
+    run_for(&mut players, Duration::from_millis(300));
+    for (i, p) in players.iter().enumerate() {
+        let got = p.log().chats.iter().any(|(_, c)| c.0 == "for five");
+        assert_eq!(got, i == 5, "player {i}");
+    }
+    let relayed = players[0].stats().relayed;
+    assert!(
+        relayed >= 7 * 6,
+        "the host relayed the broadcasts: {relayed}"
+    );
+}
+
+#[test]
+fn a_forged_origin_is_refused() {
+    let (rt, server) = server_on_runtime();
+    let url = server.room_url("forge?capacity=8");
+    let mut players = star_lobby(&url, 2);
+    let host = players[0].id().unwrap();
+    let victim = players[1].id().unwrap();
+    // A raw client in the star (huddle's channel layout) speaks with a forged origin.
+    let _guard = rt.enter();
+    let mut hostile = StockPeer::connect_huddle_layout(&format!("{url}&topology=star"));
+    assert!(run_until(&mut players, LIMIT, |_| {
+        hostile.poll();
+        hostile.connected.contains(&host)
+    }));
+    let registry = players[0]
+        .app
+        .world()
+        .resource::<bevy_huddle::MessageRegistry>()
+        .clone();
+    let hello = bevy_huddle::protocol::control::Control::Hello {
+        version: bevy_huddle::protocol::control::PROTOCOL_VERSION,
+        types_hash: registry.hash(),
+        types: registry.names(),
+        seen: true,
+    };
+    hostile.send(0, host, &hello.encode());
+    assert!(run_until(&mut players, LIMIT, |ps| ps[0]
+        .roster()
+        .peers
+        .len()
+        == 2));
+    let route = bevy_huddle::protocol::relay::Route {
+        origin: Some(victim),
+        target: None,
+    };
+    let mut frame = bevy_huddle::protocol::relay::encode(route);
+    frame.push(1); // Chat, type id 1
+    frame.extend(
+        bincode::serde::encode_to_vec(Chat("I am the victim".into()), bincode::config::standard())
+            .unwrap(),
+    );
+    hostile.send(1, host, &frame);
+    assert!(run_until(&mut players, LIMIT, |ps| ps[0]
+        .stats()
+        .forged_dropped
+        >= 1));
+    run_for(&mut players, Duration::from_millis(300));
+    for p in &players {
+        assert!(p.log().chats.is_empty(), "nobody believes the forged line");
+    }
+}
+
+#[test]
+fn host_leaving_mid_stream_hands_the_star_to_the_oldest_client() {
+    let (_rt, server) = server_on_runtime();
+    let url = server.room_url("migrate?capacity=8");
+    let mut players = star_lobby(&url, 6);
+    let order = players[0].roster().members.clone();
+    broadcast_round(&mut players, "before");
+    let gone = players.remove(0);
+    let left_at = Instant::now();
+    drop(gone);
+    let ok = run_until(&mut players, LIMIT, |ps| {
+        ps.iter()
+            .all(|p| p.roster().host == Some(order[1]) && p.roster().peers.len() == 4)
+    });
+    let views: Vec<_> = players
+        .iter()
+        .map(|p| (p.roster().host, p.roster().peers.len()))
+        .collect();
+    assert!(ok, "all 5 agree on the oldest client as host: {views:?}");
+    let mut latest = Duration::ZERO;
+    for p in &players {
+        let hosts: Vec<_> = p.log().hosts.iter().map(|(h, _)| h.new).collect();
+        assert_eq!(hosts, vec![order[0], order[1]], "one HostChanged");
+        latest = latest.max(p.log().hosts[1].1.duration_since(left_at));
+        let left: Vec<_> = p.log().left.iter().map(|l| (l.peer, l.reason)).collect();
+        assert_eq!(
+            left,
+            vec![(order[0], LeaveReason::Left)],
+            "no spurious leave"
+        );
+        let joined: BTreeSet<_> = p.log().joined.iter().map(|j| j.peer).collect();
+        assert_eq!(joined.len(), 5, "no spurious join");
+    }
+    println!("new host agreed by all {latest:?} after the host left");
+    broadcast_round(&mut players, "after");
+}
+
+#[test]
+fn auto_picks_mesh_for_four_and_star_for_eight() {
+    let (_rt, server) = server_on_runtime();
+    let small = star_lobby(&server.room_url("four?capacity=4"), 2);
+    assert_eq!(topology(&small[0]), Some(Topology::Mesh));
+    let big = star_lobby(&server.room_url("eight?capacity=8"), 2);
+    assert_eq!(topology(&big[0]), Some(Topology::Star));
+    assert_eq!(
+        server
+            .rooms()
+            .iter()
+            .find(|r| r.path == "eight")
+            .map(|r| r.topology),
+        Some(huddle_server::Topology::Star)
+    );
+    let _ = HuddleConfig::default();
+}
+
+#[test]
+fn two_hosts_leaving_one_after_the_other_still_converge() {
+    let (_rt, server) = server_on_runtime();
+    let url = server.room_url("twice?capacity=8");
+    let mut players = star_lobby(&url, 5);
+    let order = players[0].roster().members.clone();
+    for round in 0..2 {
+        let host = order[round];
+        let i = players.iter().position(|p| p.id() == Some(host)).unwrap();
+        drop(players.remove(i));
+        let next = order[round + 1];
+        let left = players.len();
+        let ok = run_until(&mut players, LIMIT, |ps| {
+            ps.iter()
+                .all(|p| p.roster().host == Some(next) && p.roster().peers.len() == left - 1)
+        });
+        assert!(ok, "round {round}: all agree on {next}");
+        broadcast_round(&mut players, &format!("round{round}"));
+    }
+    for p in &players {
+        let hosts: Vec<_> = p.log().hosts.iter().map(|(h, _)| h.new).collect();
+        assert_eq!(hosts, order[..3].to_vec());
+    }
+}
