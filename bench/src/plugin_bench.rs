@@ -16,7 +16,7 @@
 
 use bevy::prelude::*;
 use bevy_huddle::prelude::*;
-use bevy_huddle::HuddleConfig;
+use bevy_huddle::{HuddleConfig, Topology};
 use matchbox_socket::{PeerState, RtcIceServerConfig, WebRtcSocket};
 use serde::{Deserialize, Serialize};
 use std::net::UdpSocket;
@@ -535,6 +535,153 @@ fn frame_cost_raw(server: &str, rt: &tokio::runtime::Runtime) -> Duration {
     results.iter().sum::<Duration>() / results.len() as u32
 }
 
+// ---------------------------------------------------------------- star
+
+/// A 64-byte move.
+#[derive(Serialize, Deserialize, Clone, Copy)]
+struct Move64 {
+    a: [u8; 32],
+    b: [u8; 32],
+}
+
+/// `peers` apps at 60 Hz, each broadcasting a 64-byte move every frame, in a room of
+/// `topology`. Returns (host CPU µs per frame, mean client CPU µs per frame, mean bytes each
+/// client uploads per second).
+fn broadcast_load(server: &str, peers: usize, topology: Topology) -> (f64, f64, f64) {
+    const FRAMES: usize = 600;
+    let url = format!("{server}/load-{peers}-{topology:?}?capacity={peers}");
+    let barrier = Arc::new(std::sync::Barrier::new(peers));
+    let (tx, rx) = mpsc::channel();
+    let threads: Vec<_> = (0..peers)
+        .map(|i| {
+            let (url, barrier, tx) = (url.clone(), barrier.clone(), tx.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(if i == 0 { 0 } else { 800 }));
+                let config = HuddleConfig {
+                    topology,
+                    ..HuddleConfig::room(url)
+                };
+                let mut app = App::new();
+                app.add_plugins(MinimalPlugins)
+                    .add_plugins(HuddlePlugin::new(config))
+                    .add_huddle_message::<Move64>(Channel::Unreliable);
+                single_threaded(&mut app);
+                let deadline = Instant::now() + Duration::from_secs(120);
+                while !joined(&app, peers - 1) {
+                    app.update();
+                    std::thread::sleep(Duration::from_millis(2));
+                    assert!(Instant::now() < deadline, "{peers} apps did not form a lobby");
+                }
+                barrier.wait();
+                let uploaded = |app: &App| -> u64 {
+                    let session = app.world().resource::<bevy_huddle::HuddleSession>();
+                    let roster = app.world().resource::<Roster>();
+                    roster
+                        .peers
+                        .iter()
+                        .filter_map(|p| session.link_stats(*p))
+                        .map(|s| s.bytes_out)
+                        .sum()
+                };
+                let before = uploaded(&app);
+                let started = Instant::now();
+                let mut cpu = Duration::ZERO;
+                let tick = Duration::from_secs_f64(1.0 / 60.0);
+                let mut next = Instant::now();
+                for _ in 0..FRAMES {
+                    app.world_mut().write_message(Outgoing::to_all(Move64 {
+                        a: [1; 32],
+                        b: [2; 32],
+                    }));
+                    let t0 = thread_cpu();
+                    app.update();
+                    cpu += thread_cpu().saturating_sub(t0);
+                    next += tick;
+                    if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+                let rate = (uploaded(&app) - before) as f64 / started.elapsed().as_secs_f64();
+                let is_host = app.world().resource::<Roster>().is_host();
+                let _ = tx.send((is_host, us(cpu / FRAMES as u32), rate));
+                barrier.wait();
+            })
+        })
+        .collect();
+    drop(tx);
+    let results: Vec<(bool, f64, f64)> = rx.iter().collect();
+    for t in threads {
+        let _ = t.join();
+    }
+    let host = results.iter().find(|r| r.0).map_or(0.0, |r| r.1);
+    let clients: Vec<&(bool, f64, f64)> = results.iter().filter(|r| !r.0).collect();
+    let n = clients.len().max(1) as f64;
+    (
+        host,
+        clients.iter().map(|r| r.1).sum::<f64>() / n,
+        clients.iter().map(|r| r.2).sum::<f64>() / n,
+    )
+}
+
+/// In a star of host H and clients A, B (tight loops): A's round trips to H (a direct link)
+/// and to B (relayed by H).
+fn star_rtt(server: &str) -> (Vec<Duration>, Vec<Duration>) {
+    let url = format!("{server}/star-rtt?capacity=8");
+    let stop = Arc::new(AtomicBool::new(false));
+    let spawn_echo = |delay: u64| {
+        let (url, stop) = (url.clone(), stop.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(delay));
+            let mut app = plugin_app(&url, true);
+            while !stop.load(Ordering::Relaxed) {
+                app.update();
+                std::thread::sleep(POLL_SLEEP);
+            }
+        })
+    };
+    let host = spawn_echo(0);
+    let b = spawn_echo(800);
+    std::thread::sleep(Duration::from_millis(1600));
+    let mut a = plugin_app(&url, true);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !joined(&a, 2) {
+        a.update();
+        std::thread::sleep(Duration::from_millis(1));
+        assert!(Instant::now() < deadline, "the star did not form");
+    }
+    let roster = a.world().resource::<Roster>().clone();
+    let h = roster.host.expect("a host");
+    let other = *roster.peers.iter().find(|p| **p != h).expect("another client");
+    let mut direct = Vec::new();
+    let mut relayed = Vec::new();
+    let mut seq: u32 = 0;
+    while relayed.len() < SAMPLES {
+        seq += 1;
+        let to = if seq.is_multiple_of(2) { h } else { other };
+        let t0 = Instant::now();
+        a.world_mut().write_message(Outgoing::to_peer(to, Ping { seq, pad: [0; 12] }));
+        while t0.elapsed() < Duration::from_millis(500) {
+            a.update();
+            let got = std::mem::take(&mut a.world_mut().resource_mut::<Pongs>().0);
+            if got.contains(&seq) {
+                if seq as usize > WARMUP {
+                    if to == h {
+                        direct.push(t0.elapsed());
+                    } else {
+                        relayed.push(t0.elapsed());
+                    }
+                }
+                break;
+            }
+            std::thread::sleep(POLL_SLEEP);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = host.join();
+    let _ = b.join();
+    (direct, relayed)
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -547,7 +694,7 @@ fn main() {
     };
     let base = format!("ws://{}", server.local_addr());
     let _g = rt.enter();
-    // `HUDDLE_BENCH_ONLY=cpu` runs one section (rtt, mesh, cpu, bulk).
+    // `HUDDLE_BENCH_ONLY=cpu` runs one section (rtt, mesh, cpu, bulk, star).
     let only = std::env::var("HUDDLE_BENCH_ONLY").ok();
     let run = |section: &str| only.as_deref().is_none_or(|o| o == section);
 
@@ -665,6 +812,24 @@ fn main() {
             );
         }
     }
+    if run("star") {
+        println!("## Star: 64-byte moves at 60 Hz, every peer to everyone\n");
+        println!("| lobby | host CPU µs/frame | client CPU µs/frame | bytes uploaded per client per s |");
+        println!("|---|---|---|---|");
+        for (peers, topology) in [(16, Topology::Star), (8, Topology::Star), (8, Topology::Mesh)] {
+            let (host, client, upload) = broadcast_load(&base, peers, topology);
+            println!("| {peers} peers, {topology:?} | {host:.1} | {client:.1} | {upload:.0} |");
+        }
+        println!("\n## Star: added latency of the relay hop (tight loops, 2000 samples each)\n");
+        let (mut direct, mut relayed) = star_rtt(&base);
+        let (d50, d99) = (percentile(&mut direct, 0.5), percentile(&mut direct, 0.99));
+        let (r50, r99) = (percentile(&mut relayed, 0.5), percentile(&mut relayed, 0.99));
+        println!("| round trip | p50 µs | p99 µs |\n|---|---|---|");
+        println!("| client to host (direct link) | {:.0} | {:.0} |", us(d50), us(d99));
+        println!("| client to client (through the host) | {:.0} | {:.0} |", us(r50), us(r99));
+        println!("\nrelayed / direct: p50 {:.2}x\n", us(r50) / us(d50));
+    }
+
     rt.block_on(async {
         let _ = server.shutdown().await;
     });
