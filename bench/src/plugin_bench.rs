@@ -570,7 +570,10 @@ fn broadcast_load(server: &str, peers: usize, topology: Topology) -> (f64, f64, 
                 while !joined(&app, peers - 1) {
                     app.update();
                     std::thread::sleep(Duration::from_millis(2));
-                    assert!(Instant::now() < deadline, "{peers} apps did not form a lobby");
+                    assert!(
+                        Instant::now() < deadline,
+                        "{peers} apps did not form a lobby"
+                    );
                 }
                 barrier.wait();
                 let uploaded = |app: &App| -> u64 {
@@ -651,7 +654,11 @@ fn star_rtt(server: &str) -> (Vec<Duration>, Vec<Duration>) {
     }
     let roster = a.world().resource::<Roster>().clone();
     let h = roster.host.expect("a host");
-    let other = *roster.peers.iter().find(|p| **p != h).expect("another client");
+    let other = *roster
+        .peers
+        .iter()
+        .find(|p| **p != h)
+        .expect("another client");
     let mut direct = Vec::new();
     let mut relayed = Vec::new();
     let mut seq: u32 = 0;
@@ -659,7 +666,8 @@ fn star_rtt(server: &str) -> (Vec<Duration>, Vec<Duration>) {
         seq += 1;
         let to = if seq.is_multiple_of(2) { h } else { other };
         let t0 = Instant::now();
-        a.world_mut().write_message(Outgoing::to_peer(to, Ping { seq, pad: [0; 12] }));
+        a.world_mut()
+            .write_message(Outgoing::to_peer(to, Ping { seq, pad: [0; 12] }));
         while t0.elapsed() < Duration::from_millis(500) {
             a.update();
             let got = std::mem::take(&mut a.world_mut().resource_mut::<Pongs>().0);
@@ -814,19 +822,36 @@ fn main() {
     }
     if run("star") {
         println!("## Star: 64-byte moves at 60 Hz, every peer to everyone\n");
-        println!("| lobby | host CPU µs/frame | client CPU µs/frame | bytes uploaded per client per s |");
+        println!(
+            "| lobby | host CPU µs/frame | client CPU µs/frame | bytes uploaded per client per s |"
+        );
         println!("|---|---|---|---|");
-        for (peers, topology) in [(16, Topology::Star), (8, Topology::Star), (8, Topology::Mesh)] {
+        for (peers, topology) in [
+            (16, Topology::Star),
+            (8, Topology::Star),
+            (8, Topology::Mesh),
+        ] {
             let (host, client, upload) = broadcast_load(&base, peers, topology);
             println!("| {peers} peers, {topology:?} | {host:.1} | {client:.1} | {upload:.0} |");
         }
         println!("\n## Star: added latency of the relay hop (tight loops, 2000 samples each)\n");
         let (mut direct, mut relayed) = star_rtt(&base);
         let (d50, d99) = (percentile(&mut direct, 0.5), percentile(&mut direct, 0.99));
-        let (r50, r99) = (percentile(&mut relayed, 0.5), percentile(&mut relayed, 0.99));
+        let (r50, r99) = (
+            percentile(&mut relayed, 0.5),
+            percentile(&mut relayed, 0.99),
+        );
         println!("| round trip | p50 µs | p99 µs |\n|---|---|---|");
-        println!("| client to host (direct link) | {:.0} | {:.0} |", us(d50), us(d99));
-        println!("| client to client (through the host) | {:.0} | {:.0} |", us(r50), us(r99));
+        println!(
+            "| client to host (direct link) | {:.0} | {:.0} |",
+            us(d50),
+            us(d99)
+        );
+        println!(
+            "| client to client (through the host) | {:.0} | {:.0} |",
+            us(r50),
+            us(r99)
+        );
         println!("\nrelayed / direct: p50 {:.2}x\n", us(r50) / us(d50));
     }
 

@@ -121,14 +121,18 @@ impl HuddleSession {
         let ice = config.matchbox_ice()?;
         let (room_url, star) = resolve_room(room_url, config.topology);
         let (signaller, observed) = HuddleSignallerBuilder::new();
-        let (socket, message_loop) = WebRtcSocket::builder(room_url)
+        let mut channels = [ChannelConfig::reliable(); 4];
+        channels[CONTROL] = ChannelConfig::reliable();
+        channels[RELIABLE] = ChannelConfig::reliable();
+        channels[UNRELIABLE] = ChannelConfig::unreliable();
+        channels[GGRS] = ChannelConfig::unreliable();
+        let mut builder = WebRtcSocket::builder(room_url)
             .ice_server(ice)
-            .signaller_builder(signaller)
-            .add_channel(ChannelConfig::reliable()) // CONTROL
-            .add_channel(ChannelConfig::reliable()) // RELIABLE
-            .add_channel(ChannelConfig::unreliable()) // UNRELIABLE
-            .add_channel(ChannelConfig::unreliable()) // GGRS
-            .build();
+            .signaller_builder(signaller);
+        for channel in channels {
+            builder = builder.add_channel(channel);
+        }
+        let (socket, message_loop) = builder.build();
         let task = IoTaskPool::get().spawn(message_loop);
         Ok(Self {
             socket,
@@ -810,11 +814,5 @@ impl HuddleSession {
                 })
             })
             .collect()
-    }
-
-    /// Raw access to the GGRS channel (feature `ggrs`).
-    #[allow(dead_code)]
-    pub(crate) fn ggrs_channel(&mut self) -> Option<&mut matchbox_socket::WebRtcChannel> {
-        self.socket.get_channel_mut(GGRS).ok()
     }
 }
