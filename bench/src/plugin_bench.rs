@@ -115,7 +115,7 @@ fn udp_rtt() -> Vec<Duration> {
 
 // ---------------------------------------------------------------- raw matchbox_socket
 
-fn raw_socket(url: &str, rt: &tokio::runtime::Runtime) -> WebRtcSocket {
+fn raw_socket(url: &str, rt: &tokio::runtime::Handle) -> WebRtcSocket {
     let (socket, fut) = WebRtcSocket::builder(url)
         .ice_server(RtcIceServerConfig {
             urls: vec![],
@@ -149,20 +149,10 @@ fn raw_rtt(server: &str, rt: &tokio::runtime::Runtime, bulk: bool) -> Vec<Durati
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let url2 = url.clone();
-    let mut a = raw_socket(&url, rt);
+    let mut a = raw_socket(&url, rt.handle());
     let handle = rt.handle().clone();
     let echo = std::thread::spawn(move || {
-        let _g = handle.enter();
-        let (mut b, fut) = WebRtcSocket::builder(url2)
-            .ice_server(RtcIceServerConfig {
-                urls: vec![],
-                username: None,
-                credential: None,
-            })
-            .add_reliable_channel()
-            .add_unreliable_channel()
-            .build();
-        handle.spawn(fut);
+        let mut b = raw_socket(&url2, &handle);
         wait_connected(&mut b, 1);
         let mut bulk_bytes = 0usize;
         while !stop2.load(Ordering::Relaxed) {
@@ -340,7 +330,7 @@ fn plugin_rtt(server: &str, bulk: bool, single: bool) -> Vec<Duration> {
 fn raw_mesh_time(server: &str, rt: &tokio::runtime::Runtime, run: usize) -> Duration {
     let url = format!("{server}/raw-mesh-{run}");
     let start = Instant::now();
-    let mut sockets: Vec<WebRtcSocket> = (0..4).map(|_| raw_socket(&url, rt)).collect();
+    let mut sockets: Vec<WebRtcSocket> = (0..4).map(|_| raw_socket(&url, rt.handle())).collect();
     let mut connected = [0usize; 4];
     loop {
         for (i, s) in sockets.iter_mut().enumerate() {
@@ -493,17 +483,7 @@ fn frame_cost_raw(server: &str, rt: &tokio::runtime::Runtime) -> Duration {
         let tx = tx.clone();
         let handle = rt.handle().clone();
         threads.push(std::thread::spawn(move || {
-            let _g = handle.enter();
-            let (mut socket, fut) = WebRtcSocket::builder(url)
-                .ice_server(RtcIceServerConfig {
-                    urls: vec![],
-                    username: None,
-                    credential: None,
-                })
-                .add_reliable_channel()
-                .add_unreliable_channel()
-                .build();
-            handle.spawn(fut);
+            let mut socket = raw_socket(&url, &handle);
             let peers = wait_connected(&mut socket, PEERS - 1);
             barrier.wait();
             let mut cost = Duration::ZERO;
