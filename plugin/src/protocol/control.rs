@@ -28,6 +28,11 @@ pub enum Control {
         /// Cumulative bytes.
         received: u64,
     },
+    /// Star host to client: your relayed reliable frames up to this sequence number were passed on.
+    RelayAck {
+        /// The highest sequence number passed on.
+        seq: u32,
+    },
 }
 
 impl Control {

@@ -3,8 +3,14 @@
 //! A relayed frame is a routing header in front of an ordinary frame (a whole message or a chunk),
 //! which the host forwards as it came, without decoding or re-encoding the payload.
 //!
-//! Header: one byte `0b11_000_TO` (frame kind 3; `T` set when a target follows, else broadcast;
-//! `O` set when an origin follows), then the 16-byte origin, then the 16-byte target.
+//! Header: one byte `0b11_00_STO` (frame kind 3; `O` set when an origin follows; `T` set when a
+//! target follows, else broadcast; `S` set when a sequence number follows), then the 16-byte
+//! origin, the 16-byte target, the 4-byte sequence number (little endian).
+//!
+//! Reliable frames a client sends through the host carry a sequence number of that client's. The
+//! host acknowledges them once it has passed them on; the client keeps the unacknowledged ones and
+//! sends them again through the next host if the host leaves, and receivers drop any number they
+//! have seen from that origin: delivered once, or (no host within the wait) reported as failed.
 //! A client never sets the origin: the host stamps it from the link the frame came on, so a client
 //! cannot speak for another (a client frame that claims an origin is forged and dropped).
 
@@ -15,6 +21,7 @@ use uuid::Uuid;
 const KIND_ROUTED: u8 = 3 << 6;
 const HAS_ORIGIN: u8 = 0b01;
 const HAS_TARGET: u8 = 0b10;
+const HAS_SEQ: u8 = 0b100;
 
 /// A routing header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +30,8 @@ pub struct Route {
     pub origin: Option<PeerId>,
     /// Who it is for; `None` for everyone.
     pub target: Option<PeerId>,
+    /// The origin's sequence number of a reliable frame (for acknowledgement and deduplication).
+    pub seq: Option<u32>,
 }
 
 /// Why a routed frame was refused.
@@ -56,9 +65,15 @@ pub fn encode(route: Route) -> Vec<u8> {
     if route.target.is_some() {
         flags |= HAS_TARGET;
     }
+    if route.seq.is_some() {
+        flags |= HAS_SEQ;
+    }
     out.push(KIND_ROUTED | flags);
     for id in [route.origin, route.target].into_iter().flatten() {
         out.extend_from_slice(id.0.as_bytes());
+    }
+    if let Some(seq) = route.seq {
+        out.extend_from_slice(&seq.to_le_bytes());
     }
     out
 }
@@ -66,7 +81,7 @@ pub fn encode(route: Route) -> Vec<u8> {
 /// Reads a routing header; returns it and the length of the header (the inner frame follows).
 pub fn decode(bytes: &[u8]) -> Result<(Route, usize), RouteError> {
     let (&first, rest) = bytes.split_first().ok_or(RouteError::Malformed)?;
-    if first & 0b1100_0000 != KIND_ROUTED || first & 0b0011_1100 != 0 {
+    if first & 0b1100_0000 != KIND_ROUTED || first & 0b0011_1000 != 0 {
         return Err(RouteError::Malformed);
     }
     let mut at = 0;
@@ -83,11 +98,28 @@ pub fn decode(bytes: &[u8]) -> Result<(Route, usize), RouteError> {
     };
     let origin = id(first & HAS_ORIGIN != 0)?;
     let target = id(first & HAS_TARGET != 0)?;
+    let seq = if first & HAS_SEQ != 0 {
+        let raw: [u8; 4] = rest
+            .get(at..at + 4)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(RouteError::Malformed)?;
+        at += 4;
+        Some(u32::from_le_bytes(raw))
+    } else {
+        None
+    };
     if rest.len() == at {
         // A header with nothing behind it.
         return Err(RouteError::Malformed);
     }
-    Ok((Route { origin, target }, 1 + at))
+    Ok((
+        Route {
+            origin,
+            target,
+            seq,
+        },
+        1 + at,
+    ))
 }
 
 /// What the host does with a routed frame from one of its clients.
@@ -114,7 +146,7 @@ pub fn relay(
     }
     let header = Route {
         origin: Some(link),
-        target: route.target,
+        ..route
     };
     Ok(match route.target {
         None => Relay {
@@ -156,25 +188,21 @@ mod tests {
         PeerId(Uuid::from_u128(i))
     }
 
+    fn r(origin: Option<PeerId>, target: Option<PeerId>, seq: Option<u32>) -> Route {
+        Route {
+            origin,
+            target,
+            seq,
+        }
+    }
+
     #[test]
     fn headers_roundtrip() {
         for route in [
-            Route {
-                origin: None,
-                target: None,
-            },
-            Route {
-                origin: Some(id(1)),
-                target: None,
-            },
-            Route {
-                origin: None,
-                target: Some(id(2)),
-            },
-            Route {
-                origin: Some(id(1)),
-                target: Some(id(2)),
-            },
+            r(None, None, None),
+            r(Some(id(1)), None, None),
+            r(None, Some(id(2)), Some(7)),
+            r(Some(id(1)), Some(id(2)), Some(u32::MAX)),
         ] {
             let mut frame = encode(route);
             let header = frame.len();
@@ -182,14 +210,7 @@ mod tests {
             assert!(is_routed(&frame));
             assert_eq!(decode(&frame), Ok((route, header)));
         }
-        assert_eq!(
-            encode(Route {
-                origin: None,
-                target: None
-            })
-            .len(),
-            1
-        );
+        assert_eq!(encode(r(None, None, None)).len(), 1);
     }
 
     #[test]
@@ -206,7 +227,12 @@ mod tests {
             "origin cut short"
         );
         assert_eq!(
-            decode(&[0xC4, 0]),
+            decode(&[0xC4, 1, 2]),
+            Err(RouteError::Malformed),
+            "sequence cut short"
+        );
+        assert_eq!(
+            decode(&[0xC8, 0]),
             Err(RouteError::Malformed),
             "unknown flag"
         );
@@ -218,53 +244,21 @@ mod tests {
     fn host_relays_broadcasts_and_directed_frames() {
         let (host, a, b, c) = (id(1), id(2), id(3), id(4));
         let members = [a, b, c];
-        let r = relay(
-            host,
-            a,
-            Route {
-                origin: None,
-                target: None,
-            },
-            &members,
-        )
-        .unwrap();
-        assert_eq!(r.deliver_from, Some(a));
-        assert_eq!(r.forward, vec![b, c]);
-        assert_eq!(r.header.origin, Some(a), "the host stamps the origin");
-        let r = relay(
-            host,
-            a,
-            Route {
-                origin: None,
-                target: Some(c),
-            },
-            &members,
-        )
-        .unwrap();
-        assert_eq!((r.deliver_from, r.forward), (None, vec![c]));
-        let r = relay(
-            host,
-            a,
-            Route {
-                origin: None,
-                target: Some(host),
-            },
-            &members,
-        )
-        .unwrap();
-        assert_eq!((r.deliver_from, r.forward), (Some(a), vec![]));
-        let r = relay(
-            host,
-            a,
-            Route {
-                origin: None,
-                target: Some(id(99)),
-            },
-            &members,
-        )
-        .unwrap();
+        let d = relay(host, a, r(None, None, Some(5)), &members).unwrap();
+        assert_eq!(d.deliver_from, Some(a));
+        assert_eq!(d.forward, vec![b, c]);
+        assert_eq!(
+            d.header,
+            r(Some(a), None, Some(5)),
+            "origin stamped, sequence kept"
+        );
+        let d = relay(host, a, r(None, Some(c), None), &members).unwrap();
+        assert_eq!((d.deliver_from, d.forward), (None, vec![c]));
+        let d = relay(host, a, r(None, Some(host), None), &members).unwrap();
+        assert_eq!((d.deliver_from, d.forward), (Some(a), vec![]));
+        let d = relay(host, a, r(None, Some(id(99)), None), &members).unwrap();
         assert!(
-            r.forward.is_empty() && r.deliver_from.is_none(),
+            d.forward.is_empty() && d.deliver_from.is_none(),
             "unknown target: dropped"
         );
     }
@@ -272,10 +266,7 @@ mod tests {
     #[test]
     fn forged_origins_are_refused() {
         let (host, a, b) = (id(1), id(2), id(3));
-        let forged = Route {
-            origin: Some(b),
-            target: None,
-        };
+        let forged = r(Some(b), None, Some(1));
         assert_eq!(
             relay(host, a, forged, &[a, b]),
             Err(RouteError::ForgedOrigin)
@@ -284,14 +275,7 @@ mod tests {
         assert_eq!(accept(Some(host), host, forged), Ok(b));
         assert_eq!(accept(Some(host), a, forged), Err(RouteError::NotFromHost));
         assert_eq!(
-            accept(
-                Some(host),
-                host,
-                Route {
-                    origin: None,
-                    target: None
-                }
-            ),
+            accept(Some(host), host, r(None, None, None)),
             Err(RouteError::Malformed)
         );
     }

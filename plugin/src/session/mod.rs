@@ -34,6 +34,12 @@ pub(crate) const GGRS: usize = 3;
 
 /// Largest data channel message matchbox/webrtc deliver (larger ones vanish silently).
 pub(crate) const MAX_DATA_CHANNEL_MESSAGE: usize = 65_536;
+/// How long relayed frames are kept after the host acknowledged them: a host that leaves may
+/// have passed frames on that never left its machine, so those of the last moments go again
+/// through the next host (receivers drop what they had).
+const RETAIN_ACKED: std::time::Duration = std::time::Duration::from_secs(2);
+/// Relayed reliable frames kept for a resend at most (the host acknowledges every flush).
+const MAX_UNACKED: usize = 8192;
 /// How long reliable frames wait for a link to come up before they are reported as failed.
 const LINK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How often a hello is repeated until both sides have seen each other's.
@@ -60,6 +66,8 @@ pub struct HuddleStats {
     pub forged_dropped: u64,
     /// Star host: frames relayed to a client.
     pub relayed: u64,
+    /// Star: relayed frames seen before (sent again after a host change), dropped.
+    pub duplicates_dropped: u64,
     /// Reliable messages given up because no link to their next hop came up in time (reported to
     /// the game as `HuddleError::Send`).
     pub send_failed: u64,
@@ -109,6 +117,15 @@ pub struct HuddleSession {
     next_chunk_seq: u32,
     /// Errors found while sending, reported with the next poll.
     pending_errors: Vec<HuddleError>,
+    /// Star client: sequence number of our next relayed reliable frame.
+    relay_seq: u32,
+    /// Star client: relayed reliable frames not yet known to have arrived: unacknowledged by the
+    /// host, or acknowledged less than [`RETAIN_ACKED`] ago (seq, chunk bytes, frame, acked at).
+    unacked: std::collections::VecDeque<(u32, usize, Bytes, Option<Instant>)>,
+    /// Star host: the highest sequence number passed on per client, to acknowledge.
+    relay_acks: HashMap<PeerId, u32>,
+    /// The highest relayed sequence number seen per origin, to drop resent frames.
+    relay_seen: HashMap<PeerId, u32>,
 }
 
 impl HuddleSession {
@@ -156,6 +173,10 @@ impl HuddleSession {
             star,
             next_chunk_seq: 0,
             pending_errors: Vec::new(),
+            relay_seq: 0,
+            unacked: std::collections::VecDeque::new(),
+            relay_acks: HashMap::new(),
+            relay_seen: HashMap::new(),
         })
     }
 
@@ -355,6 +376,7 @@ impl HuddleSession {
                     }
                     self.sync_star_members(events);
                 }
+                Control::RelayAck { seq } => self.relay_acked(peer, seq),
                 Control::ChunkAck { received } => {
                     if let Some(link) = self.links.get_mut(&peer) {
                         link.bulk_acked = link.bulk_acked.max(received);
@@ -570,6 +592,9 @@ impl HuddleSession {
             match out {
                 Output::HostChanged { old, new } => {
                     events.push(SessionEvent::Host(HostChanged { old, new }));
+                    if old.is_some() {
+                        self.resend_unacked();
+                    }
                 }
                 Output::Publish(roster) => {
                     let bytes = Bytes::from(Control::Roster(roster).encode());
@@ -675,12 +700,26 @@ impl HuddleSession {
         };
         for (link, route) in destinations {
             self.link(link).stats.messages_out += 1;
-            let prefix = route.map(crate::protocol::relay::encode);
             for (counted, f) in &frames {
-                let bytes = match &prefix {
-                    Some(p) => Bytes::from([p.as_slice(), f.as_ref()].concat()),
-                    None => f.clone(),
+                let Some(mut route) = route else {
+                    self.push_frame(ch, link, f.clone(), *counted);
+                    continue;
                 };
+                // Relayed reliable frames are numbered and kept until the host acknowledges them.
+                let tracked = ch == RELIABLE;
+                if tracked {
+                    route.seq = Some(self.relay_seq);
+                    self.relay_seq = self.relay_seq.wrapping_add(1);
+                }
+                let prefix = crate::protocol::relay::encode(route);
+                let bytes = Bytes::from([prefix.as_slice(), f.as_ref()].concat());
+                if let (true, Some(seq)) = (tracked, route.seq) {
+                    self.unacked.push_back((seq, *counted, bytes.clone(), None));
+                    if self.unacked.len() > MAX_UNACKED {
+                        self.unacked.pop_front();
+                        self.stats.send_failed += 1;
+                    }
+                }
                 self.push_frame(ch, link, bytes, *counted);
             }
         }
@@ -695,14 +734,18 @@ impl HuddleSession {
             self.transmit(ch, peer, bytes);
         }
         for (ch, peer, bytes) in std::mem::take(&mut self.outbox) {
+            let member = self.joined.contains(&peer) || self.host() == Some(peer);
             if self.ready(peer) {
                 self.send_now(ch, peer, bytes);
-            } else if ch == RELIABLE {
+            } else if ch == RELIABLE && member {
                 // No working link yet (a star's new host is still connecting): wait for it.
                 self.link(peer).bulk.push_back((0, bytes));
             }
+            // Otherwise the peer is gone: what was for it is moot (relayed frames it had not
+            // passed on are sent again through the next host).
         }
         self.give_up_waiting();
+        self.send_relay_acks();
         let window = self.config.bulk_window_bytes as u64;
         let peers: Vec<PeerId> = self
             .links

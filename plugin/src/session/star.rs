@@ -42,6 +42,7 @@ impl HuddleSession {
                 Some(Route {
                     origin: None,
                     target: None,
+                    seq: None,
                 }),
             )];
         }
@@ -51,6 +52,7 @@ impl HuddleSession {
                 let route = (m != host).then_some(Route {
                     origin: None,
                     target: Some(m),
+                    seq: None,
                 });
                 (host, route)
             })
@@ -79,6 +81,9 @@ impl HuddleSession {
         if !hosting {
             match relay::accept(self.host(), link, route) {
                 Ok(origin) if Some(origin) != me => {
+                    if self.seen_before(origin, route.seq) {
+                        return;
+                    }
                     self.inner_frame(ch, link, origin, inner, events)
                 }
                 Ok(_) => self.stats.frames_dropped += 1,
@@ -108,8 +113,14 @@ impl HuddleSession {
                 return;
             }
         };
+        if let Some(seq) = route.seq {
+            let acked = self.relay_acks.entry(link).or_insert(seq);
+            *acked = (*acked).max(seq);
+        }
+        let fresh = !self.seen_before(link, route.seq);
         match decision.deliver_from {
-            Some(from) => self.inner_frame(ch, link, from, inner.clone(), events),
+            Some(from) if fresh => self.inner_frame(ch, link, from, inner.clone(), events),
+            Some(_) => {}
             // Not for us, but its chunk bytes count toward the sender's window all the same.
             None => {
                 if let Some((len, last)) = chunk {
@@ -127,6 +138,76 @@ impl HuddleSession {
             self.stats.relayed += 1;
             let counted = chunk.map_or(0, |(len, _)| len);
             self.push_frame(ch, target, prefixed.clone(), counted);
+        }
+    }
+
+    /// Whether a relayed reliable frame with `seq` from `origin` was seen already (a resend after
+    /// a host change); records it otherwise.
+    fn seen_before(&mut self, origin: PeerId, seq: Option<u32>) -> bool {
+        let Some(seq) = seq else { return false };
+        match self.relay_seen.get(&origin) {
+            Some(seen) if seq <= *seen => {
+                self.stats.duplicates_dropped += 1;
+                true
+            }
+            _ => {
+                self.relay_seen.insert(origin, seq);
+                false
+            }
+        }
+    }
+
+    /// The host passed our relayed frames up to `seq` on: mark them, and forget those marked
+    /// long enough ago to have arrived.
+    pub(super) fn relay_acked(&mut self, from: PeerId, seq: u32) {
+        if self.host() != Some(from) {
+            return;
+        }
+        let now = web_time::Instant::now();
+        for entry in self.unacked.iter_mut() {
+            if entry.0 <= seq && entry.3.is_none() {
+                entry.3 = Some(now);
+            }
+        }
+        self.unacked.retain(|e| {
+            e.3.is_none_or(|t| now.duration_since(t) < super::RETAIN_ACKED)
+        });
+    }
+
+    /// The host changed: our relayed frames it had not acknowledged go again, through the new
+    /// host, or straight to their targets if the new host is us. Receivers drop what they had.
+    pub(super) fn resend_unacked(&mut self) {
+        let Some(host) = self.host() else { return };
+        let frames: Vec<(u32, usize, Bytes, Option<web_time::Instant>)> =
+            self.unacked.drain(..).collect();
+        if self.me != Some(host) {
+            for (seq, counted, bytes, _) in frames {
+                self.unacked.push_back((seq, counted, bytes.clone(), None));
+                self.push_frame(RELIABLE, host, bytes, counted);
+            }
+            return;
+        }
+        for (_, counted, bytes, _) in frames {
+            let Ok((route, header)) = relay::decode(&bytes) else {
+                continue;
+            };
+            let Ok(decision) = relay::relay(host, host, route, &self.joined) else {
+                continue;
+            };
+            let mut prefixed = relay::encode(decision.header);
+            prefixed.extend_from_slice(&bytes[header..]);
+            let prefixed = Bytes::from(prefixed);
+            for target in decision.forward {
+                self.push_frame(RELIABLE, target, prefixed.clone(), counted);
+            }
+        }
+    }
+
+    /// Sends the acknowledgements of relayed frames passed on since the last flush.
+    pub(super) fn send_relay_acks(&mut self) {
+        for (peer, seq) in std::mem::take(&mut self.relay_acks) {
+            let ack = crate::protocol::control::Control::RelayAck { seq };
+            self.send_now(super::CONTROL, peer, ack.encode());
         }
     }
 
