@@ -243,9 +243,10 @@ fn two_hosts_leaving_one_after_the_other_still_converge() {
 fn reliable_messages_across_a_host_change_arrive_exactly_once() {
     let (_rt, server) = server_on_runtime();
     let url = server.room_url("once?capacity=8");
-    let mut players = star_lobby(&url, 5);
+    let mut players = star_lobby(&url, 8);
     const N: usize = 60;
     let first_host = players[0].id();
+    let mut left_at = None;
     for k in 0..N {
         // Every client broadcasts line k (one of them hosts after the switch); the host leaves a
         // third of the way through.
@@ -255,6 +256,7 @@ fn reliable_messages_across_a_host_change_arrive_exactly_once() {
         if k == N / 3 {
             let host = players.iter().position(|p| p.roster().is_host()).unwrap();
             drop(players.remove(host));
+            left_at = Some(Instant::now());
         }
         run_for(&mut players, Duration::from_millis(10));
     }
@@ -305,5 +307,15 @@ fn reliable_messages_across_a_host_change_arrive_exactly_once() {
         }
     }
     let resent: u64 = players.iter().map(|p| p.stats().duplicates_dropped).sum();
-    println!("duplicates dropped across the switch: {resent}");
+    let agreed = players
+        .iter()
+        .filter_map(|p| p.log().hosts.get(1).map(|(_, at)| *at))
+        .max()
+        .zip(left_at)
+        .map(|(at, left)| at.duration_since(left));
+    println!("7 remaining agreed on the new host {agreed:?} after the host left; {resent} resent frames dropped as duplicates");
+    let host = players[0].roster().host;
+    assert!(players
+        .iter()
+        .all(|p| p.roster().host == host && p.log().hosts.len() == 2));
 }
