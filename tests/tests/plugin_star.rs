@@ -319,3 +319,34 @@ fn reliable_messages_across_a_host_change_arrive_exactly_once() {
         .iter()
         .all(|p| p.roster().host == host && p.log().hosts.len() == 2));
 }
+
+#[test]
+fn messages_whose_next_hop_never_comes_up_are_reported_to_the_sender() {
+    let (_rt, server) = server_on_runtime();
+    let url = server.room_url("stuck?capacity=8");
+    let mut players = star_lobby(&url, 3);
+    let order = players[0].roster().members.clone();
+    // The host leaves; the oldest client takes over, but the last client's app freezes (it stops
+    // running frames), so its link to the new host never completes.
+    drop(players.remove(0));
+    let last = players
+        .iter()
+        .position(|p| p.id() == Some(order[2]))
+        .unwrap();
+    let frozen = players.remove(last);
+    let ok = run_until(&mut players, LIMIT, |ps| {
+        ps[0].roster().host == Some(order[1])
+    });
+    assert!(ok, "the oldest client hosts");
+    players[0].send(Outgoing::to_peer(order[2], Chat("are you there?".into())));
+    let ok = run_until(&mut players, Duration::from_secs(20), |ps| {
+        ps[0]
+            .log()
+            .errors
+            .iter()
+            .any(|e| matches!(e, HuddleError::Send { .. }))
+    });
+    assert!(ok, "the sender is told: {:?}", players[0].log().errors);
+    assert!(players[0].stats().send_failed >= 1);
+    drop(frozen);
+}
