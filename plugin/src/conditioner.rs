@@ -39,7 +39,8 @@ impl Conditions {
 pub struct LinkConditioner {
     /// The reliable game channel.
     pub reliable: Option<Conditions>,
-    /// The unreliable game channel (and pings, so RTT and loss show the conditions).
+    /// The unreliable game channel, the GGRS channel, and pings (so RTT and loss show the
+    /// conditions).
     pub unreliable: Option<Conditions>,
 }
 

@@ -42,6 +42,8 @@ pub mod config;
 pub mod diagnostics;
 #[cfg(all(feature = "server", not(target_arch = "wasm32")))]
 pub mod embedded;
+#[cfg(feature = "ggrs")]
+pub mod ggrs_socket;
 mod link;
 mod lobby;
 pub mod messages;
@@ -57,6 +59,10 @@ pub use config::{HuddleConfig, IceServer, Topology};
 pub use diagnostics::{HuddleDiagnostics, PeerLinks};
 #[cfg(all(feature = "server", not(target_arch = "wasm32")))]
 pub use embedded::EmbeddedServer;
+#[cfg(feature = "ggrs")]
+pub use ggrs;
+#[cfg(feature = "ggrs")]
+pub use ggrs_socket::HuddleGgrsSocket;
 #[cfg(all(feature = "server", not(target_arch = "wasm32")))]
 pub use huddle_server;
 pub use link::LinkStats;

@@ -29,7 +29,7 @@ use web_time::Instant;
 pub(crate) const CONTROL: usize = 0;
 pub(crate) const RELIABLE: usize = 1;
 pub(crate) const UNRELIABLE: usize = 2;
-/// Reserved for GGRS (feature `ggrs`).
+/// GGRS traffic (feature `ggrs`; drained and dropped without it).
 pub(crate) const GGRS: usize = 3;
 
 /// Largest data channel message matchbox/webrtc deliver (larger ones vanish silently).
@@ -126,6 +126,9 @@ pub struct HuddleSession {
     relay_acks: HashMap<PeerId, u32>,
     /// The highest relayed sequence number seen per origin, to drop resent frames.
     relay_seen: HashMap<PeerId, u32>,
+    /// The queues of the GGRS socket, while a GGRS session runs.
+    #[cfg(feature = "ggrs")]
+    pub(crate) ggrs: Option<crate::ggrs_socket::GgrsLink>,
 }
 
 impl HuddleSession {
@@ -177,6 +180,8 @@ impl HuddleSession {
             unacked: std::collections::VecDeque::new(),
             relay_acks: HashMap::new(),
             relay_seen: HashMap::new(),
+            #[cfg(feature = "ggrs")]
+            ggrs: None,
         })
     }
 
@@ -257,6 +262,7 @@ impl HuddleSession {
         for ch in [RELIABLE, UNRELIABLE] {
             self.poll_data(ch, &mut events);
         }
+        self.poll_ggrs();
         if let Some(election) = self.election.as_mut() {
             let now = self.started.elapsed();
             let outs = election.tick(now);
@@ -454,6 +460,23 @@ impl HuddleSession {
         }
     }
 
+    /// The GGRS channel: to the GGRS socket if a session runs and the sender is in the lobby,
+    /// else dropped (and counted). Always drained, so nobody can fill our memory through it.
+    fn poll_ggrs(&mut self) {
+        let Ok(channel) = self.socket.get_channel_mut(GGRS) else {
+            return;
+        };
+        for (peer, packet) in channel.receive() {
+            #[cfg(feature = "ggrs")]
+            if let Some(link) = self.ggrs.as_ref().filter(|_| self.joined.contains(&peer)) {
+                link.received(peer, packet);
+                continue;
+            }
+            let _ = (peer, packet);
+            self.stats.frames_dropped += 1;
+        }
+    }
+
     fn poll_data(&mut self, ch: usize, events: &mut Vec<SessionEvent>) {
         let Ok(channel) = self.socket.get_channel_mut(ch) else {
             return;
@@ -620,7 +643,7 @@ impl HuddleSession {
         }
         let conditions = match ch {
             RELIABLE => self.conditioner.reliable,
-            UNRELIABLE => self.conditioner.unreliable,
+            UNRELIABLE | GGRS => self.conditioner.unreliable,
             _ => None,
         };
         // While frames are held, reliable ones keep queueing behind them to stay in order.
@@ -746,6 +769,15 @@ impl HuddleSession {
         }
         self.give_up_waiting();
         self.send_relay_acks();
+        #[cfg(feature = "ggrs")]
+        if let Some(link) = self.ggrs.clone() {
+            let outbox = std::mem::take(&mut link.queues().outbox);
+            for (peer, bytes) in outbox {
+                if self.ready(peer) {
+                    self.send_now(GGRS, peer, bytes);
+                }
+            }
+        }
         let window = self.config.bulk_window_bytes as u64;
         let peers: Vec<PeerId> = self
             .links

@@ -1,0 +1,128 @@
+//! GGRS traffic on the plugin's reserved GGRS channel (feature `ggrs`).
+//!
+//! A GGRS session owns its socket, while the data channels belong to the [`HuddleSession`]. So
+//! the socket GGRS gets is a handle on two queues that the session fills and drains each frame
+//! (in `HuddleSet::Receive` and `HuddleSet::Flush`). Bytes that are not a GGRS message are
+//! dropped and counted, never a panic.
+
+use crate::session::HuddleSession;
+use bytes::Bytes;
+use ggrs::{Message, NonBlockingSocket, PlayerType};
+use matchbox_socket::PeerId;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Messages held for GGRS at most (it reads them every frame).
+const INBOX_LIMIT: usize = 4096;
+
+#[derive(Debug, Default)]
+pub(crate) struct GgrsQueues {
+    pub(crate) inbox: Vec<(PeerId, Bytes)>,
+    pub(crate) outbox: Vec<(PeerId, Vec<u8>)>,
+    /// Packets on the GGRS channel that were not GGRS messages, or came with nobody to read them.
+    pub(crate) dropped: u64,
+}
+
+/// The session's end of a GGRS socket.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GgrsLink(pub(crate) Arc<Mutex<GgrsQueues>>);
+
+impl GgrsLink {
+    pub(crate) fn queues(&self) -> std::sync::MutexGuard<'_, GgrsQueues> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A packet from `peer` on the GGRS channel.
+    pub(crate) fn received(&self, peer: PeerId, packet: Bytes) {
+        let mut q = self.queues();
+        if q.inbox.len() < INBOX_LIMIT {
+            q.inbox.push((peer, packet));
+        } else {
+            q.dropped += 1;
+        }
+    }
+}
+
+/// The [`NonBlockingSocket`] a GGRS session gets from [`HuddleSession::ggrs_socket`].
+#[derive(Debug, Clone)]
+pub struct HuddleGgrsSocket {
+    link: GgrsLink,
+}
+
+impl HuddleGgrsSocket {
+    /// GGRS packets dropped so far (garbage, or more than GGRS read).
+    pub fn dropped(&self) -> u64 {
+        self.link.queues().dropped
+    }
+}
+
+fn config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<65536>,
+> {
+    bincode::config::standard().with_limit::<65536>()
+}
+
+impl NonBlockingSocket<PeerId> for HuddleGgrsSocket {
+    fn send_to(&mut self, msg: &Message, addr: &PeerId) {
+        if let Ok(bytes) = bincode::serde::encode_to_vec(msg, config()) {
+            self.link.queues().outbox.push((*addr, bytes));
+        }
+    }
+
+    fn receive_all_messages(&mut self) -> Vec<(PeerId, Message)> {
+        let mut q = self.link.queues();
+        let packets = std::mem::take(&mut q.inbox);
+        let mut messages = Vec::with_capacity(packets.len());
+        for (peer, packet) in packets {
+            match bincode::serde::decode_from_slice::<Message, _>(&packet, config()) {
+                Ok((msg, n)) if n == packet.len() => messages.push((peer, msg)),
+                _ => q.dropped += 1,
+            }
+        }
+        messages
+    }
+}
+
+impl HuddleSession {
+    /// A socket for a GGRS session on the reserved GGRS channel. One at a time: a new one
+    /// replaces the last.
+    pub fn ggrs_socket(&mut self) -> HuddleGgrsSocket {
+        let link = GgrsLink::default();
+        self.ggrs = Some(link.clone());
+        HuddleGgrsSocket { link }
+    }
+
+    /// The GGRS players: handle `i` is the `i`-th member in join order, the same on every peer;
+    /// we are `Local`, the others `Remote`.
+    pub fn ggrs_players(&self) -> Vec<(usize, PlayerType<PeerId>)> {
+        self.succession()
+            .into_iter()
+            .enumerate()
+            .map(|(handle, peer)| {
+                let kind = if Some(peer) == self.id() {
+                    PlayerType::Local
+                } else {
+                    PlayerType::Remote(peer)
+                };
+                (handle, kind)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_counted_not_decoded() {
+        let link = GgrsLink::default();
+        let mut socket = HuddleGgrsSocket { link: link.clone() };
+        let peer = PeerId(uuid::Uuid::from_u128(1));
+        link.received(peer, Bytes::from_static(&[0xff, 0xff, 0xff, 0x01]));
+        link.received(peer, Bytes::new());
+        assert!(socket.receive_all_messages().is_empty());
+        assert_eq!(socket.dropped(), 2);
+    }
+}
