@@ -218,7 +218,11 @@ fn host_leaving_elects_the_next_in_join_order() {
         latest = latest.max(p.log().hosts[1].1.duration_since(left_at));
         assert_eq!(p.log().left.len(), 1);
         assert_eq!(p.log().left[0].peer, order[0]);
-        assert_eq!(p.log().left[0].reason, LeaveReason::Left);
+        // `Left` when the server's word comes before the data channels close, else `Disconnected`.
+        assert!(matches!(
+            p.log().left[0].reason,
+            LeaveReason::Left | LeaveReason::Disconnected
+        ));
         assert_eq!(p.roster().members, order[1..].to_vec());
     }
     println!("new host agreed by all {latest:?} after the host left");

@@ -183,12 +183,14 @@ fn host_leaving_mid_stream_hands_the_star_to_the_oldest_client() {
         let hosts: Vec<_> = p.log().hosts.iter().map(|(h, _)| h.new).collect();
         assert_eq!(hosts, vec![order[0], order[1]], "one HostChanged");
         latest = latest.max(p.log().hosts[1].1.duration_since(left_at));
-        let left: Vec<_> = p.log().left.iter().map(|l| (l.peer, l.reason)).collect();
-        assert_eq!(
-            left,
-            vec![(order[0], LeaveReason::Left)],
-            "no spurious leave"
-        );
+        // One leave, the old host's. Its reason is `Left` when the server's word comes before
+        // its data channels close, `Disconnected` when they close first.
+        let left: Vec<_> = p.log().left.iter().map(|l| l.peer).collect();
+        assert_eq!(left, vec![order[0]], "no spurious leave");
+        assert!(matches!(
+            p.log().left[0].reason,
+            LeaveReason::Left | LeaveReason::Disconnected
+        ));
         let joined: BTreeSet<_> = p.log().joined.iter().map(|j| j.peer).collect();
         assert_eq!(joined.len(), 5, "no spurious join");
     }
