@@ -201,3 +201,42 @@ pub fn lobby_complete(players: &[Player]) -> bool {
             && p.roster().host == host
     })
 }
+
+/// A valid hello from a peer with `player`'s message set, as a hostile peer would forge it.
+pub fn hello_like(player: &Player) -> Vec<u8> {
+    let registry = player
+        .app
+        .world()
+        .resource::<bevy_huddle::MessageRegistry>();
+    bevy_huddle::protocol::control::Control::Hello {
+        version: bevy_huddle::protocol::control::PROTOCOL_VERSION,
+        types_hash: registry.hash(),
+        types: registry.names(),
+        seen: true,
+    }
+    .encode()
+}
+
+/// A raw peer with huddle's channel layout that joins `url`, links to `players[0]` (the host)
+/// and says a valid hello, so the host counts it as a lobby member: the hostile peer of tests.
+/// `players` keep running while it joins.
+pub fn hostile_member(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    players: &mut [Player],
+    limit: Duration,
+) -> crate::StockPeer {
+    let _guard = rt.enter();
+    let host = players[0].id().expect("the host has an id");
+    let before = players[0].roster().peers.len();
+    let mut hostile = crate::StockPeer::connect_huddle_layout(url);
+    let linked = run_until(players, limit, |_| {
+        hostile.poll();
+        hostile.connected.contains(&host)
+    });
+    assert!(linked, "the hostile peer links to the host");
+    hostile.send(0, host, &hello_like(&players[0]));
+    let member = run_until(players, limit, |ps| ps[0].roster().peers.len() > before);
+    assert!(member, "the host counts the hostile peer in");
+    hostile
+}

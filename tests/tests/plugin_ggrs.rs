@@ -232,30 +232,8 @@ fn garbage_on_the_ggrs_channel_is_dropped_and_the_match_goes_on() {
     assert!(run_until(&mut players, LIMIT, lobby_complete));
     // A third, hostile peer in the lobby (huddle's channel layout, a valid hello) sends garbage
     // on the GGRS channel to the host.
-    let _guard = rt.enter();
     let host = players[0].id().unwrap();
-    let mut hostile = StockPeer::connect_huddle_layout(&url);
-    assert!(run_until(&mut players, LIMIT, |_| {
-        hostile.poll();
-        hostile.connected.contains(&host)
-    }));
-    let registry = players[0]
-        .app
-        .world()
-        .resource::<bevy_huddle::MessageRegistry>()
-        .clone();
-    let hello = bevy_huddle::protocol::control::Control::Hello {
-        version: bevy_huddle::protocol::control::PROTOCOL_VERSION,
-        types_hash: registry.hash(),
-        types: registry.names(),
-        seen: true,
-    };
-    hostile.send(0, host, &hello.encode());
-    assert!(run_until(&mut players, LIMIT, |ps| ps[0]
-        .roster()
-        .peers
-        .len()
-        == 2));
+    let mut hostile = hostile_member(&rt, &url, &mut players, LIMIT);
     // The match is between the two players (the hostile peer is not one of its addresses).
     let mut games: Vec<Rollback> = players
         .iter_mut()

@@ -3,8 +3,6 @@
 //! Run inside the loopback-only network namespace (see README).
 
 use bevy_huddle::prelude::*;
-use bevy_huddle::protocol::control::{Control, PROTOCOL_VERSION};
-use bevy_huddle::MessageRegistry;
 use huddle_tests::apps::*;
 use huddle_tests::*;
 use serde_json::json;
@@ -34,17 +32,10 @@ fn garbage_frames_are_counted_and_dropped() {
     });
     assert!(ok, "the hostile peer connects");
     let victim = players[0].id().unwrap();
-    let registry = players[0].app.world().resource::<MessageRegistry>().clone();
 
     // Garbage on the control channel, then a valid hello so its game frames are read.
     hostile.send(0, victim, &[0xff, 0x00, 0x13, 0x37]);
-    let hello = Control::Hello {
-        version: PROTOCOL_VERSION,
-        types_hash: registry.hash(),
-        types: registry.names(),
-        seen: true,
-    };
-    hostile.send(0, victim, &hello.encode());
+    hostile.send(0, victim, &hello_like(&players[0]));
     assert!(run_until(&mut players, LIMIT, |ps| ps[0]
         .log()
         .joined

@@ -114,29 +114,8 @@ fn a_forged_origin_is_refused() {
     let host = players[0].id().unwrap();
     let victim = players[1].id().unwrap();
     // A raw client in the star (huddle's channel layout) speaks with a forged origin.
-    let _guard = rt.enter();
-    let mut hostile = StockPeer::connect_huddle_layout(&format!("{url}&topology=star"));
-    assert!(run_until(&mut players, LIMIT, |_| {
-        hostile.poll();
-        hostile.connected.contains(&host)
-    }));
-    let registry = players[0]
-        .app
-        .world()
-        .resource::<bevy_huddle::MessageRegistry>()
-        .clone();
-    let hello = bevy_huddle::protocol::control::Control::Hello {
-        version: bevy_huddle::protocol::control::PROTOCOL_VERSION,
-        types_hash: registry.hash(),
-        types: registry.names(),
-        seen: true,
-    };
-    hostile.send(0, host, &hello.encode());
-    assert!(run_until(&mut players, LIMIT, |ps| ps[0]
-        .roster()
-        .peers
-        .len()
-        == 2));
+    let hostile_url = format!("{url}&topology=star");
+    let mut hostile = hostile_member(&rt, &hostile_url, &mut players, LIMIT);
     let route = bevy_huddle::protocol::relay::Route {
         origin: Some(victim),
         target: None,
