@@ -331,3 +331,30 @@ fn messages_whose_next_hop_never_comes_up_are_reported_to_the_sender() {
     assert!(players[0].stats().send_failed >= 1);
     drop(frozen);
 }
+
+#[test]
+fn a_chunked_message_in_flight_during_a_host_change_arrives_once() {
+    let (_rt, server) = server_on_runtime();
+    let url = server.room_url("bulk?capacity=8");
+    let mut players = star_lobby(&url, 4);
+    let order = players[0].roster().members.clone();
+    // The last client broadcasts 2 MiB (many windows through the host); the host leaves while it
+    // is on its way.
+    let sender = players.iter().position(|p| p.id() == Some(order[3])).unwrap();
+    let data: Vec<u8> = (0..2 << 20).map(|i: u32| (i % 241) as u8).collect();
+    players[sender].send(Outgoing::to_all(Blob(data.clone())));
+    run_for(&mut players, Duration::from_millis(30));
+    drop(players.remove(0));
+    let ok = run_until(&mut players, LIMIT, |ps| {
+        ps.iter()
+            .filter(|p| p.id() != Some(order[3]))
+            .all(|p| !p.log().blobs.is_empty())
+    });
+    assert!(ok, "the blob arrives at the remaining players");
+    run_for(&mut players, Duration::from_millis(500));
+    for p in players.iter().filter(|p| p.id() != Some(order[3])) {
+        assert_eq!(p.log().blobs.len(), 1, "once");
+        assert_eq!(p.log().blobs[0].0, order[3]);
+        assert_eq!(p.log().blobs[0].1 .0, data);
+    }
+}

@@ -76,12 +76,27 @@ impl HuddleSession {
             }
         };
         let inner = packet.slice(header..);
+        // Chunk payload bytes count toward the sender's window on this link whatever becomes
+        // of the frame (a resent duplicate too), or its window would close for good.
+        let chunk = match Frame::decode(&inner) {
+            Ok((Frame::Chunk { index, count, .. }, payload)) => {
+                Some((payload.len(), index + 1 == count))
+            }
+            Ok(_) => None,
+            Err(_) => {
+                self.stats.frames_dropped += 1;
+                return;
+            }
+        };
         let me = self.me;
         let hosting = self.star && self.host().is_some() && self.host() == me;
         if !hosting {
             match relay::accept(self.host(), link, route) {
                 Ok(origin) if Some(origin) != me => {
                     if self.seen_before(origin, route.seq) {
+                        if let Some((len, last)) = chunk {
+                            self.chunk_received(link, len, last);
+                        }
                         return;
                     }
                     self.inner_frame(ch, link, origin, inner, events)
@@ -103,16 +118,6 @@ impl HuddleSession {
                 return;
             }
         };
-        let chunk = match Frame::decode(&inner) {
-            Ok((Frame::Chunk { index, count, .. }, payload)) => {
-                Some((payload.len(), index + 1 == count))
-            }
-            Ok(_) => None,
-            Err(_) => {
-                self.stats.frames_dropped += 1;
-                return;
-            }
-        };
         if let Some(seq) = route.seq {
             let acked = self.relay_acks.entry(link).or_insert(seq);
             *acked = (*acked).max(seq);
@@ -120,9 +125,8 @@ impl HuddleSession {
         let fresh = !self.seen_before(link, route.seq);
         match decision.deliver_from {
             Some(from) if fresh => self.inner_frame(ch, link, from, inner.clone(), events),
-            Some(_) => {}
-            // Not for us, but its chunk bytes count toward the sender's window all the same.
-            None => {
+            // A duplicate, or not for us: its chunk bytes count all the same.
+            _ => {
                 if let Some((len, last)) = chunk {
                     self.chunk_received(link, len, last);
                 }
