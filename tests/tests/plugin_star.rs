@@ -340,7 +340,10 @@ fn a_chunked_message_in_flight_during_a_host_change_arrives_once() {
     let order = players[0].roster().members.clone();
     // The last client broadcasts 2 MiB (many windows through the host); the host leaves while it
     // is on its way.
-    let sender = players.iter().position(|p| p.id() == Some(order[3])).unwrap();
+    let sender = players
+        .iter()
+        .position(|p| p.id() == Some(order[3]))
+        .unwrap();
     let data: Vec<u8> = (0..2 << 20).map(|i: u32| (i % 241) as u8).collect();
     players[sender].send(Outgoing::to_all(Blob(data.clone())));
     run_for(&mut players, Duration::from_millis(30));
