@@ -105,6 +105,9 @@ pub struct HuddleConfig {
     pub bulk_window_bytes: usize,
     /// How often each link is pinged (for RTT and loss).
     pub ping_interval: Duration,
+    /// GGRS session parameters (feature `ggrs`).
+    #[cfg(feature = "ggrs")]
+    pub rollback: crate::ggrs_socket::RollbackSettings,
 }
 
 impl Default for HuddleConfig {
@@ -118,6 +121,8 @@ impl Default for HuddleConfig {
             max_pending_bytes: 32 * 1024 * 1024,
             bulk_window_bytes: 256 * 1024,
             ping_interval: Duration::from_millis(250),
+            #[cfg(feature = "ggrs")]
+            rollback: crate::ggrs_socket::RollbackSettings::default(),
         }
     }
 }

@@ -7,9 +7,36 @@
 
 use crate::session::HuddleSession;
 use bytes::Bytes;
-use ggrs::{Message, NonBlockingSocket, PlayerType};
+use ggrs::{
+    Config, DesyncDetection, GgrsError, Message, NonBlockingSocket, P2PSession, PlayerType,
+    SessionBuilder,
+};
 use matchbox_socket::PeerId;
 use std::sync::{Arc, Mutex, PoisonError};
+
+/// Parameters of the GGRS sessions the plugin builds ([`HuddleSession::start_p2p_session`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RollbackSettings {
+    /// Frames of input delay.
+    pub input_delay: usize,
+    /// How many frames a peer may run ahead of confirmed inputs.
+    pub max_prediction: usize,
+    /// Compare checksums every this many frames (`None`: no desync detection).
+    pub desync_interval: Option<u32>,
+    /// Frames per second the game runs at.
+    pub fps: usize,
+}
+
+impl Default for RollbackSettings {
+    fn default() -> Self {
+        Self {
+            input_delay: 2,
+            max_prediction: 8,
+            desync_interval: Some(10),
+            fps: 60,
+        }
+    }
+}
 
 /// Messages held for GGRS at most (it reads them every frame).
 const INBOX_LIMIT: usize = 4096;
@@ -91,6 +118,30 @@ impl HuddleSession {
         let link = GgrsLink::default();
         self.ggrs = Some(link.clone());
         HuddleGgrsSocket { link }
+    }
+
+    /// A GGRS P2P session of everyone in the lobby, handles in join order, on the GGRS channel,
+    /// with `settings`. Returns the session and its socket (for the drop counter).
+    pub fn start_p2p_session<C: Config<Address = PeerId>>(
+        &mut self,
+        settings: RollbackSettings,
+    ) -> Result<(P2PSession<C>, HuddleGgrsSocket), GgrsError> {
+        let players = self.ggrs_players();
+        let desync = match settings.desync_interval {
+            Some(interval) => DesyncDetection::On { interval },
+            None => DesyncDetection::Off,
+        };
+        let mut builder = SessionBuilder::<C>::new()
+            .with_num_players(players.len())?
+            .with_input_delay(settings.input_delay)
+            .with_max_prediction_window(settings.max_prediction)
+            .with_desync_detection_mode(desync)
+            .with_fps(settings.fps)?;
+        for (handle, kind) in players {
+            builder = builder.add_player(kind, handle)?;
+        }
+        let socket = self.ggrs_socket();
+        Ok((builder.start_p2p_session(socket.clone())?, socket))
     }
 
     /// The GGRS players: handle `i` is the `i`-th member in join order, the same on every peer;

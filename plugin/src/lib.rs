@@ -62,7 +62,7 @@ pub use embedded::EmbeddedServer;
 #[cfg(feature = "ggrs")]
 pub use ggrs;
 #[cfg(feature = "ggrs")]
-pub use ggrs_socket::HuddleGgrsSocket;
+pub use ggrs_socket::{HuddleGgrsSocket, RollbackSettings};
 #[cfg(all(feature = "server", not(target_arch = "wasm32")))]
 pub use huddle_server;
 pub use link::LinkStats;

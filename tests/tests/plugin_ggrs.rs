@@ -2,11 +2,9 @@
 //! order, a deterministic game under latency, jitter and loss; garbage on the channel.
 //! Run inside the loopback-only network namespace (see README).
 
-use bevy_huddle::ggrs::{
-    self, DesyncDetection, GgrsEvent, GgrsRequest, P2PSession, SessionBuilder, SessionState,
-};
+use bevy_huddle::ggrs::{self, GgrsEvent, GgrsRequest, P2PSession, SessionBuilder, SessionState};
 use bevy_huddle::prelude::*;
-use bevy_huddle::{HuddleGgrsSocket, HuddleSession};
+use bevy_huddle::{HuddleGgrsSocket, HuddleSession, RollbackSettings};
 use huddle_tests::apps::*;
 use huddle_tests::*;
 use std::collections::BTreeMap;
@@ -78,22 +76,18 @@ struct Rollback {
 fn start(player: &mut Player) -> Rollback {
     let world = player.app.world_mut();
     let mut session = world.resource_mut::<HuddleSession>();
-    let socket = session.ggrs_socket();
-    let players = session.ggrs_players();
-    let mut builder = SessionBuilder::<BoxConfig>::new()
-        .with_num_players(players.len())
-        .unwrap()
-        .with_input_delay(2)
-        .with_max_prediction_window(12)
-        .with_desync_detection_mode(DesyncDetection::On { interval: 10 })
-        .with_disconnect_timeout(Duration::from_secs(2));
-    for (handle, kind) in &players {
-        builder = builder.add_player(*kind, *handle).unwrap();
-    }
+    let settings = RollbackSettings {
+        max_prediction: 12,
+        ..session.config().rollback
+    };
+    let players = session.ggrs_players().len();
+    let (session, socket) = session
+        .start_p2p_session::<BoxConfig>(settings)
+        .expect("a session from the lobby");
     Rollback {
-        session: builder.start_p2p_session(socket.clone()).unwrap(),
+        session,
         socket,
-        state: Boxes::new(players.len()),
+        state: Boxes::new(players),
         checksums: BTreeMap::new(),
         desyncs: 0,
         disconnected: Vec::new(),

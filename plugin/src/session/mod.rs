@@ -238,6 +238,11 @@ impl HuddleSession {
             .or_insert_with(|| Link::new(config.max_message_bytes, config.max_pending_bytes))
     }
 
+    /// The settings the session was opened with.
+    pub fn config(&self) -> &HuddleConfig {
+        &self.config
+    }
+
     /// Whether the message loop has ended; with its error if it failed.
     pub(crate) fn finished(&mut self) -> Option<Result<(), String>> {
         let task = self.task.as_mut()?;
