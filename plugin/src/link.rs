@@ -80,9 +80,19 @@ impl Link {
         }
     }
 
+    /// Whether we have its hello (matching or not).
+    pub(crate) fn has_hello(&self) -> bool {
+        self.announced || self.mismatched
+    }
+
+    /// Whether game frames can go to it now: the link is open and its hello matched.
+    pub(crate) fn ready(&self) -> bool {
+        self.connected && self.announced
+    }
+
     /// Whether hellos are still due: we lack its hello, or it lacks ours.
     pub(crate) fn hello_pending(&self) -> bool {
-        self.connected && !((self.announced || self.mismatched) && self.hello_acked)
+        self.connected && !(self.has_hello() && self.hello_acked)
     }
 
     /// Records a ping going out; returns its sequence number.

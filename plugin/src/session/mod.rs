@@ -370,7 +370,7 @@ impl HuddleSession {
                     if seen {
                         self.link(peer).hello_acked = true;
                     }
-                    let first = !self.link(peer).announced && !self.link(peer).mismatched;
+                    let first = !self.link(peer).has_hello();
                     if first {
                         self.hello(peer, version, types_hash, types, events);
                     }
@@ -400,7 +400,7 @@ impl HuddleSession {
     /// Sends our hello, saying whether we have the peer's.
     fn send_hello(&mut self, peer: PeerId) {
         let link = self.link(peer);
-        let seen = link.announced || link.mismatched;
+        let seen = link.has_hello();
         link.hello_sent = Some(Instant::now());
         let hello = Control::Hello {
             version: PROTOCOL_VERSION,
@@ -787,7 +787,7 @@ impl HuddleSession {
         let peers: Vec<PeerId> = self
             .links
             .iter()
-            .filter(|(_, l)| !l.bulk.is_empty() && l.connected && l.announced)
+            .filter(|(_, l)| !l.bulk.is_empty() && l.ready())
             .map(|(p, _)| *p)
             .collect();
         for peer in peers {
@@ -839,9 +839,7 @@ impl HuddleSession {
 
     /// Whether game frames can go to `peer` now: its link is open and its hello matched.
     fn ready(&self, peer: PeerId) -> bool {
-        self.links
-            .get(&peer)
-            .is_some_and(|l| l.connected && l.announced)
+        self.links.get(&peer).is_some_and(Link::ready)
     }
 
     /// Reliable frames waiting for a link that has not come up in [`LINK_WAIT`] are given up
@@ -850,8 +848,7 @@ impl HuddleSession {
         let now = Instant::now();
         let mut failed = Vec::new();
         for (peer, link) in &mut self.links {
-            let ready = link.connected && link.announced;
-            let waiting = !link.bulk.is_empty() && !ready;
+            let waiting = !link.bulk.is_empty() && !link.ready();
             match (waiting, link.waiting_since) {
                 (false, _) => link.waiting_since = None,
                 (true, None) => link.waiting_since = Some(now),
