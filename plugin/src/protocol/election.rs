@@ -318,6 +318,19 @@ mod tests {
     }
 
     impl Sim {
+        /// Peer 1 hosts, peers 2..=n join; all linked, all rosters delivered.
+        fn lobby(n: u128) -> Self {
+            let mut sim = Self::new();
+            sim.join(id(1));
+            sim.advance(GRACE);
+            for i in 2..=n {
+                sim.join(id(i));
+            }
+            sim.link_all();
+            sim.deliver();
+            sim
+        }
+
         fn new() -> Self {
             Self {
                 now: Duration::ZERO,
@@ -489,14 +502,7 @@ mod tests {
 
     #[test]
     fn host_leaving_promotes_next_in_join_order_everywhere() {
-        let mut sim = Sim::new();
-        sim.join(id(1));
-        sim.advance(GRACE);
-        for i in 2..=4 {
-            sim.join(id(i));
-        }
-        sim.link_all();
-        sim.deliver();
+        let mut sim = Sim::lobby(4);
         sim.assert_agree(id(1));
         sim.leave(id(1));
         // Everyone knows the successor at once, before any message.
@@ -514,14 +520,7 @@ mod tests {
 
     #[test]
     fn two_leave_at_once_including_the_successor() {
-        let mut sim = Sim::new();
-        sim.join(id(1));
-        sim.advance(GRACE);
-        for i in 2..=5 {
-            sim.join(id(i));
-        }
-        sim.link_all();
-        sim.deliver();
+        let mut sim = Sim::lobby(5);
         // Host and successor leave before anyone hears from the successor.
         sim.leave(id(1));
         sim.leave(id(2));
@@ -531,14 +530,7 @@ mod tests {
 
     #[test]
     fn non_host_leaving_is_published_and_skipped_in_succession() {
-        let mut sim = Sim::new();
-        sim.join(id(1));
-        sim.advance(GRACE);
-        for i in 2..=4 {
-            sim.join(id(i));
-        }
-        sim.link_all();
-        sim.deliver();
+        let mut sim = Sim::lobby(4);
         sim.leave(id(2));
         sim.deliver();
         sim.assert_agree(id(1));
