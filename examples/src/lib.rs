@@ -1,5 +1,9 @@
-//! Shared pieces of huddle's examples: the lobby demo's game (squares and chat).
+//! Shared pieces of huddle's examples: the lobby demo's game (squares and chat) and the box game
+//! (a rollback match).
 
+pub mod box_game;
+#[cfg(feature = "window")]
+pub mod box_window;
 pub mod lobby;
 #[cfg(feature = "window")]
 pub mod window;

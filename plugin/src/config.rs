@@ -107,7 +107,7 @@ pub struct HuddleConfig {
     pub ping_interval: Duration,
     /// GGRS session parameters (feature `ggrs`).
     #[cfg(feature = "ggrs")]
-    pub rollback: crate::ggrs_socket::RollbackSettings,
+    pub rollback: crate::rollback::RollbackSettings,
 }
 
 impl Default for HuddleConfig {
@@ -122,7 +122,7 @@ impl Default for HuddleConfig {
             bulk_window_bytes: 256 * 1024,
             ping_interval: Duration::from_millis(250),
             #[cfg(feature = "ggrs")]
-            rollback: crate::ggrs_socket::RollbackSettings::default(),
+            rollback: crate::rollback::RollbackSettings::default(),
         }
     }
 }

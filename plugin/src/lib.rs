@@ -42,18 +42,20 @@ pub mod config;
 pub mod diagnostics;
 #[cfg(all(feature = "server", not(target_arch = "wasm32")))]
 pub mod embedded;
-#[cfg(feature = "ggrs")]
-pub mod ggrs_socket;
 mod link;
 mod lobby;
 pub mod messages;
 pub mod protocol;
 pub mod registry;
+#[cfg(feature = "ggrs")]
+pub mod rollback;
 pub mod schedule;
 mod session;
 pub mod signaling;
 mod systems;
 
+#[cfg(feature = "ggrs")]
+pub use bevy_ggrs;
 pub use conditioner::{Conditions, LinkConditioner};
 pub use config::{HuddleConfig, IceServer, Topology};
 pub use diagnostics::{HuddleDiagnostics, PeerLinks};
@@ -61,8 +63,6 @@ pub use diagnostics::{HuddleDiagnostics, PeerLinks};
 pub use embedded::EmbeddedServer;
 #[cfg(feature = "ggrs")]
 pub use ggrs;
-#[cfg(feature = "ggrs")]
-pub use ggrs_socket::{HuddleGgrsSocket, RollbackSettings};
 #[cfg(all(feature = "server", not(target_arch = "wasm32")))]
 pub use huddle_server;
 pub use link::LinkStats;
@@ -73,6 +73,11 @@ pub use messages::{
     Role,
 };
 pub use registry::{AddHuddleMessage, Channel, HuddleMessage, MessageRegistry};
+#[cfg(feature = "ggrs")]
+pub use rollback::{
+    HuddleGgrsSocket, HuddleRollbackPlugin, RollbackEvent, RollbackMatch, RollbackPhase,
+    RollbackSettings, RollbackStarted, RollbackStats, StartRollback,
+};
 pub use schedule::{HuddleSet, LobbyState};
 pub use session::{HuddleSession, HuddleStats};
 

@@ -128,7 +128,7 @@ pub struct HuddleSession {
     relay_seen: HashMap<PeerId, u32>,
     /// The queues of the GGRS socket, while a GGRS session runs.
     #[cfg(feature = "ggrs")]
-    pub(crate) ggrs: Option<crate::ggrs_socket::GgrsLink>,
+    pub(crate) ggrs: Option<crate::rollback::socket::GgrsLink>,
 }
 
 impl HuddleSession {
@@ -777,11 +777,14 @@ impl HuddleSession {
         #[cfg(feature = "ggrs")]
         if let Some(link) = self.ggrs.clone() {
             let outbox = std::mem::take(&mut link.queues().outbox);
+            let mut sent = 0u64;
             for (peer, bytes) in outbox {
                 if self.ready(peer) {
+                    sent += bytes.len() as u64;
                     self.send_now(GGRS, peer, bytes);
                 }
             }
+            link.queues().bytes_out += sent;
         }
         let window = self.config.bulk_window_bytes as u64;
         let peers: Vec<PeerId> = self

@@ -5,6 +5,7 @@
 //! (in `HuddleSet::Receive` and `HuddleSet::Flush`). Bytes that are not a GGRS message are
 //! dropped and counted, never a panic.
 
+use super::RollbackSettings;
 use crate::session::HuddleSession;
 use bytes::Bytes;
 use ggrs::{
@@ -13,30 +14,6 @@ use ggrs::{
 };
 use matchbox_socket::PeerId;
 use std::sync::{Arc, Mutex, PoisonError};
-
-/// Parameters of the GGRS sessions the plugin builds ([`HuddleSession::start_p2p_session`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RollbackSettings {
-    /// Frames of input delay.
-    pub input_delay: usize,
-    /// How many frames a peer may run ahead of confirmed inputs.
-    pub max_prediction: usize,
-    /// Compare checksums every this many frames (`None`: no desync detection).
-    pub desync_interval: Option<u32>,
-    /// Frames per second the game runs at.
-    pub fps: usize,
-}
-
-impl Default for RollbackSettings {
-    fn default() -> Self {
-        Self {
-            input_delay: 2,
-            max_prediction: 8,
-            desync_interval: Some(10),
-            fps: 60,
-        }
-    }
-}
 
 /// Messages held for GGRS at most (it reads them every frame).
 const INBOX_LIMIT: usize = 4096;
@@ -47,6 +24,10 @@ pub(crate) struct GgrsQueues {
     pub(crate) outbox: Vec<(PeerId, Vec<u8>)>,
     /// Packets on the GGRS channel that were not GGRS messages, or came with nobody to read them.
     pub(crate) dropped: u64,
+    /// GGRS bytes received (before decoding).
+    pub(crate) bytes_in: u64,
+    /// GGRS bytes handed to the data channel.
+    pub(crate) bytes_out: u64,
 }
 
 /// The session's end of a GGRS socket.
@@ -61,6 +42,7 @@ impl GgrsLink {
     /// A packet from `peer` on the GGRS channel.
     pub(crate) fn received(&self, peer: PeerId, packet: Bytes) {
         let mut q = self.queues();
+        q.bytes_in += packet.len() as u64;
         if q.inbox.len() < INBOX_LIMIT {
             q.inbox.push((peer, packet));
         } else {
@@ -79,6 +61,12 @@ impl HuddleGgrsSocket {
     /// GGRS packets dropped so far (garbage, or more than GGRS read).
     pub fn dropped(&self) -> u64 {
         self.link.queues().dropped
+    }
+
+    /// GGRS bytes received and sent so far: `(in, out)`.
+    pub fn bytes(&self) -> (u64, u64) {
+        let q = self.link.queues();
+        (q.bytes_in, q.bytes_out)
     }
 }
 
@@ -127,6 +115,15 @@ impl HuddleSession {
         settings: RollbackSettings,
     ) -> Result<(P2PSession<C>, HuddleGgrsSocket), GgrsError> {
         let players = self.ggrs_players();
+        self.start_p2p_session_of::<C>(players, settings)
+    }
+
+    /// A GGRS P2P session of `players` (handle, kind), on the GGRS channel, with `settings`.
+    pub fn start_p2p_session_of<C: Config<Address = PeerId>>(
+        &mut self,
+        players: Vec<(usize, PlayerType<PeerId>)>,
+        settings: RollbackSettings,
+    ) -> Result<(P2PSession<C>, HuddleGgrsSocket), GgrsError> {
         let desync = match settings.desync_interval {
             Some(interval) => DesyncDetection::On { interval },
             None => DesyncDetection::Off,
@@ -147,8 +144,15 @@ impl HuddleSession {
     /// The GGRS players: handle `i` is the `i`-th member in join order, the same on every peer;
     /// we are `Local`, the others `Remote`.
     pub fn ggrs_players(&self) -> Vec<(usize, PlayerType<PeerId>)> {
-        self.succession()
-            .into_iter()
+        self.ggrs_players_of(&self.succession())
+    }
+
+    /// GGRS players for `members` (handle `i` is `members[i]`): we are `Local`, the others
+    /// `Remote`.
+    pub fn ggrs_players_of(&self, members: &[PeerId]) -> Vec<(usize, PlayerType<PeerId>)> {
+        members
+            .iter()
+            .copied()
             .enumerate()
             .map(|(handle, peer)| {
                 let kind = if Some(peer) == self.id() {

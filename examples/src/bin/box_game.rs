@@ -1,0 +1,176 @@
+//! The box game: a rollback match (GGRS through huddle). With no arguments it starts a signaling
+//! server in-process and a bot opponent, so one command shows a match:
+//!
+//! ```sh
+//! cargo run -p huddle_examples --bin box_game --features window       # arrows move your box
+//! cargo run -p huddle_examples --bin box_game -- --headless --frames 600   # prints the checksum
+//! cargo run -p huddle_examples --bin box_game -- --room ws://127.0.0.1:3536/boxes --headless
+//! cargo run -p huddle_examples --bin box_game -- --synctest --frames 600
+//! ```
+
+use bevy::app::ScheduleRunnerPlugin;
+use bevy::prelude::*;
+use bevy_huddle::prelude::*;
+use bevy_huddle::{EmbeddedServer, RollbackMatch, RollbackPhase};
+use clap::Parser;
+use huddle_examples::box_game::{
+    final_checksum, synctest_app, BoxGame, FrameChecksums, SyncTestFailures,
+};
+use huddle_examples::lobby::Pilot;
+use std::time::{Duration, Instant};
+
+/// huddle's box game.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Join this room instead of hosting one with a bot.
+    #[arg(long)]
+    room: Option<String>,
+    /// No window; a bot plays for us.
+    #[arg(long)]
+    headless: bool,
+    /// Stop once frame N is final and print the world's checksum at it.
+    #[arg(long)]
+    frames: Option<i32>,
+    /// Players in the match (later peers watch).
+    #[arg(long, default_value_t = 2)]
+    players: usize,
+    /// Check the game is rollback-safe: a local GGRS SyncTest session, no network.
+    #[arg(long)]
+    synctest: bool,
+}
+
+const LOG_FILTER: &str =
+    "info,rtc=warn,rtc_ice=warn,rtc_dtls=warn,webrtc=warn,matchbox_socket=warn,bevy_ggrs=warn";
+
+fn config(room: &str, players: usize) -> HuddleConfig {
+    let mut config = HuddleConfig::room(room);
+    config.topology = Topology::Mesh;
+    config.rollback.players = players;
+    config
+}
+
+fn headless_plugins(app: &mut App) {
+    app.add_plugins(
+        MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_secs_f64(
+            1.0 / 60.0,
+        ))),
+    );
+}
+
+/// Quits once frame `n` is final, printing its checksum; lingers a second so the others get our
+/// last inputs. Gives up (exit code 1) after a generous time.
+fn stop_at(n: i32) -> impl FnMut(&mut World) {
+    let mut done_at: Option<Instant> = None;
+    let limit = Instant::now() + Duration::from_secs(60) + Duration::from_millis(n as u64 * 50);
+    move |world: &mut World| {
+        let now = Instant::now();
+        if done_at.is_none() {
+            if let Some(sum) = final_checksum(world, n) {
+                let phase = world.resource::<RollbackMatch>().phase;
+                println!("frame {n} checksum {sum:016x} ({phase:?})");
+                done_at = Some(now);
+            }
+        }
+        let ended = world.resource::<RollbackMatch>().phase == RollbackPhase::Ended;
+        if done_at.is_some_and(|t| now - t > Duration::from_secs(1)) {
+            world.write_message(AppExit::Success);
+        } else if now > limit || ended {
+            eprintln!("frame {n} was not reached");
+            world.write_message(AppExit::error());
+        }
+    }
+}
+
+/// The game's app; `bot` is the opponent on a thread beside a local player (no logger of its own).
+fn app(room: &str, players: usize, frames: Option<i32>, windowed: bool, bot: bool) -> App {
+    let mut app = App::new();
+    #[cfg(feature = "window")]
+    if windowed {
+        app.add_plugins(DefaultPlugins.set(bevy::log::LogPlugin {
+            filter: LOG_FILTER.into(),
+            ..default()
+        }))
+        .add_plugins(huddle_examples::box_window::BoxWindow);
+    }
+    if !windowed {
+        headless_plugins(&mut app);
+    }
+    if !windowed && !bot {
+        app.add_plugins(bevy::log::LogPlugin {
+            filter: LOG_FILTER.into(),
+            ..default()
+        });
+    }
+    let pilot = if windowed { Pilot::Player } else { Pilot::Bot };
+    app.add_plugins(HuddlePlugin::new(config(room, players)))
+        .add_plugins(BoxGame { pilot });
+    if let Some(n) = frames {
+        app.add_systems(Last, stop_at(n));
+    }
+    app
+}
+
+fn synctest(frames: i32) -> AppExit {
+    let mut app = match synctest_app(2, 7) {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("cannot start the sync test: {e}");
+            return AppExit::error();
+        }
+    };
+    // As fast as it goes: bevy_ggrs steps by the clock, so give it a fixed 60 Hz clock.
+    app.insert_resource(bevy::time::TimeUpdateStrategy::ManualDuration(
+        Duration::from_secs_f64(1.0 / 60.0),
+    ));
+    while app.world().resource::<FrameChecksums>().0.keys().last() < Some(&frames) {
+        app.update();
+    }
+    let failures = app.world().resource::<SyncTestFailures>().0;
+    let sum = app
+        .world()
+        .resource::<FrameChecksums>()
+        .0
+        .get(&frames)
+        .copied();
+    println!("synctest: {frames} frames, {failures} mismatches, checksum {sum:016x?}");
+    if failures == 0 {
+        AppExit::Success
+    } else {
+        AppExit::error()
+    }
+}
+
+fn main() -> AppExit {
+    let args = Args::parse();
+    if args.synctest {
+        return synctest(args.frames.unwrap_or(600));
+    }
+    let windowed = cfg!(feature = "window") && !args.headless;
+    if !windowed && !args.headless {
+        eprintln!("built without the `window` feature: running headless");
+    }
+    let mut _server = None;
+    let room = match args.room {
+        Some(room) => room,
+        None => {
+            let server = match EmbeddedServer::start(huddle_server::ServerConfig::loopback()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("cannot start the embedded server: {e}");
+                    return AppExit::error();
+                }
+            };
+            let room = server.room_url("boxes");
+            _server = Some(server);
+            let (bot_room, frames, players) = (room.clone(), args.frames, args.players);
+            std::thread::spawn(move || {
+                // Join a moment later so the player here hosts.
+                std::thread::sleep(Duration::from_millis(500));
+                let mut bot = app(&bot_room, players, frames, false, true);
+                bot.run();
+            });
+            room
+        }
+    };
+    app(&room, args.players, args.frames, windowed, false).run()
+}

@@ -1,0 +1,106 @@
+//! GGRS events as Bevy messages, with the peer's id.
+
+use bevy::prelude::*;
+use ggrs::{Config, GgrsEvent};
+use matchbox_socket::PeerId;
+use std::time::Duration;
+
+/// What happened in the rollback session. Read with `MessageReader<RollbackEvent>`.
+#[derive(Message, Debug, Clone, PartialEq, Eq)]
+pub enum RollbackEvent {
+    /// Synchronizing with `peer`: `count` of `total` round trips done.
+    Synchronizing {
+        /// The peer.
+        peer: PeerId,
+        /// Round trips done.
+        count: u32,
+        /// Round trips needed.
+        total: u32,
+    },
+    /// Synchronized with `peer`.
+    Synchronized {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A player is gone (it left the lobby, or GGRS timed it out). The match goes on with
+    /// default inputs for it (`InputStatus::Disconnected`); the game may end or pause it.
+    Disconnected {
+        /// The peer.
+        peer: PeerId,
+        /// Its player handle.
+        handle: usize,
+    },
+    /// Nothing heard from `peer` for a while; it is disconnected after `disconnect_timeout`.
+    NetworkInterrupted {
+        /// The peer.
+        peer: PeerId,
+        /// Time left before it is disconnected.
+        disconnect_timeout: Duration,
+    },
+    /// `peer` is heard again after an interruption.
+    NetworkResumed {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// We are ahead of the others: GGRS suggests skipping frames (bevy_ggrs already runs slower).
+    WaitRecommendation {
+        /// Frames to skip.
+        skip_frames: u32,
+    },
+    /// `peer` computed another checksum for `frame`: the game is not deterministic.
+    DesyncDetected {
+        /// The peer.
+        peer: PeerId,
+        /// The frame.
+        frame: i32,
+        /// Our checksum.
+        local_checksum: u128,
+        /// Its checksum.
+        remote_checksum: u128,
+    },
+}
+
+impl RollbackEvent {
+    /// The event for a GGRS event. `handle_of` finds a disconnected peer's handle.
+    pub(crate) fn from_ggrs<C: Config<Address = PeerId>>(
+        event: GgrsEvent<C>,
+        handle_of: impl Fn(PeerId) -> Option<usize>,
+    ) -> Option<Self> {
+        Some(match event {
+            GgrsEvent::Synchronizing { addr, total, count } => Self::Synchronizing {
+                peer: addr,
+                count,
+                total,
+            },
+            GgrsEvent::Synchronized { addr } => Self::Synchronized { peer: addr },
+            GgrsEvent::Disconnected { addr } => Self::Disconnected {
+                peer: addr,
+                handle: handle_of(addr)?,
+            },
+            GgrsEvent::NetworkInterrupted {
+                addr,
+                disconnect_timeout,
+            } => Self::NetworkInterrupted {
+                peer: addr,
+                disconnect_timeout: Duration::from_millis(
+                    u64::try_from(disconnect_timeout).unwrap_or(u64::MAX),
+                ),
+            },
+            GgrsEvent::NetworkResumed { addr } => Self::NetworkResumed { peer: addr },
+            GgrsEvent::WaitRecommendation { skip_frames } => {
+                Self::WaitRecommendation { skip_frames }
+            }
+            GgrsEvent::DesyncDetected {
+                frame,
+                local_checksum,
+                remote_checksum,
+                addr,
+            } => Self::DesyncDetected {
+                peer: addr,
+                frame,
+                local_checksum,
+                remote_checksum,
+            },
+        })
+    }
+}

@@ -1,0 +1,178 @@
+//! The input log: every frame's inputs as the players simulated them, so that a spectator can
+//! replay the match from its first frame. A plain state machine, driven by unit tests.
+//!
+//! Frames are numbered as bevy_ggrs numbers them inside `GgrsSchedule`: frame `f` is the step
+//! from `f - 1` to `f`, the first one is 1. A frame's inputs are *final* once GGRS has confirmed
+//! them and the frame was simulated with them; before that a rollback may still replace them.
+
+use bevy::prelude::*;
+
+/// Frames kept at most: an hour at 60 Hz. Past it the log stops growing (spectators can no
+/// longer join), so a long match cannot eat memory.
+pub(crate) const MAX_FRAMES: usize = 60 * 60 * 60;
+
+/// Frames sent to a spectator in one message at most.
+pub(crate) const BATCH: usize = 240;
+
+/// Every frame's encoded inputs (all players, in handle order).
+#[derive(Resource, Debug, Default)]
+pub struct InputLog {
+    /// `frames[i]` holds frame `i + 1`.
+    frames: Vec<Vec<u8>>,
+    /// Frames up to this one are final.
+    last_final: i32,
+    /// Frames not recorded: out of order, or past [`MAX_FRAMES`].
+    pub(crate) refused: u64,
+}
+
+impl InputLog {
+    /// The players simulated `frame` with `inputs`, while GGRS had confirmed frames up to
+    /// `confirmed`. A resimulated frame replaces what was recorded for it.
+    pub(crate) fn record(&mut self, frame: i32, inputs: Vec<u8>, confirmed: i32) {
+        let Ok(index) = usize::try_from(frame - 1) else {
+            self.refused += 1;
+            return;
+        };
+        if index < self.frames.len() {
+            self.frames[index] = inputs;
+        } else if index == self.frames.len() && index < MAX_FRAMES {
+            self.frames.push(inputs);
+        } else {
+            self.refused += 1;
+            return;
+        }
+        // Rollbacks resimulate in frame order, so once `frame` ran, every frame up to it that
+        // GGRS had confirmed ran with its confirmed inputs.
+        self.last_final = self.last_final.max(confirmed.min(frame));
+    }
+
+    /// A spectator's side: `frames` from the feed, starting at frame `first`. Frames we have are
+    /// skipped, a gap is refused (the feed is reliable and ordered, so a gap is a bug or a lie).
+    /// Returns whether they were taken.
+    pub(crate) fn receive(&mut self, first: i32, frames: Vec<Vec<u8>>) -> bool {
+        let next = self.frames.len() as i64 + 1;
+        let first = i64::from(first);
+        if first > next || first < 1 {
+            self.refused += frames.len() as u64;
+            return false;
+        }
+        let skip = (next - first) as usize;
+        for inputs in frames.into_iter().skip(skip) {
+            if self.frames.len() >= MAX_FRAMES {
+                self.refused += 1;
+                break;
+            }
+            self.frames.push(inputs);
+        }
+        self.last_final = self.frames.len() as i32;
+        true
+    }
+
+    /// The newest final frame (0: none yet).
+    pub fn last_final(&self) -> i32 {
+        self.last_final
+    }
+
+    /// The inputs of `frame`, if recorded.
+    pub fn get(&self, frame: i32) -> Option<&[u8]> {
+        let index = usize::try_from(frame - 1).ok()?;
+        self.frames.get(index).map(Vec::as_slice)
+    }
+
+    /// Final frames from `from` on, at most [`BATCH`]: `(first, frames)`, or `None` if there are
+    /// none yet.
+    pub(crate) fn batch_from(&self, from: i32) -> Option<(i32, Vec<Vec<u8>>)> {
+        let from = from.max(1);
+        if from > self.last_final {
+            return None;
+        }
+        let start = (from - 1) as usize;
+        let end = (self.last_final as usize).min(start + BATCH);
+        Some((from, self.frames[start..end].to_vec()))
+    }
+
+    /// Forgets everything (a new match).
+    pub(crate) fn clear(&mut self) {
+        self.frames.clear();
+        self.last_final = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(v: u8) -> Vec<u8> {
+        vec![v]
+    }
+
+    #[test]
+    fn predicted_frames_are_not_final_until_resimulated_or_confirmed() {
+        let mut log = InputLog::default();
+        // Frames 1-3 run on predictions; nothing confirmed yet.
+        for f in 1..=3 {
+            log.record(f, bytes(0), 0);
+        }
+        assert_eq!(log.last_final(), 0);
+        assert!(log.batch_from(1).is_none());
+        // Inputs for 1-2 arrive and differ: GGRS rolls back and resimulates 1..=3 (4 is new).
+        log.record(1, bytes(7), 2);
+        assert_eq!(log.last_final(), 1);
+        log.record(2, bytes(8), 2);
+        log.record(3, bytes(9), 2);
+        log.record(4, bytes(9), 2);
+        assert_eq!(log.last_final(), 2);
+        assert_eq!(log.batch_from(1), Some((1, vec![bytes(7), bytes(8)])));
+        assert_eq!(log.get(3), Some(&[9u8][..]));
+    }
+
+    #[test]
+    fn a_correct_prediction_becomes_final_without_a_rollback() {
+        let mut log = InputLog::default();
+        log.record(1, bytes(1), -1);
+        log.record(2, bytes(1), 1);
+        // Frame 3 runs after frames up to 2 were confirmed (no rollback was needed).
+        log.record(3, bytes(1), 2);
+        assert_eq!(log.last_final(), 2);
+    }
+
+    #[test]
+    fn final_never_moves_back_and_gaps_are_refused() {
+        let mut log = InputLog::default();
+        for f in 1..=10 {
+            log.record(f, bytes(f as u8), 8);
+        }
+        assert_eq!(log.last_final(), 8);
+        // A rollback to frame 9 (confirmed is still 8) does not make 8 unfinal.
+        log.record(9, bytes(0), 8);
+        assert_eq!(log.last_final(), 8);
+        log.record(12, bytes(0), 12);
+        log.record(0, bytes(0), 12);
+        assert_eq!(log.refused, 2);
+        assert_eq!(log.get(11), None);
+    }
+
+    #[test]
+    fn the_feed_is_taken_in_order_and_in_batches() {
+        let mut host = InputLog::default();
+        for f in 1..=(BATCH as i32 + 10) {
+            host.record(f, bytes(f as u8), f);
+        }
+        let mut spectator = InputLog::default();
+        let (first, frames) = host.batch_from(1).expect("frames");
+        assert_eq!(frames.len(), BATCH);
+        assert!(spectator.receive(first, frames));
+        // A resend overlapping what we have is skipped, not appended twice.
+        let (first, frames) = host.batch_from(BATCH as i32 - 5).expect("frames");
+        assert!(spectator.receive(first, frames));
+        assert_eq!(spectator.last_final(), BATCH as i32 + 10);
+        assert_eq!(
+            spectator.get(BATCH as i32 + 10),
+            host.get(BATCH as i32 + 10)
+        );
+        // A gap is refused.
+        assert!(!spectator.receive(BATCH as i32 + 20, vec![bytes(1)]));
+        assert!(!spectator.receive(-3, vec![bytes(1)]));
+        assert_eq!(spectator.last_final(), BATCH as i32 + 10);
+    }
+}

@@ -1,0 +1,349 @@
+//! The rollback systems: start the match from the lobby, follow the lobby during it, turn GGRS
+//! events into messages, keep and serve the input log, pace spectators.
+
+use super::{
+    FeedFrames, FeedRequest, InputLog, RollbackEvent, RollbackMatch, RollbackPhase,
+    RollbackStarted, RollbackStats, StartRollback,
+};
+use crate::messages::{HostChanged, Incoming, Outgoing, PeerLeft};
+use crate::session::HuddleSession;
+use crate::{HuddleSettings, Topology};
+use bevy::ecs::schedule::ScheduleLabel;
+use bevy::platform::collections::HashMap;
+use bevy::prelude::*;
+use bevy_ggrs::{
+    ConfirmedFrameCount, LocalInputs, PlayerInputs, ReadInputs, RollbackFrameCount,
+    RollbackFrameRate, Session,
+};
+use ggrs::{Config, SessionBuilder};
+use matchbox_socket::PeerId;
+
+/// bincode for the feed's inputs.
+fn codec() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<65536>,
+> {
+    bincode::config::standard().with_limit::<65536>()
+}
+
+/// The spectators we feed: peer -> (players it expects, next frame to send).
+#[derive(Default, Debug)]
+pub(crate) struct Subscribers(HashMap<PeerId, (usize, i32)>);
+
+/// The game's `ReadInputs` schedule, set aside while we watch.
+#[derive(Resource)]
+struct GameReadInputs(Schedule);
+
+/// Run condition: we play.
+pub(crate) fn playing(m: Res<RollbackMatch>) -> bool {
+    m.phase == RollbackPhase::Playing
+}
+
+/// Run condition of bevy_ggrs's systems: a spectator may only step when the feed holds every
+/// frame this update can step (bevy_ggrs steps `delta / frame time` frames, rounded down, plus
+/// one at most).
+pub(crate) fn spectator_has_inputs(
+    m: Res<RollbackMatch>,
+    log: Res<InputLog>,
+    frame: Option<Res<RollbackFrameCount>>,
+    rate: Option<Res<RollbackFrameRate>>,
+    time: Res<Time>,
+) -> bool {
+    if m.phase != RollbackPhase::Spectating {
+        return true;
+    }
+    let fps = rate.map(|r| r.0).unwrap_or(60).max(1) as f64;
+    let steps = (time.delta_secs_f64() * fps).floor() as i32 + 1;
+    let at = frame.map(|f| f.0).unwrap_or(0);
+    log.last_final() - at >= steps
+}
+
+/// Starts the match when the lobby is ready: as a player if we are among the first
+/// `players` peers, else as a spectator.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn start<C: Config<Address = PeerId>>(
+    mut commands: Commands,
+    session: Option<ResMut<HuddleSession>>,
+    settings: Res<HuddleSettings>,
+    mut state: ResMut<RollbackMatch>,
+    mut asked: MessageReader<StartRollback>,
+    mut started: MessageWriter<RollbackStarted>,
+    mut feed: MessageWriter<Outgoing<FeedRequest>>,
+    mut log: ResMut<InputLog>,
+    mut stats: ResMut<RollbackStats>,
+) {
+    let asked = asked.read().last().map(|s| s.players);
+    let Some(mut session) = session else { return };
+    if state.phase != RollbackPhase::Waiting {
+        return;
+    }
+    let rollback = settings.0.rollback;
+    let players = match asked {
+        Some(n) => n,
+        None if rollback.auto_start => rollback.players,
+        None => return,
+    };
+    let (Some(me), members) = (session.id(), session.succession()) else {
+        return;
+    };
+    if players == 0 || members.len() < players || session.topology() == Topology::Star {
+        return;
+    }
+    let in_match = &members[..players];
+    let linked = |p: &PeerId| *p == me || session.peers().contains(p);
+    if !in_match.iter().all(linked) {
+        return;
+    }
+    log.clear();
+    match in_match.iter().position(|p| *p == me) {
+        Some(local) => {
+            let kinds = session.ggrs_players_of(in_match);
+            match session.start_p2p_session_of::<C>(kinds, rollback) {
+                Ok((p2p, socket)) => {
+                    commands.insert_resource(Session::P2P(p2p));
+                    stats.socket = Some(socket);
+                }
+                Err(e) => {
+                    warn!("huddle: cannot start the GGRS session: {e}");
+                    return;
+                }
+            }
+            *state = RollbackMatch {
+                phase: RollbackPhase::Playing,
+                players: in_match.to_vec(),
+                local_handle: Some(local),
+                ..default()
+            };
+        }
+        None if rollback.spectators => {
+            let Some(host) = session.host().filter(|h| session.peers().contains(h)) else {
+                return;
+            };
+            let replay = SessionBuilder::<C>::new()
+                .with_num_players(players)
+                .and_then(|b| {
+                    b.with_check_distance(0)
+                        .with_input_delay(0)
+                        .start_synctest_session()
+                });
+            match replay {
+                Ok(replay) => commands.insert_resource(Session::SyncTest(replay)),
+                Err(e) => {
+                    warn!("huddle: cannot start the spectator session: {e}");
+                    return;
+                }
+            }
+            commands.queue(set_aside_read_inputs::<C>);
+            feed.write(Outgoing::to_peer(
+                host,
+                FeedRequest {
+                    players: players as u32,
+                    from: 1,
+                },
+            ));
+            *state = RollbackMatch {
+                phase: RollbackPhase::Spectating,
+                players: in_match.to_vec(),
+                feeder: Some(host),
+                ..default()
+            };
+        }
+        None => return,
+    }
+    started.write(RollbackStarted {
+        players: state.players.clone(),
+        local_handle: state.local_handle,
+    });
+}
+
+/// A spectator has no inputs of its own: its `ReadInputs` replays the feed instead of the game's.
+fn set_aside_read_inputs<C: Config<Address = PeerId>>(world: &mut World) {
+    let mut schedules = world.resource_mut::<Schedules>();
+    let game = schedules
+        .remove(ReadInputs.intern())
+        .unwrap_or_else(|| Schedule::new(ReadInputs));
+    let mut replay = Schedule::new(ReadInputs);
+    replay.add_systems(replay_inputs::<C>);
+    schedules.insert(replay);
+    world.insert_resource(GameReadInputs(game));
+}
+
+/// `ReadInputs` of a spectator: every player's inputs of the next frame, from the log.
+fn replay_inputs<C: Config<Address = PeerId>>(
+    mut commands: Commands,
+    frame: Res<RollbackFrameCount>,
+    log: Res<InputLog>,
+    state: Res<RollbackMatch>,
+    mut stats: ResMut<RollbackStats>,
+) {
+    let players = state.players.len();
+    let decoded = log.get(frame.0 + 1).and_then(|bytes| {
+        bincode::serde::decode_from_slice::<Vec<C::Input>, _>(bytes, codec())
+            .ok()
+            .map(|(inputs, _)| inputs)
+            .filter(|inputs| inputs.len() == players)
+    });
+    let inputs = decoded.unwrap_or_else(|| {
+        // Cannot happen while `spectator_has_inputs` paces us; bevy_ggrs needs inputs anyway.
+        stats.spectator_starved += 1;
+        vec![C::Input::default(); players]
+    });
+    commands.insert_resource(LocalInputs::<C>(inputs.into_iter().enumerate().collect()));
+}
+
+/// During the match: gone players are disconnected at once; a spectator follows the host; the
+/// feed is taken in; we leave the match when we leave the lobby.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn follow_lobby<C: Config<Address = PeerId>>(
+    mut commands: Commands,
+    huddle: Option<Res<HuddleSession>>,
+    mut session: Option<ResMut<Session<C>>>,
+    mut state: ResMut<RollbackMatch>,
+    mut left: MessageReader<PeerLeft>,
+    mut host_changed: MessageReader<HostChanged>,
+    mut frames: MessageReader<Incoming<FeedFrames>>,
+    mut feed: MessageWriter<Outgoing<FeedRequest>>,
+    mut events: MessageWriter<RollbackEvent>,
+    mut log: ResMut<InputLog>,
+) {
+    let new_host = host_changed.read().last().map(|h| h.new);
+    if matches!(state.phase, RollbackPhase::Waiting | RollbackPhase::Ended) {
+        left.clear();
+        frames.clear();
+        return;
+    }
+    if huddle.is_none() {
+        commands.remove_resource::<Session<C>>();
+        commands.queue(restore_read_inputs);
+        state.phase = RollbackPhase::Ended;
+        return;
+    }
+    for gone in left.read() {
+        let Some(handle) = state.handle_of(gone.peer) else {
+            continue;
+        };
+        if state.disconnected.contains(&handle) {
+            continue;
+        }
+        if let Some(Session::P2P(p2p)) = session.as_deref_mut() {
+            // Already disconnected by GGRS itself is fine.
+            let _ = p2p.disconnect_player(handle);
+        }
+        state.disconnected.push(handle);
+        events.write(RollbackEvent::Disconnected {
+            peer: gone.peer,
+            handle,
+        });
+    }
+    if state.phase == RollbackPhase::Spectating {
+        for batch in frames.read() {
+            if Some(batch.from) != state.feeder {
+                continue;
+            }
+            let FeedFrames { first, frames } = batch.message.clone();
+            if !log.receive(first, frames) {
+                debug!("huddle: a feed batch out of order from {}", batch.from);
+            }
+        }
+        if let Some(host) = new_host.filter(|h| Some(*h) != state.feeder) {
+            state.feeder = Some(host);
+            feed.write(Outgoing::to_peer(
+                host,
+                FeedRequest {
+                    players: state.players.len() as u32,
+                    from: log.last_final() + 1,
+                },
+            ));
+        }
+    } else {
+        frames.clear();
+    }
+}
+
+/// Puts the game's `ReadInputs` back (after watching).
+fn restore_read_inputs(world: &mut World) {
+    if let Some(GameReadInputs(game)) = world.remove_resource::<GameReadInputs>() {
+        world.resource_mut::<Schedules>().insert(game);
+    }
+}
+
+/// GGRS events as [`RollbackEvent`]s; a player GGRS timed out counts as disconnected.
+pub(crate) fn events<C: Config<Address = PeerId>>(
+    session: Option<ResMut<Session<C>>>,
+    mut state: ResMut<RollbackMatch>,
+    mut out: MessageWriter<RollbackEvent>,
+) {
+    let Some(mut session) = session else { return };
+    let Session::P2P(p2p) = &mut *session else {
+        return;
+    };
+    let players = state.players.clone();
+    let handle_of = |peer: PeerId| players.iter().position(|p| *p == peer);
+    for event in p2p.events() {
+        let Some(event) = RollbackEvent::from_ggrs::<C>(event, handle_of) else {
+            continue;
+        };
+        if let RollbackEvent::Disconnected { handle, .. } = event {
+            if state.disconnected.contains(&handle) {
+                continue;
+            }
+            state.disconnected.push(handle);
+        }
+        out.write(event);
+    }
+}
+
+/// `GgrsSchedule`: logs the inputs each frame ran with (for spectators) and counts rollbacks.
+pub(crate) fn record<C: Config<Address = PeerId>>(
+    frame: Res<RollbackFrameCount>,
+    confirmed: Res<ConfirmedFrameCount>,
+    inputs: Res<PlayerInputs<C>>,
+    mut log: ResMut<InputLog>,
+    mut stats: ResMut<RollbackStats>,
+) {
+    let values: Vec<C::Input> = inputs.iter().map(|(input, _)| *input).collect();
+    if let Ok(bytes) = bincode::serde::encode_to_vec(&values, codec()) {
+        log.record(frame.0, bytes, confirmed.0);
+    }
+    stats.frames_simulated += 1;
+    if frame.0 <= stats.newest_frame {
+        stats.frames_resimulated += 1;
+    } else {
+        stats.newest_frame = frame.0;
+    }
+}
+
+/// Sends each subscribed spectator the final frames it has not had yet.
+pub(crate) fn serve_feed(
+    mut requests: MessageReader<Incoming<FeedRequest>>,
+    state: Res<RollbackMatch>,
+    log: Res<InputLog>,
+    mut subscribers: Local<Subscribers>,
+    mut out: MessageWriter<Outgoing<FeedFrames>>,
+    mut left: MessageReader<PeerLeft>,
+) {
+    for gone in left.read() {
+        subscribers.0.remove(&gone.peer);
+    }
+    for request in requests.read() {
+        // A request may come before our match started: keep it.
+        let players = request.message.players as usize;
+        subscribers
+            .0
+            .insert(request.from, (players, request.message.from.max(1)));
+    }
+    // Only players keep a log, and only of a match of the size the spectator expects.
+    if state.phase != RollbackPhase::Playing {
+        return;
+    }
+    for (peer, (players, next)) in subscribers.0.iter_mut() {
+        if *players != state.players.len() {
+            continue;
+        }
+        while let Some((first, frames)) = log.batch_from(*next) {
+            *next = first + frames.len() as i32;
+            out.write(Outgoing::to_peer(*peer, FeedFrames { first, frames }));
+        }
+    }
+}
