@@ -186,7 +186,7 @@ fn record_checksum(
     boxes: Query<&BoxBody>,
     mut sums: ResMut<FrameChecksums>,
 ) {
-    sums.0.insert(frame.0, checksum(&boxes));
+    sums.0.insert(frame.0, checksum(boxes));
     while sums.0.len() > KEEP {
         sums.0.pop_first();
     }

@@ -9,8 +9,13 @@
 //!
 //! - GGRS events arrive as [`RollbackEvent`]s with the peer's id; network stats are in
 //!   [`RollbackStats`] and in Bevy diagnostics ([`RollbackDiagnostics`]).
-//! - A player that leaves the lobby is disconnected from the match at once (no GGRS timeout to
-//!   wait for): [`RollbackEvent::Disconnected`].
+//! - A player that leaves the lobby is announced at once ([`RollbackEvent::Disconnected`]) and
+//!   disconnected from the GGRS session a frame or two later, when that is safe (no GGRS timeout
+//!   to wait for). Known limit of ggrs 0.13: in matches of three or more players, a gone
+//!   player's last frame as reported by another peer can make GGRS roll back to the current
+//!   frame or past its prediction window, and it panics (gschup/ggrs#119 fixes the first case
+//!   upstream, unreleased). huddle keeps the whole prediction window of snapshots to narrow it;
+//!   1v1 matches are not affected.
 //! - Peers that join past the players become spectators: the host sends them every frame's
 //!   confirmed inputs from the first frame on (GGRS only takes spectators when a session starts,
 //!   so huddle feeds late ones itself), and they replay the match, catching up at up to 4x speed.
@@ -31,7 +36,9 @@ pub use stats::{RollbackDiagnostics, RollbackStats};
 use crate::registry::{AddHuddleMessage, Channel};
 use crate::schedule::HuddleSet;
 use bevy::prelude::*;
-use bevy_ggrs::{GgrsPlugin, GgrsSchedule, RollbackFrameRate, RunGgrsSystems};
+use bevy_ggrs::{
+    GgrsPlugin, GgrsSchedule, RollbackFrameRate, RunGgrsSystems, SaveWorld, SaveWorldSystems,
+};
 use ggrs::Config;
 use matchbox_socket::PeerId;
 use serde::{Deserialize, Serialize};
@@ -168,6 +175,7 @@ impl<C: Config<Address = PeerId>> Plugin for HuddleRollbackPlugin<C> {
             .init_resource::<RollbackMatch>()
             .init_resource::<RollbackStats>()
             .init_resource::<InputLog>()
+            .init_resource::<systems::NewestInputs>()
             .add_message::<RollbackEvent>()
             .add_message::<RollbackStarted>()
             .add_message::<StartRollback>()
@@ -182,7 +190,11 @@ impl<C: Config<Address = PeerId>> Plugin for HuddleRollbackPlugin<C> {
             .add_systems(
                 PreUpdate,
                 (
-                    (systems::start::<C>, systems::follow_lobby::<C>)
+                    (
+                        systems::start::<C>,
+                        systems::follow_lobby::<C>,
+                        systems::follow_feed,
+                    )
                         .chain()
                         .after(HuddleSet::Receive)
                         .before(RunGgrsSystems),
@@ -195,7 +207,13 @@ impl<C: Config<Address = PeerId>> Plugin for HuddleRollbackPlugin<C> {
                         .after(RunGgrsSystems),
                 ),
             )
-            .add_systems(GgrsSchedule, systems::record::<C>.run_if(systems::playing));
+            .add_systems(GgrsSchedule, systems::record::<C>.run_if(systems::playing))
+            .add_systems(
+                SaveWorld,
+                systems::keep_prediction_window
+                    .run_if(systems::playing)
+                    .before(SaveWorldSystems::Snapshot),
+            );
         RollbackDiagnostics::register(app);
     }
 }

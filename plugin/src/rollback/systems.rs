@@ -15,7 +15,7 @@ use bevy_ggrs::{
     ConfirmedFrameCount, LocalInputs, PlayerInputs, ReadInputs, RollbackFrameCount,
     RollbackFrameRate, Session,
 };
-use ggrs::{Config, SessionBuilder};
+use ggrs::{Config, InputStatus, SessionBuilder};
 use matchbox_socket::PeerId;
 
 /// bincode for the feed's inputs.
@@ -96,6 +96,7 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
         return;
     }
     log.clear();
+    commands.insert_resource(NewestInputs::default());
     match in_match.iter().position(|p| *p == me) {
         Some(local) => {
             let kinds = session.ggrs_players_of(in_match);
@@ -192,8 +193,25 @@ fn replay_inputs<C: Config<Address = PeerId>>(
     commands.insert_resource(LocalInputs::<C>(inputs.into_iter().enumerate().collect()));
 }
 
-/// During the match: gone players are disconnected at once; a spectator follows the host; the
-/// feed is taken in; we leave the match when we leave the lobby.
+/// Whether each player's input was predicted in the newest frame we simulated.
+#[derive(Resource, Default, Debug)]
+pub(crate) struct NewestInputs {
+    frame: i32,
+    predicted: Vec<bool>,
+}
+
+/// Players that left the lobby and wait to be disconnected from the GGRS session.
+#[derive(Default)]
+pub(crate) struct Leaving(Vec<usize>);
+
+/// During the match: a player that leaves the lobby is announced at once
+/// ([`RollbackEvent::Disconnected`]) and disconnected from the GGRS session as soon as that is
+/// safe; we leave the match when we leave the lobby.
+///
+/// "Safe": ggrs 0.13 panics ("must load frame in the past") when a player is disconnected while
+/// our frame is exactly one past its last input (fixed upstream in gschup/ggrs#119, not yet
+/// released). So we wait until the newest frame we simulated had to predict the gone player's
+/// input: then we are two frames past its last one, and GGRS resimulates just one frame.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn follow_lobby<C: Config<Address = PeerId>>(
     mut commands: Commands,
@@ -201,22 +219,21 @@ pub(crate) fn follow_lobby<C: Config<Address = PeerId>>(
     mut session: Option<ResMut<Session<C>>>,
     mut state: ResMut<RollbackMatch>,
     mut left: MessageReader<PeerLeft>,
-    mut host_changed: MessageReader<HostChanged>,
-    mut frames: MessageReader<Incoming<FeedFrames>>,
-    mut feed: MessageWriter<Outgoing<FeedRequest>>,
     mut events: MessageWriter<RollbackEvent>,
-    mut log: ResMut<InputLog>,
+    mut time: ResMut<Time<Virtual>>,
+    newest: Res<NewestInputs>,
+    mut leaving: Local<Leaving>,
 ) {
-    let new_host = host_changed.read().last().map(|h| h.new);
     if matches!(state.phase, RollbackPhase::Waiting | RollbackPhase::Ended) {
         left.clear();
-        frames.clear();
+        leaving.0.clear();
         return;
     }
     if huddle.is_none() {
         commands.remove_resource::<Session<C>>();
         commands.queue(restore_read_inputs);
         state.phase = RollbackPhase::Ended;
+        time.set_relative_speed(1.0);
         return;
     }
     for gone in left.read() {
@@ -226,38 +243,66 @@ pub(crate) fn follow_lobby<C: Config<Address = PeerId>>(
         if state.disconnected.contains(&handle) {
             continue;
         }
-        if let Some(Session::P2P(p2p)) = session.as_deref_mut() {
-            // Already disconnected by GGRS itself is fine.
-            let _ = p2p.disconnect_player(handle);
-        }
         state.disconnected.push(handle);
+        leaving.0.push(handle);
         events.write(RollbackEvent::Disconnected {
             peer: gone.peer,
             handle,
         });
     }
-    if state.phase == RollbackPhase::Spectating {
-        for batch in frames.read() {
-            if Some(batch.from) != state.feeder {
-                continue;
-            }
-            let FeedFrames { first, frames } = batch.message.clone();
-            if !log.receive(first, frames) {
-                debug!("huddle: a feed batch out of order from {}", batch.from);
-            }
+    let Some(Session::P2P(p2p)) = session.as_deref_mut() else {
+        leaving.0.clear();
+        return;
+    };
+    leaving.0.retain(|&handle| {
+        if !newest.predicted.get(handle).copied().unwrap_or(false) {
+            return true;
         }
-        if let Some(host) = new_host.filter(|h| Some(*h) != state.feeder) {
-            state.feeder = Some(host);
-            feed.write(Outgoing::to_peer(
-                host,
-                FeedRequest {
-                    players: state.players.len() as u32,
-                    from: log.last_final() + 1,
-                },
-            ));
-        }
-    } else {
+        // Already disconnected by GGRS itself is fine.
+        let _ = p2p.disconnect_player(handle);
+        false
+    });
+}
+
+/// A spectator takes in the feed, follows the host (it feeds us), and catches up: while far
+/// behind, the app's virtual clock runs up to 4x so bevy_ggrs steps several frames an update.
+pub(crate) fn follow_feed(
+    mut state: ResMut<RollbackMatch>,
+    mut host_changed: MessageReader<HostChanged>,
+    mut frames: MessageReader<Incoming<FeedFrames>>,
+    mut feed: MessageWriter<Outgoing<FeedRequest>>,
+    mut log: ResMut<InputLog>,
+    frame: Option<Res<RollbackFrameCount>>,
+    mut time: ResMut<Time<Virtual>>,
+) {
+    let new_host = host_changed.read().last().map(|h| h.new);
+    if state.phase != RollbackPhase::Spectating {
         frames.clear();
+        return;
+    }
+    for batch in frames.read() {
+        if Some(batch.from) != state.feeder {
+            continue;
+        }
+        let FeedFrames { first, frames } = batch.message.clone();
+        if !log.receive(first, frames) {
+            debug!("huddle: a feed batch out of order from {}", batch.from);
+        }
+    }
+    if let Some(host) = new_host.filter(|h| Some(*h) != state.feeder) {
+        state.feeder = Some(host);
+        feed.write(Outgoing::to_peer(
+            host,
+            FeedRequest {
+                players: state.players.len() as u32,
+                from: log.last_final() + 1,
+            },
+        ));
+    }
+    let behind = log.last_final() - frame.map_or(0, |f| f.0);
+    let speed = (behind as f32 / 30.0).clamp(1.0, 4.0);
+    if (time.relative_speed() - speed).abs() > 0.05 {
+        time.set_relative_speed(speed);
     }
 }
 
@@ -301,7 +346,15 @@ pub(crate) fn record<C: Config<Address = PeerId>>(
     inputs: Res<PlayerInputs<C>>,
     mut log: ResMut<InputLog>,
     mut stats: ResMut<RollbackStats>,
+    mut newest: ResMut<NewestInputs>,
 ) {
+    if frame.0 >= newest.frame {
+        newest.frame = frame.0;
+        newest.predicted.clear();
+        newest
+            .predicted
+            .extend(inputs.iter().map(|(_, s)| *s == InputStatus::Predicted));
+    }
     let values: Vec<C::Input> = inputs.iter().map(|(input, _)| *input).collect();
     if let Ok(bytes) = bincode::serde::encode_to_vec(&values, codec()) {
         log.record(frame.0, bytes, confirmed.0);
@@ -311,6 +364,26 @@ pub(crate) fn record<C: Config<Address = PeerId>>(
         stats.frames_resimulated += 1;
     } else {
         stats.newest_frame = frame.0;
+    }
+}
+
+/// `SaveWorld`, before bevy_ggrs drops old snapshots: keep the whole prediction window.
+///
+/// bevy_ggrs drops snapshots older than GGRS's confirmed frame. When a player is disconnected,
+/// that frame jumps past the gone player's last input; if another peer then reports an earlier
+/// last input for it, GGRS rolls back to that earlier frame, and its snapshot would be gone
+/// (bevy_ggrs panics). Keeping `max_prediction` frames costs what the snapshot ring holds anyway.
+pub(crate) fn keep_prediction_window(
+    frame: Res<RollbackFrameCount>,
+    settings: Res<HuddleSettings>,
+    confirmed: Option<ResMut<ConfirmedFrameCount>>,
+) {
+    let Some(mut confirmed) = confirmed else {
+        return;
+    };
+    let floor = frame.0 - settings.0.rollback.max_prediction as i32;
+    if confirmed.0 > floor {
+        confirmed.0 = floor;
     }
 }
 
