@@ -12,7 +12,12 @@
 //!   on the IO pool, as it does for a raw socket.
 //! - unreliable round trip p99 while a 4 MiB reliable message is in flight vs idle, plugin and raw.
 //!
+//! - rollback (box game, GGRS through huddle): frames, rollback frames and GGRS bytes per second
+//!   per peer, clean link vs 60 ms ± 10 ms with 5 % loss (see `rollback.rs`).
+//!
 //! Must run inside a network namespace with only loopback: `scripts/bench_plugin.sh` does that.
+
+mod rollback;
 
 use bevy::prelude::*;
 use bevy_huddle::prelude::*;
@@ -682,7 +687,7 @@ fn main() {
     };
     let base = format!("ws://{}", server.local_addr());
     let _g = rt.enter();
-    // `HUDDLE_BENCH_ONLY=cpu` runs one section (rtt, mesh, cpu, bulk, star).
+    // `HUDDLE_BENCH_ONLY=cpu` runs one section (rtt, mesh, cpu, bulk, star, ggrs).
     let only = std::env::var("HUDDLE_BENCH_ONLY").ok();
     let run = |section: &str| only.as_deref().is_none_or(|o| o == section);
 
@@ -833,6 +838,37 @@ fn main() {
             us(r99)
         );
         println!("\nrelayed / direct: p50 {:.2}x\n", us(r50) / us(d50));
+    }
+
+    if run("ggrs") {
+        let window = Duration::from_secs(20);
+        println!(
+            "## Rollback: the box game at 60 Hz ({} s measured per row, per peer)\n",
+            window.as_secs()
+        );
+        println!("| link | players | frames/s | rollback frames/s | GGRS bytes/s sent | GGRS ping ms | CPU, all peers (cores) |");
+        println!("|---|---|---|---|---|---|---|");
+        let lossy = Conditions::new(Duration::from_millis(60), Duration::from_millis(10), 0.05);
+        for (name, conditions, n) in [
+            ("loopback", None, 2),
+            ("60 ms ± 10, 5 % loss", Some(lossy), 2),
+            ("60 ms ± 10, 5 % loss", Some(lossy), 4),
+        ] {
+            let room = format!("bench-ggrs-{n}-{}", conditions.is_some());
+            let (rates, cpu) = rollback::measure(&base, &room, n, conditions, window);
+            let mean = |f: &dyn Fn(&rollback::Rates) -> f64| {
+                rates.iter().map(f).sum::<f64>() / rates.len() as f64
+            };
+            println!(
+                "| {name} | {n} | {:.1} | {:.1} | {:.0} | {} | {:.2} |",
+                mean(&|r| r.frames),
+                mean(&|r| r.rollback_frames),
+                mean(&|r| r.bytes_out),
+                rates.iter().map(|r| r.ping_ms).max().unwrap_or(0),
+                cpu
+            );
+        }
+        println!();
     }
 
     rt.block_on(async {

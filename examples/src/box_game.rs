@@ -29,11 +29,12 @@ impl BoxInput {
     pub const DOWN: u8 = 8;
 }
 
-/// A player's box. Positions and speeds in 1/100 px, so the simulation is exact.
+/// A player's box. Positions and speeds in 1/100 px, so the simulation is exact; every field
+/// has the same size on every platform (no `usize`), so hashes agree between wasm32 and native.
 #[derive(Component, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct BoxBody {
     /// The player's handle.
-    pub handle: usize,
+    pub handle: u32,
     /// Position.
     pub x: i32,
     /// Position.
@@ -83,15 +84,29 @@ impl Plugin for BoxGame {
     }
 }
 
+/// Where the boxes start: integer points around the center (no floating point, so every platform
+/// agrees to the bit).
+const STARTS: [(i32, i32); 8] = [
+    (-1, 0),
+    (1, 0),
+    (0, 1),
+    (0, -1),
+    (-1, 1),
+    (1, -1),
+    (1, 1),
+    (-1, -1),
+];
+
 /// The boxes, one per player, where the match starts them.
 pub fn start_positions(players: usize) -> Vec<BoxBody> {
     (0..players)
         .map(|handle| {
-            let angle = handle as f32 / players.max(1) as f32 * std::f32::consts::TAU;
+            let (sx, sy) = STARTS[handle % STARTS.len()];
+            let ring = 2 + (handle / STARTS.len()) as i32;
             BoxBody {
-                handle,
-                x: (angle.cos() * ARENA as f32 / 2.0) as i32,
-                y: (angle.sin() * ARENA as f32 / 2.0) as i32,
+                handle: handle as u32,
+                x: sx * ARENA / ring,
+                y: sy * ARENA / ring,
                 vx: 0,
                 vy: 0,
             }
@@ -166,7 +181,10 @@ pub fn step(body: &mut BoxBody, input: BoxInput) {
 
 fn move_boxes(inputs: Res<PlayerInputs<BoxConfig>>, mut boxes: Query<&mut BoxBody>) {
     for mut body in &mut boxes {
-        let input = inputs.get(body.handle).map(|(i, _)| *i).unwrap_or_default();
+        let input = inputs
+            .get(body.handle as usize)
+            .map(|(i, _)| *i)
+            .unwrap_or_default();
         step(&mut body, input);
     }
 }
@@ -175,9 +193,12 @@ fn move_boxes(inputs: Res<PlayerInputs<BoxConfig>>, mut boxes: Query<&mut BoxBod
 pub fn checksum<'a>(bodies: impl IntoIterator<Item = &'a BoxBody>) -> u64 {
     let mut sorted: Vec<&BoxBody> = bodies.into_iter().collect();
     sorted.sort_by_key(|b| b.handle);
-    // SipHash with fixed keys: the same on every peer and platform.
+    // SipHash with fixed keys, fed only fixed-size fields (a slice's hash would add its length
+    // as a `usize`, which is 4 bytes on wasm32): the same on every peer and platform.
     let mut h = std::hash::DefaultHasher::new();
-    sorted.hash(&mut h);
+    for body in sorted {
+        body.hash(&mut h);
+    }
     h.finish()
 }
 

@@ -65,7 +65,10 @@ const COLORS: [Color; 4] = [
 fn dress_boxes(mut commands: Commands, boxes: Query<(Entity, &BoxBody), Without<Sprite>>) {
     for (entity, body) in &boxes {
         commands.entity(entity).insert((
-            Sprite::from_color(COLORS[body.handle % COLORS.len()], Vec2::splat(40.0)),
+            Sprite::from_color(
+                COLORS[body.handle as usize % COLORS.len()],
+                Vec2::splat(40.0),
+            ),
             Transform::default(),
         ));
     }

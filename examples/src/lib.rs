@@ -5,5 +5,7 @@ pub mod box_game;
 #[cfg(feature = "window")]
 pub mod box_window;
 pub mod lobby;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 #[cfg(feature = "window")]
 pub mod window;

@@ -73,6 +73,8 @@ pub enum Types {
     All,
     /// Chat only (to provoke a type mismatch).
     ChatOnly,
+    /// None: the game's plugin registers its own.
+    Nothing,
 }
 
 /// One player: a headless app with the plugin.
@@ -92,18 +94,20 @@ impl Player {
         config.room_url = Some(url.to_string());
         let mut app = App::new();
         app.add_plugins(MinimalPlugins)
-            .add_plugins(HuddlePlugin::new(config))
-            .add_huddle_message::<Chat>(Channel::Reliable);
+            .add_plugins(HuddlePlugin::new(config));
+        if types != Types::Nothing {
+            app.add_huddle_message::<Chat>(Channel::Reliable);
+        }
         if types == Types::All {
             app.add_huddle_message::<Pos>(Channel::Unreliable)
                 .add_huddle_message::<Blob>(Channel::Reliable);
         }
         app.init_resource::<Log>();
-        if types == Types::All {
-            app.add_systems(Update, collect);
-        } else {
-            app.add_systems(Update, collect_chat_only);
-        }
+        match types {
+            Types::All => app.add_systems(Update, collect),
+            Types::ChatOnly => app.add_systems(Update, collect_chat_only),
+            Types::Nothing => app.add_systems(Update, collect_lobby),
+        };
         Self { app }
     }
 
@@ -149,6 +153,20 @@ impl Player {
             .get_resource::<bevy_huddle::HuddleSession>()
             .and_then(|s| s.link_stats(peer).cloned())
     }
+}
+
+fn collect_lobby(
+    mut log: ResMut<Log>,
+    mut joined: MessageReader<PeerJoined>,
+    mut left: MessageReader<PeerLeft>,
+    mut hosts: MessageReader<HostChanged>,
+    mut errors: MessageReader<HuddleError>,
+) {
+    log.joined.extend(joined.read().cloned());
+    log.left.extend(left.read().cloned());
+    let now = Instant::now();
+    log.hosts.extend(hosts.read().cloned().map(|h| (h, now)));
+    log.errors.extend(errors.read().cloned());
 }
 
 fn collect_chat_only(

@@ -18,6 +18,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub use huddle_server;
 
 pub mod apps;
+pub mod browser;
 pub mod rollback;
 
 /// Channel index of the reliable channel of [`StockPeer`]s.

@@ -21,7 +21,7 @@ pub fn box_player(url: &str, players: usize) -> Player {
     config.topology = Topology::Mesh;
     config.rollback.players = players;
     config.rollback.max_prediction = 12;
-    let mut player = Player::join_with(url, Types::ChatOnly, config);
+    let mut player = Player::join_with(url, Types::Nothing, config);
     player
         .app
         .add_plugins(BoxGame { pilot: Pilot::Bot })

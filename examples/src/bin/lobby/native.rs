@@ -1,11 +1,4 @@
-//! The lobby demo. With no arguments it starts a signaling server in-process and a bot player, so
-//! one command shows a real session:
-//!
-//! ```sh
-//! cargo run -p huddle_examples --bin lobby --features window     # a window: arrows move, 1-3 chat
-//! cargo run -p huddle_examples --bin lobby -- --headless --frames 600
-//! cargo run -p huddle_examples --bin lobby -- --room ws://127.0.0.1:3536/lobby --headless
-//! ```
+//! The native build: a window or headless, and with no arguments a server and a bot too.
 
 use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
@@ -118,7 +111,7 @@ fn print_lobby(
     );
 }
 
-fn main() -> AppExit {
+pub fn main() -> AppExit {
     let args = Args::parse();
     let windowed = cfg!(feature = "window") && !args.headless;
     if !windowed && !args.headless {

@@ -1,12 +1,4 @@
-//! The box game: a rollback match (GGRS through huddle). With no arguments it starts a signaling
-//! server in-process and a bot opponent, so one command shows a match:
-//!
-//! ```sh
-//! cargo run -p huddle_examples --bin box_game --features window       # arrows move your box
-//! cargo run -p huddle_examples --bin box_game -- --headless --frames 600   # prints the checksum
-//! cargo run -p huddle_examples --bin box_game -- --room ws://127.0.0.1:3536/boxes --headless
-//! cargo run -p huddle_examples --bin box_game -- --synctest --frames 600
-//! ```
+//! The native build: a window or headless, and with no arguments a server and a bot too.
 
 use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
@@ -140,7 +132,7 @@ fn synctest(frames: i32) -> AppExit {
     }
 }
 
-fn main() -> AppExit {
+pub fn main() -> AppExit {
     let args = Args::parse();
     if args.synctest {
         return synctest(args.frames.unwrap_or(600));

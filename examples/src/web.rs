@@ -1,0 +1,382 @@
+//! The examples in a browser (wasm32): the page's query string configures the game, a 2D canvas
+//! shows it, the arrow keys steer, and a status line shows the connection state, the peers, the
+//! host and the RTT. The same status is published as JSON in `window.huddleStatus` for scripts
+//! (the browser tests read it).
+//!
+//! Query parameters: `room` (the room URL; default `ws://<page host>:3536/<example>`), `bot=1`
+//! (a bot steers), `players=N` and `frames=N` (box game: match size, and the frame whose
+//! checksum to report).
+
+use crate::box_game::{final_checksum, BoxBody, BoxGame, BoxInput, Steering, ARENA};
+use crate::lobby::{short, ChatLog, LobbyGame, Pilot, Position, Squares};
+use bevy::app::ScheduleRunnerPlugin;
+use bevy::prelude::*;
+use bevy_huddle::prelude::*;
+use bevy_huddle::{HuddleStats, PeerLinks, RollbackMatch, RollbackStats};
+use serde_json::json;
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::rc::Rc;
+use std::time::Duration;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+/// What the page's query string asks for.
+#[derive(Debug, Clone)]
+pub struct PageArgs {
+    /// The room URL.
+    pub room: String,
+    /// A bot steers.
+    pub bot: bool,
+    /// Players in a match (box game).
+    pub players: usize,
+    /// Report the checksum at this frame (box game).
+    pub frames: Option<i32>,
+}
+
+impl PageArgs {
+    /// Reads the page's query string; `example` names the default room.
+    pub fn from_page(example: &str) -> Self {
+        let location = web_sys::window().map(|w| w.location());
+        let search = location
+            .as_ref()
+            .and_then(|l| l.search().ok())
+            .unwrap_or_default();
+        let params = web_sys::UrlSearchParams::new_with_str(&search).ok();
+        let get = |k: &str| params.as_ref().and_then(|p| p.get(k));
+        let host = location
+            .and_then(|l| l.hostname().ok())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "127.0.0.1".into());
+        Self {
+            room: get("room").unwrap_or_else(|| format!("ws://{host}:3536/{example}")),
+            bot: get("bot").is_some_and(|b| b == "1"),
+            players: get("players").and_then(|p| p.parse().ok()).unwrap_or(2),
+            frames: get("frames").and_then(|f| f.parse().ok()),
+        }
+    }
+
+    fn pilot(&self) -> Pilot {
+        if self.bot {
+            Pilot::Bot
+        } else {
+            Pilot::Player
+        }
+    }
+}
+
+/// Keys held down, filled by DOM listeners.
+#[derive(Default)]
+struct Keys(BTreeSet<String>);
+
+/// The DOM side: canvas, status element, keys.
+struct Dom {
+    canvas: web_sys::CanvasRenderingContext2d,
+    status: web_sys::Element,
+    keys: Rc<RefCell<Keys>>,
+}
+
+fn dom() -> Option<Dom> {
+    let document = web_sys::window()?.document()?;
+    let canvas: web_sys::HtmlCanvasElement = document.get_element_by_id("game")?.dyn_into().ok()?;
+    let context = canvas.get_context("2d").ok()??.dyn_into().ok()?;
+    let status = document.get_element_by_id("status")?;
+    let keys = Rc::new(RefCell::new(Keys::default()));
+    for (event, down) in [("keydown", true), ("keyup", false)] {
+        let keys = keys.clone();
+        let listener =
+            Closure::<dyn FnMut(web_sys::KeyboardEvent)>::new(move |e: web_sys::KeyboardEvent| {
+                if e.key().starts_with("Arrow") {
+                    e.prevent_default();
+                }
+                let mut keys = keys.borrow_mut();
+                if down {
+                    keys.0.insert(e.key());
+                } else {
+                    keys.0.remove(&e.key());
+                }
+            });
+        document
+            .add_event_listener_with_callback(event, listener.as_ref().unchecked_ref())
+            .ok()?;
+        // The page lives as long as the game: the listener too.
+        listener.forget();
+    }
+    Some(Dom {
+        canvas: context,
+        status,
+        keys,
+    })
+}
+
+/// The arrow keys held, as box-game bits.
+fn arrows(keys: &Keys) -> BoxInput {
+    let mut bits = 0;
+    for (key, bit) in [
+        ("ArrowLeft", BoxInput::LEFT),
+        ("ArrowRight", BoxInput::RIGHT),
+        ("ArrowUp", BoxInput::UP),
+        ("ArrowDown", BoxInput::DOWN),
+    ] {
+        if keys.0.contains(key) {
+            bits |= bit;
+        }
+    }
+    BoxInput(bits)
+}
+
+fn app(args: &PageArgs, config: HuddleConfig) -> App {
+    let mut app = App::new();
+    app.add_plugins(
+        MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_secs_f64(
+            1.0 / 60.0,
+        ))),
+    )
+    .add_plugins(bevy::log::LogPlugin {
+        filter: "info,bevy_huddle=debug".into(),
+        ..default()
+    })
+    .add_plugins(HuddlePlugin::new(config));
+    let _ = args;
+    app
+}
+
+/// The lobby demo in the page.
+pub fn run_lobby() {
+    let args = PageArgs::from_page("lobby");
+    let mut app = app(&args, HuddleConfig::room(&args.room));
+    app.add_plugins(LobbyGame {
+        pilot: args.pilot(),
+    });
+    if let Some(dom) = dom() {
+        app.insert_non_send(dom)
+            .add_systems(Update, (steer_square, draw_lobby, publish_lobby).chain());
+    }
+    app.run();
+}
+
+/// The box game in the page.
+pub fn run_box_game() {
+    let args = PageArgs::from_page("boxes");
+    let mut config = HuddleConfig::room(&args.room);
+    config.topology = Topology::Mesh;
+    config.rollback.players = args.players;
+    let mut app = app(&args, config);
+    app.add_plugins(BoxGame {
+        pilot: args.pilot(),
+    })
+    .insert_resource(Target(args.frames));
+    if let Some(dom) = dom() {
+        app.insert_non_send(dom)
+            .add_systems(Update, (steer_box, draw_boxes, publish_box_game).chain());
+    }
+    app.run();
+}
+
+#[derive(Resource)]
+struct Target(Option<i32>);
+
+fn steer_square(
+    dom: NonSend<Dom>,
+    pilot: Res<Pilot>,
+    roster: Res<Roster>,
+    time: Res<Time>,
+    mut squares: ResMut<Squares>,
+) {
+    let (Pilot::Player, Some(me)) = (*pilot, roster.me) else {
+        return;
+    };
+    let b = arrows(&dom.keys.borrow()).0;
+    let dx = f32::from(u8::from(b & BoxInput::RIGHT != 0))
+        - f32::from(u8::from(b & BoxInput::LEFT != 0));
+    let dy =
+        f32::from(u8::from(b & BoxInput::UP != 0)) - f32::from(u8::from(b & BoxInput::DOWN != 0));
+    let pos = squares.0.entry(me).or_insert(Position { x: 0.0, y: 0.0 });
+    pos.x += dx * 250.0 * time.delta_secs();
+    pos.y += dy * 250.0 * time.delta_secs();
+}
+
+fn steer_box(dom: NonSend<Dom>, mut steering: ResMut<Steering>) {
+    steering.0 = arrows(&dom.keys.borrow());
+}
+
+/// A stable color per peer.
+fn color(id: PeerId) -> String {
+    format!("hsl({}, 70%, 55%)", id.0.as_u128() % 360)
+}
+
+fn clear(ctx: &web_sys::CanvasRenderingContext2d) -> (f64, f64) {
+    let canvas = ctx.canvas();
+    let (w, h) = canvas
+        .map(|c| (f64::from(c.width()), f64::from(c.height())))
+        .unwrap_or((640.0, 480.0));
+    ctx.set_fill_style_str("#1e1e28");
+    ctx.fill_rect(0.0, 0.0, w, h);
+    (w, h)
+}
+
+fn draw_lobby(dom: NonSend<Dom>, squares: Res<Squares>, roster: Res<Roster>) {
+    let ctx = &dom.canvas;
+    let (w, h) = clear(ctx);
+    for (id, pos) in &squares.0 {
+        let side = if roster.host == Some(*id) { 60.0 } else { 40.0 };
+        ctx.set_fill_style_str(&color(*id));
+        let (x, y) = (w / 2.0 + f64::from(pos.x), h / 2.0 - f64::from(pos.y));
+        ctx.fill_rect(x - side / 2.0, y - side / 2.0, side, side);
+        ctx.set_fill_style_str("#ddd");
+        let _ = ctx.fill_text(&short(*id), x - side / 2.0, y - side / 2.0 - 4.0);
+    }
+}
+
+const BOX_COLORS: [&str; 4] = ["#e64d4d", "#4d99f2", "#59d966", "#f2cc4d"];
+
+fn draw_boxes(dom: NonSend<Dom>, boxes: Query<&BoxBody>) {
+    let ctx = &dom.canvas;
+    let (w, h) = clear(ctx);
+    let scale = (w.min(h) / 2.0 - 30.0) / f64::from(ARENA);
+    for b in &boxes {
+        ctx.set_fill_style_str(BOX_COLORS[b.handle as usize % BOX_COLORS.len()]);
+        let (x, y) = (
+            w / 2.0 + f64::from(b.x) * scale,
+            h / 2.0 - f64::from(b.y) * scale,
+        );
+        ctx.fill_rect(x - 15.0, y - 15.0, 30.0, 30.0);
+    }
+}
+
+/// The lobby's part of the status: state, ids, host, and each peer's role and RTT.
+fn lobby_status(
+    state: &LobbyState,
+    roster: &Roster,
+    links: &PeerLinks,
+    stats: &HuddleStats,
+) -> serde_json::Value {
+    let peers: Vec<_> = roster
+        .peers
+        .iter()
+        .map(|p| {
+            json!({
+                "id": p.to_string(),
+                "role": roster.roles.get(p).map(|r| format!("{r:?}")),
+                "rtt_ms": links.0.get(p).and_then(|l| l.rtt).map(|r| r.as_secs_f64() * 1e3),
+            })
+        })
+        .collect();
+    json!({
+        "state": format!("{state:?}"),
+        "me": roster.me.map(|m| m.to_string()),
+        "host": roster.host.map(|h| h.to_string()),
+        "members": roster.members.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
+        "peers": peers,
+        "dropped": stats.frames_dropped,
+    })
+}
+
+fn publish(dom: &Dom, status: &serde_json::Value, line: String) {
+    let text = status.to_string();
+    if let Some(window) = web_sys::window() {
+        let _ = js_sys::Reflect::set(&window, &"huddleStatus".into(), &text.into());
+    }
+    dom.status.set_text_content(Some(&line));
+}
+
+fn human(status: &serde_json::Value) -> String {
+    let short_id = |v: &serde_json::Value| {
+        v.as_str()
+            .map(|s| s.chars().take(6).collect::<String>())
+            .unwrap_or_else(|| "-".into())
+    };
+    let peers: Vec<String> = status["peers"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| {
+                    let rtt = p["rtt_ms"]
+                        .as_f64()
+                        .map(|r| format!("{r:.1} ms"))
+                        .unwrap_or_else(|| "-".into());
+                    format!(
+                        "{} ({}) rtt {rtt}",
+                        short_id(&p["id"]),
+                        p["role"].as_str().unwrap_or("-")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "{} | me {} | host {} | peers: {}",
+        status["state"].as_str().unwrap_or("?"),
+        short_id(&status["me"]),
+        short_id(&status["host"]),
+        if peers.is_empty() {
+            "none yet".into()
+        } else {
+            peers.join(", ")
+        }
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn publish_lobby(
+    dom: NonSend<Dom>,
+    state: Res<State<LobbyState>>,
+    roster: Res<Roster>,
+    links: Res<PeerLinks>,
+    stats: Res<HuddleStats>,
+    chat: Res<ChatLog>,
+    squares: Res<Squares>,
+) {
+    let mut status = lobby_status(state.get(), &roster, &links, &stats);
+    status["chats"] = json!(chat
+        .0
+        .iter()
+        .map(|(from, line)| json!({"from": from.to_string(), "line": line}))
+        .collect::<Vec<_>>());
+    status["positions_from"] = json!(squares
+        .0
+        .keys()
+        .filter(|p| Some(**p) != roster.me)
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>());
+    let line = format!("{}\narrows: move", human(&status));
+    publish(&dom, &status, line);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn publish_box_game(world: &mut World) {
+    let state = *world.resource::<State<LobbyState>>().get();
+    let roster = world.resource::<Roster>();
+    let mut status = lobby_status(
+        &state,
+        roster,
+        world.resource::<PeerLinks>(),
+        world.resource::<HuddleStats>(),
+    );
+    let game = world.resource::<RollbackMatch>();
+    let stats = world.resource::<RollbackStats>();
+    status["rollback"] = json!({
+        "phase": format!("{:?}", game.phase),
+        "local_handle": game.local_handle,
+        "players": game.players.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        "frame": stats.newest_frame,
+        "confirmed": stats.confirmed_frame,
+        "rollback_frames": stats.frames_resimulated,
+        "ping_ms": stats.peers.values().map(|s| s.ping).max(),
+    });
+    if let Some(target) = world.resource::<Target>().0 {
+        status["rollback"]["target"] = json!(target);
+        status["rollback"]["checksum"] =
+            json!(final_checksum(world, target).map(|c| format!("{c:016x}")));
+    }
+    let line = format!(
+        "{}\nmatch: {} frame {} rollbacks {} | arrows: move",
+        human(&status),
+        status["rollback"]["phase"].as_str().unwrap_or("?"),
+        status["rollback"]["frame"],
+        status["rollback"]["rollback_frames"],
+    );
+    if let Some(dom) = world.get_non_send::<Dom>() {
+        publish(dom, &status, line);
+    }
+}

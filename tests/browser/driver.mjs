@@ -1,0 +1,130 @@
+// A remote-controlled headless Chromium for huddle's browser tests (tests/tests/browser.rs).
+//
+//   node driver.mjs WEB_DIR
+//
+// Serves WEB_DIR on 127.0.0.1 (an ephemeral port), starts Debian's Chromium through
+// playwright-core, then takes one JSON command per line on stdin:
+//   {"cmd":"open","name":"a","path":"/lobby.html?room=..."}   open a page
+//   {"cmd":"close","name":"a"}                                  close it (the peer leaves)
+//   {"cmd":"quit"}
+// and writes one JSON event per line on stdout:
+//   {"ev":"ready","port":N}                     serving and browsing
+//   {"ev":"status","name":"a","status":{...}}   the page's window.huddleStatus, every 100 ms
+//   {"ev":"console","name":"a","type":"error","text":"..."}
+//   {"ev":"pageerror","name":"a","text":"..."}  an uncaught error in the page
+//   {"ev":"closed","name":"a"}
+// It exits when stdin closes, so a test that dies takes the browser with it.
+
+import { chromium } from "playwright-core";
+import { createServer } from "node:http";
+import { readFile } from "node:fs/promises";
+import { createInterface } from "node:readline";
+import { join, normalize, extname } from "node:path";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+
+const root = process.argv[2];
+const emit = (event) => process.stdout.write(JSON.stringify(event) + "\n");
+const types = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm" };
+
+const server = createServer(async (req, res) => {
+  const path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname));
+  if (path.includes("..")) {
+    res.writeHead(400).end();
+    return;
+  }
+  try {
+    const body = await readFile(join(root, path));
+    res.writeHead(200, { "content-type": types[extname(path)] ?? "application/octet-stream" });
+    res.end(body);
+  } catch {
+    res.writeHead(404).end();
+  }
+});
+await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
+const port = server.address().port;
+
+// Our own flags only (Playwright's defaults include a --disable-features list that would
+// replace ours). In a loopback-only namespace Chromium gathers ICE candidates only with
+// loopback allowed in peer connections and camera/microphone permission granted
+// (../shared/FACTS.md).
+const profile = mkdtempSync(join(tmpdir(), "huddle-chromium-"));
+const browser = await chromium.launchPersistentContext(profile, {
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  ignoreDefaultArgs: true,
+  args: [
+    "--headless=new",
+    "--remote-debugging-pipe",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
+    "--allow-loopback-in-peer-connection",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "about:blank",
+  ],
+});
+await browser.grantPermissions(["camera", "microphone"], { origin: `http://127.0.0.1:${port}` });
+
+const pages = new Map();
+
+async function open(name, path) {
+  const page = await browser.newPage();
+  page.on("console", (m) => {
+    if (m.type() === "error" || m.type() === "warning") {
+      emit({ ev: "console", name, type: m.type(), text: m.text() });
+    }
+  });
+  page.on("pageerror", (e) => emit({ ev: "pageerror", name, text: String(e) }));
+  page.on("crash", () => emit({ ev: "pageerror", name, text: "the page crashed" }));
+  pages.set(name, page);
+  await page.goto(`http://127.0.0.1:${port}${path}`);
+  emit({ ev: "opened", name });
+}
+
+async function close(name) {
+  const page = pages.get(name);
+  pages.delete(name);
+  if (page) await page.close();
+  emit({ ev: "closed", name });
+}
+
+setInterval(async () => {
+  for (const [name, page] of pages) {
+    try {
+      const text = await page.evaluate(() => window.huddleStatus ?? null);
+      emit({ ev: "status", name, status: text ? JSON.parse(text) : null });
+    } catch {
+      // The page is navigating or closing.
+    }
+  }
+}, 100);
+
+async function quit() {
+  await browser.close().catch(() => {});
+  rmSync(profile, { recursive: true, force: true });
+  server.close();
+  process.exit(0);
+}
+
+emit({ ev: "ready", port });
+const lines = createInterface({ input: process.stdin });
+lines.on("line", async (line) => {
+  try {
+    const c = JSON.parse(line);
+    if (c.cmd === "open") await open(c.name, c.path);
+    else if (c.cmd === "close") await close(c.name);
+    else if (c.cmd === "quit") await quit();
+  } catch (e) {
+    emit({ ev: "pageerror", name: "driver", text: String(e) });
+  }
+});
+lines.on("close", quit);

@@ -1,0 +1,181 @@
+//! A headless Chromium for end-to-end tests: `tests/browser/driver.mjs` (playwright-core, Debian's
+//! Chromium) serves the examples' wasm pages (built by `scripts/web.sh build`) and opens them on
+//! command; the pages publish their state, which arrives here as JSON.
+//!
+//! Needs node with `tests/browser/node_modules`, `/usr/bin/chromium` (or `$CHROMIUM`), and the
+//! built pages in `$HUDDLE_WEB_DIR` (default `target/web`). `scripts/test.sh` and `.ci/run`
+//! arrange all three; a test that finds one missing fails and says which.
+
+use crate::apps::{run_until, Player, Types};
+use bevy::prelude::*;
+use bevy_huddle::HuddleConfig;
+use huddle_examples::lobby::{LobbyGame, Pilot};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Where the built pages are.
+pub fn web_dir() -> PathBuf {
+    std::env::var_os("HUDDLE_WEB_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/web"))
+}
+
+/// The running browser.
+pub struct Browser {
+    child: Child,
+    stdin: ChildStdin,
+    events: mpsc::Receiver<Value>,
+    statuses: HashMap<String, Value>,
+    /// Uncaught page errors and console errors, as `name: text`.
+    pub errors: Vec<String>,
+    /// Console warnings, as `name: text`.
+    pub warnings: Vec<String>,
+}
+
+impl Browser {
+    /// Starts the driver and the browser; panics with what is missing.
+    pub fn start() -> Self {
+        let here = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
+        let web = web_dir();
+        assert!(
+            web.join("lobby.html").exists() && web.join("box_game.html").exists(),
+            "no built pages in {} (run scripts/web.sh build)",
+            web.display()
+        );
+        assert!(
+            here.join("node_modules/playwright-core").exists(),
+            "no playwright-core (run npm ci in tests/browser)"
+        );
+        let mut child = Command::new("node")
+            .arg(here.join("driver.mjs"))
+            .arg(&web)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node runs (apt-get install nodejs)");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let browser = Self {
+            child,
+            stdin,
+            events,
+            statuses: HashMap::new(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let ready = browser.events.recv_timeout(Duration::from_secs(60));
+        assert!(
+            ready.as_ref().is_ok_and(|v| v["ev"] == "ready"),
+            "the browser started: {ready:?}"
+        );
+        browser
+    }
+
+    fn send(&mut self, command: Value) {
+        let _ = writeln!(self.stdin, "{command}");
+        let _ = self.stdin.flush();
+    }
+
+    /// Opens page `name` at `path` (with its query string).
+    pub fn open(&mut self, name: &str, path: &str) {
+        self.send(serde_json::json!({"cmd": "open", "name": name, "path": path}));
+    }
+
+    /// Closes page `name`: its peer leaves.
+    pub fn close(&mut self, name: &str) {
+        self.statuses.remove(name);
+        self.send(serde_json::json!({"cmd": "close", "name": name}));
+    }
+
+    /// Takes in what the driver reported.
+    pub fn pump(&mut self) {
+        while let Ok(event) = self.events.try_recv() {
+            let name = event["name"].as_str().unwrap_or("?").to_string();
+            match event["ev"].as_str() {
+                Some("status") if !event["status"].is_null() => {
+                    self.statuses.insert(name, event["status"].clone());
+                }
+                Some("pageerror") => self.errors.push(format!("{name}: {}", event["text"])),
+                Some("console") if event["type"] == "error" => {
+                    self.errors.push(format!("{name}: {}", event["text"]))
+                }
+                Some("console") => self.warnings.push(format!("{name}: {}", event["text"])),
+                Some("closed") => {
+                    self.statuses.remove(&name);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The last status of page `name` (`window.huddleStatus`).
+    pub fn status(&self, name: &str) -> Option<&Value> {
+        self.statuses.get(name)
+    }
+
+    /// Page `name`'s own id.
+    pub fn id(&self, name: &str) -> Option<String> {
+        self.status(name)?["me"].as_str().map(str::to_string)
+    }
+
+    /// Panics if a page reported an error.
+    pub fn assert_no_errors(&self) {
+        assert!(self.errors.is_empty(), "page errors: {:#?}", self.errors);
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        self.send(serde_json::json!({"cmd": "quit"}));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the native players and the browser until `done` (or `limit`).
+pub fn run_with_browser(
+    players: &mut [Player],
+    browser: &mut Browser,
+    limit: Duration,
+    mut done: impl FnMut(&[Player], &Browser) -> bool,
+) -> bool {
+    run_until(players, limit, |ps| {
+        browser.pump();
+        done(ps, browser)
+    })
+}
+
+/// A native headless player of the lobby demo (the page's game), a bot at the keys.
+pub fn lobby_player(url: &str) -> Player {
+    let mut player = Player::join_with(url, Types::Nothing, HuddleConfig::room(url));
+    player.app.add_plugins(LobbyGame { pilot: Pilot::Bot });
+    player
+}
+
+/// The page path of an example joining `room`, a bot at the keys, with `extra` query parameters.
+pub fn page(example: &str, room: &str, extra: &str) -> String {
+    format!("/{example}.html?bot=1&room={room}{extra}")
+}

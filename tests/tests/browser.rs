@@ -1,0 +1,310 @@
+//! The examples in headless Chromium (wasm32 builds) against native peers, through huddle_server:
+//! lobbies in both join orders, the browser host leaving, two pages and a native peer, a rollback
+//! match. Run inside the loopback-only network namespace (see README); needs the built pages,
+//! node with playwright-core, and Debian's Chromium (`scripts/test.sh` arranges them).
+
+use bevy_huddle::prelude::*;
+use huddle_examples::lobby::{ChatLog, Squares};
+use huddle_tests::apps::*;
+use huddle_tests::browser::*;
+use huddle_tests::rollback::*;
+use huddle_tests::*;
+use serde_json::Value;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+fn peers_of(status: &Value) -> Vec<(String, String)> {
+    status["peers"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| {
+                    (
+                        p["id"].as_str().unwrap_or_default().to_string(),
+                        p["role"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn chats_of(status: &Value) -> Vec<(String, String)> {
+    status["chats"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .map(|c| {
+                    (
+                        c["from"].as_str().unwrap_or_default().to_string(),
+                        c["line"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn has_position_from(status: &Value, id: &str) -> bool {
+    status["positions_from"]
+        .as_array()
+        .is_some_and(|ps| ps.iter().any(|p| p == id))
+}
+
+/// The native player heard `line` from `from`, and positions from it.
+fn native_heard(player: &Player, from: &str, line: &str) -> bool {
+    let world = player.app.world();
+    let chat = world
+        .resource::<ChatLog>()
+        .0
+        .iter()
+        .any(|(f, l)| f.to_string() == from && l == line);
+    let moves = world
+        .resource::<Squares>()
+        .0
+        .keys()
+        .any(|p| p.to_string() == from);
+    chat && moves
+}
+
+/// A browser page and a native peer meet; `browser_first` decides who is the caller and host.
+fn browser_and_native(browser_first: bool) {
+    let (_rt, server) = server_on_runtime();
+    let room = server.room_url(if browser_first {
+        "web-first"
+    } else {
+        "native-first"
+    });
+    let mut browser = Browser::start();
+    let mut natives = Vec::new();
+    if browser_first {
+        browser.open("a", &page("lobby", &room, ""));
+        assert!(
+            run_with_browser(&mut natives, &mut browser, LIMIT, |_, b| b
+                .status("a")
+                .is_some_and(|s| s["state"] == "InLobby" && s["host"] == s["me"])),
+            "the page hosts: {:?}",
+            browser.status("a")
+        );
+        natives.push(lobby_player(&room));
+    } else {
+        natives.push(lobby_player(&room));
+        assert!(run_until(&mut natives, LIMIT, |ps| ps[0]
+            .roster()
+            .is_host()));
+        browser.open("a", &page("lobby", &room, ""));
+    }
+    let (host_line, guest_line) = ("hello from the host", "hello from a player");
+    let ok = run_with_browser(&mut natives, &mut browser, LIMIT, |ps, b| {
+        let (Some(status), Some(web)) = (b.status("a"), b.id("a")) else {
+            return false;
+        };
+        let native = ps[0].id().map(|i| i.to_string()).unwrap_or_default();
+        let (web_line, native_line) = if browser_first {
+            (host_line, guest_line)
+        } else {
+            (guest_line, host_line)
+        };
+        chats_of(status).contains(&(native.clone(), native_line.to_string()))
+            && has_position_from(status, &native)
+            && status["peers"][0]["rtt_ms"].as_f64().is_some()
+            && native_heard(&ps[0], &web, web_line)
+    });
+    assert!(
+        ok,
+        "typed messages both ways on both channels: page {:?}, native {:?} {:?}",
+        browser.status("a"),
+        natives[0].roster(),
+        natives[0].app.world().resource::<ChatLog>()
+    );
+    // Roles and host agree on both sides.
+    let status = browser.status("a").expect("a status").clone();
+    let web = browser.id("a").expect("an id");
+    let native = natives[0].id().expect("an id");
+    let (web_role, native_role) = if browser_first {
+        ("Caller", Role::Receiver)
+    } else {
+        ("Receiver", Role::Caller)
+    };
+    assert_eq!(
+        peers_of(&status),
+        vec![(native.to_string(), web_role.to_string())]
+    );
+    let roster = natives[0].roster();
+    let web_id = roster.peers[0];
+    assert_eq!(web_id.to_string(), web);
+    assert_eq!(roster.roles.get(&web_id), Some(&native_role));
+    let host = if browser_first {
+        web.clone()
+    } else {
+        native.to_string()
+    };
+    assert_eq!(status["host"], host.as_str());
+    assert_eq!(roster.host.map(|h| h.to_string()), Some(host));
+    let rtt = status["peers"][0]["rtt_ms"].as_f64();
+    assert!(
+        rtt.is_some_and(|r| r > 0.0),
+        "the page measures RTT: {rtt:?}"
+    );
+    browser.assert_no_errors();
+}
+
+#[test]
+fn a_browser_host_and_a_native_peer_exchange_messages() {
+    browser_and_native(true);
+}
+
+#[test]
+fn a_native_host_and_a_browser_peer_exchange_messages() {
+    browser_and_native(false);
+}
+
+#[test]
+fn when_the_browser_host_leaves_the_native_peers_elect_the_next_and_go_on() {
+    let (_rt, server) = server_on_runtime();
+    let room = server.room_url("web-host-leaves");
+    let mut browser = Browser::start();
+    browser.open("a", &page("lobby", &room, ""));
+    let mut natives: Vec<Player> = Vec::new();
+    assert!(run_with_browser(
+        &mut natives,
+        &mut browser,
+        LIMIT,
+        |_, b| b.status("a").is_some_and(|s| s["state"] == "InLobby")
+    ));
+    natives.push(lobby_player(&room));
+    assert!(run_with_browser(
+        &mut natives,
+        &mut browser,
+        LIMIT,
+        |ps, _| ps[0].roster().host.is_some()
+    ));
+    natives.push(lobby_player(&room));
+    let web = browser.id("a").expect("an id");
+    assert!(
+        run_with_browser(&mut natives, &mut browser, LIMIT, |ps, b| {
+            ps.iter().all(|p| p.roster().members.len() == 3)
+                && b.status("a").is_some_and(|s| peers_of(s).len() == 2)
+        }),
+        "a lobby of three"
+    );
+    assert!(natives
+        .iter()
+        .all(|p| p.roster().host.map(|h| h.to_string()) == Some(web.clone())));
+    let next = natives[0].id().expect("an id");
+    browser.close("a");
+    let ok = run_with_browser(&mut natives, &mut browser, LIMIT, |ps, _| {
+        ps.iter()
+            .all(|p| p.roster().host == Some(next) && p.roster().members.len() == 2)
+    });
+    assert!(
+        ok,
+        "the next in join order hosts: {:?}",
+        natives[1].roster()
+    );
+    for p in &natives {
+        let changes: Vec<_> = p.log().hosts.iter().map(|(h, _)| h.new).collect();
+        assert_eq!(changes.last(), Some(&next), "one HostChanged to the next");
+        assert!(p.log().left.iter().any(|l| l.peer.to_string() == web));
+    }
+    // The game goes on between the two: positions keep flowing.
+    let at = |p: &Player| p.app.world().resource::<Squares>().0.get(&next).copied();
+    let mut first = None;
+    let moving = run_with_browser(&mut natives, &mut browser, LIMIT, |ps, _| {
+        let now = at(&ps[1]);
+        if first.is_none() {
+            first = now;
+        }
+        now.is_some() && now != first
+    });
+    assert!(moving, "positions flow after the host change");
+    browser.assert_no_errors();
+}
+
+#[test]
+fn two_browser_pages_and_a_native_peer_share_a_lobby() {
+    let (_rt, server) = server_on_runtime();
+    let room = server.room_url("web-two-pages");
+    let mut browser = Browser::start();
+    browser.open("a", &page("lobby", &room, ""));
+    let mut natives: Vec<Player> = Vec::new();
+    assert!(run_with_browser(
+        &mut natives,
+        &mut browser,
+        LIMIT,
+        |_, b| b.status("a").is_some_and(|s| s["state"] == "InLobby")
+    ));
+    browser.open("b", &page("lobby", &room, ""));
+    natives.push(lobby_player(&room));
+    let ok = run_with_browser(&mut natives, &mut browser, LIMIT, |ps, b| {
+        let pages = ["a", "b"].map(|n| b.status(n).cloned());
+        let Some(host) = pages[0].as_ref().map(|s| s["me"].clone()) else {
+            return false;
+        };
+        ps[0].roster().peers.len() == 2
+            && ps[0].roster().host.map(|h| h.to_string()).as_deref() == host.as_str()
+            && pages.iter().all(|s| {
+                s.as_ref()
+                    .is_some_and(|s| peers_of(s).len() == 2 && s["host"] == host)
+            })
+    });
+    assert!(
+        ok,
+        "three in one lobby, one host: {:?} {:?} {:?}",
+        browser.status("a"),
+        browser.status("b"),
+        natives[0].roster()
+    );
+    // The page that came second hears the first page and the native peer.
+    let native = natives[0].id().expect("an id").to_string();
+    let a = browser.id("a").expect("an id");
+    assert!(run_with_browser(
+        &mut natives,
+        &mut browser,
+        LIMIT,
+        |_, b| b
+            .status("b")
+            .is_some_and(|s| has_position_from(s, &native) && has_position_from(s, &a))
+    ));
+    browser.assert_no_errors();
+}
+
+#[test]
+fn a_rollback_match_browser_vs_native_ends_with_equal_checksums() {
+    let (_rt, server) = server_on_runtime();
+    let room = server.room_url("web-boxes");
+    let mut browser = Browser::start();
+    browser.open("a", &page("box_game", &room, "&players=2&frames=600"));
+    let mut natives: Vec<Player> = Vec::new();
+    assert!(run_with_browser(
+        &mut natives,
+        &mut browser,
+        LIMIT,
+        |_, b| b.status("a").is_some_and(|s| s["state"] == "InLobby")
+    ));
+    natives.push(box_player(&room, 2));
+    let ok = run_with_browser(&mut natives, &mut browser, LIMIT, |ps, b| {
+        checksum_at(&ps[0], 600).is_some()
+            && b.status("a")
+                .is_some_and(|s| s["rollback"]["checksum"].is_string())
+    });
+    let status = browser.status("a").cloned().unwrap_or_default();
+    assert!(
+        ok,
+        "both make frame 600 final: page {}, native at {}",
+        status["rollback"],
+        rollback_stats(&natives[0]).newest_frame
+    );
+    assert_eq!(status["rollback"]["phase"], "Playing");
+    assert_eq!(
+        status["rollback"]["local_handle"], 0,
+        "the page joined first"
+    );
+    let native = checksum_at(&natives[0], 600).map(|c| format!("{c:016x}"));
+    assert_eq!(status["rollback"]["checksum"].as_str(), native.as_deref());
+    assert!(rollback_log(&natives[0])
+        .iter()
+        .all(|e| !matches!(e, bevy_huddle::RollbackEvent::DesyncDetected { .. })));
+    browser.assert_no_errors();
+}
