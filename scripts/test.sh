@@ -4,7 +4,14 @@
 # touch the machine's external interfaces, and webrtc-rs joins the mDNS multicast group, which needs
 # a multicast route (pointed at loopback, so nothing leaves the namespace).
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p huddle_tests --test server_rooms`).
+# The browser tests need the examples' wasm pages (built here by scripts/web.sh), playwright-core
+# (npm ci here) and Debian's Chromium (`apt-get install chromium`; .ci/run installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+command -v chromium >/dev/null || { echo "chromium is missing: apt-get install chromium" >&2; exit 1; }
+[[ -d tests/browser/node_modules/playwright-core ]] || npm ci --prefix tests/browser --no-audit --no-fund
+scripts/web.sh build
+HUDDLE_WEB_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/web"
+export HUDDLE_WEB_DIR
 cargo test --workspace --locked --no-run "$@"
 exec unshare -rn sh -c 'ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec cargo test --workspace --locked --offline --no-fail-fast "$@"' sh "$@"

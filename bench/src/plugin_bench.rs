@@ -846,8 +846,10 @@ fn main() {
             "## Rollback: the box game at 60 Hz ({} s measured per row, per peer)\n",
             window.as_secs()
         );
-        println!("| link | players | frames/s | rollback frames/s | GGRS bytes/s sent | GGRS ping ms | CPU, all peers (cores) |");
-        println!("|---|---|---|---|---|---|---|");
+        println!(
+            "| link | players | frames/s | rollback frames/s | GGRS bytes/s sent | GGRS ping ms |"
+        );
+        println!("|---|---|---|---|---|---|");
         let lossy = Conditions::new(Duration::from_millis(60), Duration::from_millis(10), 0.05);
         for (name, conditions, n) in [
             ("loopback", None, 2),
@@ -855,17 +857,16 @@ fn main() {
             ("60 ms ± 10, 5 % loss", Some(lossy), 4),
         ] {
             let room = format!("bench-ggrs-{n}-{}", conditions.is_some());
-            let (rates, cpu) = rollback::measure(&base, &room, n, conditions, window);
+            let rates = rollback::measure(&base, &room, n, conditions, window);
             let mean = |f: &dyn Fn(&rollback::Rates) -> f64| {
                 rates.iter().map(f).sum::<f64>() / rates.len() as f64
             };
             println!(
-                "| {name} | {n} | {:.1} | {:.1} | {:.0} | {} | {:.2} |",
+                "| {name} | {n} | {:.1} | {:.1} | {:.0} | {} |",
                 mean(&|r| r.frames),
                 mean(&|r| r.rollback_frames),
                 mean(&|r| r.bytes_out),
                 rates.iter().map(|r| r.ping_ms).max().unwrap_or(0),
-                cpu
             );
         }
         println!();

@@ -2,7 +2,7 @@
 //! under 60 ms ± 10 ms latency with 5 % loss, all peers updated from one thread as often as
 //! bevy_ggrs wants (it steps at 60 Hz by the clock).
 
-use crate::{thread_cpu, Conditions, LinkConditioner};
+use crate::{Conditions, LinkConditioner};
 use bevy::prelude::*;
 use bevy_huddle::{
     HuddleConfig, HuddlePlugin, RollbackMatch, RollbackPhase, RollbackStats, Topology,
@@ -29,14 +29,14 @@ fn snapshot(app: &App) -> (i32, u64, u64) {
 }
 
 /// A match of `n` box-game peers at `base`/`room` under `conditions`, measured for `window`.
-/// Returns each peer's rates and the CPU the whole loop took (both peers), as a share of a core.
+/// Returns each peer's rates.
 pub fn measure(
     base: &str,
     room: &str,
     n: usize,
     conditions: Option<Conditions>,
     window: Duration,
-) -> (Vec<Rates>, f64) {
+) -> Vec<Rates> {
     let url = format!("{base}/{room}");
     let mut apps: Vec<App> = (0..n)
         .map(|_| {
@@ -78,11 +78,10 @@ pub fn measure(
     );
     assert!(started, "the match started");
     let before: Vec<_> = apps.iter().map(snapshot).collect();
-    let (t0, cpu0) = (Instant::now(), thread_cpu());
+    let t0 = Instant::now();
     run(&mut apps, &|_| false, window);
-    let (secs, cpu) = (t0.elapsed().as_secs_f64(), thread_cpu() - cpu0);
-    let rates = apps
-        .iter()
+    let secs = t0.elapsed().as_secs_f64();
+    apps.iter()
         .zip(before)
         .map(|(a, (f0, r0, b0))| {
             let (f1, r1, b1) = snapshot(a);
@@ -94,6 +93,5 @@ pub fn measure(
                 ping_ms: stats.peers.values().map(|s| s.ping).max().unwrap_or(0),
             }
         })
-        .collect();
-    (rates, cpu.as_secs_f64() / secs)
+        .collect()
 }

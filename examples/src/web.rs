@@ -125,7 +125,7 @@ fn arrows(keys: &Keys) -> BoxInput {
     BoxInput(bits)
 }
 
-fn app(args: &PageArgs, config: HuddleConfig) -> App {
+fn app(config: HuddleConfig) -> App {
     let mut app = App::new();
     app.add_plugins(
         MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_secs_f64(
@@ -137,14 +137,13 @@ fn app(args: &PageArgs, config: HuddleConfig) -> App {
         ..default()
     })
     .add_plugins(HuddlePlugin::new(config));
-    let _ = args;
     app
 }
 
 /// The lobby demo in the page.
 pub fn run_lobby() {
     let args = PageArgs::from_page("lobby");
-    let mut app = app(&args, HuddleConfig::room(&args.room));
+    let mut app = app(HuddleConfig::room(&args.room));
     app.add_plugins(LobbyGame {
         pilot: args.pilot(),
     });
@@ -161,7 +160,7 @@ pub fn run_box_game() {
     let mut config = HuddleConfig::room(&args.room);
     config.topology = Topology::Mesh;
     config.rollback.players = args.players;
-    let mut app = app(&args, config);
+    let mut app = app(config);
     app.add_plugins(BoxGame {
         pilot: args.pilot(),
     })
@@ -343,7 +342,6 @@ fn publish_lobby(
     publish(&dom, &status, line);
 }
 
-#[allow(clippy::too_many_arguments)]
 fn publish_box_game(world: &mut World) {
     let state = *world.resource::<State<LobbyState>>().get();
     let roster = world.resource::<Roster>();
