@@ -88,12 +88,52 @@ fn four_peers_play_600_frames_under_latency_and_loss() {
     match_of(4);
 }
 
+/// One of three players leaves mid-match: the other two get the disconnect message once and play
+/// on to the same world.
+///
+/// Ignored: ggrs 0.13 itself panics on this path in some runs. When the two remaining peers last
+/// heard the gone player at different frames, the later one is told the earlier frame after it
+/// confirmed past it, and GGRS asserts (input queue, prediction window, or a load of the current
+/// frame). huddle holds GGRS packets back while it disconnects the player (see `follow_lobby`),
+/// which made 8 of 8 runs pass alone but not every run under load. Run it with `--ignored`.
+#[test]
+#[ignore = "ggrs 0.13 can panic when a player of three leaves (see the doc comment)"]
+fn one_of_three_players_leaves_and_the_others_play_on() {
+    let (_rt, server) = server_on_runtime();
+    let url = server.room_url("rollback-leave3");
+    let mut players = lobby(&url, 3, 3);
+    assert!(run_until(&mut players, LIMIT, |ps| ps
+        .iter()
+        .all(|p| checksum_at(p, 120).is_some())));
+    let gone = players.pop().expect("three players");
+    let gone_id = gone.id().expect("an id");
+    drop(gone);
+    let disconnected = RollbackEvent::Disconnected {
+        peer: gone_id,
+        handle: 2,
+    };
+    let ok = run_until(&mut players, LIMIT, |ps| {
+        ps.iter()
+            .all(|p| rollback_log(p).contains(&disconnected) && checksum_at(p, FRAMES).is_some())
+    });
+    assert!(ok, "both saw the disconnect and reached frame {FRAMES}");
+    for p in &players {
+        let count = rollback_log(p)
+            .iter()
+            .filter(|e| matches!(e, RollbackEvent::Disconnected { .. }))
+            .count();
+        assert_eq!(count, 1, "one disconnect message");
+        assert_eq!(game(p).disconnected, vec![2]);
+        no_desync(p);
+    }
+    assert_eq!(
+        checksum_at(&players[0], FRAMES),
+        checksum_at(&players[1], FRAMES)
+    );
+}
+
 /// One player of a 1v1 with a spectator leaves: the other player and the spectator get the
 /// disconnect message and go on (the spectator still fed by the host).
-///
-/// With three or more players, ggrs 0.13 itself can panic when a player goes (a peer's report
-/// of the gone player's last frame makes it roll back to the current frame or past its
-/// prediction window; see the rollback module docs), so this test is of two.
 #[test]
 fn a_player_leaving_is_disconnected_and_the_other_plays_on() {
     let (_rt, server) = server_on_runtime();

@@ -15,7 +15,8 @@
 //!   player's last frame as reported by another peer can make GGRS roll back to the current
 //!   frame or past its prediction window, and it panics (gschup/ggrs#119 fixes the first case
 //!   upstream, unreleased). huddle keeps the whole prediction window of snapshots to narrow it;
-//!   1v1 matches are not affected.
+//!   1v1 matches are not affected. huddle narrows it further by holding the other players' GGRS
+//!   packets back for the few frames it takes to disconnect the gone player safely.
 //! - Peers that join past the players become spectators: the host sends them every frame's
 //!   confirmed inputs from the first frame on (GGRS only takes spectators when a session starts,
 //!   so huddle feeds late ones itself), and they replay the match, catching up at up to 4x speed.

@@ -28,6 +28,8 @@ pub(crate) struct GgrsQueues {
     pub(crate) bytes_in: u64,
     /// GGRS bytes handed to the data channel.
     pub(crate) bytes_out: u64,
+    /// Hold received packets back from GGRS (they wait in the inbox).
+    pub(crate) held: bool,
 }
 
 /// The session's end of a GGRS socket.
@@ -63,6 +65,11 @@ impl HuddleGgrsSocket {
         self.link.queues().dropped
     }
 
+    /// Holds received packets back from GGRS (`true`) or lets them through again.
+    pub(crate) fn hold(&self, on: bool) {
+        self.link.queues().held = on;
+    }
+
     /// GGRS bytes received and sent so far: `(in, out)`.
     pub fn bytes(&self) -> (u64, u64) {
         let q = self.link.queues();
@@ -87,6 +94,9 @@ impl NonBlockingSocket<PeerId> for HuddleGgrsSocket {
 
     fn receive_all_messages(&mut self) -> Vec<(PeerId, Message)> {
         let mut q = self.link.queues();
+        if q.held {
+            return Vec::new();
+        }
         let packets = std::mem::take(&mut q.inbox);
         let mut messages = Vec::with_capacity(packets.len());
         for (peer, packet) in packets {

@@ -200,9 +200,16 @@ pub(crate) struct NewestInputs {
     predicted: Vec<bool>,
 }
 
-/// Players that left the lobby and wait to be disconnected from the GGRS session.
+/// Players that left the lobby and wait to be disconnected from the GGRS session, and since when.
 #[derive(Default)]
-pub(crate) struct Leaving(Vec<usize>);
+pub(crate) struct Leaving {
+    handles: Vec<usize>,
+    since: Option<web_time::Instant>,
+}
+
+/// How long we hold the other players' GGRS packets back at most, waiting to disconnect a gone
+/// player safely (see [`follow_lobby`]).
+const HOLD_AT_MOST: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// During the match: a player that leaves the lobby is announced at once
 /// ([`RollbackEvent::Disconnected`]) and disconnected from the GGRS session as soon as that is
@@ -212,6 +219,12 @@ pub(crate) struct Leaving(Vec<usize>);
 /// our frame is exactly one past its last input (fixed upstream in gschup/ggrs#119, not yet
 /// released). So we wait until the newest frame we simulated had to predict the gone player's
 /// input: then we are two frames past its last one, and GGRS resimulates just one frame.
+///
+/// In matches of three or more, the other players report the gone player's last input as they
+/// saw it, and GGRS re-disconnects it at the earliest report, hitting the same panic if that
+/// report arrives while we are one frame past it. So while we wait, the other players' GGRS
+/// packets are held back (a few frames of extra latency, at most [`HOLD_AT_MOST`]); once we
+/// disconnected the gone player ourselves, every earlier report is at least a frame behind us.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn follow_lobby<C: Config<Address = PeerId>>(
     mut commands: Commands,
@@ -222,11 +235,12 @@ pub(crate) fn follow_lobby<C: Config<Address = PeerId>>(
     mut events: MessageWriter<RollbackEvent>,
     mut time: ResMut<Time<Virtual>>,
     newest: Res<NewestInputs>,
+    stats: Res<RollbackStats>,
     mut leaving: Local<Leaving>,
 ) {
     if matches!(state.phase, RollbackPhase::Waiting | RollbackPhase::Ended) {
         left.clear();
-        leaving.0.clear();
+        *leaving = Leaving::default();
         return;
     }
     if huddle.is_none() {
@@ -244,24 +258,37 @@ pub(crate) fn follow_lobby<C: Config<Address = PeerId>>(
             continue;
         }
         state.disconnected.push(handle);
-        leaving.0.push(handle);
+        leaving.handles.push(handle);
+        leaving.since.get_or_insert_with(web_time::Instant::now);
         events.write(RollbackEvent::Disconnected {
             peer: gone.peer,
             handle,
         });
     }
     let Some(Session::P2P(p2p)) = session.as_deref_mut() else {
-        leaving.0.clear();
+        *leaving = Leaving::default();
         return;
     };
-    leaving.0.retain(|&handle| {
-        if !newest.predicted.get(handle).copied().unwrap_or(false) {
+    let Some(since) = leaving.since else {
+        return;
+    };
+    let overdue = since.elapsed() >= HOLD_AT_MOST;
+    leaving.handles.retain(|&handle| {
+        let predicted = newest.predicted.get(handle).copied().unwrap_or(false);
+        if !predicted && !overdue {
             return true;
         }
         // Already disconnected by GGRS itself is fine.
         let _ = p2p.disconnect_player(handle);
         false
     });
+    let hold = !leaving.handles.is_empty();
+    if !hold {
+        leaving.since = None;
+    }
+    if let Some(socket) = &stats.socket {
+        socket.hold(hold);
+    }
 }
 
 /// A spectator takes in the feed, follows the host (it feeds us), and catches up: while far
