@@ -4,7 +4,8 @@
 //! Run inside the loopback-only network namespace (see README).
 
 use bevy_huddle::prelude::*;
-use bevy_huddle::{RollbackEvent, RollbackPhase};
+use bevy_huddle::rollback::RollbackDiagnostics;
+use bevy_huddle::{HuddleConfig, RollbackEvent, RollbackPhase, StartRollback};
 use huddle_examples::box_game::{checksum, start_positions};
 use huddle_tests::apps::*;
 use huddle_tests::rollback::*;
@@ -67,6 +68,21 @@ fn match_of(n: usize) {
         .sum();
     assert!(resimulated > 0, "rollbacks happened");
     for p in &players {
+        // GGRS's own events arrive as messages with the peer's id.
+        let me = p.id().expect("an id");
+        for other in order.iter().filter(|o| **o != me) {
+            let synced = RollbackEvent::Synchronized { peer: *other };
+            assert!(rollback_log(p).contains(&synced), "{synced:?}");
+        }
+        // Network stats as Bevy diagnostics.
+        let diagnostics = p
+            .app
+            .world()
+            .resource::<bevy::diagnostic::DiagnosticsStore>();
+        let ping = diagnostics
+            .get(&RollbackDiagnostics::PING_MS)
+            .and_then(|d| d.value());
+        assert!(ping.is_some_and(|p| p > 0.0), "ping diagnostic: {ping:?}");
         let stats = rollback_stats(p);
         assert_eq!(stats.peers.len(), n - 1, "GGRS stats of every remote");
         assert!(
@@ -223,4 +239,40 @@ fn a_spectator_joining_a_running_match_reaches_the_players_checksum() {
     let sums: Vec<_> = players.iter().map(|p| checksum_at(p, FRAMES)).collect();
     assert!(sums.iter().all(|s| *s == sums[0]), "equal: {sums:?}");
     assert_eq!(rollback_stats(watcher).spectator_starved, 0);
+}
+
+/// Without auto-start, nothing starts until every player writes `StartRollback`.
+#[test]
+fn a_match_starts_when_the_game_asks() {
+    let (_rt, server) = server_on_runtime();
+    let url = server.room_url("rollback-asked");
+    let manual = |url: &str| {
+        let mut config = HuddleConfig::room(url);
+        config.topology = Topology::Mesh;
+        config.rollback.auto_start = false;
+        let mut p = Player::join_with(url, Types::Nothing, config);
+        p.app.add_plugins(huddle_examples::box_game::BoxGame {
+            pilot: huddle_examples::lobby::Pilot::Bot,
+        });
+        p
+    };
+    let mut players = vec![manual(&url)];
+    assert!(run_until(&mut players, LIMIT, |ps| ps[0]
+        .roster()
+        .is_host()));
+    players.push(manual(&url));
+    assert!(run_until(&mut players, LIMIT, lobby_complete));
+    run_for(&mut players, Duration::from_millis(500));
+    assert!(players
+        .iter()
+        .all(|p| game(p).phase == RollbackPhase::Waiting));
+    for p in &mut players {
+        p.app
+            .world_mut()
+            .write_message(StartRollback { players: 2 });
+    }
+    assert!(run_until(&mut players, LIMIT, |ps| ps
+        .iter()
+        .all(|p| checksum_at(p, 60).is_some())));
+    assert_eq!(checksum_at(&players[0], 60), checksum_at(&players[1], 60));
 }
