@@ -5,6 +5,8 @@ pub mod box_game;
 #[cfg(feature = "window")]
 pub mod box_window;
 pub mod lobby;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod local;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 #[cfg(feature = "window")]

@@ -168,6 +168,25 @@ pub fn run_with_browser(
     })
 }
 
+/// Opens page `name` at `path` and runs everyone until the page is in its lobby.
+pub fn open_in_lobby(
+    browser: &mut Browser,
+    players: &mut [Player],
+    name: &str,
+    path: &str,
+    limit: Duration,
+) {
+    browser.open(name, path);
+    let joined = run_with_browser(players, browser, limit, |_, b| {
+        b.status(name).is_some_and(|s| s["state"] == "InLobby")
+    });
+    assert!(
+        joined,
+        "page {name} is in the lobby: {:?}",
+        browser.status(name)
+    );
+}
+
 /// A native headless player of the lobby demo (the page's game), a bot at the keys.
 pub fn lobby_player(url: &str) -> Player {
     let mut player = Player::join_with(url, Types::Nothing, HuddleConfig::room(url));

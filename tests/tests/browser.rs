@@ -165,14 +165,14 @@ fn when_the_browser_host_leaves_the_native_peers_elect_the_next_and_go_on() {
     let (_rt, server) = server_on_runtime();
     let room = server.room_url("web-host-leaves");
     let mut browser = Browser::start();
-    browser.open("a", &page("lobby", &room, ""));
     let mut natives: Vec<Player> = Vec::new();
-    assert!(run_with_browser(
-        &mut natives,
+    open_in_lobby(
         &mut browser,
+        &mut natives,
+        "a",
+        &page("lobby", &room, ""),
         LIMIT,
-        |_, b| b.status("a").is_some_and(|s| s["state"] == "InLobby")
-    ));
+    );
     natives.push(lobby_player(&room));
     assert!(run_with_browser(
         &mut natives,
@@ -227,14 +227,14 @@ fn two_browser_pages_and_a_native_peer_share_a_lobby() {
     let (_rt, server) = server_on_runtime();
     let room = server.room_url("web-two-pages");
     let mut browser = Browser::start();
-    browser.open("a", &page("lobby", &room, ""));
     let mut natives: Vec<Player> = Vec::new();
-    assert!(run_with_browser(
-        &mut natives,
+    open_in_lobby(
         &mut browser,
+        &mut natives,
+        "a",
+        &page("lobby", &room, ""),
         LIMIT,
-        |_, b| b.status("a").is_some_and(|s| s["state"] == "InLobby")
-    ));
+    );
     browser.open("b", &page("lobby", &room, ""));
     natives.push(lobby_player(&room));
     let ok = run_with_browser(&mut natives, &mut browser, LIMIT, |ps, b| {
@@ -275,14 +275,14 @@ fn a_rollback_match_browser_vs_native_ends_with_equal_checksums() {
     let (_rt, server) = server_on_runtime();
     let room = server.room_url("web-boxes");
     let mut browser = Browser::start();
-    browser.open("a", &page("box_game", &room, "&players=2&frames=600"));
     let mut natives: Vec<Player> = Vec::new();
-    assert!(run_with_browser(
-        &mut natives,
+    open_in_lobby(
         &mut browser,
+        &mut natives,
+        "a",
+        &page("box_game", &room, "&players=2&frames=600"),
         LIMIT,
-        |_, b| b.status("a").is_some_and(|s| s["state"] == "InLobby")
-    ));
+    );
     natives.push(box_player(&room, 2));
     let ok = run_with_browser(&mut natives, &mut browser, LIMIT, |ps, b| {
         checksum_at(&ps[0], 600).is_some()

@@ -115,75 +115,52 @@ fn four_peers_play_600_frames_under_latency_and_loss() {
 #[test]
 #[ignore = "ggrs 0.13 can panic when a player of three leaves (see the doc comment)"]
 fn one_of_three_players_leaves_and_the_others_play_on() {
-    let (_rt, server) = server_on_runtime();
-    let url = server.room_url("rollback-leave3");
-    let mut players = lobby(&url, 3, 3);
-    assert!(run_until(&mut players, LIMIT, |ps| ps
-        .iter()
-        .all(|p| checksum_at(p, 120).is_some())));
-    let gone = players.pop().expect("three players");
-    let gone_id = gone.id().expect("an id");
-    drop(gone);
-    let disconnected = RollbackEvent::Disconnected {
-        peer: gone_id,
-        handle: 2,
-    };
-    let ok = run_until(&mut players, LIMIT, |ps| {
-        ps.iter()
-            .all(|p| rollback_log(p).contains(&disconnected) && checksum_at(p, FRAMES).is_some())
-    });
-    assert!(ok, "both saw the disconnect and reached frame {FRAMES}");
-    for p in &players {
-        let count = rollback_log(p)
-            .iter()
-            .filter(|e| matches!(e, RollbackEvent::Disconnected { .. }))
-            .count();
-        assert_eq!(count, 1, "one disconnect message");
-        assert_eq!(game(p).disconnected, vec![2]);
-        no_desync(p);
-    }
-    assert_eq!(
-        checksum_at(&players[0], FRAMES),
-        checksum_at(&players[1], FRAMES)
-    );
+    leave_mid_match("rollback-leave3", 3, 2);
 }
 
 /// One player of a 1v1 with a spectator leaves: the other player and the spectator get the
 /// disconnect message and go on (the spectator still fed by the host).
 #[test]
 fn a_player_leaving_is_disconnected_and_the_other_plays_on() {
+    let watcher = leave_mid_match("rollback-leave", 2, 1);
+    assert_eq!(game(&watcher).phase, RollbackPhase::Spectating);
+}
+
+/// Three peers, `players` of them in the match; the one with handle `leaver` leaves at frame
+/// ~120. The other two get one disconnect message and reach the same frame 600. Returns the
+/// last of the two.
+fn leave_mid_match(room: &str, players: usize, leaver: usize) -> Player {
     let (_rt, server) = server_on_runtime();
-    let url = server.room_url("rollback-leave");
-    let mut players = lobby(&url, 3, 2);
-    assert!(run_until(&mut players, LIMIT, |ps| ps
+    let url = server.room_url(room);
+    let mut peers = lobby(&url, 3, players);
+    assert!(run_until(&mut peers, LIMIT, |ps| ps
         .iter()
         .all(|p| checksum_at(p, 120).is_some())));
-    let gone = players.remove(1);
-    let gone_id = gone.id().expect("an id");
-    drop(gone);
+    let gone = peers.remove(leaver);
     let disconnected = RollbackEvent::Disconnected {
-        peer: gone_id,
-        handle: 1,
+        peer: gone.id().expect("an id"),
+        handle: leaver,
     };
-    let ok = run_until(&mut players, LIMIT, |ps| {
+    drop(gone);
+    let ok = run_until(&mut peers, LIMIT, |ps| {
         ps.iter()
             .all(|p| rollback_log(p).contains(&disconnected) && checksum_at(p, FRAMES).is_some())
     });
     assert!(ok, "both saw the disconnect and reached frame {FRAMES}");
-    assert_eq!(game(&players[1]).phase, RollbackPhase::Spectating);
-    for p in &players {
+    for p in &peers {
         let count = rollback_log(p)
             .iter()
             .filter(|e| matches!(e, RollbackEvent::Disconnected { .. }))
             .count();
         assert_eq!(count, 1, "one disconnect message");
-        assert_eq!(game(p).disconnected, vec![1]);
+        assert_eq!(game(p).disconnected, vec![leaver]);
         no_desync(p);
     }
     assert_eq!(
-        checksum_at(&players[0], FRAMES),
-        checksum_at(&players[1], FRAMES)
+        checksum_at(&peers[0], FRAMES),
+        checksum_at(&peers[1], FRAMES)
     );
+    peers.pop().expect("two peers")
 }
 
 #[test]

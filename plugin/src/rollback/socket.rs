@@ -77,7 +77,8 @@ impl HuddleGgrsSocket {
     }
 }
 
-fn config() -> bincode::config::Configuration<
+/// bincode for GGRS packets and the spectators' inputs: 64 KiB at most (a data channel message).
+pub(crate) fn codec() -> bincode::config::Configuration<
     bincode::config::LittleEndian,
     bincode::config::Varint,
     bincode::config::Limit<65536>,
@@ -87,7 +88,7 @@ fn config() -> bincode::config::Configuration<
 
 impl NonBlockingSocket<PeerId> for HuddleGgrsSocket {
     fn send_to(&mut self, msg: &Message, addr: &PeerId) {
-        if let Ok(bytes) = bincode::serde::encode_to_vec(msg, config()) {
+        if let Ok(bytes) = bincode::serde::encode_to_vec(msg, codec()) {
             self.link.queues().outbox.push((*addr, bytes));
         }
     }
@@ -100,7 +101,7 @@ impl NonBlockingSocket<PeerId> for HuddleGgrsSocket {
         let packets = std::mem::take(&mut q.inbox);
         let mut messages = Vec::with_capacity(packets.len());
         for (peer, packet) in packets {
-            match bincode::serde::decode_from_slice::<Message, _>(&packet, config()) {
+            match bincode::serde::decode_from_slice::<Message, _>(&packet, codec()) {
                 Ok((msg, n)) if n == packet.len() => messages.push((peer, msg)),
                 _ => q.dropped += 1,
             }

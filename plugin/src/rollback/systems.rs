@@ -1,6 +1,7 @@
 //! The rollback systems: start the match from the lobby, follow the lobby during it, turn GGRS
 //! events into messages, keep and serve the input log, pace spectators.
 
+use super::socket::codec;
 use super::{
     FeedFrames, FeedRequest, InputLog, RollbackEvent, RollbackMatch, RollbackPhase,
     RollbackStarted, RollbackStats, StartRollback,
@@ -17,15 +18,6 @@ use bevy_ggrs::{
 };
 use ggrs::{Config, InputStatus, SessionBuilder};
 use matchbox_socket::PeerId;
-
-/// bincode for the feed's inputs.
-fn codec() -> bincode::config::Configuration<
-    bincode::config::LittleEndian,
-    bincode::config::Varint,
-    bincode::config::Limit<65536>,
-> {
-    bincode::config::standard().with_limit::<65536>()
-}
 
 /// The spectators we feed: peer -> (players it expects, next frame to send).
 #[derive(Default, Debug)]

@@ -3,12 +3,13 @@
 use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
 use bevy_huddle::prelude::*;
-use bevy_huddle::{EmbeddedServer, RollbackMatch, RollbackPhase};
+use bevy_huddle::{RollbackMatch, RollbackPhase};
 use clap::Parser;
 use huddle_examples::box_game::{
     final_checksum, synctest_app, BoxGame, FrameChecksums, SyncTestFailures,
 };
 use huddle_examples::lobby::Pilot;
+use huddle_examples::local::host_with_bot;
 use std::time::{Duration, Instant};
 
 /// huddle's box game.
@@ -141,27 +142,20 @@ pub fn main() -> AppExit {
     if !windowed && !args.headless {
         eprintln!("built without the `window` feature: running headless");
     }
-    let mut _server = None;
-    let room = match args.room {
-        Some(room) => room,
+    // With no room, host one here and add a bot player on a thread of its own.
+    let (_server, room) = match args.room {
+        Some(room) => (None, room),
         None => {
-            let server = match EmbeddedServer::start(huddle_server::ServerConfig::loopback()) {
-                Ok(s) => s,
+            let (frames, players) = (args.frames, args.players);
+            match host_with_bot("boxes", Duration::from_millis(500), move |room| {
+                app(&room, players, frames, false, true).run();
+            }) {
+                Ok((server, room)) => (Some(server), room),
                 Err(e) => {
-                    eprintln!("cannot start the embedded server: {e}");
+                    eprintln!("{e}");
                     return AppExit::error();
                 }
-            };
-            let room = server.room_url("boxes");
-            _server = Some(server);
-            let (bot_room, frames, players) = (room.clone(), args.frames, args.players);
-            std::thread::spawn(move || {
-                // Join a moment later so the player here hosts.
-                std::thread::sleep(Duration::from_millis(500));
-                let mut bot = app(&bot_room, players, frames, false, true);
-                bot.run();
-            });
-            room
+            }
         }
     };
     app(&room, args.players, args.frames, windowed, false).run()

@@ -3,9 +3,10 @@
 use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
 use bevy_huddle::prelude::*;
-use bevy_huddle::{EmbeddedServer, PeerLinks};
+use bevy_huddle::PeerLinks;
 use clap::Parser;
 use huddle_examples::lobby::{short, ChatLog, LobbyGame, Pilot, Squares};
+use huddle_examples::local::host_with_bot;
 use std::time::Duration;
 
 /// huddle's lobby demo.
@@ -111,6 +112,30 @@ fn print_lobby(
     );
 }
 
+/// The bot: a headless player that quits a second after `frames`.
+fn bot(room: &str, frames: Option<u32>) -> App {
+    let mut bot = App::new();
+    bot.add_plugins(
+        MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_secs_f64(
+            1.0 / 60.0,
+        ))),
+    )
+    .add_plugins(HuddlePlugin::new(HuddleConfig::room(room)))
+    .add_plugins(LobbyGame { pilot: Pilot::Bot });
+    if let Some(frames) = frames {
+        bot.add_systems(
+            Last,
+            move |mut n: Local<u32>, mut exit: MessageWriter<AppExit>| {
+                *n += 1;
+                if *n >= frames + 60 {
+                    exit.write(AppExit::Success);
+                }
+            },
+        );
+    }
+    bot
+}
+
 pub fn main() -> AppExit {
     let args = Args::parse();
     let windowed = cfg!(feature = "window") && !args.headless;
@@ -118,44 +143,19 @@ pub fn main() -> AppExit {
         eprintln!("built without the `window` feature: running headless");
     }
     // With no room, host one here and add a bot player on a thread of its own.
-    let mut _server = None;
-    let room = match args.room {
-        Some(room) => room,
+    let (_server, room) = match args.room {
+        Some(room) => (None, room),
         None => {
-            let server = match EmbeddedServer::start(huddle_server::ServerConfig::loopback()) {
-                Ok(s) => s,
+            let frames = args.frames;
+            match host_with_bot("lobby", Duration::from_millis(700), move |room| {
+                bot(&room, frames).run();
+            }) {
+                Ok((server, room)) => (Some(server), room),
                 Err(e) => {
-                    eprintln!("cannot start the embedded server: {e}");
+                    eprintln!("{e}");
                     return AppExit::error();
                 }
-            };
-            let room = server.room_url("lobby");
-            _server = Some(server);
-            let bot_room = room.clone();
-            let frames = args.frames;
-            std::thread::spawn(move || {
-                // Join a moment later so the player here hosts.
-                std::thread::sleep(Duration::from_millis(700));
-                let mut bot = App::new();
-                bot.add_plugins(MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(
-                    Duration::from_secs_f64(1.0 / 60.0),
-                )))
-                .add_plugins(HuddlePlugin::new(HuddleConfig::room(bot_room)))
-                .add_plugins(LobbyGame { pilot: Pilot::Bot });
-                if let Some(frames) = frames {
-                    bot.add_systems(
-                        Last,
-                        move |mut n: Local<u32>, mut exit: MessageWriter<AppExit>| {
-                            *n += 1;
-                            if *n >= frames + 60 {
-                                exit.write(AppExit::Success);
-                            }
-                        },
-                    );
-                }
-                bot.run();
-            });
-            room
+            }
         }
     };
     let mut app = app(&room, args.frames, windowed);
