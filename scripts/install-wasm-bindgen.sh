@@ -10,4 +10,5 @@ if [[ "$have" == "$want" ]]; then
   exit 0
 fi
 echo "installing wasm-bindgen-cli $want (found: ${have:-none})"
-cargo install wasm-bindgen-cli --version "$want"
+# --force: cargo may remember an install whose binary is gone.
+cargo install --force wasm-bindgen-cli --version "$want"
