@@ -133,7 +133,7 @@ fn app(config: HuddleConfig) -> App {
         ))),
     )
     .add_plugins(bevy::log::LogPlugin {
-        filter: "info,bevy_huddle=debug".into(),
+        filter: "info".into(),
         ..default()
     })
     .add_plugins(HuddlePlugin::new(config));

@@ -34,6 +34,9 @@
 //! Roles: in every pair of peers the earlier one is the *caller* (it sends the offer), the later
 //! one the *receiver*. The host is the first player in the room; when it leaves, the next in join
 //! order takes over on every peer (see [`protocol::election`]).
+//!
+//! Rollback games (feature `ggrs`): the `rollback` module starts a GGRS session through bevy_ggrs
+//! when the lobby is full, with spectators fed by the host.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -90,6 +93,11 @@ pub mod prelude {
         AddHuddleMessage, Channel, Conditions, HostChanged, HuddleCommandsExt, HuddleConfig,
         HuddleError, HuddlePlugin, HuddleSet, Incoming, LinkConditioner, LobbyState, Outgoing,
         PeerId, PeerJoined, PeerLeft, Recipients, Role, Roster, Topology,
+    };
+    #[cfg(feature = "ggrs")]
+    pub use crate::{
+        HuddleRollbackPlugin, RollbackEvent, RollbackMatch, RollbackPhase, RollbackStarted,
+        StartRollback,
     };
 }
 
