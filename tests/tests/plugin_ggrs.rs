@@ -49,10 +49,11 @@ fn match_of(n: usize) {
     assert!(ok, "{n} peers make frame {FRAMES} final: {at:?}");
     // Handles follow join order, the same everywhere.
     let order = players[0].roster().members.clone();
-    for (i, p) in players.iter().enumerate() {
+    for p in &players {
         assert_eq!(game(p).phase, RollbackPhase::Playing);
         assert_eq!(game(p).players, order);
-        assert_eq!(game(p).local_handle, Some(i));
+        let me = p.id().expect("an id");
+        assert_eq!(game(p).local_handle, order.iter().position(|m| *m == me));
     }
     let sums: Vec<u64> = players
         .iter()
@@ -127,8 +128,8 @@ fn a_player_leaving_is_disconnected_and_the_other_plays_on() {
 }
 
 /// Three peers, `players` of them in the match; the one with handle `leaver` leaves at frame
-/// ~120. The other two get one disconnect message and reach the same frame 600. Returns the
-/// last of the two.
+/// ~120. The other two get one disconnect message and reach the same frame 600. Returns the one
+/// that is not the host.
 fn leave_mid_match(room: &str, players: usize, leaver: usize) -> Player {
     let (_rt, server) = server_on_runtime();
     let url = server.room_url(room);
@@ -136,7 +137,11 @@ fn leave_mid_match(room: &str, players: usize, leaver: usize) -> Player {
     assert!(run_until(&mut peers, LIMIT, |ps| ps
         .iter()
         .all(|p| checksum_at(p, 120).is_some())));
-    let gone = peers.remove(leaver);
+    let index = peers
+        .iter()
+        .position(|p| game(p).local_handle == Some(leaver))
+        .expect("a player with that handle");
+    let gone = peers.remove(index);
     let disconnected = RollbackEvent::Disconnected {
         peer: gone.id().expect("an id"),
         handle: leaver,
@@ -160,7 +165,12 @@ fn leave_mid_match(room: &str, players: usize, leaver: usize) -> Player {
         checksum_at(&peers[0], FRAMES),
         checksum_at(&peers[1], FRAMES)
     );
-    peers.pop().expect("two peers")
+    let host = peers[0].roster().host;
+    let index = peers
+        .iter()
+        .position(|p| p.id() != host)
+        .expect("two peers");
+    peers.remove(index)
 }
 
 #[test]
@@ -218,7 +228,7 @@ fn a_spectator_joining_a_running_match_reaches_the_players_checksum() {
     assert_eq!(rollback_stats(watcher).spectator_starved, 0);
 }
 
-/// Without auto-start, nothing starts until every player writes `StartRollback`.
+/// Without auto-start, nothing starts until the host's game writes `StartRollback`.
 #[test]
 fn a_match_starts_when_the_game_asks() {
     let (_rt, server) = server_on_runtime();

@@ -1,8 +1,9 @@
 //! Rollback matches from the lobby (feature `ggrs`): GGRS 0.13 sessions run by bevy_ggrs 0.22.
 //!
-//! Add [`HuddleRollbackPlugin`] next to [`HuddlePlugin`](crate::HuddlePlugin). When the lobby
-//! holds [`RollbackSettings::players`] linked peers (or the game writes [`StartRollback`]), every
-//! peer starts the same GGRS P2P session: handle `i` is the `i`-th peer in join order. GGRS
+//! Add [`HuddleRollbackPlugin`] next to [`HuddlePlugin`](crate::HuddlePlugin). When the host's
+//! lobby holds [`RollbackSettings::players`] linked peers (or the host's game writes
+//! [`StartRollback`]), the host names the players (the first ones in join order) and every peer
+//! starts the same GGRS P2P session from that list: handle `i` is the `i`-th player. GGRS
 //! traffic runs on the plugin's own unreliable GGRS channel through [`HuddleGgrsSocket`], which
 //! drops and counts what is not a GGRS message. Game logic goes in bevy_ggrs's `GgrsSchedule`,
 //! inputs in its `ReadInputs`, exactly as with bevy_ggrs alone.
@@ -11,12 +12,12 @@
 //!   [`RollbackStats`] and in Bevy diagnostics ([`RollbackDiagnostics`]).
 //! - A player that leaves the lobby is announced at once ([`RollbackEvent::Disconnected`]) and
 //!   disconnected from the GGRS session a frame or two later, when that is safe (no GGRS timeout
-//!   to wait for). Known limit of ggrs 0.13: in matches of three or more players, a gone
-//!   player's last frame as reported by another peer can make GGRS roll back to the current
-//!   frame or past its prediction window, and it panics (gschup/ggrs#119 fixes the first case
-//!   upstream, unreleased). huddle keeps the whole prediction window of snapshots to narrow it;
-//!   1v1 matches are not affected. huddle narrows it further by holding the other players' GGRS
-//!   packets back for the few frames it takes to disconnect the gone player safely.
+//!   to wait for). Known limit of ggrs 0.13: in matches of three or more players, when the
+//!   others last heard the gone player at different frames, GGRS re-disconnects it at the
+//!   earlier frame after having confirmed past it, and panics (gschup/ggrs#119 fixes one case
+//!   upstream, unreleased). huddle narrows this (it holds the other players' GGRS packets back
+//!   while it disconnects the gone player, and keeps the whole prediction window of snapshots),
+//!   but cannot rule it out; 1v1 matches are not affected.
 //! - Peers that join past the players become spectators: the host sends them every frame's
 //!   confirmed inputs from the first frame on (GGRS only takes spectators when a session starts,
 //!   so huddle feeds late ones itself), and they replay the match, catching up at up to 4x speed.
@@ -78,8 +79,8 @@ impl Default for RollbackSettings {
     }
 }
 
-/// Starts the match now with the first `players` peers in join order. Every player must write
-/// it (a host-sent "start" message is the usual way to agree on when).
+/// Starts the match now with the first `players` peers in join order. Only the host's counts: it
+/// tells the others who plays.
 #[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StartRollback {
     /// Players in the match.
@@ -105,7 +106,7 @@ pub enum RollbackPhase {
     Playing,
     /// Watching: replaying the inputs the host sends.
     Spectating,
-    /// The match ended for us (we left the lobby).
+    /// The match ended for us (we left the lobby; joining a lobby again waits for a new match).
     Ended,
 }
 
@@ -129,6 +130,13 @@ impl RollbackMatch {
     pub fn handle_of(&self, peer: PeerId) -> Option<usize> {
         self.players.iter().position(|p| *p == peer)
     }
+}
+
+/// The host's word on who plays: every peer starts its match from this list (handle `i` at index
+/// `i`), so a roster still settling cannot make two peers disagree.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MatchPlan {
+    pub(crate) players: Vec<PeerId>,
 }
 
 /// A spectator asks for every frame's inputs from `from` on.
@@ -180,6 +188,7 @@ impl<C: Config<Address = PeerId>> Plugin for HuddleRollbackPlugin<C> {
             .add_message::<RollbackEvent>()
             .add_message::<RollbackStarted>()
             .add_message::<StartRollback>()
+            .add_huddle_message::<MatchPlan>(Channel::Reliable)
             .add_huddle_message::<FeedRequest>(Channel::Reliable)
             .add_huddle_message::<FeedFrames>(Channel::Reliable)
             .configure_sets(

@@ -3,10 +3,10 @@
 
 use super::socket::codec;
 use super::{
-    FeedFrames, FeedRequest, InputLog, RollbackEvent, RollbackMatch, RollbackPhase,
+    FeedFrames, FeedRequest, InputLog, MatchPlan, RollbackEvent, RollbackMatch, RollbackPhase,
     RollbackStarted, RollbackStats, StartRollback,
 };
-use crate::messages::{HostChanged, Incoming, Outgoing, PeerLeft};
+use crate::messages::{HostChanged, Incoming, Outgoing, PeerJoined, PeerLeft};
 use crate::session::HuddleSession;
 use crate::{HuddleSettings, Topology};
 use bevy::ecs::schedule::ScheduleLabel;
@@ -51,8 +51,10 @@ pub(crate) fn spectator_has_inputs(
     log.last_final() - at >= steps
 }
 
-/// Starts the match when the lobby is ready: as a player if we are among the first
-/// `players` peers, else as a spectator.
+/// Starts the match. The host decides when (the lobby holds `players` linked peers, or its game
+/// wrote [`StartRollback`]) and who plays (the first `players` in join order), and tells everyone
+/// ([`MatchPlan`]; newcomers get it when they join). Every peer starts from the host's plan: as a
+/// player once it is linked to all players, else as a spectator.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn start<C: Config<Address = PeerId>>(
     mut commands: Commands,
@@ -60,38 +62,79 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
     settings: Res<HuddleSettings>,
     mut state: ResMut<RollbackMatch>,
     mut asked: MessageReader<StartRollback>,
+    mut plans: MessageReader<Incoming<MatchPlan>>,
+    mut joined: MessageReader<PeerJoined>,
+    mut tell: MessageWriter<Outgoing<MatchPlan>>,
     mut started: MessageWriter<RollbackStarted>,
     mut feed: MessageWriter<Outgoing<FeedRequest>>,
     mut log: ResMut<InputLog>,
     mut stats: ResMut<RollbackStats>,
+    mut plan: Local<Option<Vec<PeerId>>>,
 ) {
     let asked = asked.read().last().map(|s| s.players);
-    let Some(mut session) = session else { return };
+    let Some(mut session) = session else {
+        *plan = None;
+        return;
+    };
+    let (Some(me), Some(host)) = (session.id(), session.host()) else {
+        return;
+    };
+    for p in plans.read() {
+        if p.from == host {
+            *plan = Some(p.message.players.clone());
+        }
+    }
+    let rollback = settings.0.rollback;
+    if me == host {
+        // Newcomers learn the plan (they watch).
+        for j in joined.read() {
+            if let Some(players) = plan.as_ref() {
+                tell.write(Outgoing::to_peer(
+                    j.peer,
+                    MatchPlan {
+                        players: players.clone(),
+                    },
+                ));
+            }
+        }
+        let wanted = asked.or(rollback.auto_start.then_some(rollback.players));
+        if let (None, Some(n)) = (plan.as_ref(), wanted) {
+            let members = session.succession();
+            let ready = n > 0
+                && members.len() >= n
+                && session.topology() != Topology::Star
+                && members[..n]
+                    .iter()
+                    .all(|p| *p == me || session.peers().contains(p));
+            if ready {
+                let players = members[..n].to_vec();
+                tell.write(Outgoing::to_all(MatchPlan {
+                    players: players.clone(),
+                }));
+                *plan = Some(players);
+            }
+        }
+    } else {
+        joined.clear();
+    }
     if state.phase != RollbackPhase::Waiting {
         return;
     }
-    let rollback = settings.0.rollback;
-    let players = match asked {
-        Some(n) => n,
-        None if rollback.auto_start => rollback.players,
-        None => return,
-    };
-    let (Some(me), members) = (session.id(), session.succession()) else {
+    let Some(players) = plan.clone() else {
         return;
     };
-    if players == 0 || members.len() < players || session.topology() == Topology::Star {
-        return;
-    }
-    let in_match = &members[..players];
-    let linked = |p: &PeerId| *p == me || session.peers().contains(p);
-    if !in_match.iter().all(linked) {
-        return;
+    if !players
+        .iter()
+        .all(|p| *p == me || session.peers().contains(p))
+        && players.contains(&me)
+    {
+        return; // wait for our links to every player
     }
     log.clear();
     commands.insert_resource(NewestInputs::default());
-    match in_match.iter().position(|p| *p == me) {
+    match players.iter().position(|p| *p == me) {
         Some(local) => {
-            let kinds = session.ggrs_players_of(in_match);
+            let kinds = session.ggrs_players_of(&players);
             match session.start_p2p_session_of::<C>(kinds, rollback) {
                 Ok((p2p, socket)) => {
                     commands.insert_resource(Session::P2P(p2p));
@@ -104,17 +147,14 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
             }
             *state = RollbackMatch {
                 phase: RollbackPhase::Playing,
-                players: in_match.to_vec(),
+                players,
                 local_handle: Some(local),
                 ..default()
             };
         }
         None if rollback.spectators => {
-            let Some(host) = session.host().filter(|h| session.peers().contains(h)) else {
-                return;
-            };
             let replay = SessionBuilder::<C>::new()
-                .with_num_players(players)
+                .with_num_players(players.len())
                 .and_then(|b| {
                     b.with_check_distance(0)
                         .with_input_delay(0)
@@ -131,13 +171,13 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
             feed.write(Outgoing::to_peer(
                 host,
                 FeedRequest {
-                    players: players as u32,
+                    players: players.len() as u32,
                     from: 1,
                 },
             ));
             *state = RollbackMatch {
                 phase: RollbackPhase::Spectating,
-                players: in_match.to_vec(),
+                players,
                 feeder: Some(host),
                 ..default()
             };
@@ -231,6 +271,10 @@ pub(crate) fn follow_lobby<C: Config<Address = PeerId>>(
     mut leaving: Local<Leaving>,
 ) {
     if matches!(state.phase, RollbackPhase::Waiting | RollbackPhase::Ended) {
+        if state.phase == RollbackPhase::Ended && huddle.is_some() {
+            // In a lobby again: a new match can start.
+            *state = RollbackMatch::default();
+        }
         left.clear();
         *leaving = Leaving::default();
         return;
