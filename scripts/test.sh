@@ -8,7 +8,7 @@
 # (npm ci here) and Debian's Chromium (`apt-get install chromium`; .ci/run installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v chromium >/dev/null || { echo "chromium is missing: apt-get install chromium" >&2; exit 1; }
+command -v chromium >/dev/null || echo "warning: chromium is missing (apt-get install chromium): the browser tests will fail" >&2
 [[ -d tests/browser/node_modules/playwright-core ]] || npm ci --prefix tests/browser --no-audit --no-fund
 scripts/web.sh build
 HUDDLE_WEB_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/web"
