@@ -36,7 +36,7 @@
 //! order takes over on every peer (see [`protocol::election`]).
 //!
 //! Rollback games (feature `ggrs`): the `rollback` module starts a GGRS session through bevy_ggrs
-//! when the lobby is full, with spectators fed by the host.
+//! when the lobby is full, with late joiners watching as spectators.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -116,21 +116,37 @@ fn four_peers_play_600_frames_under_latency_and_loss() {
 #[test]
 #[ignore = "ggrs 0.13 can panic when a player of three leaves (see the doc comment)"]
 fn one_of_three_players_leaves_and_the_others_play_on() {
-    leave_mid_match("rollback-leave3", 3, 2);
+    let peers = leave_mid_match("rollback-leave3", 3, 2);
+    assert!(peers
+        .iter()
+        .all(|p| game(p).phase == RollbackPhase::Playing));
 }
 
 /// One player of a 1v1 with a spectator leaves: the other player and the spectator get the
 /// disconnect message and go on (the spectator still fed by the host).
 #[test]
 fn a_player_leaving_is_disconnected_and_the_other_plays_on() {
-    let watcher = leave_mid_match("rollback-leave", 2, 1);
-    assert_eq!(game(&watcher).phase, RollbackPhase::Spectating);
+    let peers = leave_mid_match("rollback-leave", 2, 1);
+    assert_eq!(
+        game(spectator(&peers)).feeder,
+        Some(game(&peers[0]).players[0])
+    );
+}
+
+/// The host (player 0) of a 1v1 with a spectator leaves: the other player feeds the spectator
+/// now (whoever hosts next: the spectator itself may be next in join order), which asks it for
+/// the frames it still needs and reaches the same frame 600.
+#[test]
+fn when_the_host_player_leaves_the_spectator_follows_the_new_host() {
+    let peers = leave_mid_match("rollback-host-leaves", 2, 0);
+    let watcher = spectator(&peers);
+    assert_eq!(game(watcher).feeder, Some(game(watcher).players[1]));
+    assert_eq!(rollback_stats(watcher).spectator_starved, 0);
 }
 
 /// Three peers, `players` of them in the match; the one with handle `leaver` leaves at frame
-/// ~120. The other two get one disconnect message and reach the same frame 600. Returns the one
-/// that is not the host.
-fn leave_mid_match(room: &str, players: usize, leaver: usize) -> Player {
+/// ~120. The other two get one disconnect message and reach the same frame 600. Returns them.
+fn leave_mid_match(room: &str, players: usize, leaver: usize) -> Vec<Player> {
     let (_rt, server) = server_on_runtime();
     let url = server.room_url(room);
     let mut peers = lobby(&url, 3, players);
@@ -151,7 +167,22 @@ fn leave_mid_match(room: &str, players: usize, leaver: usize) -> Player {
         ps.iter()
             .all(|p| rollback_log(p).contains(&disconnected) && checksum_at(p, FRAMES).is_some())
     });
-    assert!(ok, "both saw the disconnect and reached frame {FRAMES}");
+    let seen: Vec<_> = peers
+        .iter()
+        .map(|p| {
+            (
+                game(p).clone(),
+                rollback_stats(p).newest_frame,
+                rollback_stats(p).confirmed_frame,
+                p.roster().host,
+                rollback_log(p).to_vec(),
+            )
+        })
+        .collect();
+    assert!(
+        ok,
+        "both saw the disconnect and reached frame {FRAMES}: {seen:#?}"
+    );
     for p in &peers {
         let count = rollback_log(p)
             .iter()
@@ -165,12 +196,15 @@ fn leave_mid_match(room: &str, players: usize, leaver: usize) -> Player {
         checksum_at(&peers[0], FRAMES),
         checksum_at(&peers[1], FRAMES)
     );
-    let host = peers[0].roster().host;
-    let index = peers
+    peers
+}
+
+/// The one of `peers` that watches.
+fn spectator(peers: &[Player]) -> &Player {
+    peers
         .iter()
-        .position(|p| p.id() != host)
-        .expect("two peers");
-    peers.remove(index)
+        .find(|p| game(p).phase == RollbackPhase::Spectating)
+        .expect("a spectator")
 }
 
 #[test]

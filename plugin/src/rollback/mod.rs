@@ -18,8 +18,8 @@
 //!   upstream, unreleased). huddle narrows this (it holds the other players' GGRS packets back
 //!   while it disconnects the gone player, and keeps the whole prediction window of snapshots),
 //!   but cannot rule it out; 1v1 matches are not affected.
-//! - Peers that join past the players become spectators: the host sends them every frame's
-//!   confirmed inputs from the first frame on (GGRS only takes spectators when a session starts,
+//! - Peers that join past the players become spectators: a player (the first one still in the
+//!   match) sends them every frame's confirmed inputs from the first frame on (GGRS only takes spectators when a session starts,
 //!   so huddle feeds late ones itself), and they replay the match, catching up at up to 4x speed.
 //!   A spectator sees every input as `InputStatus::Confirmed` (a gone player's as the default
 //!   input); its `ReadInputs` schedule is set aside while it watches.
@@ -104,7 +104,7 @@ pub enum RollbackPhase {
     Waiting,
     /// Playing in a GGRS P2P session.
     Playing,
-    /// Watching: replaying the inputs the host sends.
+    /// Watching: replaying the inputs a player sends.
     Spectating,
     /// The match ended for us (we left the lobby; joining a lobby again waits for a new match).
     Ended,
@@ -121,7 +121,7 @@ pub struct RollbackMatch {
     pub local_handle: Option<usize>,
     /// Handles of players that are gone.
     pub disconnected: Vec<usize>,
-    /// Who feeds us inputs, if we watch.
+    /// The player that feeds us inputs, if we watch.
     pub feeder: Option<PeerId>,
 }
 

@@ -6,7 +6,7 @@ use super::{
     FeedFrames, FeedRequest, InputLog, MatchPlan, RollbackEvent, RollbackMatch, RollbackPhase,
     RollbackStarted, RollbackStats, StartRollback,
 };
-use crate::messages::{HostChanged, Incoming, Outgoing, PeerJoined, PeerLeft};
+use crate::messages::{Incoming, Outgoing, PeerJoined, PeerLeft};
 use crate::session::HuddleSession;
 use crate::{HuddleSettings, Topology};
 use bevy::ecs::schedule::ScheduleLabel;
@@ -327,18 +327,18 @@ pub(crate) fn follow_lobby<C: Config<Address = PeerId>>(
     }
 }
 
-/// A spectator takes in the feed, follows the host (it feeds us), and catches up: while far
-/// behind, the app's virtual clock runs up to 4x so bevy_ggrs steps several frames an update.
+/// A spectator takes in the feed, keeps a player feeding it (the first one still in the match:
+/// every player keeps the whole log; after a host change the host may be a spectator), and
+/// catches up: while far behind, the app's virtual clock runs up to 4x so bevy_ggrs steps several
+/// frames an update.
 pub(crate) fn follow_feed(
     mut state: ResMut<RollbackMatch>,
-    mut host_changed: MessageReader<HostChanged>,
     mut frames: MessageReader<Incoming<FeedFrames>>,
     mut feed: MessageWriter<Outgoing<FeedRequest>>,
     mut log: ResMut<InputLog>,
     frame: Option<Res<RollbackFrameCount>>,
     mut time: ResMut<Time<Virtual>>,
 ) {
-    let new_host = host_changed.read().last().map(|h| h.new);
     if state.phase != RollbackPhase::Spectating {
         frames.clear();
         return;
@@ -352,10 +352,16 @@ pub(crate) fn follow_feed(
             debug!("huddle: a feed batch out of order from {}", batch.from);
         }
     }
-    if let Some(host) = new_host.filter(|h| Some(*h) != state.feeder) {
-        state.feeder = Some(host);
+    let feeder = state
+        .players
+        .iter()
+        .enumerate()
+        .find(|(handle, _)| !state.disconnected.contains(handle))
+        .map(|(_, p)| *p);
+    if let Some(player) = feeder.filter(|p| Some(*p) != state.feeder) {
+        state.feeder = Some(player);
         feed.write(Outgoing::to_peer(
-            host,
+            player,
             FeedRequest {
                 players: state.players.len() as u32,
                 from: log.last_final() + 1,
