@@ -130,8 +130,10 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
     {
         return; // wait for our links to every player
     }
+    // A new match: nothing of the last one counts.
     log.clear();
     commands.insert_resource(NewestInputs::default());
+    *stats = RollbackStats::default();
     match players.iter().position(|p| *p == me) {
         Some(local) => {
             let kinds = session.ggrs_players_of(&players);
@@ -225,10 +227,10 @@ fn replay_inputs<C: Config<Address = PeerId>>(
     commands.insert_resource(LocalInputs::<C>(inputs.into_iter().enumerate().collect()));
 }
 
-/// Whether each player's input was predicted in the newest frame we simulated.
+/// Whether each player's input was predicted in the newest frame we simulated
+/// ([`RollbackStats::newest_frame`]).
 #[derive(Resource, Default, Debug)]
 pub(crate) struct NewestInputs {
-    frame: i32,
     predicted: Vec<bool>,
 }
 
@@ -417,8 +419,7 @@ pub(crate) fn record<C: Config<Address = PeerId>>(
     mut stats: ResMut<RollbackStats>,
     mut newest: ResMut<NewestInputs>,
 ) {
-    if frame.0 >= newest.frame {
-        newest.frame = frame.0;
+    if frame.0 >= stats.newest_frame {
         newest.predicted.clear();
         newest
             .predicted
