@@ -36,17 +36,7 @@ fn steer(keys: Res<ButtonInput<KeyCode>>, mut steering: ResMut<Steering>) {
 }
 
 fn setup(mut commands: Commands) {
-    commands.spawn(Camera2d);
-    commands.spawn((
-        StatusText,
-        Text::new("connecting..."),
-        Node {
-            position_type: PositionType::Absolute,
-            top: px(10.0),
-            left: px(10.0),
-            ..default()
-        },
-    ));
+    crate::window::camera_and_text(&mut commands, StatusText);
     // The arena's border.
     let side = 2.0 * ARENA as f32 / 100.0 + 40.0;
     commands.spawn((

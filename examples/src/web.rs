@@ -9,7 +9,6 @@
 
 use crate::box_game::{final_checksum, BoxBody, BoxGame, BoxInput, Steering, ARENA};
 use crate::lobby::{short, ChatLog, LobbyGame, Pilot, Position, Squares};
-use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
 use bevy_huddle::prelude::*;
 use bevy_huddle::{HuddleStats, PeerLinks, RollbackMatch, RollbackStats};
@@ -17,7 +16,6 @@ use serde_json::json;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
-use std::time::Duration;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
@@ -127,16 +125,12 @@ fn arrows(keys: &Keys) -> BoxInput {
 
 fn app(config: HuddleConfig) -> App {
     let mut app = App::new();
-    app.add_plugins(
-        MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_secs_f64(
-            1.0 / 60.0,
-        ))),
-    )
-    .add_plugins(bevy::log::LogPlugin {
-        filter: "info".into(),
-        ..default()
-    })
-    .add_plugins(HuddlePlugin::new(config));
+    app.add_plugins(crate::minimal_plugins_60hz())
+        .add_plugins(bevy::log::LogPlugin {
+            filter: "info".into(),
+            ..default()
+        })
+        .add_plugins(HuddlePlugin::new(config));
     app
 }
 

@@ -68,6 +68,34 @@ fn native_heard(player: &Player, from: &str, line: &str) -> bool {
     chat && moves
 }
 
+/// A server, and a browser whose page "a" (the `example` page, `extra` query parameters) is in
+/// the lobby of `room`, alone: the runtime and server (keep them), the room URL, the browser, and
+/// an empty list for the native peers to come.
+fn page_hosts(
+    room: &str,
+    example: &str,
+    extra: &str,
+) -> (
+    tokio::runtime::Runtime,
+    huddle_server::RunningServer,
+    String,
+    Browser,
+    Vec<Player>,
+) {
+    let (rt, server) = server_on_runtime();
+    let room = server.room_url(room);
+    let mut browser = Browser::start();
+    let mut natives = Vec::new();
+    open_in_lobby(
+        &mut browser,
+        &mut natives,
+        "a",
+        &page(example, &room, extra),
+        LIMIT,
+    );
+    (rt, server, room, browser, natives)
+}
+
 /// A browser page and a native peer meet; `browser_first` decides who is the caller and host.
 fn browser_and_native(browser_first: bool) {
     let (_rt, server) = server_on_runtime();
@@ -162,17 +190,7 @@ fn a_native_host_and_a_browser_peer_exchange_messages() {
 
 #[test]
 fn when_the_browser_host_leaves_the_native_peers_elect_the_next_and_go_on() {
-    let (_rt, server) = server_on_runtime();
-    let room = server.room_url("web-host-leaves");
-    let mut browser = Browser::start();
-    let mut natives: Vec<Player> = Vec::new();
-    open_in_lobby(
-        &mut browser,
-        &mut natives,
-        "a",
-        &page("lobby", &room, ""),
-        LIMIT,
-    );
+    let (_rt, _server, room, mut browser, mut natives) = page_hosts("web-host-leaves", "lobby", "");
     natives.push(lobby_player(&room));
     assert!(run_with_browser(
         &mut natives,
@@ -224,17 +242,7 @@ fn when_the_browser_host_leaves_the_native_peers_elect_the_next_and_go_on() {
 
 #[test]
 fn two_browser_pages_and_a_native_peer_share_a_lobby() {
-    let (_rt, server) = server_on_runtime();
-    let room = server.room_url("web-two-pages");
-    let mut browser = Browser::start();
-    let mut natives: Vec<Player> = Vec::new();
-    open_in_lobby(
-        &mut browser,
-        &mut natives,
-        "a",
-        &page("lobby", &room, ""),
-        LIMIT,
-    );
+    let (_rt, _server, room, mut browser, mut natives) = page_hosts("web-two-pages", "lobby", "");
     browser.open("b", &page("lobby", &room, ""));
     natives.push(lobby_player(&room));
     let ok = run_with_browser(&mut natives, &mut browser, LIMIT, |ps, b| {
@@ -272,17 +280,8 @@ fn two_browser_pages_and_a_native_peer_share_a_lobby() {
 
 #[test]
 fn a_rollback_match_browser_vs_native_ends_with_equal_checksums() {
-    let (_rt, server) = server_on_runtime();
-    let room = server.room_url("web-boxes");
-    let mut browser = Browser::start();
-    let mut natives: Vec<Player> = Vec::new();
-    open_in_lobby(
-        &mut browser,
-        &mut natives,
-        "a",
-        &page("box_game", &room, "&players=2&frames=600"),
-        LIMIT,
-    );
+    let (_rt, _server, room, mut browser, mut natives) =
+        page_hosts("web-boxes", "box_game", "&players=2&frames=600");
     natives.push(box_player(&room, 2));
     let ok = run_with_browser(&mut natives, &mut browser, LIMIT, |ps, b| {
         checksum_at(&ps[0], 600).is_some()

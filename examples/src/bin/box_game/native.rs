@@ -1,6 +1,5 @@
 //! The native build: a window or headless, and with no arguments a server and a bot too.
 
-use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
 use bevy_huddle::prelude::*;
 use bevy_huddle::{RollbackMatch, RollbackPhase};
@@ -10,6 +9,7 @@ use huddle_examples::box_game::{
 };
 use huddle_examples::lobby::Pilot;
 use huddle_examples::local::host_with_bot;
+use huddle_examples::{minimal_plugins_60hz, LOG_FILTER};
 use std::time::{Duration, Instant};
 
 /// huddle's box game.
@@ -32,22 +32,11 @@ struct Args {
     synctest: bool,
 }
 
-const LOG_FILTER: &str =
-    "info,rtc=warn,rtc_ice=warn,rtc_dtls=warn,webrtc=warn,matchbox_socket=warn,bevy_ggrs=warn";
-
 fn config(room: &str, players: usize) -> HuddleConfig {
     let mut config = HuddleConfig::room(room);
     config.topology = Topology::Mesh;
     config.rollback.players = players;
     config
-}
-
-fn headless_plugins(app: &mut App) {
-    app.add_plugins(
-        MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_secs_f64(
-            1.0 / 60.0,
-        ))),
-    );
 }
 
 /// Quits once frame `n` is final, printing its checksum; lingers a second so the others get our
@@ -86,7 +75,7 @@ fn app(room: &str, players: usize, frames: Option<i32>, windowed: bool, bot: boo
         .add_plugins(huddle_examples::box_window::BoxWindow);
     }
     if !windowed {
-        headless_plugins(&mut app);
+        app.add_plugins(minimal_plugins_60hz());
     }
     if !windowed && !bot {
         app.add_plugins(bevy::log::LogPlugin {

@@ -1,12 +1,12 @@
 //! The native build: a window or headless, and with no arguments a server and a bot too.
 
-use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
 use bevy_huddle::prelude::*;
 use bevy_huddle::PeerLinks;
 use clap::Parser;
 use huddle_examples::lobby::{short, ChatLog, LobbyGame, Pilot, Squares};
 use huddle_examples::local::host_with_bot;
+use huddle_examples::{minimal_plugins_60hz, LOG_FILTER};
 use std::time::Duration;
 
 /// huddle's lobby demo.
@@ -23,9 +23,6 @@ struct Args {
     frames: Option<u32>,
 }
 
-const LOG_FILTER: &str =
-    "info,rtc=warn,rtc_ice=warn,rtc_dtls=warn,webrtc=warn,matchbox_socket=warn";
-
 fn app(room: &str, frames: Option<u32>, windowed: bool) -> App {
     let mut app = App::new();
     #[cfg(feature = "window")]
@@ -37,13 +34,11 @@ fn app(room: &str, frames: Option<u32>, windowed: bool) -> App {
         .add_plugins(huddle_examples::window::LobbyWindow);
     }
     if !windowed {
-        app.add_plugins(MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(
-            Duration::from_secs_f64(1.0 / 60.0),
-        )))
-        .add_plugins(bevy::log::LogPlugin {
-            filter: LOG_FILTER.into(),
-            ..default()
-        });
+        app.add_plugins(minimal_plugins_60hz())
+            .add_plugins(bevy::log::LogPlugin {
+                filter: LOG_FILTER.into(),
+                ..default()
+            });
     }
     let pilot = if windowed { Pilot::Player } else { Pilot::Bot };
     app.add_plugins(HuddlePlugin::new(HuddleConfig::room(room)))
@@ -115,13 +110,9 @@ fn print_lobby(
 /// The bot: a headless player that quits a second after `frames`.
 fn bot(room: &str, frames: Option<u32>) -> App {
     let mut bot = App::new();
-    bot.add_plugins(
-        MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_secs_f64(
-            1.0 / 60.0,
-        ))),
-    )
-    .add_plugins(HuddlePlugin::new(HuddleConfig::room(room)))
-    .add_plugins(LobbyGame { pilot: Pilot::Bot });
+    bot.add_plugins(minimal_plugins_60hz())
+        .add_plugins(HuddlePlugin::new(HuddleConfig::room(room)))
+        .add_plugins(LobbyGame { pilot: Pilot::Bot });
     if let Some(frames) = frames {
         bot.add_systems(
             Last,
