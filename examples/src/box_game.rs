@@ -114,8 +114,16 @@ pub fn start_positions(players: usize) -> Vec<BoxBody> {
         .collect()
 }
 
-fn spawn_boxes(mut commands: Commands, mut started: MessageReader<RollbackStarted>) {
+/// A match started: a box per player (a new match replaces the last one's boxes).
+fn spawn_boxes(
+    mut commands: Commands,
+    mut started: MessageReader<RollbackStarted>,
+    old: Query<Entity, With<BoxBody>>,
+    mut sums: ResMut<FrameChecksums>,
+) {
     for start in started.read() {
+        old.iter().for_each(|e| commands.entity(e).despawn());
+        sums.0.clear();
         for body in start_positions(start.players.len()) {
             commands.spawn((body, Rollback));
         }

@@ -78,8 +78,8 @@ pub use messages::{
 pub use registry::{AddHuddleMessage, Channel, HuddleMessage, MessageRegistry};
 #[cfg(feature = "ggrs")]
 pub use rollback::{
-    HuddleGgrsSocket, HuddleRollbackPlugin, RollbackEvent, RollbackMatch, RollbackPhase,
-    RollbackSettings, RollbackStarted, RollbackStats, StartRollback,
+    HuddleGgrsSocket, HuddleRollbackPlugin, LeaveRollback, RollbackEvent, RollbackMatch,
+    RollbackPhase, RollbackSettings, RollbackStarted, RollbackStats, StartRollback,
 };
 pub use schedule::{HuddleSet, LobbyState};
 pub use session::{HuddleSession, HuddleStats};
@@ -96,8 +96,8 @@ pub mod prelude {
     };
     #[cfg(feature = "ggrs")]
     pub use crate::{
-        HuddleRollbackPlugin, RollbackEvent, RollbackMatch, RollbackPhase, RollbackStarted,
-        StartRollback,
+        HuddleRollbackPlugin, LeaveRollback, RollbackEvent, RollbackMatch, RollbackPhase,
+        RollbackStarted, StartRollback,
     };
 }
 

@@ -5,7 +5,7 @@
 
 use bevy_huddle::prelude::*;
 use bevy_huddle::rollback::RollbackDiagnostics;
-use bevy_huddle::{HuddleConfig, RollbackEvent, RollbackPhase, StartRollback};
+use bevy_huddle::{HuddleConfig, LeaveRollback, RollbackEvent, RollbackPhase, StartRollback};
 use huddle_examples::box_game::{checksum, start_positions};
 use huddle_tests::apps::*;
 use huddle_tests::rollback::*;
@@ -35,10 +35,7 @@ fn match_of(n: usize) {
     let (_rt, server) = server_on_runtime();
     let url = server.room_url(&format!("rollback{n}"));
     let mut players = lobby(&url, n, n);
-    let conditions = Conditions::new(Duration::from_millis(60), Duration::from_millis(10), 0.05);
-    for p in &mut players {
-        p.app.insert_resource(LinkConditioner::both(conditions));
-    }
+    condition(&mut players);
     let ok = run_until(&mut players, LIMIT, |ps| {
         ps.iter().all(|p| checksum_at(p, FRAMES).is_some())
     });
@@ -105,28 +102,82 @@ fn four_peers_play_600_frames_under_latency_and_loss() {
     match_of(4);
 }
 
-/// One of three players leaves mid-match: the other two get the disconnect message once and play
-/// on to the same world.
-///
-/// Ignored: ggrs 0.13 itself panics on this path in some runs. When the two remaining peers last
-/// heard the gone player at different frames, the later one is told the earlier frame after it
-/// confirmed past it, and GGRS asserts (input queue, prediction window, or a load of the current
-/// frame). huddle holds GGRS packets back while it disconnects the player (see `follow_lobby`),
-/// which made 8 of 8 runs pass alone but not every run under load. Run it with `--ignored`.
+/// One of three players leaves mid-match (`LeaveRollback`) under latency, jitter and loss: it
+/// leaves the lobby once the other two hold its last input; they get the disconnect message once
+/// and play on to the same world.
 #[test]
-#[ignore = "ggrs 0.13 can panic when a player of three leaves (see the doc comment)"]
 fn one_of_three_players_leaves_and_the_others_play_on() {
-    let peers = leave_mid_match("rollback-leave3", 3, 2);
+    let peers = leave_mid_match("rollback-leave3", 3, 2, Going::Leaves, true);
     assert!(peers
         .iter()
         .all(|p| game(p).phase == RollbackPhase::Playing));
+}
+
+/// The host player of three leaves the same way: the next host plays on with the third.
+#[test]
+fn the_host_player_of_three_leaves_and_the_others_play_on() {
+    leave_mid_match("rollback-host-leaves3", 3, 0, Going::Leaves, true);
+}
+
+/// One of three players vanishes (its app is gone) under latency, jitter and loss. The other two
+/// agree on its last input: if they hold the same one, they play on to the same world; if not
+/// (ggrs 0.13 cannot go on then), both end the match, and the host starts a new one of two.
+/// Either way nothing panics and both see the same.
+#[test]
+fn one_of_three_players_vanishes_and_the_others_agree() {
+    let (_rt, server) = server_on_runtime();
+    let url = server.room_url("rollback-vanish3");
+    let mut peers = lobby(&url, 3, 3);
+    condition(&mut peers);
+    assert!(run_until(&mut peers, LIMIT, |ps| ps
+        .iter()
+        .all(|p| checksum_at(p, 120).is_some())));
+    let gone = peers.remove(1);
+    let peer = gone.id().expect("an id");
+    drop(gone);
+    let abandoned = RollbackEvent::Abandoned { peer, handle: 1 };
+    let settled =
+        |p: &Player| rollback_log(p).contains(&abandoned) || checksum_at(p, FRAMES).is_some();
+    assert!(
+        run_until(&mut peers, LIMIT, |ps| ps.iter().all(settled)),
+        "both play on or both end the match: {:?}",
+        peers.iter().map(|p| game(p).clone()).collect::<Vec<_>>()
+    );
+    let ended: Vec<bool> = peers
+        .iter()
+        .map(|p| rollback_log(p).contains(&abandoned))
+        .collect();
+    assert_eq!(ended[0], ended[1], "the same verdict on both");
+    peers.iter().for_each(no_desync);
+    if !ended[0] {
+        eprintln!("the two remaining players held the same last input: they played on");
+        assert_eq!(
+            checksum_at(&peers[0], FRAMES),
+            checksum_at(&peers[1], FRAMES)
+        );
+        return;
+    }
+    eprintln!("the two remaining players held different last inputs: the match was abandoned");
+    // Nothing starts by itself after an abandoned match; the host's game starts a new one.
+    run_for(&mut peers, Duration::from_millis(300));
+    assert!(peers
+        .iter()
+        .all(|p| game(p).phase == RollbackPhase::Waiting));
+    peers[0]
+        .app
+        .world_mut()
+        .write_message(StartRollback { players: 2 });
+    assert!(run_until(&mut peers, LIMIT, |ps| ps
+        .iter()
+        .all(|p| checksum_at(p, 120).is_some())));
+    assert_eq!(checksum_at(&peers[0], 120), checksum_at(&peers[1], 120));
 }
 
 /// One player of a 1v1 with a spectator leaves: the other player and the spectator get the
 /// disconnect message and go on (the spectator still fed by the host).
 #[test]
 fn a_player_leaving_is_disconnected_and_the_other_plays_on() {
-    let peers = leave_mid_match("rollback-leave", 2, 1);
+    let peers = leave_mid_match("rollback-leave", 2, 1, Going::Vanishes, false);
     assert_eq!(
         game(spectator(&peers)).feeder,
         Some(game(&peers[0]).players[0])
@@ -138,18 +189,53 @@ fn a_player_leaving_is_disconnected_and_the_other_plays_on() {
 /// the frames it still needs and reaches the same frame 600.
 #[test]
 fn when_the_host_player_leaves_the_spectator_follows_the_new_host() {
-    let peers = leave_mid_match("rollback-host-leaves", 2, 0);
+    let peers = leave_mid_match("rollback-host-leaves", 2, 0, Going::Vanishes, false);
     let watcher = spectator(&peers);
     assert_eq!(game(watcher).feeder, Some(game(watcher).players[1]));
     assert_eq!(rollback_stats(watcher).spectator_starved, 0);
 }
 
-/// Three peers, `players` of them in the match; the one with handle `leaver` leaves at frame
-/// ~120. The other two get one disconnect message and reach the same frame 600. Returns them.
-fn leave_mid_match(room: &str, players: usize, leaver: usize) -> Vec<Player> {
+/// The same with `LeaveRollback`: the spectator switches to the other player on the farewell.
+#[test]
+fn the_host_player_of_a_1v1_leaves_cleanly_and_the_spectator_follows() {
+    let peers = leave_mid_match("rollback-host-parts", 2, 0, Going::Leaves, false);
+    let watcher = spectator(&peers);
+    assert_eq!(game(watcher).feeder, Some(game(watcher).players[1]));
+    assert_eq!(rollback_stats(watcher).spectator_starved, 0);
+}
+
+/// How a player goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Going {
+    /// `LeaveRollback`, then it leaves the lobby by itself.
+    Leaves,
+    /// Its app is dropped.
+    Vanishes,
+}
+
+fn condition(peers: &mut [Player]) {
+    let conditions = Conditions::new(Duration::from_millis(60), Duration::from_millis(10), 0.05);
+    for p in peers {
+        p.app.insert_resource(LinkConditioner::both(conditions));
+    }
+}
+
+/// Three peers, `players` of them in the match (under 60 ms / 10 ms / 5 % if `lossy`); the one
+/// with handle `leaver` goes at frame ~120. The others get one disconnect message and reach the
+/// same frame 600. Returns them.
+fn leave_mid_match(
+    room: &str,
+    players: usize,
+    leaver: usize,
+    how: Going,
+    lossy: bool,
+) -> Vec<Player> {
     let (_rt, server) = server_on_runtime();
     let url = server.room_url(room);
     let mut peers = lobby(&url, 3, players);
+    if lossy {
+        condition(&mut peers);
+    }
     assert!(run_until(&mut peers, LIMIT, |ps| ps
         .iter()
         .all(|p| checksum_at(p, 120).is_some())));
@@ -157,12 +243,21 @@ fn leave_mid_match(room: &str, players: usize, leaver: usize) -> Vec<Player> {
         .iter()
         .position(|p| game(p).local_handle == Some(leaver))
         .expect("a player with that handle");
-    let gone = peers.remove(index);
     let disconnected = RollbackEvent::Disconnected {
-        peer: gone.id().expect("an id"),
+        peer: peers[index].id().expect("an id"),
         handle: leaver,
     };
-    drop(gone);
+    if how == Going::Leaves {
+        peers[index].app.world_mut().write_message(LeaveRollback);
+        // It waits for the others to hold its last input (2 s at most), then leaves the lobby.
+        let left = run_until(&mut peers, LIMIT, |ps| {
+            ps[index].state() == LobbyState::Offline
+                && game(&ps[index]).phase == RollbackPhase::Ended
+        });
+        assert!(left, "the leaver left: {:?}", game(&peers[index]));
+        assert_eq!(game(&peers[index]).phase, RollbackPhase::Ended);
+    }
+    drop(peers.remove(index));
     let ok = run_until(&mut peers, LIMIT, |ps| {
         ps.iter()
             .all(|p| rollback_log(p).contains(&disconnected) && checksum_at(p, FRAMES).is_some())

@@ -30,7 +30,17 @@ pub enum RollbackEvent {
         /// Its player handle.
         handle: usize,
     },
-    /// Nothing heard from `peer` for a while; it is disconnected after `disconnect_timeout`.
+    /// The match ended: `peer` vanished and the remaining players hold different last inputs
+    /// of it, which ggrs 0.13 cannot play on from (see `LeaveRollback` for leaving cleanly).
+    /// Every remaining player gets this and the match's session is gone; the host may start a
+    /// new one ([`StartRollback`](super::StartRollback)).
+    Abandoned {
+        /// The peer that vanished.
+        peer: PeerId,
+        /// Its player handle.
+        handle: usize,
+    },
+    /// Nothing heard from `peer` for a while; it counts as gone after `disconnect_timeout` more.
     NetworkInterrupted {
         /// The peer.
         peer: PeerId,

@@ -10,21 +10,26 @@
 //!
 //! - GGRS events arrive as [`RollbackEvent`]s with the peer's id; network stats are in
 //!   [`RollbackStats`] and in Bevy diagnostics ([`RollbackDiagnostics`]).
-//! - A player that leaves the lobby is announced at once ([`RollbackEvent::Disconnected`]) and
-//!   disconnected from the GGRS session a frame or two later, when that is safe (no GGRS timeout
-//!   to wait for). Known limit of ggrs 0.13: in matches of three or more players, when the
-//!   others last heard the gone player at different frames, GGRS re-disconnects it at the
-//!   earlier frame after having confirmed past it, and panics (gschup/ggrs#119 fixes one case
-//!   upstream, unreleased). huddle narrows this (it holds the other players' GGRS packets back
-//!   while it disconnects the gone player, and keeps the whole prediction window of snapshots),
-//!   but cannot rule it out; 1v1 matches are not affected.
+//! - A player that goes is announced at once ([`RollbackEvent::Disconnected`]) and leaves the
+//!   GGRS session the same way on every remaining player. To leave cleanly, a player's game
+//!   writes [`LeaveRollback`]: it stops adding inputs, tells the others the frame of its last
+//!   one, and leaves the lobby once they all hold it; they disconnect it at that frame and play
+//!   on. A player that vanishes (left the lobby, crashed, or silent for
+//!   [`RollbackSettings::disconnect_timeout`]) makes the remaining players compare the last
+//!   input of it each holds: equal, they play on; different, they all end the match
+//!   ([`RollbackEvent::Abandoned`]), because ggrs 0.13 would re-disconnect it at the earlier
+//!   frame after confirming past it and panic (gschup/ggrs#119 fixes a related case upstream,
+//!   unreleased). GGRS never times a player out by itself here, so it cannot decide alone.
+//!   With one other player left there is nothing to compare: it is disconnected at once.
 //! - Peers that join past the players become spectators: a player (the first one still in the
 //!   match) sends them every frame's confirmed inputs from the first frame on (GGRS only takes spectators when a session starts,
 //!   so huddle feeds late ones itself), and they replay the match, catching up at up to 4x speed.
 //!   A spectator sees every input as `InputStatus::Confirmed` (a gone player's as the default
 //!   input); its `ReadInputs` schedule is set aside while it watches.
 
+mod departure;
 mod events;
+mod leave;
 mod log;
 pub(crate) mod socket;
 mod stats;
@@ -45,6 +50,7 @@ use ggrs::Config;
 use matchbox_socket::PeerId;
 use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
+use std::time::Duration;
 
 /// Parameters of the rollback sessions (in [`HuddleConfig::rollback`](crate::HuddleConfig)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +69,8 @@ pub struct RollbackSettings {
     pub desync_interval: Option<u32>,
     /// Frames per second the game runs at.
     pub fps: usize,
+    /// A player GGRS has not heard from for this long counts as gone (as if it left the lobby).
+    pub disconnect_timeout: Duration,
 }
 
 impl Default for RollbackSettings {
@@ -75,6 +83,7 @@ impl Default for RollbackSettings {
             max_prediction: 8,
             desync_interval: Some(10),
             fps: 60,
+            disconnect_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -86,6 +95,15 @@ pub struct StartRollback {
     /// Players in the match.
     pub players: usize,
 }
+
+/// Leaves the match cleanly, then the lobby: we stop adding inputs, tell the other players our
+/// last one, and leave once every one of them holds it (at most two seconds), so they all
+/// disconnect us at the same frame and play on. Leaving the lobby directly
+/// (`commands.leave_huddle()`, or quitting the app) is a vanishing to them: they play on when
+/// they can agree on our last input, and end the match when they cannot (see
+/// [`RollbackEvent::Abandoned`]).
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LeaveRollback;
 
 /// A match started: spawn the players' rollback entities now.
 #[derive(Message, Debug, Clone, PartialEq, Eq)]
@@ -106,6 +124,9 @@ pub enum RollbackPhase {
     Playing,
     /// Watching: replaying the inputs a player sends.
     Spectating,
+    /// Leaving ([`LeaveRollback`]): our game no longer steps; we wait for the other players to
+    /// hold our last input, then leave the lobby.
+    Leaving,
     /// The match ended for us (we left the lobby; joining a lobby again waits for a new match).
     Ended,
 }
@@ -137,6 +158,20 @@ impl RollbackMatch {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MatchPlan {
     pub(crate) players: Vec<PeerId>,
+}
+
+/// A player leaves the match: its last input is for GGRS frame `last_frame`.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Farewell {
+    pub(crate) last_frame: i32,
+}
+
+/// The sender holds the inputs of the gone player `handle` up to GGRS frame `frame` (see the
+/// `departure` module). To a player that said farewell it is the acknowledgement.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LastInput {
+    pub(crate) handle: u32,
+    pub(crate) frame: i32,
 }
 
 /// A spectator asks for every frame's inputs from `from` on.
@@ -185,17 +220,23 @@ impl<C: Config<Address = PeerId>> Plugin for HuddleRollbackPlugin<C> {
             .init_resource::<RollbackStats>()
             .init_resource::<InputLog>()
             .init_resource::<systems::NewestInputs>()
+            .init_resource::<systems::Departing>()
+            .init_resource::<systems::Plan>()
             .add_message::<RollbackEvent>()
             .add_message::<RollbackStarted>()
             .add_message::<StartRollback>()
+            .add_message::<LeaveRollback>()
             .add_huddle_message::<MatchPlan>(Channel::Reliable)
+            .add_huddle_message::<Farewell>(Channel::Reliable)
+            .add_huddle_message::<LastInput>(Channel::Reliable)
             .add_huddle_message::<FeedRequest>(Channel::Reliable)
             .add_huddle_message::<FeedFrames>(Channel::Reliable)
             .configure_sets(
                 PreUpdate,
                 RunGgrsSystems
                     .after(HuddleSet::Receive)
-                    .run_if(systems::spectator_has_inputs),
+                    .run_if(systems::spectator_has_inputs)
+                    .run_if(leave::not_leaving),
             )
             .add_systems(
                 PreUpdate,
@@ -203,6 +244,8 @@ impl<C: Config<Address = PeerId>> Plugin for HuddleRollbackPlugin<C> {
                     (
                         systems::start::<C>,
                         systems::follow_lobby::<C>,
+                        systems::settle_departures::<C>,
+                        leave::leave::<C>,
                         systems::follow_feed,
                     )
                         .chain()

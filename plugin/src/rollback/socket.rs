@@ -14,6 +14,16 @@ use ggrs::{
 };
 use matchbox_socket::PeerId;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// GGRS tells of a silent player ([`RollbackEvent::NetworkInterrupted`]) after this long.
+///
+/// [`RollbackEvent::NetworkInterrupted`]: super::RollbackEvent::NetworkInterrupted
+pub(crate) const NOTIFY_AFTER: Duration = Duration::from_millis(500);
+
+/// A disconnect timeout GGRS never reaches: in the rollback plugin's matches the players agree
+/// on who is gone, and when (see the `departure` module), so GGRS must not decide alone.
+pub(crate) const GGRS_NEVER: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Messages held for GGRS at most (it reads them every frame).
 const INBOX_LIMIT: usize = 4096;
@@ -129,11 +139,23 @@ impl HuddleSession {
         self.start_p2p_session_of::<C>(players, settings)
     }
 
-    /// A GGRS P2P session of `players` (handle, kind), on the GGRS channel, with `settings`.
+    /// A GGRS P2P session of `players` (handle, kind), on the GGRS channel, with `settings`
+    /// (GGRS disconnects a player it has not heard from for `settings.disconnect_timeout`).
     pub fn start_p2p_session_of<C: Config<Address = PeerId>>(
         &mut self,
         players: Vec<(usize, PlayerType<PeerId>)>,
         settings: RollbackSettings,
+    ) -> Result<(P2PSession<C>, HuddleGgrsSocket), GgrsError> {
+        self.build_p2p_session(players, settings, settings.disconnect_timeout)
+    }
+
+    /// [`Self::start_p2p_session_of`] with GGRS's own disconnect timeout: the rollback plugin
+    /// gives GGRS [`GGRS_NEVER`] and decides itself who is gone.
+    pub(crate) fn build_p2p_session<C: Config<Address = PeerId>>(
+        &mut self,
+        players: Vec<(usize, PlayerType<PeerId>)>,
+        settings: RollbackSettings,
+        ggrs_timeout: Duration,
     ) -> Result<(P2PSession<C>, HuddleGgrsSocket), GgrsError> {
         let desync = match settings.desync_interval {
             Some(interval) => DesyncDetection::On { interval },
@@ -144,7 +166,9 @@ impl HuddleSession {
             .with_input_delay(settings.input_delay)
             .with_max_prediction_window(settings.max_prediction)
             .with_desync_detection_mode(desync)
-            .with_fps(settings.fps)?;
+            .with_fps(settings.fps)?
+            .with_disconnect_timeout(ggrs_timeout)
+            .with_disconnect_notify_delay(NOTIFY_AFTER.min(ggrs_timeout));
         for (handle, kind) in players {
             builder = builder.add_player(kind, handle)?;
         }

@@ -117,7 +117,9 @@ pub(crate) fn measure<C: Config<Address = PeerId>>(
         }
     }
     let now = Instant::now();
-    let Some(at) = last.at else {
+    // A new match counts from zero again (a rematch after an abandoned match).
+    let restarted = stats.frames_resimulated < last.resimulated || stats.bytes_out < last.bytes_out;
+    let Some(at) = last.at.filter(|_| !restarted) else {
         *last = Last {
             at: Some(now),
             resimulated: stats.frames_resimulated,

@@ -1,10 +1,11 @@
 //! The rollback systems: start the match from the lobby, follow the lobby during it, turn GGRS
 //! events into messages, keep and serve the input log, pace spectators.
 
-use super::socket::codec;
+use super::departure::{Departures, Frames, Verdict};
+use super::socket::{codec, GGRS_NEVER, NOTIFY_AFTER};
 use super::{
-    FeedFrames, FeedRequest, InputLog, MatchPlan, RollbackEvent, RollbackMatch, RollbackPhase,
-    RollbackStarted, RollbackStats, StartRollback,
+    Farewell, FeedFrames, FeedRequest, InputLog, LastInput, MatchPlan, RollbackEvent,
+    RollbackMatch, RollbackPhase, RollbackStarted, RollbackStats, StartRollback,
 };
 use crate::messages::{Incoming, Outgoing, PeerJoined, PeerLeft};
 use crate::session::HuddleSession;
@@ -18,6 +19,18 @@ use bevy_ggrs::{
 };
 use ggrs::{Config, InputStatus, SessionBuilder};
 use matchbox_socket::PeerId;
+use std::time::Duration;
+use web_time::Instant;
+
+/// The host's word on who plays in the match, once heard (forgotten when the match is abandoned
+/// or we leave the lobby, so that a new match can start).
+#[derive(Resource, Default, Debug)]
+pub(crate) struct Plan {
+    players: Option<Vec<PeerId>>,
+    /// A match of this lobby was abandoned: the next one starts when the game asks
+    /// ([`StartRollback`]), not by itself.
+    abandoned: bool,
+}
 
 /// The spectators we feed: peer -> (players it expects, next frame to send).
 #[derive(Default, Debug)]
@@ -69,11 +82,11 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
     mut feed: MessageWriter<Outgoing<FeedRequest>>,
     mut log: ResMut<InputLog>,
     mut stats: ResMut<RollbackStats>,
-    mut plan: Local<Option<Vec<PeerId>>>,
+    mut plan: ResMut<Plan>,
 ) {
     let asked = asked.read().last().map(|s| s.players);
     let Some(mut session) = session else {
-        *plan = None;
+        *plan = Plan::default();
         return;
     };
     let (Some(me), Some(host)) = (session.id(), session.host()) else {
@@ -81,14 +94,14 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
     };
     for p in plans.read() {
         if p.from == host {
-            *plan = Some(p.message.players.clone());
+            plan.players = Some(p.message.players.clone());
         }
     }
     let rollback = settings.0.rollback;
     if me == host {
         // Newcomers learn the plan (they watch).
         for j in joined.read() {
-            if let Some(players) = plan.as_ref() {
+            if let Some(players) = plan.players.as_ref() {
                 tell.write(Outgoing::to_peer(
                     j.peer,
                     MatchPlan {
@@ -97,8 +110,9 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
                 ));
             }
         }
-        let wanted = asked.or(rollback.auto_start.then_some(rollback.players));
-        if let (None, Some(n)) = (plan.as_ref(), wanted) {
+        let auto = rollback.auto_start && !plan.abandoned;
+        let wanted = asked.or(auto.then_some(rollback.players));
+        if let (None, Some(n)) = (plan.players.as_ref(), wanted) {
             let members = session.succession();
             let ready = n > 0
                 && members.len() >= n
@@ -111,7 +125,7 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
                 tell.write(Outgoing::to_all(MatchPlan {
                     players: players.clone(),
                 }));
-                *plan = Some(players);
+                plan.players = Some(players);
             }
         }
     } else {
@@ -120,7 +134,7 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
     if state.phase != RollbackPhase::Waiting {
         return;
     }
-    let Some(players) = plan.clone() else {
+    let Some(players) = plan.players.clone() else {
         return;
     };
     if !players
@@ -133,11 +147,12 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
     // A new match: nothing of the last one counts.
     log.clear();
     commands.insert_resource(NewestInputs::default());
+    commands.insert_resource(Departing::default());
     *stats = RollbackStats::default();
     match players.iter().position(|p| *p == me) {
         Some(local) => {
             let kinds = session.ggrs_players_of(&players);
-            match session.start_p2p_session_of::<C>(kinds, rollback) {
+            match session.build_p2p_session::<C>(kinds, rollback, GGRS_NEVER) {
                 Ok((p2p, socket)) => {
                     commands.insert_resource(Session::P2P(p2p));
                     stats.socket = Some(socket);
@@ -234,43 +249,41 @@ pub(crate) struct NewestInputs {
     predicted: Vec<bool>,
 }
 
-/// Players that left the lobby and wait to be disconnected from the GGRS session, and since when.
-#[derive(Default)]
-pub(crate) struct Leaving {
-    handles: Vec<usize>,
-    since: Option<web_time::Instant>,
+/// The players that are going: what we agree on with the other players, and what waits to be
+/// disconnected from the GGRS session.
+#[derive(Resource, Default, Debug)]
+pub(crate) struct Departing {
+    /// Agreements on gone players' last inputs.
+    agree: Departures,
+    /// Agreed (handle, last input): disconnected once our frame is not one past it.
+    agreed: Vec<(usize, i32)>,
+    /// Gone while we were the only other player left: nobody to agree with.
+    alone: Vec<usize>,
+    /// Since when we hold the other players' GGRS packets back.
+    holding: Option<Instant>,
+    /// Players GGRS has not heard from for a while, and since when it tells so.
+    silent: Vec<(usize, Instant)>,
 }
 
-/// How long we hold the other players' GGRS packets back at most, waiting to disconnect a gone
-/// player safely (see [`follow_lobby`]).
-const HOLD_AT_MOST: std::time::Duration = std::time::Duration::from_millis(300);
+/// How long we hold the other players' GGRS packets back at most (see [`settle_departures`]).
+const HOLD_AT_MOST: Duration = Duration::from_millis(300);
 
-/// During the match: a player that leaves the lobby is announced at once
-/// ([`RollbackEvent::Disconnected`]) and disconnected from the GGRS session as soon as that is
-/// safe; we leave the match when we leave the lobby.
-///
-/// "Safe": ggrs 0.13 panics ("must load frame in the past") when a player is disconnected while
-/// our frame is exactly one past its last input (fixed upstream in gschup/ggrs#119, not yet
-/// released). So we wait until the newest frame we simulated had to predict the gone player's
-/// input: then we are two frames past its last one, and GGRS resimulates just one frame.
-///
-/// In matches of three or more, the other players report the gone player's last input as they
-/// saw it, and GGRS re-disconnects it at the earliest report, hitting the same panic if that
-/// report arrives while we are one frame past it. So while we wait, the other players' GGRS
-/// packets are held back (a few frames of extra latency, at most [`HOLD_AT_MOST`]); once we
-/// disconnected the gone player ourselves, every earlier report is at least a frame behind us.
+/// During the match: who is gone. A player that left the lobby, said farewell
+/// ([`LeaveRollback`](super::LeaveRollback)) or was silent for
+/// [`RollbackSettings::disconnect_timeout`](super::RollbackSettings) is announced at once
+/// ([`RollbackEvent::Disconnected`]) and handed to [`settle_departures`]. We leave the match when
+/// we leave the lobby.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn follow_lobby<C: Config<Address = PeerId>>(
     mut commands: Commands,
     huddle: Option<Res<HuddleSession>>,
-    mut session: Option<ResMut<Session<C>>>,
+    settings: Res<HuddleSettings>,
     mut state: ResMut<RollbackMatch>,
     mut left: MessageReader<PeerLeft>,
+    mut farewells: MessageReader<Incoming<Farewell>>,
     mut events: MessageWriter<RollbackEvent>,
     mut time: ResMut<Time<Virtual>>,
-    newest: Res<NewestInputs>,
-    stats: Res<RollbackStats>,
-    mut leaving: Local<Leaving>,
+    mut departing: ResMut<Departing>,
 ) {
     if matches!(state.phase, RollbackPhase::Waiting | RollbackPhase::Ended) {
         if state.phase == RollbackPhase::Ended && huddle.is_some() {
@@ -278,7 +291,7 @@ pub(crate) fn follow_lobby<C: Config<Address = PeerId>>(
             *state = RollbackMatch::default();
         }
         left.clear();
-        *leaving = Leaving::default();
+        farewells.clear();
         return;
     }
     if huddle.is_none() {
@@ -288,44 +301,174 @@ pub(crate) fn follow_lobby<C: Config<Address = PeerId>>(
         time.set_relative_speed(1.0);
         return;
     }
-    for gone in left.read() {
-        let Some(handle) = state.handle_of(gone.peer) else {
+    let now = Instant::now();
+    let mut gone: Vec<(PeerId, Option<i32>)> = left.read().map(|l| (l.peer, None)).collect();
+    gone.extend(
+        farewells
+            .read()
+            .map(|f| (f.from, Some(f.message.last_frame))),
+    );
+    let silent_for = settings
+        .0
+        .rollback
+        .disconnect_timeout
+        .saturating_sub(NOTIFY_AFTER);
+    let players = state.players.clone();
+    departing.silent.retain(|(handle, since)| {
+        let timed_out = now.duration_since(*since) >= silent_for;
+        if let (true, Some(peer)) = (timed_out, players.get(*handle)) {
+            gone.push((*peer, None));
+        }
+        !timed_out
+    });
+    for (peer, farewell) in gone {
+        let Some(handle) = state.handle_of(peer) else {
             continue;
         };
-        if state.disconnected.contains(&handle) {
+        let known = state.disconnected.contains(&handle);
+        if !known {
+            state.disconnected.push(handle);
+            events.write(RollbackEvent::Disconnected { peer, handle });
+        }
+        if state.phase != RollbackPhase::Playing || state.local_handle == Some(handle) {
             continue;
         }
-        state.disconnected.push(handle);
-        leaving.handles.push(handle);
-        leaving.since.get_or_insert_with(web_time::Instant::now);
-        events.write(RollbackEvent::Disconnected {
-            peer: gone.peer,
-            handle,
-        });
+        match farewell {
+            Some(last) if !known || departing.agree.contains(handle) => {
+                departing.agree.farewell(handle, last, now);
+            }
+            Some(_) => {}
+            None if known => {}
+            None => {
+                let others = (0..state.players.len())
+                    .filter(|h| Some(*h) != state.local_handle && !state.disconnected.contains(h))
+                    .count();
+                if others == 0 {
+                    departing.alone.push(handle);
+                } else {
+                    departing.agree.vanished(handle, now);
+                }
+            }
+        }
     }
-    let Some(Session::P2P(p2p)) = session.as_deref_mut() else {
-        *leaving = Leaving::default();
+}
+
+/// Gone players leave the GGRS session, the same way on every remaining player.
+///
+/// With other players left, we first agree with them on the gone player's last input (see the
+/// `departure` module): we report ours ([`LastInput`]), and once every remaining player's report
+/// is in, we disconnect it at that frame, or end the match if the reports differ
+/// ([`RollbackEvent::Abandoned`]). A player gone while we were the only other one is
+/// disconnected as soon as the newest frame we simulated predicted its input.
+///
+/// ggrs 0.13 panics ("must load frame in the past") when a player is disconnected while our
+/// frame is exactly one past its last input (fixed upstream in gschup/ggrs#119, not released),
+/// also when another player's GGRS packet tells it of the disconnect. So we never disconnect at
+/// that frame, and while it could happen we hold the other players' GGRS packets back (a few
+/// frames of extra latency, at most [`HOLD_AT_MOST`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn settle_departures<C: Config<Address = PeerId>>(
+    mut commands: Commands,
+    mut session: Option<ResMut<Session<C>>>,
+    settings: Res<HuddleSettings>,
+    mut state: ResMut<RollbackMatch>,
+    mut plan: ResMut<Plan>,
+    mut reports: MessageReader<Incoming<LastInput>>,
+    mut tell: MessageWriter<Outgoing<LastInput>>,
+    mut events: MessageWriter<RollbackEvent>,
+    mut departing: ResMut<Departing>,
+    newest: Res<NewestInputs>,
+    stats: Res<RollbackStats>,
+) {
+    let now = Instant::now();
+    let (Some(me), RollbackPhase::Playing, Some(Session::P2P(p2p))) =
+        (state.local_handle, state.phase, session.as_deref_mut())
+    else {
+        reports.clear();
         return;
     };
-    let Some(since) = leaving.since else {
-        return;
+    for report in reports.read() {
+        let gone = report.message.handle as usize;
+        match state.handle_of(report.from) {
+            Some(from) if gone != me && gone < state.players.len() => {
+                departing
+                    .agree
+                    .report(gone, from, report.message.frame, now);
+            }
+            _ => {}
+        }
+    }
+    let current = p2p.current_frame();
+    let frames = Frames {
+        current,
+        confirmed: p2p.confirmed_frame(),
+        max_prediction: settings.0.rollback.max_prediction,
     };
-    let overdue = since.elapsed() >= HOLD_AT_MOST;
-    leaving.handles.retain(|&handle| {
+    for (gone, frame) in departing.agree.due(me, frames, now) {
+        tell.write(Outgoing::to_all(LastInput {
+            handle: gone as u32,
+            frame,
+        }));
+    }
+    let remaining: Vec<usize> = (0..state.players.len())
+        .filter(|h| !state.disconnected.contains(h))
+        .collect();
+    for verdict in departing.agree.verdicts(&remaining, now) {
+        match verdict {
+            Verdict::Disconnect { handle, last_frame } => {
+                departing.agreed.push((handle, last_frame));
+            }
+            Verdict::Abandon { handle, reports } => {
+                let peer = state.players[handle];
+                warn!(
+                    "huddle: the match is abandoned: {peer} vanished and the players hold \
+                     different last inputs of it, (player, frame): {reports:?} (ggrs 0.13 \
+                     cannot play on)"
+                );
+                events.write(RollbackEvent::Abandoned { peer, handle });
+                commands.remove_resource::<Session<C>>();
+                state.phase = RollbackPhase::Ended;
+                *plan = Plan {
+                    players: None,
+                    abandoned: true,
+                };
+                *departing = Departing::default();
+                if let Some(socket) = &stats.socket {
+                    socket.hold(false);
+                }
+                return;
+            }
+        }
+    }
+    departing.agreed.retain(|&(handle, last)| {
+        if current == last + 1 {
+            return true;
+        }
+        // Already disconnected by GGRS itself (told by another player) is fine.
+        let _ = p2p.disconnect_player(handle);
+        false
+    });
+    let overdue = departing
+        .holding
+        .is_some_and(|since| now.duration_since(since) >= HOLD_AT_MOST);
+    departing.alone.retain(|&handle| {
         let predicted = newest.predicted.get(handle).copied().unwrap_or(false);
         if !predicted && !overdue {
             return true;
         }
-        // Already disconnected by GGRS itself is fine.
         let _ = p2p.disconnect_player(handle);
         false
     });
-    let hold = !leaving.handles.is_empty();
-    if !hold {
-        leaving.since = None;
+    let hold = !departing.alone.is_empty()
+        || !departing.agreed.is_empty()
+        || departing.agree.reported().any(|last| current <= last + 1);
+    if hold {
+        departing.holding.get_or_insert(now);
+    } else {
+        departing.holding = None;
     }
     if let Some(socket) = &stats.socket {
-        socket.hold(hold);
+        socket.hold(hold && !overdue);
     }
 }
 
@@ -384,10 +527,13 @@ fn restore_read_inputs(world: &mut World) {
     }
 }
 
-/// GGRS events as [`RollbackEvent`]s; a player GGRS timed out counts as disconnected.
+/// GGRS events as [`RollbackEvent`]s. A player GGRS tells of as silent counts as gone after
+/// [`RollbackSettings::disconnect_timeout`](super::RollbackSettings) (see [`follow_lobby`]).
 pub(crate) fn events<C: Config<Address = PeerId>>(
     session: Option<ResMut<Session<C>>>,
+    settings: Res<HuddleSettings>,
     mut state: ResMut<RollbackMatch>,
+    mut departing: ResMut<Departing>,
     mut out: MessageWriter<RollbackEvent>,
 ) {
     let Some(mut session) = session else { return };
@@ -397,14 +543,34 @@ pub(crate) fn events<C: Config<Address = PeerId>>(
     let players = state.players.clone();
     let handle_of = |peer: PeerId| players.iter().position(|p| *p == peer);
     for event in p2p.events() {
-        let Some(event) = RollbackEvent::from_ggrs::<C>(event, handle_of) else {
+        let Some(mut event) = RollbackEvent::from_ggrs::<C>(event, handle_of) else {
             continue;
         };
-        if let RollbackEvent::Disconnected { handle, .. } = event {
-            if state.disconnected.contains(&handle) {
-                continue;
+        match &mut event {
+            RollbackEvent::Disconnected { handle, .. } => {
+                if state.disconnected.contains(handle) {
+                    continue;
+                }
+                state.disconnected.push(*handle);
             }
-            state.disconnected.push(handle);
+            RollbackEvent::NetworkInterrupted {
+                peer,
+                disconnect_timeout,
+            } => {
+                *disconnect_timeout = settings
+                    .0
+                    .rollback
+                    .disconnect_timeout
+                    .saturating_sub(NOTIFY_AFTER);
+                if let Some(handle) = handle_of(*peer) {
+                    departing.silent.push((handle, Instant::now()));
+                }
+            }
+            RollbackEvent::NetworkResumed { peer } => {
+                let handle = handle_of(*peer);
+                departing.silent.retain(|(h, _)| Some(*h) != handle);
+            }
+            _ => {}
         }
         out.write(event);
     }

@@ -1,0 +1,351 @@
+//! Agreeing on a gone player's last input before GGRS is told it is gone. A plain state machine,
+//! driven by unit tests; the systems feed it frames and messages and carry out its verdicts.
+//!
+//! ggrs 0.13 disconnects a player "at its last input as this peer received it", and every peer
+//! then re-disconnects it at the earliest last input any other peer reports. A peer that had
+//! received more of its inputs has confirmed frames past that report and panics (or desyncs).
+//! So in a match of three or more, the players that remain first agree: each reports the last
+//! input of the gone player it holds (a [`LastInput`](super::LastInput) message), and only when
+//! every remaining player's report is in does anyone disconnect it:
+//! - all reports equal: everyone disconnects it at that frame, and GGRS agrees with itself;
+//! - reports differ (it vanished while its last inputs were on their way): GGRS cannot go on
+//!   without panicking, so every remaining player ends the match (the same verdict everywhere,
+//!   since everyone decides from the same reports).
+//!
+//! When does a peer know its own last input of the gone player? A player that leaves on purpose
+//! ([`LeaveRollback`](super::LeaveRollback)) stops adding inputs and announces its last frame
+//! `F` (a [`Farewell`](super::Farewell)): once our confirmed frame reaches `F` we hold all of
+//! them, and the reports agree. A player that vanished announces nothing: once we stall at the
+//! prediction threshold and our confirmed frame stands still for [`SETTLE`], the confirmed frame
+//! is the last input we got from it (every other player's inputs run ahead of it by then).
+
+use web_time::{Duration, Instant};
+
+/// How long the confirmed frame must stand still, at the prediction threshold, before we report
+/// the last input of a player that vanished.
+pub(crate) const SETTLE: Duration = Duration::from_millis(250);
+
+/// How long an agreement may take before the match is given up (a report lost with a peer that
+/// went too, or a peer that never stalls).
+pub(crate) const DEADLINE: Duration = Duration::from_secs(5);
+
+/// How the player went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Going {
+    /// It announced its last input.
+    Farewell(i32),
+    /// It vanished (left the lobby, or fell silent).
+    Vanished,
+}
+
+/// One gone player.
+#[derive(Debug)]
+struct Departure {
+    handle: usize,
+    /// `None` while we only heard others' reports.
+    going: Option<Going>,
+    /// Each remaining player's report (player handle, frame), ours included.
+    reports: Vec<(usize, i32)>,
+    /// Our report, once sent.
+    ours: Option<i32>,
+    /// The confirmed frame and since when it stood still.
+    still: Option<(i32, Instant)>,
+    /// When we first heard of it.
+    since: Instant,
+}
+
+/// Our frames in the GGRS session, as [`Departures::due`] needs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Frames {
+    /// GGRS's current frame.
+    pub(crate) current: i32,
+    /// GGRS's confirmed frame.
+    pub(crate) confirmed: i32,
+    /// The prediction window.
+    pub(crate) max_prediction: usize,
+}
+
+/// What to do about a gone player.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Every remaining player holds its inputs up to `last_frame`: disconnect it (when our
+    /// current frame is not `last_frame + 1`, which ggrs 0.13 cannot roll back from).
+    Disconnect {
+        /// Its handle.
+        handle: usize,
+        /// Its last input.
+        last_frame: i32,
+    },
+    /// The remaining players hold different last inputs (or did not all report in time): end
+    /// the match.
+    Abandon {
+        /// Its handle.
+        handle: usize,
+        /// The reports in (player handle, last input).
+        reports: Vec<(usize, i32)>,
+    },
+}
+
+/// The gone players we are agreeing on.
+#[derive(Debug, Default)]
+pub(crate) struct Departures {
+    list: Vec<Departure>,
+}
+
+impl Departures {
+    fn entry(&mut self, handle: usize, now: Instant) -> &mut Departure {
+        if let Some(i) = self.list.iter().position(|d| d.handle == handle) {
+            return &mut self.list[i];
+        }
+        self.list.push(Departure {
+            handle,
+            going: None,
+            reports: Vec::new(),
+            ours: None,
+            still: None,
+            since: now,
+        });
+        let last = self.list.len() - 1;
+        &mut self.list[last]
+    }
+
+    /// Player `handle` announced that its last input is for `last_frame`.
+    pub(crate) fn farewell(&mut self, handle: usize, last_frame: i32, now: Instant) {
+        self.entry(handle, now).going = Some(Going::Farewell(last_frame));
+    }
+
+    /// Player `handle` vanished. A farewell heard before stays (it knows better).
+    pub(crate) fn vanished(&mut self, handle: usize, now: Instant) {
+        let d = self.entry(handle, now);
+        if d.going.is_none() {
+            d.going = Some(Going::Vanished);
+        }
+    }
+
+    /// Player `from` holds the inputs of the gone player `gone` up to `frame`. A second report
+    /// of the same player replaces the first.
+    pub(crate) fn report(&mut self, gone: usize, from: usize, frame: i32, now: Instant) {
+        let d = self.entry(gone, now);
+        d.reports.retain(|(p, _)| *p != from);
+        d.reports.push((from, frame));
+    }
+
+    /// Whether we are agreeing on `handle`.
+    pub(crate) fn contains(&self, handle: usize) -> bool {
+        self.list.iter().any(|d| d.handle == handle)
+    }
+
+    /// Our reports that are due now (each once): `(gone handle, frame)`. They count as received
+    /// from `me` too.
+    pub(crate) fn due(&mut self, me: usize, frames: Frames, now: Instant) -> Vec<(usize, i32)> {
+        let mut due = Vec::new();
+        for d in &mut self.list {
+            if d.ours.is_some() {
+                continue;
+            }
+            let frame = match d.going {
+                None => continue,
+                Some(Going::Farewell(last)) => {
+                    if frames.confirmed < last {
+                        continue;
+                    }
+                    last
+                }
+                Some(Going::Vanished) => {
+                    let stalled = frames.current - frames.confirmed >= frames.max_prediction as i32;
+                    match d.still {
+                        Some((c, at)) if c == frames.confirmed => {
+                            if !stalled || now.duration_since(at) < SETTLE {
+                                continue;
+                            }
+                        }
+                        _ => {
+                            d.still = Some((frames.confirmed, now));
+                            continue;
+                        }
+                    }
+                    frames.confirmed
+                }
+            };
+            d.ours = Some(frame);
+            d.reports.retain(|(p, _)| *p != me);
+            d.reports.push((me, frame));
+            due.push((d.handle, frame));
+        }
+        due
+    }
+
+    /// The last input we reported for each gone player still being agreed on.
+    pub(crate) fn reported(&self) -> impl Iterator<Item = i32> + '_ {
+        self.list.iter().filter_map(|d| d.ours)
+    }
+
+    /// The verdicts reached now, given the players that remain (ourselves included). Decided
+    /// departures are forgotten.
+    pub(crate) fn verdicts(&mut self, remaining: &[usize], now: Instant) -> Vec<Verdict> {
+        let mut verdicts = Vec::new();
+        self.list.retain(|d| {
+            let frames: Vec<i32> = remaining
+                .iter()
+                .filter(|p| **p != d.handle)
+                .map(|p| d.reports.iter().find(|(q, _)| q == p).map(|(_, f)| *f))
+                .collect::<Option<_>>()
+                .unwrap_or_default();
+            let complete = d.ours.is_some() && !frames.is_empty();
+            let verdict = if complete && frames.iter().all(|f| *f == frames[0]) {
+                Verdict::Disconnect {
+                    handle: d.handle,
+                    last_frame: frames[0],
+                }
+            } else if complete || now.duration_since(d.since) >= DEADLINE {
+                Verdict::Abandon {
+                    handle: d.handle,
+                    reports: d.reports.clone(),
+                }
+            } else {
+                return true;
+            };
+            verdicts.push(verdict);
+            false
+        });
+        verdicts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(current: i32, confirmed: i32) -> Frames {
+        Frames {
+            current,
+            confirmed,
+            max_prediction: 8,
+        }
+    }
+
+    #[test]
+    fn a_farewell_is_reported_once_its_last_input_is_confirmed() {
+        let t = Instant::now();
+        let mut d = Departures::default();
+        d.farewell(2, 100, t);
+        assert!(d.due(0, frames(101, 99), t).is_empty());
+        assert_eq!(d.due(0, frames(103, 100), t), vec![(2, 100)]);
+        assert!(d.due(0, frames(104, 100), t).is_empty(), "once");
+        assert_eq!(d.reported().collect::<Vec<_>>(), vec![100]);
+    }
+
+    #[test]
+    fn all_reports_equal_disconnect_at_that_frame() {
+        let t = Instant::now();
+        let mut d = Departures::default();
+        d.report(2, 1, 100, t); // a report before we heard of the departure
+        assert!(d.verdicts(&[0, 1], t).is_empty());
+        d.farewell(2, 100, t);
+        assert!(
+            d.verdicts(&[0, 1], t).is_empty(),
+            "our own report is missing"
+        );
+        d.due(0, frames(102, 100), t);
+        assert_eq!(
+            d.verdicts(&[0, 1], t),
+            vec![Verdict::Disconnect {
+                handle: 2,
+                last_frame: 100
+            }]
+        );
+        assert!(!d.contains(2), "forgotten once decided");
+    }
+
+    #[test]
+    fn reports_that_differ_abandon_the_match() {
+        let t = Instant::now();
+        let mut d = Departures::default();
+        d.vanished(1, t);
+        d.report(1, 2, 97, t);
+        d.due(0, frames(106, 98), t);
+        let later = t + SETTLE;
+        assert_eq!(d.due(0, frames(106, 98), later), vec![(1, 98)]);
+        assert_eq!(
+            d.verdicts(&[0, 2], later),
+            vec![Verdict::Abandon {
+                handle: 1,
+                reports: vec![(2, 97), (0, 98)]
+            }]
+        );
+    }
+
+    #[test]
+    fn a_vanished_player_is_reported_when_the_confirmed_frame_stands_still_at_the_threshold() {
+        let t = Instant::now();
+        let mut d = Departures::default();
+        d.vanished(1, t);
+        assert!(d.due(0, frames(100, 95), t).is_empty());
+        let later = t + SETTLE;
+        assert!(
+            d.due(0, frames(100, 95), later).is_empty(),
+            "not stalled: 5 frames ahead of 8"
+        );
+        assert!(
+            d.due(0, frames(104, 96), later).is_empty(),
+            "the confirmed frame moved: wait again"
+        );
+        assert!(d.due(0, frames(104, 96), later + SETTLE / 2).is_empty());
+        assert_eq!(d.due(0, frames(104, 96), later + SETTLE), vec![(1, 96)]);
+    }
+
+    #[test]
+    fn only_remaining_players_count_and_a_player_gone_meanwhile_is_not_waited_for() {
+        let t = Instant::now();
+        let mut d = Departures::default();
+        d.farewell(3, 50, t);
+        d.due(0, frames(52, 50), t);
+        d.report(3, 1, 50, t);
+        assert!(
+            d.verdicts(&[0, 1, 2], t).is_empty(),
+            "player 2 has not reported"
+        );
+        assert_eq!(
+            d.verdicts(&[0, 1], t),
+            vec![Verdict::Disconnect {
+                handle: 3,
+                last_frame: 50
+            }],
+            "player 2 went too"
+        );
+    }
+
+    #[test]
+    fn no_agreement_before_the_deadline_abandons() {
+        let t = Instant::now();
+        let mut d = Departures::default();
+        d.vanished(1, t);
+        assert!(d.verdicts(&[0, 2], t + DEADLINE / 2).is_empty());
+        assert_eq!(
+            d.verdicts(&[0, 2], t + DEADLINE),
+            vec![Verdict::Abandon {
+                handle: 1,
+                reports: vec![]
+            }]
+        );
+    }
+
+    #[test]
+    fn a_farewell_after_vanishing_counts_and_a_late_report_replaces_the_first() {
+        let t = Instant::now();
+        let mut d = Departures::default();
+        d.vanished(1, t);
+        d.farewell(1, 70, t);
+        d.vanished(1, t);
+        d.report(1, 2, 60, t);
+        d.report(1, 2, 70, t);
+        assert_eq!(d.due(0, frames(72, 70), t), vec![(1, 70)]);
+        assert_eq!(
+            d.verdicts(&[0, 2], t),
+            vec![Verdict::Disconnect {
+                handle: 1,
+                last_frame: 70
+            }]
+        );
+    }
+}
