@@ -1,5 +1,5 @@
 //! The box game's window (feature `window`): the boxes, ours steered with the arrow keys, and a
-//! line with the match's state, the host and the ping.
+//! line with the match's state, the host and the ping; Escape leaves the match cleanly.
 
 use crate::box_game::{BoxBody, BoxInput, Steering, ARENA};
 use crate::lobby::short;
@@ -12,8 +12,16 @@ pub struct BoxWindow;
 
 impl Plugin for BoxWindow {
     fn build(&self, app: &mut App) {
-        app.add_systems(Startup, setup)
-            .add_systems(Update, (steer, dress_boxes, place_boxes, status_line));
+        app.add_systems(Startup, setup).add_systems(
+            Update,
+            (
+                steer,
+                leave_on_escape,
+                dress_boxes,
+                place_boxes,
+                status_line,
+            ),
+        );
     }
 }
 
@@ -33,6 +41,23 @@ fn steer(keys: Res<ButtonInput<KeyCode>>, mut steering: ResMut<Steering>) {
         }
     }
     steering.0 = BoxInput(bits);
+}
+
+/// Escape leaves the match cleanly (the other players play on without us), then the app exits.
+fn leave_on_escape(
+    keys: Res<ButtonInput<KeyCode>>,
+    state: Res<State<LobbyState>>,
+    mut leave: MessageWriter<LeaveRollback>,
+    mut exit: MessageWriter<AppExit>,
+    mut leaving: Local<bool>,
+) {
+    if keys.just_pressed(KeyCode::Escape) && !*leaving {
+        leave.write(LeaveRollback);
+        *leaving = true;
+    }
+    if *leaving && *state.get() == LobbyState::Offline {
+        exit.write(AppExit::Success);
+    }
 }
 
 fn setup(mut commands: Commands) {
@@ -84,7 +109,7 @@ fn status_line(
     let host = roster.host.map(short).unwrap_or_default();
     let ping = stats.peers.values().map(|s| s.ping).max().unwrap_or(0);
     text.0 = format!(
-        "{:?}  {:?}  you: {}  host {host}  peers {}  ping {ping} ms  frame {}  rollbacks {}\narrows: move",
+        "{:?}  {:?}  you: {}  host {host}  peers {}  ping {ping} ms  frame {}  rollbacks {}\narrows: move  esc: leave",
         state.get(),
         game.phase,
         game.local_handle

@@ -173,6 +173,48 @@ fn one_of_three_players_vanishes_and_the_others_agree() {
     assert_eq!(checksum_at(&peers[0], 120), checksum_at(&peers[1], 120));
 }
 
+/// A player whose GGRS packets all get lost, while it stays in the lobby, counts as gone after
+/// `RollbackSettings::disconnect_timeout` (2 s): the other one is told it is interrupted, then
+/// disconnected, and plays on alone (huddle decides this, not GGRS's own timeout).
+#[test]
+fn a_silent_player_counts_as_gone_after_the_disconnect_timeout() {
+    let (_rt, server) = server_on_runtime();
+    let url = server.room_url("rollback-silent");
+    let mut peers = lobby(&url, 2, 2);
+    assert!(run_until(&mut peers, LIMIT, |ps| ps
+        .iter()
+        .all(|p| checksum_at(p, 120).is_some())));
+    let quiet = peers[1].id().expect("an id");
+    peers[1].app.insert_resource(LinkConditioner {
+        reliable: None,
+        unreliable: Some(Conditions::new(Duration::ZERO, Duration::ZERO, 1.0)),
+    });
+    let ok = run_until(&mut peers, LIMIT, |ps| {
+        checksum_at(&ps[0], FRAMES).is_some()
+    });
+    assert!(ok, "plays on: {:?}", rollback_log(&peers[0]));
+    let log = rollback_log(&peers[0]);
+    let interrupted = log.iter().position(|e| {
+        matches!(e, RollbackEvent::NetworkInterrupted { peer, disconnect_timeout }
+            if *peer == quiet && *disconnect_timeout == Duration::from_millis(1500))
+    });
+    let disconnected = log.iter().position(|e| {
+        *e == RollbackEvent::Disconnected {
+            peer: quiet,
+            handle: 1,
+        }
+    });
+    assert!(
+        interrupted.is_some() && interrupted < disconnected,
+        "interrupted, then disconnected: {log:?}"
+    );
+    assert_eq!(game(&peers[0]).disconnected, vec![1]);
+    assert!(
+        peers[0].roster().peers.contains(&quiet),
+        "still in the lobby"
+    );
+}
+
 /// One player of a 1v1 with a spectator leaves: the other player and the spectator get the
 /// disconnect message and go on (the spectator still fed by the host).
 #[test]
