@@ -23,6 +23,18 @@ fn lobby(url: &str, n: usize, players: usize) -> Vec<Player> {
     ps
 }
 
+/// Runs the peers until every one made `frame` final.
+fn play_to(peers: &mut [Player], frame: i32) {
+    let ok = run_until(peers, LIMIT, |ps| {
+        ps.iter().all(|p| checksum_at(p, frame).is_some())
+    });
+    let at: Vec<_> = peers
+        .iter()
+        .map(|p| (game(p).phase, rollback_stats(p).newest_frame))
+        .collect();
+    assert!(ok, "every peer makes frame {frame} final: {at:?}");
+}
+
 fn no_desync(player: &Player) {
     let desyncs: Vec<_> = rollback_log(player)
         .iter()
@@ -36,14 +48,7 @@ fn match_of(n: usize) {
     let url = server.room_url(&format!("rollback{n}"));
     let mut players = lobby(&url, n, n);
     condition(&mut players);
-    let ok = run_until(&mut players, LIMIT, |ps| {
-        ps.iter().all(|p| checksum_at(p, FRAMES).is_some())
-    });
-    let at: Vec<_> = players
-        .iter()
-        .map(|p| (game(p).phase, rollback_stats(p).newest_frame))
-        .collect();
-    assert!(ok, "{n} peers make frame {FRAMES} final: {at:?}");
+    play_to(&mut players, FRAMES);
     // Handles follow join order, the same everywhere.
     let order = players[0].roster().members.clone();
     for p in &players {
@@ -129,9 +134,7 @@ fn one_of_three_players_vanishes_and_the_others_agree() {
     let url = server.room_url("rollback-vanish3");
     let mut peers = lobby(&url, 3, 3);
     condition(&mut peers);
-    assert!(run_until(&mut peers, LIMIT, |ps| ps
-        .iter()
-        .all(|p| checksum_at(p, 120).is_some())));
+    play_to(&mut peers, 120);
     let gone = peers.remove(1);
     let peer = gone.id().expect("an id");
     drop(gone);
@@ -167,9 +170,7 @@ fn one_of_three_players_vanishes_and_the_others_agree() {
         .app
         .world_mut()
         .write_message(StartRollback { players: 2 });
-    assert!(run_until(&mut peers, LIMIT, |ps| ps
-        .iter()
-        .all(|p| checksum_at(p, 120).is_some())));
+    play_to(&mut peers, 120);
     assert_eq!(checksum_at(&peers[0], 120), checksum_at(&peers[1], 120));
 }
 
@@ -181,9 +182,7 @@ fn a_silent_player_counts_as_gone_after_the_disconnect_timeout() {
     let (_rt, server) = server_on_runtime();
     let url = server.room_url("rollback-silent");
     let mut peers = lobby(&url, 2, 2);
-    assert!(run_until(&mut peers, LIMIT, |ps| ps
-        .iter()
-        .all(|p| checksum_at(p, 120).is_some())));
+    play_to(&mut peers, 120);
     let quiet = peers[1].id().expect("an id");
     peers[1].app.insert_resource(LinkConditioner {
         reliable: None,
@@ -278,9 +277,7 @@ fn leave_mid_match(
     if lossy {
         condition(&mut peers);
     }
-    assert!(run_until(&mut peers, LIMIT, |ps| ps
-        .iter()
-        .all(|p| checksum_at(p, 120).is_some())));
+    play_to(&mut peers, 120);
     let index = peers
         .iter()
         .position(|p| game(p).local_handle == Some(leaver))
@@ -377,9 +374,7 @@ fn a_spectator_joining_a_running_match_reaches_the_players_checksum() {
     let (_rt, server) = server_on_runtime();
     let url = server.room_url("rollback-watch");
     let mut players = lobby(&url, 2, 2);
-    assert!(run_until(&mut players, LIMIT, |ps| ps
-        .iter()
-        .all(|p| checksum_at(p, 150).is_some())));
+    play_to(&mut players, 150);
     players.push(box_player(&url, 2));
     let ok = run_until(&mut players, LIMIT, |ps| {
         ps.iter().all(|p| checksum_at(p, FRAMES).is_some())
@@ -429,8 +424,6 @@ fn a_match_starts_when_the_game_asks() {
             .world_mut()
             .write_message(StartRollback { players: 2 });
     }
-    assert!(run_until(&mut players, LIMIT, |ps| ps
-        .iter()
-        .all(|p| checksum_at(p, 60).is_some())));
+    play_to(&mut players, 60);
     assert_eq!(checksum_at(&players[0], 60), checksum_at(&players[1], 60));
 }
