@@ -13,7 +13,8 @@
 //! - unreliable round trip p99 while a 4 MiB reliable message is in flight vs idle, plugin and raw.
 //!
 //! - rollback (box game, GGRS through huddle): frames, rollback frames and GGRS bytes per second
-//!   per peer, clean link vs 60 ms ± 10 ms with 5 % loss (see `rollback.rs`).
+//!   per peer, clean link vs 60 ms ± 10 ms with 5 % loss; what a player leaving or vanishing
+//!   costs the two others in a match of three (see `rollback.rs`).
 //!
 //! Must run inside a network namespace with only loopback: `scripts/bench_plugin.sh` does that.
 
@@ -687,7 +688,7 @@ fn main() {
     };
     let base = format!("ws://{}", server.local_addr());
     let _g = rt.enter();
-    // `HUDDLE_BENCH_ONLY=cpu` runs one section (rtt, mesh, cpu, bulk, star, ggrs).
+    // `HUDDLE_BENCH_ONLY=cpu` runs one section (rtt, mesh, cpu, bulk, star, ggrs, leave).
     let only = std::env::var("HUDDLE_BENCH_ONLY").ok();
     let run = |section: &str| only.as_deref().is_none_or(|o| o == section);
 
@@ -867,6 +868,55 @@ fn main() {
                 mean(&|r| r.rollback_frames),
                 mean(&|r| r.bytes_out),
                 rates.iter().map(|r| r.ping_ms).max().unwrap_or(0),
+            );
+        }
+        println!();
+    }
+
+    if run("leave") {
+        const RUNS: usize = 10;
+        let lossy = Conditions::new(Duration::from_millis(60), Duration::from_millis(10), 0.05);
+        println!(
+            "## Rollback: the third player of three goes at frame 120, 60 ms ± 10, 5 % loss \
+             ({RUNS} matches a row; stall: the longest time a remaining peer went without a new \
+             frame in the {} s after, in the matches that went on)\n",
+            rollback::AFTER.as_secs()
+        );
+        println!("| the third player | known gone p50 ms | stall p50 ms | stall max ms | parting p50 ms | parting max ms | played on |");
+        println!("|---|---|---|---|---|---|---|");
+        for (name, how) in [
+            ("stays (anchor)", rollback::Going::Stays),
+            ("leaves (`LeaveRollback`)", rollback::Going::Leaves),
+            ("vanishes (app dropped)", rollback::Going::Vanishes),
+        ] {
+            let mut stalls = Vec::new();
+            let mut partings = Vec::new();
+            let mut detections = Vec::new();
+            let mut played_on = 0;
+            for i in 0..RUNS {
+                let room = format!("bench-leave-{how:?}-{i}");
+                let d = rollback::departure(&base, &room, Some(lossy), how);
+                if d.played_on {
+                    stalls.push(d.longest_stall);
+                }
+                partings.extend(d.parting);
+                detections.extend(d.detected);
+                played_on += usize::from(d.played_on);
+            }
+            let cell = |v: &mut Vec<Duration>, p: f64| {
+                if v.is_empty() {
+                    "-".to_string()
+                } else {
+                    format!("{:.0}", percentile(v, p).as_secs_f64() * 1e3)
+                }
+            };
+            println!(
+                "| {name} | {} | {} | {} | {} | {} | {played_on}/{RUNS} |",
+                cell(&mut detections, 0.5),
+                cell(&mut stalls, 0.5),
+                cell(&mut stalls, 1.0),
+                cell(&mut partings, 0.5),
+                cell(&mut partings, 1.0),
             );
         }
         println!();

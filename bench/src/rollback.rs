@@ -1,11 +1,13 @@
 //! The `ggrs` section: rollback matches of the box game (huddle_examples) under a clean link and
 //! under 60 ms ± 10 ms latency with 5 % loss, all peers updated from one thread as often as
-//! bevy_ggrs wants (it steps at 60 Hz by the clock).
+//! bevy_ggrs wants (it steps at 60 Hz by the clock). And what a player going costs the others in
+//! a match of three: how long they go without a new frame, and whether they play on.
 
 use crate::{Conditions, LinkConditioner};
 use bevy::prelude::*;
 use bevy_huddle::{
-    HuddleConfig, HuddlePlugin, RollbackMatch, RollbackPhase, RollbackStats, Topology,
+    HuddleConfig, HuddlePlugin, LeaveRollback, LobbyState, RollbackMatch, RollbackPhase,
+    RollbackStats, Topology,
 };
 use huddle_examples::box_game::BoxGame;
 use huddle_examples::lobby::Pilot;
@@ -28,19 +30,11 @@ fn snapshot(app: &App) -> (i32, u64, u64) {
     (s.newest_frame, s.frames_resimulated, s.bytes_out)
 }
 
-/// A match of `n` box-game peers at `base`/`room` under `conditions`, measured for `window`.
-/// Returns each peer's rates.
-pub fn measure(
-    base: &str,
-    room: &str,
-    n: usize,
-    conditions: Option<Conditions>,
-    window: Duration,
-) -> Vec<Rates> {
-    let url = format!("{base}/{room}");
-    let mut apps: Vec<App> = (0..n)
+/// `n` box-game peers joining `url` under `conditions`, in a match of `n`.
+fn players(url: &str, n: usize, conditions: Option<Conditions>) -> Vec<App> {
+    (0..n)
         .map(|_| {
-            let mut config = HuddleConfig::room(&url);
+            let mut config = HuddleConfig::room(url);
             config.topology = Topology::Mesh;
             config.rollback.players = n;
             let mut app = App::new();
@@ -52,34 +46,50 @@ pub fn measure(
             }
             app
         })
-        .collect();
-    let run = |apps: &mut Vec<App>, until: &dyn Fn(&[App]) -> bool, limit: Duration| {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            for a in apps.iter_mut() {
-                a.update();
-            }
-            if until(apps) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(1));
+        .collect()
+}
+
+/// Updates every app, then calls `each_round`, until it returns true or `limit` passes; returns
+/// whether it did.
+fn run(apps: &mut [App], limit: Duration, mut each_round: impl FnMut(&mut [App]) -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        for a in apps.iter_mut() {
+            a.update();
         }
-        false
-    };
-    let started = run(
-        &mut apps,
-        &|apps| {
-            apps.iter().all(|a| {
-                a.world().resource::<RollbackMatch>().phase == RollbackPhase::Playing
-                    && a.world().resource::<RollbackStats>().newest_frame >= 120
-            })
-        },
-        Duration::from_secs(60),
-    );
+        if each_round(apps) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
+}
+
+/// Runs until every peer plays and simulated frame 120.
+fn start(apps: &mut [App]) {
+    let started = run(apps, Duration::from_secs(60), |apps| {
+        apps.iter().all(|a| {
+            a.world().resource::<RollbackMatch>().phase == RollbackPhase::Playing
+                && a.world().resource::<RollbackStats>().newest_frame >= 120
+        })
+    });
     assert!(started, "the match started");
+}
+
+/// A match of `n` box-game peers at `base`/`room` under `conditions`, measured for `window`.
+/// Returns each peer's rates.
+pub fn measure(
+    base: &str,
+    room: &str,
+    n: usize,
+    conditions: Option<Conditions>,
+    window: Duration,
+) -> Vec<Rates> {
+    let mut apps = players(&format!("{base}/{room}"), n, conditions);
+    start(&mut apps);
     let before: Vec<_> = apps.iter().map(snapshot).collect();
     let t0 = Instant::now();
-    run(&mut apps, &|_| false, window);
+    run(&mut apps, window, |_| false);
     let secs = t0.elapsed().as_secs_f64();
     apps.iter()
         .zip(before)
@@ -94,4 +104,83 @@ pub fn measure(
             }
         })
         .collect()
+}
+
+/// How the third player of a match of three goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Going {
+    /// It stays (the anchor: the same window without a departure).
+    Stays,
+    /// `LeaveRollback`, then it leaves the lobby by itself.
+    Leaves,
+    /// Its app is dropped.
+    Vanishes,
+}
+
+/// What a departure cost the two players that stayed.
+pub struct Departure {
+    /// From `LeaveRollback` until the leaver was out of the lobby.
+    pub parting: Option<Duration>,
+    /// Until both remaining players knew it was gone (`RollbackEvent::Disconnected`).
+    pub detected: Option<Duration>,
+    /// The longest time a remaining peer went without a new frame, over [`AFTER`].
+    pub longest_stall: Duration,
+    /// The remaining players still play at the end (else the match was abandoned).
+    pub played_on: bool,
+}
+
+/// How long the remaining players are watched after the departure.
+pub const AFTER: Duration = Duration::from_secs(3);
+
+/// A match of three at `base`/`room` under `conditions`; the third player goes at frame 120.
+pub fn departure(base: &str, room: &str, conditions: Option<Conditions>, how: Going) -> Departure {
+    let mut apps = players(&format!("{base}/{room}"), 3, conditions);
+    start(&mut apps);
+    let t0 = Instant::now();
+    match how {
+        Going::Stays => {}
+        Going::Leaves => {
+            apps[2].world_mut().write_message(LeaveRollback);
+        }
+        Going::Vanishes => drop(apps.pop()),
+    }
+    let mut parting = None;
+    let mut last: Vec<(i32, Instant)> = apps[..2].iter().map(|a| (snapshot(a).0, t0)).collect();
+    let mut longest_stall = Duration::ZERO;
+    let mut detected = None;
+    run(&mut apps, AFTER, |apps| {
+        let now = Instant::now();
+        let knows = |a: &App| {
+            !a.world()
+                .resource::<RollbackMatch>()
+                .disconnected
+                .is_empty()
+        };
+        if detected.is_none() && apps[..2].iter().all(knows) {
+            detected = Some(t0.elapsed());
+        }
+        for (a, (frame, at)) in apps.iter().zip(last.iter_mut()) {
+            let newest = snapshot(a).0;
+            if newest > *frame {
+                *frame = newest;
+                *at = now;
+            }
+            longest_stall = longest_stall.max(now - *at);
+        }
+        if let (Going::Leaves, None, Some(leaver)) = (how, parting, apps.get(2)) {
+            if *leaver.world().resource::<State<LobbyState>>().get() == LobbyState::Offline {
+                parting = Some(t0.elapsed());
+            }
+        }
+        false
+    });
+    let played_on = apps[..2]
+        .iter()
+        .all(|a| a.world().resource::<RollbackMatch>().phase == RollbackPhase::Playing);
+    Departure {
+        parting,
+        detected,
+        longest_stall,
+        played_on,
+    }
 }

@@ -22,8 +22,10 @@ pub enum RollbackEvent {
         /// The peer.
         peer: PeerId,
     },
-    /// A player is gone (it left the lobby, or GGRS timed it out). The match goes on with
-    /// default inputs for it (`InputStatus::Disconnected`); the game may end or pause it.
+    /// A player is gone: it left the match ([`LeaveRollback`](super::LeaveRollback)) or the
+    /// lobby, or was silent for `RollbackSettings::disconnect_timeout`. The match goes on with
+    /// default inputs for it (`InputStatus::Disconnected`) once the remaining players agree on
+    /// its last input (else [`RollbackEvent::Abandoned`] follows); the game may end or pause it.
     Disconnected {
         /// The peer.
         peer: PeerId,
