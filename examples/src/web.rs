@@ -63,9 +63,9 @@ impl PageArgs {
     }
 }
 
-/// Keys held down, filled by DOM listeners.
+/// Keys held down, and the last presses not yet taken (a few at most), filled by DOM listeners.
 #[derive(Default)]
-struct Keys(BTreeSet<String>);
+struct Keys(BTreeSet<String>, Vec<String>);
 
 /// The DOM side: canvas, status element, keys.
 struct Dom {
@@ -88,6 +88,9 @@ fn dom() -> Option<Dom> {
                     e.prevent_default();
                 }
                 let mut keys = keys.borrow_mut();
+                if down && keys.1.len() < 8 {
+                    keys.1.push(e.key());
+                }
                 if down {
                     keys.0.insert(e.key());
                 } else {
@@ -160,8 +163,10 @@ pub fn run_box_game() {
     })
     .insert_resource(Target(args.frames));
     if let Some(dom) = dom() {
-        app.insert_non_send(dom)
-            .add_systems(Update, (steer_box, draw_boxes, publish_box_game).chain());
+        app.insert_non_send(dom).add_systems(
+            Update,
+            (steer_box, leave_on_escape, draw_boxes, publish_box_game).chain(),
+        );
     }
     app.run();
 }
@@ -191,6 +196,19 @@ fn steer_square(
 
 fn steer_box(dom: NonSend<Dom>, mut steering: ResMut<Steering>) {
     steering.0 = arrows(&dom.keys.borrow());
+}
+
+/// Escape leaves the match cleanly (the other players play on without us).
+fn leave_on_escape(
+    dom: NonSend<Dom>,
+    mut leave: MessageWriter<LeaveRollback>,
+    mut asked: Local<bool>,
+) {
+    let pressed = std::mem::take(&mut dom.keys.borrow_mut().1);
+    if !*asked && pressed.iter().any(|k| k == "Escape") {
+        leave.write(LeaveRollback);
+        *asked = true;
+    }
 }
 
 /// A stable color per peer.
@@ -362,7 +380,7 @@ fn publish_box_game(world: &mut World) {
             json!(final_checksum(world, target).map(|c| format!("{c:016x}")));
     }
     let line = format!(
-        "{}\nmatch: {} frame {} rollbacks {} | arrows: move",
+        "{}\nmatch: {} frame {} rollbacks {} | arrows: move, esc: leave",
         human(&status),
         status["rollback"]["phase"].as_str().unwrap_or("?"),
         status["rollback"]["frame"],

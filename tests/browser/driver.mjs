@@ -6,6 +6,7 @@
 // playwright-core, then takes one JSON command per line on stdin:
 //   {"cmd":"open","name":"a","path":"/lobby.html?room=..."}   open a page
 //   {"cmd":"close","name":"a"}                                  close it (the peer leaves)
+//   {"cmd":"press","name":"a","key":"Escape"}                   press a key on it
 //   {"cmd":"quit"}
 // and writes one JSON event per line on stdout:
 //   {"ev":"ready","port":N}                     serving and browsing
@@ -90,6 +91,11 @@ async function open(name, path) {
   emit({ ev: "opened", name });
 }
 
+async function press(name, key) {
+  const page = pages.get(name);
+  if (page) await page.keyboard.press(key);
+}
+
 async function close(name) {
   const page = pages.get(name);
   pages.delete(name);
@@ -122,6 +128,7 @@ lines.on("line", async (line) => {
     const c = JSON.parse(line);
     if (c.cmd === "open") await open(c.name, c.path);
     else if (c.cmd === "close") await close(c.name);
+    else if (c.cmd === "press") await press(c.name, c.key);
     else if (c.cmd === "quit") await quit();
   } catch (e) {
     emit({ ev: "pageerror", name: "driver", text: String(e) });

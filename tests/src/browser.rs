@@ -97,6 +97,11 @@ impl Browser {
         self.send(serde_json::json!({"cmd": "open", "name": name, "path": path}));
     }
 
+    /// Presses `key` (a DOM key name, e.g. `Escape`) on page `name`.
+    pub fn press(&mut self, name: &str, key: &str) {
+        self.send(serde_json::json!({"cmd": "press", "name": name, "key": key}));
+    }
+
     /// Closes page `name`: its peer leaves.
     pub fn close(&mut self, name: &str) {
         self.statuses.remove(name);

@@ -1,6 +1,6 @@
 //! The examples in headless Chromium (wasm32 builds) against native peers, through huddle_server:
 //! lobbies in both join orders, the browser host leaving, two pages and a native peer, a rollback
-//! match. Run inside the loopback-only network namespace (see README); needs the built pages,
+//! match, a page leaving a rollback match with Escape. Run inside the loopback-only network namespace (see README); needs the built pages,
 //! node with playwright-core, and Debian's Chromium (`scripts/test.sh` arranges them).
 
 use bevy_huddle::prelude::*;
@@ -305,5 +305,47 @@ fn a_rollback_match_browser_vs_native_ends_with_equal_checksums() {
     assert!(rollback_log(&natives[0])
         .iter()
         .all(|e| !matches!(e, bevy_huddle::RollbackEvent::DesyncDetected { .. })));
+    browser.assert_no_errors();
+}
+
+/// The page's player presses Escape mid-match (`LeaveRollback`): it leaves the match and then the
+/// lobby once the native player holds its last input; the native player gets one disconnect
+/// message and plays on to frame 300 alone.
+#[test]
+fn a_browser_player_leaving_with_escape_lets_the_native_player_play_on() {
+    let (_rt, _server, room, mut browser, mut natives) =
+        page_hosts("web-boxes-leave", "box_game", "&players=2");
+    natives.push(box_player(&room, 2));
+    assert!(run_with_browser(
+        &mut natives,
+        &mut browser,
+        LIMIT,
+        |ps, _| { checksum_at(&ps[0], 120).is_some() }
+    ));
+    let page = browser.id("a").expect("the page's id");
+    browser.press("a", "Escape");
+    let ok = run_with_browser(&mut natives, &mut browser, LIMIT, |ps, b| {
+        checksum_at(&ps[0], 300).is_some()
+            && b.status("a")
+                .is_some_and(|s| s["state"] == "Offline" && s["rollback"]["phase"] == "Ended")
+    });
+    let log = rollback_log(&natives[0]).to_vec();
+    assert!(
+        ok,
+        "the page left, the native player went on: page {:?}, native at {}, {log:?}",
+        browser.status("a"),
+        rollback_stats(&natives[0]).newest_frame
+    );
+    let gone: Vec<_> = log
+        .iter()
+        .filter(|e| matches!(e, bevy_huddle::RollbackEvent::Disconnected { .. }))
+        .collect();
+    assert_eq!(gone.len(), 1, "{log:?}");
+    assert!(
+        matches!(gone[0], bevy_huddle::RollbackEvent::Disconnected { peer, handle: 0 }
+            if peer.to_string() == page),
+        "{gone:?}"
+    );
+    assert_eq!(game(&natives[0]).phase, bevy_huddle::RollbackPhase::Playing);
     browser.assert_no_errors();
 }
