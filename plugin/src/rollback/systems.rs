@@ -606,9 +606,9 @@ pub(crate) fn record<C: Config<Address = PeerId>>(
 /// `SaveWorld`, before bevy_ggrs drops old snapshots: keep the whole prediction window.
 ///
 /// bevy_ggrs drops snapshots older than GGRS's confirmed frame. When a player is disconnected,
-/// that frame jumps past the gone player's last input; if another peer then reports an earlier
-/// last input for it, GGRS rolls back to that earlier frame, and its snapshot would be gone
-/// (bevy_ggrs panics). Keeping `max_prediction` frames costs what the snapshot ring holds anyway.
+/// that frame jumps past the gone player's last input while GGRS rolls back to just after it, and
+/// that snapshot must still be there (else bevy_ggrs panics). Keeping `max_prediction` frames
+/// costs what the snapshot ring holds anyway.
 pub(crate) fn keep_prediction_window(
     frame: Res<RollbackFrameCount>,
     settings: Res<HuddleSettings>,
