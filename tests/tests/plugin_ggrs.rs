@@ -326,9 +326,23 @@ fn leave_mid_match(
         assert_eq!(game(p).disconnected, vec![leaver]);
         no_desync(p);
     }
+    let sums = |p: &Player| {
+        p.app
+            .world()
+            .resource::<huddle_examples::box_game::FrameChecksums>()
+            .0
+            .clone()
+    };
+    let (a, b) = (sums(&peers[0]), sums(&peers[1]));
+    let first_difference = a.iter().find(|(f, c)| b.get(f).is_some_and(|d| d != *c));
     assert_eq!(
         checksum_at(&peers[0], FRAMES),
-        checksum_at(&peers[1], FRAMES)
+        checksum_at(&peers[1], FRAMES),
+        "first differing frame {first_difference:?}; {seen:#?}; starved {:?}",
+        peers
+            .iter()
+            .map(|p| rollback_stats(p).spectator_starved)
+            .collect::<Vec<_>>()
     );
     peers
 }

@@ -79,15 +79,16 @@ impl InputLog {
         self.frames.get(index).map(Vec::as_slice)
     }
 
-    /// Final frames from `from` on, at most [`BATCH`]: `(first, frames)`, or `None` if there are
-    /// none yet.
-    pub(crate) fn batch_from(&self, from: i32) -> Option<(i32, Vec<Vec<u8>>)> {
+    /// Final frames from `from` on, up to `upto` and at most [`BATCH`]: `(first, frames)`, or
+    /// `None` if there are none yet.
+    pub(crate) fn batch_from(&self, from: i32, upto: i32) -> Option<(i32, Vec<Vec<u8>>)> {
         let from = from.max(1);
-        if from > self.last_final {
+        let last = self.last_final.min(upto);
+        if from > last {
             return None;
         }
         let start = (from - 1) as usize;
-        let end = (self.last_final as usize).min(start + BATCH);
+        let end = (last as usize).min(start + BATCH);
         Some((from, self.frames[start..end].to_vec()))
     }
 
@@ -114,7 +115,7 @@ mod tests {
             log.record(f, bytes(0), 0);
         }
         assert_eq!(log.last_final(), 0);
-        assert!(log.batch_from(1).is_none());
+        assert!(log.batch_from(1, i32::MAX).is_none());
         // Inputs for 1-2 arrive and differ: GGRS rolls back and resimulates 1..=3 (4 is new).
         log.record(1, bytes(7), 2);
         assert_eq!(log.last_final(), 1);
@@ -122,7 +123,12 @@ mod tests {
         log.record(3, bytes(9), 2);
         log.record(4, bytes(9), 2);
         assert_eq!(log.last_final(), 2);
-        assert_eq!(log.batch_from(1), Some((1, vec![bytes(7), bytes(8)])));
+        assert_eq!(
+            log.batch_from(1, i32::MAX),
+            Some((1, vec![bytes(7), bytes(8)]))
+        );
+        assert_eq!(log.batch_from(1, 1), Some((1, vec![bytes(7)])), "capped");
+        assert!(log.batch_from(1, 0).is_none());
         assert_eq!(log.get(3), Some(&[9u8][..]));
     }
 
@@ -159,11 +165,11 @@ mod tests {
             host.record(f, bytes(f as u8), f);
         }
         let mut spectator = InputLog::default();
-        let (first, frames) = host.batch_from(1).expect("frames");
+        let (first, frames) = host.batch_from(1, i32::MAX).expect("frames");
         assert_eq!(frames.len(), BATCH);
         assert!(spectator.receive(first, frames));
         // A resend overlapping what we have is skipped, not appended twice.
-        let (first, frames) = host.batch_from(BATCH as i32 - 5).expect("frames");
+        let (first, frames) = host.batch_from(BATCH as i32 - 5, i32::MAX).expect("frames");
         assert!(spectator.receive(first, frames));
         assert_eq!(spectator.last_final(), BATCH as i32 + 10);
         assert_eq!(

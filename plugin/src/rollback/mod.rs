@@ -22,8 +22,10 @@
 //!   unreleased). GGRS never times a player out by itself here, so it cannot decide alone.
 //!   With one other player left there is nothing to compare: it is disconnected at once.
 //! - Peers that join past the players become spectators: a player (the first one still in the
-//!   match) sends them every frame's confirmed inputs from the first frame on (GGRS only takes spectators when a session starts,
-//!   so huddle feeds late ones itself), and they replay the match, catching up at up to 4x speed.
+//!   match) sends them every frame's confirmed inputs from the first frame on, once every other
+//!   player holds its inputs of that frame (else a feeder that vanished could have shown a frame
+//!   the others play differently); GGRS only takes spectators when a session starts, so huddle
+//!   feeds late ones itself. They replay the match, catching up at up to 4x speed.
 //!   A spectator sees every input as `InputStatus::Confirmed` (a gone player's as the default
 //!   input); its `ReadInputs` schedule is set aside while it watches.
 
@@ -254,7 +256,7 @@ impl<C: Config<Address = PeerId>> Plugin for HuddleRollbackPlugin<C> {
                     (
                         systems::events::<C>,
                         stats::measure::<C>,
-                        systems::serve_feed,
+                        systems::serve_feed::<C>,
                     )
                         .chain()
                         .after(RunGgrsSystems),

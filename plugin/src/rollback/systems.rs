@@ -623,11 +623,41 @@ pub(crate) fn keep_prediction_window(
     }
 }
 
-/// Sends each subscribed spectator the final frames it has not had yet.
-pub(crate) fn serve_feed(
+/// The newest frame (bevy_ggrs numbering) whose inputs of ours every other remaining player has
+/// acknowledged. Our final frames past it must not reach a spectator: we hold our own input of a
+/// frame at once, the others only once it arrives, and if we vanished before it did, they play
+/// that frame with our input as disconnected, not as we sent it.
+///
+/// GGRS keeps our inputs a player has not acknowledged (`send_queue_len`); our newest input is
+/// for GGRS frame `current + input_delay - 1` (one more at a stall, which only makes this lower
+/// than it could be). GGRS frame `g`'s inputs run in bevy_ggrs frame `g + 1`.
+fn held_by_all<C: Config<Address = PeerId>>(
+    p2p: &ggrs::P2PSession<C>,
+    state: &RollbackMatch,
+    input_delay: usize,
+) -> i32 {
+    let newest = p2p.current_frame() + input_delay as i32 - 1;
+    p2p.remote_player_handles()
+        .into_iter()
+        .filter(|h| !state.disconnected.contains(h))
+        .map(|h| match p2p.network_stats(h) {
+            Ok(stats) => newest - stats.send_queue_len as i32 + 1,
+            // No stats in the first second: nothing is known to be held yet.
+            Err(_) => 0,
+        })
+        .min()
+        .unwrap_or(i32::MAX)
+}
+
+/// Sends each subscribed spectator the final frames it has not had yet (and every other player
+/// holds our inputs of, see [`held_by_all`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn serve_feed<C: Config<Address = PeerId>>(
     mut requests: MessageReader<Incoming<FeedRequest>>,
     state: Res<RollbackMatch>,
     log: Res<InputLog>,
+    session: Option<Res<Session<C>>>,
+    settings: Res<HuddleSettings>,
     mut subscribers: Local<Subscribers>,
     mut out: MessageWriter<Outgoing<FeedFrames>>,
     mut left: MessageReader<PeerLeft>,
@@ -643,14 +673,16 @@ pub(crate) fn serve_feed(
             .insert(request.from, (players, request.message.from.max(1)));
     }
     // Only players keep a log, and only of a match of the size the spectator expects.
-    if state.phase != RollbackPhase::Playing {
+    let (RollbackPhase::Playing, Some(Session::P2P(p2p))) = (state.phase, session.as_deref())
+    else {
         return;
-    }
+    };
+    let upto = held_by_all(p2p, &state, settings.0.rollback.input_delay);
     for (peer, (players, next)) in subscribers.0.iter_mut() {
         if *players != state.players.len() {
             continue;
         }
-        while let Some((first, frames)) = log.batch_from(*next) {
+        while let Some((first, frames)) = log.batch_from(*next, upto) {
             *next = first + frames.len() as i32;
             out.write(Outgoing::to_peer(*peer, FeedFrames { first, frames }));
         }
