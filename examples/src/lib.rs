@@ -13,6 +13,8 @@ pub mod web;
 pub mod window;
 
 use bevy::app::{PluginGroup, PluginGroupBuilder, ScheduleRunnerPlugin};
+#[cfg(not(target_arch = "wasm32"))]
+use bevy::prelude::App;
 use std::time::Duration;
 
 /// Logs of the native examples: ours at info, the WebRTC stack's chatter at warn.
@@ -24,4 +26,35 @@ pub fn minimal_plugins_60hz() -> PluginGroupBuilder {
     bevy::prelude::MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_secs_f64(
         1.0 / 60.0,
     )))
+}
+
+/// The log plugin with [`LOG_FILTER`].
+#[cfg(not(target_arch = "wasm32"))]
+fn log_plugin() -> bevy::log::LogPlugin {
+    bevy::log::LogPlugin {
+        filter: LOG_FILTER.into(),
+        ..Default::default()
+    }
+}
+
+/// A native example's app without a window: [`minimal_plugins_60hz`], logging if `log` (a bot
+/// beside a logging player has none of its own).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn headless_app(log: bool) -> App {
+    let mut app = App::new();
+    app.add_plugins(minimal_plugins_60hz());
+    if log {
+        app.add_plugins(log_plugin());
+    }
+    app
+}
+
+/// A native example's app with a window: Bevy's default plugins (logging with [`LOG_FILTER`])
+/// and the example's `window` plugin.
+#[cfg(feature = "window")]
+pub fn window_app(window: impl bevy::prelude::Plugin) -> App {
+    let mut app = App::new();
+    app.add_plugins(bevy::prelude::DefaultPlugins.set(log_plugin()))
+        .add_plugins(window);
+    app
 }

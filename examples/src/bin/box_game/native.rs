@@ -9,7 +9,6 @@ use huddle_examples::box_game::{
 };
 use huddle_examples::lobby::Pilot;
 use huddle_examples::local::host_with_bot;
-use huddle_examples::{minimal_plugins_60hz, LOG_FILTER};
 use std::time::{Duration, Instant};
 
 /// huddle's box game.
@@ -65,24 +64,11 @@ fn stop_at(n: i32) -> impl FnMut(&mut World) {
 
 /// The game's app; `bot` is the opponent on a thread beside a local player (no logger of its own).
 fn app(room: &str, players: usize, frames: Option<i32>, windowed: bool, bot: bool) -> App {
-    let mut app = App::new();
-    #[cfg(feature = "window")]
-    if windowed {
-        app.add_plugins(DefaultPlugins.set(bevy::log::LogPlugin {
-            filter: LOG_FILTER.into(),
-            ..default()
-        }))
-        .add_plugins(huddle_examples::box_window::BoxWindow);
-    }
-    if !windowed {
-        app.add_plugins(minimal_plugins_60hz());
-    }
-    if !windowed && !bot {
-        app.add_plugins(bevy::log::LogPlugin {
-            filter: LOG_FILTER.into(),
-            ..default()
-        });
-    }
+    let mut app = match windowed {
+        #[cfg(feature = "window")]
+        true => huddle_examples::window_app(huddle_examples::box_window::BoxWindow),
+        _ => huddle_examples::headless_app(!bot),
+    };
     let pilot = if windowed { Pilot::Player } else { Pilot::Bot };
     app.add_plugins(HuddlePlugin::new(config(room, players)))
         .add_plugins(BoxGame { pilot });

@@ -6,7 +6,6 @@ use bevy_huddle::PeerLinks;
 use clap::Parser;
 use huddle_examples::lobby::{short, ChatLog, LobbyGame, Pilot, Squares};
 use huddle_examples::local::host_with_bot;
-use huddle_examples::{minimal_plugins_60hz, LOG_FILTER};
 use std::time::Duration;
 
 /// huddle's lobby demo.
@@ -24,22 +23,11 @@ struct Args {
 }
 
 fn app(room: &str, frames: Option<u32>, windowed: bool) -> App {
-    let mut app = App::new();
-    #[cfg(feature = "window")]
-    if windowed {
-        app.add_plugins(DefaultPlugins.set(bevy::log::LogPlugin {
-            filter: LOG_FILTER.into(),
-            ..default()
-        }))
-        .add_plugins(huddle_examples::window::LobbyWindow);
-    }
-    if !windowed {
-        app.add_plugins(minimal_plugins_60hz())
-            .add_plugins(bevy::log::LogPlugin {
-                filter: LOG_FILTER.into(),
-                ..default()
-            });
-    }
+    let mut app = match windowed {
+        #[cfg(feature = "window")]
+        true => huddle_examples::window_app(huddle_examples::window::LobbyWindow),
+        _ => huddle_examples::headless_app(true),
+    };
     let pilot = if windowed { Pilot::Player } else { Pilot::Bot };
     app.add_plugins(HuddlePlugin::new(HuddleConfig::room(room)))
         .add_plugins(LobbyGame { pilot });
@@ -109,9 +97,8 @@ fn print_lobby(
 
 /// The bot: a headless player that quits a second after `frames`.
 fn bot(room: &str, frames: Option<u32>) -> App {
-    let mut bot = App::new();
-    bot.add_plugins(minimal_plugins_60hz())
-        .add_plugins(HuddlePlugin::new(HuddleConfig::room(room)))
+    let mut bot = huddle_examples::headless_app(false);
+    bot.add_plugins(HuddlePlugin::new(HuddleConfig::room(room)))
         .add_plugins(LobbyGame { pilot: Pilot::Bot });
     if let Some(frames) = frames {
         bot.add_systems(
