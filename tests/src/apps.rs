@@ -42,24 +42,11 @@ pub struct Log {
     pub blobs: Vec<(PeerId, Blob)>,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn collect(
+fn collect_game(
     mut log: ResMut<Log>,
-    mut joined: MessageReader<PeerJoined>,
-    mut left: MessageReader<PeerLeft>,
-    mut hosts: MessageReader<HostChanged>,
-    mut errors: MessageReader<HuddleError>,
-    mut chats: MessageReader<Incoming<Chat>>,
     mut positions: MessageReader<Incoming<Pos>>,
     mut blobs: MessageReader<Incoming<Blob>>,
 ) {
-    log.joined.extend(joined.read().cloned());
-    log.left.extend(left.read().cloned());
-    let now = Instant::now();
-    log.hosts.extend(hosts.read().cloned().map(|h| (h, now)));
-    log.errors.extend(errors.read().cloned());
-    log.chats
-        .extend(chats.read().map(|m| (m.from, m.message.clone())));
     log.positions
         .extend(positions.read().map(|m| (m.from, m.message.clone())));
     log.blobs
@@ -103,11 +90,13 @@ impl Player {
                 .add_huddle_message::<Blob>(Channel::Reliable);
         }
         app.init_resource::<Log>();
-        match types {
-            Types::All => app.add_systems(Update, collect),
-            Types::ChatOnly => app.add_systems(Update, collect_chat_only),
-            Types::Nothing => app.add_systems(Update, collect_lobby),
-        };
+        app.add_systems(Update, collect_lobby);
+        if types != Types::Nothing {
+            app.add_systems(Update, collect_chats);
+        }
+        if types == Types::All {
+            app.add_systems(Update, collect_game);
+        }
         Self { app }
     }
 
@@ -169,14 +158,7 @@ fn collect_lobby(
     log.errors.extend(errors.read().cloned());
 }
 
-fn collect_chat_only(
-    mut log: ResMut<Log>,
-    mut joined: MessageReader<PeerJoined>,
-    mut errors: MessageReader<HuddleError>,
-    mut chats: MessageReader<Incoming<Chat>>,
-) {
-    log.joined.extend(joined.read().cloned());
-    log.errors.extend(errors.read().cloned());
+fn collect_chats(mut log: ResMut<Log>, mut chats: MessageReader<Incoming<Chat>>) {
     log.chats
         .extend(chats.read().map(|m| (m.from, m.message.clone())));
 }
