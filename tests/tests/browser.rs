@@ -14,36 +14,21 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(90);
 
-fn peers_of(status: &Value) -> Vec<(String, String)> {
-    status["peers"]
+/// The string fields `a` and `b` of each entry of the status's array `list`.
+fn pairs(status: &Value, list: &str, a: &str, b: &str) -> Vec<(String, String)> {
+    let field = |entry: &Value, name: &str| entry[name].as_str().unwrap_or_default().to_string();
+    status[list]
         .as_array()
-        .map(|ps| {
-            ps.iter()
-                .map(|p| {
-                    (
-                        p["id"].as_str().unwrap_or_default().to_string(),
-                        p["role"].as_str().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect()
-        })
+        .map(|entries| entries.iter().map(|e| (field(e, a), field(e, b))).collect())
         .unwrap_or_default()
 }
 
+fn peers_of(status: &Value) -> Vec<(String, String)> {
+    pairs(status, "peers", "id", "role")
+}
+
 fn chats_of(status: &Value) -> Vec<(String, String)> {
-    status["chats"]
-        .as_array()
-        .map(|cs| {
-            cs.iter()
-                .map(|c| {
-                    (
-                        c["from"].as_str().unwrap_or_default().to_string(),
-                        c["line"].as_str().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    pairs(status, "chats", "from", "line")
 }
 
 fn has_position_from(status: &Value, id: &str) -> bool {
