@@ -58,11 +58,9 @@ pub(crate) fn leave<C: Config<Address = PeerId>>(
                 parting.acked.push(ack.from);
             }
         }
-        let waiting = state.players.iter().enumerate().any(|(handle, peer)| {
-            Some(handle) != me
-                && !state.disconnected.contains(&handle)
-                && !parting.acked.contains(peer)
-        });
+        let waiting = state
+            .remaining()
+            .any(|(handle, peer)| Some(handle) != me && !parting.acked.contains(&peer));
         let overdue = parting
             .since
             .is_none_or(|since| since.elapsed() >= PARTING_AT_MOST);

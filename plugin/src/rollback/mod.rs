@@ -90,6 +90,14 @@ impl Default for RollbackSettings {
     }
 }
 
+impl RollbackSettings {
+    /// How long a player GGRS calls silent (`RollbackEvent::NetworkInterrupted`) has left before
+    /// it counts as gone.
+    pub(crate) fn gone_after_interruption(&self) -> Duration {
+        self.disconnect_timeout.saturating_sub(socket::NOTIFY_AFTER)
+    }
+}
+
 /// Starts the match now with the first `players` peers in join order. Only the host's counts: it
 /// tells the others who plays.
 #[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +160,15 @@ impl RollbackMatch {
     /// The handle of `peer`, if it plays.
     pub fn handle_of(&self, peer: PeerId) -> Option<usize> {
         self.players.iter().position(|p| *p == peer)
+    }
+
+    /// The players still in the match, `(handle, peer)` in handle order, ourselves included.
+    pub fn remaining(&self) -> impl Iterator<Item = (usize, PeerId)> + '_ {
+        self.players
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(handle, _)| !self.disconnected.contains(handle))
     }
 }
 

@@ -2,7 +2,7 @@
 //! events into messages, keep and serve the input log, pace spectators.
 
 use super::departure::{Departures, Frames, Verdict};
-use super::socket::{codec, GGRS_NEVER, NOTIFY_AFTER};
+use super::socket::{codec, GGRS_NEVER};
 use super::{
     Farewell, FeedFrames, FeedRequest, InputLog, LastInput, MatchPlan, RollbackEvent,
     RollbackMatch, RollbackPhase, RollbackStarted, RollbackStats, StartRollback,
@@ -308,11 +308,7 @@ pub(crate) fn follow_lobby<C: Config<Address = PeerId>>(
             .read()
             .map(|f| (f.from, Some(f.message.last_frame))),
     );
-    let silent_for = settings
-        .0
-        .rollback
-        .disconnect_timeout
-        .saturating_sub(NOTIFY_AFTER);
+    let silent_for = settings.0.rollback.gone_after_interruption();
     let players = state.players.clone();
     departing.silent.retain(|(handle, since)| {
         let timed_out = now.duration_since(*since) >= silent_for;
@@ -340,8 +336,9 @@ pub(crate) fn follow_lobby<C: Config<Address = PeerId>>(
             Some(_) => {}
             None if known => {}
             None => {
-                let others = (0..state.players.len())
-                    .filter(|h| Some(*h) != state.local_handle && !state.disconnected.contains(h))
+                let others = state
+                    .remaining()
+                    .filter(|(h, _)| Some(*h) != state.local_handle)
                     .count();
                 if others == 0 {
                     departing.alone.push(handle);
@@ -410,9 +407,7 @@ pub(crate) fn settle_departures<C: Config<Address = PeerId>>(
             frame,
         }));
     }
-    let remaining: Vec<usize> = (0..state.players.len())
-        .filter(|h| !state.disconnected.contains(h))
-        .collect();
+    let remaining: Vec<usize> = state.remaining().map(|(h, _)| h).collect();
     for verdict in departing.agree.verdicts(&remaining, now) {
         match verdict {
             Verdict::Disconnect { handle, last_frame } => {
@@ -497,12 +492,7 @@ pub(crate) fn follow_feed(
             debug!("huddle: a feed batch out of order from {}", batch.from);
         }
     }
-    let feeder = state
-        .players
-        .iter()
-        .enumerate()
-        .find(|(handle, _)| !state.disconnected.contains(handle))
-        .map(|(_, p)| *p);
+    let feeder = state.remaining().next().map(|(_, p)| p);
     if let Some(player) = feeder.filter(|p| Some(*p) != state.feeder) {
         state.feeder = Some(player);
         feed.write(Outgoing::to_peer(
@@ -557,11 +547,7 @@ pub(crate) fn events<C: Config<Address = PeerId>>(
                 peer,
                 disconnect_timeout,
             } => {
-                *disconnect_timeout = settings
-                    .0
-                    .rollback
-                    .disconnect_timeout
-                    .saturating_sub(NOTIFY_AFTER);
+                *disconnect_timeout = settings.0.rollback.gone_after_interruption();
                 if let Some(handle) = handle_of(*peer) {
                     departing.silent.push((handle, Instant::now()));
                 }
