@@ -1,7 +1,10 @@
-//! What we keep per peer: role, hello, reassembly, bulk flow control, and link statistics.
+//! What an endpoint keeps per peer: role, hello, early frames, reassembly, bulk flow control, and
+//! link statistics.
 
-use crate::messages::Role;
-use crate::protocol::chunk::Reassembler;
+use super::Role;
+use crate::chunk::Reassembler;
+use crate::lane::Lane;
+use bytes::Bytes;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -27,33 +30,40 @@ pub struct LinkStats {
     pub messages_out: u64,
 }
 
+/// A ping in flight or answered.
+#[derive(Debug, Clone, Copy)]
+struct Ping {
+    seq: u32,
+    sent_at: Duration,
+    answered: bool,
+}
+
 #[derive(Debug)]
 pub(crate) struct Link {
     pub(crate) role: Option<Role>,
     pub(crate) connected: bool,
-    /// `PeerJoined` was written: its hello matched ours.
+    /// `Joined` was announced: its hello matched ours.
     pub(crate) announced: bool,
     /// Its hello did not match: its frames are dropped.
     pub(crate) mismatched: bool,
     /// It told us it has our hello.
     pub(crate) hello_acked: bool,
     /// When we last sent it our hello.
-    pub(crate) hello_sent: Option<web_time::Instant>,
+    pub(crate) hello_sent: Option<Duration>,
     /// Frames that came before its hello.
-    pub(crate) early: Vec<(usize, bytes::Bytes)>,
+    pub(crate) early: Vec<(Lane, Bytes)>,
     pub(crate) reassembler: Reassembler,
     pub(crate) chunk_bytes_in: u64,
     pub(crate) chunk_acked_out: u64,
     /// Reliable frames waiting behind the window, in order: (chunk payload bytes, which count
     /// against the window, or 0 for a whole message queued behind a chunked one; frame).
-    pub(crate) bulk: VecDeque<(usize, bytes::Bytes)>,
+    pub(crate) bulk: VecDeque<(usize, Bytes)>,
     pub(crate) bulk_sent: u64,
-    /// Since when reliable frames have been waiting for this link to come up.
-    pub(crate) waiting_since: Option<web_time::Instant>,
     pub(crate) bulk_acked: u64,
+    /// Since when reliable frames have been waiting for this link to come up.
+    pub(crate) waiting_since: Option<Duration>,
     ping_seq: u32,
-    /// Recent pings: (seq, answered).
-    pings: VecDeque<(u32, bool)>,
+    pings: VecDeque<Ping>,
     pub(crate) stats: LinkStats,
 }
 
@@ -72,8 +82,8 @@ impl Link {
             chunk_acked_out: 0,
             bulk: VecDeque::new(),
             bulk_sent: 0,
-            waiting_since: None,
             bulk_acked: 0,
+            waiting_since: None,
             ping_seq: 0,
             pings: VecDeque::new(),
             stats: LinkStats::default(),
@@ -95,10 +105,14 @@ impl Link {
         self.connected && !(self.has_hello() && self.hello_acked)
     }
 
-    /// Records a ping going out; returns its sequence number.
-    pub(crate) fn ping(&mut self) -> u32 {
+    /// Records a ping going out at `now`; returns its sequence number.
+    pub(crate) fn ping(&mut self, now: Duration) -> u32 {
         self.ping_seq = self.ping_seq.wrapping_add(1);
-        self.pings.push_back((self.ping_seq, false));
+        self.pings.push_back(Ping {
+            seq: self.ping_seq,
+            sent_at: now,
+            answered: false,
+        });
         while self.pings.len() > LOSS_WINDOW {
             self.pings.pop_front();
         }
@@ -106,16 +120,17 @@ impl Link {
         self.ping_seq
     }
 
-    /// Records a pong: `rtt_us` after its ping went out.
-    pub(crate) fn pong(&mut self, seq: u32, rtt_us: u64) {
-        let Some(entry) = self.pings.iter_mut().find(|(s, _)| *s == seq) else {
+    /// Records a pong for ping `seq` at `now`. The round trip is measured from our own record of
+    /// the ping, never from a number the peer sent back.
+    pub(crate) fn pong(&mut self, seq: u32, now: Duration) {
+        let Some(ping) = self.pings.iter_mut().find(|p| p.seq == seq) else {
             return;
         };
-        if entry.1 {
+        if ping.answered {
             return;
         }
-        entry.1 = true;
-        let rtt = Duration::from_micros(rtt_us);
+        ping.answered = true;
+        let rtt = now.saturating_sub(ping.sent_at);
         self.stats.last_rtt = Some(rtt);
         self.stats.rtt = Some(match self.stats.rtt {
             None => rtt,
@@ -126,12 +141,12 @@ impl Link {
 
     fn update_loss(&mut self) {
         // The newest pings may still be in flight: judge only those with a later ping answered.
-        let Some(last_answered) = self.pings.iter().rposition(|(_, a)| *a) else {
+        let Some(last_answered) = self.pings.iter().rposition(|p| p.answered) else {
             return;
         };
-        let judged = &self.pings.range(..=last_answered).collect::<Vec<_>>();
-        let lost = judged.iter().filter(|(_, a)| !a).count();
-        self.stats.loss = lost as f32 / judged.len() as f32;
+        let judged = last_answered + 1;
+        let lost = self.pings.range(..judged).filter(|p| !p.answered).count();
+        self.stats.loss = lost as f32 / judged as f32;
     }
 }
 
@@ -139,21 +154,26 @@ impl Link {
 mod tests {
     use super::*;
 
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
     #[test]
     fn rtt_is_smoothed_and_loss_counts_unanswered() {
         let mut l = Link::new(1024, 1024);
-        let a = l.ping();
-        let b = l.ping();
-        let c = l.ping();
-        l.pong(a, 1000);
-        assert_eq!(l.stats.rtt, Some(Duration::from_micros(1000)));
-        l.pong(c, 9000);
-        assert_eq!(l.stats.rtt, Some(Duration::from_micros(2000)));
-        assert_eq!(l.stats.last_rtt, Some(Duration::from_micros(9000)));
+        let a = l.ping(ms(0));
+        let b = l.ping(ms(0));
+        let c = l.ping(ms(0));
+        l.pong(a, ms(1));
+        assert_eq!(l.stats.rtt, Some(ms(1)));
+        l.pong(c, ms(9));
+        assert_eq!(l.stats.rtt, Some(ms(2)));
+        assert_eq!(l.stats.last_rtt, Some(ms(9)));
         assert!((l.stats.loss - 1.0 / 3.0).abs() < 1e-6, "b was lost");
-        l.pong(b, 5000);
+        l.pong(b, ms(5));
         assert_eq!(l.stats.loss, 0.0, "late pong counts");
-        l.pong(b, 5000);
-        assert_eq!(l.stats.messages_in, 0);
+        l.pong(b, ms(5));
+        l.pong(999, ms(5));
+        assert_eq!(l.stats.last_rtt, Some(ms(5)), "repeats and unknown pongs change nothing");
     }
 }

@@ -5,7 +5,7 @@
 //! then re-disconnects it at the earliest last input any other peer reports. A peer that had
 //! received more of its inputs has confirmed frames past that report and panics (or desyncs).
 //! So in a match of three or more, the players that remain first agree: each reports the last
-//! input of the gone player it holds (a [`LastInput`](super::LastInput) message), and only when
+//! input of the gone player it holds (a `LastInput` message of the rollback plugin), and only when
 //! every remaining player's report is in does anyone disconnect it:
 //! - all reports equal: everyone disconnects it at that frame, and GGRS agrees with itself;
 //! - reports differ (it vanished while its last inputs were on their way): GGRS cannot go on
@@ -13,8 +13,8 @@
 //!   since everyone decides from the same reports).
 //!
 //! When does a peer know its own last input of the gone player? A player that leaves on purpose
-//! ([`LeaveRollback`](super::LeaveRollback)) stops adding inputs and announces its last frame
-//! `F` (a [`Farewell`](super::Farewell)): once our confirmed frame reaches `F` we hold all of
+//! (the rollback plugin's `LeaveRollback`) stops adding inputs and announces its last frame
+//! `F` (a `Farewell`): once our confirmed frame reaches `F` we hold all of
 //! them, and the reports agree. A player that vanished announces nothing: once we stall at the
 //! prediction threshold and our confirmed frame stands still for [`SETTLE`], the confirmed frame
 //! is the last input we got from it (every other player's inputs run ahead of it by then).
@@ -23,11 +23,11 @@ use web_time::{Duration, Instant};
 
 /// How long the confirmed frame must stand still, at the prediction threshold, before we report
 /// the last input of a player that vanished.
-pub(crate) const SETTLE: Duration = Duration::from_millis(250);
+pub const SETTLE: Duration = Duration::from_millis(250);
 
 /// How long an agreement may take before the match is given up (a report lost with a peer that
 /// went too, or a peer that never stalls).
-pub(crate) const DEADLINE: Duration = Duration::from_secs(5);
+pub const DEADLINE: Duration = Duration::from_secs(5);
 
 /// How the player went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,18 +56,18 @@ struct Departure {
 
 /// Our frames in the GGRS session, as [`Departures::due`] needs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Frames {
+pub struct Frames {
     /// GGRS's current frame.
-    pub(crate) current: i32,
+    pub current: i32,
     /// GGRS's confirmed frame.
-    pub(crate) confirmed: i32,
+    pub confirmed: i32,
     /// The prediction window.
-    pub(crate) max_prediction: usize,
+    pub max_prediction: usize,
 }
 
 /// What to do about a gone player.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Verdict {
+pub enum Verdict {
     /// Every remaining player holds its inputs up to `last_frame`: disconnect it (when our
     /// current frame is not `last_frame + 1`, which ggrs 0.13 cannot roll back from).
     Disconnect {
@@ -88,7 +88,7 @@ pub(crate) enum Verdict {
 
 /// The gone players we are agreeing on.
 #[derive(Debug, Default)]
-pub(crate) struct Departures {
+pub struct Departures {
     list: Vec<Departure>,
 }
 
@@ -110,12 +110,12 @@ impl Departures {
     }
 
     /// Player `handle` announced that its last input is for `last_frame`.
-    pub(crate) fn farewell(&mut self, handle: usize, last_frame: i32, now: Instant) {
+    pub fn farewell(&mut self, handle: usize, last_frame: i32, now: Instant) {
         self.entry(handle, now).going = Some(Going::Farewell(last_frame));
     }
 
     /// Player `handle` vanished. A farewell heard before stays (it knows better).
-    pub(crate) fn vanished(&mut self, handle: usize, now: Instant) {
+    pub fn vanished(&mut self, handle: usize, now: Instant) {
         let d = self.entry(handle, now);
         if d.going.is_none() {
             d.going = Some(Going::Vanished);
@@ -124,20 +124,20 @@ impl Departures {
 
     /// Player `from` holds the inputs of the gone player `gone` up to `frame`. A second report
     /// of the same player replaces the first.
-    pub(crate) fn report(&mut self, gone: usize, from: usize, frame: i32, now: Instant) {
+    pub fn report(&mut self, gone: usize, from: usize, frame: i32, now: Instant) {
         let d = self.entry(gone, now);
         d.reports.retain(|(p, _)| *p != from);
         d.reports.push((from, frame));
     }
 
     /// Whether we are agreeing on `handle`.
-    pub(crate) fn contains(&self, handle: usize) -> bool {
+    pub fn contains(&self, handle: usize) -> bool {
         self.list.iter().any(|d| d.handle == handle)
     }
 
     /// Our reports that are due now (each once): `(gone handle, frame)`. They count as received
     /// from `me` too.
-    pub(crate) fn due(&mut self, me: usize, frames: Frames, now: Instant) -> Vec<(usize, i32)> {
+    pub fn due(&mut self, me: usize, frames: Frames, now: Instant) -> Vec<(usize, i32)> {
         let mut due = Vec::new();
         for d in &mut self.list {
             if d.ours.is_some() {
@@ -176,13 +176,13 @@ impl Departures {
     }
 
     /// The last input we reported for each gone player still being agreed on.
-    pub(crate) fn reported(&self) -> impl Iterator<Item = i32> + '_ {
+    pub fn reported(&self) -> impl Iterator<Item = i32> + '_ {
         self.list.iter().filter_map(|d| d.ours)
     }
 
     /// The verdicts reached now, given the players that remain (ourselves included). Decided
     /// departures are forgotten.
-    pub(crate) fn verdicts(&mut self, remaining: &[usize], now: Instant) -> Vec<Verdict> {
+    pub fn verdicts(&mut self, remaining: &[usize], now: Instant) -> Vec<Verdict> {
         let mut verdicts = Vec::new();
         self.list.retain(|d| {
             let frames: Vec<i32> = remaining

@@ -1,0 +1,378 @@
+//! One peer's side of a lobby, sans-IO: the [`Endpoint`].
+//!
+//! The driver (the plugin's session, or a test's simulated network) feeds it what happened:
+//! what the signaling server said ([`Endpoint::id_assigned`], [`Endpoint::introduced`],
+//! [`Endpoint::server_left`]), links opening and closing ([`Endpoint::link_up`],
+//! [`Endpoint::link_down`]), packets ([`Endpoint::receive`]) and game messages to send
+//! ([`Endpoint::send`]), each with the current time. It takes back packets to send
+//! ([`Endpoint::poll_transmit`]) and events for the game ([`Endpoint::poll_event`]), and calls
+//! [`Endpoint::handle_timeout`] once a frame (or at [`Endpoint::poll_timeout`]). The endpoint
+//! never reads a clock and never touches a socket, so tests run many of them over a simulated
+//! network with a fake clock.
+//!
+//! The pieces: [`hello`](self) (the handshake and early frames), `receive` (frames in, chunks
+//! reassembled and acknowledged), `send` (frames out, chunking, the bulk window, give-up, pings),
+//! `star` (relaying through the host, its reliability, members known by roster).
+
+mod hello;
+mod link;
+mod receive;
+mod send;
+mod star;
+mod types;
+
+pub use link::LinkStats;
+pub use types::{
+    Channel, Counters, EndpointConfig, EndpointError, Event, LeaveReason, Recipients, Role,
+    SendError, Transmit,
+};
+
+use crate::control::Control;
+use crate::election::{HostElection, Output};
+use crate::lane::Lane;
+use crate::room::Topology;
+use bytes::Bytes;
+use link::Link;
+use matchbox_protocol::PeerId;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+/// How long relayed frames are kept after the host acknowledged them: a host that leaves may
+/// have passed frames on that never left its machine, so those of the last moments go again
+/// through the next host (receivers drop what they had).
+const RETAIN_ACKED: Duration = Duration::from_secs(2);
+/// Relayed reliable frames kept for a resend at most (the host acknowledges every flush).
+const MAX_UNACKED: usize = 8192;
+/// How long reliable frames wait for a link to come up before they are reported as failed.
+pub const LINK_WAIT: Duration = Duration::from_secs(10);
+/// How often a hello is repeated until both sides have seen each other's.
+const HELLO_REPEAT: Duration = Duration::from_millis(200);
+/// Frames held per peer while its hello is not in yet.
+const EARLY_FRAMES: usize = 1024;
+/// Origins whose relayed sequence numbers are remembered, at most (beyond it, frames from
+/// origins that are not members are refused).
+const MAX_ORIGINS: usize = 1024;
+/// Peers the server said left, remembered until their link closes, at most.
+const MAX_LEFT: usize = 4096;
+
+/// A relayed reliable frame of ours, kept until it is known to have arrived.
+#[derive(Debug, Clone)]
+struct Unacked {
+    seq: u32,
+    /// Chunk payload bytes in it (what the window counts).
+    counted: usize,
+    bytes: Bytes,
+    /// When the host acknowledged it.
+    acked_at: Option<Duration>,
+}
+
+/// One peer's side of a lobby. See the [module docs](self).
+#[derive(Debug)]
+pub struct Endpoint {
+    config: EndpointConfig,
+    /// The latest time the driver gave us.
+    now: Duration,
+    me: Option<PeerId>,
+    election: Option<HostElection>,
+    links: HashMap<PeerId, Link>,
+    /// Peers the server said left (so their disconnect is `Left`, not `Disconnected`).
+    left_by_server: HashSet<PeerId>,
+    /// Peers announced with `Joined`, in that order.
+    joined: Vec<PeerId>,
+    /// Frames queued for the next [`Endpoint::handle_timeout`].
+    outbox: Vec<(Lane, PeerId, Bytes)>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    last_ping: Option<Duration>,
+    counters: Counters,
+    /// Sequence number of our next chunked message (unique per sender, whoever receives it).
+    next_chunk_seq: u32,
+    /// Star client: sequence number of our next relayed reliable frame.
+    relay_seq: u32,
+    /// Star client: relayed reliable frames not yet known to have arrived.
+    unacked: VecDeque<Unacked>,
+    /// Star host: the highest sequence number passed on per client, to acknowledge.
+    relay_acks: HashMap<PeerId, u32>,
+    /// The highest relayed sequence number seen per origin, to drop resent frames.
+    relay_seen: HashMap<PeerId, u32>,
+}
+
+impl Endpoint {
+    /// An endpoint that has not been assigned an id yet.
+    pub fn new(config: EndpointConfig) -> Self {
+        Self {
+            config,
+            now: Duration::ZERO,
+            me: None,
+            election: None,
+            links: HashMap::new(),
+            left_by_server: HashSet::new(),
+            joined: Vec::new(),
+            outbox: Vec::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            last_ping: None,
+            counters: Counters::default(),
+            next_chunk_seq: 0,
+            relay_seq: 0,
+            unacked: VecDeque::new(),
+            relay_acks: HashMap::new(),
+            relay_seen: HashMap::new(),
+        }
+    }
+
+    // ---- what the driver reports ----
+
+    /// The server assigned our id at `now`; the host election starts.
+    pub fn id_assigned(&mut self, me: PeerId, now: Duration) {
+        self.advance(now);
+        self.me = Some(me);
+        self.election = Some(HostElection::new(me, now, self.config.host_grace));
+    }
+
+    /// The signaling introduced `peer`: as [`Role::Caller`] we call it (the server told us of it:
+    /// it joined after us); as [`Role::Receiver`] it called us (its offer came: it joined first).
+    pub fn introduced(&mut self, peer: PeerId, role: Role) {
+        if Some(peer) == self.me {
+            return;
+        }
+        self.link(peer).role = Some(role);
+        let Some(e) = self.election.as_mut() else {
+            return;
+        };
+        let outs = match role {
+            Role::Caller => {
+                e.introduced_later(peer);
+                Vec::new()
+            }
+            Role::Receiver => e.introduced_earlier(peer),
+        };
+        self.apply(outs);
+    }
+
+    /// The server said `peer` left the room (its link closing next is a `Left`, not a
+    /// `Disconnected`).
+    pub fn server_left(&mut self, peer: PeerId) {
+        if self.left_by_server.len() < MAX_LEFT {
+            self.left_by_server.insert(peer);
+        }
+    }
+
+    /// The link to `peer` opened (all its data channels).
+    pub fn link_up(&mut self, peer: PeerId, now: Duration) {
+        self.advance(now);
+        self.link(peer).connected = true;
+        self.send_hello(peer, now);
+        if let Some(e) = self.election.as_mut() {
+            let outs = e.connected(peer);
+            self.apply(outs);
+        }
+    }
+
+    /// The link to `peer` closed.
+    pub fn link_down(&mut self, peer: PeerId) {
+        let reason = if self.left_by_server.remove(&peer) {
+            LeaveReason::Left
+        } else {
+            LeaveReason::Disconnected
+        };
+        self.links.remove(&peer);
+        self.relay_acks.remove(&peer);
+        if self.joined.contains(&peer) {
+            self.joined.retain(|p| *p != peer);
+            self.events.push_back(Event::Left { peer, reason });
+        }
+        if let Some(e) = self.election.as_mut() {
+            let outs = e.disconnected(peer);
+            self.apply(outs);
+        }
+        self.sync_star_members();
+    }
+
+    /// Time passed: the host election's grace, hellos to repeat, pings, links given up, and
+    /// what was queued since the last call (messages, then bulk chunks within each peer's
+    /// window, then relay acknowledgements).
+    pub fn handle_timeout(&mut self, now: Duration) {
+        self.advance(now);
+        if let Some(election) = self.election.as_mut() {
+            let outs = election.tick(now);
+            self.apply(outs);
+        }
+        self.flush(now);
+    }
+
+    /// When [`Endpoint::handle_timeout`] has something to do next, if nothing else happens
+    /// first (a driver that calls it every frame may ignore this).
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        let mut next: Option<Duration> = None;
+        let mut at = |t: Duration| next = Some(next.map_or(t, |n| n.min(t)));
+        if !self.outbox.is_empty() || !self.relay_acks.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        if let Some(grace) = self.election.as_ref().and_then(HostElection::grace_ends) {
+            at(grace);
+        }
+        if !self.joined.is_empty() {
+            at(self
+                .last_ping
+                .map_or(Duration::ZERO, |t| t.saturating_add(self.config.ping_interval)));
+        }
+        for link in self.links.values() {
+            if link.hello_pending() {
+                at(link.hello_sent.map_or(Duration::ZERO, |t| t.saturating_add(HELLO_REPEAT)));
+            }
+            if let Some(since) = link.waiting_since {
+                at(since.saturating_add(LINK_WAIT));
+            }
+        }
+        next
+    }
+
+    /// The next packet to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the game.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// We leave: every joined peer is announced as left (`WeLeft`), and nothing more is sent.
+    pub fn leave(&mut self) {
+        for peer in std::mem::take(&mut self.joined) {
+            self.events.push_back(Event::Left {
+                peer,
+                reason: LeaveReason::WeLeft,
+            });
+        }
+        self.links.clear();
+        self.outbox.clear();
+        self.transmits.clear();
+    }
+
+    // ---- what the driver and the game may ask ----
+
+    /// Our id, once the server assigned it.
+    pub fn id(&self) -> Option<PeerId> {
+        self.me
+    }
+
+    /// The agreed host, once known.
+    pub fn host(&self) -> Option<PeerId> {
+        self.election.as_ref().and_then(HostElection::host)
+    }
+
+    /// Peers in the lobby, in the order they joined it (as we saw them).
+    pub fn peers(&self) -> &[PeerId] {
+        &self.joined
+    }
+
+    /// The succession order agreed with the host: host first, then join order.
+    pub fn succession(&self) -> Vec<PeerId> {
+        self.election
+            .as_ref()
+            .map(HostElection::succession)
+            .unwrap_or_default()
+    }
+
+    /// Our role on the link to `peer`.
+    pub fn role(&self, peer: PeerId) -> Option<Role> {
+        self.links.get(&peer).and_then(|l| l.role)
+    }
+
+    /// Link statistics of `peer`.
+    pub fn link_stats(&self, peer: PeerId) -> Option<&LinkStats> {
+        self.links.get(&peer).map(|l| &l.stats)
+    }
+
+    /// Whether game frames can go to `peer` now: its link is open and its hello matched.
+    pub fn ready(&self, peer: PeerId) -> bool {
+        self.links.get(&peer).is_some_and(Link::ready)
+    }
+
+    /// The room's topology, as configured.
+    pub fn topology(&self) -> Topology {
+        self.config.topology
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EndpointConfig {
+        &self.config
+    }
+
+    /// What was dropped or given up so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The counters, for a driver that drops things too (signals, conditioned frames).
+    pub fn counters_mut(&mut self) -> &mut Counters {
+        &mut self.counters
+    }
+
+    /// Bytes of reliable frames still waiting behind the bulk window for `peer`.
+    pub fn bulk_pending(&self, peer: PeerId) -> usize {
+        self.links
+            .get(&peer)
+            .map_or(0, |l| l.bulk.iter().map(|(_, f)| f.len()).sum())
+    }
+
+    // ---- shared helpers ----
+
+    /// Time only moves forward, whatever the driver's clock does.
+    fn advance(&mut self, now: Duration) {
+        self.now = self.now.max(now);
+    }
+
+    fn link(&mut self, peer: PeerId) -> &mut Link {
+        let config = &self.config;
+        self.links
+            .entry(peer)
+            .or_insert_with(|| Link::new(config.max_message_bytes, config.max_pending_bytes))
+    }
+
+    fn hosting(&self) -> bool {
+        self.me.is_some() && self.host() == self.me
+    }
+
+    /// Whether we are a client of a star (send through the host, learn members from the roster).
+    fn star_client(&self) -> bool {
+        self.config.topology == Topology::Star && self.host().is_some() && !self.hosting()
+    }
+
+    /// A packet for the driver to send now.
+    fn send_now(&mut self, lane: Lane, peer: PeerId, bytes: impl Into<Bytes>) {
+        let bytes: Bytes = bytes.into();
+        if let Some(link) = self.links.get_mut(&peer) {
+            link.stats.bytes_out += bytes.len() as u64;
+        }
+        self.transmits.push_back(Transmit { lane, peer, bytes });
+    }
+
+    /// Carries out the election's outputs.
+    fn apply(&mut self, outs: Vec<Output>) {
+        for out in outs {
+            match out {
+                Output::HostChanged { old, new } => {
+                    self.events.push_back(Event::HostChanged { old, new });
+                    if old.is_some() {
+                        self.resend_unacked();
+                    }
+                }
+                Output::Publish(succession) => {
+                    let bytes = Bytes::from(Control::Succession(succession).encode());
+                    let peers: Vec<PeerId> = self
+                        .links
+                        .iter()
+                        .filter(|(_, l)| l.connected)
+                        .map(|(p, _)| *p)
+                        .collect();
+                    for p in peers {
+                        self.send_now(Lane::Control, p, bytes.clone());
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! What goes into and out of an [`Endpoint`](super::Endpoint).
+
+use crate::lane::Lane;
+use crate::room::Topology;
+use bytes::Bytes;
+use matchbox_protocol::PeerId;
+use std::time::Duration;
+
+/// Which data channel a game message type travels on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// Ordered, retransmitted: chat, lobby and game events. Large messages are chunked.
+    Reliable,
+    /// Unordered, never retransmitted: moves and positions. At most one data channel message
+    /// (64 KiB, header included).
+    Unreliable,
+}
+
+/// Who an outgoing message goes to. Messages are never delivered to ourselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipients {
+    /// Every peer in the lobby.
+    All,
+    /// The host (nothing is sent if we are the host).
+    Host,
+    /// One peer.
+    Peer(PeerId),
+    /// Several peers.
+    Peers(Vec<PeerId>),
+}
+
+/// Which end of a link we are. In every pair the earlier peer is the caller (it was introduced to
+/// the later one and sent the offer); the later one is the receiver (it answered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// We sent the offer: we were in the room first.
+    Caller,
+    /// We answered: the other peer was in the room first.
+    Receiver,
+}
+
+/// Why a peer is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaveReason {
+    /// The signaling server said it left the room.
+    Left,
+    /// Its link closed or timed out without word from the server.
+    Disconnected,
+    /// We left the room ourselves.
+    WeLeft,
+}
+
+/// The endpoint's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointConfig {
+    /// Hash of the game's registered message types and their channels (peers must agree).
+    pub types_hash: u64,
+    /// The registered message types' names, in id order (for a readable mismatch error).
+    pub type_names: Vec<String>,
+    /// The room's topology (peers must agree).
+    pub topology: Topology,
+    /// How long a newcomer waits for an earlier peer's offer before it decides it is the first in
+    /// the room, and so the host.
+    pub host_grace: Duration,
+    /// Largest reliable message, after encoding (larger ones are refused at send).
+    pub max_message_bytes: usize,
+    /// Most bytes of unfinished chunked messages held per peer.
+    pub max_pending_bytes: usize,
+    /// Most chunk bytes in flight (sent, not yet acknowledged) per peer.
+    pub bulk_window_bytes: usize,
+    /// How often each link is pinged (for RTT and loss).
+    pub ping_interval: Duration,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        Self {
+            types_hash: 0,
+            type_names: Vec::new(),
+            topology: Topology::Mesh,
+            host_grace: Duration::from_millis(500),
+            max_message_bytes: 16 * 1024 * 1024,
+            max_pending_bytes: 32 * 1024 * 1024,
+            bulk_window_bytes: 256 * 1024,
+            ping_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+/// A packet to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The data channel.
+    pub lane: Lane,
+    /// The peer to send it to.
+    pub peer: PeerId,
+    /// The packet.
+    pub bytes: Bytes,
+}
+
+/// Something the game must hear, in the order it happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A peer joined the lobby: its link is open and it speaks our protocol and message set (or,
+    /// in a star, the host's roster names it).
+    Joined {
+        /// The peer.
+        peer: PeerId,
+        /// Our role on the link to it.
+        role: Role,
+    },
+    /// A peer that had joined is gone (announced once).
+    Left {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// The host changed (or became known). Every peer sees the same sequence.
+    HostChanged {
+        /// The previous host.
+        old: Option<PeerId>,
+        /// The new host.
+        new: PeerId,
+    },
+    /// A game message arrived (its payload, still encoded).
+    Message {
+        /// The registered type's id.
+        type_id: u32,
+        /// Who sent it (the origin, for a relayed one).
+        from: PeerId,
+        /// The encoded message.
+        bytes: Bytes,
+    },
+    /// Bytes on the raw lane from a peer in the lobby.
+    Raw {
+        /// The peer.
+        from: PeerId,
+        /// The packet.
+        bytes: Bytes,
+    },
+    /// Something went wrong with a peer or a send; the endpoint goes on.
+    Error(EndpointError),
+}
+
+/// What went wrong with a peer, or with messages already accepted for sending.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    /// A peer speaks another version of the protocol: we ignore its frames.
+    #[error("peer {peer} speaks protocol version {theirs}, we speak {ours}")]
+    ProtocolMismatch {
+        /// The peer.
+        peer: PeerId,
+        /// Our version.
+        ours: u16,
+        /// Its version.
+        theirs: u16,
+    },
+    /// A peer registered a different set of message types: we ignore its messages.
+    #[error("peer {peer} registered other message types (ours: {ours:?}, theirs: {theirs:?})")]
+    MessageTypeMismatch {
+        /// The peer.
+        peer: PeerId,
+        /// Our message types, in id order.
+        ours: Vec<String>,
+        /// Its message types.
+        theirs: Vec<String>,
+    },
+    /// A peer joined the room with another topology (a star client in a mesh room, or the other
+    /// way round): we ignore its frames.
+    #[error("peer {peer} joined as a {theirs} room, we joined as a {ours} room")]
+    TopologyMismatch {
+        /// The peer.
+        peer: PeerId,
+        /// Ours.
+        ours: Topology,
+        /// Its.
+        theirs: Topology,
+    },
+    /// Reliable frames were given up: no link to their next hop came up in time.
+    #[error("no link to {peer} came up within {waited:?}: {frames} reliable frames not sent")]
+    LinkGaveUp {
+        /// The peer they were for (or the host, for relayed frames).
+        peer: PeerId,
+        /// How many frames.
+        frames: usize,
+        /// How long they waited.
+        waited: Duration,
+    },
+    /// Relayed reliable frames were given up: more than the endpoint keeps for a resend were
+    /// waiting for the host's acknowledgement.
+    #[error("{frames} relayed reliable frames given up: too many unacknowledged")]
+    RelayOverflow {
+        /// How many frames.
+        frames: usize,
+    },
+}
+
+/// Why a message was refused at [`Endpoint::send`](super::Endpoint::send) (nothing was queued).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// An unreliable message must fit in one data channel message.
+    #[error("{bytes} bytes exceed the unreliable channel's {limit}")]
+    TooLargeForUnreliable {
+        /// The frame's size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The message exceeds `max_message_bytes`.
+    #[error("{bytes} bytes exceed max_message_bytes ({limit})")]
+    TooLarge {
+        /// The message's size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Counters of what was dropped instead of panicking, and of relaying.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counters {
+    /// Signals from other peers dropped by the signaller (malformed SDP/ICE, garbage events).
+    pub signals_dropped: u64,
+    /// Data channel frames dropped: unknown kind or type, truncated, undecodable, or on the raw
+    /// lane with nobody to read them.
+    pub frames_dropped: u64,
+    /// Chunks dropped (out of order, over the size limits); their messages are lost.
+    pub chunks_dropped: u64,
+    /// Control messages that did not decode.
+    pub control_dropped: u64,
+    /// Frames from peers whose hello differs from ours (version, message types, topology).
+    pub mismatched_dropped: u64,
+    /// Unreliable frames the link conditioner dropped on purpose.
+    pub conditioner_dropped: u64,
+    /// Star: frames with a forged or misplaced origin, dropped.
+    pub forged_dropped: u64,
+    /// Star host: frames relayed to a client.
+    pub relayed: u64,
+    /// Star: relayed frames seen before (sent again after a host change), dropped.
+    pub duplicates_dropped: u64,
+    /// Reliable frames given up (reported to the game as errors).
+    pub send_failed: u64,
+}
