@@ -544,7 +544,7 @@ fn broadcast_load(server: &str, peers: usize, topology: Topology) -> (f64, f64, 
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(if i == 0 { 0 } else { 800 }));
                 let config = HuddleConfig {
-                    topology,
+                    topology: Some(topology),
                     ..HuddleConfig::room(url)
                 };
                 let mut app = App::new();

@@ -35,12 +35,11 @@ fn players(url: &str, n: usize, conditions: Option<Conditions>) -> Vec<App> {
     (0..n)
         .map(|_| {
             let mut config = HuddleConfig::room(url);
-            config.topology = Topology::Mesh;
-            config.rollback.players = n;
+            config.topology = Some(Topology::Mesh);
             let mut app = App::new();
             app.add_plugins(MinimalPlugins)
                 .add_plugins(HuddlePlugin::new(config))
-                .add_plugins(BoxGame { pilot: Pilot::Bot });
+                .add_plugins(BoxGame::new(Pilot::Bot, n));
             if let Some(c) = conditions {
                 app.insert_resource(LinkConditioner::both(c));
             }

@@ -6,7 +6,9 @@ use bevy::prelude::*;
 use bevy_huddle::bevy_ggrs::prelude::*;
 use bevy_huddle::bevy_ggrs::{LocalInputs, LocalPlayers, RollbackFrameCount};
 use bevy_huddle::prelude::*;
-use bevy_huddle::{HuddleConfig, HuddlePlugin, HuddleRollbackPlugin, RollbackStarted};
+use bevy_huddle::{
+    HuddleConfig, HuddlePlugin, HuddleRollbackPlugin, RollbackSettings, RollbackStarted,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -65,11 +67,26 @@ pub struct BoxSystems;
 pub struct BoxGame {
     /// Who steers our box.
     pub pilot: Pilot,
+    /// The match settings.
+    pub rollback: RollbackSettings,
+}
+
+impl BoxGame {
+    /// A match of `players` with `pilot` at our keys, other settings at their defaults.
+    pub fn new(pilot: Pilot, players: usize) -> Self {
+        Self {
+            pilot,
+            rollback: RollbackSettings {
+                players,
+                ..RollbackSettings::default()
+            },
+        }
+    }
 }
 
 impl Plugin for BoxGame {
     fn build(&self, app: &mut App) {
-        app.add_plugins(HuddleRollbackPlugin::<BoxConfig>::new())
+        app.add_plugins(HuddleRollbackPlugin::<BoxConfig>::new(self.rollback))
             .rollback_component_with_copy::<BoxBody>()
             .checksum_component_with_hash::<BoxBody>()
             .insert_resource(self.pilot)
@@ -254,7 +271,7 @@ pub fn synctest_app(players: usize, check_distance: usize) -> Result<App, String
     let mut app = App::new();
     app.add_plugins(MinimalPlugins)
         .add_plugins(HuddlePlugin::new(HuddleConfig::default()))
-        .add_plugins(BoxGame { pilot: Pilot::Bot })
+        .add_plugins(BoxGame::new(Pilot::Bot, 2))
         .init_resource::<SyncTestFailures>()
         .insert_resource(Session::SyncTest(session));
     app.world_mut()

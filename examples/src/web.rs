@@ -155,13 +155,10 @@ pub fn run_lobby() {
 pub fn run_box_game() {
     let args = PageArgs::from_page("boxes");
     let mut config = HuddleConfig::room(&args.room);
-    config.topology = Topology::Mesh;
-    config.rollback.players = args.players;
+    config.topology = Some(Topology::Mesh);
     let mut app = app(config);
-    app.add_plugins(BoxGame {
-        pilot: args.pilot(),
-    })
-    .insert_resource(Target(args.frames));
+    app.add_plugins(BoxGame::new(args.pilot(), args.players))
+        .insert_resource(Target(args.frames));
     if let Some(dom) = dom() {
         app.insert_non_send(dom).add_systems(
             Update,

@@ -1,6 +1,11 @@
-//! The plugin's settings.
+//! The plugin's settings, and how they and the room URL decide the room's topology.
 
+use huddle_protocol::room::{RoomError, RoomUrl};
+pub use huddle_protocol::Topology;
 use std::time::Duration;
+
+/// Rooms of more than this many peers are stars when the topology is left to the room URL.
+pub const MESH_MAX: usize = 4;
 
 /// A STUN or TURN server.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -36,48 +41,25 @@ impl IceServer {
     }
 }
 
-/// How the peers of a room are linked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Topology {
-    /// Every peer to every peer: best for 2-4 players and for rollback.
-    Mesh,
-    /// Every peer to the host only; the host relays. For big lobbies. Needs a server with star
-    /// rooms (huddle_server: `?topology=star`, which the plugin adds to the room URL).
-    Star,
-    /// Mesh up to 4 players, star beyond, judged from the room URL's `?capacity=N` or `?next=N`
-    /// (mesh when it has neither).
-    #[default]
-    Auto,
-}
-
-/// The room URL to join and whether it is a star room, for `topology`: adds `topology=star` to the
-/// query when the room is a star.
-pub fn resolve_room(room_url: &str, topology: Topology) -> (String, bool) {
-    let query = room_url.split_once('?').map_or("", |(_, q)| q);
-    let param = |name: &str| {
-        query.split('&').find_map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (k == name).then_some(v)
-        })
-    };
-    let asked = param("topology");
-    let star = match topology {
-        Topology::Star => true,
-        Topology::Mesh => false,
-        Topology::Auto => {
-            asked == Some("star")
-                || ["capacity", "next"]
-                    .iter()
-                    .filter_map(|n| param(n).and_then(|v| v.parse::<usize>().ok()))
-                    .any(|n| n > 4)
-        }
-    };
-    let url = match (star, asked) {
-        (true, None) if room_url.contains('?') => format!("{room_url}&topology=star"),
-        (true, None) => format!("{room_url}?topology=star"),
-        _ => room_url.to_string(),
-    };
-    (url, star)
+/// Why the settings cannot be used to join a room.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The room URL does not follow the room contract.
+    #[error("bad room URL: {0}")]
+    Room(#[from] RoomError),
+    /// The settings ask for one topology and the room URL for another.
+    #[error("the settings ask for a {configured} room, the room URL for a {url} room")]
+    TopologyConflict {
+        /// [`HuddleConfig::topology`].
+        configured: Topology,
+        /// The URL's `?topology=`.
+        url: Topology,
+    },
+    /// matchbox_socket 0.15 takes one credential set for all ICE servers.
+    #[error(
+        "ICE servers with different credentials: matchbox_socket 0.15 takes one credential set"
+    )]
+    IceCredentials,
 }
 
 /// Settings of [`HuddlePlugin`](crate::HuddlePlugin).
@@ -91,8 +73,10 @@ pub struct HuddleConfig {
     /// matchbox_socket 0.15 takes one credential set: servers with credentials must share them
     /// (connecting with two different TURN credentials fails with a clear error).
     pub ice_servers: Vec<IceServer>,
-    /// Mesh, star, or chosen from the room's size.
-    pub topology: Topology,
+    /// Mesh or star; `None` (the default) leaves it to the room URL: its `?topology=`, else a
+    /// star when its `?capacity=N` or `?next=N` is above [`MESH_MAX`], else a mesh. A star room
+    /// needs a server with star rooms (huddle_server); the plugin adds `topology=star` to the URL.
+    pub topology: Option<Topology>,
     /// How long a newcomer waits for an earlier peer's offer before it decides it is the first in
     /// the room, and so the host.
     pub host_grace: Duration,
@@ -105,9 +89,6 @@ pub struct HuddleConfig {
     pub bulk_window_bytes: usize,
     /// How often each link is pinged (for RTT and loss).
     pub ping_interval: Duration,
-    /// GGRS session parameters (feature `ggrs`).
-    #[cfg(feature = "ggrs")]
-    pub rollback: crate::rollback::RollbackSettings,
 }
 
 impl Default for HuddleConfig {
@@ -115,14 +96,12 @@ impl Default for HuddleConfig {
         Self {
             room_url: None,
             ice_servers: Vec::new(),
-            topology: Topology::Auto,
+            topology: None,
             host_grace: Duration::from_millis(500),
             max_message_bytes: 16 * 1024 * 1024,
             max_pending_bytes: 32 * 1024 * 1024,
             bulk_window_bytes: 256 * 1024,
             ping_interval: Duration::from_millis(250),
-            #[cfg(feature = "ggrs")]
-            rollback: crate::rollback::RollbackSettings::default(),
         }
     }
 }
@@ -136,8 +115,28 @@ impl HuddleConfig {
         }
     }
 
+    /// The room URL to join for `room_url` and the room's topology: the URL gains
+    /// `topology=star` when the room is a star and the URL did not say so.
+    pub fn resolve_room(&self, room_url: &str) -> Result<(String, Topology), ConfigError> {
+        let mut url: RoomUrl = room_url.parse()?;
+        let asked = url.request.topology;
+        let topology = match (self.topology, asked) {
+            (Some(configured), Some(url)) if configured != url => {
+                return Err(ConfigError::TopologyConflict { configured, url })
+            }
+            (Some(t), _) | (None, Some(t)) => t,
+            (None, None) if url.request.size().is_some_and(|n| n > MESH_MAX) => Topology::Star,
+            (None, None) => Topology::Mesh,
+        };
+        if topology == Topology::Star && asked.is_none() {
+            url.request.topology = Some(Topology::Star);
+            return Ok((url.to_string(), topology));
+        }
+        Ok((room_url.to_string(), topology))
+    }
+
     /// The ICE servers as matchbox_socket takes them (one credential set for all).
-    pub(crate) fn matchbox_ice(&self) -> Result<matchbox_socket::RtcIceServerConfig, String> {
+    pub(crate) fn matchbox_ice(&self) -> Result<matchbox_socket::RtcIceServerConfig, ConfigError> {
         let mut creds: Option<(Option<String>, Option<String>)> = None;
         let mut urls = Vec::new();
         for s in &self.ice_servers {
@@ -145,11 +144,7 @@ impl HuddleConfig {
             if s.username.is_some() || s.credential.is_some() {
                 let c = (s.username.clone(), s.credential.clone());
                 match &creds {
-                    Some(existing) if *existing != c => {
-                        return Err("ICE servers with different credentials: matchbox_socket \
-                                    0.15 takes one credential set"
-                            .into())
-                    }
+                    Some(existing) if *existing != c => return Err(ConfigError::IceCredentials),
                     _ => creds = Some(c),
                 }
             }
@@ -168,24 +163,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auto_picks_star_beyond_four() {
-        let r = |url: &str, t| resolve_room(url, t);
-        assert_eq!(r("ws://h/a", Topology::Auto), ("ws://h/a".into(), false));
-        assert!(!r("ws://h/a?capacity=4", Topology::Auto).1);
+    fn the_url_or_the_room_size_picks_the_topology() {
+        let r = |url: &str, t: Option<Topology>| {
+            HuddleConfig {
+                topology: t,
+                ..HuddleConfig::default()
+            }
+            .resolve_room(url)
+        };
+        let (mesh, star) = (Some(Topology::Mesh), Some(Topology::Star));
+        assert_eq!(r("ws://h/a", None), Ok(("ws://h/a".into(), Topology::Mesh)));
+        assert_eq!(r("ws://h/a?capacity=4", None).unwrap().1, Topology::Mesh);
         assert_eq!(
-            r("ws://h/a?capacity=8", Topology::Auto),
-            ("ws://h/a?capacity=8&topology=star".into(), true)
+            r("ws://h/a?capacity=8", None),
+            Ok(("ws://h/a?capacity=8&topology=star".into(), Topology::Star))
         );
-        assert!(r("ws://h/a?next=6", Topology::Auto).1);
+        assert_eq!(r("ws://h/a?next=6", None).unwrap().1, Topology::Star);
         assert_eq!(
-            r("ws://h/a", Topology::Star),
-            ("ws://h/a?topology=star".into(), true)
+            r("ws://h/a", star),
+            Ok(("ws://h/a?topology=star".into(), Topology::Star))
         );
         assert_eq!(
-            r("ws://h/a?topology=star", Topology::Auto),
-            ("ws://h/a?topology=star".into(), true)
+            r("ws://h/a?topology=star", None),
+            Ok(("ws://h/a?topology=star".into(), Topology::Star))
         );
-        assert!(!r("ws://h/a?capacity=8", Topology::Mesh).1);
+        assert_eq!(r("ws://h/a?capacity=8", mesh).unwrap().1, Topology::Mesh);
+        assert_eq!(
+            r("ws://h/a?capacity=8&topology=mesh", None).unwrap().1,
+            Topology::Mesh,
+            "the URL's word beats the size"
+        );
+    }
+
+    #[test]
+    fn a_topology_conflict_is_a_clear_error() {
+        let config = HuddleConfig {
+            topology: Some(Topology::Mesh),
+            ..HuddleConfig::default()
+        };
+        assert_eq!(
+            config.resolve_room("ws://h/a?topology=star"),
+            Err(ConfigError::TopologyConflict {
+                configured: Topology::Mesh,
+                url: Topology::Star
+            })
+        );
+        assert!(matches!(
+            config.resolve_room("ws://h/a?topology=ring"),
+            Err(ConfigError::Room(_))
+        ));
     }
 
     #[test]

@@ -1,16 +1,16 @@
 //! Link statistics as Bevy diagnostics and as the [`PeerLinks`] resource.
 
-use crate::link::LinkStats;
 use crate::session::HuddleSession;
 use bevy::diagnostic::{Diagnostic, DiagnosticPath, Diagnostics, RegisterDiagnostic};
 use bevy::prelude::*;
+use huddle_protocol::endpoint::LinkStats;
 use matchbox_socket::PeerId;
 use std::collections::HashMap;
 use std::time::Duration;
 use web_time::Instant;
 
 /// Each joined peer's link statistics (RTT, loss, bytes and messages in and out), updated every
-/// frame in [`HuddleSet::Receive`](crate::HuddleSet::Receive).
+/// frame in [`HuddleSystems::Receive`](crate::HuddleSystems::Receive).
 #[derive(Resource, Debug, Clone, Default, PartialEq)]
 pub struct PeerLinks(pub HashMap<PeerId, LinkStats>);
 

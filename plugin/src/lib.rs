@@ -33,7 +33,8 @@
 //!
 //! Roles: in every pair of peers the earlier one is the *caller* (it sends the offer), the later
 //! one the *receiver*. The host is the first player in the room; when it leaves, the next in join
-//! order takes over on every peer (see [`protocol::election`]).
+//! order takes over on every peer (see [`protocol::election`]). The protocol itself is the sans-IO
+//! crate [`huddle_protocol`] (re-exported as [`protocol`]); this crate is its Bevy shell.
 //!
 //! Rollback games (feature `ggrs`): the `rollback` module starts a GGRS session through bevy_ggrs
 //! when the lobby is full, with late joiners watching as spectators.
@@ -45,10 +46,8 @@ pub mod config;
 pub mod diagnostics;
 #[cfg(all(feature = "server", not(target_arch = "wasm32")))]
 pub mod embedded;
-mod link;
 mod lobby;
 pub mod messages;
-pub mod protocol;
 pub mod registry;
 #[cfg(feature = "ggrs")]
 pub mod rollback;
@@ -60,15 +59,16 @@ mod systems;
 #[cfg(feature = "ggrs")]
 pub use bevy_ggrs;
 pub use conditioner::{Conditions, LinkConditioner};
-pub use config::{HuddleConfig, IceServer, Topology};
+pub use config::{ConfigError, HuddleConfig, IceServer, Topology};
 pub use diagnostics::{HuddleDiagnostics, PeerLinks};
 #[cfg(all(feature = "server", not(target_arch = "wasm32")))]
 pub use embedded::EmbeddedServer;
 #[cfg(feature = "ggrs")]
 pub use ggrs;
+pub use huddle_protocol as protocol;
+pub use huddle_protocol::endpoint::LinkStats;
 #[cfg(all(feature = "server", not(target_arch = "wasm32")))]
 pub use huddle_server;
-pub use link::LinkStats;
 pub use lobby::{HuddleCommandsExt, Roster};
 pub use matchbox_socket::PeerId;
 pub use messages::{
@@ -81,8 +81,8 @@ pub use rollback::{
     HuddleGgrsSocket, HuddleRollbackPlugin, LeaveRollback, RollbackEvent, RollbackMatch,
     RollbackPhase, RollbackSettings, RollbackStarted, RollbackStats, StartRollback,
 };
-pub use schedule::{HuddleSet, LobbyState};
-pub use session::{HuddleSession, HuddleStats};
+pub use schedule::{HuddleSystems, LobbyState};
+pub use session::{HuddleSession, HuddleStats, RawLane, RawQueues};
 
 use bevy::prelude::*;
 use bevy::state::app::StatesPlugin;
@@ -91,7 +91,7 @@ use bevy::state::app::StatesPlugin;
 pub mod prelude {
     pub use crate::{
         AddHuddleMessage, Channel, Conditions, HostChanged, HuddleCommandsExt, HuddleConfig,
-        HuddleError, HuddlePlugin, HuddleSet, Incoming, LinkConditioner, LobbyState, Outgoing,
+        HuddleError, HuddlePlugin, HuddleSystems, Incoming, LinkConditioner, LobbyState, Outgoing,
         PeerId, PeerJoined, PeerLeft, Recipients, Role, Roster, Topology,
     };
     #[cfg(feature = "ggrs")]
@@ -135,15 +135,15 @@ impl Plugin for HuddlePlugin {
             .add_message::<PeerLeft>()
             .add_message::<HostChanged>()
             .add_message::<HuddleError>()
-            .configure_sets(PostUpdate, HuddleSet::Send.before(HuddleSet::Flush))
+            .configure_sets(PostUpdate, HuddleSystems::Send.before(HuddleSystems::Flush))
             .add_systems(Startup, systems::auto_connect)
             .add_systems(
                 PreUpdate,
                 (systems::receive, diagnostics::measure)
                     .chain()
-                    .in_set(HuddleSet::Receive),
+                    .in_set(HuddleSystems::Receive),
             )
-            .add_systems(PostUpdate, systems::flush.in_set(HuddleSet::Flush));
+            .add_systems(PostUpdate, systems::flush.in_set(HuddleSystems::Flush));
         HuddleDiagnostics::register(app);
     }
 }

@@ -1,14 +1,14 @@
 //! The public view of the lobby, and the commands that join and leave it.
 
-use crate::messages::{HuddleError, Role};
+use crate::messages::{write_events, HuddleError, Role};
 use crate::registry::MessageRegistry;
 use crate::schedule::LobbyState;
-use crate::session::{HuddleSession, SessionEvent};
+use crate::session::HuddleSession;
 use bevy::prelude::*;
 use matchbox_socket::PeerId;
 use std::collections::HashMap;
 
-/// Who is in the lobby, as this peer sees it. Updated every frame in `HuddleSet::Receive`.
+/// Who is in the lobby, as this peer sees it. Updated every frame in `HuddleSystems::Receive`.
 #[derive(Resource, Debug, Clone, Default, PartialEq, Eq)]
 pub struct Roster {
     /// Our id, once the server assigned it.
@@ -76,13 +76,13 @@ pub(crate) fn connect(world: &mut World, url: &str) {
         .get_resource::<MessageRegistry>()
         .cloned()
         .unwrap_or_default();
-    match HuddleSession::connect(url, config, &registry) {
+    match HuddleSession::connect(url, &config, &registry) {
         Ok(session) => {
             world.insert_resource(session);
             set_state(world, LobbyState::Connecting);
         }
         Err(e) => {
-            world.write_message(HuddleError::Config(e));
+            world.write_message(HuddleError::from(e));
             set_state(world, LobbyState::Offline);
         }
     }
@@ -92,7 +92,7 @@ pub(crate) fn connect(world: &mut World, url: &str) {
 pub(crate) fn leave(world: &mut World) {
     if let Some(mut session) = world.remove_resource::<HuddleSession>() {
         let events = session.leave();
-        crate::systems::write_events(world, events);
+        write_events(world, events, |_, _, _, _| {});
         world.insert_resource(Roster::default());
         set_state(world, LobbyState::Offline);
     }
@@ -109,13 +109,15 @@ pub(crate) fn set_state(world: &mut World, state: LobbyState) {
 
 /// Events of a session that ended by itself.
 pub(crate) fn ended(world: &mut World, mut session: HuddleSession, result: Result<(), String>) {
-    let mut events: Vec<SessionEvent> = session.leave();
+    let events = session.leave();
+    write_events(world, events, |_, _, _, _| {});
     let why = match result {
         Ok(()) => "the connection to the signaling server ended".to_string(),
         Err(e) => e,
     };
-    events.push(SessionEvent::Error(HuddleError::Signaling(why)));
-    crate::systems::write_events(world, events);
+    let error = HuddleError::Signaling(why);
+    warn!("huddle: {error}");
+    world.write_message(error);
     world.insert_resource(Roster::default());
     set_state(world, LobbyState::Offline);
 }

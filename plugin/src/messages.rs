@@ -3,26 +3,9 @@
 use bevy::prelude::*;
 use matchbox_socket::PeerId;
 
-/// Which end of a link we are. In every pair the earlier peer is the caller (it was introduced to
-/// the later one and sent the offer); the later one is the receiver (it answered).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// We sent the offer: we were in the room first.
-    Caller,
-    /// We answered: the other peer was in the room first.
-    Receiver,
-}
-
-/// Why a peer is gone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeaveReason {
-    /// The signaling server said it left the room.
-    Left,
-    /// Its link closed or timed out without word from the server.
-    Disconnected,
-    /// We left the room ourselves.
-    WeLeft,
-}
+use huddle_protocol::endpoint::{EndpointError, Event};
+pub use huddle_protocol::endpoint::{LeaveReason, Recipients, Role};
+use huddle_protocol::Topology;
 
 /// A peer joined the lobby: its link is open and it speaks our message set.
 #[derive(Message, Debug, Clone, PartialEq, Eq)]
@@ -56,7 +39,7 @@ pub struct HostChanged {
 pub enum HuddleError {
     /// The room URL or ICE settings cannot be used.
     #[error("bad configuration: {0}")]
-    Config(String),
+    Config(#[from] crate::config::ConfigError),
     /// The signaling server could not be reached, or the connection to it ended.
     #[error("signaling failed: {0}")]
     Signaling(String),
@@ -80,6 +63,17 @@ pub enum HuddleError {
         /// Its version.
         theirs: u16,
     },
+    /// A peer joined the room as another topology (a star client in a mesh room, or the other
+    /// way round): we ignore its messages.
+    #[error("peer {peer} joined as a {theirs} room, we joined as a {ours} room")]
+    TopologyMismatch {
+        /// The peer.
+        peer: PeerId,
+        /// Ours.
+        ours: Topology,
+        /// Its.
+        theirs: Topology,
+    },
     /// A message could not be sent.
     #[error("cannot send {type_name}: {why}")]
     Send {
@@ -88,19 +82,6 @@ pub enum HuddleError {
         /// Why.
         why: String,
     },
-}
-
-/// Who an outgoing message goes to. Messages are never delivered to ourselves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Recipients {
-    /// Every peer in the lobby.
-    All,
-    /// The host (nothing is sent if we are the host).
-    Host,
-    /// One peer.
-    Peer(PeerId),
-    /// Several peers.
-    Peers(Vec<PeerId>),
 }
 
 /// A game message to send: write it with a `MessageWriter<Outgoing<T>>`.
@@ -145,4 +126,59 @@ pub struct Incoming<T> {
     pub from: PeerId,
     /// The message.
     pub message: T,
+}
+
+impl From<EndpointError> for HuddleError {
+    fn from(e: EndpointError) -> Self {
+        match e {
+            EndpointError::ProtocolMismatch { peer, ours, theirs } => {
+                HuddleError::ProtocolMismatch { peer, ours, theirs }
+            }
+            EndpointError::MessageTypeMismatch { peer, ours, theirs } => {
+                HuddleError::MessageTypeMismatch { peer, ours, theirs }
+            }
+            EndpointError::TopologyMismatch { peer, ours, theirs } => {
+                HuddleError::TopologyMismatch { peer, ours, theirs }
+            }
+            EndpointError::LinkGaveUp { .. } | EndpointError::RelayOverflow { .. } => {
+                HuddleError::Send {
+                    type_name: "reliable frames",
+                    why: e.to_string(),
+                }
+            }
+        }
+    }
+}
+
+/// Writes an endpoint's events as Bevy messages; game messages go to `deliver` (which decodes
+/// them with the registry).
+pub(crate) fn write_events(
+    world: &mut World,
+    events: impl IntoIterator<Item = Event>,
+    mut deliver: impl FnMut(&mut World, u32, PeerId, &[u8]),
+) {
+    for event in events {
+        match event {
+            Event::Joined { peer, role } => {
+                world.write_message(PeerJoined { peer, role });
+            }
+            Event::Left { peer, reason } => {
+                world.write_message(PeerLeft { peer, reason });
+            }
+            Event::HostChanged { old, new } => {
+                world.write_message(HostChanged { old, new });
+            }
+            Event::Error(e) => {
+                let e = HuddleError::from(e);
+                warn!("huddle: {e}");
+                world.write_message(e);
+            }
+            Event::Message {
+                type_id,
+                from,
+                bytes,
+            } => deliver(world, type_id, from, &bytes),
+            Event::Raw { .. } => {}
+        }
+    }
 }

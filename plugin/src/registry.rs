@@ -1,7 +1,7 @@
 //! The game's message types: their ids on the wire, their channels, and how to decode them.
 
 use crate::messages::{Incoming, Outgoing};
-use crate::schedule::HuddleSet;
+use crate::schedule::HuddleSystems;
 use crate::session::HuddleSession;
 use bevy::prelude::*;
 use matchbox_socket::PeerId;
@@ -10,15 +10,7 @@ use serde::Serialize;
 use std::any::TypeId;
 use std::hash::Hasher;
 
-/// Which data channel a message type travels on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Channel {
-    /// Ordered, retransmitted: chat, lobby and game events. Large messages are chunked.
-    Reliable,
-    /// Unordered, never retransmitted: moves and positions. At most one data channel message
-    /// (64 KiB, header included).
-    Unreliable,
-}
+pub use huddle_protocol::endpoint::Channel;
 
 /// A type that can travel as a game message.
 pub trait HuddleMessage: Serialize + DeserializeOwned + Send + Sync + 'static {}
@@ -135,7 +127,7 @@ impl AddHuddleMessage for App {
         if added {
             self.add_message::<Outgoing<T>>()
                 .add_message::<Incoming<T>>()
-                .add_systems(PostUpdate, queue_outgoing::<T>.in_set(HuddleSet::Send));
+                .add_systems(PostUpdate, queue_outgoing::<T>.in_set(HuddleSystems::Send));
         }
         self
     }
@@ -168,10 +160,10 @@ fn queue_outgoing<T: HuddleMessage>(
                 continue;
             }
         };
-        if let Err(why) = session.queue(id, channel, payload, &out.to) {
+        if let Err(why) = session.queue(id, channel, &payload, &out.to) {
             errors.write(crate::messages::HuddleError::Send {
                 type_name: std::any::type_name::<T>(),
-                why,
+                why: why.to_string(),
             });
         }
     }

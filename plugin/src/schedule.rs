@@ -4,7 +4,7 @@ use bevy::prelude::*;
 
 /// The plugin's system sets, so games can order their systems around them.
 #[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
-pub enum HuddleSet {
+pub enum HuddleSystems {
     /// `PreUpdate`: reads the network and writes `Incoming<T>`, `PeerJoined`, `PeerLeft`,
     /// `HostChanged`, `HuddleError`; updates [`Roster`](crate::Roster) and the lobby state.
     Receive,

@@ -1,10 +1,12 @@
 //! The plugin's systems: thin shells that move the session's events into Bevy.
 
 use crate::lobby::{ended, set_state, Roster};
+use crate::messages::write_events;
 use crate::registry::MessageRegistry;
 use crate::schedule::LobbyState;
-use crate::session::{HuddleSession, HuddleStats, SessionEvent};
+use crate::session::{HuddleSession, HuddleStats};
 use bevy::prelude::*;
+use matchbox_socket::PeerId;
 
 /// `PreUpdate`: reads the network.
 pub(crate) fn receive(world: &mut World) {
@@ -27,73 +29,44 @@ pub(crate) fn receive(world: &mut World) {
         } else {
             LobbyState::Connecting
         };
-        (events, lobby, session.roster_dirty)
+        let roster = session
+            .lobby_changed()
+            .then(|| Roster::from_session(&session));
+        (events, lobby, roster)
     });
-    write_events(world, events);
-    if roster {
-        if let Some(mut session) = world.get_resource_mut::<HuddleSession>() {
-            session.roster_dirty = false;
-            let roster = Roster::from_session(&session);
-            if let Some(mut current) = world.get_resource_mut::<Roster>() {
-                current.set_if_neq(roster);
-            }
+    let mut undecodable = 0u64;
+    write_events(world, events, |world, type_id, from, bytes| {
+        if !deliver(world, type_id, from, bytes) {
+            undecodable += 1;
         }
+    });
+    if let (Some(roster), Some(mut current)) = (roster, world.get_resource_mut::<Roster>()) {
+        current.set_if_neq(roster);
     }
-    let stats = world
-        .get_resource::<HuddleSession>()
-        .map(|s| s.stats.clone());
+    let stats = world.get_resource_mut::<HuddleSession>().map(|mut s| {
+        s.count_undecodable(undecodable);
+        s.stats()
+    });
     if let (Some(stats), Some(mut current)) = (stats, world.get_resource_mut::<HuddleStats>()) {
         current.set_if_neq(stats);
     }
     set_state(world, lobby);
 }
 
-/// Writes session events as Bevy messages, decoding game messages with the registry.
-pub(crate) fn write_events(world: &mut World, events: Vec<SessionEvent>) {
-    if events.is_empty() {
-        return;
-    }
-    let mut undecodable = 0u64;
-    for event in events {
-        match event {
-            SessionEvent::Joined(m) => {
-                world.write_message(m);
-            }
-            SessionEvent::Left(m) => {
-                world.write_message(m);
-            }
-            SessionEvent::Host(m) => {
-                world.write_message(m);
-            }
-            SessionEvent::Error(e) => {
-                warn!("huddle: {e}");
-                world.write_message(e);
-            }
-            SessionEvent::Deliver {
-                type_id,
-                from,
-                bytes,
-            } => {
-                let deliver = world
-                    .get_resource::<MessageRegistry>()
-                    .and_then(|r| r.entry(type_id))
-                    .map(|e| e.deliver);
-                match deliver {
-                    Some(deliver) => {
-                        if let Err(e) = deliver(world, from, &bytes) {
-                            debug!("dropped an undecodable message from {from}: {e}");
-                            undecodable += 1;
-                        }
-                    }
-                    None => undecodable += 1,
-                }
-            }
+/// Decodes a game message with the registry and writes it as `Incoming<T>`; `false` if it was
+/// not one of ours or did not decode.
+fn deliver(world: &mut World, type_id: u32, from: PeerId, bytes: &[u8]) -> bool {
+    let deliver = world
+        .get_resource::<MessageRegistry>()
+        .and_then(|r| r.entry(type_id))
+        .map(|e| e.deliver);
+    match deliver.map(|d| d(world, from, bytes)) {
+        Some(Ok(())) => true,
+        Some(Err(e)) => {
+            debug!("dropped an undecodable message from {from}: {e}");
+            false
         }
-    }
-    if undecodable > 0 {
-        if let Some(mut session) = world.get_resource_mut::<HuddleSession>() {
-            session.stats.frames_dropped += undecodable;
-        }
+        None => false,
     }
 }
 

@@ -9,6 +9,8 @@
 //!   returns packets to send ([`endpoint::Transmit`]), events for the game
 //!   ([`endpoint::Event`]) and its next timeout. Hello handshake, early frames, chunking and its
 //!   window, star relaying with its reliability, pings and link give-up all live there.
+//! - [`conditioner`]: latency, jitter and loss to put in a send path (the plugin's link
+//!   conditioner, and the tests' simulated network).
 //! - Codecs: [`frame`] (game frames), [`relay`] (the star's routing header), [`control`] (the
 //!   control channel's messages), [`chunk`] (reassembly of large messages).
 //! - Agreements: [`election`] (who hosts, in what succession), [`departure`] (a rollback match's
@@ -22,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod chunk;
+pub mod conditioner;
 pub mod control;
 pub mod departure;
 pub mod election;

@@ -13,7 +13,9 @@ use std::str::FromStr;
 pub const DEFAULT_ROOM: &str = "world";
 
 /// How the peers of a room are linked, and how the server introduces them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Topology {
     /// Every peer to every peer: every newcomer is introduced to everyone in the room. Best for
@@ -240,7 +242,10 @@ mod tests {
     fn defaults() {
         let r = RoomRequest::from_query(None, q(&[])).unwrap();
         assert_eq!(r.path, "world");
-        assert_eq!((r.next, r.topology(), r.private), (None, Topology::Mesh, false));
+        assert_eq!(
+            (r.next, r.topology(), r.private),
+            (None, Topology::Mesh, false)
+        );
         assert_eq!(r.capacity_within(64), Ok(64));
     }
 

@@ -134,7 +134,9 @@ pub fn check_candidate(json: &str) -> Result<(), SignalError> {
         Ok(())
     } else {
         let shown: String = c.chars().take(80).collect();
-        Err(SignalError::Candidate(format!("bad candidate line `{shown}`")))
+        Err(SignalError::Candidate(format!(
+            "bad candidate line `{shown}`"
+        )))
     }
 }
 

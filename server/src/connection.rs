@@ -4,11 +4,11 @@ use crate::metrics::{DropReason, RefusalReason};
 use crate::rate_limit::TokenBucket;
 use crate::registry::{lock, RoomKey, SharedRoom};
 use crate::room::{JoinError, RouteError};
-use crate::signal;
 use crate::state::{PeerHandle, ServerState};
 use async_trait::async_trait;
 use axum::extract::ws::{CloseFrame, Message};
 use futures::StreamExt;
+use huddle_protocol::signal;
 use matchbox_protocol::{JsonPeerEvent, PeerId};
 use matchbox_signaling::common_logic::SignalingChannel;
 use matchbox_signaling::{NoCallbacks, SignalingTopology, WsStateMeta};
@@ -91,7 +91,7 @@ fn join(
     state: &ServerState,
     peer_id: PeerId,
     sender: &SignalingChannel,
-    request: &crate::request::RoomRequest,
+    request: &crate::request::Admitted,
 ) -> Option<(RoomKey, SharedRoom<PeerHandle>)> {
     let shared = &state.0;
     let handle = PeerHandle::new(sender.clone());
@@ -181,7 +181,7 @@ async fn serve(
             Some(Request::Signal { receiver: to, data }) => {
                 if !bucket.try_take(Instant::now()) {
                     violation(DropReason::RateLimited)
-                } else if let Err(e) = signal::validate(data.get()) {
+                } else if let Err(e) = signal::check_json(data.get()) {
                     debug!(%peer_id, %to, "dropping signal: {e}");
                     violation(DropReason::InvalidSignal)
                 } else {

@@ -33,13 +33,12 @@ pub mod registry;
 pub mod request;
 pub mod room;
 mod server;
-pub mod signal;
 mod state;
 
 pub use config::ServerConfig;
 pub use connection::{HuddleTopology, CLOSE_INTERNAL, CLOSE_POLICY, CLOSE_TOO_BIG};
 pub use metrics::{DropReason, Metrics, RefusalReason};
 pub use registry::RoomInfo;
-pub use request::{RoomRequest, Topology};
+pub use request::{Admitted, RoomRequest, Topology};
 pub use server::{start, RunningServer, ServerError};
 pub use state::{Refusal, ServerState};

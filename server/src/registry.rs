@@ -4,7 +4,7 @@
 //! routing then lock that one room, so one room's traffic never waits on another's and a join costs
 //! O(peers in the room), not O(peers on the server).
 
-use crate::request::{RoomRequest, Topology};
+use crate::request::{Admitted, Topology};
 use crate::room::Room;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -65,7 +65,7 @@ impl<T> Default for Registry<T> {
 impl<T> Registry<T> {
     /// Finds the room an arrival with `request` goes to, creating it if needed. For `?next=N`,
     /// counts the arrival: each N arrivals on a path form one room.
-    pub fn assign(&mut self, request: &RoomRequest) -> (RoomKey, SharedRoom<T>) {
+    pub fn assign(&mut self, request: &Admitted) -> (RoomKey, SharedRoom<T>) {
         let group = request.next.map(|n| {
             let n = n.get();
             let g = self
@@ -86,7 +86,7 @@ impl<T> Registry<T> {
         };
         let fresh = || {
             Arc::new(Mutex::new(Room::new(
-                request.topology,
+                request.topology(),
                 request.capacity,
                 request.private,
             )))
@@ -206,12 +206,12 @@ mod tests {
     use std::collections::HashMap;
     use uuid::Uuid;
 
-    fn req(path: &str, query: &[(&str, &str)]) -> RoomRequest {
+    fn req(path: &str, query: &[(&str, &str)]) -> Admitted {
         let q: HashMap<String, String> = query
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        RoomRequest::parse(Some(path), &q, 64).unwrap()
+        Admitted::check(Some(path), &q, 64).unwrap()
     }
 
     fn id(i: u128) -> PeerId {

@@ -3,7 +3,7 @@
 use crate::config::ServerConfig;
 use crate::metrics::{Metrics, RefusalReason};
 use crate::registry::{lock, Registry, RoomInfo, RoomKey};
-use crate::request::{RequestError, RoomRequest};
+use crate::request::{Admitted, RoomError};
 use axum::extract::ws::Message;
 use matchbox_protocol::PeerId;
 use matchbox_signaling::common_logic::SignalingChannel;
@@ -39,8 +39,8 @@ impl PeerHandle {
 /// address in between.
 #[derive(Debug, Default)]
 struct Admissions {
-    by_origin: HashMap<SocketAddr, (RoomRequest, Instant)>,
-    by_peer: HashMap<PeerId, (RoomRequest, Instant)>,
+    by_origin: HashMap<SocketAddr, (Admitted, Instant)>,
+    by_peer: HashMap<PeerId, (Admitted, Instant)>,
     last_purge: Option<Instant>,
 }
 
@@ -79,7 +79,7 @@ impl SignalingState for ServerState {}
 pub enum Refusal {
     /// Invalid query parameters.
     #[error(transparent)]
-    BadRequest(#[from] RequestError),
+    BadRequest(#[from] RoomError),
     /// The room is at capacity.
     #[error("room `{room}` is full (capacity {capacity})")]
     RoomFull {
@@ -153,9 +153,9 @@ impl ServerState {
         &self,
         path: Option<&str>,
         query: &HashMap<String, String>,
-    ) -> Result<RoomRequest, Refusal> {
+    ) -> Result<Admitted, Refusal> {
         let shared = &self.0;
-        let request = RoomRequest::parse(path, query, shared.config.max_room_peers)?;
+        let request = Admitted::check(path, query, shared.config.max_room_peers)?;
         let connections = usize::try_from(shared.metrics.connections.get()).unwrap_or(0);
         if connections >= shared.config.max_connections {
             return Err(Refusal::ServerFull(shared.config.max_connections));
@@ -188,7 +188,7 @@ impl ServerState {
     }
 
     /// Takes the room request of a peer whose websocket is up.
-    pub(crate) fn take_request(&self, peer: PeerId) -> Option<RoomRequest> {
+    pub(crate) fn take_request(&self, peer: PeerId) -> Option<Admitted> {
         lock(&self.0.admissions)
             .by_peer
             .remove(&peer)

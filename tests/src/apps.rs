@@ -208,12 +208,18 @@ pub fn hello_like(player: &Player) -> Vec<u8> {
         .app
         .world()
         .resource::<bevy_huddle::MessageRegistry>();
-    bevy_huddle::protocol::control::Control::Hello {
+    let topology = player
+        .app
+        .world()
+        .get_resource::<bevy_huddle::HuddleSession>()
+        .map_or(bevy_huddle::Topology::Mesh, |s| s.topology());
+    bevy_huddle::protocol::control::Control::Hello(bevy_huddle::protocol::control::Hello {
         version: bevy_huddle::protocol::control::PROTOCOL_VERSION,
         types_hash: registry.hash(),
         types: registry.names(),
+        topology,
         seen: true,
-    }
+    })
     .encode()
 }
 

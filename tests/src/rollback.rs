@@ -3,7 +3,9 @@
 
 use crate::apps::{Player, Types};
 use bevy::prelude::*;
-use bevy_huddle::{HuddleConfig, RollbackEvent, RollbackMatch, RollbackStats, Topology};
+use bevy_huddle::{
+    HuddleConfig, RollbackEvent, RollbackMatch, RollbackSettings, RollbackStats, Topology,
+};
 use huddle_examples::box_game::{final_checksum, BoxGame};
 use huddle_examples::lobby::Pilot;
 
@@ -18,13 +20,18 @@ fn collect(mut log: ResMut<RollbackLog>, mut events: MessageReader<RollbackEvent
 /// A headless box-game player in a match of `players` joining `url`.
 pub fn box_player(url: &str, players: usize) -> Player {
     let mut config = HuddleConfig::room(url);
-    config.topology = Topology::Mesh;
-    config.rollback.players = players;
-    config.rollback.max_prediction = 12;
+    config.topology = Some(Topology::Mesh);
     let mut player = Player::join_with(url, Types::Nothing, config);
     player
         .app
-        .add_plugins(BoxGame { pilot: Pilot::Bot })
+        .add_plugins(BoxGame {
+            pilot: Pilot::Bot,
+            rollback: RollbackSettings {
+                players,
+                max_prediction: 12,
+                ..RollbackSettings::default()
+            },
+        })
         .init_resource::<RollbackLog>()
         .add_systems(Update, collect);
     player

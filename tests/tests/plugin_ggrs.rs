@@ -415,11 +415,14 @@ fn a_match_starts_when_the_game_asks() {
     let url = server.room_url("rollback-asked");
     let manual = |url: &str| {
         let mut config = HuddleConfig::room(url);
-        config.topology = Topology::Mesh;
-        config.rollback.auto_start = false;
+        config.topology = Some(Topology::Mesh);
         let mut p = Player::join_with(url, Types::Nothing, config);
         p.app.add_plugins(huddle_examples::box_game::BoxGame {
             pilot: huddle_examples::lobby::Pilot::Bot,
+            rollback: bevy_huddle::RollbackSettings {
+                auto_start: false,
+                ..Default::default()
+            },
         });
         p
     };

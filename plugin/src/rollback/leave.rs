@@ -6,9 +6,10 @@
 //! Each remaining player acknowledges once its confirmed frame reached ours ([`LastInput`]).
 //! When all did, or after [`PARTING_AT_MOST`], we leave the lobby.
 
+use super::RollbackSettings;
 use super::{Farewell, LastInput, LeaveRollback, RollbackMatch, RollbackPhase};
 use crate::messages::{Incoming, Outgoing};
-use crate::{HuddleCommandsExt, HuddleSettings};
+use crate::HuddleCommandsExt;
 use bevy::prelude::*;
 use bevy_ggrs::Session;
 use ggrs::{Config, SessionState};
@@ -41,7 +42,7 @@ pub(crate) fn leave<C: Config<Address = PeerId>>(
     mut acks: MessageReader<Incoming<LastInput>>,
     mut farewell: MessageWriter<Outgoing<Farewell>>,
     mut session: Option<ResMut<Session<C>>>,
-    settings: Res<HuddleSettings>,
+    settings: Res<RollbackSettings>,
     mut state: ResMut<RollbackMatch>,
     mut parting: Local<Parting>,
 ) {
@@ -84,7 +85,7 @@ pub(crate) fn leave<C: Config<Address = PeerId>>(
             // GGRS takes one local input per frame, queued `input_delay` frames ahead; at a
             // stall it has taken this frame's already and drops ours. Either way our last input
             // is for this frame plus the delay. The requests are not run: our game has ended.
-            let last_frame = p2p.current_frame() + settings.0.rollback.input_delay as i32;
+            let last_frame = p2p.current_frame() + settings.input_delay as i32;
             let added = p2p.add_local_input(me, C::Input::default()).is_ok();
             if added && p2p.advance_frame().is_ok() {
                 farewell.write(Outgoing::to_all(Farewell { last_frame }));

@@ -29,11 +29,10 @@
 //!   A spectator sees every input as `InputStatus::Confirmed` (a gone player's as the default
 //!   input); its `ReadInputs` schedule is set aside while it watches.
 
-mod departure;
 mod events;
 mod leave;
 mod log;
-pub(crate) mod socket;
+pub mod socket;
 mod stats;
 mod systems;
 
@@ -43,7 +42,7 @@ pub use socket::HuddleGgrsSocket;
 pub use stats::{RollbackDiagnostics, RollbackStats};
 
 use crate::registry::{AddHuddleMessage, Channel};
-use crate::schedule::HuddleSet;
+use crate::schedule::HuddleSystems;
 use bevy::prelude::*;
 use bevy_ggrs::{
     GgrsPlugin, GgrsSchedule, RollbackFrameRate, RunGgrsSystems, SaveWorld, SaveWorldSystems,
@@ -54,8 +53,9 @@ use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
 use std::time::Duration;
 
-/// Parameters of the rollback sessions (in [`HuddleConfig::rollback`](crate::HuddleConfig)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Parameters of the rollback matches: give them to [`HuddleRollbackPlugin::new`]; they are a
+/// resource from then on.
+#[derive(Resource, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RollbackSettings {
     /// Players in a match: the first this many peers in join order play, later ones watch.
     pub players: usize,
@@ -209,18 +209,25 @@ pub(crate) struct FeedFrames {
 
 /// Rollback matches from the lobby, for the GGRS config `C` (see the module docs). Adds
 /// bevy_ggrs's `GgrsPlugin<C>` if the app has none.
-pub struct HuddleRollbackPlugin<C>(PhantomData<C>);
+pub struct HuddleRollbackPlugin<C> {
+    /// The match settings.
+    pub settings: RollbackSettings,
+    config: PhantomData<C>,
+}
 
 impl<C> Default for HuddleRollbackPlugin<C> {
     fn default() -> Self {
-        Self(PhantomData)
+        Self::new(RollbackSettings::default())
     }
 }
 
 impl<C> HuddleRollbackPlugin<C> {
-    /// The plugin.
-    pub fn new() -> Self {
-        Self::default()
+    /// The plugin with `settings` (they become the [`RollbackSettings`] resource).
+    pub fn new(settings: RollbackSettings) -> Self {
+        Self {
+            settings,
+            config: PhantomData,
+        }
     }
 }
 
@@ -229,12 +236,8 @@ impl<C: Config<Address = PeerId>> Plugin for HuddleRollbackPlugin<C> {
         if !app.is_plugin_added::<GgrsPlugin<C>>() {
             app.add_plugins(GgrsPlugin::<C>::default());
         }
-        let fps = app
-            .world()
-            .get_resource::<crate::HuddleSettings>()
-            .map(|s| s.0.rollback.fps)
-            .unwrap_or(60);
-        app.insert_resource(RollbackFrameRate(fps))
+        app.insert_resource(RollbackFrameRate(self.settings.fps))
+            .insert_resource(self.settings)
             .init_resource::<RollbackMatch>()
             .init_resource::<RollbackStats>()
             .init_resource::<InputLog>()
@@ -253,7 +256,7 @@ impl<C: Config<Address = PeerId>> Plugin for HuddleRollbackPlugin<C> {
             .configure_sets(
                 PreUpdate,
                 RunGgrsSystems
-                    .after(HuddleSet::Receive)
+                    .after(HuddleSystems::Receive)
                     .run_if(systems::spectator_has_inputs)
                     .run_if(leave::not_leaving),
             )
@@ -268,7 +271,7 @@ impl<C: Config<Address = PeerId>> Plugin for HuddleRollbackPlugin<C> {
                         systems::follow_feed,
                     )
                         .chain()
-                        .after(HuddleSet::Receive)
+                        .after(HuddleSystems::Receive)
                         .before(RunGgrsSystems),
                     (
                         systems::events::<C>,

@@ -1,15 +1,15 @@
 //! The rollback systems: start the match from the lobby, follow the lobby during it, turn GGRS
 //! events into messages, keep and serve the input log, pace spectators.
 
-use super::departure::{Departures, Frames, Verdict};
-use super::socket::{codec, GGRS_NEVER};
+use super::socket::{self, codec, GGRS_NEVER};
+use super::RollbackSettings;
 use super::{
     Farewell, FeedFrames, FeedRequest, InputLog, LastInput, MatchPlan, RollbackEvent,
     RollbackMatch, RollbackPhase, RollbackStarted, RollbackStats, StartRollback,
 };
 use crate::messages::{Incoming, Outgoing, PeerJoined, PeerLeft};
 use crate::session::HuddleSession;
-use crate::{HuddleSettings, Topology};
+use crate::Topology;
 use bevy::ecs::schedule::ScheduleLabel;
 use bevy::platform::collections::HashMap;
 use bevy::prelude::*;
@@ -18,6 +18,7 @@ use bevy_ggrs::{
     RollbackFrameRate, Session,
 };
 use ggrs::{Config, InputStatus, SessionBuilder};
+use huddle_protocol::departure::{Departures, Frames, Verdict};
 use matchbox_socket::PeerId;
 use std::time::Duration;
 use web_time::Instant;
@@ -72,7 +73,7 @@ pub(crate) fn spectator_has_inputs(
 pub(crate) fn start<C: Config<Address = PeerId>>(
     mut commands: Commands,
     session: Option<ResMut<HuddleSession>>,
-    settings: Res<HuddleSettings>,
+    settings: Res<RollbackSettings>,
     mut state: ResMut<RollbackMatch>,
     mut asked: MessageReader<StartRollback>,
     mut plans: MessageReader<Incoming<MatchPlan>>,
@@ -97,7 +98,7 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
             plan.players = Some(p.message.players.clone());
         }
     }
-    let rollback = settings.0.rollback;
+    let rollback = *settings;
     if me == host {
         // Newcomers learn the plan (they watch).
         for j in joined.read() {
@@ -151,8 +152,8 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
     *stats = RollbackStats::default();
     match players.iter().position(|p| *p == me) {
         Some(local) => {
-            let kinds = session.ggrs_players_of(&players);
-            match session.build_p2p_session::<C>(kinds, rollback, GGRS_NEVER) {
+            let kinds = socket::ggrs_players(session.id(), &players);
+            match socket::start_p2p_session::<C>(&mut session, kinds, rollback, GGRS_NEVER) {
                 Ok((p2p, socket)) => {
                     commands.insert_resource(Session::P2P(p2p));
                     stats.socket = Some(socket);
@@ -277,7 +278,7 @@ const HOLD_AT_MOST: Duration = Duration::from_millis(300);
 pub(crate) fn follow_lobby<C: Config<Address = PeerId>>(
     mut commands: Commands,
     huddle: Option<Res<HuddleSession>>,
-    settings: Res<HuddleSettings>,
+    settings: Res<RollbackSettings>,
     mut state: ResMut<RollbackMatch>,
     mut left: MessageReader<PeerLeft>,
     mut farewells: MessageReader<Incoming<Farewell>>,
@@ -308,7 +309,7 @@ pub(crate) fn follow_lobby<C: Config<Address = PeerId>>(
             .read()
             .map(|f| (f.from, Some(f.message.last_frame))),
     );
-    let silent_for = settings.0.rollback.gone_after_interruption();
+    let silent_for = settings.gone_after_interruption();
     let players = state.players.clone();
     departing.silent.retain(|(handle, since)| {
         let timed_out = now.duration_since(*since) >= silent_for;
@@ -367,7 +368,7 @@ pub(crate) fn follow_lobby<C: Config<Address = PeerId>>(
 pub(crate) fn settle_departures<C: Config<Address = PeerId>>(
     mut commands: Commands,
     mut session: Option<ResMut<Session<C>>>,
-    settings: Res<HuddleSettings>,
+    settings: Res<RollbackSettings>,
     mut state: ResMut<RollbackMatch>,
     mut plan: ResMut<Plan>,
     mut reports: MessageReader<Incoming<LastInput>>,
@@ -399,7 +400,7 @@ pub(crate) fn settle_departures<C: Config<Address = PeerId>>(
     let frames = Frames {
         current,
         confirmed: p2p.confirmed_frame(),
-        max_prediction: settings.0.rollback.max_prediction,
+        max_prediction: settings.max_prediction,
     };
     for (gone, frame) in departing.agree.due(me, frames, now) {
         tell.write(Outgoing::to_all(LastInput {
@@ -521,7 +522,7 @@ fn restore_read_inputs(world: &mut World) {
 /// [`RollbackSettings::disconnect_timeout`](super::RollbackSettings) (see [`follow_lobby`]).
 pub(crate) fn events<C: Config<Address = PeerId>>(
     session: Option<ResMut<Session<C>>>,
-    settings: Res<HuddleSettings>,
+    settings: Res<RollbackSettings>,
     mut state: ResMut<RollbackMatch>,
     mut departing: ResMut<Departing>,
     mut out: MessageWriter<RollbackEvent>,
@@ -547,7 +548,7 @@ pub(crate) fn events<C: Config<Address = PeerId>>(
                 peer,
                 disconnect_timeout,
             } => {
-                *disconnect_timeout = settings.0.rollback.gone_after_interruption();
+                *disconnect_timeout = settings.gone_after_interruption();
                 if let Some(handle) = handle_of(*peer) {
                     departing.silent.push((handle, Instant::now()));
                 }
@@ -597,13 +598,13 @@ pub(crate) fn record<C: Config<Address = PeerId>>(
 /// costs what the snapshot ring holds anyway.
 pub(crate) fn keep_prediction_window(
     frame: Res<RollbackFrameCount>,
-    settings: Res<HuddleSettings>,
+    settings: Res<RollbackSettings>,
     confirmed: Option<ResMut<ConfirmedFrameCount>>,
 ) {
     let Some(mut confirmed) = confirmed else {
         return;
     };
-    let floor = frame.0 - settings.0.rollback.max_prediction as i32;
+    let floor = frame.0 - settings.max_prediction as i32;
     if confirmed.0 > floor {
         confirmed.0 = floor;
     }
@@ -643,7 +644,7 @@ pub(crate) fn serve_feed<C: Config<Address = PeerId>>(
     state: Res<RollbackMatch>,
     log: Res<InputLog>,
     session: Option<Res<Session<C>>>,
-    settings: Res<HuddleSettings>,
+    settings: Res<RollbackSettings>,
     mut subscribers: Local<Subscribers>,
     mut out: MessageWriter<Outgoing<FeedFrames>>,
     mut left: MessageReader<PeerLeft>,
@@ -663,7 +664,7 @@ pub(crate) fn serve_feed<C: Config<Address = PeerId>>(
     else {
         return;
     };
-    let upto = held_by_all(p2p, &state, settings.0.rollback.input_delay);
+    let upto = held_by_all(p2p, &state, settings.input_delay);
     for (peer, (players, next)) in subscribers.0.iter_mut() {
         if *players != state.players.len() {
             continue;

@@ -1,18 +1,17 @@
 //! Our own websocket signaller for matchbox_socket: it speaks the same protocol as matchbox's,
 //! and also
-//! - drops malformed signals from other peers (counted) before matchbox's handshake `unwrap`s them;
+//! - drops malformed signals from other peers (counted) before matchbox's handshake `unwrap`s them
+//!   (with [`huddle_protocol::signal`], the check the server makes too);
 //! - tells the plugin what only the signaling sees: our id, and for each peer whether we call it
 //!   (`NewPeer`: it joined after us) or it calls us (its offer: it joined before us).
 
-mod check;
 #[cfg(not(target_arch = "wasm32"))]
 mod native;
 #[cfg(target_arch = "wasm32")]
 mod wasm;
 
-pub use check::{check, BadSignal};
-
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender};
+use huddle_protocol::signal::{self, Signal};
 use matchbox_socket::{PeerEvent, PeerId, PeerSignal, SignalingError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,7 +70,12 @@ fn process(text: &str, observer: &UnboundedSender<Observed>) -> Option<PeerEvent
         PeerEvent::NewPeer(id) => Observed::Calls(*id),
         PeerEvent::PeerLeft(id) => Observed::Left(*id),
         PeerEvent::Signal { sender, data } => {
-            if let Err(bad) = check(data) {
+            let checked = match data {
+                PeerSignal::Offer(sdp) => signal::check(&Signal::Offer(sdp.into())),
+                PeerSignal::Answer(sdp) => signal::check(&Signal::Answer(sdp.into())),
+                PeerSignal::IceCandidate(c) => signal::check(&Signal::IceCandidate(c.into())),
+            };
+            if let Err(bad) = checked {
                 let _ = observer.unbounded_send(Observed::Dropped {
                     from: Some(*sender),
                     reason: bad.to_string(),

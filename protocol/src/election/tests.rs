@@ -54,12 +54,9 @@ impl Sim {
     fn apply(&mut self, who: PeerId, outs: Vec<Output>) {
         for o in outs {
             match o {
-                Output::HostChanged { new, .. } => {
-                    self.announced.entry(who).or_default().push(new)
-                }
+                Output::HostChanged { new, .. } => self.announced.entry(who).or_default().push(new),
                 Output::Publish(r) => {
-                    let targets: Vec<PeerId> =
-                        self.peers[&who].connected.iter().copied().collect();
+                    let targets: Vec<PeerId> = self.peers[&who].connected.iter().copied().collect();
                     for t in targets {
                         self.wire.push_back((who, t, r.clone()));
                     }

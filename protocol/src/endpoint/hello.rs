@@ -80,6 +80,7 @@ impl Endpoint {
         } else {
             None
         };
+        self.lobby_changed();
         if let Some(error) = mismatch {
             let link = self.link(peer);
             link.mismatched = true;
@@ -108,7 +109,11 @@ impl Endpoint {
             .filter(|e| e.is_host())
             .and_then(|e| e.roster().cloned())
         {
-            self.send_now(Lane::Control, peer, Control::Succession(succession).encode());
+            self.send_now(
+                Lane::Control,
+                peer,
+                Control::Succession(succession).encode(),
+            );
         }
         for (lane, packet) in early {
             self.data_frame(lane, peer, packet);
@@ -141,8 +146,7 @@ impl Endpoint {
             .iter()
             .filter(|(_, l)| {
                 l.hello_pending()
-                    && l
-                        .hello_sent
+                    && l.hello_sent
                         .is_none_or(|t| now.saturating_sub(t) >= super::HELLO_REPEAT)
             })
             .map(|(p, _)| *p)

@@ -174,6 +174,10 @@ mod tests {
         assert_eq!(l.stats.loss, 0.0, "late pong counts");
         l.pong(b, ms(5));
         l.pong(999, ms(5));
-        assert_eq!(l.stats.last_rtt, Some(ms(5)), "repeats and unknown pongs change nothing");
+        assert_eq!(
+            l.stats.last_rtt,
+            Some(ms(5)),
+            "repeats and unknown pongs change nothing"
+        );
     }
 }

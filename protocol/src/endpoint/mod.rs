@@ -85,6 +85,8 @@ pub struct Endpoint {
     events: VecDeque<Event>,
     last_ping: Option<Duration>,
     counters: Counters,
+    /// Grows whenever what [`Endpoint::lobby_version`] covers may have changed.
+    lobby_version: u64,
     /// Sequence number of our next chunked message (unique per sender, whoever receives it).
     next_chunk_seq: u32,
     /// Star client: sequence number of our next relayed reliable frame.
@@ -113,6 +115,7 @@ impl Endpoint {
             events: VecDeque::new(),
             last_ping: None,
             counters: Counters::default(),
+            lobby_version: 0,
             next_chunk_seq: 0,
             relay_seq: 0,
             unacked: VecDeque::new(),
@@ -126,6 +129,7 @@ impl Endpoint {
     /// The server assigned our id at `now`; the host election starts.
     pub fn id_assigned(&mut self, me: PeerId, now: Duration) {
         self.advance(now);
+        self.lobby_changed();
         self.me = Some(me);
         self.election = Some(HostElection::new(me, now, self.config.host_grace));
     }
@@ -136,6 +140,7 @@ impl Endpoint {
         if Some(peer) == self.me {
             return;
         }
+        self.lobby_changed();
         self.link(peer).role = Some(role);
         let Some(e) = self.election.as_mut() else {
             return;
@@ -161,6 +166,7 @@ impl Endpoint {
     /// The link to `peer` opened (all its data channels).
     pub fn link_up(&mut self, peer: PeerId, now: Duration) {
         self.advance(now);
+        self.lobby_changed();
         self.link(peer).connected = true;
         self.send_hello(peer, now);
         if let Some(e) = self.election.as_mut() {
@@ -176,6 +182,7 @@ impl Endpoint {
         } else {
             LeaveReason::Disconnected
         };
+        self.lobby_changed();
         self.links.remove(&peer);
         self.relay_acks.remove(&peer);
         if self.joined.contains(&peer) {
@@ -213,13 +220,15 @@ impl Endpoint {
             at(grace);
         }
         if !self.joined.is_empty() {
-            at(self
-                .last_ping
-                .map_or(Duration::ZERO, |t| t.saturating_add(self.config.ping_interval)));
+            at(self.last_ping.map_or(Duration::ZERO, |t| {
+                t.saturating_add(self.config.ping_interval)
+            }));
         }
         for link in self.links.values() {
             if link.hello_pending() {
-                at(link.hello_sent.map_or(Duration::ZERO, |t| t.saturating_add(HELLO_REPEAT)));
+                at(link
+                    .hello_sent
+                    .map_or(Duration::ZERO, |t| t.saturating_add(HELLO_REPEAT)));
             }
             if let Some(since) = link.waiting_since {
                 at(since.saturating_add(LINK_WAIT));
@@ -240,6 +249,7 @@ impl Endpoint {
 
     /// We leave: every joined peer is announced as left (`WeLeft`), and nothing more is sent.
     pub fn leave(&mut self) {
+        self.lobby_changed();
         for peer in std::mem::take(&mut self.joined) {
             self.events.push_back(Event::Left {
                 peer,
@@ -301,6 +311,13 @@ impl Endpoint {
         &self.config
     }
 
+    /// A number that grows whenever the view of the lobby may have changed (our id, the host,
+    /// the succession, the peers, our roles): a driver that shows the lobby rebuilds its view when
+    /// it differs from the last one it saw.
+    pub fn lobby_version(&self) -> u64 {
+        self.lobby_version
+    }
+
     /// What was dropped or given up so far.
     pub fn counters(&self) -> &Counters {
         &self.counters
@@ -319,6 +336,10 @@ impl Endpoint {
     }
 
     // ---- shared helpers ----
+
+    fn lobby_changed(&mut self) {
+        self.lobby_version = self.lobby_version.wrapping_add(1);
+    }
 
     /// Time only moves forward, whatever the driver's clock does.
     fn advance(&mut self, now: Duration) {
@@ -352,6 +373,9 @@ impl Endpoint {
 
     /// Carries out the election's outputs.
     fn apply(&mut self, outs: Vec<Output>) {
+        if !outs.is_empty() {
+            self.lobby_changed();
+        }
         for out in outs {
             match out {
                 Output::HostChanged { old, new } => {

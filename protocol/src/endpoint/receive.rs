@@ -48,6 +48,7 @@ impl Endpoint {
         match control {
             Control::Hello(hello) => self.hello_received(peer, hello, now),
             Control::Succession(succession) => {
+                self.lobby_changed();
                 if let Some(e) = self.election.as_mut() {
                     let outs = e.roster_received(peer, succession);
                     self.apply(outs);
@@ -144,7 +145,9 @@ impl Endpoint {
                 .encode_header(&mut reply);
                 self.send_now(Lane::Unreliable, from, reply);
             }
-            Frame::Link { pong: true, seq, .. } if lane == Lane::Unreliable && link == from => {
+            Frame::Link {
+                pong: true, seq, ..
+            } if lane == Lane::Unreliable && link == from => {
                 // The round trip comes from our own record of the ping, not the echoed time.
                 let now = self.now;
                 self.link(from).pong(seq, now);

@@ -1,8 +1,8 @@
 //! Frames out: game messages (whole or chunked, direct or through the star's host), the bulk
 //! window that paces chunks, reliable frames given up when no link comes, pings, the raw lane.
 
-use super::{Endpoint, EndpointError, SendError, Unacked, LINK_WAIT, MAX_UNACKED};
 use super::{Channel, Recipients};
+use super::{Endpoint, EndpointError, SendError, Unacked, LINK_WAIT, MAX_UNACKED};
 use crate::chunk::{chunk_count, CHUNK_BYTES};
 use crate::frame::Frame;
 use crate::lane::{Lane, MAX_DATA_CHANNEL_MESSAGE};
@@ -119,7 +119,9 @@ impl Endpoint {
             self.unacked.pop_front();
             self.counters.send_failed += 1;
             self.events
-                .push_back(super::Event::Error(EndpointError::RelayOverflow { frames: 1 }));
+                .push_back(super::Event::Error(EndpointError::RelayOverflow {
+                    frames: 1,
+                }));
         }
     }
 

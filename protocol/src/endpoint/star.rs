@@ -165,8 +165,10 @@ impl Endpoint {
                 entry.acked_at = Some(now);
             }
         }
-        self.unacked
-            .retain(|e| e.acked_at.is_none_or(|t| now.saturating_sub(t) < RETAIN_ACKED));
+        self.unacked.retain(|e| {
+            e.acked_at
+                .is_none_or(|t| now.saturating_sub(t) < RETAIN_ACKED)
+        });
     }
 
     /// The host changed: our relayed frames it had not acknowledged go again, through the new
@@ -227,6 +229,7 @@ impl Endpoint {
             } else {
                 Role::Caller
             };
+            self.lobby_changed();
             self.joined.push(*m);
             self.events.push_back(Event::Joined { peer: *m, role });
         }
@@ -237,6 +240,7 @@ impl Endpoint {
             .filter(|j| !members.contains(j) && !self.links.get(j).is_some_and(|l| l.connected))
             .collect();
         for peer in gone {
+            self.lobby_changed();
             self.joined.retain(|j| *j != peer);
             self.events.push_back(Event::Left {
                 peer,

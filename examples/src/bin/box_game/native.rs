@@ -31,10 +31,9 @@ struct Args {
     synctest: bool,
 }
 
-fn config(room: &str, players: usize) -> HuddleConfig {
+fn config(room: &str) -> HuddleConfig {
     let mut config = HuddleConfig::room(room);
-    config.topology = Topology::Mesh;
-    config.rollback.players = players;
+    config.topology = Some(Topology::Mesh);
     config
 }
 
@@ -70,8 +69,8 @@ fn app(room: &str, players: usize, frames: Option<i32>, windowed: bool, bot: boo
         _ => huddle_examples::headless_app(!bot),
     };
     let pilot = if windowed { Pilot::Player } else { Pilot::Bot };
-    app.add_plugins(HuddlePlugin::new(config(room, players)))
-        .add_plugins(BoxGame { pilot });
+    app.add_plugins(HuddlePlugin::new(config(room)))
+        .add_plugins(BoxGame::new(pilot, players));
     if let Some(n) = frames {
         app.add_systems(Last, stop_at(n));
     }
