@@ -1,0 +1,205 @@
+//! Members that speak the protocol perfectly and lie: forged origins, acknowledgements of
+//! everything, floods before the hello, huge chunk counts, raw bytes from strangers, hellos of
+//! another version. Nothing panics, every buffer stays bounded, the lobby goes on.
+
+use crate::net::{Sim, FRAME};
+use crate::{conditions, numbered, read_numbered};
+use huddle_protocol::control::Control;
+use huddle_protocol::endpoint::{Channel, EndpointError, Event, Recipients};
+use huddle_protocol::frame::Frame;
+use huddle_protocol::relay::{self, Route};
+use huddle_protocol::{Lane, Topology};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn lobby(topology: Topology, n: usize) -> Sim {
+    let mut sim = Sim::new(topology, conditions(5, 2, 0.0), 42);
+    for _ in 0..n {
+        sim.join();
+        sim.run_for(FRAME * 4);
+    }
+    assert!(sim.run_until(LIMIT, Sim::settled));
+    sim
+}
+
+fn routed(route: Route, type_id: u32, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = relay::encode(route);
+    Frame::Message { type_id }.encode_header(&mut bytes);
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+fn message(type_id: u32, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    Frame::Message { type_id }.encode_header(&mut bytes);
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+/// A star client that claims to speak for another member: the host refuses the frame, nobody
+/// hears it.
+#[test]
+fn a_client_cannot_speak_for_another() {
+    let mut sim = lobby(Topology::Star, 4);
+    let forged = Route {
+        origin: Some(Sim::id(2)),
+        target: None,
+        seq: Some(1),
+    };
+    sim.inject(3, 0, Lane::Reliable, routed(forged, 1, &numbered(2, 0, 16)));
+    sim.run_for(Duration::from_millis(200));
+    assert!((0..3).all(|i| sim.messages(i).is_empty()));
+    assert_eq!(sim.nodes[0].ep.counters().forged_dropped, 1);
+}
+
+/// A host that stamps thousands of invented origins: the client remembers a bounded number of
+/// them and refuses the rest, and real members still get through.
+#[test]
+fn invented_origins_are_bounded() {
+    let mut sim = lobby(Topology::Star, 3);
+    for k in 0..3000u128 {
+        let route = Route {
+            origin: Some(huddle_protocol::PeerId(uuid::Uuid::from_u128(1 << 64 | k))),
+            target: None,
+            seq: Some(7),
+        };
+        sim.inject(0, 1, Lane::Reliable, routed(route, 1, b"x"));
+    }
+    sim.run_for(Duration::from_millis(200));
+    let refused = sim.nodes[1].ep.counters().forged_dropped;
+    assert!(refused >= 3000 - 1024, "{refused} refused");
+    sim.send(
+        2,
+        1,
+        Channel::Reliable,
+        &numbered(2, 9, 16),
+        Recipients::All,
+    );
+    sim.run_for(Duration::from_millis(200));
+    let last = sim.messages(1).pop().expect("a message");
+    assert_eq!(
+        read_numbered(&last.2),
+        (2, 9),
+        "a real member still gets through"
+    );
+}
+
+/// Acknowledging more than was ever sent, forever: the window opens (only the liar's own
+/// transfer is affected), nothing overflows.
+#[test]
+fn acknowledgements_of_everything_overflow_nothing() {
+    let mut sim = lobby(Topology::Mesh, 2);
+    for received in [u64::MAX, 0, u64::MAX - 1] {
+        let ack = Control::ChunkAck { received }.encode();
+        sim.inject(1, 0, Lane::Control, ack);
+    }
+    let ack = Control::RelayAck { seq: u32::MAX }.encode();
+    sim.inject(1, 0, Lane::Control, ack);
+    sim.step();
+    let big = numbered(0, 1, 200 * 1024);
+    sim.send(0, 1, Channel::Reliable, &big, Recipients::All);
+    assert!(sim.run_until(LIMIT, |s| s.messages(1).len() == 1));
+    assert_eq!(read_numbered(&sim.messages(1)[0].2), (0, 1));
+}
+
+/// A peer that links up and floods game frames without ever saying hello: a bounded number wait,
+/// the rest are counted and dropped, and it never joins.
+#[test]
+fn a_flood_before_the_hello_is_bounded() {
+    let mut sim = lobby(Topology::Mesh, 1);
+    sim.config.types_hash = 99; // it will never match: its frames stay early forever
+    let intruder = sim.join();
+    assert!(sim.run_until(LIMIT, |s| s.sees_link(intruder, 0).is_some()));
+    for k in 0..5000u32 {
+        sim.inject(intruder, 0, Lane::Unreliable, message(1, &k.to_le_bytes()));
+    }
+    sim.run_for(Duration::from_millis(300));
+    let c = sim.nodes[0].ep.counters();
+    assert!(
+        c.frames_dropped + c.mismatched_dropped >= 5000 - 1024,
+        "{c:?}"
+    );
+    assert!(sim.messages(0).is_empty());
+    assert!(sim.nodes[0].ep.peers().is_empty());
+    assert!(sim.nodes[0]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Error(EndpointError::MessageTypeMismatch { .. }))));
+}
+
+/// A member announces a chunked message of four billion chunks and sends chunks out of order:
+/// refused at once, without allocating, and its next honest message arrives.
+#[test]
+fn absurd_chunk_counts_are_refused() {
+    let mut sim = lobby(Topology::Mesh, 2);
+    for (index, count) in [(0, u32::MAX), (5, 9), (0, 2), (0, 2)] {
+        let mut bytes = Vec::new();
+        Frame::Chunk {
+            type_id: 1,
+            seq: 3,
+            index,
+            count,
+        }
+        .encode_header(&mut bytes);
+        bytes.extend_from_slice(&[0; 100]);
+        sim.inject(1, 0, Lane::Reliable, bytes);
+    }
+    sim.run_for(Duration::from_millis(100));
+    assert!(sim.nodes[0].ep.counters().chunks_dropped >= 2);
+    sim.send(
+        1,
+        1,
+        Channel::Reliable,
+        &numbered(1, 4, 16),
+        Recipients::All,
+    );
+    sim.run_for(Duration::from_millis(100));
+    let last = sim.messages(0).pop().expect("a message");
+    assert_eq!(read_numbered(&last.2), (1, 4));
+}
+
+/// Raw-lane bytes from a peer outside the lobby are dropped and counted; from a member they are
+/// handed on (the driver bounds what it keeps).
+#[test]
+fn raw_bytes_only_from_members() {
+    let mut sim = lobby(Topology::Mesh, 2);
+    sim.config.types_hash = 99;
+    let stranger = sim.join();
+    assert!(sim.run_until(LIMIT, |s| s.sees_link(stranger, 0).is_some()));
+    sim.inject(stranger, 0, Lane::Raw, vec![1, 2, 3]);
+    sim.inject(1, 0, Lane::Raw, vec![4, 5, 6]);
+    sim.run_for(Duration::from_millis(100));
+    let raw: Vec<_> = sim.nodes[0]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Raw { from, bytes } => Some((*from, bytes.to_vec())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(raw, [(Sim::id(1), vec![4, 5, 6])]);
+    assert!(sim.nodes[0].ep.counters().frames_dropped >= 1);
+}
+
+/// A hello of another protocol version (with fields this version does not know) is reported as
+/// a version mismatch, not counted as garbage, and the peer never joins.
+#[test]
+fn a_hello_of_another_version_is_a_clear_error() {
+    let mut sim = lobby(Topology::Mesh, 1);
+    let other = sim.join();
+    sim.lossy_opening = Duration::from_secs(3600); // its real hellos never arrive
+    assert!(sim.run_until(LIMIT, |s| s.sees_link(0, other).is_some()));
+    sim.run_for(Duration::from_millis(30));
+    sim.lossy_opening = Duration::ZERO; // before its hello repeats, 200 ms after the first
+                                        // Version 9: the version first, then fields of its own.
+    let mut hello = vec![0u8, 9];
+    hello.extend_from_slice(&[1, 2, 3, 4, 5]);
+    sim.inject(other, 0, Lane::Control, hello);
+    sim.run_for(Duration::from_millis(50));
+    assert!(sim.nodes[0].events.iter().any(|e| matches!(
+        e,
+        Event::Error(EndpointError::ProtocolMismatch { theirs: 9, .. })
+    )));
+    assert!(sim.nodes[0].ep.peers().is_empty());
+}

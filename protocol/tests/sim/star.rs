@@ -1,0 +1,153 @@
+//! Star rooms: relaying through the host, exactly-once delivery across host changes, link
+//! give-up.
+
+use crate::net::{Sim, FRAME};
+use crate::{conditions, numbered, read_numbered, SEEDS};
+use huddle_protocol::endpoint::{Channel, EndpointError, Event, Recipients};
+use huddle_protocol::Topology;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn star(n: usize, seed: u64, loss: f32) -> Sim {
+    let mut sim = Sim::new(Topology::Star, conditions(20, 10, loss), seed);
+    for _ in 0..n {
+        sim.join();
+        sim.run_for(FRAME * 4);
+    }
+    assert!(
+        sim.run_until(LIMIT, Sim::settled),
+        "seed {seed}: star settles"
+    );
+    sim
+}
+
+/// Numbers of reliable messages of type 1 from each sender that peer `i` got, in order.
+fn received(sim: &Sim, i: usize) -> BTreeMap<u32, Vec<u32>> {
+    let mut by_sender: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for (from, t, bytes) in sim.messages(i) {
+        if t != 1 {
+            continue;
+        }
+        let (sender, n) = read_numbered(&bytes);
+        assert_eq!(Sim::id(sender as usize), from, "the origin is the sender");
+        by_sender.entry(sender).or_default().push(n);
+    }
+    by_sender
+}
+
+#[test]
+fn clients_reach_each_other_through_the_host() {
+    for seed in SEEDS {
+        let mut sim = star(6, seed, 0.0);
+        for i in 1..6 {
+            assert_eq!(sim.nodes[i].ep.peers().len(), 5, "members by roster");
+        }
+        sim.send(
+            3,
+            1,
+            Channel::Reliable,
+            &numbered(3, 0, 40),
+            Recipients::All,
+        );
+        sim.send(
+            4,
+            1,
+            Channel::Reliable,
+            &numbered(4, 0, 40),
+            Recipients::Peer(Sim::id(5)),
+        );
+        sim.run_for(Duration::from_millis(300));
+        for i in (0..6).filter(|i| *i != 3) {
+            assert_eq!(received(&sim, i).get(&3), Some(&vec![0]), "seed {seed}");
+        }
+        assert_eq!(received(&sim, 5).get(&4), Some(&vec![0]));
+        assert!(
+            (0..5).all(|i| !received(&sim, i).contains_key(&4)),
+            "directed"
+        );
+        assert!(sim.nodes[0].ep.counters().relayed >= 5);
+    }
+}
+
+/// Five clients stream numbered reliable messages (small ones and a chunked one) to everyone
+/// under 5 % loss; the host vanishes mid-stream. Every message of a remaining sender reaches
+/// every remaining peer exactly once, in order: those the old host had not passed on go again
+/// through the next host, and receivers drop those they had.
+#[test]
+fn exactly_once_across_a_host_change_with_loss() {
+    let mut resent = 0;
+    for seed in SEEDS {
+        let mut sim = star(6, seed, 0.05);
+        let host_leaves_at = 6 + seed as u32 % 10;
+        for round in 0..30u32 {
+            if round == host_leaves_at {
+                sim.leave(0, seed % 2 == 0);
+            }
+            for i in 1..6 {
+                let len = if round == 3 { 40 * 1024 } else { 32 };
+                let msg = numbered(i as u32, round, len);
+                sim.send(i, 1, Channel::Reliable, &msg, Recipients::All);
+            }
+            sim.step();
+        }
+        let complete = |s: &Sim| {
+            (1..6).all(|i| {
+                let got = received(s, i);
+                (1..6u32)
+                    .filter(|o| *o != i as u32)
+                    .all(|o| got.get(&o).map_or(0, Vec::len) >= 30)
+            })
+        };
+        assert!(sim.run_until(LIMIT, complete), "seed {seed}: all arrive");
+        sim.run_for(Duration::from_secs(1));
+        for i in 1..6 {
+            let got = received(&sim, i);
+            for o in (1..6u32).filter(|o| *o != i as u32) {
+                assert_eq!(
+                    got[&o],
+                    (0..30).collect::<Vec<_>>(),
+                    "seed {seed}: peer {i} from {o}: once each, in order"
+                );
+            }
+            assert_eq!(sim.nodes[i].ep.host(), Some(Sim::id(1)), "seed {seed}");
+            resent += sim.nodes[i].ep.counters().duplicates_dropped;
+        }
+    }
+    assert!(resent > 0, "some frames went twice and were dropped");
+}
+
+/// A star whose host left and whose next host never links up: the clients' reliable messages
+/// wait, then are given up and reported (never dropped in silence).
+#[test]
+fn messages_whose_next_hop_never_comes_are_given_up_and_reported() {
+    let mut sim = star(3, 11, 0.0);
+    sim.connect_time = Duration::from_secs(3600);
+    sim.leave(0, true);
+    sim.step();
+    assert_eq!(
+        sim.nodes[2].ep.host(),
+        Some(Sim::id(1)),
+        "the next host is known"
+    );
+    sim.send(
+        2,
+        1,
+        Channel::Reliable,
+        &numbered(2, 0, 32),
+        Recipients::All,
+    );
+    sim.run_for(Duration::from_secs(5));
+    let gave_up = |sim: &Sim| {
+        sim.nodes[2].events.iter().any(|e| {
+            matches!(e, Event::Error(EndpointError::LinkGaveUp { peer, frames, .. })
+                if *peer == Sim::id(1) && *frames >= 1)
+        })
+    };
+    assert!(!gave_up(&sim), "still waiting after 5 s");
+    sim.run_for(Duration::from_secs(6));
+    assert!(gave_up(&sim), "given up after the link wait");
+    assert!(sim.nodes[2].ep.counters().send_failed >= 1);
+    assert_eq!(sim.nodes[2].ep.bulk_pending(Sim::id(1)), 0, "nothing kept");
+}
