@@ -48,8 +48,8 @@ fn chunked_transfers_under_loss_and_reordering_arrive_intact_and_in_order() {
             })
         };
         assert!(sim.run_until(LIMIT, done), "seed {seed}: all reliable in");
-        for i in 0..3 {
-            let got = &sim.messages(i)[start[i]..];
+        for (i, &first) in start.iter().enumerate() {
+            let got = &sim.messages(i)[first..];
             for sender in (0..3u32).filter(|s| *s != i as u32) {
                 let reliable: Vec<u32> = got
                     .iter()
