@@ -72,11 +72,12 @@ pub(crate) fn connect(world: &mut World, url: &str) {
         .get_resource::<crate::HuddleSettings>()
         .map(|s| s.0.clone())
         .unwrap_or_default();
-    let registry = world
+    let types = world
         .get_resource::<MessageRegistry>()
-        .cloned()
-        .unwrap_or_default();
-    match HuddleSession::connect(url, &config, &registry) {
+        .map_or((MessageRegistry::default().hash(), Vec::new()), |r| {
+            (r.hash(), r.names())
+        });
+    match HuddleSession::connect(url, &config, types) {
         Ok(session) => {
             world.insert_resource(session);
             set_state(world, LobbyState::Connecting);

@@ -9,10 +9,9 @@ pub const MAX_DATA_CHANNEL_MESSAGE: usize = 65_536;
 pub enum Lane {
     /// Reliable, ordered: the plugin's own protocol (hellos, succession, acknowledgements).
     Control,
-    /// Reliable, ordered: game messages on [`Channel::Reliable`](crate::endpoint::Channel).
+    /// Reliable, ordered: game messages on the reliable channel.
     Reliable,
-    /// Unreliable, unordered: game messages on [`Channel::Unreliable`](crate::endpoint::Channel)
-    /// and pings.
+    /// Unreliable, unordered: game messages on the unreliable channel, and pings.
     Unreliable,
     /// Unreliable, unordered, opaque bytes for an engine of the game's (GGRS): the endpoint only
     /// checks that the peer is in the lobby.

@@ -29,12 +29,16 @@
 //!   A spectator sees every input as `InputStatus::Confirmed` (a gone player's as the default
 //!   input); its `ReadInputs` schedule is set aside while it watches.
 
+mod departures;
 mod events;
 mod leave;
 mod log;
+mod record;
+mod resources;
 pub mod socket;
+mod spectate;
+mod start;
 mod stats;
-mod systems;
 
 pub use events::RollbackEvent;
 pub use log::InputLog;
@@ -241,9 +245,9 @@ impl<C: Config<Address = PeerId>> Plugin for HuddleRollbackPlugin<C> {
             .init_resource::<RollbackMatch>()
             .init_resource::<RollbackStats>()
             .init_resource::<InputLog>()
-            .init_resource::<systems::NewestInputs>()
-            .init_resource::<systems::Departing>()
-            .init_resource::<systems::Plan>()
+            .init_resource::<resources::NewestInputs>()
+            .init_resource::<resources::Departing>()
+            .init_resource::<resources::Plan>()
             .add_message::<RollbackEvent>()
             .add_message::<RollbackStarted>()
             .add_message::<StartRollback>()
@@ -257,36 +261,36 @@ impl<C: Config<Address = PeerId>> Plugin for HuddleRollbackPlugin<C> {
                 PreUpdate,
                 RunGgrsSystems
                     .after(HuddleSystems::Receive)
-                    .run_if(systems::spectator_has_inputs)
+                    .run_if(spectate::spectator_has_inputs)
                     .run_if(leave::not_leaving),
             )
             .add_systems(
                 PreUpdate,
                 (
                     (
-                        systems::start::<C>,
-                        systems::follow_lobby::<C>,
-                        systems::settle_departures::<C>,
+                        start::start::<C>,
+                        departures::follow_lobby::<C>,
+                        departures::settle_departures::<C>,
                         leave::leave::<C>,
-                        systems::follow_feed,
+                        spectate::follow_feed,
                     )
                         .chain()
                         .after(HuddleSystems::Receive)
                         .before(RunGgrsSystems),
                     (
-                        systems::events::<C>,
+                        record::events::<C>,
                         stats::measure::<C>,
-                        systems::serve_feed::<C>,
+                        spectate::serve_feed::<C>,
                     )
                         .chain()
                         .after(RunGgrsSystems),
                 ),
             )
-            .add_systems(GgrsSchedule, systems::record::<C>.run_if(systems::playing))
+            .add_systems(GgrsSchedule, record::record::<C>.run_if(start::playing))
             .add_systems(
                 SaveWorld,
-                systems::keep_prediction_window
-                    .run_if(systems::playing)
+                record::keep_prediction_window
+                    .run_if(start::playing)
                     .before(SaveWorldSystems::Snapshot),
             );
         RollbackDiagnostics::register(app);

@@ -10,7 +10,6 @@ pub use raw::{RawLane, RawQueues};
 
 use crate::conditioner::LinkConditioner;
 use crate::config::{ConfigError, HuddleConfig};
-use crate::registry::MessageRegistry;
 use crate::signaling::{HuddleSignallerBuilder, Observed};
 use bevy::prelude::*;
 use bevy::tasks::{IoTaskPool, Task};
@@ -46,11 +45,12 @@ pub struct HuddleSession {
 }
 
 impl HuddleSession {
-    /// Opens the socket to `room_url` and starts its message loop on the IO task pool.
+    /// Opens the socket to `room_url` and starts its message loop on the IO task pool; `types`
+    /// are the registered message types' hash and names (see `MessageRegistry`).
     pub(crate) fn connect(
         room_url: &str,
         config: &HuddleConfig,
-        registry: &MessageRegistry,
+        types: (u64, Vec<String>),
     ) -> Result<Self, ConfigError> {
         let ice = config.matchbox_ice()?;
         let (room_url, topology) = config.resolve_room(room_url)?;
@@ -68,8 +68,8 @@ impl HuddleSession {
         let (socket, message_loop) = builder.build();
         let task = IoTaskPool::get().spawn(message_loop);
         let endpoint = Endpoint::new(EndpointConfig {
-            types_hash: registry.hash(),
-            type_names: registry.names(),
+            types_hash: types.0,
+            type_names: types.1,
             topology,
             host_grace: config.host_grace,
             max_message_bytes: config.max_message_bytes,

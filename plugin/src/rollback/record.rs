@@ -1,0 +1,104 @@
+//! What the match produces: GGRS events as rollback events, the input log spectators are fed
+//! from, rollback counts, and the snapshots a departure needs kept.
+
+use super::resources::{Departing, NewestInputs};
+use super::socket::codec;
+use super::RollbackSettings;
+use super::{InputLog, RollbackEvent, RollbackMatch, RollbackStats};
+use bevy::prelude::*;
+use bevy_ggrs::{ConfirmedFrameCount, PlayerInputs, RollbackFrameCount, Session};
+use ggrs::{Config, InputStatus};
+use matchbox_socket::PeerId;
+use web_time::Instant;
+
+/// GGRS events as [`RollbackEvent`]s. A player GGRS tells of as silent counts as gone after
+/// [`RollbackSettings::disconnect_timeout`](super::RollbackSettings) (see [`follow_lobby`]).
+pub(crate) fn events<C: Config<Address = PeerId>>(
+    session: Option<ResMut<Session<C>>>,
+    settings: Res<RollbackSettings>,
+    mut state: ResMut<RollbackMatch>,
+    mut departing: ResMut<Departing>,
+    mut out: MessageWriter<RollbackEvent>,
+) {
+    let Some(mut session) = session else { return };
+    let Session::P2P(p2p) = &mut *session else {
+        return;
+    };
+    let players = state.players.clone();
+    let handle_of = |peer: PeerId| players.iter().position(|p| *p == peer);
+    for event in p2p.events() {
+        let Some(mut event) = RollbackEvent::from_ggrs::<C>(event, handle_of) else {
+            continue;
+        };
+        match &mut event {
+            RollbackEvent::Disconnected { handle, .. } => {
+                if state.disconnected.contains(handle) {
+                    continue;
+                }
+                state.disconnected.push(*handle);
+            }
+            RollbackEvent::NetworkInterrupted {
+                peer,
+                disconnect_timeout,
+            } => {
+                *disconnect_timeout = settings.gone_after_interruption();
+                if let Some(handle) = handle_of(*peer) {
+                    departing.silent.push((handle, Instant::now()));
+                }
+            }
+            RollbackEvent::NetworkResumed { peer } => {
+                let handle = handle_of(*peer);
+                departing.silent.retain(|(h, _)| Some(*h) != handle);
+            }
+            _ => {}
+        }
+        out.write(event);
+    }
+}
+
+/// `GgrsSchedule`: logs the inputs each frame ran with (for spectators) and counts rollbacks.
+pub(crate) fn record<C: Config<Address = PeerId>>(
+    frame: Res<RollbackFrameCount>,
+    confirmed: Res<ConfirmedFrameCount>,
+    inputs: Res<PlayerInputs<C>>,
+    mut log: ResMut<InputLog>,
+    mut stats: ResMut<RollbackStats>,
+    mut newest: ResMut<NewestInputs>,
+) {
+    if frame.0 >= stats.newest_frame {
+        newest.predicted.clear();
+        newest
+            .predicted
+            .extend(inputs.iter().map(|(_, s)| *s == InputStatus::Predicted));
+    }
+    let values: Vec<C::Input> = inputs.iter().map(|(input, _)| *input).collect();
+    if let Ok(bytes) = bincode::serde::encode_to_vec(&values, codec()) {
+        log.record(frame.0, bytes, confirmed.0);
+    }
+    stats.frames_simulated += 1;
+    if frame.0 <= stats.newest_frame {
+        stats.frames_resimulated += 1;
+    } else {
+        stats.newest_frame = frame.0;
+    }
+}
+
+/// `SaveWorld`, before bevy_ggrs drops old snapshots: keep the whole prediction window.
+///
+/// bevy_ggrs drops snapshots older than GGRS's confirmed frame. When a player is disconnected,
+/// that frame jumps past the gone player's last input while GGRS rolls back to just after it, and
+/// that snapshot must still be there (else bevy_ggrs panics). Keeping `max_prediction` frames
+/// costs what the snapshot ring holds anyway.
+pub(crate) fn keep_prediction_window(
+    frame: Res<RollbackFrameCount>,
+    settings: Res<RollbackSettings>,
+    confirmed: Option<ResMut<ConfirmedFrameCount>>,
+) {
+    let Some(mut confirmed) = confirmed else {
+        return;
+    };
+    let floor = frame.0 - settings.max_prediction as i32;
+    if confirmed.0 > floor {
+        confirmed.0 = floor;
+    }
+}

@@ -1,0 +1,39 @@
+//! The rollback plugin's own resources, shared by its systems.
+
+use bevy::prelude::*;
+use huddle_protocol::departure::Departures;
+use matchbox_socket::PeerId;
+use web_time::Instant;
+
+/// The host's word on who plays in the match, once heard (forgotten when the match is abandoned
+/// or we leave the lobby, so that a new match can start).
+#[derive(Resource, Default, Debug)]
+pub(crate) struct Plan {
+    pub(super) players: Option<Vec<PeerId>>,
+    /// A match of this lobby was abandoned: the next one starts when the game asks
+    /// ([`StartRollback`]), not by itself.
+    pub(super) abandoned: bool,
+}
+
+/// Whether each player's input was predicted in the newest frame we simulated
+/// ([`RollbackStats::newest_frame`]).
+#[derive(Resource, Default, Debug)]
+pub(crate) struct NewestInputs {
+    pub(super) predicted: Vec<bool>,
+}
+
+/// The players that are going: what we agree on with the other players, and what waits to be
+/// disconnected from the GGRS session.
+#[derive(Resource, Default, Debug)]
+pub(crate) struct Departing {
+    /// Agreements on gone players' last inputs.
+    pub(super) agree: Departures,
+    /// Agreed (handle, last input): disconnected once our frame is not one past it.
+    pub(super) agreed: Vec<(usize, i32)>,
+    /// Gone while we were the only other player left: nobody to agree with.
+    pub(super) alone: Vec<usize>,
+    /// Since when we hold the other players' GGRS packets back.
+    pub(super) holding: Option<Instant>,
+    /// Players GGRS has not heard from for a while, and since when it tells so.
+    pub(super) silent: Vec<(usize, Instant)>,
+}

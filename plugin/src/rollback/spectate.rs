@@ -1,0 +1,191 @@
+//! Spectating: a spectator replays the final inputs a player feeds it, paced so it never steps
+//! past them, and catches up when behind; players serve the feed.
+
+use super::socket::codec;
+use super::RollbackSettings;
+use super::{FeedFrames, FeedRequest, InputLog, RollbackMatch, RollbackPhase, RollbackStats};
+use crate::messages::{Incoming, Outgoing, PeerLeft};
+use bevy::ecs::schedule::ScheduleLabel;
+use bevy::platform::collections::HashMap;
+use bevy::prelude::*;
+use bevy_ggrs::{LocalInputs, ReadInputs, RollbackFrameCount, RollbackFrameRate, Session};
+use ggrs::Config;
+use matchbox_socket::PeerId;
+
+/// The spectators we feed: peer -> (players it expects, next frame to send).
+#[derive(Default, Debug)]
+pub(crate) struct Subscribers(HashMap<PeerId, (usize, i32)>);
+
+/// The game's `ReadInputs` schedule, set aside while we watch.
+#[derive(Resource)]
+struct GameReadInputs(Schedule);
+
+/// Run condition of bevy_ggrs's systems: a spectator may only step when the feed holds every
+/// frame this update can step (bevy_ggrs steps `delta / frame time` frames, rounded down, plus
+/// one at most).
+pub(crate) fn spectator_has_inputs(
+    m: Res<RollbackMatch>,
+    log: Res<InputLog>,
+    frame: Option<Res<RollbackFrameCount>>,
+    rate: Option<Res<RollbackFrameRate>>,
+    time: Res<Time>,
+) -> bool {
+    if m.phase != RollbackPhase::Spectating {
+        return true;
+    }
+    let fps = rate.map(|r| r.0).unwrap_or(60).max(1) as f64;
+    let steps = (time.delta_secs_f64() * fps).floor() as i32 + 1;
+    let at = frame.map(|f| f.0).unwrap_or(0);
+    log.last_final() - at >= steps
+}
+
+/// A spectator has no inputs of its own: its `ReadInputs` replays the feed instead of the game's.
+pub(super) fn set_aside_read_inputs<C: Config<Address = PeerId>>(world: &mut World) {
+    let mut schedules = world.resource_mut::<Schedules>();
+    let game = schedules
+        .remove(ReadInputs.intern())
+        .unwrap_or_else(|| Schedule::new(ReadInputs));
+    let mut replay = Schedule::new(ReadInputs);
+    replay.add_systems(replay_inputs::<C>);
+    schedules.insert(replay);
+    world.insert_resource(GameReadInputs(game));
+}
+
+/// `ReadInputs` of a spectator: every player's inputs of the next frame, from the log.
+pub(super) fn replay_inputs<C: Config<Address = PeerId>>(
+    mut commands: Commands,
+    frame: Res<RollbackFrameCount>,
+    log: Res<InputLog>,
+    state: Res<RollbackMatch>,
+    mut stats: ResMut<RollbackStats>,
+) {
+    let players = state.players.len();
+    let decoded = log.get(frame.0 + 1).and_then(|bytes| {
+        bincode::serde::decode_from_slice::<Vec<C::Input>, _>(bytes, codec())
+            .ok()
+            .map(|(inputs, _)| inputs)
+            .filter(|inputs| inputs.len() == players)
+    });
+    let inputs = decoded.unwrap_or_else(|| {
+        // Cannot happen while `spectator_has_inputs` paces us; bevy_ggrs needs inputs anyway.
+        stats.spectator_starved += 1;
+        vec![C::Input::default(); players]
+    });
+    commands.insert_resource(LocalInputs::<C>(inputs.into_iter().enumerate().collect()));
+}
+
+/// A spectator takes in the feed, keeps a player feeding it (the first one still in the match:
+/// every player keeps the whole log; after a host change the host may be a spectator), and
+/// catches up: while far behind, the app's virtual clock runs up to 4x so bevy_ggrs steps several
+/// frames an update.
+pub(crate) fn follow_feed(
+    mut state: ResMut<RollbackMatch>,
+    mut frames: MessageReader<Incoming<FeedFrames>>,
+    mut feed: MessageWriter<Outgoing<FeedRequest>>,
+    mut log: ResMut<InputLog>,
+    frame: Option<Res<RollbackFrameCount>>,
+    mut time: ResMut<Time<Virtual>>,
+) {
+    if state.phase != RollbackPhase::Spectating {
+        frames.clear();
+        return;
+    }
+    for batch in frames.read() {
+        if Some(batch.from) != state.feeder {
+            continue;
+        }
+        let FeedFrames { first, frames } = batch.message.clone();
+        if !log.receive(first, frames) {
+            debug!("huddle: a feed batch out of order from {}", batch.from);
+        }
+    }
+    let feeder = state.remaining().next().map(|(_, p)| p);
+    if let Some(player) = feeder.filter(|p| Some(*p) != state.feeder) {
+        state.feeder = Some(player);
+        feed.write(Outgoing::to_peer(
+            player,
+            FeedRequest {
+                players: state.players.len() as u32,
+                from: log.last_final() + 1,
+            },
+        ));
+    }
+    let behind = log.last_final() - frame.map_or(0, |f| f.0);
+    let speed = (behind as f32 / 30.0).clamp(1.0, 4.0);
+    if (time.relative_speed() - speed).abs() > 0.05 {
+        time.set_relative_speed(speed);
+    }
+}
+
+/// Puts the game's `ReadInputs` back (after watching).
+pub(super) fn restore_read_inputs(world: &mut World) {
+    if let Some(GameReadInputs(game)) = world.remove_resource::<GameReadInputs>() {
+        world.resource_mut::<Schedules>().insert(game);
+    }
+}
+
+/// The newest frame (bevy_ggrs numbering) whose inputs of ours every other remaining player has
+/// acknowledged. Our final frames past it must not reach a spectator: we hold our own input of a
+/// frame at once, the others only once it arrives, and if we vanished before it did, they play
+/// that frame with our input as disconnected, not as we sent it.
+///
+/// GGRS keeps our inputs a player has not acknowledged (`send_queue_len`); our newest input is
+/// for GGRS frame `current + input_delay - 1` (one more at a stall, which only makes this lower
+/// than it could be). GGRS frame `g`'s inputs run in bevy_ggrs frame `g + 1`.
+pub(super) fn held_by_all<C: Config<Address = PeerId>>(
+    p2p: &ggrs::P2PSession<C>,
+    state: &RollbackMatch,
+    input_delay: usize,
+) -> i32 {
+    let newest = p2p.current_frame() + input_delay as i32 - 1;
+    p2p.remote_player_handles()
+        .into_iter()
+        .filter(|h| !state.disconnected.contains(h))
+        .map(|h| match p2p.network_stats(h) {
+            Ok(stats) => newest - stats.send_queue_len as i32 + 1,
+            // No stats in the first second: nothing is known to be held yet.
+            Err(_) => 0,
+        })
+        .min()
+        .unwrap_or(i32::MAX)
+}
+
+/// Sends each subscribed spectator the final frames it has not had yet (and every other player
+/// holds our inputs of, see [`held_by_all`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn serve_feed<C: Config<Address = PeerId>>(
+    mut requests: MessageReader<Incoming<FeedRequest>>,
+    state: Res<RollbackMatch>,
+    log: Res<InputLog>,
+    session: Option<Res<Session<C>>>,
+    settings: Res<RollbackSettings>,
+    mut subscribers: Local<Subscribers>,
+    mut out: MessageWriter<Outgoing<FeedFrames>>,
+    mut left: MessageReader<PeerLeft>,
+) {
+    for gone in left.read() {
+        subscribers.0.remove(&gone.peer);
+    }
+    for request in requests.read() {
+        // A request may come before our match started: keep it.
+        let players = request.message.players as usize;
+        subscribers
+            .0
+            .insert(request.from, (players, request.message.from.max(1)));
+    }
+    // Only players keep a log, and only of a match of the size the spectator expects.
+    let (RollbackPhase::Playing, Some(Session::P2P(p2p))) = (state.phase, session.as_deref())
+    else {
+        return;
+    };
+    let upto = held_by_all(p2p, &state, settings.input_delay);
+    for (peer, (players, next)) in subscribers.0.iter_mut() {
+        if *players != state.players.len() {
+            continue;
+        }
+        while let Some((first, frames)) = log.batch_from(*next, upto) {
+            *next = first + frames.len() as i32;
+            out.write(Outgoing::to_peer(*peer, FeedFrames { first, frames }));
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Starting a match: the host decides when and who plays (the first players in join order,
+//! once linked), tells everyone, and every peer starts from its plan as a player or a spectator.
+
+use super::resources::{Departing, NewestInputs, Plan};
+use super::socket::{self, GGRS_NEVER};
+use super::spectate::set_aside_read_inputs;
+use super::RollbackSettings;
+use super::{
+    FeedRequest, InputLog, MatchPlan, RollbackMatch, RollbackPhase, RollbackStarted, RollbackStats,
+    StartRollback,
+};
+use crate::messages::{Incoming, Outgoing, PeerJoined};
+use crate::session::HuddleSession;
+use crate::Topology;
+use bevy::prelude::*;
+use bevy_ggrs::Session;
+use ggrs::{Config, SessionBuilder};
+use matchbox_socket::PeerId;
+
+/// Run condition: we play.
+pub(crate) fn playing(m: Res<RollbackMatch>) -> bool {
+    m.phase == RollbackPhase::Playing
+}
+
+/// The host's rule for who plays a match of `n`: the first `n` of the succession (join order),
+/// once the host (`me`) is linked to each of them; nobody in a star room, whose clients are not
+/// linked to each other.
+pub(crate) fn who_plays(
+    n: usize,
+    me: PeerId,
+    succession: &[PeerId],
+    linked: &[PeerId],
+    topology: Topology,
+) -> Option<Vec<PeerId>> {
+    let players = succession.get(..n).filter(|p| !p.is_empty())?;
+    let ready =
+        topology == Topology::Mesh && players.iter().all(|p| *p == me || linked.contains(p));
+    ready.then(|| players.to_vec())
+}
+
+/// Starts the match. The host decides when (the lobby holds `players` linked peers, or its game
+/// wrote [`StartRollback`]) and who plays (the first `players` in join order), and tells everyone
+/// ([`MatchPlan`]; newcomers get it when they join). Every peer starts from the host's plan: as a
+/// player once it is linked to all players, else as a spectator.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn start<C: Config<Address = PeerId>>(
+    mut commands: Commands,
+    session: Option<ResMut<HuddleSession>>,
+    settings: Res<RollbackSettings>,
+    mut state: ResMut<RollbackMatch>,
+    mut asked: MessageReader<StartRollback>,
+    mut plans: MessageReader<Incoming<MatchPlan>>,
+    mut joined: MessageReader<PeerJoined>,
+    mut tell: MessageWriter<Outgoing<MatchPlan>>,
+    mut started: MessageWriter<RollbackStarted>,
+    mut feed: MessageWriter<Outgoing<FeedRequest>>,
+    mut log: ResMut<InputLog>,
+    mut stats: ResMut<RollbackStats>,
+    mut plan: ResMut<Plan>,
+) {
+    let asked = asked.read().last().map(|s| s.players);
+    let Some(mut session) = session else {
+        *plan = Plan::default();
+        return;
+    };
+    let (Some(me), Some(host)) = (session.id(), session.host()) else {
+        return;
+    };
+    for p in plans.read() {
+        if p.from == host {
+            plan.players = Some(p.message.players.clone());
+        }
+    }
+    let rollback = *settings;
+    if me == host {
+        // Newcomers learn the plan (they watch).
+        for j in joined.read() {
+            if let Some(players) = plan.players.as_ref() {
+                tell.write(Outgoing::to_peer(
+                    j.peer,
+                    MatchPlan {
+                        players: players.clone(),
+                    },
+                ));
+            }
+        }
+        let auto = rollback.auto_start && !plan.abandoned;
+        let wanted = asked.or(auto.then_some(rollback.players));
+        if let (None, Some(n)) = (plan.players.as_ref(), wanted) {
+            let members = session.succession();
+            if let Some(players) = who_plays(n, me, &members, session.peers(), session.topology()) {
+                tell.write(Outgoing::to_all(MatchPlan {
+                    players: players.clone(),
+                }));
+                plan.players = Some(players);
+            }
+        }
+    } else {
+        joined.clear();
+    }
+    if state.phase != RollbackPhase::Waiting {
+        return;
+    }
+    let Some(players) = plan.players.clone() else {
+        return;
+    };
+    if !players
+        .iter()
+        .all(|p| *p == me || session.peers().contains(p))
+        && players.contains(&me)
+    {
+        return; // wait for our links to every player
+    }
+    // A new match: nothing of the last one counts.
+    log.clear();
+    commands.insert_resource(NewestInputs::default());
+    commands.insert_resource(Departing::default());
+    *stats = RollbackStats::default();
+    match players.iter().position(|p| *p == me) {
+        Some(local) => {
+            let kinds = socket::ggrs_players(session.id(), &players);
+            match socket::start_p2p_session::<C>(&mut session, kinds, rollback, GGRS_NEVER) {
+                Ok((p2p, socket)) => {
+                    commands.insert_resource(Session::P2P(p2p));
+                    stats.socket = Some(socket);
+                }
+                Err(e) => {
+                    warn!("huddle: cannot start the GGRS session: {e}");
+                    return;
+                }
+            }
+            *state = RollbackMatch {
+                phase: RollbackPhase::Playing,
+                players,
+                local_handle: Some(local),
+                ..default()
+            };
+        }
+        None if rollback.spectators => {
+            let replay = SessionBuilder::<C>::new()
+                .with_num_players(players.len())
+                .and_then(|b| {
+                    b.with_check_distance(0)
+                        .with_input_delay(0)
+                        .start_synctest_session()
+                });
+            match replay {
+                Ok(replay) => commands.insert_resource(Session::SyncTest(replay)),
+                Err(e) => {
+                    warn!("huddle: cannot start the spectator session: {e}");
+                    return;
+                }
+            }
+            commands.queue(set_aside_read_inputs::<C>);
+            feed.write(Outgoing::to_peer(
+                host,
+                FeedRequest {
+                    players: players.len() as u32,
+                    from: 1,
+                },
+            ));
+            *state = RollbackMatch {
+                phase: RollbackPhase::Spectating,
+                players,
+                feeder: Some(host),
+                ..default()
+            };
+        }
+        None => return,
+    }
+    started.write(RollbackStarted {
+        players: state.players.clone(),
+        local_handle: state.local_handle,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(i: u128) -> PeerId {
+        PeerId(uuid::Uuid::from_u128(i))
+    }
+
+    #[test]
+    fn the_first_n_in_join_order_play_once_linked() {
+        let (host, a, b, c) = (id(1), id(2), id(3), id(4));
+        let order = [host, a, b, c];
+        let mesh = Topology::Mesh;
+        assert_eq!(
+            who_plays(2, host, &order, &[a, b, c], mesh),
+            Some(vec![host, a])
+        );
+        assert_eq!(
+            who_plays(3, host, &order, &[a, c], mesh),
+            None,
+            "b is not linked yet"
+        );
+        assert_eq!(
+            who_plays(3, host, &order, &[c, b, a], mesh),
+            Some(vec![host, a, b]),
+            "join order, not link order"
+        );
+        assert_eq!(
+            who_plays(5, host, &order, &[a, b, c], mesh),
+            None,
+            "too few"
+        );
+        assert_eq!(who_plays(0, host, &order, &[a, b, c], mesh), None);
+        assert_eq!(who_plays(2, host, &order, &[a], Topology::Star), None);
+    }
+}
