@@ -7,6 +7,20 @@ use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
+/// Why the embedded server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedServerError {
+    /// The thread or its runtime could not be made.
+    #[error("cannot run the server thread: {0}")]
+    Thread(#[from] std::io::Error),
+    /// The server itself refused to start (e.g. its address is taken).
+    #[error(transparent)]
+    Server(#[from] huddle_server::ServerError),
+    /// The server thread ended before it said where it listens.
+    #[error("the server thread ended before it started")]
+    Ended,
+}
+
 /// A signaling server running on a thread of its own (with its own tokio runtime). It stops when
 /// dropped. Keep it as a resource for as long as the game hosts.
 #[derive(Resource)]
@@ -19,7 +33,7 @@ pub struct EmbeddedServer {
 impl EmbeddedServer {
     /// Starts a server with `config` (e.g. `ServerConfig { bind: "0.0.0.0:3536".parse()?, ..}`
     /// to let LAN players in, or [`ServerConfig::loopback`] for a local demo).
-    pub fn start(config: ServerConfig) -> Result<Self, String> {
+    pub fn start(config: ServerConfig) -> Result<Self, EmbeddedServerError> {
         let (addr_tx, addr_rx) = mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -31,7 +45,7 @@ impl EmbeddedServer {
                 {
                     Ok(rt) => rt,
                     Err(e) => {
-                        let _ = addr_tx.send(Err(e.to_string()));
+                        let _ = addr_tx.send(Err(EmbeddedServerError::Thread(e)));
                         return;
                     }
                 };
@@ -43,15 +57,12 @@ impl EmbeddedServer {
                             let _ = server.shutdown().await;
                         }
                         Err(e) => {
-                            let _ = addr_tx.send(Err(e.to_string()));
+                            let _ = addr_tx.send(Err(EmbeddedServerError::Server(e)));
                         }
                     }
                 });
-            })
-            .map_err(|e| e.to_string())?;
-        let addr = addr_rx
-            .recv()
-            .map_err(|_| "the server thread ended before it started".to_string())??;
+            })?;
+        let addr = addr_rx.recv().map_err(|_| EmbeddedServerError::Ended)??;
         Ok(Self {
             addr,
             stop: Some(stop_tx),

@@ -62,7 +62,7 @@ pub use conditioner::{Conditions, LinkConditioner};
 pub use config::{ConfigError, HuddleConfig, IceServer, Topology};
 pub use diagnostics::{HuddleDiagnostics, PeerLinks};
 #[cfg(all(feature = "server", not(target_arch = "wasm32")))]
-pub use embedded::EmbeddedServer;
+pub use embedded::{EmbeddedServer, EmbeddedServerError};
 #[cfg(feature = "ggrs")]
 pub use ggrs;
 pub use huddle_protocol as protocol;
