@@ -3,10 +3,21 @@
 
 use crate::net::{Sim, FRAME};
 use crate::{conditions, numbered, read_numbered, SEEDS};
+use bytes::Bytes;
 use huddle_protocol::chunk::CHUNK_BYTES;
 use huddle_protocol::endpoint::{Channel, Recipients};
-use huddle_protocol::Topology;
+use huddle_protocol::{PeerId, Topology};
 use std::time::Duration;
+
+/// The numbers of the [`numbered`] messages of `type_id` from `sender` among `got`, in order.
+fn numbers(got: &[(PeerId, u32, Bytes)], type_id: u32, sender: u32) -> Vec<u32> {
+    got.iter()
+        .filter(|(_, t, _)| *t == type_id)
+        .map(|(_, _, b)| read_numbered(b))
+        .filter(|(s, _)| *s == sender)
+        .map(|(_, n)| n)
+        .collect()
+}
 
 const LIMIT: Duration = Duration::from_secs(10);
 const BIG: usize = 300 * 1024;
@@ -51,21 +62,9 @@ fn chunked_transfers_under_loss_and_reordering_arrive_intact_and_in_order() {
         for (i, &first) in start.iter().enumerate() {
             let got = &sim.messages(i)[first..];
             for sender in (0..3u32).filter(|s| *s != i as u32) {
-                let reliable: Vec<u32> = got
-                    .iter()
-                    .filter(|(_, t, _)| *t == 1)
-                    .map(|(_, _, b)| read_numbered(b))
-                    .filter(|(s, _)| *s == sender)
-                    .map(|(_, n)| n)
-                    .collect();
+                let reliable = numbers(got, 1, sender);
                 assert_eq!(reliable, (0..20).collect::<Vec<_>>(), "seed {seed}");
-                let unreliable: Vec<u32> = got
-                    .iter()
-                    .filter(|(_, t, _)| *t == 2)
-                    .map(|(_, _, b)| read_numbered(b))
-                    .filter(|(s, _)| *s == sender)
-                    .map(|(_, n)| n)
-                    .collect();
+                let unreliable = numbers(got, 2, sender);
                 assert!(unreliable.len() > 10, "seed {seed}: most unreliable in");
                 lost += 20 - unreliable.len();
                 reordered += unreliable.windows(2).filter(|w| w[0] > w[1]).count();
