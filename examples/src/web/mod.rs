@@ -7,17 +7,18 @@
 //! (a bot steers), `players=N` and `frames=N` (box game: match size, and the frame whose
 //! checksum to report).
 
-use crate::box_game::{final_checksum, BoxBody, BoxGame, BoxInput, Steering, ARENA};
-use crate::lobby::{short, ChatLog, LobbyGame, Pilot, Position, Squares};
+use crate::box_game::{BoxBody, BoxGame, BoxInput, Steering, ARENA};
+use crate::lobby::{short, LobbyGame, Pilot, Position, Squares};
 use bevy::prelude::*;
 use bevy_huddle::prelude::*;
-use bevy_huddle::{HuddleStats, PeerLinks, RollbackMatch, RollbackStats};
-use serde_json::json;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
+
+mod status;
+use status::{publish_box_game, publish_lobby};
 
 /// What the page's query string asks for.
 #[derive(Debug, Clone)]
@@ -68,7 +69,7 @@ impl PageArgs {
 struct Keys(BTreeSet<String>, Vec<String>);
 
 /// The DOM side: canvas, status element, keys.
-struct Dom {
+pub(super) struct Dom {
     canvas: web_sys::CanvasRenderingContext2d,
     status: web_sys::Element,
     keys: Rc<RefCell<Keys>>,
@@ -169,7 +170,7 @@ pub fn run_box_game() {
 }
 
 #[derive(Resource)]
-struct Target(Option<i32>);
+pub(super) struct Target(pub(super) Option<i32>);
 
 fn steer_square(
     dom: NonSend<Dom>,
@@ -249,141 +250,5 @@ fn draw_boxes(dom: NonSend<Dom>, boxes: Query<&BoxBody>) {
             h / 2.0 - f64::from(b.y) * scale,
         );
         ctx.fill_rect(x - 15.0, y - 15.0, 30.0, 30.0);
-    }
-}
-
-/// The lobby's part of the status: state, ids, host, and each peer's role and RTT.
-fn lobby_status(
-    state: &LobbyState,
-    roster: &Roster,
-    links: &PeerLinks,
-    stats: &HuddleStats,
-) -> serde_json::Value {
-    let peers: Vec<_> = roster
-        .peers
-        .iter()
-        .map(|p| {
-            json!({
-                "id": p.to_string(),
-                "role": roster.roles.get(p).map(|r| format!("{r:?}")),
-                "rtt_ms": links.0.get(p).and_then(|l| l.rtt).map(|r| r.as_secs_f64() * 1e3),
-            })
-        })
-        .collect();
-    json!({
-        "state": format!("{state:?}"),
-        "me": roster.me.map(|m| m.to_string()),
-        "host": roster.host.map(|h| h.to_string()),
-        "members": roster.members.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
-        "peers": peers,
-        "dropped": stats.frames_dropped,
-    })
-}
-
-fn publish(dom: &Dom, status: &serde_json::Value, line: String) {
-    let text = status.to_string();
-    if let Some(window) = web_sys::window() {
-        let _ = js_sys::Reflect::set(&window, &"huddleStatus".into(), &text.into());
-    }
-    dom.status.set_text_content(Some(&line));
-}
-
-fn human(status: &serde_json::Value) -> String {
-    let short_id = |v: &serde_json::Value| {
-        v.as_str()
-            .map(|s| s.chars().take(6).collect::<String>())
-            .unwrap_or_else(|| "-".into())
-    };
-    let peers: Vec<String> = status["peers"]
-        .as_array()
-        .map(|ps| {
-            ps.iter()
-                .map(|p| {
-                    let rtt = p["rtt_ms"]
-                        .as_f64()
-                        .map(|r| format!("{r:.1} ms"))
-                        .unwrap_or_else(|| "-".into());
-                    format!(
-                        "{} ({}) rtt {rtt}",
-                        short_id(&p["id"]),
-                        p["role"].as_str().unwrap_or("-")
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    format!(
-        "{} | me {} | host {} | peers: {}",
-        status["state"].as_str().unwrap_or("?"),
-        short_id(&status["me"]),
-        short_id(&status["host"]),
-        if peers.is_empty() {
-            "none yet".into()
-        } else {
-            peers.join(", ")
-        }
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn publish_lobby(
-    dom: NonSend<Dom>,
-    state: Res<State<LobbyState>>,
-    roster: Res<Roster>,
-    links: Res<PeerLinks>,
-    stats: Res<HuddleStats>,
-    chat: Res<ChatLog>,
-    squares: Res<Squares>,
-) {
-    let mut status = lobby_status(state.get(), &roster, &links, &stats);
-    status["chats"] = json!(chat
-        .0
-        .iter()
-        .map(|(from, line)| json!({"from": from.to_string(), "line": line}))
-        .collect::<Vec<_>>());
-    status["positions_from"] = json!(squares
-        .0
-        .keys()
-        .filter(|p| Some(**p) != roster.me)
-        .map(|p| p.to_string())
-        .collect::<Vec<_>>());
-    let line = format!("{}\narrows: move", human(&status));
-    publish(&dom, &status, line);
-}
-
-fn publish_box_game(world: &mut World) {
-    let state = *world.resource::<State<LobbyState>>().get();
-    let roster = world.resource::<Roster>();
-    let mut status = lobby_status(
-        &state,
-        roster,
-        world.resource::<PeerLinks>(),
-        world.resource::<HuddleStats>(),
-    );
-    let game = world.resource::<RollbackMatch>();
-    let stats = world.resource::<RollbackStats>();
-    status["rollback"] = json!({
-        "phase": format!("{:?}", game.phase),
-        "local_handle": game.local_handle,
-        "players": game.players.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-        "frame": stats.newest_frame,
-        "confirmed": stats.confirmed_frame,
-        "rollback_frames": stats.frames_resimulated,
-        "ping_ms": stats.peers.values().map(|s| s.ping).max(),
-    });
-    if let Some(target) = world.resource::<Target>().0 {
-        status["rollback"]["target"] = json!(target);
-        status["rollback"]["checksum"] =
-            json!(final_checksum(world, target).map(|c| format!("{c:016x}")));
-    }
-    let line = format!(
-        "{}\nmatch: {} frame {} rollbacks {} | arrows: move, esc: leave",
-        human(&status),
-        status["rollback"]["phase"].as_str().unwrap_or("?"),
-        status["rollback"]["frame"],
-        status["rollback"]["rollback_frames"],
-    );
-    if let Some(dom) = world.get_non_send::<Dom>() {
-        publish(dom, &status, line);
     }
 }
