@@ -259,19 +259,21 @@ pub fn final_checksum(world: &World, frame: i32) -> Option<u64> {
 /// A headless app that runs the game's systems in a GGRS SyncTest session (every frame is
 /// rolled back `check_distance` frames and resimulated; checksums must match). Mismatches are
 /// counted in [`SyncTestFailures`].
-pub fn synctest_app(players: usize, check_distance: usize) -> Result<App, String> {
+pub fn synctest_app(
+    players: usize,
+    check_distance: usize,
+) -> Result<App, bevy_huddle::ggrs::GgrsError> {
     let session = SessionBuilder::<BoxConfig>::new()
         .with_num_players(players)
         .and_then(|b| {
             b.with_check_distance(check_distance)
                 .with_max_prediction_window(check_distance + 1)
                 .start_synctest_session()
-        })
-        .map_err(|e| e.to_string())?;
+        })?;
     let mut app = App::new();
     app.add_plugins(MinimalPlugins)
         .add_plugins(HuddlePlugin::new(HuddleConfig::default()))
-        .add_plugins(BoxGame::new(Pilot::Bot, 2))
+        .add_plugins(BoxGame::new(Pilot::Bot, players))
         .init_resource::<SyncTestFailures>()
         .insert_resource(Session::SyncTest(session));
     app.world_mut()
