@@ -146,3 +146,32 @@ fn pings_measure_the_round_trip() {
     );
     assert_eq!(stats.loss, 0.0);
 }
+
+/// In a quiet lobby the endpoint's next timeout is its next ping: nothing goes out before it,
+/// the ping goes out at it.
+#[test]
+fn the_next_timeout_is_the_next_thing_to_do() {
+    let mut sim = Sim::new(Topology::Mesh, conditions(5, 0, 0.0), 9);
+    sim.join();
+    sim.run_for(Duration::from_millis(400));
+    sim.join();
+    assert!(sim.run_until(LIMIT, Sim::settled));
+    sim.run_for(Duration::from_secs(1));
+    let now = sim.now;
+    let ep = &mut sim.nodes[0].ep;
+    while ep.poll_transmit().is_some() {}
+    let next = ep.poll_timeout().expect("a ping is due some time");
+    assert!(
+        next > now && next <= now + ep.config().ping_interval,
+        "{next:?}"
+    );
+    ep.handle_timeout(next - Duration::from_millis(1));
+    assert_eq!(ep.poll_transmit(), None, "nothing before the timeout");
+    ep.handle_timeout(next);
+    let ping = ep.poll_transmit().expect("the ping");
+    assert_eq!(
+        (ping.lane, ping.peer),
+        (huddle_protocol::Lane::Unreliable, Sim::id(1))
+    );
+    assert!(ep.poll_timeout().is_some_and(|t| t > next));
+}
