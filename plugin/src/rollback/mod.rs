@@ -1,11 +1,12 @@
 //! Rollback matches from the lobby (feature `ggrs`): GGRS 0.13 sessions run by bevy_ggrs 0.22.
 //!
-//! Add [`HuddleRollbackPlugin`] next to [`HuddlePlugin`](crate::HuddlePlugin). When the host's
+//! Add [`HuddleRollbackPlugin::new`] with its [`RollbackSettings`] next to
+//! [`HuddlePlugin`](crate::HuddlePlugin). When the host's
 //! lobby holds [`RollbackSettings::players`] linked peers (or the host's game writes
 //! [`StartRollback`]), the host names the players (the first ones in join order) and every peer
 //! starts the same GGRS P2P session from that list: handle `i` is the `i`-th player. GGRS
-//! traffic runs on the plugin's own unreliable GGRS channel through [`HuddleGgrsSocket`], which
-//! drops and counts what is not a GGRS message. Game logic goes in bevy_ggrs's `GgrsSchedule`,
+//! traffic runs on the session's raw lane (an unreliable channel of its own) through
+//! [`HuddleGgrsSocket`], which drops and counts what is not a GGRS message. Game logic goes in bevy_ggrs's `GgrsSchedule`,
 //! inputs in its `ReadInputs`, exactly as with bevy_ggrs alone.
 //!
 //! - GGRS events arrive as [`RollbackEvent`]s with the peer's id; network stats are in
