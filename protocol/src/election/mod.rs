@@ -244,7 +244,10 @@ impl HostElection {
     /// Take the host role with an epoch above `above`.
     fn become_host(&mut self, above: u64) -> Vec<Output> {
         let mut out = self.set_host(self.me);
-        let epoch = above.max(self.roster.as_ref().map_or(0, |r| r.epoch)) + 1;
+        // A peer may claim any epoch: never overflow on it.
+        let epoch = above
+            .max(self.roster.as_ref().map_or(0, |r| r.epoch))
+            .saturating_add(1);
         self.roster = Some(Succession {
             epoch,
             order: self.order_as_host(),
@@ -263,7 +266,7 @@ impl HostElection {
             return Vec::new();
         }
         let roster = Succession {
-            epoch: epoch + 1,
+            epoch: epoch.saturating_add(1),
             order,
         };
         self.roster = Some(roster.clone());

@@ -325,3 +325,24 @@ fn any_delivery_order_converges() {
         sim.assert_agree(first);
     }
 }
+
+#[test]
+fn the_largest_epoch_a_peer_can_claim_overflows_nothing() {
+    let (host, later) = (id(1), id(2));
+    let mut e = HostElection::new(host, Duration::ZERO, GRACE);
+    e.tick(GRACE);
+    assert!(e.is_host());
+    e.introduced_later(later);
+    e.connected(later);
+    // A later peer claims to host with the largest epoch: the host outbids without overflowing,
+    // and keeps publishing when members change.
+    let claim = Succession {
+        epoch: u64::MAX,
+        order: vec![later, host],
+    };
+    let out = e.roster_received(later, claim);
+    assert!(e.is_host());
+    assert!(out.iter().any(|o| matches!(o, Output::Publish(_))));
+    let out = e.disconnected(later);
+    assert!(out.iter().any(|o| matches!(o, Output::Publish(_))));
+}

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use matchbox_protocol::PeerId;
 use std::time::Duration;
 
-/// Room for the largest routing header in front of a frame.
-const ROUTE_HEADER: usize = 33;
+/// Room for the largest routing header in front of a frame: kind, origin, target, sequence.
+const ROUTE_HEADER: usize = 1 + 16 + 16 + 4;
 
 impl Endpoint {
     /// Queues an encoded game message of type `type_id` for `to`; it goes out at the next

@@ -8,6 +8,7 @@
 use bytes::Bytes;
 use huddle_protocol::conditioner::{Conditions, Delayer};
 use huddle_protocol::endpoint::{Channel, EndpointConfig, Event, Recipients, Role};
+use huddle_protocol::lane::MAX_DATA_CHANNEL_MESSAGE;
 use huddle_protocol::{Endpoint, Lane, PeerId, Topology};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -282,6 +283,13 @@ impl Sim {
                 node.events.push(e);
             }
             while let Some(t) = node.ep.poll_transmit() {
+                // Larger data channel messages vanish in webrtc-rs: the endpoint never sends one.
+                assert!(
+                    t.bytes.len() <= MAX_DATA_CHANNEL_MESSAGE,
+                    "{} bytes on {:?}",
+                    t.bytes.len(),
+                    t.lane
+                );
                 node.out.submit(now, &conditions, t.lane, t.peer, t.bytes);
             }
         }

@@ -151,3 +151,20 @@ fn messages_whose_next_hop_never_comes_are_given_up_and_reported() {
     assert!(sim.nodes[2].ep.counters().send_failed >= 1);
     assert_eq!(sim.nodes[2].ep.bulk_pending(Sim::id(1)), 0, "nothing kept");
 }
+
+/// Messages just under the data channel limit, relayed with the largest routing header (origin,
+/// target, sequence number): each frame the network carries stays within the limit (the
+/// simulation checks every one) and every message arrives.
+#[test]
+fn the_largest_frames_fit_behind_the_routing_header() {
+    let mut sim = star(3, 5, 0.0);
+    for (k, len) in [65_460usize, 65_499, 65_502, 65_536]
+        .into_iter()
+        .enumerate()
+    {
+        let msg = numbered(1, k as u32, len);
+        sim.send(1, 1, Channel::Reliable, &msg, Recipients::Peer(Sim::id(2)));
+    }
+    assert!(sim.run_until(LIMIT, |s| received(s, 2).get(&1).map_or(0, Vec::len) == 4));
+    assert_eq!(received(&sim, 2)[&1], [0, 1, 2, 3]);
+}
