@@ -178,7 +178,7 @@ pub(crate) fn write_events(
                 from,
                 bytes,
             } => deliver(world, type_id, from, &bytes),
-            Event::Raw { .. } => {}
+            Event::Raw { .. } | Event::Media { .. } => {}
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The plugin's own messages on its reserved reliable control channel.
 
 use crate::election::Succession;
+use crate::media::MediaSignal;
 use crate::room::Topology;
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +44,8 @@ pub enum Control {
         /// The highest sequence number passed on.
         seq: u32,
     },
+    /// Negotiation of the media-only peer connection (see [`crate::media`]).
+    Media(MediaSignal),
 }
 
 impl Control {

@@ -31,6 +31,7 @@ pub mod election;
 pub mod endpoint;
 pub mod frame;
 pub mod lane;
+pub mod media;
 pub mod relay;
 pub mod room;
 pub mod signal;

@@ -76,6 +76,8 @@ impl HuddleSession {
             max_pending_bytes: config.max_pending_bytes,
             bulk_window_bytes: config.bulk_window_bytes,
             ping_interval: config.ping_interval,
+            // No media in this build yet: a peer's media offer is answered "unsupported".
+            media: false,
         });
         Ok(Self {
             socket,

@@ -46,6 +46,8 @@ pub(crate) struct Link {
     pub(crate) announced: bool,
     /// Its hello did not match: its frames are dropped.
     pub(crate) mismatched: bool,
+    /// We told it we have no media.
+    pub(crate) media_refused: bool,
     /// It told us it has our hello.
     pub(crate) hello_acked: bool,
     /// When we last sent it our hello.
@@ -74,6 +76,7 @@ impl Link {
             connected: false,
             announced: false,
             mismatched: false,
+            media_refused: false,
             hello_acked: false,
             hello_sent: None,
             early: Vec::new(),

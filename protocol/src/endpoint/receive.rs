@@ -4,6 +4,7 @@ use super::{Endpoint, Event};
 use crate::control::{hello_version, Control};
 use crate::frame::Frame;
 use crate::lane::Lane;
+use crate::media::MediaSignal;
 use crate::relay;
 use bytes::Bytes;
 use matchbox_protocol::PeerId;
@@ -56,11 +57,35 @@ impl Endpoint {
                 self.sync_star_members();
             }
             Control::RelayAck { seq } => self.relay_acked(peer, seq, now),
+            Control::Media(signal) => self.media_received(peer, signal),
             Control::ChunkAck { received } => {
                 if let Some(link) = self.links.get_mut(&peer) {
                     link.bulk_acked = link.bulk_acked.max(received);
                 }
             }
+        }
+    }
+
+    /// A media signal: for the driver when we do media; else a peer's first offer is answered
+    /// "unsupported" (once), and the rest is dropped.
+    fn media_received(&mut self, peer: PeerId, signal: MediaSignal) {
+        if !self.joined.contains(&peer) {
+            self.counters.media_dropped += 1;
+            return;
+        }
+        if self.config.media {
+            self.events.push_back(Event::Media { from: peer, signal });
+            return;
+        }
+        self.counters.media_dropped += 1;
+        let asks = matches!(
+            signal,
+            MediaSignal::Offer { .. } | MediaSignal::Renegotiate { .. }
+        );
+        let link = self.link(peer);
+        if asks && !std::mem::replace(&mut link.media_refused, true) {
+            let refusal = Control::Media(MediaSignal::Unsupported).encode();
+            self.send_now(Lane::Control, peer, refusal);
         }
     }
 

@@ -6,6 +6,7 @@ use super::{Endpoint, EndpointError, SendError, Unacked, LINK_WAIT, MAX_UNACKED}
 use crate::chunk::{chunk_count, CHUNK_BYTES};
 use crate::frame::Frame;
 use crate::lane::{Lane, MAX_DATA_CHANNEL_MESSAGE};
+use crate::media::MediaSignal;
 use crate::relay;
 use bytes::Bytes;
 use matchbox_protocol::PeerId;
@@ -95,6 +96,17 @@ impl Endpoint {
             }
         }
         Ok(())
+    }
+
+    /// Sends a media signal to `peer` on the control lane now, if its link is ready; returns
+    /// whether it went.
+    pub fn send_media(&mut self, peer: PeerId, signal: MediaSignal) -> bool {
+        if !self.ready(peer) {
+            return false;
+        }
+        let bytes = crate::control::Control::Media(signal).encode();
+        self.send_now(Lane::Control, peer, bytes);
+        true
     }
 
     /// Sends `bytes` on the raw lane to `peer` now, if its link is ready; returns whether it went.

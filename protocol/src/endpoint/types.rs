@@ -1,6 +1,7 @@
 //! What goes into and out of an [`Endpoint`](super::Endpoint).
 
 use crate::lane::Lane;
+use crate::media::MediaSignal;
 use crate::room::Topology;
 use bytes::Bytes;
 use matchbox_protocol::PeerId;
@@ -70,6 +71,9 @@ pub struct EndpointConfig {
     pub bulk_window_bytes: usize,
     /// How often each link is pinged (for RTT and loss).
     pub ping_interval: Duration,
+    /// Whether we do media: with it, media signals from peers become [`Event::Media`]; without,
+    /// a peer's offer is answered [`MediaSignal::Unsupported`].
+    pub media: bool,
 }
 
 impl Default for EndpointConfig {
@@ -83,6 +87,7 @@ impl Default for EndpointConfig {
             max_pending_bytes: 32 * 1024 * 1024,
             bulk_window_bytes: 256 * 1024,
             ping_interval: Duration::from_millis(250),
+            media: false,
         }
     }
 }
@@ -131,6 +136,14 @@ pub enum Event {
         from: PeerId,
         /// The encoded message.
         bytes: Bytes,
+    },
+    /// A media signal from a peer in the lobby (only when the endpoint does media), for the
+    /// driver's [`MediaPeer`](crate::media::MediaPeer) of that peer.
+    Media {
+        /// The peer.
+        from: PeerId,
+        /// The signal.
+        signal: MediaSignal,
     },
     /// Bytes on the raw lane from a peer in the lobby.
     Raw {
@@ -241,4 +254,6 @@ pub struct Counters {
     pub duplicates_dropped: u64,
     /// Reliable frames given up (reported to the game as errors).
     pub send_failed: u64,
+    /// Media signals dropped: from peers outside the lobby, or while we have no media.
+    pub media_dropped: u64,
 }

@@ -203,3 +203,49 @@ fn a_hello_of_another_version_is_a_clear_error() {
     )));
     assert!(sim.nodes[0].ep.peers().is_empty());
 }
+
+/// A peer without media answers a media offer "unsupported" once, however many come, and drops
+/// media signals from outside the lobby; a peer with media hands them to its driver.
+#[test]
+fn media_signals_without_media_are_refused_once() {
+    use huddle_protocol::media::MediaSignal;
+    let mut sim = lobby(Topology::Mesh, 1);
+    sim.config.media = true;
+    sim.join();
+    assert!(sim.run_until(LIMIT, Sim::settled));
+    let offer = Control::Media(MediaSignal::Offer {
+        session: 1,
+        round: 1,
+        sdp: "v=0".into(),
+    });
+    for _ in 0..5 {
+        sim.inject(1, 0, Lane::Control, offer.encode());
+    }
+    sim.run_for(Duration::from_millis(100));
+    let refusals = sim.nodes[1]
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Media {
+                    signal: MediaSignal::Unsupported,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(refusals, 1, "one answer, not one per offer");
+    assert_eq!(sim.nodes[0].ep.counters().media_dropped, 5);
+    // The peer with media gets its signals as events.
+    let back = Control::Media(MediaSignal::Renegotiate { session: 1 });
+    sim.inject(0, 1, Lane::Control, back.encode());
+    sim.run_for(Duration::from_millis(100));
+    assert!(sim.nodes[1].events.iter().any(|e| matches!(
+        e,
+        Event::Media {
+            signal: MediaSignal::Renegotiate { session: 1 },
+            ..
+        }
+    )));
+}
