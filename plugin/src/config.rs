@@ -89,6 +89,12 @@ pub struct HuddleConfig {
     pub bulk_window_bytes: usize,
     /// How often each link is pinged (for RTT and loss).
     pub ping_interval: Duration,
+    /// Media with the other peers (feature `media`, native): on, a media-only connection is
+    /// negotiated with every peer that has media too. Off (the default: media costs a second
+    /// connection per peer), a peer's media offer is answered "unsupported", as by a build without
+    /// the feature.
+    #[cfg(all(feature = "media", not(target_arch = "wasm32")))]
+    pub media: bool,
 }
 
 impl Default for HuddleConfig {
@@ -102,6 +108,8 @@ impl Default for HuddleConfig {
             max_pending_bytes: 32 * 1024 * 1024,
             bulk_window_bytes: 256 * 1024,
             ping_interval: Duration::from_millis(250),
+            #[cfg(all(feature = "media", not(target_arch = "wasm32")))]
+            media: false,
         }
     }
 }
@@ -113,6 +121,14 @@ impl HuddleConfig {
             room_url: Some(room_url.into()),
             ..Self::default()
         }
+    }
+
+    /// Whether this peer does media: the feature is on (native) and [`Self::media`] allows it.
+    pub fn media_enabled(&self) -> bool {
+        #[cfg(all(feature = "media", not(target_arch = "wasm32")))]
+        return self.media;
+        #[cfg(not(all(feature = "media", not(target_arch = "wasm32"))))]
+        false
     }
 
     /// The room URL to join for `room_url` and the room's topology: the URL gains

@@ -47,6 +47,8 @@ pub mod diagnostics;
 #[cfg(all(feature = "server", not(target_arch = "wasm32")))]
 pub mod embedded;
 mod lobby;
+#[cfg(all(feature = "media", not(target_arch = "wasm32")))]
+pub mod media;
 pub mod messages;
 pub mod registry;
 #[cfg(feature = "ggrs")]
@@ -145,5 +147,7 @@ impl Plugin for HuddlePlugin {
             )
             .add_systems(PostUpdate, systems::flush.in_set(HuddleSystems::Flush));
         HuddleDiagnostics::register(app);
+        #[cfg(all(feature = "media", not(target_arch = "wasm32")))]
+        media::build(app);
     }
 }

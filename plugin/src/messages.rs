@@ -150,6 +150,14 @@ impl From<EndpointError> for HuddleError {
     }
 }
 
+/// A media signal from a peer, for the media systems (feature `media`).
+#[cfg(all(feature = "media", not(target_arch = "wasm32")))]
+#[derive(Message, Debug, Clone)]
+pub(crate) struct MediaSignalIn {
+    pub(crate) from: PeerId,
+    pub(crate) signal: huddle_protocol::media::MediaSignal,
+}
+
 /// Writes an endpoint's events as Bevy messages; game messages go to `deliver` (which decodes
 /// them with the registry).
 pub(crate) fn write_events(
@@ -178,7 +186,13 @@ pub(crate) fn write_events(
                 from,
                 bytes,
             } => deliver(world, type_id, from, &bytes),
-            Event::Raw { .. } | Event::Media { .. } => {}
+            #[cfg(all(feature = "media", not(target_arch = "wasm32")))]
+            Event::Media { from, signal } => {
+                world.write_message(MediaSignalIn { from, signal });
+            }
+            #[cfg(not(all(feature = "media", not(target_arch = "wasm32"))))]
+            Event::Media { .. } => {}
+            Event::Raw { .. } => {}
         }
     }
 }

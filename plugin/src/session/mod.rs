@@ -19,6 +19,7 @@ use huddle_protocol::conditioner::Delayer;
 use huddle_protocol::endpoint::{
     Channel, Counters, EndpointConfig, Event, LinkStats, Recipients, Role, SendError,
 };
+use huddle_protocol::media::MediaSignal;
 use huddle_protocol::{Endpoint, Lane, Topology};
 use matchbox_socket::{ChannelConfig, PeerId, PeerState, WebRtcSocket};
 use std::time::Duration;
@@ -76,8 +77,8 @@ impl HuddleSession {
             max_pending_bytes: config.max_pending_bytes,
             bulk_window_bytes: config.bulk_window_bytes,
             ping_interval: config.ping_interval,
-            // No media in this build yet: a peer's media offer is answered "unsupported".
-            media: false,
+            // Without media a peer's media offer is answered "unsupported".
+            media: config.media_enabled(),
         });
         Ok(Self {
             socket,
@@ -145,8 +146,20 @@ impl HuddleSession {
         lane
     }
 
-    fn now(&self) -> Duration {
+    /// The session's clock: time since it started.
+    pub(crate) fn now(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// Sends a media signal to `peer` (feature `media`); `false` if its link is not ready.
+    #[cfg_attr(
+        not(all(feature = "media", not(target_arch = "wasm32"))),
+        allow(dead_code)
+    )]
+    pub(crate) fn send_media(&mut self, peer: PeerId, signal: MediaSignal) -> bool {
+        let sent = self.endpoint.send_media(peer, signal);
+        self.transmit_all();
+        sent
     }
 
     /// Whether the message loop has ended; with its error if it failed.
