@@ -87,6 +87,10 @@ pub struct HuddleConfig {
     /// Most chunk bytes in flight (sent, not yet acknowledged) per peer: bulk transfers are paced
     /// by this so they never starve game moves.
     pub bulk_window_bytes: usize,
+    /// Most bytes of reliable messages queued for one peer (behind its window, or waiting for its
+    /// link): a peer that reads slowly or not at all cannot make us hold more; past it a send is
+    /// refused with `HuddleError::Send`.
+    pub max_queued_bytes: usize,
     /// How often each link is pinged (for RTT and loss).
     pub ping_interval: Duration,
     /// Media with the other peers (feature `media`, native): on, a media-only connection is
@@ -107,6 +111,7 @@ impl Default for HuddleConfig {
             max_message_bytes: 16 * 1024 * 1024,
             max_pending_bytes: 32 * 1024 * 1024,
             bulk_window_bytes: 256 * 1024,
+            max_queued_bytes: 64 * 1024 * 1024,
             ping_interval: Duration::from_millis(250),
             #[cfg(all(feature = "media", not(target_arch = "wasm32")))]
             media: false,

@@ -140,12 +140,12 @@ impl From<EndpointError> for HuddleError {
             EndpointError::TopologyMismatch { peer, ours, theirs } => {
                 HuddleError::TopologyMismatch { peer, ours, theirs }
             }
-            EndpointError::LinkGaveUp { .. } | EndpointError::RelayOverflow { .. } => {
-                HuddleError::Send {
-                    type_name: "reliable frames",
-                    why: e.to_string(),
-                }
-            }
+            EndpointError::LinkGaveUp { .. }
+            | EndpointError::RelayOverflow { .. }
+            | EndpointError::QueueFull { .. } => HuddleError::Send {
+                type_name: "reliable frames",
+                why: e.to_string(),
+            },
         }
     }
 }

@@ -50,6 +50,7 @@ pub struct Reassembler {
     max_pending: usize,
     pending: usize,
     partial: HashMap<u32, Partial>,
+    abandoned: u64,
 }
 
 impl Reassembler {
@@ -61,7 +62,13 @@ impl Reassembler {
             max_pending,
             pending: 0,
             partial: HashMap::new(),
+            abandoned: 0,
         }
+    }
+
+    /// Unfinished messages dropped because their sender started another, since the last call.
+    pub fn take_abandoned(&mut self) -> u64 {
+        std::mem::take(&mut self.abandoned)
     }
 
     /// Bytes held for unfinished messages.
@@ -79,8 +86,12 @@ impl Reassembler {
         data: &[u8],
     ) -> Result<Option<(u32, Vec<u8>)>, ChunkError> {
         if index == 0 {
-            // A new message (a stale partial with this number is replaced).
-            self.drop_partial(seq);
+            // A new message. A sender's chunks arrive in order, one message after the other, so
+            // an unfinished one is one it gave up: it goes (and a peer that starts messages it
+            // never ends cannot pile them up).
+            let abandoned = std::mem::take(&mut self.partial);
+            self.abandoned += abandoned.len() as u64;
+            self.pending = 0;
             if (count as usize)
                 .saturating_sub(1)
                 .saturating_mul(CHUNK_BYTES)
@@ -191,13 +202,30 @@ mod tests {
             r.push(1, 2, 0, 100, &part),
             Err(ChunkError::TooLarge { .. })
         ));
-        // Two unfinished messages together exceed the pending limit.
-        r.push(1, 3, 0, 3, &part).unwrap();
-        r.push(1, 3, 1, 3, &part).unwrap();
+        // An unfinished message past the pending limit is dropped, its memory freed.
+        r.push(1, 3, 0, 4, &part).unwrap();
+        r.push(1, 3, 1, 4, &part).unwrap();
         assert!(matches!(
-            r.push(1, 4, 0, 3, &part),
+            r.push(1, 3, 2, 4, &part),
             Err(ChunkError::TooMuchPending { .. })
         ));
-        assert_eq!(r.pending_bytes(), 2 * CHUNK_BYTES);
+        assert_eq!(r.pending_bytes(), 0);
+    }
+
+    #[test]
+    fn a_new_message_ends_an_unfinished_one() {
+        let mut r = Reassembler::new(1 << 20, 1 << 20);
+        for seq in 0..100 {
+            assert_eq!(r.push(1, seq, 0, 2, b"ab"), Ok(None));
+        }
+        assert_eq!(r.take_abandoned(), 99);
+        assert_eq!(r.pending_bytes(), 2, "only the newest is held");
+        assert!(
+            r.push(1, 5, 1, 2, b"x").is_err(),
+            "an abandoned one cannot go on"
+        );
+        assert_eq!(r.push(1, 7, 0, 2, b"a"), Ok(None));
+        assert_eq!(r.push(1, 7, 1, 2, b"b"), Ok(Some((1, b"ab".to_vec()))));
+        assert_eq!(r.pending_bytes(), 0);
     }
 }

@@ -76,6 +76,7 @@ impl HuddleSession {
             max_message_bytes: config.max_message_bytes,
             max_pending_bytes: config.max_pending_bytes,
             bulk_window_bytes: config.bulk_window_bytes,
+            max_queued_bytes: config.max_queued_bytes,
             ping_interval: config.ping_interval,
             // Without media a peer's media offer is answered "unsupported".
             media: config.media_enabled(),

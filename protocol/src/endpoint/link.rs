@@ -59,7 +59,9 @@ pub(crate) struct Link {
     pub(crate) chunk_acked_out: u64,
     /// Reliable frames waiting behind the window, in order: (chunk payload bytes, which count
     /// against the window, or 0 for a whole message queued behind a chunked one; frame).
-    pub(crate) bulk: VecDeque<(usize, Bytes)>,
+    bulk: VecDeque<(usize, Bytes)>,
+    /// Bytes in `bulk`.
+    bulk_bytes: usize,
     pub(crate) bulk_sent: u64,
     pub(crate) bulk_acked: u64,
     /// Since when reliable frames have been waiting for this link to come up.
@@ -84,6 +86,7 @@ impl Link {
             chunk_bytes_in: 0,
             chunk_acked_out: 0,
             bulk: VecDeque::new(),
+            bulk_bytes: 0,
             bulk_sent: 0,
             bulk_acked: 0,
             waiting_since: None,
@@ -91,6 +94,35 @@ impl Link {
             pings: VecDeque::new(),
             stats: LinkStats::default(),
         }
+    }
+
+    /// Queues a reliable frame behind the window (`counted`: its chunk payload bytes).
+    pub(crate) fn queue_bulk(&mut self, counted: usize, frame: Bytes) {
+        self.bulk_bytes += frame.len();
+        self.bulk.push_back((counted, frame));
+    }
+
+    /// The next frame behind the window.
+    pub(crate) fn pop_bulk(&mut self) -> Option<(usize, Bytes)> {
+        let next = self.bulk.pop_front()?;
+        self.bulk_bytes -= next.1.len();
+        Some(next)
+    }
+
+    /// Gives up every frame behind the window; returns how many there were.
+    pub(crate) fn clear_bulk(&mut self) -> usize {
+        self.bulk_bytes = 0;
+        std::mem::take(&mut self.bulk).len()
+    }
+
+    /// Bytes of frames behind the window.
+    pub(crate) fn bulk_bytes(&self) -> usize {
+        self.bulk_bytes
+    }
+
+    /// Whether frames wait behind the window.
+    pub(crate) fn has_bulk(&self) -> bool {
+        !self.bulk.is_empty()
     }
 
     /// Whether we have its hello (matching or not).

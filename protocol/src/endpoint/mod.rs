@@ -330,9 +330,7 @@ impl Endpoint {
 
     /// Bytes of reliable frames still waiting behind the bulk window for `peer`.
     pub fn bulk_pending(&self, peer: PeerId) -> usize {
-        self.links
-            .get(&peer)
-            .map_or(0, |l| l.bulk.iter().map(|(_, f)| f.len()).sum())
+        self.links.get(&peer).map_or(0, Link::bulk_bytes)
     }
 
     // ---- shared helpers ----

@@ -60,7 +60,11 @@ impl Endpoint {
             Control::Media(signal) => self.media_received(peer, signal),
             Control::ChunkAck { received } => {
                 if let Some(link) = self.links.get_mut(&peer) {
-                    link.bulk_acked = link.bulk_acked.max(received);
+                    if received > link.bulk_acked {
+                        // Progress: the window is not stuck.
+                        link.bulk_acked = received;
+                        link.waiting_since = None;
+                    }
                 }
             }
         }
@@ -138,10 +142,9 @@ impl Endpoint {
                 index,
                 count,
             } if lane == Lane::Reliable => {
-                let result = self
-                    .link(from)
-                    .reassembler
-                    .push(type_id, seq, index, count, payload);
+                let reassembler = &mut self.link(from).reassembler;
+                let result = reassembler.push(type_id, seq, index, count, payload);
+                self.counters.chunks_dropped += reassembler.take_abandoned();
                 self.chunk_received(link, payload.len(), index + 1 == count);
                 match result {
                     Ok(Some((type_id, bytes))) => {

@@ -1,6 +1,7 @@
 //! Frames out: game messages (whole or chunked, direct or through the star's host), the bulk
 //! window that paces chunks, reliable frames given up when no link comes, pings, the raw lane.
 
+use super::link::Link;
 use super::{Channel, Recipients};
 use super::{Endpoint, EndpointError, SendError, Unacked, LINK_WAIT, MAX_UNACKED};
 use crate::chunk::{chunk_count, CHUNK_BYTES};
@@ -74,6 +75,21 @@ impl Endpoint {
                 })
                 .collect()
         };
+        if lane == Lane::Reliable {
+            let bytes: usize = frames.iter().map(|(_, f)| f.len() + ROUTE_HEADER).sum();
+            let limit = self.config.max_queued_bytes;
+            for (link, _) in &destinations {
+                let queued = self.links.get(link).map_or(0, Link::bulk_bytes);
+                if queued.saturating_add(bytes) > limit {
+                    return Err(SendError::QueueFull {
+                        peer: *link,
+                        queued,
+                        bytes,
+                        limit,
+                    });
+                }
+            }
+        }
         for (link, route) in destinations {
             self.link(link).stats.messages_out += 1;
             for (counted, f) in &frames {
@@ -140,9 +156,17 @@ impl Endpoint {
     /// Queues a frame for `peer` on `lane`: reliable frames wait behind a chunked transfer (and
     /// chunks count against the window); the rest go out with the next flush.
     pub(super) fn push_frame(&mut self, lane: Lane, peer: PeerId, bytes: Bytes, counted: usize) {
+        let limit = self.config.max_queued_bytes;
         let link = self.link(peer);
-        if lane == Lane::Reliable && (counted > 0 || !link.bulk.is_empty()) {
-            link.bulk.push_back((counted, bytes));
+        if lane == Lane::Reliable && (counted > 0 || link.has_bulk()) {
+            if link.bulk_bytes().saturating_add(bytes.len()) > limit {
+                // Only relayed frames get here over the limit (our own are refused at send).
+                self.counters.send_failed += 1;
+                let error = EndpointError::QueueFull { peer, frames: 1 };
+                self.events.push_back(super::Event::Error(error));
+                return;
+            }
+            link.queue_bulk(counted, bytes);
         } else {
             self.outbox.push((lane, peer, bytes));
         }
@@ -157,7 +181,7 @@ impl Endpoint {
                 self.send_now(lane, peer, bytes);
             } else if lane == Lane::Reliable && member {
                 // No working link yet (a star's new host is still connecting): wait for it.
-                self.link(peer).bulk.push_back((0, bytes));
+                self.link(peer).queue_bulk(0, bytes);
             }
             // Otherwise the peer is gone: what was for it is moot (relayed frames it had not
             // passed on are sent again through the next host).
@@ -175,7 +199,7 @@ impl Endpoint {
         let peers: Vec<PeerId> = self
             .links
             .iter()
-            .filter(|(_, l)| !l.bulk.is_empty() && l.ready())
+            .filter(|(_, l)| l.has_bulk() && l.ready())
             .map(|(p, _)| *p)
             .collect();
         for peer in peers {
@@ -183,7 +207,7 @@ impl Endpoint {
                 if link.bulk_sent.saturating_sub(link.bulk_acked) >= window {
                     break;
                 }
-                let Some((counted, frame)) = link.bulk.pop_front() else {
+                let Some((counted, frame)) = link.pop_bulk() else {
                     break;
                 };
                 // Only chunk payload counts against the window: that is what the peer acks.
@@ -193,19 +217,24 @@ impl Endpoint {
         }
     }
 
-    /// Reliable frames waiting for a link that has not come up in [`LINK_WAIT`] are given up
-    /// and reported, never dropped in silence.
+    /// Reliable frames waiting for a link that has not come up, or behind a window the peer has
+    /// not opened any further, for [`LINK_WAIT`] are given up and reported, never dropped in
+    /// silence.
     fn give_up_waiting(&mut self, now: Duration) {
+        let window = self.config.bulk_window_bytes as u64;
         let mut failed = Vec::new();
         for (peer, link) in &mut self.links {
-            let waiting = !link.bulk.is_empty() && !link.ready();
+            let closed = link.bulk_sent.saturating_sub(link.bulk_acked) >= window;
+            let waiting = link.has_bulk() && (!link.ready() || closed);
             match (waiting, link.waiting_since) {
                 (false, _) => link.waiting_since = None,
                 (true, None) => link.waiting_since = Some(now),
                 (true, Some(since)) if now.saturating_sub(since) >= LINK_WAIT => {
-                    failed.push((*peer, link.bulk.len()));
-                    link.bulk.clear();
+                    failed.push((*peer, link.clear_bulk()));
                     link.waiting_since = None;
+                    // What was sent counts as acknowledged: a window shut by acknowledgements
+                    // that never came opens again for what is sent next.
+                    link.bulk_acked = link.bulk_acked.max(link.bulk_sent);
                 }
                 (true, Some(_)) => {}
             }

@@ -242,6 +242,9 @@ impl Endpoint {
         for peer in gone {
             self.lobby_changed();
             self.joined.retain(|j| *j != peer);
+            // What we kept for it (its unfinished relayed messages) goes with it.
+            self.links.remove(&peer);
+            self.relay_seen.remove(&peer);
             self.events.push_back(Event::Left {
                 peer,
                 reason: LeaveReason::Left,

@@ -69,6 +69,9 @@ pub struct EndpointConfig {
     pub max_pending_bytes: usize,
     /// Most chunk bytes in flight (sent, not yet acknowledged) per peer.
     pub bulk_window_bytes: usize,
+    /// Most bytes of reliable frames queued behind the window per peer (a peer that does not
+    /// read cannot make us hold more; past it sends are refused and relayed frames given up).
+    pub max_queued_bytes: usize,
     /// How often each link is pinged (for RTT and loss).
     pub ping_interval: Duration,
     /// Whether we do media: with it, media signals from peers become [`Event::Media`]; without,
@@ -86,6 +89,7 @@ impl Default for EndpointConfig {
             max_message_bytes: 16 * 1024 * 1024,
             max_pending_bytes: 32 * 1024 * 1024,
             bulk_window_bytes: 256 * 1024,
+            max_queued_bytes: 64 * 1024 * 1024,
             ping_interval: Duration::from_millis(250),
             media: false,
         }
@@ -200,6 +204,14 @@ pub enum EndpointError {
         /// How long they waited.
         waited: Duration,
     },
+    /// Relayed reliable frames for `peer` were given up: its queue was full.
+    #[error("{frames} relayed reliable frames for {peer} given up: its queue is full")]
+    QueueFull {
+        /// The peer.
+        peer: PeerId,
+        /// How many frames.
+        frames: usize,
+    },
     /// Relayed reliable frames were given up: more than the endpoint keeps for a resend were
     /// waiting for the host's acknowledgement.
     #[error("{frames} relayed reliable frames given up: too many unacknowledged")]
@@ -216,6 +228,20 @@ pub enum SendError {
     #[error("{bytes} bytes exceed the unreliable channel's {limit}")]
     TooLargeForUnreliable {
         /// The frame's size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The reliable queue of a recipient is full (it reads slower than we send, or not at all).
+    #[error(
+        "the queue for {peer} holds {queued} bytes: {bytes} more exceed max_queued_bytes ({limit})"
+    )]
+    QueueFull {
+        /// The recipient (the next hop).
+        peer: PeerId,
+        /// Bytes queued for it now.
+        queued: usize,
+        /// The message's frames.
         bytes: usize,
         /// The limit.
         limit: usize,

@@ -249,3 +249,35 @@ fn media_signals_without_media_are_refused_once() {
         }
     )));
 }
+
+/// A member that starts thousands of chunked messages and never ends them: each new one ends the
+/// last (only one is ever held), and its honest messages still arrive.
+#[test]
+fn unfinished_messages_cannot_pile_up() {
+    let mut sim = lobby(Topology::Mesh, 2);
+    for seq in 0..5000u32 {
+        let mut bytes = Vec::new();
+        Frame::Chunk {
+            type_id: 1,
+            seq,
+            index: 0,
+            count: 2,
+        }
+        .encode_header(&mut bytes);
+        sim.inject(1, 0, Lane::Reliable, bytes);
+    }
+    sim.run_for(Duration::from_millis(200));
+    assert_eq!(sim.nodes[0].ep.counters().chunks_dropped, 4999);
+    sim.send(
+        1,
+        1,
+        Channel::Reliable,
+        &numbered(1, 7, 16),
+        Recipients::All,
+    );
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(
+        read_numbered(&sim.messages(0).pop().expect("a message").2),
+        (1, 7)
+    );
+}

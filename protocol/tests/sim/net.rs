@@ -13,6 +13,9 @@ use huddle_protocol::{Endpoint, Lane, PeerId, Topology};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// Which packets the network drops on purpose: (from, to, lane, bytes) -> drop it.
+pub type DropRule = fn(usize, usize, Lane, &[u8]) -> bool;
+
 /// One game frame: the endpoints are driven this often.
 pub const FRAME: Duration = Duration::from_millis(16);
 
@@ -63,6 +66,8 @@ pub struct Sim {
     pub config: EndpointConfig,
     /// Packets lost to [`Sim::lossy_opening`].
     pub lost_at_opening: u64,
+    /// Packets the network drops on purpose.
+    pub drop_if: Option<DropRule>,
 }
 
 impl Sim {
@@ -85,6 +90,7 @@ impl Sim {
                 ..EndpointConfig::default()
             },
             lost_at_opening: 0,
+            drop_if: None,
         }
     }
 
@@ -271,6 +277,9 @@ impl Sim {
                 let opened = self.links.get(&(j, from)).copied();
                 if opened.is_some_and(|t| now.saturating_sub(t) < self.lossy_opening) {
                     self.lost_at_opening += 1;
+                    continue;
+                }
+                if self.drop_if.is_some_and(|drop| drop(from, j, lane, &bytes)) {
                     continue;
                 }
                 self.nodes[j].ep.receive(src, lane, bytes, now);

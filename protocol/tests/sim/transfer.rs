@@ -113,3 +113,63 @@ fn the_bulk_window_paces_a_transfer() {
     // 1 MiB through a 64 KiB window on a 100 ms round trip: about 16 round trips.
     assert_eq!(sim.nodes[0].ep.bulk_pending(Sim::id(1)), 0);
 }
+
+/// A peer that never acknowledges chunks: the window stays shut, what waits behind it is given
+/// up and reported after the link wait, and meanwhile the queue for it cannot grow past
+/// `max_queued_bytes` (a send beyond is refused, nothing half-queued).
+#[test]
+fn a_peer_that_never_acknowledges_cannot_make_us_hold_its_traffic() {
+    use huddle_protocol::control::Control;
+    use huddle_protocol::endpoint::{EndpointError, Event, SendError};
+    let mut sim = Sim::new(Topology::Mesh, conditions(5, 0, 0.0), 8);
+    sim.config.bulk_window_bytes = 64 * 1024;
+    sim.config.max_queued_bytes = 1024 * 1024;
+    sim.join();
+    sim.run_for(Duration::from_millis(400));
+    sim.join();
+    assert!(sim.run_until(LIMIT, Sim::settled));
+    // Peer 1 reads but never acknowledges.
+    sim.drop_if = Some(|from, _, lane, bytes| {
+        from == 1
+            && lane == huddle_protocol::Lane::Control
+            && matches!(Control::decode(bytes), Some(Control::ChunkAck { .. }))
+    });
+    let big = numbered(0, 1, 900 * 1024);
+    sim.send(0, 1, Channel::Reliable, &big, Recipients::All);
+    sim.run_for(Duration::from_secs(1));
+    let queued = sim.nodes[0].ep.bulk_pending(Sim::id(1));
+    assert!(queued > 700 * 1024, "the window is shut: {queued} wait");
+    let more = numbered(0, 2, 200 * 1024);
+    let refused = sim.nodes[0]
+        .ep
+        .send(1, Channel::Reliable, &more, &Recipients::All);
+    assert!(
+        matches!(refused, Err(SendError::QueueFull { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        sim.nodes[0].ep.bulk_pending(Sim::id(1)),
+        queued,
+        "nothing half-queued"
+    );
+    sim.run_for(Duration::from_secs(11));
+    let gave_up = sim.nodes[0].events.iter().any(|e| {
+        matches!(e, Event::Error(EndpointError::LinkGaveUp { peer, .. }) if *peer == Sim::id(1))
+    });
+    assert!(gave_up, "reported");
+    assert_eq!(sim.nodes[0].ep.bulk_pending(Sim::id(1)), 0);
+    assert!(sim.nodes[0].ep.counters().send_failed > 0);
+    // A peer that acknowledges again gets messages again.
+    sim.drop_if = None;
+    sim.send(
+        0,
+        1,
+        Channel::Reliable,
+        &numbered(0, 3, 100 * 1024),
+        Recipients::All,
+    );
+    assert!(sim.run_until(LIMIT, |s| s
+        .messages(1)
+        .iter()
+        .any(|(_, _, b)| read_numbered(b) == (0, 3))));
+}
