@@ -1,8 +1,8 @@
 //! The plugin's settings, and how they and the room URL decide the room's topology.
 
+pub use huddle_protocol::endpoint::ProtocolSettings;
 use huddle_protocol::room::{RoomError, RoomUrl};
 pub use huddle_protocol::Topology;
-use std::time::Duration;
 
 /// Rooms of more than this many peers are stars when the topology is left to the room URL.
 pub const MESH_MAX: usize = 4;
@@ -63,7 +63,7 @@ pub enum ConfigError {
 }
 
 /// Settings of [`HuddlePlugin`](crate::HuddlePlugin).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct HuddleConfig {
     /// Room to join at startup (`ws://host:port/<room>`); `None` to connect later with
     /// [`HuddleCommandsExt::connect_huddle`](crate::HuddleCommandsExt::connect_huddle).
@@ -77,46 +77,15 @@ pub struct HuddleConfig {
     /// star when its `?capacity=N` or `?next=N` is above [`MESH_MAX`], else a mesh. A star room
     /// needs a server with star rooms (huddle_server); the plugin adds `topology=star` to the URL.
     pub topology: Option<Topology>,
-    /// How long a newcomer waits for an earlier peer's offer before it decides it is the first in
-    /// the room, and so the host.
-    pub host_grace: Duration,
-    /// Largest reliable message, after encoding (larger ones are refused at send).
-    pub max_message_bytes: usize,
-    /// Most bytes of unfinished chunked messages held per peer.
-    pub max_pending_bytes: usize,
-    /// Most chunk bytes in flight (sent, not yet acknowledged) per peer: bulk transfers are paced
-    /// by this so they never starve game moves.
-    pub bulk_window_bytes: usize,
-    /// Most bytes of reliable messages queued for one peer (behind its window, or waiting for its
-    /// link): a peer that reads slowly or not at all cannot make us hold more; past it a send is
-    /// refused with `HuddleError::Send`.
-    pub max_queued_bytes: usize,
-    /// How often each link is pinged (for RTT and loss).
-    pub ping_interval: Duration,
+    /// The protocol's limits and timings: host grace, message and queue sizes, the bulk window,
+    /// the ping interval (see [`ProtocolSettings`]).
+    pub protocol: ProtocolSettings,
     /// Media with the other peers (feature `media`, native): on, a media-only connection is
     /// negotiated with every peer that has media too. Off (the default: media costs a second
     /// connection per peer), a peer's media offer is answered "unsupported", as by a build without
     /// the feature.
     #[cfg(all(feature = "media", not(target_arch = "wasm32")))]
     pub media: bool,
-}
-
-impl Default for HuddleConfig {
-    fn default() -> Self {
-        Self {
-            room_url: None,
-            ice_servers: Vec::new(),
-            topology: None,
-            host_grace: Duration::from_millis(500),
-            max_message_bytes: 16 * 1024 * 1024,
-            max_pending_bytes: 32 * 1024 * 1024,
-            bulk_window_bytes: 256 * 1024,
-            max_queued_bytes: 64 * 1024 * 1024,
-            ping_interval: Duration::from_millis(250),
-            #[cfg(all(feature = "media", not(target_arch = "wasm32")))]
-            media: false,
-        }
-    }
 }
 
 impl HuddleConfig {

@@ -61,7 +61,7 @@ mod systems;
 #[cfg(feature = "ggrs")]
 pub use bevy_ggrs;
 pub use conditioner::{Conditions, LinkConditioner};
-pub use config::{ConfigError, HuddleConfig, IceServer, Topology};
+pub use config::{ConfigError, HuddleConfig, IceServer, ProtocolSettings, Topology};
 pub use diagnostics::{HuddleDiagnostics, PeerLinks};
 #[cfg(all(feature = "server", not(target_arch = "wasm32")))]
 pub use embedded::{EmbeddedServer, EmbeddedServerError};

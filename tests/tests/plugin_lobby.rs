@@ -282,10 +282,8 @@ fn message_type_mismatch_is_reported() {
 fn conditioner_at_20_percent_loss_degrades_unreliable_only() {
     let (_rt, server) = server_on_runtime();
     let url = server.room_url("lossy");
-    let config = HuddleConfig {
-        ping_interval: Duration::from_millis(50),
-        ..HuddleConfig::default()
-    };
+    let mut config = HuddleConfig::default();
+    config.protocol.ping_interval = Duration::from_millis(50);
     let mut players = vec![Player::join_with(&url, Types::All, config.clone())];
     assert!(run_until(&mut players, LIMIT, |ps| ps[0]
         .roster()

@@ -14,10 +14,7 @@ struct Greeting(String);
 fn main() {
     let mut args = std::env::args().skip(1);
     let room = args.next().unwrap_or("ws://127.0.0.1:3536/hello".into());
-    let stay = args
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(f64::INFINITY);
+    let stay = args.next().and_then(|s| s.parse().ok());
     let frame = Duration::from_secs_f64(1.0 / 60.0);
     App::new()
         .add_plugins(MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(frame)))
@@ -51,10 +48,10 @@ fn read(mut greetings: MessageReader<Incoming<Greeting>>) {
     }
 }
 
-/// Leaves the room and quits after `seconds`.
-fn leave_after(seconds: f64) -> impl FnMut(Commands, Res<Time>, MessageWriter<AppExit>) {
+/// Leaves the room and quits after `seconds`, if given.
+fn leave_after(seconds: Option<f64>) -> impl FnMut(Commands, Res<Time>, MessageWriter<AppExit>) {
     move |mut commands, time, mut exit| {
-        if time.elapsed_secs_f64() > seconds {
+        if seconds.is_some_and(|s| time.elapsed_secs_f64() > s) {
             commands.leave_huddle();
             exit.write(AppExit::Success);
         }

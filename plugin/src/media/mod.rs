@@ -11,7 +11,7 @@ mod connection;
 
 pub use huddle_protocol::media::MediaState;
 
-use crate::messages::{MediaSignalIn, PeerJoined, PeerLeft};
+use crate::messages::{MediaSignalIn, PeerJoined, PeerLeft, Role};
 use crate::schedule::HuddleSystems;
 use crate::session::HuddleSession;
 use crate::HuddleSettings;
@@ -97,7 +97,7 @@ fn drive(
         changed: Vec::new(),
     };
     for j in joined.read() {
-        let mut negotiation = MediaPeer::new(j.role);
+        let mut negotiation = MediaPeer::new(j.role == Role::Caller);
         let actions = negotiation.start(now);
         let peer = peers.0.entry(j.peer).insert(Peer {
             negotiation,

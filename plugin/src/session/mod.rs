@@ -1,8 +1,7 @@
-//! The I/O edge: one matchbox socket and its message loop around one sans-IO
-//! [`Endpoint`](huddle_protocol::Endpoint). The session feeds the endpoint what the signaller
-//! observed, link changes and received packets, with the time since it started; it sends what the
-//! endpoint returns (through the link conditioner when that is on) and hands its events to the
-//! Bevy side. All protocol logic is the endpoint's.
+//! The I/O edge: one matchbox socket and its message loop around one sans-IO [`Endpoint`]. It
+//! feeds the endpoint what the signaller observed, link changes and packets, with the time since
+//! it started; it sends what the endpoint returns (through the link conditioner when that is on)
+//! and hands its events to the Bevy side. All protocol logic is the endpoint's.
 
 mod raw;
 
@@ -25,8 +24,7 @@ use matchbox_socket::{ChannelConfig, PeerId, PeerState, WebRtcSocket};
 use std::time::Duration;
 use web_time::Instant;
 
-/// Counters of what the plugin dropped instead of panicking (read them like
-/// [`Counters`]: `stats.frames_dropped`).
+/// Counters of what the plugin dropped instead of panicking (`stats.frames_dropped`, ...).
 #[derive(Resource, Debug, Default, Clone, PartialEq, Eq, Deref)]
 pub struct HuddleStats(pub Counters);
 
@@ -72,14 +70,9 @@ impl HuddleSession {
             types_hash: types.0,
             type_names: types.1,
             topology,
-            host_grace: config.host_grace,
-            max_message_bytes: config.max_message_bytes,
-            max_pending_bytes: config.max_pending_bytes,
-            bulk_window_bytes: config.bulk_window_bytes,
-            max_queued_bytes: config.max_queued_bytes,
-            ping_interval: config.ping_interval,
             // Without media a peer's media offer is answered "unsupported".
             media: config.media_enabled(),
+            settings: config.protocol,
         });
         Ok(Self {
             socket,

@@ -23,8 +23,8 @@ mod types;
 
 pub use link::LinkStats;
 pub use types::{
-    Channel, Counters, EndpointConfig, EndpointError, Event, LeaveReason, Recipients, Role,
-    SendError, Transmit,
+    Channel, Counters, EndpointConfig, EndpointError, Event, LeaveReason, ProtocolSettings,
+    Recipients, Role, SendError, Transmit,
 };
 
 use crate::control::Control;
@@ -131,7 +131,7 @@ impl Endpoint {
         self.advance(now);
         self.lobby_changed();
         self.me = Some(me);
-        self.election = Some(HostElection::new(me, now, self.config.host_grace));
+        self.election = Some(HostElection::new(me, now, self.config.settings.host_grace));
     }
 
     /// The signaling introduced `peer`: as [`Role::Caller`] we call it (the server told us of it:
@@ -221,7 +221,7 @@ impl Endpoint {
         }
         if !self.joined.is_empty() {
             at(self.last_ping.map_or(Duration::ZERO, |t| {
-                t.saturating_add(self.config.ping_interval)
+                t.saturating_add(self.config.settings.ping_interval)
             }));
         }
         for link in self.links.values() {
@@ -346,9 +346,12 @@ impl Endpoint {
 
     fn link(&mut self, peer: PeerId) -> &mut Link {
         let config = &self.config;
-        self.links
-            .entry(peer)
-            .or_insert_with(|| Link::new(config.max_message_bytes, config.max_pending_bytes))
+        self.links.entry(peer).or_insert_with(|| {
+            Link::new(
+                config.settings.max_message_bytes,
+                config.settings.max_pending_bytes,
+            )
+        })
     }
 
     fn hosting(&self) -> bool {

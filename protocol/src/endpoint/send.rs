@@ -40,10 +40,10 @@ impl Endpoint {
             Channel::Unreliable => Lane::Unreliable,
             Channel::Reliable => Lane::Reliable,
         };
-        if payload.len() > self.config.max_message_bytes {
+        if payload.len() > self.config.settings.max_message_bytes {
             return Err(SendError::TooLarge {
                 bytes: payload.len(),
-                limit: self.config.max_message_bytes,
+                limit: self.config.settings.max_message_bytes,
             });
         }
         let destinations = self.destinations(to);
@@ -77,7 +77,7 @@ impl Endpoint {
         };
         if lane == Lane::Reliable {
             let bytes: usize = frames.iter().map(|(_, f)| f.len() + ROUTE_HEADER).sum();
-            let limit = self.config.max_queued_bytes;
+            let limit = self.config.settings.max_queued_bytes;
             for (link, _) in &destinations {
                 let queued = self.links.get(link).map_or(0, Link::bulk_bytes);
                 if queued.saturating_add(bytes) > limit {
@@ -156,7 +156,7 @@ impl Endpoint {
     /// Queues a frame for `peer` on `lane`: reliable frames wait behind a chunked transfer (and
     /// chunks count against the window); the rest go out with the next flush.
     pub(super) fn push_frame(&mut self, lane: Lane, peer: PeerId, bytes: Bytes, counted: usize) {
-        let limit = self.config.max_queued_bytes;
+        let limit = self.config.settings.max_queued_bytes;
         let link = self.link(peer);
         if lane == Lane::Reliable && (counted > 0 || link.has_bulk()) {
             if link.bulk_bytes().saturating_add(bytes.len()) > limit {
@@ -195,7 +195,7 @@ impl Endpoint {
 
     /// Bulk frames within each ready peer's window.
     fn send_bulk(&mut self) {
-        let window = self.config.bulk_window_bytes as u64;
+        let window = self.config.settings.bulk_window_bytes as u64;
         let peers: Vec<PeerId> = self
             .links
             .iter()
@@ -221,7 +221,7 @@ impl Endpoint {
     /// not opened any further, for [`LINK_WAIT`] are given up and reported, never dropped in
     /// silence.
     fn give_up_waiting(&mut self, now: Duration) {
-        let window = self.config.bulk_window_bytes as u64;
+        let window = self.config.settings.bulk_window_bytes as u64;
         let mut failed = Vec::new();
         for (peer, link) in &mut self.links {
             let closed = link.bulk_sent.saturating_sub(link.bulk_acked) >= window;
@@ -254,7 +254,7 @@ impl Endpoint {
     fn ping(&mut self, now: Duration) {
         if self
             .last_ping
-            .is_some_and(|t| now.saturating_sub(t) < self.config.ping_interval)
+            .is_some_and(|t| now.saturating_sub(t) < self.config.settings.ping_interval)
         {
             return;
         }

@@ -60,6 +60,28 @@ pub struct EndpointConfig {
     pub type_names: Vec<String>,
     /// The room's topology (peers must agree).
     pub topology: Topology,
+    /// Whether we do media: with it, media signals from peers become [`Event::Media`]; without,
+    /// a peer's offer is answered [`MediaSignal::Unsupported`].
+    pub media: bool,
+    /// Limits and timings (a game's `HuddleConfig` carries them).
+    pub settings: ProtocolSettings,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        Self {
+            types_hash: 0,
+            type_names: Vec::new(),
+            topology: Topology::Mesh,
+            media: false,
+            settings: ProtocolSettings::default(),
+        }
+    }
+}
+
+/// The protocol's limits and timings: what a game may tune.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProtocolSettings {
     /// How long a newcomer waits for an earlier peer's offer before it decides it is the first in
     /// the room, and so the host.
     pub host_grace: Duration,
@@ -74,24 +96,17 @@ pub struct EndpointConfig {
     pub max_queued_bytes: usize,
     /// How often each link is pinged (for RTT and loss).
     pub ping_interval: Duration,
-    /// Whether we do media: with it, media signals from peers become [`Event::Media`]; without,
-    /// a peer's offer is answered [`MediaSignal::Unsupported`].
-    pub media: bool,
 }
 
-impl Default for EndpointConfig {
+impl Default for ProtocolSettings {
     fn default() -> Self {
         Self {
-            types_hash: 0,
-            type_names: Vec::new(),
-            topology: Topology::Mesh,
             host_grace: Duration::from_millis(500),
             max_message_bytes: 16 * 1024 * 1024,
             max_pending_bytes: 32 * 1024 * 1024,
             bulk_window_bytes: 256 * 1024,
             max_queued_bytes: 64 * 1024 * 1024,
             ping_interval: Duration::from_millis(250),
-            media: false,
         }
     }
 }

@@ -22,7 +22,6 @@
 #[cfg(test)]
 mod tests;
 
-use crate::endpoint::Role;
 use crate::signal;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -147,10 +146,10 @@ pub struct MediaPeer {
 }
 
 impl MediaPeer {
-    /// Media with a peer on whose data link we have `role`: the caller offers.
-    pub fn new(role: Role) -> Self {
+    /// Media with a peer; `offerer` if we are the caller of the data link (the earlier peer).
+    pub fn new(offerer: bool) -> Self {
         Self {
-            offerer: role == Role::Caller,
+            offerer,
             state: MediaState::Idle,
             session: 0,
             round: 0,

@@ -37,7 +37,7 @@ struct Pair {
 impl Pair {
     fn new() -> Self {
         Self {
-            peers: [MediaPeer::new(Role::Caller), MediaPeer::new(Role::Receiver)],
+            peers: [MediaPeer::new(true), MediaPeer::new(false)],
             conns: [Conn::default(), Conn::default()],
             wire: Vec::new(),
             now: ms(0),
@@ -270,7 +270,7 @@ fn a_negotiation_that_never_ends_times_out() {
         "the offerer tried a new session"
     );
     // An answerer that never hears an offer gives up.
-    let mut lonely = MediaPeer::new(Role::Receiver);
+    let mut lonely = MediaPeer::new(false);
     lonely.start(ms(0));
     let out = lonely.tick(NEGOTIATION_TIMEOUT);
     assert!(out.contains(&MediaAction::State(MediaState::Failed)));

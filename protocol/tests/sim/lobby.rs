@@ -162,7 +162,7 @@ fn the_next_timeout_is_the_next_thing_to_do() {
     while ep.poll_transmit().is_some() {}
     let next = ep.poll_timeout().expect("a ping is due some time");
     assert!(
-        next > now && next <= now + ep.config().ping_interval,
+        next > now && next <= now + ep.config().settings.ping_interval,
         "{next:?}"
     );
     ep.handle_timeout(next - Duration::from_millis(1));

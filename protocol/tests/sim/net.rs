@@ -7,7 +7,9 @@
 
 use bytes::Bytes;
 use huddle_protocol::conditioner::{Conditions, Delayer};
-use huddle_protocol::endpoint::{Channel, EndpointConfig, Event, Recipients, Role};
+use huddle_protocol::endpoint::{
+    Channel, EndpointConfig, Event, ProtocolSettings, Recipients, Role,
+};
 use huddle_protocol::lane::MAX_DATA_CHANNEL_MESSAGE;
 use huddle_protocol::{Endpoint, Lane, PeerId, Topology};
 use std::collections::BTreeMap;
@@ -86,7 +88,10 @@ impl Sim {
             lossy_opening: Duration::ZERO,
             config: EndpointConfig {
                 topology,
-                host_grace: Duration::from_millis(300),
+                settings: ProtocolSettings {
+                    host_grace: Duration::from_millis(300),
+                    ..ProtocolSettings::default()
+                },
                 ..EndpointConfig::default()
             },
             lost_at_opening: 0,

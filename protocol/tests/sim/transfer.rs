@@ -31,7 +31,7 @@ fn chunked_transfers_under_loss_and_reordering_arrive_intact_and_in_order() {
     let (mut reordered, mut lost) = (0, 0);
     for seed in SEEDS {
         let mut sim = Sim::new(Topology::Mesh, conditions(40, 30, 0.10), seed);
-        sim.config.bulk_window_bytes = 64 * 1024;
+        sim.config.settings.bulk_window_bytes = 64 * 1024;
         for _ in 0..3 {
             sim.join();
             sim.run_for(FRAME * 3);
@@ -85,7 +85,7 @@ fn chunked_transfers_under_loss_and_reordering_arrive_intact_and_in_order() {
 #[test]
 fn the_bulk_window_paces_a_transfer() {
     let mut sim = Sim::new(Topology::Mesh, conditions(50, 0, 0.0), 5);
-    sim.config.bulk_window_bytes = 4 * CHUNK_BYTES;
+    sim.config.settings.bulk_window_bytes = 4 * CHUNK_BYTES;
     sim.join();
     sim.run_for(Duration::from_millis(400));
     sim.join();
@@ -122,8 +122,8 @@ fn a_peer_that_never_acknowledges_cannot_make_us_hold_its_traffic() {
     use huddle_protocol::control::Control;
     use huddle_protocol::endpoint::{EndpointError, Event, SendError};
     let mut sim = Sim::new(Topology::Mesh, conditions(5, 0, 0.0), 8);
-    sim.config.bulk_window_bytes = 64 * 1024;
-    sim.config.max_queued_bytes = 1024 * 1024;
+    sim.config.settings.bulk_window_bytes = 64 * 1024;
+    sim.config.settings.max_queued_bytes = 1024 * 1024;
     sim.join();
     sim.run_for(Duration::from_millis(400));
     sim.join();
