@@ -198,7 +198,7 @@ impl HuddleSession {
                 self.endpoint.receive(peer, lane, packet, now);
             }
         }
-        self.endpoint.handle_timeout(now);
+        // Replies (pongs, acknowledgements, hellos) go now; timers run once a frame, in `flush`.
         self.transmit_all();
         let mut events = Vec::new();
         while let Some(event) = self.endpoint.poll_event() {
