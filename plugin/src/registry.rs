@@ -160,7 +160,7 @@ fn queue_outgoing<T: HuddleMessage>(
                 continue;
             }
         };
-        if let Err(why) = session.queue(id, channel, &payload, &out.to) {
+        if let Err(why) = session.endpoint_mut().send(id, channel, &payload, &out.to) {
             errors.write(crate::messages::HuddleError::Send {
                 type_name: std::any::type_name::<T>(),
                 why: why.to_string(),

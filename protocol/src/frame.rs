@@ -99,6 +99,13 @@ impl Frame {
         }
     }
 
+    /// This frame's header alone (a link frame has nothing behind it).
+    pub fn header(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16);
+        self.encode_header(&mut out);
+        out
+    }
+
     /// Reads a header; returns the frame and the payload after it.
     pub fn decode(bytes: &[u8]) -> Result<(Frame, &[u8]), FrameError> {
         let (&first, mut rest) = bytes.split_first().ok_or(FrameError::Empty)?;

@@ -15,9 +15,7 @@ use bevy::tasks::{IoTaskPool, Task};
 use bytes::Bytes;
 use futures::channel::mpsc::UnboundedReceiver;
 use huddle_protocol::conditioner::Delayer;
-use huddle_protocol::endpoint::{
-    Channel, Counters, EndpointConfig, Event, LinkStats, Recipients, Role, SendError,
-};
+use huddle_protocol::endpoint::{Counters, EndpointConfig, Event, LinkStats, Role};
 use huddle_protocol::media::MediaSignal;
 use huddle_protocol::{Endpoint, Lane, Topology};
 use matchbox_socket::{ChannelConfig, PeerId, PeerState, WebRtcSocket};
@@ -219,15 +217,9 @@ impl HuddleSession {
         std::mem::replace(&mut self.roster_built, version) != version
     }
 
-    /// Queues an encoded game message for `to`.
-    pub(crate) fn queue(
-        &mut self,
-        type_id: u32,
-        channel: Channel,
-        payload: &[u8],
-        to: &Recipients,
-    ) -> Result<(), SendError> {
-        self.endpoint.send(type_id, channel, payload, to)
+    /// The endpoint, to queue game messages on.
+    pub(crate) fn endpoint_mut(&mut self) -> &mut Endpoint {
+        &mut self.endpoint
     }
 
     /// Counts messages that arrived but did not decode as their type.

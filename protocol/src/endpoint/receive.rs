@@ -164,14 +164,12 @@ impl Endpoint {
                 seq,
                 sent_us,
             } if lane == Lane::Unreliable && link == from => {
-                let mut reply = Vec::with_capacity(16);
-                Frame::Link {
+                let pong = Frame::Link {
                     pong: true,
                     seq,
                     sent_us,
-                }
-                .encode_header(&mut reply);
-                self.send_now(Lane::Unreliable, from, reply);
+                };
+                self.send_now(Lane::Unreliable, from, pong.header());
             }
             Frame::Link {
                 pong: true, seq, ..

@@ -268,14 +268,12 @@ impl Endpoint {
             .collect();
         for peer in peers {
             let seq = self.link(peer).ping(now);
-            let mut f = Vec::with_capacity(16);
-            Frame::Link {
+            let ping = Frame::Link {
                 pong: false,
                 seq,
                 sent_us,
-            }
-            .encode_header(&mut f);
-            self.send_now(Lane::Unreliable, peer, f);
+            };
+            self.send_now(Lane::Unreliable, peer, ping.header());
         }
     }
 }
