@@ -136,3 +136,46 @@ fn malformed_signals_are_dropped_by_our_signaller() {
         .chats
         .is_empty()));
 }
+
+/// A hostile signaling server that assigns our id twice (matchbox `expect`s one): the second is
+/// dropped and counted, the first id stays, nothing panics.
+#[test]
+fn a_second_id_from_the_server_is_dropped() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("a port");
+    let addr = listener.local_addr().expect("an address");
+    let (first, second) = (
+        "00000000-0000-0000-0000-000000000001",
+        "00000000-0000-0000-0000-000000000002",
+    );
+    rt.spawn(async move {
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+            return;
+        };
+        for id in [first, second] {
+            let text = json!({ "IdAssigned": id }).to_string();
+            let _ = ws.send(Message::Text(text.into())).await;
+        }
+        // Keep the connection open, reading what the client says.
+        while let Some(Ok(_)) = ws.next().await {}
+    });
+    let url = format!("ws://{addr}/room");
+    let mut players = vec![Player::join(&url)];
+    let dropped = run_until(&mut players, LIMIT, |ps| ps[0].stats().signals_dropped >= 1);
+    assert!(dropped, "the second id is dropped and counted");
+    run_for(&mut players, Duration::from_millis(500));
+    let id = players[0].id().map(|p| p.to_string());
+    assert_eq!(id.as_deref(), Some(first), "the first id stays");
+    assert_eq!(
+        players[0].state(),
+        LobbyState::Connecting,
+        "still connected"
+    );
+}

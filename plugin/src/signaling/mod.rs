@@ -53,6 +53,35 @@ impl HuddleSignallerBuilder {
 /// How long to wait between attempts to reach the signaling server.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
+/// What one signaller connection has read from the server so far.
+struct Inbox {
+    observer: UnboundedSender<Observed>,
+    /// Our id, once assigned: matchbox `expect`s that it is sent once, so a second is dropped.
+    id: Option<PeerId>,
+}
+
+impl Inbox {
+    fn new(observer: UnboundedSender<Observed>) -> Self {
+        Self { observer, id: None }
+    }
+
+    /// Reads one text message from the server: `Some(event)` to hand to matchbox, `None` if
+    /// dropped.
+    fn process(&mut self, text: &str) -> Option<PeerEvent> {
+        if let Ok(PeerEvent::IdAssigned(id)) = serde_json::from_str::<PeerEvent>(text) {
+            if let Some(first) = self.id {
+                let _ = self.observer.unbounded_send(Observed::Dropped {
+                    from: None,
+                    reason: format!("a second id ({id}) after {first}"),
+                });
+                return None;
+            }
+            self.id = Some(id);
+        }
+        process(text, &self.observer)
+    }
+}
+
 /// Reads one text message from the server: `Some(event)` to hand to matchbox, `None` if dropped.
 fn process(text: &str, observer: &UnboundedSender<Observed>) -> Option<PeerEvent> {
     let event: PeerEvent = match serde_json::from_str(text) {
@@ -129,5 +158,26 @@ mod tests {
         let new = format!(r#"{{"NewPeer":"{a}"}}"#);
         assert!(process(&new, &tx).is_some());
         assert_eq!(rx.try_recv().ok(), Some(Observed::Calls(a)));
+    }
+
+    #[test]
+    fn a_second_id_is_dropped() {
+        let (tx, mut rx) = futures::channel::mpsc::unbounded();
+        let mut inbox = Inbox::new(tx);
+        let (a, b) = (
+            PeerId(uuid::Uuid::from_u128(1)),
+            PeerId(uuid::Uuid::from_u128(2)),
+        );
+        assert!(inbox
+            .process(&format!(r#"{{"IdAssigned":"{a}"}}"#))
+            .is_some());
+        assert_eq!(rx.try_recv().ok(), Some(Observed::IdAssigned(a)));
+        assert!(inbox
+            .process(&format!(r#"{{"IdAssigned":"{b}"}}"#))
+            .is_none());
+        assert!(matches!(
+            rx.try_recv().ok(),
+            Some(Observed::Dropped { from: None, .. })
+        ));
     }
 }

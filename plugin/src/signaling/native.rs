@@ -1,17 +1,16 @@
 //! The signaller over async-tungstenite (the websocket client matchbox itself uses natively).
 
-use super::{next_attempt, process, HuddleSignallerBuilder, Observed, RETRY_DELAY};
+use super::{next_attempt, HuddleSignallerBuilder, Inbox, RETRY_DELAY};
 use async_tungstenite::smol::{connect_async, ConnectStream};
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::WebSocketStream;
-use futures::channel::mpsc::UnboundedSender;
 use futures::StreamExt;
 use matchbox_socket::async_trait::async_trait;
 use matchbox_socket::{PeerEvent, PeerRequest, SignalingError, Signaller, SignallerBuilder};
 
 struct NativeSignaller {
     ws: WebSocketStream<ConnectStream>,
-    observer: UnboundedSender<Observed>,
+    inbox: Inbox,
 }
 
 #[async_trait]
@@ -26,7 +25,7 @@ impl SignallerBuilder for HuddleSignallerBuilder {
                 Ok((ws, _)) => {
                     return Ok(Box::new(NativeSignaller {
                         ws,
-                        observer: self.observer.clone(),
+                        inbox: Inbox::new(self.observer.clone()),
                     }))
                 }
                 Err(e) => {
@@ -53,7 +52,7 @@ impl Signaller for NativeSignaller {
         loop {
             match self.ws.next().await {
                 Some(Ok(Message::Text(text))) => {
-                    if let Some(event) = process(text.as_str(), &self.observer) {
+                    if let Some(event) = self.inbox.process(text.as_str()) {
                         return Ok(event);
                     }
                 }

@@ -1,7 +1,6 @@
 //! The signaller over ws_stream_wasm (the websocket client matchbox itself uses in browsers).
 
-use super::{next_attempt, process, HuddleSignallerBuilder, Observed, RETRY_DELAY};
-use futures::channel::mpsc::UnboundedSender;
+use super::{next_attempt, HuddleSignallerBuilder, Inbox, RETRY_DELAY};
 use futures::{SinkExt, StreamExt};
 use matchbox_socket::async_trait::async_trait;
 use matchbox_socket::{PeerEvent, PeerRequest, SignalingError, Signaller, SignallerBuilder};
@@ -9,7 +8,7 @@ use ws_stream_wasm::{WsMessage, WsMeta, WsStream};
 
 struct WasmSignaller {
     ws: WsStream,
-    observer: UnboundedSender<Observed>,
+    inbox: Inbox,
 }
 
 #[async_trait(?Send)]
@@ -24,7 +23,7 @@ impl SignallerBuilder for HuddleSignallerBuilder {
                 Ok((_, ws)) => {
                     return Ok(Box::new(WasmSignaller {
                         ws,
-                        observer: self.observer.clone(),
+                        inbox: Inbox::new(self.observer.clone()),
                     }))
                 }
                 Err(e) => {
@@ -51,7 +50,7 @@ impl Signaller for WasmSignaller {
         loop {
             match self.ws.next().await {
                 Some(WsMessage::Text(text)) => {
-                    if let Some(event) = process(&text, &self.observer) {
+                    if let Some(event) = self.inbox.process(&text) {
                         return Ok(event);
                     }
                 }
