@@ -6,8 +6,8 @@ use crate::room::Topology;
 use serde::{Deserialize, Serialize};
 
 /// Version of the control protocol; peers with another version report a mismatch. 2: hellos
-/// name the room's topology.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// name the room's topology; 3: media signals say which tracks are on and wanted.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// What a peer speaks: sent first on every new link, repeated until both sides have seen the
 /// other's.

@@ -19,6 +19,8 @@
 //! [`MediaPeer::local_answer`]), applies remote descriptions and candidates, sends signals, and
 //! reports the connection's fate ([`MediaPeer::connected`], [`MediaPeer::failed`]).
 
+pub mod bitrate;
+pub mod jitter;
 #[cfg(test)]
 mod tests;
 
@@ -68,6 +70,54 @@ pub enum MediaSignal {
     },
     /// The sender has no media (built without it, or turned off): nothing to negotiate.
     Unsupported,
+    /// What the sender sends now (a stopped camera ends the receiver's video track).
+    Tracks(TrackSet),
+    /// What the sender wants to receive from the receiver (bandwidth: a game that shows no
+    /// video of this peer does not take it).
+    Want(TrackSet),
+}
+
+/// The two kinds of media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum MediaKind {
+    /// Voice (Opus).
+    Audio,
+    /// Camera (VP8).
+    Video,
+}
+
+/// Audio and video, each on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct TrackSet {
+    /// Audio is on.
+    pub audio: bool,
+    /// Video is on.
+    pub video: bool,
+}
+
+impl TrackSet {
+    /// Both on.
+    pub const ALL: Self = Self {
+        audio: true,
+        video: true,
+    };
+
+    /// Whether `kind` is on.
+    pub fn has(self, kind: MediaKind) -> bool {
+        match kind {
+            MediaKind::Audio => self.audio,
+            MediaKind::Video => self.video,
+        }
+    }
+
+    /// This set with `kind` turned on or off.
+    pub fn with(mut self, kind: MediaKind, on: bool) -> Self {
+        match kind {
+            MediaKind::Audio => self.audio = on,
+            MediaKind::Video => self.video = on,
+        }
+        self
+    }
 }
 
 /// Where media with one peer stands.
@@ -121,6 +171,10 @@ pub enum MediaAction {
     Close,
     /// The state changed to this.
     State(MediaState),
+    /// The peer sends these tracks now (changed).
+    RemoteTracks(TrackSet),
+    /// The peer wants these of our tracks now (changed).
+    RemoteWants(TrackSet),
 }
 
 /// Media negotiation with one peer. See the [module docs](self).
@@ -142,6 +196,10 @@ pub struct MediaPeer {
     since: Option<Duration>,
     /// Sessions opened so far.
     sessions: u32,
+    /// What the peer says it sends.
+    remote_tracks: TrackSet,
+    /// What the peer says it wants from us.
+    remote_wants: TrackSet,
     dropped: u64,
 }
 
@@ -159,8 +217,20 @@ impl MediaPeer {
             early: Vec::new(),
             since: None,
             sessions: 0,
+            remote_tracks: TrackSet::default(),
+            remote_wants: TrackSet::ALL,
             dropped: 0,
         }
+    }
+
+    /// What the peer says it sends.
+    pub fn remote_tracks(&self) -> TrackSet {
+        self.remote_tracks
+    }
+
+    /// What the peer wants of our tracks (all, until it says otherwise).
+    pub fn remote_wants(&self) -> TrackSet {
+        self.remote_wants
     }
 
     /// Where media with the peer stands.
@@ -315,6 +385,16 @@ impl MediaPeer {
             MediaSignal::Candidate { session, candidate } => {
                 self.candidate_received(session, candidate)
             }
+            MediaSignal::Tracks(tracks) => Some(Self::changed(
+                &mut self.remote_tracks,
+                tracks,
+                MediaAction::RemoteTracks,
+            )),
+            MediaSignal::Want(wants) => Some(Self::changed(
+                &mut self.remote_wants,
+                wants,
+                MediaAction::RemoteWants,
+            )),
             MediaSignal::Renegotiate { session } => {
                 if self.offerer && session == self.session && self.state != MediaState::Failed {
                     Some(self.offer_again(now))
@@ -443,6 +523,19 @@ impl MediaPeer {
         vec![MediaAction::CreateOffer { round: self.round }]
     }
 
+    /// Sets `slot` to `new`; the action if it changed.
+    fn changed(
+        slot: &mut TrackSet,
+        new: TrackSet,
+        action: fn(TrackSet) -> MediaAction,
+    ) -> Vec<MediaAction> {
+        if std::mem::replace(slot, new) == new {
+            Vec::new()
+        } else {
+            vec![action(new)]
+        }
+    }
+
     fn set_state(&mut self, state: MediaState) -> Vec<MediaAction> {
         if self.state == state {
             return Vec::new();
@@ -451,6 +544,7 @@ impl MediaPeer {
         if matches!(state, MediaState::Failed | MediaState::Unsupported) {
             self.since = None;
             self.early.clear();
+            self.remote_tracks = TrackSet::default();
         }
         vec![MediaAction::State(state)]
     }

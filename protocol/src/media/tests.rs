@@ -84,6 +84,7 @@ impl Pair {
                     self.conns[i].states.push(s);
                     Vec::new()
                 }
+                MediaAction::RemoteTracks(_) | MediaAction::RemoteWants(_) => Vec::new(),
             };
             self.run(i, more);
         }
@@ -350,4 +351,29 @@ fn lies_are_dropped_and_counted() {
     p.connect();
     assert!(p.peers.iter().all(|m| m.state() == MediaState::Connected));
     assert_eq!(p.conns[0].candidates.len(), MAX_EARLY_CANDIDATES + 1);
+}
+
+#[test]
+fn tracks_and_wants_are_reported_once_per_change() {
+    let mut peer = MediaPeer::new(false);
+    let on = TrackSet::ALL;
+    let audio = TrackSet::default().with(MediaKind::Audio, true);
+    assert_eq!(
+        peer.received(MediaSignal::Tracks(audio), ms(0)),
+        vec![MediaAction::RemoteTracks(audio)]
+    );
+    assert!(peer.received(MediaSignal::Tracks(audio), ms(1)).is_empty());
+    assert!(peer.received(MediaSignal::Want(on), ms(2)).is_empty());
+    let none = TrackSet::default();
+    assert_eq!(
+        peer.received(MediaSignal::Want(none), ms(3)),
+        vec![MediaAction::RemoteWants(none)]
+    );
+    assert_eq!((peer.remote_tracks(), peer.remote_wants()), (audio, none));
+    assert!(audio.has(MediaKind::Audio) && !audio.has(MediaKind::Video));
+    // A peer without media says nothing more that counts.
+    peer.received(MediaSignal::Unsupported, ms(4));
+    assert!(peer.received(MediaSignal::Tracks(on), ms(5)).is_empty());
+    assert_eq!(peer.remote_tracks(), TrackSet::default());
+    assert_eq!(peer.dropped(), 1);
 }
