@@ -323,7 +323,10 @@ mod tests {
         let seqs: Vec<u16> = (0..20).filter(|&s| s != 7).collect();
         let (out, stats) = run(&seqs, |_| 0, 30);
         assert_eq!(stats.recovered, 1);
-        let i = out.iter().position(|p| matches!(p, Playout::Recover(_))).unwrap();
+        let i = out
+            .iter()
+            .position(|p| matches!(p, Playout::Recover(_)))
+            .unwrap();
         assert_eq!(out[i], Playout::Recover(packet(8)));
         assert_eq!(out[i + 1], Playout::Packet(packet(8)));
     }
@@ -358,7 +361,10 @@ mod tests {
             out.push(buffer.pop(now + ms(10)));
         }
         let concealed = out.iter().filter(|p| **p == Playout::Conceal).count();
-        assert!(concealed < QUIET_FRAMES as usize * 2, "{concealed} concealed");
+        assert!(
+            concealed < QUIET_FRAMES as usize * 2,
+            "{concealed} concealed"
+        );
         assert_eq!(played(&out).len(), 20);
         assert_eq!(buffer.stats().restarts, 2);
     }
