@@ -70,7 +70,7 @@ impl VideoFrame {
     /// `None` if the sizes do not match or are odd.
     pub fn from_rgba(width: u32, height: u32, rgba: &[u8]) -> Option<Self> {
         let (w, h) = (width as usize, height as usize);
-        if w % 2 != 0 || h % 2 != 0 || rgba.len() != w * h * 4 {
+        if !w.is_multiple_of(2) || !h.is_multiple_of(2) || rgba.len() != w * h * 4 {
             return None;
         }
         let mut frame = Self::black(width, height);

@@ -56,7 +56,7 @@ impl Vp8Encoder {
     /// An encoder for `width × height` (even) frames at `fps`, at `bitrate` bits per second, with
     /// a keyframe at least every second.
     pub fn new(width: u32, height: u32, fps: u32, bitrate: u32) -> Result<Self, CodecError> {
-        if width == 0 || height == 0 || width % 2 != 0 || height % 2 != 0 {
+        if width == 0 || height == 0 || !width.is_multiple_of(2) || !height.is_multiple_of(2) {
             return Err(CodecError::FrameSize {
                 got: (width, height),
                 want: (width & !1, height & !1),
