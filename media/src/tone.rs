@@ -4,22 +4,26 @@
 use crate::SAMPLE_RATE;
 
 /// The level of `frequency` in `pcm` in dB relative to a full-scale sine (0 dB), -200 for
-/// silence.
+/// silence. The samples are Hann-windowed, so a tone two 1/len bins away leaks in at about
+/// -30 dB instead of -13 (a 20 ms frame tells 440 Hz from 550 Hz).
 pub fn level_db(pcm: &[f32], frequency: f32) -> f32 {
-    if pcm.is_empty() {
+    if pcm.len() < 2 {
         return -200.0;
     }
-    let w = 2.0 * std::f32::consts::PI * frequency / SAMPLE_RATE as f32;
+    let w = 2.0 * std::f64::consts::PI * f64::from(frequency) / f64::from(SAMPLE_RATE);
     let coeff = 2.0 * w.cos();
-    let (mut s1, mut s2) = (0f32, 0f32);
-    for &x in pcm {
-        let s0 = x + coeff * s1 - s2;
+    let step = std::f64::consts::TAU / (pcm.len() - 1) as f64;
+    let (mut s1, mut s2, mut gain) = (0f64, 0f64, 0f64);
+    for (i, &x) in pcm.iter().enumerate() {
+        let hann = 0.5 - 0.5 * (step * i as f64).cos();
+        gain += hann;
+        let s0 = f64::from(x) * hann + coeff * s1 - s2;
         s2 = s1;
         s1 = s0;
     }
     let power = (s1 * s1 + s2 * s2 - coeff * s1 * s2).max(0.0);
-    // A full-scale sine over n samples has a Goertzel magnitude of n / 2.
-    let amplitude = 2.0 * power.sqrt() / pcm.len() as f32;
+    // A full-scale sine has a windowed Goertzel magnitude of (sum of the window) / 2.
+    let amplitude = (2.0 * power.sqrt() / gain) as f32;
     20.0 * amplitude.max(1e-10).log10()
 }
 

@@ -80,12 +80,10 @@ pub struct HuddleConfig {
     /// The protocol's limits and timings: host grace, message and queue sizes, the bulk window,
     /// the ping interval (see [`ProtocolSettings`]).
     pub protocol: ProtocolSettings,
-    /// Media with the other peers (feature `media`, native): on, a media-only connection is
-    /// negotiated with every peer that has media too. Off (the default: media costs a second
-    /// connection per peer), a peer's media offer is answered "unsupported", as by a build without
-    /// the feature.
+    /// Voice and camera (feature `media`, native): whether media is on (off by default: it costs
+    /// a second connection per peer), its bitrates and its jitter buffer.
     #[cfg(all(feature = "media", not(target_arch = "wasm32")))]
-    pub media: bool,
+    pub media: crate::media::MediaSettings,
 }
 
 impl HuddleConfig {
@@ -97,10 +95,10 @@ impl HuddleConfig {
         }
     }
 
-    /// Whether this peer does media: the feature is on (native) and [`Self::media`] allows it.
+    /// Whether this peer does media: the feature is on (native) and `media.enabled` allows it.
     pub fn media_enabled(&self) -> bool {
         #[cfg(all(feature = "media", not(target_arch = "wasm32")))]
-        return self.media;
+        return self.media.enabled;
         #[cfg(not(all(feature = "media", not(target_arch = "wasm32"))))]
         false
     }

@@ -1,18 +1,37 @@
 //! One media-only peer connection (webrtc-rs, the stack matchbox uses) as an async task: it
-//! carries out the negotiation's commands and reports what the connection did. The negotiation
-//! itself is `huddle_protocol::media::MediaPeer`'s.
+//! carries out the negotiation's commands, sends the local tracks' samples, hands remote tracks
+//! to their decoding threads, and reports what the connection did and its statistics. The
+//! negotiation itself is `huddle_protocol::media::MediaPeer`'s.
+//!
+//! Every connection has one audio (Opus) and one video (VP8) transceiver, sending and receiving,
+//! from the first offer on: turning a microphone or camera on or off never renegotiates, the
+//! peers only say what they send ([`MediaSignal::Tracks`](huddle_protocol::media::MediaSignal)).
 
+use super::local::{lock, Encoded};
+use super::remote::{spawn_audio, spawn_video, RemoteAudio, RemoteVideo};
 use bevy::tasks::{IoTaskPool, Task};
-use futures::channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
-use futures::StreamExt;
-use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
-use std::sync::Arc;
+use futures::channel::mpsc::UnboundedSender;
+use futures::channel::mpsc::{channel, unbounded, Receiver, Sender, UnboundedReceiver};
+use futures::{FutureExt, StreamExt};
+use huddle_protocol::media::jitter::JitterSettings;
+use huddle_protocol::media::MediaKind;
+use rtc::media::Sample;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSessionDescription,
+    RTCPeerConnectionState, RTCSessionDescription, RTCStatsReportEntry, StatsSelector,
 };
-use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use webrtc::rtp_transceiver::RtpSender;
 use webrtc::runtime::SmolRuntime;
 
 /// What the negotiation asks the connection to do.
@@ -24,8 +43,22 @@ pub(crate) enum Command {
     AddCandidate { candidate: String },
 }
 
+/// The connection's view of the path, from its RTCP reports (once a second).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct PathReport {
+    /// Round-trip time the peer's receiver reports give.
+    pub(crate) rtt: Option<Duration>,
+    /// Fraction of our video the peer reports lost (0..=1).
+    pub(crate) video_loss: Option<f64>,
+    /// Fraction of our audio the peer reports lost.
+    pub(crate) audio_loss: Option<f64>,
+    /// Interarrival jitter of what we receive (audio), in seconds.
+    pub(crate) jitter: Option<f64>,
+    /// Bytes we sent so far.
+    pub(crate) bytes_sent: u64,
+}
+
 /// What the connection did.
-#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Report {
     Offer {
         round: u32,
@@ -39,26 +72,50 @@ pub(crate) enum Report {
     Connected,
     /// Failed or closed, or a step could not be done (with why).
     Failed(String),
+    /// The peer's voice arrived (its decoding thread runs).
+    RemoteAudio(Arc<RemoteAudio>),
+    /// The peer's camera arrived.
+    RemoteVideo(Arc<RemoteVideo>),
+    Path(PathReport),
 }
+
+/// Encoded samples queued per kind before the local track's thread loses some.
+const SINK_QUEUE: usize = 32;
 
 /// The game side of one media peer connection: dropping it closes the connection.
 pub(crate) struct MediaConnection {
     pub(crate) session: u32,
     commands: UnboundedSender<Command>,
     reports: UnboundedReceiver<Report>,
+    audio: Sender<Encoded>,
+    video: Sender<Encoded>,
     _task: Task<()>,
 }
 
+/// How a connection is opened.
+pub(crate) struct Opening {
+    pub(crate) session: u32,
+    pub(crate) ice: RTCIceServer,
+    pub(crate) bind: Vec<String>,
+    pub(crate) jitter: JitterSettings,
+}
+
 impl MediaConnection {
-    /// Opens a connection for `session` with these ICE servers, bound to `bind`.
-    pub(crate) fn open(session: u32, ice: RTCIceServer, bind: Vec<String>) -> Self {
+    /// Opens a connection.
+    pub(crate) fn open(opening: Opening) -> Self {
         let (commands, command_rx) = unbounded();
         let (report_tx, reports) = unbounded();
-        let task = IoTaskPool::get().spawn(run(ice, bind, command_rx, report_tx));
+        let (audio, audio_rx) = channel(SINK_QUEUE);
+        let (video, video_rx) = channel(SINK_QUEUE);
+        let session = opening.session;
+        let task =
+            IoTaskPool::get().spawn(run(opening, command_rx, report_tx, [audio_rx, video_rx]));
         Self {
             session,
             commands,
             reports,
+            audio,
+            video,
             _task: task,
         }
     }
@@ -71,9 +128,20 @@ impl MediaConnection {
     pub(crate) fn reports(&mut self) -> Vec<Report> {
         std::iter::from_fn(|| self.reports.try_recv().ok()).collect()
     }
+
+    /// Where the local track of `kind` puts samples for this peer.
+    pub(crate) fn sink(&self, kind: MediaKind) -> Sender<Encoded> {
+        match kind {
+            MediaKind::Audio => self.audio.clone(),
+            MediaKind::Video => self.video.clone(),
+        }
+    }
 }
 
-struct Handler(UnboundedSender<Report>);
+struct Handler {
+    reports: UnboundedSender<Report>,
+    jitter: JitterSettings,
+}
 
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
@@ -84,7 +152,7 @@ impl PeerConnectionEventHandler for Handler {
             .ok()
             .and_then(|init| serde_json::to_string(&init).ok());
         if let Some(json) = json {
-            let _ = self.0.unbounded_send(Report::Candidate(json));
+            let _ = self.reports.unbounded_send(Report::Candidate(json));
         }
     }
 
@@ -96,69 +164,239 @@ impl PeerConnectionEventHandler for Handler {
             }
             _ => return,
         };
-        let _ = self.0.unbounded_send(report);
+        let _ = self.reports.unbounded_send(report);
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let pool = IoTaskPool::get();
+        match track.kind().await {
+            RtpCodecKind::Audio => {
+                let (inlet, out) = spawn_audio(self.jitter);
+                let _ = self.reports.unbounded_send(Report::RemoteAudio(out));
+                pool.spawn(async move {
+                    while let Some(event) = track.poll().await {
+                        if let TrackRemoteEvent::OnRtpPacket(p) = event {
+                            let item = (p.header.sequence_number, p.payload.to_vec());
+                            if !p.payload.is_empty() && !inlet.put(item) {
+                                break;
+                            }
+                        }
+                    }
+                })
+                .detach();
+            }
+            RtpCodecKind::Video => {
+                let (inlet, out) = spawn_video();
+                let _ = self.reports.unbounded_send(Report::RemoteVideo(out));
+                pool.spawn(async move {
+                    while let Some(event) = track.poll().await {
+                        if let TrackRemoteEvent::OnRtpPacket(p) = event {
+                            if !inlet.put(p) {
+                                break;
+                            }
+                        }
+                    }
+                })
+                .detach();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A local track of the connection and the sender it was added as (once added).
+struct Outgoing {
+    kind: MediaKind,
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    sender: Mutex<Option<Arc<dyn RtpSender>>>,
+}
+
+impl Outgoing {
+    fn new(kind: MediaKind) -> Result<Self, webrtc::error::Error> {
+        let ssrc = fastrand::u32(1..);
+        let (codec_kind, codec, label) = match kind {
+            MediaKind::Audio => (
+                RtpCodecKind::Audio,
+                RTCRtpCodec {
+                    mime_type: MIME_TYPE_OPUS.to_owned(),
+                    clock_rate: 48_000,
+                    channels: 2,
+                    sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                    rtcp_feedback: vec![],
+                },
+                "voice",
+            ),
+            MediaKind::Video => (
+                RtpCodecKind::Video,
+                RTCRtpCodec {
+                    mime_type: MIME_TYPE_VP8.to_owned(),
+                    clock_rate: 90_000,
+                    channels: 0,
+                    sdp_fmtp_line: String::new(),
+                    rtcp_feedback: vec![],
+                },
+                "camera",
+            ),
+        };
+        let track = TrackLocalStaticSample::new(
+            Instant::now(),
+            MediaStreamTrack::new(
+                "huddle".to_owned(),
+                label.to_owned(),
+                label.to_owned(),
+                codec_kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    codec,
+                    ..Default::default()
+                }],
+            ),
+        )?;
+        Ok(Self {
+            kind,
+            track: Arc::new(track),
+            ssrc,
+            sender: Mutex::new(None),
+        })
+    }
+
+    /// Adds the track to the connection (once).
+    async fn add_to(&self, connection: &impl PeerConnection) -> webrtc::error::Result<()> {
+        if lock(&self.sender).is_some() {
+            return Ok(());
+        }
+        let sender = connection
+            .add_track(self.track.clone() as Arc<dyn TrackLocal>)
+            .await?;
+        *lock(&self.sender) = Some(sender);
+        Ok(())
+    }
+
+    /// Sends every sample that comes, once the codec's payload type is negotiated (samples
+    /// before that are dropped: nobody could decode them).
+    async fn write(&self, mut samples: Receiver<Encoded>) {
+        let mime = match self.kind {
+            MediaKind::Audio => MIME_TYPE_OPUS,
+            MediaKind::Video => MIME_TYPE_VP8,
+        };
+        let mut payload_type = None;
+        while let Some(encoded) = samples.next().await {
+            if payload_type.is_none() {
+                let sender = lock(&self.sender).clone();
+                if let Some(sender) = sender {
+                    payload_type = sender.get_parameters().await.ok().and_then(|p| {
+                        p.rtp_parameters
+                            .codecs
+                            .iter()
+                            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+                            .map(|c| c.payload_type)
+                    });
+                }
+            }
+            let Some(pt) = payload_type else {
+                continue;
+            };
+            let sample = Sample {
+                data: encoded.data,
+                duration: encoded.duration,
+                ..Sample::new(Instant::now())
+            };
+            let _ = self
+                .track
+                .sample_writer(self.ssrc, pt)
+                .write_sample(&sample)
+                .await;
+        }
     }
 }
 
 async fn run(
-    ice: RTCIceServer,
-    bind: Vec<String>,
-    mut commands: UnboundedReceiver<Command>,
+    opening: Opening,
+    commands: UnboundedReceiver<Command>,
     reports: UnboundedSender<Report>,
+    [audio_rx, video_rx]: [Receiver<Encoded>; 2],
 ) {
-    let connection = match connect(ice, bind, reports.clone()).await {
-        Ok(c) => c,
+    let built = match (
+        Outgoing::new(MediaKind::Audio),
+        Outgoing::new(MediaKind::Video),
+    ) {
+        (Ok(audio), Ok(video)) => connect(&opening, reports.clone())
+            .await
+            .map(|c| (c, [audio, video])),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    let (connection, outgoing) = match built {
+        Ok(built) => built,
         Err(e) => {
             let _ = reports.unbounded_send(Report::Failed(format!("cannot open: {e}")));
             return;
         }
     };
-    while let Some(command) = commands.next().await {
-        if let Err(e) = carry_out(&connection, command, &reports).await {
-            let _ = reports.unbounded_send(Report::Failed(e.to_string()));
-        }
+    let negotiate = negotiate(&connection, &outgoing, commands, &reports).fuse();
+    let media = futures::future::join3(
+        outgoing[0].write(audio_rx),
+        outgoing[1].write(video_rx),
+        report_path(&connection, &reports),
+    )
+    .fuse();
+    futures::pin_mut!(negotiate, media);
+    // The game side is gone when the commands end: close, or webrtc-rs keeps the sockets.
+    futures::select! {
+        () = negotiate => {},
+        _ = media => {},
     }
-    // The game side is gone: close, or webrtc-rs keeps the sockets running.
     let _ = connection.close().await;
 }
 
+async fn negotiate(
+    connection: &impl PeerConnection,
+    outgoing: &[Outgoing; 2],
+    mut commands: UnboundedReceiver<Command>,
+    reports: &UnboundedSender<Report>,
+) {
+    while let Some(command) = commands.next().await {
+        if let Err(e) = carry_out(connection, outgoing, command, reports).await {
+            let _ = reports.unbounded_send(Report::Failed(e.to_string()));
+        }
+    }
+}
+
 async fn connect(
-    ice: RTCIceServer,
-    bind: Vec<String>,
+    opening: &Opening,
     reports: UnboundedSender<Report>,
 ) -> webrtc::error::Result<impl PeerConnection> {
     let mut media = MediaEngine::default();
     media.register_default_codecs()?;
     let config = RTCConfigurationBuilder::new()
-        .with_ice_servers(vec![ice])
+        .with_ice_servers(vec![opening.ice.clone()])
         .build();
     PeerConnectionBuilder::new()
         .with_configuration(config)
         .with_media_engine(media)
         .with_runtime(Arc::new(SmolRuntime))
-        .with_handler(Arc::new(Handler(reports)))
-        .with_udp_addrs(bind)
+        .with_handler(Arc::new(Handler {
+            reports,
+            jitter: opening.jitter,
+        }))
+        .with_udp_addrs(opening.bind.clone())
         .build()
         .await
 }
 
 async fn carry_out(
     connection: &impl PeerConnection,
+    outgoing: &[Outgoing; 2],
     command: Command,
     reports: &UnboundedSender<Report>,
 ) -> webrtc::error::Result<()> {
     match command {
         Command::CreateOffer { round } => {
-            if round == 1 {
-                // An audio m-line to negotiate the connection on (a kind without a track can
-                // only receive); tracks add their own transceivers.
-                let init = RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Recvonly,
-                    ..Default::default()
-                };
-                connection
-                    .add_transceiver_from_kind(RtpCodecKind::Audio, Some(init))
-                    .await?;
+            for track in outgoing {
+                track.add_to(connection).await?;
             }
             let offer = connection.create_offer(None).await?;
             let sdp = offer.sdp.clone();
@@ -169,6 +407,10 @@ async fn carry_out(
             connection
                 .set_remote_description(RTCSessionDescription::offer(sdp)?)
                 .await?;
+            // Added after the offer, the tracks take the offer's transceivers (send and receive).
+            for track in outgoing {
+                track.add_to(connection).await?;
+            }
             let answer = connection.create_answer(None).await?;
             let sdp = answer.sdp.clone();
             connection.set_local_description(answer).await?;
@@ -187,4 +429,46 @@ async fn carry_out(
         }
     }
     Ok(())
+}
+
+/// Reads the connection's statistics once a second and reports the path.
+async fn report_path(connection: &impl PeerConnection, reports: &UnboundedSender<Report>) {
+    loop {
+        futures_timer::Delay::new(Duration::from_secs(1)).await;
+        let stats = connection
+            .get_stats(Instant::now(), StatsSelector::None)
+            .await;
+        let mut path = PathReport::default();
+        for entry in stats.iter() {
+            match entry {
+                RTCStatsReportEntry::RemoteInboundRtp(remote) => {
+                    let kind = remote.received_rtp_stream_stats.rtp_stream_stats.kind;
+                    if remote.round_trip_time_measurements > 0 {
+                        path.rtt = Some(Duration::from_secs_f64(
+                            remote.round_trip_time.clamp(0.0, 60.0),
+                        ));
+                    }
+                    let loss = Some(remote.fraction_lost);
+                    match kind {
+                        RtpCodecKind::Audio => path.audio_loss = loss,
+                        RtpCodecKind::Video => path.video_loss = loss,
+                        _ => {}
+                    }
+                }
+                RTCStatsReportEntry::InboundRtp(inbound)
+                    if inbound.received_rtp_stream_stats.rtp_stream_stats.kind
+                        == RtpCodecKind::Audio =>
+                {
+                    path.jitter = Some(inbound.received_rtp_stream_stats.jitter);
+                }
+                RTCStatsReportEntry::OutboundRtp(outbound) => {
+                    path.bytes_sent += outbound.sent_rtp_stream_stats.bytes_sent;
+                }
+                _ => {}
+            }
+        }
+        if reports.unbounded_send(Report::Path(path)).is_err() {
+            return;
+        }
+    }
 }

@@ -1,26 +1,46 @@
-//! Media next to the game's data (feature `media`, native): a second, media-only peer connection
-//! per peer, negotiated peer to peer over the control channel by
-//! [`huddle_protocol::media::MediaPeer`] (the data link's caller offers; the signaling server is
-//! not involved, matchbox's connection is untouched). A peer without media answers "unsupported"
-//! and the game goes on; a media failure never disconnects the game.
+//! Voice and camera next to the game's data (feature `media`, native).
 //!
-//! This is the connection layer: where media with each peer stands ([`MediaStates`],
-//! [`MediaStateChanged`]). Sources, codecs and tracks build on it.
+//! - **Local**: [`LocalMedia`] starts and stops the microphone and the camera, each from a
+//!   source ([`MicSource`]: a [`SineWave`] or samples the game pushes; [`CameraSource`]: a
+//!   [`TestPattern`] or frames the game pushes), mutes (push-to-talk) without renegotiating,
+//!   and chooses per peer what to receive ([`LocalMedia::receive`]).
+//! - **Remote**: [`RemoteMedia`] holds each peer's voice ([`RemoteAudio`]: PCM, level, speaking,
+//!   volume) and camera ([`RemoteVideo`], and a Bevy `Handle<Image>` updated with every decoded
+//!   frame when the app has `Assets<Image>`). [`RemoteTrackStarted`] / [`RemoteTrackEnded`] come
+//!   at the first decoded frame and when the track ends. [`MediaStats`] has each peer's numbers.
+//! - **Connections**: a second, media-only peer connection per peer, negotiated peer to peer
+//!   over the control channel by [`huddle_protocol::media::MediaPeer`] (the data link's caller
+//!   offers; the signaling server is not involved; matchbox's connection is untouched). A peer
+//!   without media answers "unsupported" ([`MediaState::Unsupported`]) and the game goes on; a
+//!   media failure never disconnects the game.
+//!
+//! Opus (48 kHz mono, 20 ms, FEC and DTX) and VP8 through libopus and libvpx
+//! ([`huddle_media`]); each local track is encoded once for every peer. The camera's bitrate
+//! follows the loss and round trip the peers' receiver reports give
+//! ([`huddle_protocol::media::bitrate`]).
 
 mod connection;
+mod local;
+mod negotiate;
+mod remote;
+mod settings;
 
-pub use huddle_protocol::media::MediaState;
+pub use huddle_media::source::{SineWave, TestPattern};
+pub use huddle_media::{tone, VideoFrame, FRAME_SAMPLES, SAMPLE_RATE};
+pub use huddle_protocol::media::jitter::{JitterSettings, JitterStats};
+pub use huddle_protocol::media::{MediaKind, MediaState, TrackSet};
+pub use local::{AudioPush, CameraSource, MicSource, VideoPush};
+pub use remote::{RemoteAudio, RemoteVideo};
+pub use settings::{BitrateBounds, MediaSettings};
 
-use crate::messages::{MediaSignalIn, PeerJoined, PeerLeft, Role};
+use crate::messages::MediaSignalIn;
 use crate::schedule::HuddleSystems;
-use crate::session::HuddleSession;
-use crate::HuddleSettings;
 use bevy::platform::collections::HashMap;
 use bevy::prelude::*;
-use connection::{Command, MediaConnection, Report};
-use huddle_protocol::media::{MediaAction, MediaPeer, MediaSignal};
+use local::LocalTrack;
 use matchbox_socket::PeerId;
-use webrtc::peer_connection::RTCIceServer;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Where media with each peer stands (peers in the lobby only).
 #[derive(Resource, Debug, Default, Clone, PartialEq, Eq)]
@@ -35,143 +55,238 @@ pub struct MediaStateChanged {
     pub state: MediaState,
 }
 
-struct Peer {
-    negotiation: MediaPeer,
-    connection: Option<MediaConnection>,
+/// A peer's track delivered its first decoded frame (again, after it was off).
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteTrackStarted {
+    /// The peer.
+    pub peer: PeerId,
+    /// Voice or camera.
+    pub kind: MediaKind,
 }
 
+/// A peer's track ended: the peer turned it off, left, or media with it failed.
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteTrackEnded {
+    /// The peer.
+    pub peer: PeerId,
+    /// Voice or camera.
+    pub kind: MediaKind,
+}
+
+/// The local microphone and camera, and what to receive from whom. Changes take effect in the
+/// next `PreUpdate`.
 #[derive(Resource, Default)]
-struct MediaPeers(HashMap<PeerId, Peer>);
+pub struct LocalMedia {
+    microphone: Slot,
+    camera: Slot,
+    muted: bool,
+    wants: HashMap<PeerId, TrackSet>,
+}
+
+/// A local track: running, asked to start, or off.
+#[derive(Default)]
+enum Slot {
+    #[default]
+    Off,
+    StartMic(MicSource),
+    StartCamera(CameraSource),
+    Running(LocalTrack),
+}
+
+impl Slot {
+    fn is_on(&self) -> bool {
+        !matches!(self, Slot::Off)
+    }
+
+    fn running(&self) -> Option<&LocalTrack> {
+        match self {
+            Slot::Running(track) => Some(track),
+            _ => None,
+        }
+    }
+}
+
+impl LocalMedia {
+    /// Starts (or restarts) the microphone from `source`.
+    pub fn start_microphone(&mut self, source: MicSource) {
+        self.microphone = Slot::StartMic(source);
+    }
+
+    /// Stops the microphone: the peers' voice track of us ends.
+    pub fn stop_microphone(&mut self) {
+        self.microphone = Slot::Off;
+    }
+
+    /// Starts (or restarts) the camera from `source`.
+    pub fn start_camera(&mut self, source: CameraSource) {
+        self.camera = Slot::StartCamera(source);
+    }
+
+    /// Stops the camera: the peers' video track of us ends.
+    pub fn stop_camera(&mut self) {
+        self.camera = Slot::Off;
+    }
+
+    /// Mutes or unmutes the microphone (push-to-talk): silence is sent, nothing renegotiates.
+    pub fn set_muted(&mut self, muted: bool) {
+        self.muted = muted;
+        if let Some(track) = self.microphone.running() {
+            track.set_muted(muted);
+        }
+    }
+
+    /// Whether the microphone is muted.
+    pub fn is_muted(&self) -> bool {
+        self.muted
+    }
+
+    /// What we send (or are about to).
+    pub fn tracks(&self) -> TrackSet {
+        TrackSet {
+            audio: self.microphone.is_on(),
+            video: self.camera.is_on(),
+        }
+    }
+
+    /// Chooses what to receive from `peer` (all, until changed): a game that shows no video of a
+    /// far-away player saves its bandwidth.
+    pub fn receive(&mut self, peer: PeerId, wants: TrackSet) {
+        self.wants.insert(peer, wants);
+    }
+
+    /// What we take from `peer`.
+    pub fn wants(&self, peer: PeerId) -> TrackSet {
+        self.wants.get(&peer).copied().unwrap_or(TrackSet::ALL)
+    }
+
+    /// The microphone's level now in dBFS, before muting (a "you are speaking" indicator).
+    pub fn microphone_level_db(&self) -> Option<f32> {
+        self.microphone.running().map(LocalTrack::level_db)
+    }
+
+    /// The camera's bitrate now (bits per second), as the loss/RTT controller set it.
+    pub fn camera_bitrate(&self) -> Option<u32> {
+        self.camera.running().map(LocalTrack::bitrate)
+    }
+
+    fn track(&self, kind: MediaKind) -> Option<&LocalTrack> {
+        match kind {
+            MediaKind::Audio => self.microphone.running(),
+            MediaKind::Video => self.camera.running(),
+        }
+    }
+}
+
+/// Each peer's voice and camera.
+#[derive(Resource, Default)]
+pub struct RemoteMedia {
+    peers: HashMap<PeerId, RemotePeer>,
+}
+
+#[derive(Default)]
+struct RemotePeer {
+    audio: Option<Arc<RemoteAudio>>,
+    video: Option<Arc<RemoteVideo>>,
+    image: Option<Handle<Image>>,
+    image_generation: u64,
+    /// The kinds announced with [`RemoteTrackStarted`] and not ended yet.
+    announced: TrackSet,
+    volume: Option<f32>,
+}
+
+impl RemoteMedia {
+    /// `peer`'s voice, once its media connection carries one.
+    pub fn audio(&self, peer: PeerId) -> Option<&RemoteAudio> {
+        self.peers.get(&peer)?.audio.as_deref()
+    }
+
+    /// `peer`'s camera, once its media connection carries one.
+    pub fn video(&self, peer: PeerId) -> Option<&RemoteVideo> {
+        self.peers.get(&peer)?.video.as_deref()
+    }
+
+    /// `peer`'s camera as an image (a sprite or UI node shows it), updated with every decoded
+    /// frame; `None` before the first frame or without `Assets<Image>` in the app.
+    pub fn image(&self, peer: PeerId) -> Option<Handle<Image>> {
+        self.peers.get(&peer)?.image.clone()
+    }
+
+    /// Sets `peer`'s voice volume (1 = as sent, 0 = deafened to it; proximity chat sets it
+    /// from game positions, see [`proximity_volume`]).
+    pub fn set_volume(&mut self, peer: PeerId, volume: f32) {
+        let entry = self.peers.entry(peer).or_default();
+        entry.volume = Some(volume);
+        if let Some(audio) = &entry.audio {
+            audio.set_volume(volume);
+        }
+    }
+
+    /// The peers with a voice or a camera track, started or not.
+    pub fn peers(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.peers.keys().copied()
+    }
+}
+
+/// A voice's volume at `distance` for proximity chat: full up to `near`, silent past `far`,
+/// falling off linearly in between.
+pub fn proximity_volume(distance: f32, near: f32, far: f32) -> f32 {
+    if !(distance.is_finite() && near.is_finite() && far.is_finite()) || distance <= near {
+        return if distance.is_nan() { 0.0 } else { 1.0 };
+    }
+    if far <= near {
+        return 0.0;
+    }
+    (1.0 - (distance - near) / (far - near)).clamp(0.0, 1.0)
+}
+
+/// A peer's media numbers, refreshed once a second.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PeerMediaStats {
+    /// Voice packets received.
+    pub audio_packets: u64,
+    /// Voice bitrate received (bits per second).
+    pub audio_bitrate_in: u32,
+    /// The voice's jitter buffer counters.
+    pub jitter: JitterStats,
+    /// Camera packets received.
+    pub video_packets: u64,
+    /// Camera bitrate received (bits per second).
+    pub video_bitrate_in: u32,
+    /// Camera frames decoded.
+    pub frames_decoded: u64,
+    /// Camera frames that did not decode.
+    pub frames_dropped: u64,
+    /// Round trip on the media path (from RTCP).
+    pub rtt: Option<Duration>,
+    /// Fraction of our camera the peer reports lost.
+    pub video_loss: Option<f64>,
+    /// Fraction of our voice the peer reports lost.
+    pub audio_loss: Option<f64>,
+    /// Interarrival jitter of the peer's voice (seconds).
+    pub jitter_seconds: Option<f64>,
+    /// Bitrate we send to the peer (bits per second).
+    pub bitrate_out: u32,
+}
+
+/// Every peer's [`PeerMediaStats`].
+#[derive(Resource, Debug, Default, Clone)]
+pub struct MediaStats(pub HashMap<PeerId, PeerMediaStats>);
 
 /// Adds media to the app (called by `HuddlePlugin` with the feature on).
 pub(crate) fn build(app: &mut App) {
     app.init_resource::<MediaStates>()
-        .init_resource::<MediaPeers>()
+        .init_resource::<LocalMedia>()
+        .init_resource::<RemoteMedia>()
+        .init_resource::<MediaStats>()
+        .init_resource::<negotiate::MediaPeers>()
         .add_message::<MediaStateChanged>()
+        .add_message::<RemoteTrackStarted>()
+        .add_message::<RemoteTrackEnded>()
         .add_message::<MediaSignalIn>()
-        .add_systems(PreUpdate, drive.after(HuddleSystems::Receive));
-}
-
-/// What the media side works with this frame.
-struct Frame<'a> {
-    ice: &'a RTCIceServer,
-    session: &'a mut HuddleSession,
-    states: &'a mut MediaStates,
-    changed: Vec<MediaStateChanged>,
-}
-
-/// `PreUpdate`: follows the lobby, hands signals and connection reports to each peer's
-/// negotiation, and carries out what it says.
-#[allow(clippy::too_many_arguments)]
-fn drive(
-    session: Option<ResMut<HuddleSession>>,
-    settings: Res<HuddleSettings>,
-    mut peers: ResMut<MediaPeers>,
-    mut states: ResMut<MediaStates>,
-    mut joined: MessageReader<PeerJoined>,
-    mut left: MessageReader<PeerLeft>,
-    mut signals: MessageReader<MediaSignalIn>,
-    mut changed: MessageWriter<MediaStateChanged>,
-) {
-    let Some(mut session) = session.filter(|s| s.endpoint().config().media) else {
-        peers.0.clear();
-        states.0.clear();
-        joined.clear();
-        left.clear();
-        signals.clear();
-        return;
-    };
-    let ice = match settings.0.matchbox_ice() {
-        Ok(ice) => RTCIceServer {
-            urls: ice.urls,
-            username: ice.username.unwrap_or_default(),
-            credential: ice.credential.unwrap_or_default(),
-        },
-        Err(_) => RTCIceServer::default(),
-    };
-    let now = session.now();
-    let mut frame = Frame {
-        ice: &ice,
-        session: &mut session,
-        states: &mut states,
-        changed: Vec::new(),
-    };
-    for j in joined.read() {
-        let mut negotiation = MediaPeer::new(j.role == Role::Caller);
-        let actions = negotiation.start(now);
-        let peer = peers.0.entry(j.peer).insert(Peer {
-            negotiation,
-            connection: None,
-        });
-        frame.apply(j.peer, peer.into_mut(), actions);
-    }
-    for l in left.read() {
-        peers.0.remove(&l.peer);
-        frame.states.0.remove(&l.peer);
-    }
-    for s in signals.read() {
-        if let Some(peer) = peers.0.get_mut(&s.from) {
-            let actions = peer.negotiation.received(s.signal.clone(), now);
-            frame.apply(s.from, peer, actions);
-        }
-    }
-    for (id, peer) in peers.0.iter_mut() {
-        let reports = peer.connection.as_mut().map(MediaConnection::reports);
-        for report in reports.into_iter().flatten() {
-            let actions = match report {
-                Report::Offer { round, sdp } => peer.negotiation.local_offer(round, sdp),
-                Report::Answer { round, sdp } => peer.negotiation.local_answer(round, sdp),
-                Report::Candidate(candidate) => {
-                    let session = peer.connection.as_ref().map_or(0, |c| c.session);
-                    vec![MediaAction::Send(MediaSignal::Candidate {
-                        session,
-                        candidate,
-                    })]
-                }
-                Report::Connected => peer.negotiation.connected(),
-                Report::Failed(why) => {
-                    warn!("huddle: media with {id}: {why}");
-                    peer.negotiation.failed(now)
-                }
-            };
-            frame.apply(*id, peer, actions);
-        }
-        let actions = peer.negotiation.tick(now);
-        frame.apply(*id, peer, actions);
-    }
-    changed.write_batch(frame.changed);
-}
-
-impl Frame<'_> {
-    fn apply(&mut self, id: PeerId, peer: &mut Peer, actions: Vec<MediaAction>) {
-        for action in actions {
-            let command = match action {
-                MediaAction::Open { session } => {
-                    let bind = vec!["0.0.0.0:0".to_string(), "[::]:0".to_string()];
-                    peer.connection = Some(MediaConnection::open(session, self.ice.clone(), bind));
-                    continue;
-                }
-                MediaAction::Close => {
-                    peer.connection = None;
-                    continue;
-                }
-                MediaAction::Send(signal) => {
-                    self.session.send_media(id, signal);
-                    continue;
-                }
-                MediaAction::State(state) => {
-                    self.states.0.insert(id, state);
-                    self.changed.push(MediaStateChanged { peer: id, state });
-                    continue;
-                }
-                MediaAction::CreateOffer { round } => Command::CreateOffer { round },
-                MediaAction::AcceptOffer { round, sdp } => Command::AcceptOffer { round, sdp },
-                MediaAction::AcceptAnswer { sdp } => Command::AcceptAnswer { sdp },
-                MediaAction::AddCandidate { candidate } => Command::AddCandidate { candidate },
-            };
-            if let Some(connection) = &peer.connection {
-                connection.command(command);
-            }
-        }
-    }
+        .add_systems(
+            PreUpdate,
+            (negotiate::drive, negotiate::announce, negotiate::show)
+                .chain()
+                .after(HuddleSystems::Receive),
+        );
 }

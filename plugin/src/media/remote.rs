@@ -1,0 +1,345 @@
+//! Remote tracks: what a peer sends, decoded on a thread per track. A voice goes through the
+//! jitter buffer ([`huddle_protocol::media::jitter`]) and the Opus decoder, one 20 ms frame per
+//! tick, into a PCM queue the game reads ([`RemoteAudio::take_pcm`]); a camera goes through
+//! RTP reassembly and the VP8 decoder into the latest frame ([`RemoteVideo::latest_frame`]).
+//!
+//! Everything here comes from the network: packet queues are bounded (overflow is counted),
+//! undecodable data is counted and concealed, and nothing plays while the peer says its track
+//! is off.
+
+use super::local::lock;
+use huddle_media::audio::AudioDecoder;
+use huddle_media::tone::rms_db;
+use huddle_media::vp8::Vp8Decoder;
+use huddle_media::{VideoFrame, FRAME_SAMPLES, SAMPLE_RATE};
+use huddle_protocol::media::jitter::{JitterBuffer, JitterSettings, JitterStats, Playout};
+use rtc::media::io::sample_builder::SampleBuilder;
+use rtc::rtp::codec::vp8::Vp8Packet;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// RTP packets queued for a track's thread at most.
+const PACKET_QUEUE: usize = 512;
+/// Decoded PCM kept for the game at most (two seconds); older samples are dropped.
+const PCM_KEPT: usize = 2 * SAMPLE_RATE as usize;
+/// A voice this loud (dBFS) counts as speaking.
+const SPEAKING_DB: f32 = -45.0;
+
+/// Counters both kinds of remote track keep.
+#[derive(Debug, Default)]
+struct Counters {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    /// Packets the track's thread could not take in time.
+    overflow: AtomicU64,
+    /// Frames that did not decode.
+    decode_errors: AtomicU64,
+}
+
+/// A peer's voice. The game reads its PCM, its level and its jitter buffer's counters.
+#[derive(Debug)]
+pub struct RemoteAudio {
+    pcm: Mutex<VecDeque<f32>>,
+    /// The peer says its microphone is on: frames play.
+    live: AtomicBool,
+    started: AtomicBool,
+    volume: AtomicU32,
+    level: AtomicU32,
+    jitter: Mutex<JitterStats>,
+    pcm_dropped: AtomicU64,
+    counters: Counters,
+}
+
+impl RemoteAudio {
+    fn new() -> Self {
+        Self {
+            pcm: Mutex::new(VecDeque::new()),
+            live: AtomicBool::new(false),
+            started: AtomicBool::new(false),
+            volume: AtomicU32::new(1f32.to_bits()),
+            level: AtomicU32::new((-200f32).to_bits()),
+            jitter: Mutex::new(JitterStats::default()),
+            pcm_dropped: AtomicU64::new(0),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Takes the PCM decoded since the last call (48 kHz mono `f32`, volume applied): one 20 ms
+    /// frame per 20 ms from the first decoded frame on, silence included. At most two seconds
+    /// are kept for a game that reads nothing.
+    pub fn take_pcm(&self) -> Vec<f32> {
+        lock(&self.pcm).drain(..).collect()
+    }
+
+    /// The level of the latest frame in dBFS (-200 for silence).
+    pub fn level_db(&self) -> f32 {
+        f32::from_bits(self.level.load(Ordering::Relaxed))
+    }
+
+    /// Whether the peer is speaking (its latest frame is above -45 dBFS).
+    pub fn speaking(&self) -> bool {
+        self.level_db() > SPEAKING_DB
+    }
+
+    /// Its playout volume (1 = as sent, 0 = deafened to this peer).
+    pub fn volume(&self) -> f32 {
+        f32::from_bits(self.volume.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_volume(&self, volume: f32) {
+        let volume = if volume.is_finite() {
+            volume.clamp(0.0, 4.0)
+        } else {
+            1.0
+        };
+        self.volume.store(volume.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The jitter buffer's counters (played, recovered by FEC, concealed, late, restarts).
+    pub fn jitter_stats(&self) -> JitterStats {
+        *lock(&self.jitter)
+    }
+
+    /// RTP packets received.
+    pub fn packets(&self) -> u64 {
+        self.counters.packets.load(Ordering::Relaxed)
+    }
+
+    /// Packets and PCM dropped for lack of room (the game did not read, or a flood), and
+    /// packets that did not decode.
+    pub fn dropped(&self) -> u64 {
+        self.counters.overflow.load(Ordering::Relaxed)
+            + self.pcm_dropped.load(Ordering::Relaxed)
+            + self.counters.decode_errors.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        self.counters.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether a frame has been decoded since the track went live.
+    pub(crate) fn started(&self) -> bool {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    /// The peer turned its microphone on or off.
+    pub(crate) fn set_live(&self, live: bool) {
+        self.live.store(live, Ordering::Relaxed);
+        if !live {
+            self.started.store(false, Ordering::Relaxed);
+        }
+    }
+
+    fn deliver(&self, pcm: &[f32]) {
+        let volume = self.volume();
+        let mut out = lock(&self.pcm);
+        out.extend(pcm.iter().map(|x| x * volume));
+        let over = out.len().saturating_sub(PCM_KEPT);
+        out.drain(..over);
+        self.pcm_dropped.fetch_add(over as u64, Ordering::Relaxed);
+        self.level.store(rms_db(pcm).to_bits(), Ordering::Relaxed);
+    }
+}
+
+/// A peer's camera: the latest decoded frame and counters.
+#[derive(Debug, Default)]
+pub struct RemoteVideo {
+    latest: Mutex<Option<VideoFrame>>,
+    /// Bumped with every decoded frame.
+    generation: AtomicU64,
+    live: AtomicBool,
+    started: AtomicBool,
+    frames: AtomicU64,
+    counters: Counters,
+}
+
+impl RemoteVideo {
+    /// The latest decoded frame (I420).
+    pub fn latest_frame(&self) -> Option<VideoFrame> {
+        lock(&self.latest).clone()
+    }
+
+    /// Frames decoded so far.
+    pub fn frames_decoded(&self) -> u64 {
+        self.frames.load(Ordering::Relaxed)
+    }
+
+    /// Frames that did not decode (lost packets; the next keyframe repairs the picture).
+    pub fn frames_dropped(&self) -> u64 {
+        self.counters.decode_errors.load(Ordering::Relaxed)
+    }
+
+    /// RTP packets received.
+    pub fn packets(&self) -> u64 {
+        self.counters.packets.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        self.counters.bytes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn started(&self) -> bool {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_live(&self, live: bool) {
+        self.live.store(live, Ordering::Relaxed);
+        if !live {
+            self.started.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Where the connection's reader puts a remote track's packets.
+pub(crate) struct Inlet<T> {
+    queue: SyncSender<T>,
+    overflow: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl<T> Inlet<T> {
+    /// Queues a packet; a full queue drops it (counted). `false` once the track's thread ended.
+    pub(crate) fn put(&self, item: T) -> bool {
+        match self.queue.try_send(item) {
+            Ok(()) => true,
+            Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                (self.overflow)();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// Starts the thread of a remote voice.
+pub(crate) fn spawn_audio(settings: JitterSettings) -> (Inlet<(u16, Vec<u8>)>, Arc<RemoteAudio>) {
+    let (tx, rx) = sync_channel(PACKET_QUEUE);
+    let out = Arc::new(RemoteAudio::new());
+    let thread_out = out.clone();
+    let _ = std::thread::Builder::new()
+        .name("huddle-voice".into())
+        .spawn(move || play(rx, settings, &thread_out));
+    let counted = out.clone();
+    let overflow = Arc::new(move || {
+        counted.counters.overflow.fetch_add(1, Ordering::Relaxed);
+    });
+    (
+        Inlet {
+            queue: tx,
+            overflow,
+        },
+        out,
+    )
+}
+
+/// Starts the thread of a remote camera.
+pub(crate) fn spawn_video() -> (Inlet<rtc::rtp::Packet>, Arc<RemoteVideo>) {
+    let (tx, rx) = sync_channel(PACKET_QUEUE);
+    let out = Arc::new(RemoteVideo::default());
+    let thread_out = out.clone();
+    let _ = std::thread::Builder::new()
+        .name("huddle-video".into())
+        .spawn(move || decode_video(rx, &thread_out));
+    let counted = out.clone();
+    let overflow = Arc::new(move || {
+        counted.counters.overflow.fetch_add(1, Ordering::Relaxed);
+    });
+    (
+        Inlet {
+            queue: tx,
+            overflow,
+        },
+        out,
+    )
+}
+
+/// A voice's thread: packets into the jitter buffer, one decoded frame out every 20 ms.
+fn play(rx: Receiver<(u16, Vec<u8>)>, settings: JitterSettings, out: &RemoteAudio) {
+    let Ok(mut decoder) = AudioDecoder::new() else {
+        return;
+    };
+    let mut buffer = JitterBuffer::new(settings);
+    let clock = Instant::now();
+    let mut next = clock;
+    let silence = [0f32; FRAME_SAMPLES];
+    loop {
+        loop {
+            match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
+                Ok((seq, payload)) => {
+                    out.counters.packets.fetch_add(1, Ordering::Relaxed);
+                    out.counters
+                        .bytes
+                        .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                    if out.live.load(Ordering::Relaxed) {
+                        buffer.push(seq, payload, clock.elapsed());
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        next += Duration::from_millis(20);
+        let now = Instant::now();
+        if next + Duration::from_millis(100) < now {
+            next = now;
+        }
+        let decoded = match buffer.pop(clock.elapsed()) {
+            Playout::Packet(packet) => {
+                out.started.store(true, Ordering::Relaxed);
+                decoder.decode(&packet)
+            }
+            Playout::Recover(next) => decoder.recover(&next),
+            Playout::Conceal => decoder.conceal(),
+            Playout::Silence => Ok(silence.to_vec()),
+        };
+        match decoded {
+            Ok(pcm) if out.started() => out.deliver(&pcm),
+            Ok(_) => {}
+            Err(_) => {
+                out.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                if out.started() {
+                    out.deliver(&silence);
+                }
+            }
+        }
+        *lock(&out.jitter) = buffer.stats();
+    }
+}
+
+/// A camera's thread: RTP packets reassembled into VP8 frames and decoded.
+fn decode_video(rx: Receiver<rtc::rtp::Packet>, out: &RemoteVideo) {
+    let Ok(mut decoder) = Vp8Decoder::new() else {
+        return;
+    };
+    let mut builder = SampleBuilder::new(128, Vp8Packet::default(), 90_000);
+    while let Ok(packet) = rx.recv() {
+        out.counters.packets.fetch_add(1, Ordering::Relaxed);
+        out.counters
+            .bytes
+            .fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
+        builder.push(Instant::now(), packet);
+        while let Some(sample) = builder.pop(Instant::now()) {
+            if !out.live.load(Ordering::Relaxed) {
+                continue;
+            }
+            match decoder.decode(&sample.data) {
+                Ok(Some(frame)) => {
+                    *lock(&out.latest) = Some(frame);
+                    out.frames.fetch_add(1, Ordering::Relaxed);
+                    out.generation.fetch_add(1, Ordering::Relaxed);
+                    out.started.store(true, Ordering::Relaxed);
+                }
+                Ok(None) => {}
+                Err(_) => {
+                    out.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}

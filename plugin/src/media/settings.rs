@@ -1,0 +1,53 @@
+//! Media's settings, part of [`HuddleConfig`](crate::HuddleConfig) (its `media` field).
+
+use huddle_protocol::media::jitter::JitterSettings;
+
+/// How media runs. Off by default: media costs a second connection per peer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaSettings {
+    /// On: a media-only connection is negotiated with every peer that has media too. Off, a
+    /// peer's media offer is answered "unsupported", as by a build without the feature.
+    pub enabled: bool,
+    /// Opus bitrate in bits per second (voice: 24-32 kbps).
+    pub audio_bitrate: u32,
+    /// VP8 bitrates: where the camera starts, and the bounds the loss/RTT controller keeps it in.
+    pub video_bitrate: BitrateBounds,
+    /// The receive jitter buffer of each remote voice.
+    pub jitter: JitterSettings,
+}
+
+/// A bitrate and its bounds, in bits per second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BitrateBounds {
+    /// Where it starts (webrtc-rs ramps slowly: start near the target).
+    pub start: u32,
+    /// The lowest it goes on a lossy path.
+    pub min: u32,
+    /// The highest it goes on a clean path.
+    pub max: u32,
+}
+
+impl Default for MediaSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            audio_bitrate: 32_000,
+            video_bitrate: BitrateBounds {
+                start: 400_000,
+                min: 80_000,
+                max: 800_000,
+            },
+            jitter: JitterSettings::default(),
+        }
+    }
+}
+
+impl MediaSettings {
+    /// Media on, with the defaults.
+    pub fn on() -> Self {
+        Self {
+            enabled: true,
+            ..Self::default()
+        }
+    }
+}
