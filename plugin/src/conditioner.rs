@@ -13,6 +13,9 @@ pub struct LinkConditioner {
     /// The unreliable game channel, the raw (GGRS) channel, and pings (so RTT and loss show the
     /// conditions).
     pub unreliable: Option<Conditions>,
+    /// The voices this peer *receives* (feature `media`): RTP packets are lost, delayed and
+    /// reordered before the jitter buffer, which must then conceal and reorder them.
+    pub media: Option<Conditions>,
 }
 
 impl LinkConditioner {
@@ -21,6 +24,7 @@ impl LinkConditioner {
         Self {
             reliable: Some(conditions),
             unreliable: Some(conditions),
+            media: None,
         }
     }
 }

@@ -187,6 +187,7 @@ fn a_silent_player_counts_as_gone_after_the_disconnect_timeout() {
     peers[1].app.insert_resource(LinkConditioner {
         reliable: None,
         unreliable: Some(Conditions::new(Duration::ZERO, Duration::ZERO, 1.0)),
+        ..Default::default()
     });
     let ok = run_until(&mut peers, LIMIT, |ps| {
         checksum_at(&ps[0], FRAMES).is_some()

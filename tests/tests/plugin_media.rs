@@ -8,7 +8,7 @@ use bevy_huddle::media::{
     MicSource, RemoteMedia, RemoteTrackEnded, RemoteTrackStarted, SineWave, TestPattern,
 };
 use bevy_huddle::prelude::*;
-use bevy_huddle::HuddleConfig;
+use bevy_huddle::{Conditions, HuddleConfig, LinkConditioner};
 use huddle_tests::apps::*;
 use huddle_tests::*;
 use std::collections::HashMap;
@@ -292,4 +292,229 @@ fn three_peers_hear_and_see_each_other() {
             println!("stats toward {peer}: {s:?}");
         }
     }
+}
+
+fn local(p: &mut Player) -> bevy::prelude::Mut<'_, LocalMedia> {
+    p.app.world_mut().resource_mut::<LocalMedia>()
+}
+
+/// Drains what `p` heard of `peer` so far.
+fn drain(p: &Player, peer: PeerId) -> Vec<f32> {
+    remote(p)
+        .audio(peer)
+        .map(|a| a.take_pcm())
+        .unwrap_or_default()
+}
+
+/// Runs for `d` and returns what `players[who]` heard of `peer` in that time.
+fn listen(players: &mut [Player], who: usize, peer: PeerId, d: Duration) -> Vec<f32> {
+    let mut pcm = Vec::new();
+    let deadline = Instant::now() + d;
+    run_until(players, d + Duration::from_secs(1), |ps| {
+        pcm.extend(drain(&ps[who], peer));
+        Instant::now() >= deadline
+    });
+    pcm
+}
+
+/// Two peers: the first sends a tone and a pattern to the second (which sends nothing).
+fn pair(
+    room: &str,
+) -> (
+    tokio::runtime::Runtime,
+    huddle_server::RunningServer,
+    Vec<Player>,
+    PeerId,
+) {
+    let (rt, server) = server_on_runtime();
+    let url = server.room_url(room);
+    let mut players = vec![sender(&url, 440.0)];
+    assert!(run_until(&mut players, LIMIT, |ps| ps[0]
+        .roster()
+        .is_host()));
+    let mut listener = player(&url, true);
+    listener
+        .app
+        .init_resource::<Tracks>()
+        .add_systems(bevy::prelude::Update, collect_tracks);
+    players.push(listener);
+    assert!(
+        run_until(&mut players, LIMIT, lobby_complete),
+        "a lobby of two"
+    );
+    let talker = players[0].id().expect("an id");
+    let both = run_until(&mut players, LIMIT, |ps| {
+        let t = &tracks(&ps[1]).started;
+        t.contains(&RemoteTrackStarted {
+            peer: talker,
+            kind: MediaKind::Audio,
+        }) && t.contains(&RemoteTrackStarted {
+            peer: talker,
+            kind: MediaKind::Video,
+        })
+    });
+    assert!(
+        both,
+        "voice and camera started: {:?}",
+        tracks(&players[1]).started
+    );
+    (rt, server, players, talker)
+}
+
+/// Mute silences the receiver within 200 ms and unmute brings the tone back, with no
+/// renegotiation; stopping the camera ends its track at the receiver and starting it again
+/// starts it again, while the voice goes on.
+#[test]
+fn mute_unmute_and_a_stopped_camera() {
+    let (_rt, _server, mut players, talker) = pair("media-mute");
+    let tone_in = |pcm: &[f32]| frames_with_tone(pcm, 440.0, &[550.0, 660.0]);
+    let before = listen(&mut players, 1, talker, Duration::from_millis(500));
+    assert!(tone_in(&before) >= 20, "the tone before muting");
+    let offers = |p: &Player| p.app.world().resource::<Changes>().0.len();
+    let changes = offers(&players[1]);
+
+    local(&mut players[0]).set_muted(true);
+    let _ = listen(&mut players, 1, talker, Duration::from_millis(200));
+    let muted = listen(&mut players, 1, talker, Duration::from_millis(500));
+    let loud = muted
+        .chunks_exact(FRAME_SAMPLES)
+        .filter(|f| tone::level_db(f, 440.0) > -40.0)
+        .count();
+    assert_eq!(loud, 0, "the tone 200 ms after muting, in {loud} frames");
+
+    local(&mut players[0]).set_muted(false);
+    let _ = listen(&mut players, 1, talker, Duration::from_millis(300));
+    let back = listen(&mut players, 1, talker, Duration::from_millis(500));
+    assert!(
+        tone_in(&back) >= 20,
+        "the tone after unmuting: {} frames",
+        tone_in(&back)
+    );
+    assert_eq!(
+        offers(&players[1]),
+        changes,
+        "no media state change (no renegotiation)"
+    );
+
+    local(&mut players[0]).stop_camera();
+    let ended = RemoteTrackEnded {
+        peer: talker,
+        kind: MediaKind::Video,
+    };
+    assert!(run_until(&mut players, LIMIT, |ps| tracks(&ps[1])
+        .ended
+        .contains(&ended)));
+    let voice = listen(&mut players, 1, talker, Duration::from_millis(500));
+    assert!(
+        tone_in(&voice) >= 20,
+        "the voice goes on without the camera"
+    );
+    let audio_ended = RemoteTrackEnded {
+        peer: talker,
+        kind: MediaKind::Audio,
+    };
+    assert!(!tracks(&players[1]).ended.contains(&audio_ended));
+
+    local(&mut players[0]).start_camera(CameraSource::TestPattern(TestPattern::new(160, 120, 30)));
+    let again = run_until(&mut players, LIMIT, |ps| {
+        tracks(&ps[1])
+            .started
+            .iter()
+            .filter(|s| s.kind == MediaKind::Video)
+            .count()
+            == 2
+    });
+    assert!(again, "the camera started again");
+    let frame = remote(&players[1])
+        .video(talker)
+        .and_then(|v| v.latest_frame());
+    assert_eq!(frame.map(|f| (f.width, f.height)), Some((160, 120)));
+}
+
+/// A peer that joins later sees the others' video within a second of its media connection, and
+/// a peer that leaves ends its tracks while the others' media goes on.
+#[test]
+fn a_late_joiner_gets_media_and_a_leaver_takes_its_tracks() {
+    let (_rt, server, mut players, talker) = pair("media-late");
+    let url = server.room_url("media-late");
+    players.push(sender(&url, 660.0));
+    assert!(
+        run_until(&mut players, LIMIT, lobby_complete),
+        "a lobby of three"
+    );
+    let late = players[2].id().expect("an id");
+    let connected = run_until(&mut players, LIMIT, |ps| {
+        media(&ps[2], talker) == Some(MediaState::Connected)
+    });
+    assert!(connected);
+    let at = Instant::now();
+    let video = RemoteTrackStarted {
+        peer: talker,
+        kind: MediaKind::Video,
+    };
+    assert!(run_until(&mut players, LIMIT, |ps| tracks(&ps[2])
+        .started
+        .contains(&video)));
+    let first_frame = at.elapsed();
+    println!("late joiner: first video frame {first_frame:?} after its media connection");
+    assert!(first_frame < Duration::from_secs(1), "{first_frame:?}");
+    // The listener hears the late joiner too.
+    let heard = run_until(&mut players, LIMIT, |ps| {
+        tracks(&ps[1]).started.contains(&RemoteTrackStarted {
+            peer: late,
+            kind: MediaKind::Audio,
+        })
+    });
+    assert!(heard);
+
+    // The talker leaves: its tracks end at both others; they still hear each other.
+    players.remove(0);
+    let ended = |p: &Player| {
+        [MediaKind::Audio, MediaKind::Video].iter().all(|&kind| {
+            tracks(p)
+                .ended
+                .contains(&RemoteTrackEnded { peer: talker, kind })
+        })
+    };
+    assert!(run_until(&mut players, LIMIT, |ps| ended(&ps[0]) && ended(&ps[1])));
+    assert!(remote(&players[0]).audio(talker).is_none());
+    let pcm = listen(&mut players, 0, late, Duration::from_millis(600));
+    let good = frames_with_tone(&pcm, 660.0, &[440.0, 550.0]);
+    assert!(
+        good >= 25,
+        "the late joiner's voice after the leave: {good} frames"
+    );
+}
+
+/// Under 5 % loss and 40 ms ± 10 ms jitter on the media path the tone is recognised in at
+/// least 90 % of 20 ms frames: the jitter buffer reorders, FEC and concealment fill the gaps.
+#[test]
+fn the_voice_survives_loss_and_jitter() {
+    let (_rt, _server, mut players, talker) = pair("media-lossy");
+    players[1].app.insert_resource(LinkConditioner {
+        media: Some(Conditions::new(
+            Duration::from_millis(40),
+            Duration::from_millis(10),
+            0.05,
+        )),
+        ..Default::default()
+    });
+    let _ = listen(&mut players, 1, talker, Duration::from_millis(500));
+    let pcm = listen(&mut players, 1, talker, Duration::from_secs(5));
+    let frames = pcm.len() / FRAME_SAMPLES;
+    let good = frames_with_tone(&pcm, 440.0, &[550.0, 660.0]);
+    let stats = remote(&players[1])
+        .audio(talker)
+        .expect("a voice")
+        .jitter_stats();
+    println!("under loss: {frames} frames, {good} with the tone; {stats:?}");
+    assert!(frames >= 225, "{frames} of 250 frames");
+    assert!(
+        good * 10 >= 250 * 9,
+        "the tone in only {good} of 250 frames"
+    );
+    assert!(
+        stats.recovered + stats.concealed > 0,
+        "loss was applied: {stats:?}"
+    );
 }

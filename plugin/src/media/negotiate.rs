@@ -66,6 +66,7 @@ pub(crate) fn drive(
     mut local: ResMut<LocalMedia>,
     mut remote: ResMut<RemoteMedia>,
     mut stats: ResMut<MediaStats>,
+    conditioner: Res<crate::conditioner::LinkConditioner>,
     mut lobby: (MessageReader<PeerJoined>, MessageReader<PeerLeft>),
     mut signals: MessageReader<MediaSignalIn>,
     mut out: (
@@ -146,6 +147,11 @@ pub(crate) fn drive(
             }
             frame.send_wants(id, peer);
             frame.subscribe(id, peer);
+        }
+    }
+    for entry in frame.remote.peers.values() {
+        if let Some(audio) = &entry.audio {
+            audio.set_conditions(conditioner.media);
         }
     }
     // One encoding for everyone: the camera runs at what the worst path allows.

@@ -12,7 +12,10 @@ use huddle_media::audio::AudioDecoder;
 use huddle_media::tone::rms_db;
 use huddle_media::vp8::Vp8Decoder;
 use huddle_media::{VideoFrame, FRAME_SAMPLES, SAMPLE_RATE};
+use huddle_protocol::conditioner::{Conditions, Delayer};
 use huddle_protocol::media::jitter::{JitterBuffer, JitterSettings, JitterStats, Playout};
+use huddle_protocol::Lane;
+use matchbox_socket::PeerId;
 use rtc::media::io::sample_builder::SampleBuilder;
 use rtc::rtp::codec::vp8::Vp8Packet;
 use std::collections::VecDeque;
@@ -51,6 +54,8 @@ pub struct RemoteAudio {
     jitter: Mutex<JitterStats>,
     pcm_dropped: AtomicU64,
     counters: Counters,
+    /// The link conditioner's media conditions, applied before the jitter buffer.
+    conditions: Mutex<Option<Conditions>>,
 }
 
 impl RemoteAudio {
@@ -64,7 +69,12 @@ impl RemoteAudio {
             jitter: Mutex::new(JitterStats::default()),
             pcm_dropped: AtomicU64::new(0),
             counters: Counters::default(),
+            conditions: Mutex::new(None),
         }
+    }
+
+    pub(crate) fn set_conditions(&self, conditions: Option<Conditions>) {
+        *lock(&self.conditions) = conditions;
     }
 
     /// Takes the PCM decoded since the last call (48 kHz mono `f32`, volume applied): one 20 ms
@@ -265,6 +275,7 @@ fn play(rx: Receiver<(u16, Vec<u8>)>, settings: JitterSettings, out: &RemoteAudi
         return;
     };
     let mut buffer = JitterBuffer::new(settings);
+    let mut conditioner = Delayer::new(fastrand::u64(..));
     let clock = Instant::now();
     let mut next = clock;
     let silence = [0f32; FRAME_SAMPLES];
@@ -276,12 +287,36 @@ fn play(rx: Receiver<(u16, Vec<u8>)>, settings: JitterSettings, out: &RemoteAudi
                     out.counters
                         .bytes
                         .fetch_add(payload.len() as u64, Ordering::Relaxed);
-                    if out.live.load(Ordering::Relaxed) {
-                        buffer.push(seq, payload, clock.elapsed());
+                    if !out.live.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    match *lock(&out.conditions) {
+                        Some(conditions) => {
+                            let mut held = seq.to_be_bytes().to_vec();
+                            held.extend(payload);
+                            let (lane, nobody) = (Lane::Unreliable, PeerId(uuid::Uuid::nil()));
+                            conditioner.submit(
+                                clock.elapsed(),
+                                &conditions,
+                                lane,
+                                nobody,
+                                held.into(),
+                            );
+                        }
+                        None => buffer.push(seq, payload, clock.elapsed()),
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        for (_, _, held) in conditioner.due(clock.elapsed()) {
+            if let [a, b, payload @ ..] = &held[..] {
+                buffer.push(
+                    u16::from_be_bytes([*a, *b]),
+                    payload.to_vec(),
+                    clock.elapsed(),
+                );
             }
         }
         next += Duration::from_millis(20);

@@ -91,6 +91,8 @@ pub struct JitterBuffer {
     waiting_since: Option<Duration>,
     missing: u32,
     calm: u32,
+    /// Frames to hold playout back by (concealing meanwhile), after late packets.
+    stretch: u32,
     stats: JitterStats,
 }
 
@@ -109,6 +111,7 @@ impl JitterBuffer {
             waiting_since: None,
             missing: 0,
             calm: 0,
+            stretch: 0,
             stats: JitterStats::default(),
         }
     }
@@ -172,6 +175,13 @@ impl JitterBuffer {
         let Some(next) = self.next else {
             return self.maybe_start(now);
         };
+        if self.stretch > 0 {
+            // Packets came late: play one concealed frame without advancing, so the playout
+            // point moves back by a frame and later packets arrive in time.
+            self.stretch -= 1;
+            self.stats.concealed += 1;
+            return Playout::Conceal;
+        }
         // Too much buffered (the sender's clock runs fast, or a burst came): catch up by one.
         let over = self.target.as_millis() / self.settings.frame.as_millis().max(1) + 3;
         if self.packets.range(next..).count() as u128 > over {
@@ -234,11 +244,16 @@ impl JitterBuffer {
         self.packets.clear();
         self.waiting_since = None;
         self.missing = 0;
+        self.stretch = 0;
     }
 
     fn raise_target(&mut self) {
         self.calm = 0;
-        self.target = (self.target + self.settings.frame / 2).min(self.settings.max_delay);
+        let raised = (self.target + self.settings.frame).min(self.settings.max_delay);
+        if raised > self.target {
+            self.stretch += 1;
+        }
+        self.target = raised;
     }
 
     /// `seq` extended past its wrap, relative to the highest seen so far.
@@ -346,6 +361,15 @@ mod tests {
         let (out, stats) = run(&seqs, |i| if i == 10 { 100 } else { 0 }, 40);
         assert_eq!(stats.late, 1);
         assert!(!played(&out).contains(&10));
+    }
+
+    #[test]
+    fn a_path_that_gets_slower_moves_playout_back() {
+        // From packet 20 on every packet arrives 70 ms later than before.
+        let seqs: Vec<u16> = (0..200).collect();
+        let (out, stats) = run(&seqs, |i| if i >= 20 { 70 } else { 0 }, 210);
+        assert!(stats.late <= 4, "{stats:?}");
+        assert!(played(&out).len() >= 190, "{stats:?}");
     }
 
     #[test]
