@@ -518,3 +518,99 @@ fn the_voice_survives_loss_and_jitter() {
         "loss was applied: {stats:?}"
     );
 }
+
+/// A member that speaks the protocol but lies in its media signals (answers nobody asked for,
+/// offers to the offerer, huge and malformed SDP, bogus candidates, stale sessions): every lie is
+/// dropped and counted, nothing panics, and an honest peer still gets media with the victim.
+#[test]
+fn hostile_media_signals_are_dropped_and_counted() {
+    use bevy_huddle::protocol::control::Control;
+    use bevy_huddle::protocol::media::{MediaSignal, TrackSet};
+    let (rt, server) = server_on_runtime();
+    let url = server.room_url("media-hostile");
+    let mut players = vec![sender(&url, 440.0)];
+    assert!(run_until(&mut players, LIMIT, |ps| ps[0]
+        .roster()
+        .is_host()));
+    let mut hostile = hostile_member(&rt, &url, &mut players, LIMIT);
+    let victim = players[0].id().expect("an id");
+    let bad = hostile.id().expect("an id");
+    let sdp =
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+               a=ice-ufrag:abcd\r\na=ice-pwd:efghijklmnopqrstuvwxyz\r\n\
+               a=fingerprint:sha-256 AB:CD\r\na=mid:0\r\n";
+    let candidate = r#"{"candidate":"candidate:1 1 udp 2130706431 127.0.0.1 9 typ host"}"#;
+    let lies = [
+        // The victim is the caller, so it offers: an offer to it is out of place.
+        MediaSignal::Offer {
+            session: 1,
+            round: 1,
+            sdp: sdp.into(),
+        },
+        // Answers to rounds and sessions that were never offered.
+        MediaSignal::Answer {
+            session: 1,
+            round: 7,
+            sdp: sdp.into(),
+        },
+        MediaSignal::Answer {
+            session: u32::MAX,
+            round: u32::MAX,
+            sdp: sdp.into(),
+        },
+        // A malformed SDP for the right round, and a huge one.
+        MediaSignal::Answer {
+            session: 1,
+            round: 1,
+            sdp: "v=0\r\nnot sdp".into(),
+        },
+        MediaSignal::Answer {
+            session: 1,
+            round: 1,
+            sdp: format!("{sdp}a={}\r\n", "x".repeat(40_000)),
+        },
+        // Bogus and stale candidates.
+        MediaSignal::Candidate {
+            session: 1,
+            candidate: "{\"candidate\":\"rm -rf /\"}".into(),
+        },
+        MediaSignal::Candidate {
+            session: 99,
+            candidate: candidate.into(),
+        },
+        MediaSignal::Renegotiate { session: 42 },
+    ];
+    for lie in &lies {
+        hostile.send(0, victim, &Control::Media(lie.clone()).encode());
+    }
+    // Well-formed state that is the member's to say: harmless.
+    hostile.send(
+        0,
+        victim,
+        &Control::Media(MediaSignal::Tracks(TrackSet::ALL)).encode(),
+    );
+    let dropped = |p: &Player| {
+        p.app
+            .world()
+            .resource::<MediaStats>()
+            .0
+            .get(&bad)
+            .map_or(0, |s| s.signals_dropped)
+    };
+    let counted = run_until(&mut players, LIMIT, |ps| {
+        hostile.poll();
+        dropped(&ps[0]) >= 7
+    });
+    assert!(counted, "{} of 7 lies counted", dropped(&players[0]));
+    // An honest peer still gets the victim's voice.
+    players.push(sender(&url, 550.0));
+    let honest = run_until(&mut players, LIMIT, |ps| {
+        hostile.poll();
+        tracks(&ps[1]).started.contains(&RemoteTrackStarted {
+            peer: victim,
+            kind: MediaKind::Audio,
+        })
+    });
+    assert!(honest, "an honest peer hears the victim");
+    assert_eq!(players[0].state(), LobbyState::InLobby);
+}

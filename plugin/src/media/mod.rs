@@ -266,6 +266,9 @@ pub struct PeerMediaStats {
     pub jitter_seconds: Option<f64>,
     /// Bitrate we send to the peer (bits per second).
     pub bitrate_out: u32,
+    /// Media signals from the peer that did not fit the negotiation or did not check out
+    /// (dropped, never acted on).
+    pub signals_dropped: u64,
 }
 
 /// Every peer's [`PeerMediaStats`].

@@ -129,6 +129,7 @@ pub(crate) fn drive(
         if let Some(peer) = peers.peers.get_mut(&s.from) {
             let actions = peer.negotiation.received(s.signal.clone(), now);
             frame.apply(s.from, peer, actions);
+            stats.0.entry(s.from).or_default().signals_dropped = peer.negotiation.dropped();
         }
     }
     let tracks = frame.local.tracks();
