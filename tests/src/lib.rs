@@ -391,3 +391,42 @@ pub const VALID_SDP: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n
     a=fingerprint:sha-256 AB:CD\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n\
     c=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:efghijklmnopqrstuvwxyz\r\n\
     a=mid:0\r\na=sctp-port:5000\r\n";
+
+/// Runs the calling test again in a network namespace of its own (loopback only, inside the
+/// suite's), so it may shape that namespace's traffic (`tc`) without touching other tests.
+/// Returns `true` in the outer run (the inner run passed: the caller returns) and `false` in the
+/// inner run (the caller goes on with its body). `test` is the test function's name.
+pub fn in_own_namespace(test: &str, limit: Duration) -> bool {
+    if std::env::var("HUDDLE_OWN_NAMESPACE").as_deref() == Ok(test) {
+        return false;
+    }
+    let exe = std::env::current_exe().expect("the test binary");
+    let mut child = std::process::Command::new("unshare")
+        .args([
+            "-rn",
+            "sh",
+            "-c",
+            "ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec \"$0\" --exact \"$1\" --nocapture",
+        ])
+        .arg(exe)
+        .arg(test)
+        .env("HUDDLE_OWN_NAMESPACE", test)
+        .spawn()
+        .expect("unshare");
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("the inner test") {
+            assert!(
+                status.success(),
+                "{test} failed in its own namespace: {status}"
+            );
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{test} did not finish within {limit:?} in its own namespace");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

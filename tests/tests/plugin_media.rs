@@ -5,7 +5,7 @@
 use bevy_huddle::media::{tone, FRAME_SAMPLES};
 use bevy_huddle::media::{
     CameraSource, LocalMedia, MediaKind, MediaState, MediaStateChanged, MediaStates, MediaStats,
-    MicSource, RemoteMedia, RemoteTrackEnded, RemoteTrackStarted, SineWave, TestPattern,
+    MicSource, RemoteMedia, RemoteTrackEnded, RemoteTrackStarted, SineWave, TestPattern, VideoPush,
 };
 use bevy_huddle::prelude::*;
 use bevy_huddle::{Conditions, HuddleConfig, LinkConditioner};
@@ -458,14 +458,20 @@ fn a_late_joiner_gets_media_and_a_leaver_takes_its_tracks() {
     let first_frame = at.elapsed();
     println!("late joiner: first video frame {first_frame:?} after its media connection");
     assert!(first_frame < Duration::from_secs(1), "{first_frame:?}");
-    // The listener hears the late joiner too.
+    // It hears the talker, and the listener hears it.
     let heard = run_until(&mut players, LIMIT, |ps| {
-        tracks(&ps[1]).started.contains(&RemoteTrackStarted {
-            peer: late,
+        let voice = |peer| RemoteTrackStarted {
+            peer,
             kind: MediaKind::Audio,
-        })
+        };
+        tracks(&ps[1]).started.contains(&voice(late))
+            && tracks(&ps[2]).started.contains(&voice(talker))
     });
     assert!(heard);
+    println!(
+        "late joiner: first audio frame {:?} after its media connection",
+        at.elapsed()
+    );
 
     // The talker leaves: its tracks end at both others; they still hear each other.
     players.remove(0);
@@ -476,7 +482,13 @@ fn a_late_joiner_gets_media_and_a_leaver_takes_its_tracks() {
                 .contains(&RemoteTrackEnded { peer: talker, kind })
         })
     };
-    assert!(run_until(&mut players, LIMIT, |ps| ended(&ps[0]) && ended(&ps[1])));
+    let gone = run_until(&mut players, LIMIT, |ps| ended(&ps[0]) && ended(&ps[1]));
+    assert!(
+        gone,
+        "{:?} / {:?}",
+        tracks(&players[0]).ended,
+        tracks(&players[1]).ended
+    );
     assert!(remote(&players[0]).audio(talker).is_none());
     let pcm = listen(&mut players, 0, late, Duration::from_millis(600));
     let good = frames_with_tone(&pcm, 660.0, &[440.0, 550.0]);
@@ -613,4 +625,92 @@ fn hostile_media_signals_are_dropped_and_counted() {
     });
     assert!(honest, "an honest peer hears the victim");
     assert_eq!(players[0].state(), LobbyState::InLobby);
+}
+
+/// When the path's capacity is cut (a token bucket on this namespace's loopback), congestion
+/// control brings the camera's bitrate down within seconds, and video keeps decoding.
+#[test]
+fn the_camera_bitrate_comes_down_when_the_path_is_cut() {
+    if in_own_namespace(
+        "the_camera_bitrate_comes_down_when_the_path_is_cut",
+        LIMIT * 3,
+    ) {
+        return;
+    }
+    let (_rt, server) = server_on_runtime();
+    let url = server.room_url("media-cut");
+    let mut players = vec![player(&url, true)];
+    assert!(run_until(&mut players, LIMIT, |ps| ps[0]
+        .roster()
+        .is_host()));
+    // Noise is what makes an encoder use its bitrate (the test pattern alone needs little).
+    let camera = VideoPush::new(320, 240, 30);
+    local(&mut players[0]).start_camera(CameraSource::Push(camera.clone()));
+    players.push(player(&url, true));
+    assert!(run_until(&mut players, LIMIT, lobby_complete));
+    let talker = players[0].id().expect("an id");
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut pattern = TestPattern::new(320, 240, 30);
+    let mut noise = |camera: &VideoPush| {
+        // The pattern over a band of noise 40 rows high: costly at a fine quantizer, cheap at
+        // a coarse one, as a real picture is.
+        let mut frame = pattern.next_frame();
+        rng.fill(&mut frame.y_mut()[320 * 200..]);
+        camera.push(frame);
+    };
+    let frames = |p: &Player| remote(p).video(talker).map_or(0, |v| v.frames_decoded());
+    let rate = |p: &Player| {
+        p.app
+            .world()
+            .resource::<LocalMedia>()
+            .camera_bitrate()
+            .unwrap_or(0)
+    };
+    let mut last_push = Instant::now();
+    let mut feed = |ps: &[Player]| {
+        if last_push.elapsed() >= Duration::from_millis(33) {
+            last_push = Instant::now();
+            noise(&camera);
+        }
+        let _ = ps;
+    };
+    assert!(run_until(&mut players, LIMIT, |ps| {
+        feed(ps);
+        frames(&ps[1]) >= 60
+    }));
+    let before = rate(&players[0]);
+    let shaped = std::process::Command::new("tc")
+        .args([
+            "qdisc", "add", "dev", "lo", "root", "tbf", "rate", "250kbit", "burst", "16kb",
+            "latency", "60ms",
+        ])
+        .status()
+        .expect("tc");
+    assert!(shaped.success(), "tc could not shape loopback");
+    let cut = Instant::now();
+    let came_down = run_until(&mut players, Duration::from_secs(15), |ps| {
+        feed(ps);
+        rate(&ps[0]) < before * 6 / 10
+    });
+    let after = rate(&players[0]);
+    println!(
+        "camera bitrate {before} -> {after} in {:?} after the cut",
+        cut.elapsed()
+    );
+    assert!(came_down, "the bitrate stayed at {after} (was {before})");
+    let decoded = frames(&players[1]);
+    let ok = run_until(&mut players, Duration::from_secs(15), |ps| {
+        feed(ps);
+        frames(&ps[1]) >= decoded + 15
+    });
+    let stats = players[0]
+        .app
+        .world()
+        .resource::<MediaStats>()
+        .0
+        .values()
+        .next()
+        .cloned();
+    println!("after the cut: {stats:?}");
+    assert!(ok, "video keeps decoding on the cut path");
 }

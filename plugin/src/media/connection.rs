@@ -9,18 +9,24 @@
 
 use super::local::{lock, Encoded};
 use super::remote::{spawn_audio, spawn_video, RemoteAudio, RemoteVideo};
+use super::settings::BitrateBounds;
 use bevy::tasks::{IoTaskPool, Task};
 use futures::channel::mpsc::UnboundedSender;
 use futures::channel::mpsc::{channel, unbounded, Receiver, Sender, UnboundedReceiver};
 use futures::{FutureExt, StreamExt};
 use huddle_protocol::media::jitter::JitterSettings;
 use huddle_protocol::media::MediaKind;
+use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, PacketReport, Registry};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_congestion_control, register_default_interceptors, CongestionFeedback,
+};
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
@@ -56,6 +62,9 @@ pub(crate) struct PathReport {
     pub(crate) jitter: Option<f64>,
     /// Bytes we sent so far.
     pub(crate) bytes_sent: u64,
+    /// What the send-side congestion controller (Google Congestion Control over transport-wide
+    /// feedback) says the path carries, in bits per second.
+    pub(crate) estimate: Option<u32>,
 }
 
 /// What the connection did.
@@ -98,6 +107,8 @@ pub(crate) struct Opening {
     pub(crate) ice: RTCIceServer,
     pub(crate) bind: Vec<String>,
     pub(crate) jitter: JitterSettings,
+    /// The congestion controller's start and bounds (the camera's plus the voice's).
+    pub(crate) bitrate: BitrateBounds,
 }
 
 impl MediaConnection {
@@ -329,8 +340,8 @@ async fn run(
             .map(|c| (c, [audio, video])),
         (Err(e), _) | (_, Err(e)) => Err(e),
     };
-    let (connection, outgoing) = match built {
-        Ok(built) => built,
+    let (connection, outgoing, estimate) = match built {
+        Ok(((connection, estimate), outgoing)) => (connection, outgoing, estimate),
         Err(e) => {
             let _ = reports.unbounded_send(Report::Failed(format!("cannot open: {e}")));
             return;
@@ -340,7 +351,7 @@ async fn run(
     let media = futures::future::join3(
         outgoing[0].write(audio_rx),
         outgoing[1].write(video_rx),
-        report_path(&connection, &reports),
+        report_path(&connection, &estimate, &reports),
     )
     .fuse();
     futures::pin_mut!(negotiate, media);
@@ -365,18 +376,71 @@ async fn negotiate(
     }
 }
 
+/// Publishes the estimator's target, which the interceptor chain otherwise keeps to itself.
+struct Published<E> {
+    inner: E,
+    target: Arc<AtomicU64>,
+}
+
+impl<E: BandwidthEstimator> Published<E> {
+    fn publish(&self) {
+        let target = self.inner.target_bitrate();
+        self.target.store(target.to_bits(), Ordering::Relaxed);
+    }
+}
+
+impl<E: BandwidthEstimator> BandwidthEstimator for Published<E> {
+    fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        self.inner.on_reports(now, reports);
+        self.publish();
+    }
+
+    fn target_bitrate(&self) -> f64 {
+        self.inner.target_bitrate()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.inner.handle_timeout(now);
+        self.publish();
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.inner.poll_timeout()
+    }
+
+    fn stats(&self) -> EstimatorStats {
+        self.inner.stats()
+    }
+}
+
+/// Builds the peer connection: default codecs, NACK, RTCP reports, and send-side congestion
+/// control (GCC over transport-wide feedback) whose target goes to the returned atomic.
 async fn connect(
     opening: &Opening,
     reports: UnboundedSender<Report>,
-) -> webrtc::error::Result<impl PeerConnection> {
+) -> webrtc::error::Result<(impl PeerConnection, Arc<AtomicU64>)> {
     let mut media = MediaEngine::default();
     media.register_default_codecs()?;
+    let b = opening.bitrate;
+    let target = Arc::new(AtomicU64::new(f64::from(b.start).to_bits()));
+    let estimator = Published {
+        inner: Gcc::new(f64::from(b.start), f64::from(b.min), f64::from(b.max)),
+        target: target.clone(),
+    };
+    let registry = configure_congestion_control(
+        Registry::new(),
+        estimator,
+        CongestionFeedback::Twcc,
+        &mut media,
+    )?;
+    let registry = register_default_interceptors(registry, &mut media)?;
     let config = RTCConfigurationBuilder::new()
         .with_ice_servers(vec![opening.ice.clone()])
         .build();
-    PeerConnectionBuilder::new()
+    let connection = PeerConnectionBuilder::new()
         .with_configuration(config)
         .with_media_engine(media)
+        .with_interceptor_registry(registry)
         .with_runtime(Arc::new(SmolRuntime))
         .with_handler(Arc::new(Handler {
             reports,
@@ -384,7 +448,8 @@ async fn connect(
         }))
         .with_udp_addrs(opening.bind.clone())
         .build()
-        .await
+        .await?;
+    Ok((connection, target))
 }
 
 async fn carry_out(
@@ -432,18 +497,28 @@ async fn carry_out(
 }
 
 /// Reads the connection's statistics once a second and reports the path.
-async fn report_path(connection: &impl PeerConnection, reports: &UnboundedSender<Report>) {
+async fn report_path(
+    connection: &impl PeerConnection,
+    estimate: &AtomicU64,
+    reports: &UnboundedSender<Report>,
+) {
     loop {
         futures_timer::Delay::new(Duration::from_secs(1)).await;
         let stats = connection
             .get_stats(Instant::now(), StatsSelector::None)
             .await;
-        let mut path = PathReport::default();
+        let target = f64::from_bits(estimate.load(Ordering::Relaxed));
+        let mut path = PathReport {
+            estimate: target
+                .is_finite()
+                .then(|| target.clamp(0.0, f64::from(u32::MAX)) as u32),
+            ..PathReport::default()
+        };
         for entry in stats.iter() {
             match entry {
                 RTCStatsReportEntry::RemoteInboundRtp(remote) => {
                     let kind = remote.received_rtp_stream_stats.rtp_stream_stats.kind;
-                    if remote.round_trip_time_measurements > 0 {
+                    if remote.round_trip_time_measurements > 0 && remote.round_trip_time > 0.0 {
                         path.rtt = Some(Duration::from_secs_f64(
                             remote.round_trip_time.clamp(0.0, 60.0),
                         ));

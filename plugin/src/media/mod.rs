@@ -16,8 +16,9 @@
 //!
 //! Opus (48 kHz mono, 20 ms, FEC and DTX) and VP8 through libopus and libvpx
 //! ([`huddle_media`]); each local track is encoded once for every peer. The camera's bitrate
-//! follows the loss and round trip the peers' receiver reports give
-//! ([`huddle_protocol::media::bitrate`]).
+//! follows the worst path among its receivers: webrtc-rs's send-side congestion control (GCC
+//! over transport-wide feedback) estimates each path, and the loss and round trip the
+//! receiver reports give drive [`huddle_protocol::media::bitrate`] below that.
 
 mod connection;
 mod local;
@@ -264,8 +265,10 @@ pub struct PeerMediaStats {
     pub audio_loss: Option<f64>,
     /// Interarrival jitter of the peer's voice (seconds).
     pub jitter_seconds: Option<f64>,
-    /// Bitrate we send to the peer (bits per second).
+    /// Camera bitrate we send to the peer (bits per second).
     pub bitrate_out: u32,
+    /// What send-side congestion control (GCC) estimates the path to the peer carries.
+    pub estimate: Option<u32>,
     /// Media signals from the peer that did not fit the negotiation or did not check out
     /// (dropped, never acted on).
     pub signals_dropped: u64,

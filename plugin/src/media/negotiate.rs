@@ -34,6 +34,20 @@ pub(crate) struct Peer {
     sent_wants: TrackSet,
     /// Bytes received as of the last path report, for the bitrates in.
     bytes_in: (u64, u64),
+    /// The congestion controller's estimate of the path (bits per second).
+    estimate: Option<u32>,
+}
+
+impl Peer {
+    /// What the camera may send this peer: the loss controller's rate, within what the
+    /// congestion controller says the path carries after the voice's share.
+    fn camera_rate(&self, voice: u32) -> u32 {
+        let rate = self.camera_rate.rate();
+        match self.estimate {
+            Some(estimate) => rate.min(estimate.saturating_sub(voice)),
+            None => rate,
+        }
+    }
 }
 
 /// Media with every peer in the lobby, and what we last told them we send.
@@ -115,6 +129,7 @@ pub(crate) fn drive(
             camera_rate: BitrateController::new(rate.start, rate.min, rate.max),
             sent_wants: TrackSet::ALL,
             bytes_in: (0, 0),
+            estimate: None,
         });
         frame.apply(j.peer, peer.into_mut(), actions);
     }
@@ -165,10 +180,10 @@ pub(crate) fn drive(
                 .running()
                 .is_some_and(|t| t.is_subscribed(**id))
         })
-        .map(|(_, p)| p.camera_rate.rate())
+        .map(|(_, p)| p.camera_rate(media.audio_bitrate))
         .min();
     if let (Some(rate), Some(camera)) = (camera_rate, local.camera.running()) {
-        camera.set_bitrate(rate);
+        camera.set_bitrate(rate.max(media.video_bitrate.min));
     }
     out.0.write_batch(frame.changed);
     out.1.write_batch(frame.ended);
@@ -218,6 +233,7 @@ impl Frame<'_> {
                         ice: self.ice.clone(),
                         bind: vec!["0.0.0.0:0".to_string(), "[::]:0".to_string()],
                         jitter: self.settings.jitter,
+                        bitrate: self.settings.path_bitrate(),
                     }));
                     continue;
                 }
@@ -300,6 +316,7 @@ impl Frame<'_> {
             Report::Path(path) => {
                 let loss = path.video_loss.unwrap_or(0.0);
                 peer.camera_rate.report(loss, path.rtt, now);
+                peer.estimate = path.estimate;
                 self.record(id, peer, path, stats);
                 Vec::new()
             }
@@ -330,7 +347,8 @@ impl Frame<'_> {
         s.video_loss = path.video_loss;
         s.audio_loss = path.audio_loss;
         s.jitter_seconds = path.jitter;
-        s.bitrate_out = peer.camera_rate.rate();
+        s.bitrate_out = peer.camera_rate(self.settings.audio_bitrate);
+        s.estimate = path.estimate;
     }
 
     /// Stops sending to `id` and ends its remote tracks (its connection closes or is replaced).

@@ -203,6 +203,7 @@ impl RemoteVideo {
         self.live.store(live, Ordering::Relaxed);
         if !live {
             self.started.store(false, Ordering::Relaxed);
+            *lock(&self.latest) = None;
         }
     }
 }
@@ -347,30 +348,53 @@ fn play(rx: Receiver<(u16, Vec<u8>)>, settings: JitterSettings, out: &RemoteAudi
     }
 }
 
-/// A camera's thread: RTP packets reassembled into VP8 frames and decoded.
+/// A camera's thread: RTP packets reassembled into VP8 frames and decoded. Frames decode while
+/// the peer's camera is not (yet) announced, so a keyframe that outruns the announcement is not
+/// lost, but only frames of a live camera are shown; when the camera goes off, reassembly and
+/// decoder start afresh, so nothing of the old stream leaks into the next.
 fn decode_video(rx: Receiver<rtc::rtp::Packet>, out: &RemoteVideo) {
-    let Ok(mut decoder) = Vp8Decoder::new() else {
+    // A lost packet holds its frame back 400 ms or 64 packets at most, then the frame is given
+    // up (the decoder conceals until the next keyframe).
+    let builder = || {
+        SampleBuilder::new(64, Vp8Packet::default(), 90_000)
+            .with_max_time_delay(Duration::from_millis(400))
+    };
+    let (Ok(mut decoder), mut frames) = (Vp8Decoder::new(), builder()) else {
         return;
     };
-    let mut builder = SampleBuilder::new(128, Vp8Packet::default(), 90_000);
-    while let Ok(packet) = rx.recv() {
+    let mut was_live = false;
+    loop {
+        let packet = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(packet) => Some(packet),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let live = out.live.load(Ordering::Relaxed);
+        if was_live && !live {
+            frames = builder();
+            match Vp8Decoder::new() {
+                Ok(fresh) => decoder = fresh,
+                Err(_) => return,
+            }
+        }
+        was_live = live;
+        let Some(packet) = packet else {
+            continue;
+        };
         out.counters.packets.fetch_add(1, Ordering::Relaxed);
         out.counters
             .bytes
             .fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
-        builder.push(Instant::now(), packet);
-        while let Some(sample) = builder.pop(Instant::now()) {
-            if !out.live.load(Ordering::Relaxed) {
-                continue;
-            }
+        frames.push(Instant::now(), packet);
+        while let Some(sample) = frames.pop(Instant::now()) {
             match decoder.decode(&sample.data) {
-                Ok(Some(frame)) => {
+                Ok(Some(frame)) if live => {
                     *lock(&out.latest) = Some(frame);
                     out.frames.fetch_add(1, Ordering::Relaxed);
                     out.generation.fetch_add(1, Ordering::Relaxed);
                     out.started.store(true, Ordering::Relaxed);
                 }
-                Ok(None) => {}
+                Ok(_) => {}
                 Err(_) => {
                     out.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
                 }

@@ -43,6 +43,17 @@ impl Default for MediaSettings {
 }
 
 impl MediaSettings {
+    /// The bounds of a whole media connection (camera and voice), for its congestion control.
+    pub(crate) fn path_bitrate(&self) -> BitrateBounds {
+        let v = self.video_bitrate;
+        let a = self.audio_bitrate;
+        BitrateBounds {
+            start: v.start.saturating_add(a),
+            min: v.min.saturating_add(a),
+            max: v.max.saturating_add(a),
+        }
+    }
+
     /// Media on, with the defaults.
     pub fn on() -> Self {
         Self {
