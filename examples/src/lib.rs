@@ -6,6 +6,8 @@ pub mod box_game;
 pub mod box_window;
 pub mod lobby;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod lobby_media;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod local;
 #[cfg(target_arch = "wasm32")]
 pub mod web;

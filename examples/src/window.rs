@@ -1,8 +1,11 @@
 //! The lobby demo's window (feature `window`): every player a colored square, ours moved with the
-//! arrow keys, the host's labelled; keys 1-3 send chat lines, the last ones shown on screen.
+//! arrow keys, the host's labelled; keys 1-3 send chat lines, the last ones shown on screen; M
+//! toggles the microphone and C the camera, and a peer's camera is drawn on its square.
 
 use crate::lobby::{short, ChatLine, ChatLog, Squares};
+use crate::lobby_media::{toggle_camera, toggle_microphone, Voice};
 use bevy::prelude::*;
+use bevy_huddle::media::{LocalMedia, RemoteMedia};
 use bevy_huddle::prelude::*;
 use std::collections::BTreeMap;
 
@@ -13,7 +16,10 @@ impl Plugin for LobbyWindow {
     fn build(&self, app: &mut App) {
         app.init_resource::<Drawn>()
             .add_systems(Startup, setup)
-            .add_systems(Update, (steer, chat_keys, draw_squares, draw_text));
+            .add_systems(
+                Update,
+                (steer, chat_keys, media_keys, draw_squares, draw_text),
+            );
     }
 }
 
@@ -94,12 +100,22 @@ fn chat_keys(
     }
 }
 
+fn media_keys(keys: Res<ButtonInput<KeyCode>>, voice: Res<Voice>, mut media: ResMut<LocalMedia>) {
+    if keys.just_pressed(KeyCode::KeyM) {
+        toggle_microphone(&mut media, voice.0);
+    }
+    if keys.just_pressed(KeyCode::KeyC) {
+        toggle_camera(&mut media);
+    }
+}
+
 fn draw_squares(
     mut commands: Commands,
     squares: Res<Squares>,
     roster: Res<Roster>,
+    remote: Res<RemoteMedia>,
     mut drawn: ResMut<Drawn>,
-    mut transforms: Query<&mut Transform>,
+    mut sprites: Query<(&mut Transform, &mut Sprite)>,
 ) {
     drawn.0.retain(|id, entity| {
         let keep = squares.0.contains_key(id);
@@ -122,11 +138,21 @@ fn draw_squares(
                 ))
                 .id()
         });
-        if let Ok(mut t) = transforms.get_mut(entity) {
+        if let Ok((mut t, mut sprite)) = sprites.get_mut(entity) {
             t.translation.x = pos.x;
             t.translation.y = pos.y;
             // The host's square is bigger.
             t.scale = Vec3::splat(if roster.host == Some(*id) { 1.5 } else { 1.0 });
+            // A peer's camera, where it sends one, fills its square.
+            let image = remote.image(*id).unwrap_or_default();
+            if sprite.image != image {
+                sprite.image = image;
+                sprite.color = if sprite.image == Handle::default() {
+                    color(*id)
+                } else {
+                    Color::WHITE
+                };
+            }
         }
     }
 }
@@ -143,7 +169,7 @@ fn draw_text(
     let me = roster.me.map(short).unwrap_or_default();
     let host = roster.host.map(short).unwrap_or_default();
     let mut s = format!(
-        "{:?}  me {me}  host {host} (big square)  peers {}\narrows: move   1-3: chat\n",
+        "{:?}  me {me}  host {host} (big square)  peers {}\narrows: move   1-3: chat   M: microphone   C: camera\n",
         state.get(),
         roster.peers.len()
     );

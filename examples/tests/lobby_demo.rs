@@ -1,4 +1,5 @@
-//! The lobby demo runs as documented: with no arguments it hosts, a bot joins, and the lobby forms.
+//! The lobby demo runs as documented: with no arguments it hosts, a bot joins, the lobby forms, and
+//! each hears the other's voice and sees its camera.
 //! Run inside the loopback-only network namespace (see README).
 
 use std::process::Command;
@@ -8,12 +9,12 @@ use std::time::{Duration, Instant};
 fn lobby_demo_forms_a_lobby_with_its_bot() {
     let start = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_lobby"))
-        .args(["--headless", "--frames", "300"])
+        .args(["--headless", "--frames", "420"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("the demo starts");
-    // Bounded: 300 frames at 60 Hz is 5 s; give it 60.
+    // Bounded: 420 frames at 60 Hz is 7 s; give it 60.
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {
             break status;
@@ -32,5 +33,10 @@ fn lobby_demo_forms_a_lobby_with_its_bot() {
     assert!(
         text.contains("hello from a player"),
         "the bot's chat line arrived: {text}"
+    );
+    // The bot speaks 550 Hz and shows a test pattern.
+    assert!(
+        text.contains("hears 550 Hz") && text.contains("sees frame"),
+        "the bot's voice and camera arrived: {text}"
     );
 }

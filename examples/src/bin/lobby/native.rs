@@ -5,6 +5,7 @@ use bevy_huddle::prelude::*;
 use bevy_huddle::PeerLinks;
 use clap::Parser;
 use huddle_examples::lobby::{short, ChatLog, LobbyGame, Pilot, Squares};
+use huddle_examples::lobby_media::{Heard, LobbyMedia};
 use huddle_examples::local::host_with_bot;
 use std::time::Duration;
 
@@ -20,17 +21,32 @@ struct Args {
     /// Quit after this many frames (60 a second); exit code 1 if the lobby never formed.
     #[arg(long)]
     frames: Option<u32>,
+    /// No voice or camera (they are on by default: a tone and a test pattern when headless, the
+    /// M and C keys in the window).
+    #[arg(long)]
+    no_media: bool,
 }
 
-fn app(room: &str, frames: Option<u32>, windowed: bool) -> App {
+/// The demo's settings for `room`: media on unless `--no-media`.
+fn config(room: &str, media: bool) -> HuddleConfig {
+    let mut config = HuddleConfig::room(room);
+    config.media.enabled = media;
+    config
+}
+
+fn app(room: &str, frames: Option<u32>, windowed: bool, media: bool) -> App {
     let mut app = match windowed {
         #[cfg(feature = "window")]
         true => huddle_examples::window_app(huddle_examples::window::LobbyWindow),
         _ => huddle_examples::headless_app(true),
     };
     let pilot = if windowed { Pilot::Player } else { Pilot::Bot };
-    app.add_plugins(HuddlePlugin::new(HuddleConfig::room(room)))
-        .add_plugins(LobbyGame { pilot });
+    app.add_plugins(HuddlePlugin::new(config(room, media)))
+        .add_plugins(LobbyGame { pilot })
+        .add_plugins(LobbyMedia {
+            tone: 440.0,
+            autostart: media && !windowed,
+        });
     if let Some(frames) = frames {
         app.add_systems(
             Last,
@@ -57,8 +73,7 @@ fn print_lobby(
     state: Res<State<LobbyState>>,
     roster: Res<Roster>,
     links: Res<PeerLinks>,
-    squares: Res<Squares>,
-    chat: Res<ChatLog>,
+    (squares, chat, heard): (Res<Squares>, Res<ChatLog>, Res<Heard>),
 ) {
     if time.elapsed_secs() - *last < 1.0 {
         return;
@@ -80,10 +95,22 @@ fn print_lobby(
                 .get(p)
                 .map(|s| format!("({:.0},{:.0})", s.x, s.y))
                 .unwrap_or_default();
+            let hears = heard.0.get(p).map(|h| {
+                let voice = h
+                    .frequency
+                    .map(|f| format!("{f:.0} Hz at {:.0} dBFS", h.level_db))
+                    .unwrap_or_else(|| "silence".into());
+                let frame = h
+                    .frame
+                    .map(|i| format!("frame {i}"))
+                    .unwrap_or("no video".into());
+                format!(" hears {voice}, sees {frame}")
+            });
             format!(
-                "{} {at} rtt {}",
+                "{} {at} rtt {}{}",
                 short(*p),
-                rtt.unwrap_or_else(|| "-".into())
+                rtt.unwrap_or_else(|| "-".into()),
+                hears.unwrap_or_default()
             )
         })
         .collect();
@@ -96,10 +123,14 @@ fn print_lobby(
 }
 
 /// The bot: a headless player that quits a second after `frames`.
-fn bot(room: &str, frames: Option<u32>) -> App {
+fn bot(room: &str, frames: Option<u32>, media: bool) -> App {
     let mut bot = huddle_examples::headless_app(false);
-    bot.add_plugins(HuddlePlugin::new(HuddleConfig::room(room)))
-        .add_plugins(LobbyGame { pilot: Pilot::Bot });
+    bot.add_plugins(HuddlePlugin::new(config(room, media)))
+        .add_plugins(LobbyGame { pilot: Pilot::Bot })
+        .add_plugins(LobbyMedia {
+            tone: 550.0,
+            autostart: media,
+        });
     if let Some(frames) = frames {
         bot.add_systems(
             Last,
@@ -124,9 +155,9 @@ pub fn main() -> AppExit {
     let (_server, room) = match args.room {
         Some(room) => (None, room),
         None => {
-            let frames = args.frames;
+            let (frames, media) = (args.frames, !args.no_media);
             match host_with_bot("lobby", Duration::from_millis(700), move |room| {
-                bot(&room, frames).run();
+                bot(&room, frames, media).run();
             }) {
                 Ok((server, room)) => (Some(server), room),
                 Err(e) => {
@@ -136,7 +167,7 @@ pub fn main() -> AppExit {
             }
         }
     };
-    let mut app = app(&room, args.frames, windowed);
+    let mut app = app(&room, args.frames, windowed, !args.no_media);
     app.add_systems(Update, print_lobby);
     app.run()
 }
