@@ -23,6 +23,7 @@ use rtc::peer_connection::configuration::interceptor_registry::{
     configure_congestion_control, register_default_interceptors, CongestionFeedback,
 };
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
@@ -65,6 +66,8 @@ pub(crate) struct PathReport {
     /// What the send-side congestion controller (Google Congestion Control over transport-wide
     /// feedback) says the path carries, in bits per second.
     pub(crate) estimate: Option<u32>,
+    /// Keyframe requests (PLI, FIR) the peer sent for our camera so far.
+    pub(crate) keyframe_requests: u32,
 }
 
 /// What the connection did.
@@ -90,6 +93,8 @@ pub(crate) enum Report {
 
 /// Encoded samples queued per kind before the local track's thread loses some.
 const SINK_QUEUE: usize = 32;
+/// Keyframe requests to a sender at most this often.
+const PLI_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The game side of one media peer connection: dropping it closes the connection.
 pub(crate) struct MediaConnection {
@@ -198,13 +203,29 @@ impl PeerConnectionEventHandler for Handler {
             }
             RtpCodecKind::Video => {
                 let (inlet, out) = spawn_video();
-                let _ = self.reports.unbounded_send(Report::RemoteVideo(out));
+                let _ = self
+                    .reports
+                    .unbounded_send(Report::RemoteVideo(out.clone()));
                 pool.spawn(async move {
+                    let mut last_pli: Option<Instant> = None;
                     while let Some(event) = track.poll().await {
-                        if let TrackRemoteEvent::OnRtpPacket(p) = event {
-                            if !inlet.put(p) {
-                                break;
-                            }
+                        let TrackRemoteEvent::OnRtpPacket(p) = event else {
+                            continue;
+                        };
+                        let ssrc = p.header.ssrc;
+                        if !inlet.put(p) {
+                            break;
+                        }
+                        // A picture loss indication, at most every 250 ms: the sender answers
+                        // with a keyframe.
+                        let due = last_pli.is_none_or(|at| at.elapsed() >= PLI_INTERVAL);
+                        if due && out.take_keyframe_wish() {
+                            last_pli = Some(Instant::now());
+                            let pli = PictureLossIndication {
+                                sender_ssrc: 0,
+                                media_ssrc: ssrc,
+                            };
+                            let _ = track.write_rtcp(vec![Box::new(pli)]).await;
                         }
                     }
                 })
@@ -538,6 +559,10 @@ async fn report_path(
                 }
                 RTCStatsReportEntry::OutboundRtp(outbound) => {
                     path.bytes_sent += outbound.sent_rtp_stream_stats.bytes_sent;
+                    path.keyframe_requests = path
+                        .keyframe_requests
+                        .saturating_add(outbound.pli_count)
+                        .saturating_add(outbound.fir_count);
                 }
                 _ => {}
             }

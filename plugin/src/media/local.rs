@@ -45,7 +45,10 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A queue the game pushes microphone samples into; the microphone takes 20 ms at a time and
 /// plays silence when it runs dry. Holds one second at most (older samples are dropped).
 #[derive(Debug, Clone, Default)]
-pub struct AudioPush(Arc<Mutex<VecDeque<f32>>>);
+pub struct AudioPush {
+    queue: Arc<Mutex<VecDeque<f32>>>,
+    taken: Arc<Mutex<(u64, Option<Instant>)>>,
+}
 
 impl AudioPush {
     /// An empty queue.
@@ -56,17 +59,34 @@ impl AudioPush {
     /// Appends samples (48 kHz mono, -1..=1); returns how many older samples were dropped to
     /// stay within one second.
     pub fn push(&self, pcm: &[f32]) -> usize {
-        let mut queue = lock(&self.0);
+        let mut queue = lock(&self.queue);
         queue.extend(pcm.iter().map(|x| x.clamp(-1.0, 1.0)));
         let over = queue.len().saturating_sub(SAMPLE_RATE as usize);
         queue.drain(..over);
         over
     }
 
+    /// Samples waiting.
+    pub fn queued(&self) -> usize {
+        lock(&self.queue).len()
+    }
+
+    /// Pushed samples the microphone took so far, and when it last took some (they enter the
+    /// encoder then): with [`RemoteAudio::delivered`](super::RemoteAudio::delivered) at the other
+    /// end, mouth-to-ear latency to the sample.
+    pub fn taken(&self) -> (u64, Option<Instant>) {
+        *lock(&self.taken)
+    }
+
     fn take_frame(&self) -> Vec<f32> {
-        let mut queue = lock(&self.0);
-        let n = queue.len().min(FRAME_SAMPLES);
-        let mut frame: Vec<f32> = queue.drain(..n).collect();
+        let mut frame: Vec<f32> = {
+            let mut queue = lock(&self.queue);
+            let n = queue.len().min(FRAME_SAMPLES);
+            queue.drain(..n).collect()
+        };
+        let mut taken = lock(&self.taken);
+        taken.0 += frame.len() as u64;
+        taken.1 = Some(Instant::now());
         frame.resize(FRAME_SAMPLES, 0.0);
         frame
     }
@@ -199,6 +219,11 @@ impl LocalTrack {
         lock(&self.shared.subscribers)
             .iter()
             .any(|(p, _)| *p == peer)
+    }
+
+    /// The next frame is a keyframe (a receiver lost the picture).
+    pub(crate) fn request_keyframe(&self) {
+        self.shared.keyframe.store(true, Ordering::Relaxed);
     }
 
     pub(crate) fn set_muted(&self, muted: bool) {

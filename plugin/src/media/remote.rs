@@ -56,6 +56,8 @@ pub struct RemoteAudio {
     counters: Counters,
     /// The link conditioner's media conditions, applied before the jitter buffer.
     conditions: Mutex<Option<Conditions>>,
+    /// Samples delivered so far, and when the last frame was.
+    delivered: Mutex<(u64, Option<Instant>)>,
 }
 
 impl RemoteAudio {
@@ -70,7 +72,14 @@ impl RemoteAudio {
             pcm_dropped: AtomicU64::new(0),
             counters: Counters::default(),
             conditions: Mutex::new(None),
+            delivered: Mutex::new((0, None)),
         }
+    }
+
+    /// Samples decoded into the PCM queue so far (silence included, from the first decoded
+    /// frame on), and when the latest frame was: the moment its samples left the decoder.
+    pub fn delivered(&self) -> (u64, Option<Instant>) {
+        *lock(&self.delivered)
     }
 
     pub(crate) fn set_conditions(&self, conditions: Option<Conditions>) {
@@ -150,6 +159,10 @@ impl RemoteAudio {
         let over = out.len().saturating_sub(PCM_KEPT);
         out.drain(..over);
         self.pcm_dropped.fetch_add(over as u64, Ordering::Relaxed);
+        drop(out);
+        let mut delivered = lock(&self.delivered);
+        delivered.0 += pcm.len() as u64;
+        delivered.1 = Some(Instant::now());
         self.level.store(rms_db(pcm).to_bits(), Ordering::Relaxed);
     }
 }
@@ -158,6 +171,8 @@ impl RemoteAudio {
 #[derive(Debug, Default)]
 pub struct RemoteVideo {
     latest: Mutex<Option<VideoFrame>>,
+    /// A frame did not decode, or a new stream began: ask the sender for a keyframe.
+    keyframe_wanted: AtomicBool,
     /// Bumped with every decoded frame.
     generation: AtomicU64,
     live: AtomicBool,
@@ -189,6 +204,11 @@ impl RemoteVideo {
 
     pub(crate) fn bytes(&self) -> u64 {
         self.counters.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether a keyframe should be asked for (and the wish taken).
+    pub(crate) fn take_keyframe_wish(&self) -> bool {
+        self.keyframe_wanted.swap(false, Ordering::Relaxed)
     }
 
     pub(crate) fn generation(&self) -> u64 {
@@ -370,6 +390,9 @@ fn decode_video(rx: Receiver<rtc::rtp::Packet>, out: &RemoteVideo) {
             Err(RecvTimeoutError::Disconnected) => return,
         };
         let live = out.live.load(Ordering::Relaxed);
+        if live && !was_live {
+            out.keyframe_wanted.store(true, Ordering::Relaxed);
+        }
         if was_live && !live {
             frames = builder();
             match Vp8Decoder::new() {
@@ -397,6 +420,7 @@ fn decode_video(rx: Receiver<rtc::rtp::Packet>, out: &RemoteVideo) {
                 Ok(_) => {}
                 Err(_) => {
                     out.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    out.keyframe_wanted.store(true, Ordering::Relaxed);
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! Media's settings, part of [`HuddleConfig`](crate::HuddleConfig) (its `media` field).
 
 use huddle_protocol::media::jitter::JitterSettings;
+use std::net::SocketAddr;
 
 /// How media runs. Off by default: media costs a second connection per peer.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,6 +15,10 @@ pub struct MediaSettings {
     pub video_bitrate: BitrateBounds,
     /// The receive jitter buffer of each remote voice.
     pub jitter: JitterSettings,
+    /// Local addresses the media connections bind (port 0: any). The default, every interface,
+    /// is what a game on a real network wants; a machine that only talks over loopback (tests,
+    /// benchmarks) connects ~1 s sooner bound to `127.0.0.1:0`.
+    pub bind: Vec<SocketAddr>,
 }
 
 /// A bitrate and its bounds, in bits per second.
@@ -38,6 +43,10 @@ impl Default for MediaSettings {
                 max: 800_000,
             },
             jitter: JitterSettings::default(),
+            bind: vec![
+                SocketAddr::from(([0, 0, 0, 0], 0)),
+                SocketAddr::from(([0u16; 8], 0)),
+            ],
         }
     }
 }

@@ -1,0 +1,464 @@
+//! Media benchmark (feature `media`): mouth-to-ear latency, media connection time, codec CPU, and
+//! game-message round trips while media runs, each next to its anchor from the same run.
+//! `./scripts/bench_media.sh` (release, inside a loopback-only namespace);
+//! `HUDDLE_BENCH_ONLY=latency` runs one section (latency, connect, cpu, rtt).
+
+use bevy::prelude::*;
+use bevy_huddle::media::{
+    AudioPush, CameraSource, LocalMedia, MediaSettings, MediaState, MediaStates, MicSource,
+    RemoteMedia, SineWave, TestPattern, VideoPush, FRAME_SAMPLES, SAMPLE_RATE,
+};
+use bevy_huddle::prelude::*;
+use huddle_media::audio::{AudioDecoder, AudioEncoder};
+use huddle_media::vp8::{Vp8Decoder, Vp8Encoder};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[i]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only into `ts`, a valid timespec we own.
+    let _ = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// An app in `url`; with `loopback`, media connections bind 127.0.0.1 only.
+fn app_bound(url: &str, media: bool, loopback: bool) -> App {
+    let mut config = HuddleConfig::room(url);
+    config.media.enabled = media;
+    if loopback {
+        config.media.bind = vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))];
+    }
+    let mut app = App::new();
+    app.add_plugins(MinimalPlugins)
+        .add_plugins(HuddlePlugin::new(config))
+        .add_huddle_message::<Ping>(Channel::Unreliable)
+        .init_resource::<Pongs>()
+        .add_systems(Update, echo);
+    app
+}
+
+fn app(url: &str, media: bool) -> App {
+    app_bound(url, media, false)
+}
+
+/// Updates `apps` (1 ms apart) until `done` or the limit.
+fn run_until(apps: &mut [App], mut done: impl FnMut(&mut [App]) -> bool) {
+    let deadline = Instant::now() + LIMIT;
+    while !done(apps) {
+        for a in apps.iter_mut() {
+            a.update();
+        }
+        assert!(Instant::now() < deadline, "the benchmark's setup timed out");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn roster(app: &App) -> &Roster {
+    app.world().resource::<Roster>()
+}
+
+/// Two apps in `room`, the first hosting; returns them once linked.
+fn pair(server: &str, room: &str, media: bool) -> Vec<App> {
+    let url = format!("{server}/{room}");
+    let mut apps = vec![app(&url, media)];
+    run_until(&mut apps, |a| roster(&a[0]).is_host());
+    apps.push(app(&url, media));
+    run_until(&mut apps, |a| a.iter().all(|a| roster(a).peers.len() == 1));
+    apps
+}
+
+// ---------------------------------------------------------------- mouth to ear
+
+/// One burst of 1 kHz every 500 ms, 60 ms long, silence between: `n` bursts.
+fn bursts(n: usize) -> (Vec<f32>, Vec<u64>) {
+    let period = SAMPLE_RATE as usize / 2;
+    let burst = SAMPLE_RATE as usize * 60 / 1000;
+    let mut pcm = vec![0f32; period * n];
+    let mut onsets = Vec::new();
+    for k in 0..n {
+        let start = k * period + period / 2;
+        onsets.push(start as u64);
+        for i in 0..burst {
+            let t = i as f32 / SAMPLE_RATE as f32;
+            pcm[start + i] = 0.5 * (std::f32::consts::TAU * 1000.0 * t).sin();
+        }
+    }
+    (pcm, onsets)
+}
+
+/// When sample `index` of a stream crossed a boundary, from `(count after, at)` records of whole
+/// frames: the frame's instant plus the sample's place in it.
+fn instant_of(index: u64, log: &[(u64, Instant)]) -> Option<Instant> {
+    let &(after, at) = log.iter().find(|(after, _)| *after > index)?;
+    let frame_start = after.saturating_sub(FRAME_SAMPLES as u64);
+    let offset = index.saturating_sub(frame_start) as f64 / f64::from(SAMPLE_RATE);
+    Some(at + Duration::from_secs_f64(offset))
+}
+
+/// Sender's pushed samples entering its encoder vs the receiver's decoded samples leaving its
+/// jitter buffer, burst onset by burst onset.
+fn mouth_to_ear(server: &str) -> Vec<Duration> {
+    let mut apps = pair(server, "m2e", true);
+    let talker = roster(&apps[0]).me.expect("an id");
+    let push = AudioPush::new();
+    apps[0]
+        .world_mut()
+        .resource_mut::<LocalMedia>()
+        .start_microphone(MicSource::Push(push.clone()));
+    run_until(&mut apps, |a| {
+        a[1].world()
+            .resource::<RemoteMedia>()
+            .audio(talker)
+            .is_some()
+    });
+    let (script, onsets) = bursts(40);
+    let (mut pushed, mut taken, mut delivered) = (0usize, Vec::new(), Vec::new());
+    let mut heard = Vec::new();
+    let end = Instant::now() + Duration::from_secs(22);
+    while Instant::now() < end {
+        for a in apps.iter_mut() {
+            a.update();
+        }
+        // Keep ~100 ms queued so the microphone never runs dry (that would shift the script).
+        if pushed < script.len() && push.queued() < 4_800 {
+            let n = (script.len() - pushed).min(960);
+            push.push(&script[pushed..pushed + n]);
+            pushed += n;
+        }
+        let t = push.taken();
+        if let (n, Some(at)) = t {
+            if taken.last().is_none_or(|(m, _)| *m != n) {
+                taken.push((n, at));
+            }
+        }
+        if let Some(voice) = apps[1].world().resource::<RemoteMedia>().audio(talker) {
+            heard.extend(voice.take_pcm());
+            if let (n, Some(at)) = voice.delivered() {
+                if delivered.last().is_none_or(|(m, _)| *m != n) {
+                    delivered.push((n, at));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    // Onsets heard: the first sample above -26 dBFS after 200 ms below, as an index of the delivered
+    // stream (which starts where `delivered` started counting).
+    let first_delivered = delivered
+        .first()
+        .map_or(0, |(n, _)| n.saturating_sub(FRAME_SAMPLES as u64));
+    let mut quiet = 0usize;
+    let mut latencies = Vec::new();
+    for (i, &x) in heard.iter().enumerate() {
+        if x.abs() < 0.05 {
+            quiet += 1;
+            continue;
+        }
+        if quiet >= 9_600 {
+            let out = instant_of(first_delivered + i as u64, &delivered);
+            // The burst it belongs to: the latest onset that entered the encoder before it.
+            let sent = onsets
+                .iter()
+                .filter_map(|&s| instant_of(s, &taken))
+                .rfind(|&t| out.is_some_and(|o| t <= o));
+            if let (Some(out), Some(sent)) = (out, sent) {
+                latencies.push(out - sent);
+            }
+        }
+        quiet = 0;
+    }
+    latencies
+}
+
+// ---------------------------------------------------------------- connection time
+
+/// A fresh pair with microphone and camera: (data link open, media negotiation to first decoded
+/// audio, to first decoded video), all from the second app's start.
+fn connect_once(server: &str, run: usize, loopback: bool) -> (Duration, Duration, Duration) {
+    let url = format!("{server}/connect-{run}-{loopback}");
+    let app = |url: &str, media| app_bound(url, media, loopback);
+    let start_media = |app: &mut App, tone: f32| {
+        let mut media = app.world_mut().resource_mut::<LocalMedia>();
+        media.start_microphone(MicSource::SineWave(SineWave::new(tone, 0.3)));
+        media.start_camera(CameraSource::TestPattern(TestPattern::new(320, 240, 30)));
+    };
+    let mut apps = vec![app(&url, true)];
+    start_media(&mut apps[0], 440.0);
+    run_until(&mut apps, |a| roster(&a[0]).is_host());
+    let t0 = Instant::now();
+    apps.push(app(&url, true));
+    start_media(&mut apps[1], 550.0);
+    let (mut linked, mut negotiating, mut audio, mut video) = (None, None, None, None);
+    run_until(&mut apps, |a| {
+        let other = roster(&a[0]).peers.first().copied();
+        if linked.is_none() && other.is_some() {
+            linked = Some(t0.elapsed());
+        }
+        if let Some(peer) = other {
+            let state = a[0].world().resource::<MediaStates>().0.get(&peer).copied();
+            if negotiating.is_none() && state == Some(MediaState::Connecting) {
+                negotiating = Some(t0.elapsed());
+            }
+            let remote = a[0].world().resource::<RemoteMedia>();
+            if audio.is_none()
+                && remote
+                    .audio(peer)
+                    .is_some_and(|v| v.delivered().1.is_some())
+            {
+                audio = Some(t0.elapsed());
+            }
+            if video.is_none() && remote.video(peer).is_some_and(|v| v.frames_decoded() > 0) {
+                video = Some(t0.elapsed());
+            }
+        }
+        audio.is_some() && video.is_some()
+    });
+    let from = negotiating.unwrap_or_default();
+    (
+        linked.unwrap_or_default(),
+        audio.unwrap_or_default().saturating_sub(from),
+        video.unwrap_or_default().saturating_sub(from),
+    )
+}
+
+// ---------------------------------------------------------------- codec CPU
+
+/// CPU per second of media: Opus 32 kbps mono encode and decode, VP8 320×240 30 fps 500 kbps
+/// encode and decode.
+fn codec_cpu() -> [(String, f64); 4] {
+    let seconds = 10u32;
+    let mut sine = SineWave::new(440.0, 0.5);
+    let pcm: Vec<Vec<f32>> = (0..50 * seconds).map(|_| sine.next_frame()).collect();
+    let mut encoder = AudioEncoder::new(32_000, 10).expect("opus");
+    let t = thread_cpu();
+    let packets: Vec<Vec<u8>> = pcm
+        .iter()
+        .map(|f| encoder.encode(f).expect("encode"))
+        .collect();
+    let opus_enc = thread_cpu() - t;
+    let mut decoder = AudioDecoder::new().expect("opus");
+    let t = thread_cpu();
+    for p in &packets {
+        let _ = decoder.decode(p);
+    }
+    let opus_dec = thread_cpu() - t;
+    let mut pattern = TestPattern::new(320, 240, 30);
+    let frames: Vec<_> = (0..30 * seconds).map(|_| pattern.next_frame()).collect();
+    let mut vp8 = Vp8Encoder::new(320, 240, 30, 500_000).expect("vp8");
+    let t = thread_cpu();
+    let encoded: Vec<_> = frames
+        .iter()
+        .filter_map(|f| vp8.encode(f, false).expect("encode"))
+        .collect();
+    let vp8_enc = thread_cpu() - t;
+    let mut vp8d = Vp8Decoder::new().expect("vp8");
+    let t = thread_cpu();
+    for e in &encoded {
+        let _ = vp8d.decode(&e.data);
+    }
+    let vp8_dec = thread_cpu() - t;
+    let per_second = |d: Duration| ms(d) / f64::from(seconds);
+    [
+        ("Opus encode, 32 kbps mono".into(), per_second(opus_enc)),
+        ("Opus decode".into(), per_second(opus_dec)),
+        (
+            "VP8 encode, 320x240 30 fps 500 kbps".into(),
+            per_second(vp8_enc),
+        ),
+        ("VP8 decode".into(), per_second(vp8_dec)),
+    ]
+}
+
+// ---------------------------------------------------------------- game RTT with media
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug)]
+struct Ping {
+    seq: u32,
+    back: bool,
+}
+
+#[derive(Resource, Default)]
+struct Pongs(Vec<u32>);
+
+fn echo(
+    mut pings: MessageReader<Incoming<Ping>>,
+    mut out: MessageWriter<Outgoing<Ping>>,
+    mut pongs: ResMut<Pongs>,
+) {
+    for p in pings.read() {
+        if p.message.back {
+            pongs.0.push(p.message.seq);
+        } else {
+            out.write(Outgoing::to_peer(
+                p.from,
+                Ping {
+                    seq: p.message.seq,
+                    back: true,
+                },
+            ));
+        }
+    }
+}
+
+/// Starts a voice and a 320×240 camera whose lower third is noise (so VP8 uses its bitrate).
+fn start_busy_media(app: &mut App, tone: f32) {
+    let mut local = app.world_mut().resource_mut::<LocalMedia>();
+    local.start_microphone(MicSource::SineWave(SineWave::new(tone, 0.3)));
+    let camera = VideoPush::new(320, 240, 30);
+    let mut frame = TestPattern::new(320, 240, 30).next_frame();
+    fastrand::fill(&mut frame.y_mut()[320 * 160..]);
+    camera.push(frame);
+    local.start_camera(CameraSource::Push(camera));
+}
+
+/// 16-byte unreliable round trips between two apps (each on a thread of its own), with both
+/// sending voice and a camera, or with media off.
+fn game_rtt(server: &str, media: bool) -> Vec<Duration> {
+    let url = format!("{server}/rtt-{media}");
+    let mut a = vec![app(&url, media)];
+    run_until(&mut a, |a| roster(&a[0]).is_host());
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let echo = std::thread::spawn(move || {
+        let mut b = app(&url, media);
+        if media {
+            start_busy_media(&mut b, 550.0);
+        }
+        while !stop2.load(Ordering::Relaxed) {
+            b.update();
+            std::thread::sleep(Duration::from_micros(20));
+        }
+    });
+    run_until(&mut a, |a| roster(&a[0]).peers.len() == 1);
+    let peer = roster(&a[0]).peers[0];
+    if media {
+        start_busy_media(&mut a[0], 440.0);
+        run_until(&mut a, |a| {
+            a[0].world()
+                .resource::<RemoteMedia>()
+                .video(peer)
+                .is_some_and(|v| v.frames_decoded() > 30)
+        });
+    }
+    let a = &mut a[0];
+    let mut samples = Vec::new();
+    for seq in 1..=1200u32 {
+        let t0 = Instant::now();
+        a.world_mut()
+            .write_message(Outgoing::to_peer(peer, Ping { seq, back: false }));
+        while t0.elapsed() < Duration::from_millis(500) {
+            a.update();
+            let got = std::mem::take(&mut a.world_mut().resource_mut::<Pongs>().0);
+            if got.contains(&seq) {
+                if seq > 200 {
+                    samples.push(t0.elapsed());
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(20));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = echo.join();
+    samples
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let server = {
+        let _g = rt.enter();
+        huddle_server::start(huddle_server::ServerConfig::loopback()).expect("server")
+    };
+    let base = format!("ws://{}", server.local_addr());
+    let _g = rt.enter();
+    let only = std::env::var("HUDDLE_BENCH_ONLY").ok();
+    let run = |section: &str| only.as_deref().is_none_or(|o| o == section);
+    let _ = MediaSettings::default();
+
+    if run("latency") {
+        let mut l = mouth_to_ear(&base);
+        println!("## Mouth to ear, native to native ({} bursts)\n", l.len());
+        println!("| p50 ms | p95 ms | min ms | max ms |\n|---|---|---|---|");
+        let (p50, p95) = (percentile(&mut l, 0.5), percentile(&mut l, 0.95));
+        println!(
+            "| {:.1} | {:.1} | {:.1} | {:.1} |\n",
+            ms(p50),
+            ms(p95),
+            ms(l[0]),
+            ms(l[l.len() - 1])
+        );
+        println!("goal p50 ≤ 70 ms: {:.2}x of it\n", ms(p50) / 70.0);
+    }
+    if run("connect") {
+        println!("## Media connection time (5 runs each, median; from the second peer's start)\n");
+        println!("| media connections bound to | data link open: the anchor, ms | media: negotiation start to first audio, ms | to first video, ms | audio / anchor |");
+        println!("|---|---|---|---|---|");
+        for (loopback, bound) in [(false, "every interface (default)"), (true, "127.0.0.1")] {
+            let runs: Vec<_> = (0..5).map(|r| connect_once(&base, r, loopback)).collect();
+            let mut linked: Vec<_> = runs.iter().map(|r| r.0).collect();
+            let mut audio: Vec<_> = runs.iter().map(|r| r.1).collect();
+            let mut video: Vec<_> = runs.iter().map(|r| r.2).collect();
+            let (l, a, v) = (
+                percentile(&mut linked, 0.5),
+                percentile(&mut audio, 0.5),
+                percentile(&mut video, 0.5),
+            );
+            println!(
+                "| {bound} | {:.0} | {:.0} | {:.0} | {:.2}x |",
+                ms(l),
+                ms(a),
+                ms(v),
+                ms(a) / ms(l)
+            );
+        }
+        println!();
+    }
+    if run("cpu") {
+        println!("## Codec CPU per second of media (one core; the anchor is real time, 1000 ms)\n");
+        println!("| codec | CPU ms per s | share of a core |\n|---|---|---|");
+        for (what, per_s) in codec_cpu() {
+            println!("| {what} | {per_s:.1} | {:.1} % |", per_s / 10.0);
+        }
+        println!();
+    }
+    if run("rtt") {
+        println!("## 16-byte unreliable game round trip, idle vs voice + camera both ways\n");
+        let mut idle = game_rtt(&base, false);
+        let mut busy = game_rtt(&base, true);
+        let (i50, i99) = (percentile(&mut idle, 0.5), percentile(&mut idle, 0.99));
+        let (b50, b99) = (percentile(&mut busy, 0.5), percentile(&mut busy, 0.99));
+        println!("| media | p50 ms | p99 ms |\n|---|---|---|");
+        println!("| off (the anchor) | {:.2} | {:.2} |", ms(i50), ms(i99));
+        println!(
+            "| voice + camera both ways | {:.2} | {:.2} |",
+            ms(b50),
+            ms(b99)
+        );
+        println!(
+            "\nwith media / idle: p50 {:.2}x, p99 {:.2}x (goal p99 ≤ 1.5x)\n",
+            ms(b50) / ms(i50),
+            ms(b99) / ms(i99)
+        );
+    }
+}
