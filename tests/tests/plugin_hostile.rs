@@ -173,9 +173,6 @@ fn a_second_id_from_the_server_is_dropped() {
     run_for(&mut players, Duration::from_millis(500));
     let id = players[0].id().map(|p| p.to_string());
     assert_eq!(id.as_deref(), Some(first), "the first id stays");
-    assert_eq!(
-        players[0].state(),
-        LobbyState::Connecting,
-        "still connected"
-    );
+    // Still in the room: alone, it may have become its own host meanwhile.
+    assert_ne!(players[0].state(), LobbyState::Offline, "still connected");
 }

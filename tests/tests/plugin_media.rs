@@ -1,11 +1,14 @@
-//! Media connections (feature `media`): a media-only peer connection per pair of peers with
-//! media, negotiated over the control channel; peers without media are `Unsupported` and the game
-//! goes on. Run inside the loopback-only network namespace (see README).
+//! Voice and camera (feature `media`): a media-only peer connection per pair of peers with media,
+//! negotiated over the control channel (peers without media are `Unsupported` and the game goes
+//! on); real Opus and VP8 between headless apps, checked by what arrives: each sender's tone
+//! (Goertzel) and its test pattern's frame indices. Run inside the loopback-only network
+//! namespace (see README).
 
 use bevy_huddle::media::{tone, FRAME_SAMPLES};
 use bevy_huddle::media::{
     CameraSource, LocalMedia, MediaKind, MediaState, MediaStateChanged, MediaStates, MediaStats,
-    MicSource, RemoteMedia, RemoteTrackEnded, RemoteTrackStarted, SineWave, TestPattern, VideoPush,
+    MicSource, RemoteMedia, RemoteTrackEnded, RemoteTrackStarted, SineWave, TestPattern,
+    VideoFrame, VideoPush,
 };
 use bevy_huddle::prelude::*;
 use bevy_huddle::{Conditions, HuddleConfig, LinkConditioner};
@@ -326,6 +329,19 @@ fn pair(
     Vec<Player>,
     PeerId,
 ) {
+    pair_with(room, |_| {})
+}
+
+/// [`pair`], the listener set up by `setup` first.
+fn pair_with(
+    room: &str,
+    setup: impl FnOnce(&mut Player),
+) -> (
+    tokio::runtime::Runtime,
+    huddle_server::RunningServer,
+    Vec<Player>,
+    PeerId,
+) {
     let (rt, server) = server_on_runtime();
     let url = server.room_url(room);
     let mut players = vec![sender(&url, 440.0)];
@@ -337,6 +353,7 @@ fn pair(
         .app
         .init_resource::<Tracks>()
         .add_systems(bevy::prelude::Update, collect_tracks);
+    setup(&mut listener);
     players.push(listener);
     assert!(
         run_until(&mut players, LIMIT, lobby_complete),
@@ -713,4 +730,56 @@ fn the_camera_bitrate_comes_down_when_the_path_is_cut() {
         .cloned();
     println!("after the cut: {stats:?}");
     assert!(ok, "video keeps decoding on the cut path");
+}
+
+/// What a game shows and plays: the remote camera as a Bevy `Image` (its test-pattern index
+/// reads back from the RGBA), and the remote voice as a `VoiceStream` asset whose audio source
+/// (what Bevy's `AudioPlayer` plays) carries the sender's tone, 48 kHz mono.
+#[test]
+fn remote_camera_and_voice_as_bevy_assets() {
+    use bevy::asset::{AssetApp, AssetPlugin, Assets};
+    use bevy::audio::{Decodable, Source};
+    use bevy::image::Image;
+    use bevy_huddle::media::VoiceStream;
+    let (_rt, _server, mut players, talker) = pair_with("media-assets", |p| {
+        p.app
+            .add_plugins(AssetPlugin::default())
+            .init_asset::<Image>()
+            .init_asset::<VoiceStream>();
+    });
+    let shown = run_until(&mut players, LIMIT, |ps| {
+        let image = remote(&ps[1]).image(talker);
+        let images = ps[1].app.world().resource::<Assets<Image>>();
+        image.and_then(|h| images.get(&h)).is_some_and(|i| {
+            let size = i.texture_descriptor.size;
+            let frame = i
+                .data
+                .as_deref()
+                .and_then(|rgba| VideoFrame::from_rgba(size.width, size.height, rgba));
+            frame
+                .and_then(|f| TestPattern::read_index(&f))
+                .is_some_and(|n| n > 10)
+        })
+    });
+    assert!(
+        shown,
+        "the camera shows as an image whose frame index reads back"
+    );
+
+    let handle = remote(&players[1]).voice(talker).expect("a voice asset");
+    run_for(&mut players, Duration::from_millis(700));
+    let streams = players[1].app.world().resource::<Assets<VoiceStream>>();
+    let mut source = streams.get(&handle).expect("the stream").decoder();
+    assert_eq!(
+        (source.channels().get(), source.sample_rate().get()),
+        (1, 48_000)
+    );
+    let pcm: Vec<f32> = source.by_ref().take(24_000).collect();
+    let good = frames_with_tone(&pcm, 440.0, &[550.0, 660.0]);
+    assert!(
+        good >= 20,
+        "the tone in {good} of 25 frames of the played stream"
+    );
+    // It never ends: silence when nothing is new.
+    assert_eq!(source.by_ref().take(96_000).count(), 96_000);
 }

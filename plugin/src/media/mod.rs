@@ -6,7 +6,8 @@
 //!   and chooses per peer what to receive ([`LocalMedia::receive`]).
 //! - **Remote**: [`RemoteMedia`] holds each peer's voice ([`RemoteAudio`]: PCM, level, speaking,
 //!   volume) and camera ([`RemoteVideo`], and a Bevy `Handle<Image>` updated with every decoded
-//!   frame when the app has `Assets<Image>`). [`RemoteTrackStarted`] / [`RemoteTrackEnded`] come
+//!   frame when the app has `Assets<Image>`; with feature `media-audio`, a `VoiceStream` asset to
+//!   play through Bevy's audio, spatially). [`RemoteTrackStarted`] / [`RemoteTrackEnded`] come
 //!   at the first decoded frame and when the track ends. [`MediaStats`] has each peer's numbers.
 //! - **Connections**: a second, media-only peer connection per peer, negotiated peer to peer
 //!   over the control channel by [`huddle_protocol::media::MediaPeer`] (the data link's caller
@@ -23,6 +24,8 @@
 mod connection;
 mod local;
 mod negotiate;
+#[cfg(feature = "media-audio")]
+mod playback;
 mod remote;
 mod settings;
 
@@ -31,6 +34,8 @@ pub use huddle_media::{tone, VideoFrame, FRAME_SAMPLES, SAMPLE_RATE};
 pub use huddle_protocol::media::jitter::{JitterSettings, JitterStats};
 pub use huddle_protocol::media::{MediaKind, MediaState, TrackSet};
 pub use local::{AudioPush, CameraSource, MicSource, VideoPush};
+#[cfg(feature = "media-audio")]
+pub use playback::{VoiceSource, VoiceStream};
 pub use remote::{RemoteAudio, RemoteVideo};
 pub use settings::{BitrateBounds, MediaSettings};
 
@@ -190,6 +195,8 @@ struct RemotePeer {
     video: Option<Arc<RemoteVideo>>,
     image: Option<Handle<Image>>,
     image_generation: u64,
+    #[cfg(feature = "media-audio")]
+    voice: Option<Handle<VoiceStream>>,
     /// The kinds announced with [`RemoteTrackStarted`] and not ended yet.
     announced: TrackSet,
     volume: Option<f32>,
@@ -210,6 +217,14 @@ impl RemoteMedia {
     /// frame; `None` before the first frame or without `Assets<Image>` in the app.
     pub fn image(&self, peer: PeerId) -> Option<Handle<Image>> {
         self.peers.get(&peer)?.image.clone()
+    }
+
+    /// `peer`'s voice as an audio asset to play with `AudioPlayer` (feature `media-audio`; the
+    /// app needs Bevy's `AudioPlugin` added before `HuddlePlugin`). Playing it consumes the
+    /// voice's PCM.
+    #[cfg(feature = "media-audio")]
+    pub fn voice(&self, peer: PeerId) -> Option<Handle<VoiceStream>> {
+        self.peers.get(&peer)?.voice.clone()
     }
 
     /// Sets `peer`'s voice volume (1 = as sent, 0 = deafened to it; proximity chat sets it
@@ -295,4 +310,14 @@ pub(crate) fn build(app: &mut App) {
                 .chain()
                 .after(HuddleSystems::Receive),
         );
+    #[cfg(feature = "media-audio")]
+    {
+        use bevy::audio::AddAudioSource;
+        if app.is_plugin_added::<bevy::audio::AudioPlugin>() {
+            app.add_audio_source::<VoiceStream>();
+        } else if app.is_plugin_added::<bevy::asset::AssetPlugin>() {
+            app.init_asset::<VoiceStream>();
+        }
+        app.add_systems(PreUpdate, negotiate::voices.after(negotiate::show));
+    }
 }

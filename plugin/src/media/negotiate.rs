@@ -483,3 +483,25 @@ pub(crate) fn show(mut remote: ResMut<RemoteMedia>, images: Option<ResMut<Assets
         entry.image = Some(images.add(image));
     }
 }
+
+/// `PreUpdate` (feature `media-audio`): every remote voice as a [`VoiceStream`] asset, in apps
+/// that have the asset type.
+#[cfg(feature = "media-audio")]
+pub(crate) fn voices(
+    mut remote: ResMut<RemoteMedia>,
+    streams: Option<ResMut<Assets<super::VoiceStream>>>,
+) {
+    let Some(mut streams) = streams else {
+        return;
+    };
+    for entry in remote.peers.values_mut() {
+        let Some(audio) = &entry.audio else {
+            entry.voice = None;
+            continue;
+        };
+        let current = entry.voice.as_ref().and_then(|h| streams.get(h));
+        if !current.is_some_and(|s| s.plays(audio)) {
+            entry.voice = Some(streams.add(super::VoiceStream::new(audio.clone())));
+        }
+    }
+}
