@@ -5,8 +5,8 @@
 
 use bevy::prelude::*;
 use bevy_huddle::media::{
-    AudioPush, CameraSource, LocalMedia, MediaSettings, MediaState, MediaStates, MicSource,
-    RemoteMedia, SineWave, TestPattern, VideoPush, FRAME_SAMPLES, SAMPLE_RATE,
+    AudioPush, CameraSource, LocalMedia, MediaState, MediaStates, MicSource, RemoteMedia, SineWave,
+    TestPattern, VideoPush, FRAME_SAMPLES, SAMPLE_RATE,
 };
 use bevy_huddle::prelude::*;
 use huddle_media::audio::{AudioDecoder, AudioEncoder};
@@ -16,28 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[allow(dead_code, reason = "shared with plugin_bench, which uses all of it")]
+mod measure;
+
+use measure::{ms, percentile, thread_cpu};
+
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
-    samples[i]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-/// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes only into `ts`, a valid timespec we own.
-    let _ = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
 
 /// An app in `url`; with `loopback`, media connections bind 127.0.0.1 only.
 fn app_bound(url: &str, media: bool, loopback: bool) -> App {
@@ -394,19 +378,19 @@ fn main() {
     let _g = rt.enter();
     let only = std::env::var("HUDDLE_BENCH_ONLY").ok();
     let run = |section: &str| only.as_deref().is_none_or(|o| o == section);
-    let _ = MediaSettings::default();
 
     if run("latency") {
         let mut l = mouth_to_ear(&base);
         println!("## Mouth to ear, native to native ({} bursts)\n", l.len());
         println!("| p50 ms | p95 ms | min ms | max ms |\n|---|---|---|---|");
         let (p50, p95) = (percentile(&mut l, 0.5), percentile(&mut l, 0.95));
+        let (min, max) = (l.first().copied(), l.last().copied());
         println!(
             "| {:.1} | {:.1} | {:.1} | {:.1} |\n",
             ms(p50),
             ms(p95),
-            ms(l[0]),
-            ms(l[l.len() - 1])
+            ms(min.unwrap_or_default()),
+            ms(max.unwrap_or_default())
         );
         println!("goal p50 ≤ 70 ms: {:.2}x of it\n", ms(p50) / 70.0);
     }

@@ -250,44 +250,40 @@ impl<T> Inlet<T> {
 
 /// Starts the thread of a remote voice.
 pub(crate) fn spawn_audio(settings: JitterSettings) -> (Inlet<(u16, Vec<u8>)>, Arc<RemoteAudio>) {
-    let (tx, rx) = sync_channel(PACKET_QUEUE);
     let out = Arc::new(RemoteAudio::new());
-    let thread_out = out.clone();
-    let _ = std::thread::Builder::new()
-        .name("huddle-voice".into())
-        .spawn(move || play(rx, settings, &thread_out));
-    let counted = out.clone();
-    let overflow = Arc::new(move || {
-        counted.counters.overflow.fetch_add(1, Ordering::Relaxed);
-    });
-    (
-        Inlet {
-            queue: tx,
-            overflow,
-        },
-        out,
-    )
+    let inlet = spawn_track(
+        "huddle-voice",
+        out.clone(),
+        |o| &o.counters,
+        move |rx, o| play(rx, settings, o),
+    );
+    (inlet, out)
 }
 
 /// Starts the thread of a remote camera.
 pub(crate) fn spawn_video() -> (Inlet<rtc::rtp::Packet>, Arc<RemoteVideo>) {
-    let (tx, rx) = sync_channel(PACKET_QUEUE);
     let out = Arc::new(RemoteVideo::default());
+    let inlet = spawn_track("huddle-video", out.clone(), |o| &o.counters, decode_video);
+    (inlet, out)
+}
+
+/// Runs `work` on a thread named `name` over a bounded packet queue; the inlet counts what a
+/// full queue drops in `counters(out)`.
+fn spawn_track<T: Send + 'static, O: Send + Sync + 'static>(
+    name: &str,
+    out: Arc<O>,
+    counters: fn(&O) -> &Counters,
+    work: impl FnOnce(Receiver<T>, &O) + Send + 'static,
+) -> Inlet<T> {
+    let (queue, rx) = sync_channel(PACKET_QUEUE);
     let thread_out = out.clone();
     let _ = std::thread::Builder::new()
-        .name("huddle-video".into())
-        .spawn(move || decode_video(rx, &thread_out));
-    let counted = out.clone();
+        .name(name.into())
+        .spawn(move || work(rx, &thread_out));
     let overflow = Arc::new(move || {
-        counted.counters.overflow.fetch_add(1, Ordering::Relaxed);
+        counters(&out).overflow.fetch_add(1, Ordering::Relaxed);
     });
-    (
-        Inlet {
-            queue: tx,
-            overflow,
-        },
-        out,
-    )
+    Inlet { queue, overflow }
 }
 
 /// A voice's thread: packets into the jitter buffer, one decoded frame out every 20 ms.
@@ -373,6 +369,7 @@ fn play(rx: Receiver<(u16, Vec<u8>)>, settings: JitterSettings, out: &RemoteAudi
 /// lost, but only frames of a live camera are shown; when the camera goes off, reassembly and
 /// decoder start afresh, so nothing of the old stream leaks into the next.
 fn decode_video(rx: Receiver<rtc::rtp::Packet>, out: &RemoteVideo) {
+    huddle_media::thread::lower_priority();
     // A lost packet holds its frame back 400 ms or 64 packets at most, then the frame is given
     // up (the decoder conceals until the next keyframe).
     let builder = || {
