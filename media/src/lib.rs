@@ -16,7 +16,6 @@ pub mod audio;
 mod error;
 pub mod frame;
 pub mod source;
-pub mod thread;
 pub mod tone;
 pub mod vp8;
 

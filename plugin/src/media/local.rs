@@ -334,7 +334,6 @@ fn run_microphone(mut source: MicSource, shared: &Shared) {
 }
 
 fn run_camera(mut source: CameraSource, shared: &Shared) {
-    huddle_media::thread::lower_priority();
     let (width, height, fps) = match &source {
         CameraSource::TestPattern(p) => (p.width, p.height, p.fps),
         CameraSource::Push(p) => (p.width, p.height, p.fps),

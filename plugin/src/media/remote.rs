@@ -369,7 +369,6 @@ fn play(rx: Receiver<(u16, Vec<u8>)>, settings: JitterSettings, out: &RemoteAudi
 /// lost, but only frames of a live camera are shown; when the camera goes off, reassembly and
 /// decoder start afresh, so nothing of the old stream leaks into the next.
 fn decode_video(rx: Receiver<rtc::rtp::Packet>, out: &RemoteVideo) {
-    huddle_media::thread::lower_priority();
     // A lost packet holds its frame back 400 ms or 64 packets at most, then the frame is given
     // up (the decoder conceals until the next keyframe).
     let builder = || {
