@@ -5,8 +5,8 @@
 
 use bevy::prelude::*;
 use bevy_huddle::media::{
-    AudioPush, CameraSource, LocalMedia, MediaState, MediaStates, MicSource, RemoteMedia, SineWave,
-    TestPattern, VideoPush, FRAME_SAMPLES, SAMPLE_RATE,
+    AudioPush, CameraSource, LocalMedia, MediaState, MediaStates, MicProcessing, MicSource,
+    RemoteMedia, SineWave, TestPattern, VideoPush, FRAME_SAMPLES, SAMPLE_RATE,
 };
 use bevy_huddle::prelude::*;
 use huddle_media::audio::{AudioDecoder, AudioEncoder};
@@ -59,12 +59,22 @@ fn roster(app: &App) -> &Roster {
     app.world().resource::<Roster>()
 }
 
-/// Two apps in `room`, the first hosting; returns them once linked.
-fn pair(server: &str, room: &str, media: bool) -> Vec<App> {
+/// Two apps with media in `room` (settings changed by `configure`), the first hosting; returns
+/// them once linked.
+fn pair_with(server: &str, room: &str, configure: impl Fn(&mut HuddleConfig)) -> Vec<App> {
     let url = format!("{server}/{room}");
-    let mut apps = vec![app(&url, media)];
+    let make = || {
+        let mut config = HuddleConfig::room(&url);
+        config.media.enabled = true;
+        configure(&mut config);
+        let mut app = App::new();
+        app.add_plugins(MinimalPlugins)
+            .add_plugins(HuddlePlugin::new(config));
+        app
+    };
+    let mut apps = vec![make()];
     run_until(&mut apps, |a| roster(&a[0]).is_host());
-    apps.push(app(&url, media));
+    apps.push(make());
     run_until(&mut apps, |a| a.iter().all(|a| roster(a).peers.len() == 1));
     apps
 }
@@ -99,8 +109,9 @@ fn instant_of(index: u64, log: &[(u64, Instant)]) -> Option<Instant> {
 
 /// Sender's pushed samples entering its encoder vs the receiver's decoded samples leaving its
 /// jitter buffer, burst onset by burst onset.
-fn mouth_to_ear(server: &str) -> Vec<Duration> {
-    let mut apps = pair(server, "m2e", true);
+fn mouth_to_ear(server: &str, processing: MicProcessing) -> Vec<Duration> {
+    let room = format!("m2e-{}", processing.noise_suppression);
+    let mut apps = pair_with(server, &room, |config| config.media.processing = processing);
     let talker = roster(&apps[0]).me.expect("an id");
     let push = AudioPush::new();
     apps[0]
@@ -380,19 +391,29 @@ fn main() {
     let run = |section: &str| only.as_deref().is_none_or(|o| o == section);
 
     if run("latency") {
-        let mut l = mouth_to_ear(&base);
-        println!("## Mouth to ear, native to native ({} bursts)\n", l.len());
-        println!("| p50 ms | p95 ms | min ms | max ms |\n|---|---|---|---|");
-        let (p50, p95) = (percentile(&mut l, 0.5), percentile(&mut l, 0.95));
-        let (min, max) = (l.first().copied(), l.last().copied());
-        println!(
-            "| {:.1} | {:.1} | {:.1} | {:.1} |\n",
-            ms(p50),
-            ms(p95),
-            ms(min.unwrap_or_default()),
-            ms(max.unwrap_or_default())
-        );
-        println!("goal p50 ≤ 70 ms: {:.2}x of it\n", ms(p50) / 70.0);
+        println!("## Mouth to ear, native to native (40 bursts each)\n");
+        println!("| microphone processing | bursts heard | p50 ms | p95 ms | min ms | max ms |");
+        println!("|---|---|---|---|---|---|");
+        for (what, processing) in [
+            ("off", MicProcessing::OFF),
+            (
+                "noise suppression, gain control, voice gate",
+                MicProcessing::default(),
+            ),
+        ] {
+            let mut l = mouth_to_ear(&base, processing);
+            let (p50, p95) = (percentile(&mut l, 0.5), percentile(&mut l, 0.95));
+            let (min, max) = (l.first().copied(), l.last().copied());
+            println!(
+                "| {what} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                l.len(),
+                ms(p50),
+                ms(p95),
+                ms(min.unwrap_or_default()),
+                ms(max.unwrap_or_default())
+            );
+        }
+        println!("\ngoals: p50 ≤ 70 ms with processing off, ≤ 100 ms with it on\n");
     }
     if run("connect") {
         println!("## Media connection time (5 runs each, median; from the second peer's start)\n");

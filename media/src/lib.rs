@@ -15,6 +15,7 @@
 pub mod audio;
 mod error;
 pub mod frame;
+pub mod process;
 pub mod source;
 pub mod tone;
 pub mod vp8;

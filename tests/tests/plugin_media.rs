@@ -783,3 +783,56 @@ fn remote_camera_and_voice_as_bevy_assets() {
     // It never ends: silence when nothing is new.
     assert_eq!(source.by_ref().take(96_000).count(), 96_000);
 }
+
+/// Pushed microphone sound is processed before it is encoded: steady hiss with nobody speaking
+/// reaches the listener as silence (noise suppression and the voice gate), and as hiss with
+/// processing off.
+#[test]
+fn pushed_hiss_is_gated_unless_processing_is_off() {
+    use bevy_huddle::media::{AudioPush, MicProcessing};
+    let (rt, server) = server_on_runtime();
+    let _guard = rt.enter();
+    for (processing, room) in [
+        (MicProcessing::default(), "hiss-on"),
+        (MicProcessing::OFF, "hiss-off"),
+    ] {
+        let url = server.room_url(room);
+        let mut config = HuddleConfig::room(&url);
+        config.media.enabled = true;
+        config.media.processing = processing;
+        let mut players = vec![Player::join_with(&url, Types::All, config)];
+        assert!(run_until(&mut players, LIMIT, |ps| ps[0]
+            .roster()
+            .is_host()));
+        players.push(player(&url, true));
+        assert!(run_until(&mut players, LIMIT, lobby_complete));
+        let talker = players[0].id().expect("an id");
+        let mic = AudioPush::new();
+        local(&mut players[0]).start_microphone(MicSource::Push(mic.clone()));
+        let mut rng = fastrand::Rng::with_seed(5);
+        let mut heard = Vec::new();
+        let start = Instant::now();
+        run_until(&mut players, Duration::from_secs(4), |ps| {
+            if mic.queued() < 4_800 {
+                let hiss: Vec<f32> = (0..960).map(|_| (rng.f32() * 2.0 - 1.0) * 0.05).collect();
+                mic.push(&hiss);
+            }
+            let pcm = drain(&ps[1], talker);
+            if start.elapsed() > Duration::from_secs(2) {
+                heard.extend(pcm);
+            }
+            start.elapsed() > Duration::from_secs(3)
+        });
+        let level = tone::rms_db(&heard);
+        println!("{room}: {} samples heard at {level:.1} dBFS", heard.len());
+        assert!(heard.len() >= 24_000, "{room}: the voice track plays");
+        if processing == MicProcessing::OFF {
+            assert!(level > -40.0, "hiss passes unprocessed: {level:.1} dBFS");
+        } else {
+            assert!(
+                level < -60.0,
+                "hiss is suppressed and gated: {level:.1} dBFS"
+            );
+        }
+    }
+}

@@ -7,6 +7,7 @@ use super::settings::MediaSettings;
 use bytes::Bytes;
 use futures::channel::mpsc::Sender;
 use huddle_media::audio::AudioEncoder;
+use huddle_media::process::Processor;
 use huddle_media::source::{SineWave, TestPattern};
 use huddle_media::tone::rms_db;
 use huddle_media::vp8::Vp8Encoder;
@@ -167,9 +168,12 @@ impl LocalTrack {
             .bitrate
             .store(settings.audio_bitrate, Ordering::Relaxed);
         let thread_shared = shared.clone();
+        // Sound from outside is processed; a synthetic tone is not (it is no voice).
+        let processor =
+            matches!(source, MicSource::Push(_)).then(|| Processor::new(settings.processing));
         let thread = std::thread::Builder::new()
             .name("huddle-mic".into())
-            .spawn(move || run_microphone(source, &thread_shared));
+            .spawn(move || run_microphone(source, processor, &thread_shared));
         Self::started(MediaKind::Audio, shared, thread)
     }
 
@@ -299,7 +303,7 @@ impl Pacer {
     }
 }
 
-fn run_microphone(mut source: MicSource, shared: &Shared) {
+fn run_microphone(mut source: MicSource, mut processor: Option<Processor>, shared: &Shared) {
     let mut rate = shared.bitrate.load(Ordering::Relaxed);
     let mut encoder = match AudioEncoder::new(rate, 10) {
         Ok(e) => e,
@@ -308,11 +312,14 @@ fn run_microphone(mut source: MicSource, shared: &Shared) {
     let mut pacer = Pacer::new(Duration::from_millis(20));
     let silence = vec![0f32; FRAME_SAMPLES];
     while !shared.stop.load(Ordering::Relaxed) {
-        let pcm = match &mut source {
+        let mut pcm = match &mut source {
             MicSource::SineWave(sine) => sine.next_frame(),
             MicSource::Push(push) => push.take_frame(),
         };
         shared.set_level(&pcm);
+        if let Some(processor) = &mut processor {
+            processor.process(&mut pcm);
+        }
         let wanted = shared.bitrate.load(Ordering::Relaxed);
         if wanted != rate && encoder.set_bitrate(wanted).is_ok() {
             rate = wanted;

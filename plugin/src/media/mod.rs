@@ -29,6 +29,7 @@ mod playback;
 mod remote;
 mod settings;
 
+pub use huddle_media::process::MicProcessing;
 pub use huddle_media::source::{SineWave, TestPattern};
 pub use huddle_media::{tone, VideoFrame, FRAME_SAMPLES, SAMPLE_RATE};
 pub use huddle_protocol::media::jitter::{JitterSettings, JitterStats};

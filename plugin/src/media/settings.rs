@@ -1,5 +1,6 @@
 //! Media's settings, part of [`HuddleConfig`](crate::HuddleConfig) (its `media` field).
 
+use huddle_media::process::MicProcessing;
 use huddle_protocol::media::jitter::JitterSettings;
 use std::net::SocketAddr;
 
@@ -11,6 +12,9 @@ pub struct MediaSettings {
     pub enabled: bool,
     /// Opus bitrate in bits per second (voice: 24-32 kbps).
     pub audio_bitrate: u32,
+    /// What is done to pushed microphone sound before it is encoded (noise suppression, gain
+    /// control, a voice gate: all on by default; synthetic sources are never processed).
+    pub processing: MicProcessing,
     /// VP8 bitrates: where the camera starts, and the bounds the loss/RTT controller keeps it in.
     pub video_bitrate: BitrateBounds,
     /// The receive jitter buffer of each remote voice.
@@ -37,6 +41,7 @@ impl Default for MediaSettings {
         Self {
             enabled: false,
             audio_bitrate: 32_000,
+            processing: MicProcessing::default(),
             video_bitrate: BitrateBounds {
                 start: 400_000,
                 min: 80_000,
