@@ -6,7 +6,6 @@
 //! Echo cancellation is not here yet: it needs the far end's played-out audio as a reference.
 
 use crate::tone::rms_db;
-use crate::FRAME_SAMPLES;
 use nnnoiseless::DenoiseState;
 
 /// What to do to the microphone's sound.
@@ -67,7 +66,8 @@ impl Processor {
         }
     }
 
-    /// Processes one 20 ms frame in place; returns whether it holds voice (the gate is open).
+    /// Processes one 20 ms frame ([`FRAME_SAMPLES`](crate::FRAME_SAMPLES)) in place; returns
+    /// whether it holds voice (the gate is open).
     pub fn process(&mut self, frame: &mut [f32]) -> bool {
         let mut voice_probability: Option<f32> = None;
         if let Some(denoise) = &mut self.denoise {
@@ -119,17 +119,15 @@ impl std::fmt::Debug for Processor {
     }
 }
 
-/// Frames of `FRAME_SAMPLES`: what [`Processor::process`] takes.
-pub const FRAME: usize = FRAME_SAMPLES;
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::source::SineWave;
     use crate::tone::level_db;
+    use crate::FRAME_SAMPLES;
 
     fn noise(rng: &mut u64, level: f32) -> Vec<f32> {
-        (0..FRAME)
+        (0..FRAME_SAMPLES)
             .map(|_| {
                 *rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
                 ((*rng >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * level
