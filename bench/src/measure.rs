@@ -1,6 +1,28 @@
-//! What the benchmarks measure with: thread CPU time, percentiles, units.
+//! What the benchmarks measure with: a server, thread CPU time, percentiles, units.
 
 use std::time::Duration;
+
+/// A huddle_server on loopback, on a runtime of `workers` threads: the runtime (keep it, and enter
+/// it for the plugin's embedded needs), the server, and its base URL.
+pub fn loopback_server(
+    workers: usize,
+) -> (
+    tokio::runtime::Runtime,
+    huddle_server::RunningServer,
+    String,
+) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let server = {
+        let _g = rt.enter();
+        huddle_server::start(huddle_server::ServerConfig::loopback()).expect("server")
+    };
+    let base = format!("ws://{}", server.local_addr());
+    (rt, server, base)
+}
 
 /// CPU time of the calling thread.
 pub fn thread_cpu() -> Duration {

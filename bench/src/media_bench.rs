@@ -376,16 +376,7 @@ fn game_rtt(server: &str, media: bool) -> Vec<Duration> {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let server = {
-        let _g = rt.enter();
-        huddle_server::start(huddle_server::ServerConfig::loopback()).expect("server")
-    };
-    let base = format!("ws://{}", server.local_addr());
+    let (rt, _server, base) = measure::loopback_server(1);
     let _g = rt.enter();
     let only = std::env::var("HUDDLE_BENCH_ONLY").ok();
     let run = |section: &str| only.as_deref().is_none_or(|o| o == section);

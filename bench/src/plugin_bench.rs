@@ -655,16 +655,7 @@ fn star_rtt(server: &str) -> (Vec<Duration>, Vec<Duration>) {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let server = {
-        let _g = rt.enter();
-        huddle_server::start(huddle_server::ServerConfig::loopback()).expect("server")
-    };
-    let base = format!("ws://{}", server.local_addr());
+    let (rt, server, base) = measure::loopback_server(2);
     let _g = rt.enter();
     // `HUDDLE_BENCH_ONLY=cpu` runs one section (rtt, mesh, cpu, bulk, star, ggrs, leave).
     let only = std::env::var("HUDDLE_BENCH_ONLY").ok();

@@ -31,6 +31,35 @@ const PCM_KEPT: usize = 2 * SAMPLE_RATE as usize;
 /// A voice this loud (dBFS) counts as speaking.
 const SPEAKING_DB: f32 = -45.0;
 
+/// Whether the peer says the track is on, and whether a frame was decoded since it went on.
+#[derive(Debug, Default)]
+struct Liveness {
+    live: AtomicBool,
+    started: AtomicBool,
+}
+
+impl Liveness {
+    fn is_live(&self) -> bool {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    fn started(&self) -> bool {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    fn mark_started(&self) {
+        self.started.store(true, Ordering::Relaxed);
+    }
+
+    /// The peer turned the track on or off; a track that goes off must start again.
+    fn set(&self, live: bool) {
+        self.live.store(live, Ordering::Relaxed);
+        if !live {
+            self.started.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Counters both kinds of remote track keep.
 #[derive(Debug, Default)]
 struct Counters {
@@ -46,9 +75,8 @@ struct Counters {
 #[derive(Debug)]
 pub struct RemoteAudio {
     pcm: Mutex<VecDeque<f32>>,
-    /// The peer says its microphone is on: frames play.
-    live: AtomicBool,
-    started: AtomicBool,
+    /// Frames play while the peer says its microphone is on.
+    liveness: Liveness,
     volume: AtomicU32,
     level: AtomicU32,
     jitter: Mutex<JitterStats>,
@@ -64,8 +92,7 @@ impl RemoteAudio {
     fn new() -> Self {
         Self {
             pcm: Mutex::new(VecDeque::new()),
-            live: AtomicBool::new(false),
-            started: AtomicBool::new(false),
+            liveness: Liveness::default(),
             volume: AtomicU32::new(1f32.to_bits()),
             level: AtomicU32::new((-200f32).to_bits()),
             jitter: Mutex::new(JitterStats::default()),
@@ -141,15 +168,12 @@ impl RemoteAudio {
 
     /// Whether a frame has been decoded since the track went live.
     pub(crate) fn started(&self) -> bool {
-        self.started.load(Ordering::Relaxed)
+        self.liveness.started()
     }
 
     /// The peer turned its microphone on or off.
     pub(crate) fn set_live(&self, live: bool) {
-        self.live.store(live, Ordering::Relaxed);
-        if !live {
-            self.started.store(false, Ordering::Relaxed);
-        }
+        self.liveness.set(live);
     }
 
     fn deliver(&self, pcm: &[f32]) {
@@ -175,8 +199,7 @@ pub struct RemoteVideo {
     keyframe_wanted: AtomicBool,
     /// Bumped with every decoded frame.
     generation: AtomicU64,
-    live: AtomicBool,
-    started: AtomicBool,
+    liveness: Liveness,
     frames: AtomicU64,
     counters: Counters,
 }
@@ -216,13 +239,12 @@ impl RemoteVideo {
     }
 
     pub(crate) fn started(&self) -> bool {
-        self.started.load(Ordering::Relaxed)
+        self.liveness.started()
     }
 
     pub(crate) fn set_live(&self, live: bool) {
-        self.live.store(live, Ordering::Relaxed);
+        self.liveness.set(live);
         if !live {
-            self.started.store(false, Ordering::Relaxed);
             *lock(&self.latest) = None;
         }
     }
@@ -304,7 +326,7 @@ fn play(rx: Receiver<(u16, Vec<u8>)>, settings: JitterSettings, out: &RemoteAudi
                     out.counters
                         .bytes
                         .fetch_add(payload.len() as u64, Ordering::Relaxed);
-                    if !out.live.load(Ordering::Relaxed) {
+                    if !out.liveness.is_live() {
                         continue;
                     }
                     match *lock(&out.conditions) {
@@ -343,7 +365,7 @@ fn play(rx: Receiver<(u16, Vec<u8>)>, settings: JitterSettings, out: &RemoteAudi
         }
         let decoded = match buffer.pop(clock.elapsed()) {
             Playout::Packet(packet) => {
-                out.started.store(true, Ordering::Relaxed);
+                out.liveness.mark_started();
                 decoder.decode(&packet)
             }
             Playout::Recover(next) => decoder.recover(&next),
@@ -385,7 +407,7 @@ fn decode_video(rx: Receiver<rtc::rtp::Packet>, out: &RemoteVideo) {
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        let live = out.live.load(Ordering::Relaxed);
+        let live = out.liveness.is_live();
         if live && !was_live {
             out.keyframe_wanted.store(true, Ordering::Relaxed);
         }
@@ -411,7 +433,7 @@ fn decode_video(rx: Receiver<rtc::rtp::Packet>, out: &RemoteVideo) {
                     *lock(&out.latest) = Some(frame);
                     out.frames.fetch_add(1, Ordering::Relaxed);
                     out.generation.fetch_add(1, Ordering::Relaxed);
-                    out.started.store(true, Ordering::Relaxed);
+                    out.liveness.mark_started();
                 }
                 Ok(_) => {}
                 Err(_) => {
