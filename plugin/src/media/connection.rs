@@ -61,8 +61,6 @@ pub(crate) struct PathReport {
     pub(crate) audio_loss: Option<f64>,
     /// Interarrival jitter of what we receive (audio), in seconds.
     pub(crate) jitter: Option<f64>,
-    /// Bytes we sent so far.
-    pub(crate) bytes_sent: u64,
     /// What the send-side congestion controller (Google Congestion Control over transport-wide
     /// feedback) says the path carries, in bits per second.
     pub(crate) estimate: Option<u32>,
@@ -238,7 +236,8 @@ impl PeerConnectionEventHandler for Handler {
 
 /// A local track of the connection and the sender it was added as (once added).
 struct Outgoing {
-    kind: MediaKind,
+    /// The codec's MIME type, to find its negotiated payload type.
+    mime: &'static str,
     track: Arc<TrackLocalStaticSample>,
     ssrc: u32,
     sender: Mutex<Option<Arc<dyn RtpSender>>>,
@@ -247,9 +246,10 @@ struct Outgoing {
 impl Outgoing {
     fn new(kind: MediaKind) -> Result<Self, webrtc::error::Error> {
         let ssrc = fastrand::u32(1..);
-        let (codec_kind, codec, label) = match kind {
+        let (codec_kind, mime, codec, label) = match kind {
             MediaKind::Audio => (
                 RtpCodecKind::Audio,
+                MIME_TYPE_OPUS,
                 RTCRtpCodec {
                     mime_type: MIME_TYPE_OPUS.to_owned(),
                     clock_rate: 48_000,
@@ -261,6 +261,7 @@ impl Outgoing {
             ),
             MediaKind::Video => (
                 RtpCodecKind::Video,
+                MIME_TYPE_VP8,
                 RTCRtpCodec {
                     mime_type: MIME_TYPE_VP8.to_owned(),
                     clock_rate: 90_000,
@@ -289,7 +290,7 @@ impl Outgoing {
             ),
         )?;
         Ok(Self {
-            kind,
+            mime,
             track: Arc::new(track),
             ssrc,
             sender: Mutex::new(None),
@@ -311,10 +312,6 @@ impl Outgoing {
     /// Sends every sample that comes, once the codec's payload type is negotiated (samples
     /// before that are dropped: nobody could decode them).
     async fn write(&self, mut samples: Receiver<Encoded>) {
-        let mime = match self.kind {
-            MediaKind::Audio => MIME_TYPE_OPUS,
-            MediaKind::Video => MIME_TYPE_VP8,
-        };
         let mut payload_type = None;
         while let Some(encoded) = samples.next().await {
             if payload_type.is_none() {
@@ -324,7 +321,7 @@ impl Outgoing {
                         p.rtp_parameters
                             .codecs
                             .iter()
-                            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+                            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(self.mime))
                             .map(|c| c.payload_type)
                     });
                 }
@@ -558,7 +555,6 @@ async fn report_path(
                     path.jitter = Some(inbound.received_rtp_stream_stats.jitter);
                 }
                 RTCStatsReportEntry::OutboundRtp(outbound) => {
-                    path.bytes_sent += outbound.sent_rtp_stream_stats.bytes_sent;
                     path.keyframe_requests = path
                         .keyframe_requests
                         .saturating_add(outbound.pli_count)

@@ -145,10 +145,8 @@ pub(crate) struct Shared {
     keyframe: AtomicBool,
     bitrate: AtomicU32,
     subscribers: Mutex<Vec<(PeerId, Sender<Encoded>)>>,
-    /// Samples encoded.
-    pub(crate) encoded: AtomicU64,
     /// Samples a subscriber could not take.
-    pub(crate) dropped: AtomicU64,
+    dropped: AtomicU64,
     /// The level of the last frame taken from the source, dBFS as `f32` bits (before muting).
     level: AtomicU32,
 }
@@ -242,6 +240,11 @@ impl LocalTrack {
         self.shared.bitrate.load(Ordering::Relaxed)
     }
 
+    /// Encoded samples a subscriber's full queue did not take.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
     /// The level of what the source gives now, in dBFS (the speaking indicator of the local
     /// player; before muting).
     pub(crate) fn level_db(&self) -> f32 {
@@ -261,7 +264,6 @@ impl Drop for LocalTrack {
 impl Shared {
     /// Hands one encoded sample to every subscriber.
     fn fan_out(&self, sample: Encoded) {
-        self.encoded.fetch_add(1, Ordering::Relaxed);
         lock(&self.subscribers).retain_mut(|(_, sink)| match sink.try_send(sample.clone()) {
             Ok(()) => true,
             Err(e) if e.is_full() => {

@@ -171,6 +171,15 @@ impl LocalMedia {
         self.microphone.running().map(LocalTrack::level_db)
     }
 
+    /// Encoded samples (voice and camera) a peer's connection could not take in time and lost.
+    pub fn samples_dropped(&self) -> u64 {
+        [&self.microphone, &self.camera]
+            .into_iter()
+            .filter_map(Slot::running)
+            .map(LocalTrack::dropped)
+            .sum()
+    }
+
     /// The camera's bitrate now (bits per second), as the loss/RTT controller set it.
     pub fn camera_bitrate(&self) -> Option<u32> {
         self.camera.running().map(LocalTrack::bitrate)

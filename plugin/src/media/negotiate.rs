@@ -61,8 +61,10 @@ pub(crate) struct MediaPeers {
 
 /// What the media side works with this frame.
 struct Frame<'a> {
-    ice: &'a RTCIceServer,
+    config: &'a crate::HuddleConfig,
     settings: &'a super::MediaSettings,
+    /// The link conditioner's conditions on received voices.
+    conditions: Option<crate::Conditions>,
     session: &'a mut HuddleSession,
     states: &'a mut MediaStates,
     local: &'a LocalMedia,
@@ -102,18 +104,11 @@ pub(crate) fn drive(
         signals.clear();
         return;
     };
-    let ice = match settings.0.matchbox_ice() {
-        Ok(ice) => RTCIceServer {
-            urls: ice.urls,
-            username: ice.username.unwrap_or_default(),
-            credential: ice.credential.unwrap_or_default(),
-        },
-        Err(_) => RTCIceServer::default(),
-    };
     let now = session.now();
     let mut frame = Frame {
-        ice: &ice,
+        config: &settings.0,
         settings: media,
+        conditions: conditioner.media,
         session: &mut session,
         states: &mut states,
         local: &local,
@@ -168,8 +163,8 @@ pub(crate) fn drive(
             frame.subscribe(id, peer);
         }
     }
-    for entry in frame.remote.peers.values() {
-        if let Some(audio) = &entry.audio {
+    if conditioner.is_changed() {
+        for audio in frame.remote.peers.values().filter_map(|e| e.audio.as_ref()) {
             audio.set_conditions(conditioner.media);
         }
     }
@@ -190,6 +185,18 @@ pub(crate) fn drive(
     }
     out.0.write_batch(frame.changed);
     out.1.write_batch(frame.ended);
+}
+
+/// The game's ICE servers as webrtc-rs takes them (one credential set, as for matchbox).
+fn ice_server(config: &crate::HuddleConfig) -> RTCIceServer {
+    match config.matchbox_ice() {
+        Ok(ice) => RTCIceServer {
+            urls: ice.urls,
+            username: ice.username.unwrap_or_default(),
+            credential: ice.credential.unwrap_or_default(),
+        },
+        Err(_) => RTCIceServer::default(),
+    }
 }
 
 /// Starts the local tracks the game asked for.
@@ -233,7 +240,7 @@ impl Frame<'_> {
                     self.teardown(id);
                     peer.connection = Some(MediaConnection::open(Opening {
                         session,
-                        ice: self.ice.clone(),
+                        ice: ice_server(self.config),
                         bind: self.settings.bind.iter().map(ToString::to_string).collect(),
                         jitter: self.settings.jitter,
                         bitrate: self.settings.path_bitrate(),
@@ -305,6 +312,7 @@ impl Frame<'_> {
             Report::RemoteAudio(audio) => {
                 let entry = self.remote.peers.entry(id).or_default();
                 audio.set_live(tracks.audio);
+                audio.set_conditions(self.conditions);
                 if let Some(volume) = entry.volume {
                     audio.set_volume(volume);
                 }
