@@ -3,7 +3,8 @@
 //! The parts of huddle's media engine that need neither Bevy nor a network: the codecs the
 //! browsers mandate (Opus through libopus, VP8 through libvpx), the synthetic sources a game or
 //! a test sends ([`source::SineWave`], [`source::TestPattern`]), and the readers that check what
-//! arrived ([`tone`]: a Goertzel detector; [`source::TestPattern::read_index`]).
+//! arrived ([`tone`]: a Goertzel detector; [`source::TestPattern::read_index`]), and the
+//! microphone's processing ([`process`], with [`echo`] cancellation).
 //!
 //! The plugin's `media` feature wires these to webrtc-rs tracks and to Bevy. Native only.
 //!
@@ -13,6 +14,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod audio;
+pub mod echo;
 mod error;
 pub mod frame;
 pub mod process;

@@ -1,16 +1,22 @@
-//! Microphone processing before the encoder (native; browsers do this in `getUserMedia`): noise
-//! suppression (RNNoise through the pure-Rust `nnnoiseless`), automatic gain control toward a
+//! Microphone processing before the encoder (native; browsers do this in `getUserMedia`), in
+//! WebRTC's order: echo cancellation (AEC3 through `sonora`, [`crate::echo`]), noise
+//! suppression (RNNoise through the pure-Rust `nnnoiseless`: it takes non-stationary noise such
+//! as keyboards better than WebRTC's spectral suppressor), automatic gain control toward a
 //! speaking level, and a voice-activity gate that sends silence (which DTX makes almost free)
 //! when nobody speaks.
-//!
-//! Echo cancellation is not here yet: it needs the far end's played-out audio as a reference.
 
+use crate::echo::{EchoCanceller, FarEnd};
 use crate::tone::rms_db;
 use nnnoiseless::DenoiseState;
+use std::sync::Arc;
+use std::time::Instant;
 
 /// What to do to the microphone's sound.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MicProcessing {
+    /// Remove the played-out remote voices that the microphone picks up again (needs the
+    /// reference: [`Processor::with_reference`]).
+    pub echo_cancellation: bool,
     /// Suppress stationary noise (fans, hum, hiss).
     pub noise_suppression: bool,
     /// Bring speech toward -20 dBFS (at most +20 dB, at least -12 dB).
@@ -22,6 +28,7 @@ pub struct MicProcessing {
 impl Default for MicProcessing {
     fn default() -> Self {
         Self {
+            echo_cancellation: true,
             noise_suppression: true,
             gain_control: true,
             voice_gate: true,
@@ -32,6 +39,7 @@ impl Default for MicProcessing {
 impl MicProcessing {
     /// Nothing done: the sound goes to the encoder as it came.
     pub const OFF: Self = Self {
+        echo_cancellation: false,
         noise_suppression: false,
         gain_control: false,
         voice_gate: false,
@@ -50,6 +58,7 @@ const SCALE: f32 = 32_768.0;
 /// The processing of one microphone, frame by frame.
 pub struct Processor {
     settings: MicProcessing,
+    echo: Option<(EchoCanceller, Arc<FarEnd>)>,
     denoise: Option<Box<DenoiseState<'static>>>,
     gain: f32,
     hangover: u32,
@@ -60,15 +69,33 @@ impl Processor {
     pub fn new(settings: MicProcessing) -> Self {
         Self {
             settings,
+            echo: None,
             denoise: settings.noise_suppression.then(DenoiseState::new),
             gain: 1.0,
             hangover: 0,
         }
     }
 
-    /// Processes one 20 ms frame ([`FRAME_SAMPLES`](crate::FRAME_SAMPLES)) in place; returns
-    /// whether it holds voice (the gate is open).
+    /// Cancels the echo of what `far_end` says was played (if echo cancellation is on).
+    pub fn with_reference(mut self, far_end: Arc<FarEnd>) -> Self {
+        if self.settings.echo_cancellation {
+            self.echo = Some((EchoCanceller::new(), far_end));
+        }
+        self
+    }
+
+    /// Processes one 20 ms frame ([`FRAME_SAMPLES`](crate::FRAME_SAMPLES)) captured now, in
+    /// place; returns whether it holds voice (the gate is open).
     pub fn process(&mut self, frame: &mut [f32]) -> bool {
+        self.process_at(frame, Instant::now())
+    }
+
+    /// [`process`](Self::process) for a frame captured at `now`.
+    pub fn process_at(&mut self, frame: &mut [f32], now: Instant) -> bool {
+        if let Some((canceller, far_end)) = &mut self.echo {
+            canceller.render(&far_end.take_until(now));
+            canceller.capture(frame);
+        }
         let mut voice_probability: Option<f32> = None;
         if let Some(denoise) = &mut self.denoise {
             let mut input = [0f32; DenoiseState::FRAME_SIZE];
@@ -114,6 +141,7 @@ impl std::fmt::Debug for Processor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Processor")
             .field("settings", &self.settings)
+            .field("echo_cancellation", &self.echo.is_some())
             .field("gain", &self.gain)
             .finish_non_exhaustive()
     }

@@ -851,3 +851,79 @@ fn pushed_hiss_is_gated_unless_processing_is_off() {
         }
     }
 }
+
+/// Echo: the listener's microphone picks up what it plays of the talker (half as loud, with
+/// the delay of the test's own loop) under its own voice. With echo cancellation the talker
+/// hears its tone back at least 20 dB weaker than without, and the listener's voice as loud.
+#[test]
+fn the_echo_of_a_played_voice_is_cancelled() {
+    use bevy_huddle::media::{AudioPush, MicProcessing};
+    let (rt, server) = server_on_runtime();
+    let _guard = rt.enter();
+    let mut heard = Vec::new();
+    for (echo_cancellation, room) in [(true, "echo-on"), (false, "echo-off")] {
+        let url = server.room_url(room);
+        let mut players = vec![sender(&url, 440.0)];
+        assert!(run_until(&mut players, LIMIT, |ps| ps[0]
+            .roster()
+            .is_host()));
+        let mut config = HuddleConfig::room(&url);
+        config.media.enabled = true;
+        config.media.processing = MicProcessing {
+            echo_cancellation,
+            ..MicProcessing::OFF
+        };
+        players.push(Player::join_with(&url, Types::All, config));
+        assert!(run_until(&mut players, LIMIT, lobby_complete));
+        let ids: Vec<PeerId> = players.iter().map(|p| p.id().expect("an id")).collect();
+        let mic = AudioPush::new();
+        // A device's buffer: the microphone never runs dry between the test's pushes.
+        mic.push(&[0.0; 3 * FRAME_SAMPLES]);
+        local(&mut players[1]).start_microphone(MicSource::Push(mic.clone()));
+        let mut voice = SineWave::new(660.0, 0.1);
+        let mut room_sound = |ps: &[Player]| {
+            // The room: the talker's voice from the speaker, and the listener speaking.
+            let played = drain(&ps[1], ids[0]);
+            for frame in played.chunks(FRAME_SAMPLES) {
+                let own = voice.next_frame();
+                let mixed: Vec<f32> = frame.iter().zip(own).map(|(e, v)| 0.5 * e + v).collect();
+                mic.push(&mixed);
+            }
+        };
+        let both = run_until(&mut players, LIMIT, |ps| {
+            room_sound(ps);
+            remote(&ps[0])
+                .audio(ids[1])
+                .is_some_and(|a| a.delivered().1.is_some())
+        });
+        assert!(both, "{room}: the listener's voice plays at the talker");
+        // Three seconds for the canceller to find the echo's delay, two to listen.
+        let start = Instant::now();
+        let mut back = Vec::new();
+        run_until(&mut players, Duration::from_secs(7), |ps| {
+            room_sound(ps);
+            let pcm = drain(&ps[0], ids[1]);
+            if start.elapsed() > Duration::from_secs(3) {
+                back.extend(pcm);
+            }
+            start.elapsed() > Duration::from_secs(5)
+        });
+        let echo = tone::level_db(&back, 440.0);
+        let near = tone::level_db(&back, 660.0);
+        println!(
+            "{room}: {} samples; the talker's echo {echo:.1} dB, the listener's voice {near:.1} dB",
+            back.len()
+        );
+        assert!(back.len() >= 48_000, "{room}: two seconds heard");
+        heard.push((echo, near));
+    }
+    let ((echo_on, near_on), (echo_off, near_off)) = (heard[0], heard[1]);
+    assert!(
+        echo_off - echo_on >= 20.0,
+        "echo {echo_off:.1} dB without cancellation, {echo_on:.1} dB with"
+    );
+    assert!(
+        (near_on - near_off).abs() <= 6.0,
+        "the listener's voice {near_off:.1} dB without, {near_on:.1} dB with"
+    );
+}

@@ -14,6 +14,7 @@ use bevy::tasks::{IoTaskPool, Task};
 use futures::channel::mpsc::UnboundedSender;
 use futures::channel::mpsc::{channel, unbounded, Receiver, Sender, UnboundedReceiver};
 use futures::{FutureExt, StreamExt};
+use huddle_media::echo::FarEnd;
 use huddle_protocol::media::jitter::JitterSettings;
 use huddle_protocol::media::MediaKind;
 use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, PacketReport, Registry};
@@ -110,6 +111,8 @@ pub(crate) struct Opening {
     pub(crate) ice: RTCIceServer,
     pub(crate) bind: Vec<String>,
     pub(crate) jitter: JitterSettings,
+    /// Where remote voices put what they play, for echo cancellation.
+    pub(crate) far_end: Arc<FarEnd>,
     /// The congestion controller's start and bounds (the camera's plus the voice's).
     pub(crate) bitrate: BitrateBounds,
 }
@@ -155,6 +158,7 @@ impl MediaConnection {
 struct Handler {
     reports: UnboundedSender<Report>,
     jitter: JitterSettings,
+    far_end: Arc<FarEnd>,
 }
 
 #[async_trait::async_trait]
@@ -185,7 +189,7 @@ impl PeerConnectionEventHandler for Handler {
         let pool = IoTaskPool::get();
         match track.kind().await {
             RtpCodecKind::Audio => {
-                let (inlet, out) = spawn_audio(self.jitter);
+                let (inlet, out) = spawn_audio(self.jitter, self.far_end.clone());
                 let _ = self.reports.unbounded_send(Report::RemoteAudio(out));
                 pool.spawn(async move {
                     while let Some(event) = track.poll().await {
@@ -463,6 +467,7 @@ async fn connect(
         .with_handler(Arc::new(Handler {
             reports,
             jitter: opening.jitter,
+            far_end: opening.far_end.clone(),
         }))
         .with_udp_addrs(opening.bind.clone())
         .build()

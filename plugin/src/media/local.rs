@@ -7,6 +7,7 @@ use super::settings::MediaSettings;
 use bytes::Bytes;
 use futures::channel::mpsc::Sender;
 use huddle_media::audio::AudioEncoder;
+use huddle_media::echo::FarEnd;
 use huddle_media::process::Processor;
 use huddle_media::source::{SineWave, TestPattern};
 use huddle_media::tone::rms_db;
@@ -159,7 +160,12 @@ pub(crate) struct LocalTrack {
 
 impl LocalTrack {
     /// Starts the microphone.
-    pub(crate) fn microphone(source: MicSource, settings: &MediaSettings, muted: bool) -> Self {
+    pub(crate) fn microphone(
+        source: MicSource,
+        settings: &MediaSettings,
+        muted: bool,
+        far_end: Arc<FarEnd>,
+    ) -> Self {
         let shared = Arc::new(Shared::default());
         shared.muted.store(muted, Ordering::Relaxed);
         shared
@@ -167,8 +173,8 @@ impl LocalTrack {
             .store(settings.audio_bitrate, Ordering::Relaxed);
         let thread_shared = shared.clone();
         // Sound from outside is processed; a synthetic tone is not (it is no voice).
-        let processor =
-            matches!(source, MicSource::Push(_)).then(|| Processor::new(settings.processing));
+        let processor = matches!(source, MicSource::Push(_))
+            .then(|| Processor::new(settings.processing).with_reference(far_end));
         let thread = std::thread::Builder::new()
             .name("huddle-mic".into())
             .spawn(move || run_microphone(source, processor, &thread_shared));

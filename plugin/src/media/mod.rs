@@ -29,6 +29,7 @@ mod playback;
 mod remote;
 mod settings;
 
+pub use huddle_media::echo::FarEnd;
 pub use huddle_media::process::MicProcessing;
 pub use huddle_media::source::{SineWave, TestPattern};
 pub use huddle_media::{tone, VideoFrame, FRAME_SAMPLES, SAMPLE_RATE};
@@ -88,6 +89,7 @@ pub struct LocalMedia {
     camera: Slot,
     muted: bool,
     wants: HashMap<PeerId, TrackSet>,
+    far_end: Arc<FarEnd>,
 }
 
 /// A local track: running, asked to start, or off.
@@ -178,6 +180,13 @@ impl LocalMedia {
             .filter_map(Slot::running)
             .map(LocalTrack::dropped)
             .sum()
+    }
+
+    /// The echo canceller's reference: every remote voice adds what it hands to playout. A game
+    /// that plays other sound near the microphone (music, effects) adds it too
+    /// ([`FarEnd::played`]), and the microphone does not send it back.
+    pub fn far_end(&self) -> &Arc<FarEnd> {
+        &self.far_end
     }
 
     /// The camera's bitrate now (bits per second), as the loss/RTT controller set it.

@@ -204,7 +204,12 @@ fn start_tracks(local: &mut LocalMedia, settings: &super::MediaSettings) {
     let muted = local.muted;
     match std::mem::take(&mut local.microphone) {
         Slot::StartMic(source) => {
-            local.microphone = Slot::Running(LocalTrack::microphone(source, settings, muted))
+            local.microphone = Slot::Running(LocalTrack::microphone(
+                source,
+                settings,
+                muted,
+                local.far_end().clone(),
+            ))
         }
         other => local.microphone = other,
     }
@@ -243,6 +248,7 @@ impl Frame<'_> {
                         ice: ice_server(self.config),
                         bind: self.settings.bind.iter().map(ToString::to_string).collect(),
                         jitter: self.settings.jitter,
+                        far_end: self.local.far_end().clone(),
                         bitrate: self.settings.path_bitrate(),
                     }));
                     continue;

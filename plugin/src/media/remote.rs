@@ -9,6 +9,7 @@
 
 use super::local::lock;
 use huddle_media::audio::AudioDecoder;
+use huddle_media::echo::{FarEnd, Stream};
 use huddle_media::tone::rms_db;
 use huddle_media::vp8::Vp8Decoder;
 use huddle_media::{VideoFrame, FRAME_SAMPLES, SAMPLE_RATE};
@@ -86,11 +87,16 @@ pub struct RemoteAudio {
     conditions: Mutex<Option<Conditions>>,
     /// Samples delivered so far, and when the last frame was.
     delivered: Mutex<(u64, Option<Instant>)>,
+    /// The echo canceller's reference, which gets what this voice plays, as one stream.
+    far_end: Arc<FarEnd>,
+    far_end_stream: Mutex<Stream>,
 }
 
 impl RemoteAudio {
-    fn new() -> Self {
+    fn new(far_end: Arc<FarEnd>) -> Self {
         Self {
+            far_end,
+            far_end_stream: Mutex::new(Stream::default()),
             pcm: Mutex::new(VecDeque::new()),
             liveness: Liveness::default(),
             volume: AtomicU32::new(1f32.to_bits()),
@@ -178,8 +184,11 @@ impl RemoteAudio {
 
     fn deliver(&self, pcm: &[f32]) {
         let volume = self.volume();
+        let played: Vec<f32> = pcm.iter().map(|x| x * volume).collect();
+        self.far_end
+            .played_in(&mut lock(&self.far_end_stream), &played, Instant::now());
         let mut out = lock(&self.pcm);
-        out.extend(pcm.iter().map(|x| x * volume));
+        out.extend(played);
         let over = out.len().saturating_sub(PCM_KEPT);
         out.drain(..over);
         self.pcm_dropped.fetch_add(over as u64, Ordering::Relaxed);
@@ -271,8 +280,11 @@ impl<T> Inlet<T> {
 }
 
 /// Starts the thread of a remote voice.
-pub(crate) fn spawn_audio(settings: JitterSettings) -> (Inlet<(u16, Vec<u8>)>, Arc<RemoteAudio>) {
-    let out = Arc::new(RemoteAudio::new());
+pub(crate) fn spawn_audio(
+    settings: JitterSettings,
+    far_end: Arc<FarEnd>,
+) -> (Inlet<(u16, Vec<u8>)>, Arc<RemoteAudio>) {
+    let out = Arc::new(RemoteAudio::new(far_end));
     let inlet = spawn_track(
         "huddle-voice",
         out.clone(),

@@ -12,8 +12,9 @@ pub struct MediaSettings {
     pub enabled: bool,
     /// Opus bitrate in bits per second (voice: 24-32 kbps).
     pub audio_bitrate: u32,
-    /// What is done to pushed microphone sound before it is encoded (noise suppression, gain
-    /// control, a voice gate: all on by default; synthetic sources are never processed).
+    /// What is done to microphone sound before it is encoded (echo cancellation, noise
+    /// suppression, gain control, a voice gate: all on by default; synthetic sources are never
+    /// processed).
     pub processing: MicProcessing,
     /// VP8 bitrates: where the camera starts, and the bounds the loss/RTT controller keeps it in.
     pub video_bitrate: BitrateBounds,
