@@ -379,7 +379,7 @@ fn pair_with(
 }
 
 /// Mute silences the receiver within 200 ms and unmute brings the tone back, with no
-/// renegotiation; stopping the camera ends its track at the receiver and starting it again
+/// renegotiation (the RTP audio level says voice, then silence); stopping the camera ends its track at the receiver and starting it again
 /// starts it again, while the voice goes on.
 #[test]
 fn mute_unmute_and_a_stopped_camera() {
@@ -387,6 +387,10 @@ fn mute_unmute_and_a_stopped_camera() {
     let tone_in = |pcm: &[f32]| frames_with_tone(pcm, 440.0, &[550.0, 660.0]);
     let before = listen(&mut players, 1, talker, Duration::from_millis(500));
     assert!(tone_in(&before) >= 20, "the tone before muting");
+    // The RTP header says how loud: a sine of amplitude 0.5 is -9 dBov RMS, a voice.
+    let activity = |p: &Player| remote(p).audio(talker).and_then(|a| a.activity());
+    let said = activity(&players[1]).expect("the audio level header extension");
+    assert!(said.voice && (said.level_db + 9.0).abs() <= 1.5, "{said:?}");
     let offers = |p: &Player| p.app.world().resource::<Changes>().0.len();
     let changes = offers(&players[1]);
 
@@ -398,6 +402,8 @@ fn mute_unmute_and_a_stopped_camera() {
         .filter(|f| tone::level_db(f, 440.0) > -40.0)
         .count();
     assert_eq!(loud, 0, "the tone 200 ms after muting, in {loud} frames");
+    let said = activity(&players[1]).expect("the audio level while muted");
+    assert!(!said.voice && said.level_db <= -100.0, "muted: {said:?}");
 
     local(&mut players[0]).set_muted(false);
     let _ = listen(&mut players, 1, talker, Duration::from_millis(300));

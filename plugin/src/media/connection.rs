@@ -16,6 +16,7 @@ use futures::channel::mpsc::{channel, unbounded, Receiver, Sender, UnboundedRece
 use futures::{FutureExt, StreamExt};
 use huddle_media::echo::FarEnd;
 use huddle_protocol::media::jitter::JitterSettings;
+use huddle_protocol::media::sdp::{extension_id, AUDIO_LEVEL_URI};
 use huddle_protocol::media::MediaKind;
 use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, PacketReport, Registry};
 use rtc::media::Sample;
@@ -25,10 +26,13 @@ use rtc::peer_connection::configuration::interceptor_registry::{
 };
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
+    RtpCodecKind,
 };
-use std::sync::atomic::{AtomicU64, Ordering};
+use rtc::shared::marshal::Unmarshal;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
@@ -157,6 +161,8 @@ impl MediaConnection {
 
 struct Handler {
     reports: UnboundedSender<Report>,
+    /// The id the peer sends the audio level (RFC 6464) under, from its description (0: none).
+    level_id: Arc<AtomicU8>,
     jitter: JitterSettings,
     far_end: Arc<FarEnd>,
 }
@@ -190,10 +196,22 @@ impl PeerConnectionEventHandler for Handler {
         match track.kind().await {
             RtpCodecKind::Audio => {
                 let (inlet, out) = spawn_audio(self.jitter, self.far_end.clone());
-                let _ = self.reports.unbounded_send(Report::RemoteAudio(out));
+                let _ = self
+                    .reports
+                    .unbounded_send(Report::RemoteAudio(out.clone()));
+                let level_id = self.level_id.clone();
                 pool.spawn(async move {
                     while let Some(event) = track.poll().await {
                         if let TrackRemoteEvent::OnRtpPacket(p) = event {
+                            // What the sender says of the packet's sound, without decoding it.
+                            let id = level_id.load(Ordering::Relaxed);
+                            let level = (id != 0)
+                                .then(|| p.header.get_extension(id))
+                                .flatten()
+                                .and_then(|mut ext| AudioLevelExtension::unmarshal(&mut ext).ok());
+                            if let Some(level) = level {
+                                out.set_activity(level.level, level.voice);
+                            }
                             let item = (p.header.sequence_number, p.payload.to_vec());
                             if !p.payload.is_empty() && !inlet.put(item) {
                                 break;
@@ -338,11 +356,11 @@ impl Outgoing {
                 duration: encoded.duration,
                 ..Sample::new(Instant::now())
             };
-            let _ = self
-                .track
-                .sample_writer(self.ssrc, pt)
-                .write_sample(&sample)
-                .await;
+            let mut writer = self.track.sample_writer(self.ssrc, pt);
+            if let Some(level) = encoded.audio_level {
+                writer = writer.with_audio_level(level);
+            }
+            let _ = writer.write_sample(&sample).await;
         }
     }
 }
@@ -353,11 +371,12 @@ async fn run(
     reports: UnboundedSender<Report>,
     [audio_rx, video_rx]: [Receiver<Encoded>; 2],
 ) {
+    let level_id = Arc::new(AtomicU8::new(0));
     let built = match (
         Outgoing::new(MediaKind::Audio),
         Outgoing::new(MediaKind::Video),
     ) {
-        (Ok(audio), Ok(video)) => connect(&opening, reports.clone())
+        (Ok(audio), Ok(video)) => connect(&opening, reports.clone(), level_id.clone())
             .await
             .map(|c| (c, [audio, video])),
         (Err(e), _) | (_, Err(e)) => Err(e),
@@ -369,7 +388,7 @@ async fn run(
             return;
         }
     };
-    let negotiate = negotiate(&connection, &outgoing, commands, &reports).fuse();
+    let negotiate = negotiate(&connection, &outgoing, commands, &reports, &level_id).fuse();
     let media = futures::future::join3(
         outgoing[0].write(audio_rx),
         outgoing[1].write(video_rx),
@@ -390,8 +409,14 @@ async fn negotiate(
     outgoing: &[Outgoing; 2],
     mut commands: UnboundedReceiver<Command>,
     reports: &UnboundedSender<Report>,
+    level_id: &AtomicU8,
 ) {
     while let Some(command) = commands.next().await {
+        // The peer's description says under which id its audio level comes.
+        if let Command::AcceptOffer { sdp, .. } | Command::AcceptAnswer { sdp } = &command {
+            let id = extension_id(sdp, "audio", AUDIO_LEVEL_URI).unwrap_or(0);
+            level_id.store(id, Ordering::Relaxed);
+        }
         if let Err(e) = carry_out(connection, outgoing, command, reports).await {
             let _ = reports.unbounded_send(Report::Failed(e.to_string()));
         }
@@ -440,9 +465,17 @@ impl<E: BandwidthEstimator> BandwidthEstimator for Published<E> {
 async fn connect(
     opening: &Opening,
     reports: UnboundedSender<Report>,
+    level_id: Arc<AtomicU8>,
 ) -> webrtc::error::Result<(impl PeerConnection, Arc<AtomicU64>)> {
     let mut media = MediaEngine::default();
     media.register_default_codecs()?;
+    media.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: AUDIO_LEVEL_URI.to_owned(),
+        },
+        RtpCodecKind::Audio,
+        None,
+    )?;
     let b = opening.bitrate;
     let target = Arc::new(AtomicU64::new(f64::from(b.start).to_bits()));
     let estimator = Published {
@@ -466,6 +499,7 @@ async fn connect(
         .with_runtime(Arc::new(SmolRuntime))
         .with_handler(Arc::new(Handler {
             reports,
+            level_id: level_id.clone(),
             jitter: opening.jitter,
             far_end: opening.far_end.clone(),
         }))

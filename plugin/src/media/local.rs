@@ -15,6 +15,7 @@ use huddle_media::vp8::Vp8Encoder;
 use huddle_media::{VideoFrame, FRAME_SAMPLES, SAMPLE_RATE};
 use huddle_protocol::media::MediaKind;
 use matchbox_socket::PeerId;
+use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -136,6 +137,8 @@ impl VideoPush {
 pub(crate) struct Encoded {
     pub(crate) data: Bytes,
     pub(crate) duration: Duration,
+    /// A voice frame's level and voice activity (RFC 6464), sent in its RTP header.
+    pub(crate) audio_level: Option<AudioLevelExtension>,
 }
 
 /// What the game side and a track's thread share.
@@ -311,6 +314,17 @@ impl Pacer {
     }
 }
 
+/// A voice this loud (dBFS) counts as speaking (without the processing's voice detector).
+pub(crate) const SPEAKING_DB: f32 = -45.0;
+
+/// A frame's RFC 6464 audio level: its RMS in -dBov (0 loudest, 127 silence).
+fn audio_level(pcm: &[f32], voice: bool) -> AudioLevelExtension {
+    AudioLevelExtension {
+        level: (-rms_db(pcm)).clamp(0.0, 127.0) as u8,
+        voice,
+    }
+}
+
 fn run_microphone(mut source: MicSource, mut processor: Option<Processor>, shared: &Shared) {
     let mut rate = shared.bitrate.load(Ordering::Relaxed);
     let mut encoder = match AudioEncoder::new(rate, 10) {
@@ -325,22 +339,21 @@ fn run_microphone(mut source: MicSource, mut processor: Option<Processor>, share
             MicSource::Push(push) => push.take_frame(),
         };
         shared.set_level(&pcm);
-        if let Some(processor) = &mut processor {
-            processor.process(&mut pcm);
-        }
+        let voice = match &mut processor {
+            Some(processor) => processor.process(&mut pcm),
+            None => rms_db(&pcm) > SPEAKING_DB,
+        };
         let wanted = shared.bitrate.load(Ordering::Relaxed);
         if wanted != rate && encoder.set_bitrate(wanted).is_ok() {
             rate = wanted;
         }
-        let pcm = if shared.muted.load(Ordering::Relaxed) {
-            &silence
-        } else {
-            &pcm
-        };
+        let muted = shared.muted.load(Ordering::Relaxed);
+        let pcm = if muted { &silence } else { &pcm };
         match encoder.encode(pcm) {
             Ok(packet) => shared.fan_out(Encoded {
                 data: packet.into(),
                 duration: Duration::from_millis(20),
+                audio_level: Some(audio_level(pcm, voice && !muted)),
             }),
             Err(e) => bevy::log::warn!("huddle: microphone: {e}"),
         }
@@ -374,6 +387,7 @@ fn run_camera(mut source: CameraSource, shared: &Shared) {
             Ok(Some(encoded)) => shared.fan_out(Encoded {
                 data: encoded.data.into(),
                 duration: period,
+                audio_level: None,
             }),
             // Dropped by the rate control: the keyframe asked for comes with the next frame.
             Ok(None) => {

@@ -38,7 +38,7 @@ pub use huddle_protocol::media::{MediaKind, MediaState, TrackSet};
 pub use local::{AudioPush, CameraSource, MicSource, VideoPush};
 #[cfg(feature = "media-audio")]
 pub use playback::{VoiceSource, VoiceStream};
-pub use remote::{RemoteAudio, RemoteVideo};
+pub use remote::{RemoteAudio, RemoteVideo, VoiceActivity};
 pub use settings::{BitrateBounds, MediaSettings};
 
 use crate::messages::MediaSignalIn;

@@ -7,7 +7,7 @@
 //! undecodable data is counted and concealed, and nothing plays while the peer says its track
 //! is off.
 
-use super::local::lock;
+use super::local::{lock, SPEAKING_DB};
 use huddle_media::audio::AudioDecoder;
 use huddle_media::echo::{FarEnd, Stream};
 use huddle_media::tone::rms_db;
@@ -29,8 +29,6 @@ use std::time::{Duration, Instant};
 const PACKET_QUEUE: usize = 512;
 /// Decoded PCM kept for the game at most (two seconds); older samples are dropped.
 const PCM_KEPT: usize = 2 * SAMPLE_RATE as usize;
-/// A voice this loud (dBFS) counts as speaking.
-const SPEAKING_DB: f32 = -45.0;
 
 /// Whether the peer says the track is on, and whether a frame was decoded since it went on.
 #[derive(Debug, Default)]
@@ -87,6 +85,9 @@ pub struct RemoteAudio {
     conditions: Mutex<Option<Conditions>>,
     /// Samples delivered so far, and when the last frame was.
     delivered: Mutex<(u64, Option<Instant>)>,
+    /// The sender's word on its latest packet (RFC 6464): bit 8 set once it said anything,
+    /// bit 7 voice, bits 0-6 the level in -dBov.
+    activity: AtomicU32,
     /// The echo canceller's reference, which gets what this voice plays, as one stream.
     far_end: Arc<FarEnd>,
     far_end_stream: Mutex<Stream>,
@@ -97,6 +98,7 @@ impl RemoteAudio {
         Self {
             far_end,
             far_end_stream: Mutex::new(Stream::default()),
+            activity: AtomicU32::new(0),
             pcm: Mutex::new(VecDeque::new()),
             liveness: Liveness::default(),
             volume: AtomicU32::new(1f32.to_bits()),
@@ -134,6 +136,22 @@ impl RemoteAudio {
     /// Whether the peer is speaking (its latest frame is above -45 dBFS).
     pub fn speaking(&self) -> bool {
         self.level_db() > SPEAKING_DB
+    }
+
+    /// What the sender says of its latest packet (the RFC 6464 audio level in its RTP header),
+    /// known as it arrives, before the jitter buffer and without decoding: the cheap speaking
+    /// indicator (a relaying host reads it too). `None` until a packet carried it.
+    pub fn activity(&self) -> Option<VoiceActivity> {
+        let bits = self.activity.load(Ordering::Relaxed);
+        (bits & 0x100 != 0).then(|| VoiceActivity {
+            level_db: -f32::from((bits & 0x7f) as u8),
+            voice: bits & 0x80 != 0,
+        })
+    }
+
+    pub(crate) fn set_activity(&self, level: u8, voice: bool) {
+        let bits = 0x100 | u32::from(voice) << 7 | u32::from(level & 0x7f);
+        self.activity.store(bits, Ordering::Relaxed);
     }
 
     /// Its playout volume (1 = as sent, 0 = deafened to this peer).
@@ -198,6 +216,15 @@ impl RemoteAudio {
         delivered.1 = Some(Instant::now());
         self.level.store(rms_db(pcm).to_bits(), Ordering::Relaxed);
     }
+}
+
+/// How loud a peer's latest voice packet is and whether it holds voice, as its sender says.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VoiceActivity {
+    /// The level in dBov (0 loudest, -127 silence).
+    pub level_db: f32,
+    /// Whether the sender's voice detector heard a voice.
+    pub voice: bool,
 }
 
 /// A peer's camera: the latest decoded frame and counters.

@@ -21,6 +21,7 @@
 
 pub mod bitrate;
 pub mod jitter;
+pub mod sdp;
 #[cfg(test)]
 mod tests;
 
