@@ -18,6 +18,7 @@ pub mod echo;
 mod error;
 pub mod frame;
 pub mod process;
+pub mod resample;
 pub mod source;
 pub mod tone;
 pub mod vp8;

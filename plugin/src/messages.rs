@@ -74,6 +74,10 @@ pub enum HuddleError {
         /// Its.
         theirs: Topology,
     },
+    /// A local media track stopped by itself (feature `media`): its device could not be opened
+    /// or failed, or its encoder could not start. The track is off; the game goes on.
+    #[error("media: {0}")]
+    Media(String),
     /// A message could not be sent.
     #[error("cannot send {type_name}: {why}")]
     Send {

@@ -933,3 +933,109 @@ fn the_echo_of_a_played_voice_is_cancelled() {
         "the listener's voice {near_off:.1} dB without, {near_on:.1} dB with"
     );
 }
+
+/// Set in the process that runs the device test proper (see below).
+const DEVICE_CHILD: &str = "HUDDLE_DEVICE_TEST";
+
+/// The machine's own devices (feature `media-devices`): a microphone through cpal and ALSA is
+/// heard by the other peer; a microphone or camera that is not there is a `HuddleError::Media`,
+/// its track ends at the other peer, and the lobby goes on.
+///
+/// The test machine has no sound card, so ALSA's `file` plugin is the default capture device:
+/// it reads a 550 Hz tone from a file (as fast as it is asked: the microphone keeps the first
+/// second and drops the rest, counted). ALSA reads its configuration from the process's
+/// environment, so the test runs itself again as a child process with `ALSA_CONFIG_PATH` set.
+#[test]
+fn a_microphone_device_is_heard_and_missing_devices_are_errors() {
+    if std::env::var_os(DEVICE_CHILD).is_none() {
+        let dir = std::env::temp_dir().join(format!("huddle-alsa-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let tone = dir.join("tone.raw");
+        let mut sine = SineWave::new(550.0, 0.5);
+        let samples: Vec<u8> = (0..500)
+            .flat_map(|_| sine.next_frame())
+            .flat_map(f32::to_le_bytes)
+            .collect();
+        std::fs::write(&tone, samples).expect("the tone file");
+        let config = dir.join("asound.conf");
+        let pcm = format!(
+            "pcm.!default {{\n type file\n slave.pcm \"null\"\n file \"/dev/null\"\n \
+             infile \"{}\"\n format \"raw\"\n}}\n",
+            tone.display()
+        );
+        std::fs::write(&config, pcm).expect("the ALSA configuration");
+        let mut child = std::process::Command::new(std::env::current_exe().expect("this test"))
+            .args([
+                "--exact",
+                "a_microphone_device_is_heard_and_missing_devices_are_errors",
+                "--nocapture",
+            ])
+            .env(DEVICE_CHILD, "1")
+            .env(
+                "ALSA_CONFIG_PATH",
+                format!("/usr/share/alsa/alsa.conf:{}", config.display()),
+            )
+            .spawn()
+            .expect("the test runs itself");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("the child's status") {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "the device test: {status:?}"
+        );
+        return;
+    }
+    use bevy_huddle::media::{cameras, microphones, CameraDevice, MicDevice};
+    println!("microphones: {:?}; cameras: {:?}", microphones(), cameras());
+    let (_rt, _server, mut players, talker) = pair("media-device");
+    let errors = |p: &Player| {
+        p.log()
+            .errors
+            .iter()
+            .filter(|e| matches!(e, HuddleError::Media(_)))
+            .count()
+    };
+
+    local(&mut players[0]).start_microphone(MicSource::Device(MicDevice::default()));
+    let heard = listen(&mut players, 1, talker, Duration::from_millis(1500));
+    let frames = frames_with_tone(&heard, 550.0, &[440.0]);
+    println!("{frames} frames of the device's tone in 1.5 s");
+    assert!(frames >= 25, "the device's tone in {frames} frames");
+    assert_eq!(errors(&players[0]), 0, "{:?}", players[0].log().errors);
+
+    local(&mut players[0]).start_camera(CameraSource::Device(CameraDevice::new(99)));
+    local(&mut players[0]).start_microphone(MicSource::Device(MicDevice {
+        name: Some("no such microphone".into()),
+    }));
+    assert!(
+        run_until(&mut players, LIMIT, |ps| errors(&ps[0]) == 2),
+        "both are errors: {:?}",
+        players[0].log().errors
+    );
+    println!("{:?}", players[0].log().errors);
+    assert!(local(&mut players[0]).tracks() == Default::default());
+    let ended = run_until(&mut players, LIMIT, |ps| {
+        let ended = &tracks(&ps[1]).ended;
+        [MediaKind::Audio, MediaKind::Video]
+            .iter()
+            .all(|&kind| ended.contains(&RemoteTrackEnded { peer: talker, kind }))
+    });
+    assert!(ended, "both tracks end at the listener");
+    players[0].send(Outgoing::to_all(Chat("still here".into())));
+    assert!(run_until(&mut players, LIMIT, |ps| ps[1]
+        .log()
+        .chats
+        .iter()
+        .any(|(_, c)| c.0 == "still here")));
+}

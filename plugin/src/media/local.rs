@@ -29,6 +29,9 @@ pub enum MicSource {
     SineWave(SineWave),
     /// Samples the game pushes (48 kHz mono `f32`), e.g. a recorded clip or a device it reads.
     Push(AudioPush),
+    /// A microphone of this machine (feature `media-devices`).
+    #[cfg(feature = "media-devices")]
+    Device(super::devices::MicDevice),
 }
 
 /// Where the camera's picture comes from.
@@ -38,6 +41,9 @@ pub enum CameraSource {
     TestPattern(TestPattern),
     /// Frames the game pushes (e.g. a render target read back).
     Push(VideoPush),
+    /// A camera of this machine (feature `media-devices`).
+    #[cfg(feature = "media-devices")]
+    Device(super::devices::CameraDevice),
 }
 
 /// Locks, taking the data of a poisoned lock (a panicked thread leaves plain data behind).
@@ -151,8 +157,12 @@ pub(crate) struct Shared {
     subscribers: Mutex<Vec<(PeerId, Sender<Encoded>)>>,
     /// Samples a subscriber could not take.
     dropped: AtomicU64,
+    /// Captured samples the track's thread fell behind on (a device's sound).
+    pub(crate) captured_dropped: Arc<AtomicU64>,
     /// The level of the last frame taken from the source, dBFS as `f32` bits (before muting).
     level: AtomicU32,
+    /// Why the track stopped by itself (its device or encoder failed), until the game is told.
+    failure: Mutex<Option<String>>,
 }
 
 /// A running local track; dropping it stops its thread.
@@ -176,7 +186,7 @@ impl LocalTrack {
             .store(settings.audio_bitrate, Ordering::Relaxed);
         let thread_shared = shared.clone();
         // Sound from outside is processed; a synthetic tone is not (it is no voice).
-        let processor = matches!(source, MicSource::Push(_))
+        let processor = (!matches!(source, MicSource::SineWave(_)))
             .then(|| Processor::new(settings.processing).with_reference(far_end));
         let thread = std::thread::Builder::new()
             .name("huddle-mic".into())
@@ -249,9 +259,16 @@ impl LocalTrack {
         self.shared.bitrate.load(Ordering::Relaxed)
     }
 
-    /// Encoded samples a subscriber's full queue did not take.
+    /// Encoded samples a subscriber's full queue did not take, and captured samples the
+    /// track's thread fell behind on.
     pub(crate) fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
+            + self.shared.captured_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Why the track stopped by itself, once (then `None`).
+    pub(crate) fn take_failure(&self) -> Option<String> {
+        lock(&self.shared.failure).take()
     }
 
     /// The level of what the source gives now, in dBFS (the speaking indicator of the local
@@ -282,6 +299,12 @@ impl Shared {
             // The connection is gone.
             Err(_) => false,
         });
+    }
+
+    /// The track cannot go on: the game is told why.
+    fn fail(&self, why: String) {
+        bevy::log::warn!("huddle: {why}");
+        *lock(&self.failure) = Some(why);
     }
 
     fn set_level(&self, pcm: &[f32]) {
@@ -329,7 +352,21 @@ fn run_microphone(mut source: MicSource, mut processor: Option<Processor>, share
     let mut rate = shared.bitrate.load(Ordering::Relaxed);
     let mut encoder = match AudioEncoder::new(rate, 10) {
         Ok(e) => e,
-        Err(e) => return bevy::log::warn!("huddle: microphone: {e}"),
+        Err(e) => return shared.fail(format!("microphone: {e}")),
+    };
+    // A device is opened here and stays on this thread; what it captures comes as pushed sound.
+    #[cfg(feature = "media-devices")]
+    let _device = match &source {
+        MicSource::Device(device) => {
+            match super::devices::OpenMic::open(device, shared.captured_dropped.clone()) {
+                Ok(open) => {
+                    source = MicSource::Push(open.push.clone());
+                    Some(open)
+                }
+                Err(e) => return shared.fail(e),
+            }
+        }
+        _ => None,
     };
     let mut pacer = Pacer::new(Duration::from_millis(20));
     let silence = vec![0f32; FRAME_SAMPLES];
@@ -337,6 +374,8 @@ fn run_microphone(mut source: MicSource, mut processor: Option<Processor>, share
         let mut pcm = match &mut source {
             MicSource::SineWave(sine) => sine.next_frame(),
             MicSource::Push(push) => push.take_frame(),
+            #[cfg(feature = "media-devices")]
+            MicSource::Device(_) => vec![0.0; FRAME_SAMPLES],
         };
         shared.set_level(&pcm);
         let voice = match &mut processor {
@@ -361,15 +400,35 @@ fn run_microphone(mut source: MicSource, mut processor: Option<Processor>, share
     }
 }
 
+/// Frames in a row a camera device may fail to give before its track stops.
+#[cfg(feature = "media-devices")]
+const CAMERA_ERRORS: u32 = 30;
+
 fn run_camera(mut source: CameraSource, shared: &Shared) {
+    // A device is opened here and stays on this thread; it sets the size and the pace.
+    #[cfg(feature = "media-devices")]
+    let mut device = match &source {
+        CameraSource::Device(device) => match super::devices::OpenCamera::open(device) {
+            Ok(open) => Some(open),
+            Err(e) => return shared.fail(e),
+        },
+        _ => None,
+    };
+    #[cfg(feature = "media-devices")]
+    let mut errors = 0;
     let (width, height, fps) = match &source {
         CameraSource::TestPattern(p) => (p.width, p.height, p.fps),
         CameraSource::Push(p) => (p.width, p.height, p.fps),
+        #[cfg(feature = "media-devices")]
+        CameraSource::Device(_) => match &device {
+            Some(open) => (open.width, open.height, open.fps),
+            None => return,
+        },
     };
     let mut rate = shared.bitrate.load(Ordering::Relaxed);
     let mut encoder = match Vp8Encoder::new(width, height, fps, rate) {
         Ok(e) => e,
-        Err(e) => return bevy::log::warn!("huddle: camera: {e}"),
+        Err(e) => return shared.fail(format!("camera: {e}")),
     };
     let period = Duration::from_secs(1) / fps;
     let mut pacer = Pacer::new(period);
@@ -377,6 +436,22 @@ fn run_camera(mut source: CameraSource, shared: &Shared) {
         let frame = match &mut source {
             CameraSource::TestPattern(pattern) => pattern.next_frame(),
             CameraSource::Push(push) => lock(&push.frame).clone(),
+            #[cfg(feature = "media-devices")]
+            CameraSource::Device(_) => {
+                let Some(open) = &mut device else { return };
+                match open.next_frame() {
+                    Ok(frame) => {
+                        errors = 0;
+                        frame
+                    }
+                    Err(e) if errors < CAMERA_ERRORS => {
+                        errors += 1;
+                        bevy::log::warn!("huddle: camera: {e}");
+                        continue;
+                    }
+                    Err(e) => return shared.fail(format!("camera: {e}")),
+                }
+            }
         };
         let wanted = shared.bitrate.load(Ordering::Relaxed);
         if wanted != rate && encoder.set_bitrate(wanted).is_ok() {

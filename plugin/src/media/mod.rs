@@ -22,6 +22,8 @@
 //! receiver reports give drive [`huddle_protocol::media::bitrate`] below that.
 
 mod connection;
+#[cfg(feature = "media-devices")]
+mod devices;
 mod local;
 mod negotiate;
 #[cfg(feature = "media-audio")]
@@ -29,6 +31,8 @@ mod playback;
 mod remote;
 mod settings;
 
+#[cfg(feature = "media-devices")]
+pub use devices::{cameras, microphones, CameraDevice, MicDevice};
 pub use huddle_media::echo::FarEnd;
 pub use huddle_media::process::MicProcessing;
 pub use huddle_media::source::{SineWave, TestPattern};
@@ -173,7 +177,8 @@ impl LocalMedia {
         self.microphone.running().map(LocalTrack::level_db)
     }
 
-    /// Encoded samples (voice and camera) a peer's connection could not take in time and lost.
+    /// Encoded samples (voice and camera) a peer's connection could not take in time and lost,
+    /// and sound a microphone device captured faster than it was sent.
     pub fn samples_dropped(&self) -> u64 {
         [&self.microphone, &self.camera]
             .into_iter()
@@ -192,6 +197,18 @@ impl LocalMedia {
     /// The camera's bitrate now (bits per second), as the loss/RTT controller set it.
     pub fn camera_bitrate(&self) -> Option<u32> {
         self.camera.running().map(LocalTrack::bitrate)
+    }
+
+    /// Turns off the tracks that stopped by themselves and says why.
+    pub(crate) fn take_failures(&mut self) -> Vec<String> {
+        let mut failures = Vec::new();
+        for slot in [&mut self.microphone, &mut self.camera] {
+            if let Some(why) = slot.running().and_then(LocalTrack::take_failure) {
+                failures.push(why);
+                *slot = Slot::Off;
+            }
+        }
+        failures
     }
 
     fn track(&self, kind: MediaKind) -> Option<&LocalTrack> {

@@ -90,10 +90,17 @@ pub(crate) fn drive(
     mut out: (
         MessageWriter<MediaStateChanged>,
         MessageWriter<RemoteTrackEnded>,
+        MessageWriter<crate::HuddleError>,
     ),
 ) {
     let media = &settings.0.media;
     start_tracks(&mut local, media);
+    out.2.write_batch(
+        local
+            .take_failures()
+            .into_iter()
+            .map(crate::HuddleError::Media),
+    );
     let Some(mut session) = session.filter(|s| s.endpoint().config().media) else {
         peers.peers.clear();
         states.0.clear();
