@@ -1039,3 +1039,44 @@ fn a_microphone_device_is_heard_and_missing_devices_are_errors() {
         .iter()
         .any(|(_, c)| c.0 == "still here")));
 }
+
+/// Lip sync: the talker's sender reports put its voice and camera on one clock, and a picture
+/// waits until its voice plays. With the voice delayed 200 ms more than the picture (the link
+/// conditioner on the listener's voices), pictures are held about 200 ms longer than without.
+#[test]
+fn pictures_wait_for_their_voice() {
+    let (_rt, _server, mut players, talker) = pair("media-lipsync");
+    let holds = |players: &mut [Player]| {
+        let mut seen = Vec::new();
+        let mut last = None;
+        let start = Instant::now();
+        run_until(players, Duration::from_secs(5), |ps| {
+            let video = remote(&ps[1]).video(talker).expect("a camera");
+            let frames = video.frames_decoded();
+            if start.elapsed() > Duration::from_secs(1) && last != Some(frames) {
+                seen.push(video.lip_sync_hold());
+            }
+            last = Some(frames);
+            start.elapsed() > Duration::from_secs(3)
+        });
+        seen.sort();
+        assert!(seen.len() >= 20, "{} frames", seen.len());
+        seen[seen.len() / 2]
+    };
+    let plain = holds(&mut players);
+    players[1].app.insert_resource(LinkConditioner {
+        media: Some(Conditions::new(
+            Duration::from_millis(200),
+            Duration::ZERO,
+            0.0,
+        )),
+        ..Default::default()
+    });
+    let delayed = holds(&mut players);
+    println!("median hold: {plain:?} as it is, {delayed:?} with the voice 200 ms later");
+    let more = delayed.saturating_sub(plain);
+    assert!(
+        more >= Duration::from_millis(150) && more <= Duration::from_millis(250),
+        "held {more:?} longer"
+    );
+}

@@ -8,7 +8,8 @@
 //! peers only say what they send ([`MediaSignal::Tracks`](huddle_protocol::media::MediaSignal)).
 
 use super::local::{lock, Encoded};
-use super::remote::{spawn_audio, spawn_video, RemoteAudio, RemoteVideo};
+use super::remote::{spawn_audio, spawn_video, AvSync, RemoteAudio, RemoteVideo};
+use super::sender_reports::SenderReportsToTracks;
 use super::settings::BitrateBounds;
 use bevy::tasks::{IoTaskPool, Task};
 use futures::channel::mpsc::UnboundedSender;
@@ -18,7 +19,7 @@ use huddle_media::echo::FarEnd;
 use huddle_protocol::media::jitter::JitterSettings;
 use huddle_protocol::media::sdp::{extension_id, AUDIO_LEVEL_URI};
 use huddle_protocol::media::MediaKind;
-use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, PacketReport, Registry};
+use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, PacketReport, Registry, Slot};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
@@ -163,6 +164,8 @@ struct Handler {
     reports: UnboundedSender<Report>,
     /// The id the peer sends the audio level (RFC 6464) under, from its description (0: none).
     level_id: Arc<AtomicU8>,
+    /// Lip sync of the peer's voice and camera, which both tracks' threads share.
+    sync: Arc<AvSync>,
     jitter: JitterSettings,
     far_end: Arc<FarEnd>,
 }
@@ -195,14 +198,20 @@ impl PeerConnectionEventHandler for Handler {
         let pool = IoTaskPool::get();
         match track.kind().await {
             RtpCodecKind::Audio => {
-                let (inlet, out) = spawn_audio(self.jitter, self.far_end.clone());
+                let sync = self.sync.clone();
+                let (inlet, out) = spawn_audio(self.jitter, self.far_end.clone(), sync.clone());
                 let _ = self
                     .reports
                     .unbounded_send(Report::RemoteAudio(out.clone()));
                 let level_id = self.level_id.clone();
                 pool.spawn(async move {
+                    let mut ssrc = None;
                     while let Some(event) = track.poll().await {
+                        if let TrackRemoteEvent::OnRtcpPacket(packets) = &event {
+                            sync.reports(MediaKind::Audio, ssrc, packets);
+                        }
                         if let TrackRemoteEvent::OnRtpPacket(p) = event {
+                            ssrc = Some(p.header.ssrc);
                             // What the sender says of the packet's sound, without decoding it.
                             let id = level_id.load(Ordering::Relaxed);
                             let level = (id != 0)
@@ -212,7 +221,11 @@ impl PeerConnectionEventHandler for Handler {
                             if let Some(level) = level {
                                 out.set_activity(level.level, level.voice);
                             }
-                            let item = (p.header.sequence_number, p.payload.to_vec());
+                            let item = (
+                                p.header.sequence_number,
+                                p.header.timestamp,
+                                p.payload.to_vec(),
+                            );
                             if !p.payload.is_empty() && !inlet.put(item) {
                                 break;
                             }
@@ -222,17 +235,23 @@ impl PeerConnectionEventHandler for Handler {
                 .detach();
             }
             RtpCodecKind::Video => {
-                let (inlet, out) = spawn_video();
+                let sync = self.sync.clone();
+                let (inlet, out) = spawn_video(sync.clone());
                 let _ = self
                     .reports
                     .unbounded_send(Report::RemoteVideo(out.clone()));
                 pool.spawn(async move {
                     let mut last_pli: Option<Instant> = None;
+                    let mut last_ssrc = None;
                     while let Some(event) = track.poll().await {
+                        if let TrackRemoteEvent::OnRtcpPacket(packets) = &event {
+                            sync.reports(MediaKind::Video, last_ssrc, packets);
+                        }
                         let TrackRemoteEvent::OnRtpPacket(p) = event else {
                             continue;
                         };
                         let ssrc = p.header.ssrc;
+                        last_ssrc = Some(ssrc);
                         if !inlet.put(p) {
                             break;
                         }
@@ -488,7 +507,9 @@ async fn connect(
         CongestionFeedback::Twcc,
         &mut media,
     )?;
-    let registry = register_default_interceptors(registry, &mut media)?;
+    let registry = register_default_interceptors(registry, &mut media)?
+        // Last: every other interceptor has read the reports when they are handed on.
+        .with(Slot::from(14_000), SenderReportsToTracks::default());
     let config = RTCConfigurationBuilder::new()
         .with_ice_servers(vec![opening.ice.clone()])
         .build();
@@ -500,6 +521,7 @@ async fn connect(
         .with_handler(Arc::new(Handler {
             reports,
             level_id: level_id.clone(),
+            sync: Arc::new(AvSync::default()),
             jitter: opening.jitter,
             far_end: opening.far_end.clone(),
         }))

@@ -29,6 +29,7 @@ mod negotiate;
 #[cfg(feature = "media-audio")]
 mod playback;
 mod remote;
+mod sender_reports;
 mod settings;
 
 #[cfg(feature = "media-devices")]

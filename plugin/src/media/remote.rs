@@ -15,9 +15,12 @@ use huddle_media::vp8::Vp8Decoder;
 use huddle_media::{VideoFrame, FRAME_SAMPLES, SAMPLE_RATE};
 use huddle_protocol::conditioner::{Conditions, Delayer};
 use huddle_protocol::media::jitter::{JitterBuffer, JitterSettings, JitterStats, Playout};
+use huddle_protocol::media::lipsync::LipSync;
+use huddle_protocol::media::MediaKind;
 use huddle_protocol::Lane;
 use matchbox_socket::PeerId;
 use rtc::media::io::sample_builder::SampleBuilder;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp::codec::vp8::Vp8Packet;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -27,6 +30,8 @@ use std::time::{Duration, Instant};
 
 /// RTP packets queued for a track's thread at most.
 const PACKET_QUEUE: usize = 512;
+/// Decoded frames held for lip sync at most (a second at 30 fps); more are shown early.
+const HELD_FRAMES: usize = 30;
 /// Decoded PCM kept for the game at most (two seconds); older samples are dropped.
 const PCM_KEPT: usize = 2 * SAMPLE_RATE as usize;
 
@@ -227,6 +232,50 @@ pub struct VoiceActivity {
     pub voice: bool,
 }
 
+/// Lip sync of one peer's voice and camera ([`LipSync`] on the wall clock), shared by both
+/// tracks' threads.
+#[derive(Debug)]
+pub(crate) struct AvSync {
+    epoch: Instant,
+    inner: Mutex<LipSync>,
+}
+
+impl Default for AvSync {
+    fn default() -> Self {
+        Self {
+            epoch: Instant::now(),
+            inner: Mutex::new(LipSync::new()),
+        }
+    }
+}
+
+impl AvSync {
+    /// RTCP from the peer for its track of `kind` (whose RTP packets come from `ssrc`): the
+    /// sender reports of that stream set its clock.
+    pub(crate) fn reports(
+        &self,
+        kind: MediaKind,
+        ssrc: Option<u32>,
+        packets: &[Box<dyn rtc::rtcp::Packet>],
+    ) {
+        let reports = packets
+            .iter()
+            .filter_map(|p| p.as_any().downcast_ref::<SenderReport>())
+            .filter(|sr| Some(sr.ssrc) == ssrc);
+        for sr in reports {
+            lock(&self.inner).sender_report(kind, sr.ntp_time, sr.rtp_time);
+        }
+    }
+
+    fn audio_played(&self, rtp: u32) {
+        lock(&self.inner).audio_played(rtp, self.epoch.elapsed());
+    }
+
+    fn hold(&self, rtp: u32) -> Duration {
+        lock(&self.inner).hold(rtp, self.epoch.elapsed())
+    }
+}
+
 /// A peer's camera: the latest decoded frame and counters.
 #[derive(Debug, Default)]
 pub struct RemoteVideo {
@@ -238,9 +287,24 @@ pub struct RemoteVideo {
     liveness: Liveness,
     frames: AtomicU64,
     counters: Counters,
+    /// How long the latest frame was held for its voice (lip sync), in microseconds.
+    held_us: AtomicU64,
 }
 
 impl RemoteVideo {
+    fn show(&self, frame: VideoFrame) {
+        *lock(&self.latest) = Some(frame);
+        self.frames.fetch_add(1, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        self.liveness.mark_started();
+    }
+
+    /// How long the latest frame was held back so that it shows when its voice plays (lip
+    /// sync; zero without a voice, or when the voice is ahead).
+    pub fn lip_sync_hold(&self) -> Duration {
+        Duration::from_micros(self.held_us.load(Ordering::Relaxed))
+    }
+
     /// The latest decoded frame (I420).
     pub fn latest_frame(&self) -> Option<VideoFrame> {
         lock(&self.latest).clone()
@@ -310,21 +374,27 @@ impl<T> Inlet<T> {
 pub(crate) fn spawn_audio(
     settings: JitterSettings,
     far_end: Arc<FarEnd>,
-) -> (Inlet<(u16, Vec<u8>)>, Arc<RemoteAudio>) {
+    sync: Arc<AvSync>,
+) -> (Inlet<VoicePacket>, Arc<RemoteAudio>) {
     let out = Arc::new(RemoteAudio::new(far_end));
     let inlet = spawn_track(
         "huddle-voice",
         out.clone(),
         |o| &o.counters,
-        move |rx, o| play(rx, settings, o),
+        move |rx, o| play(rx, settings, o, &sync),
     );
     (inlet, out)
 }
 
 /// Starts the thread of a remote camera.
-pub(crate) fn spawn_video() -> (Inlet<rtc::rtp::Packet>, Arc<RemoteVideo>) {
+pub(crate) fn spawn_video(sync: Arc<AvSync>) -> (Inlet<rtc::rtp::Packet>, Arc<RemoteVideo>) {
     let out = Arc::new(RemoteVideo::default());
-    let inlet = spawn_track("huddle-video", out.clone(), |o| &o.counters, decode_video);
+    let inlet = spawn_track(
+        "huddle-video",
+        out.clone(),
+        |o| &o.counters,
+        move |rx, o| decode_video(rx, o, &sync),
+    );
     (inlet, out)
 }
 
@@ -348,11 +418,28 @@ fn spawn_track<T: Send + 'static, O: Send + Sync + 'static>(
 }
 
 /// A voice's thread: packets into the jitter buffer, one decoded frame out every 20 ms.
-fn play(rx: Receiver<(u16, Vec<u8>)>, settings: JitterSettings, out: &RemoteAudio) {
+/// A voice packet: sequence number, RTP timestamp, Opus payload.
+pub(crate) type VoicePacket = (u16, u32, Vec<u8>);
+
+/// The RTP timestamp the jitter buffer carries in front of each payload (for lip sync).
+fn with_timestamp(timestamp: u32, payload: Vec<u8>) -> Vec<u8> {
+    let mut held = timestamp.to_be_bytes().to_vec();
+    held.extend(payload);
+    held
+}
+
+/// A held payload's RTP timestamp and Opus bytes.
+fn split_timestamp(held: &[u8]) -> Option<(u32, &[u8])> {
+    let (ts, payload) = held.split_first_chunk::<4>()?;
+    Some((u32::from_be_bytes(*ts), payload))
+}
+
+fn play(rx: Receiver<VoicePacket>, settings: JitterSettings, out: &RemoteAudio, sync: &AvSync) {
     let Ok(mut decoder) = AudioDecoder::new() else {
         return;
     };
     let mut buffer = JitterBuffer::new(settings);
+    let mut played = 0u32;
     let mut conditioner = Delayer::new(fastrand::u64(..));
     let clock = Instant::now();
     let mut next = clock;
@@ -360,7 +447,7 @@ fn play(rx: Receiver<(u16, Vec<u8>)>, settings: JitterSettings, out: &RemoteAudi
     loop {
         loop {
             match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
-                Ok((seq, payload)) => {
+                Ok((seq, timestamp, payload)) => {
                     out.counters.packets.fetch_add(1, Ordering::Relaxed);
                     out.counters
                         .bytes
@@ -368,6 +455,7 @@ fn play(rx: Receiver<(u16, Vec<u8>)>, settings: JitterSettings, out: &RemoteAudi
                     if !out.liveness.is_live() {
                         continue;
                     }
+                    let payload = with_timestamp(timestamp, payload);
                     match *lock(&out.conditions) {
                         Some(conditions) => {
                             let mut held = seq.to_be_bytes().to_vec();
@@ -402,15 +490,33 @@ fn play(rx: Receiver<(u16, Vec<u8>)>, settings: JitterSettings, out: &RemoteAudi
         if next + Duration::from_millis(100) < now {
             next = now;
         }
-        let decoded = match buffer.pop(clock.elapsed()) {
-            Playout::Packet(packet) => {
+        // The frame's RTP timestamp: its packet's, the next one's less a frame, or the last
+        // one's plus a frame.
+        let frame = FRAME_SAMPLES as u32;
+        let playout = buffer.pop(clock.elapsed());
+        let voiced = !matches!(playout, Playout::Silence);
+        let decoded = match playout {
+            Playout::Packet(held) => {
                 out.liveness.mark_started();
-                decoder.decode(&packet)
+                let (ts, packet) =
+                    split_timestamp(&held).unwrap_or((played.wrapping_add(frame), &[]));
+                played = ts;
+                decoder.decode(packet)
             }
-            Playout::Recover(next) => decoder.recover(&next),
-            Playout::Conceal => decoder.conceal(),
+            Playout::Recover(held) => {
+                let (ts, next) = split_timestamp(&held).unwrap_or((played, &[]));
+                played = ts.wrapping_sub(frame);
+                decoder.recover(next)
+            }
+            Playout::Conceal => {
+                played = played.wrapping_add(frame);
+                decoder.conceal()
+            }
             Playout::Silence => Ok(silence.to_vec()),
         };
+        if voiced && out.started() {
+            sync.audio_played(played);
+        }
         match decoded {
             Ok(pcm) if out.started() => out.deliver(&pcm),
             Ok(_) => {}
@@ -428,8 +534,9 @@ fn play(rx: Receiver<(u16, Vec<u8>)>, settings: JitterSettings, out: &RemoteAudi
 /// A camera's thread: RTP packets reassembled into VP8 frames and decoded. Frames decode while
 /// the peer's camera is not (yet) announced, so a keyframe that outruns the announcement is not
 /// lost, but only frames of a live camera are shown; when the camera goes off, reassembly and
-/// decoder start afresh, so nothing of the old stream leaks into the next.
-fn decode_video(rx: Receiver<rtc::rtp::Packet>, out: &RemoteVideo) {
+/// decoder start afresh, so nothing of the old stream leaks into the next. A decoded frame is
+/// held until its voice plays (lip sync, at most [`MAX_HOLD`](huddle_protocol::media::lipsync::MAX_HOLD)).
+fn decode_video(rx: Receiver<rtc::rtp::Packet>, out: &RemoteVideo, sync: &AvSync) {
     // A lost packet holds its frame back 400 ms or 64 packets at most, then the frame is given
     // up (the decoder conceals until the next keyframe).
     let builder = || {
@@ -440,8 +547,12 @@ fn decode_video(rx: Receiver<rtc::rtp::Packet>, out: &RemoteVideo) {
         return;
     };
     let mut was_live = false;
+    let mut held: VecDeque<(Instant, VideoFrame)> = VecDeque::new();
     loop {
-        let packet = match rx.recv_timeout(Duration::from_millis(100)) {
+        let wait = held.front().map_or(Duration::from_millis(100), |(due, _)| {
+            due.saturating_duration_since(Instant::now())
+        });
+        let packet = match rx.recv_timeout(wait) {
             Ok(packet) => Some(packet),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return,
@@ -450,7 +561,16 @@ fn decode_video(rx: Receiver<rtc::rtp::Packet>, out: &RemoteVideo) {
         if live && !was_live {
             out.keyframe_wanted.store(true, Ordering::Relaxed);
         }
+        while held
+            .front()
+            .is_some_and(|(due, _)| *due <= Instant::now() || held.len() > HELD_FRAMES)
+        {
+            if let Some((_, frame)) = held.pop_front() {
+                out.show(frame);
+            }
+        }
         if was_live && !live {
+            held.clear();
             frames = builder();
             match Vp8Decoder::new() {
                 Ok(fresh) => decoder = fresh,
@@ -469,10 +589,14 @@ fn decode_video(rx: Receiver<rtc::rtp::Packet>, out: &RemoteVideo) {
         while let Some(sample) = frames.pop(Instant::now()) {
             match decoder.decode(&sample.data) {
                 Ok(Some(frame)) if live => {
-                    *lock(&out.latest) = Some(frame);
-                    out.frames.fetch_add(1, Ordering::Relaxed);
-                    out.generation.fetch_add(1, Ordering::Relaxed);
-                    out.liveness.mark_started();
+                    let hold = sync.hold(sample.packet_timestamp);
+                    out.held_us
+                        .store(hold.as_micros() as u64, Ordering::Relaxed);
+                    if hold.is_zero() && held.is_empty() {
+                        out.show(frame);
+                    } else {
+                        held.push_back((Instant::now() + hold, frame));
+                    }
                 }
                 Ok(_) => {}
                 Err(_) => {

@@ -21,6 +21,7 @@
 
 pub mod bitrate;
 pub mod jitter;
+pub mod lipsync;
 pub mod sdp;
 #[cfg(test)]
 mod tests;
