@@ -16,6 +16,9 @@ use std::time::Instant;
 
 /// AEC3 works on 10 ms chunks.
 pub const CHUNK: usize = SAMPLE_RATE as usize / 100;
+/// How far a stream's piece may be off its predecessor's end and still follow it.
+pub const CONTINUOUS: std::time::Duration = std::time::Duration::from_millis(100);
+const CONTINUOUS_SAMPLES: u64 = SAMPLE_RATE as u64 / 10;
 /// The reference keeps one second at most (nobody takes it while no microphone runs).
 const KEPT: usize = SAMPLE_RATE as usize;
 /// The microphone's processing takes at most this much reference at once (200 ms): more would
@@ -62,15 +65,16 @@ impl FarEnd {
     }
 
     /// Adds the next piece `pcm` of a continuous `stream` (a voice, a music track), played out
-    /// by `at`: it follows the previous piece without a gap or an overlap when the clocks
-    /// agree within 10 ms, so the scheduling jitter of the thread that plays it does not tear
-    /// the reference (AEC3 then takes the near voice for echo).
+    /// by `at`: like a device's playout queue, it follows the previous piece without a gap or
+    /// an overlap unless the clocks disagree by more than [`CONTINUOUS`], so the scheduling
+    /// jitter of the thread that plays it does not tear the reference (AEC3 would then take the
+    /// near voice for echo). A stream that paused longer starts again where its time says.
     pub fn played_in(&self, stream: &mut Stream, pcm: &[f32], at: Instant) {
         let mut mix = self.mix.lock().unwrap_or_else(PoisonError::into_inner);
         let len = pcm.len() as u64;
         let mut end = mix.index(at);
         if let Some(next) = stream.next {
-            if next.abs_diff(end.saturating_sub(len)) <= CHUNK as u64 {
+            if next.abs_diff(end.saturating_sub(len)) <= CONTINUOUS_SAMPLES {
                 end = next.saturating_add(len);
             }
         }
@@ -242,7 +246,7 @@ mod tests {
         let t0 = Instant::now();
         let far = FarEnd::starting(t0);
         let mut stream = Stream::default();
-        for (k, late_us) in [(1u32, 0u64), (2, 3_000), (3, 0), (4, 7_000), (5, 1_000)] {
+        for (k, late_us) in [(1u32, 0u64), (2, 3_000), (3, 0), (4, 70_000), (5, 1_000)] {
             let ramp: Vec<f32> = (0..960).map(|i| (k * 1000 + i) as f32).collect();
             far.played_in(
                 &mut stream,

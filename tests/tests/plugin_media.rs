@@ -858,18 +858,29 @@ fn pushed_hiss_is_gated_unless_processing_is_off() {
     }
 }
 
-/// Echo: the listener's microphone picks up what it plays of the talker (half as loud, with
-/// the delay of the test's own loop) under its own voice. With echo cancellation the talker
-/// hears its tone back at least 20 dB weaker than without, and the listener's voice as loud.
+/// Echo: the listener's microphone picks up what it plays of the talker (half as loud) under its
+/// own voice, as a room does: a thread of the test plays the listener's PCM as it comes, like a
+/// device callback, and feeds the microphone. The talker speaks broadband noise (as a voice is;
+/// a pure tone is the one signal an echo canceller cannot tell its path from), the listener a
+/// 660 Hz tone. With echo cancellation the talker hears itself back at least 20 dB weaker than
+/// without (measured over 1-3 kHz, where the listener's tone is not), and the listener's voice
+/// stays far above what is left of the echo.
 #[test]
 fn the_echo_of_a_played_voice_is_cancelled() {
     use bevy_huddle::media::{AudioPush, MicProcessing};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
     let (rt, server) = server_on_runtime();
     let _guard = rt.enter();
     let mut heard = Vec::new();
     for (echo_cancellation, room) in [(true, "echo-on"), (false, "echo-off")] {
         let url = server.room_url(room);
-        let mut players = vec![sender(&url, 440.0)];
+        let mut talker = HuddleConfig::room(&url);
+        talker.media.enabled = true;
+        talker.media.processing = MicProcessing::OFF;
+        let mut players = vec![Player::join_with(&url, Types::All, talker)];
+        let talk = AudioPush::new();
+        local(&mut players[0]).start_microphone(MicSource::Push(talk.clone()));
         assert!(run_until(&mut players, LIMIT, |ps| ps[0]
             .roster()
             .is_host()));
@@ -883,21 +894,40 @@ fn the_echo_of_a_played_voice_is_cancelled() {
         assert!(run_until(&mut players, LIMIT, lobby_complete));
         let ids: Vec<PeerId> = players.iter().map(|p| p.id().expect("an id")).collect();
         let mic = AudioPush::new();
-        // A device's buffer: the microphone never runs dry between the test's pushes.
-        mic.push(&[0.0; 3 * FRAME_SAMPLES]);
+        // A device's buffer: the microphone does not run dry between the room's pushes.
+        mic.push(&[0.0; 6 * FRAME_SAMPLES]);
         local(&mut players[1]).start_microphone(MicSource::Push(mic.clone()));
-        let mut voice = SineWave::new(660.0, 0.1);
-        let mut room_sound = |ps: &[Player]| {
-            // The room: the talker's voice from the speaker, and the listener speaking.
-            let played = drain(&ps[1], ids[0]);
-            for frame in played.chunks(FRAME_SAMPLES) {
-                let own = voice.next_frame();
-                let mixed: Vec<f32> = frame.iter().zip(own).map(|(e, v)| 0.5 * e + v).collect();
-                mic.push(&mixed);
+        assert!(run_until(&mut players, LIMIT, |ps| remote(&ps[1])
+            .audio_shared(ids[0])
+            .is_some()));
+        let played = remote(&players[1])
+            .audio_shared(ids[0])
+            .expect("the talker's voice");
+        let stop = Arc::new(AtomicBool::new(false));
+        let room_stop = stop.clone();
+        let room_thread = std::thread::spawn(move || {
+            let mut voice = SineWave::new(660.0, 0.1);
+            let mut pending = Vec::new();
+            let mut rng = fastrand::Rng::with_seed(11);
+            while !room_stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(5));
+                // The talker's voice: noise, kept 100 ms ahead of its microphone.
+                while talk.queued() < 4_800 {
+                    let noise: Vec<f32> = (0..FRAME_SAMPLES)
+                        .map(|_| (rng.f32() * 2.0 - 1.0) * 0.3)
+                        .collect();
+                    talk.push(&noise);
+                }
+                pending.extend(played.take_pcm());
+                while pending.len() >= FRAME_SAMPLES {
+                    let frame: Vec<f32> = pending.drain(..FRAME_SAMPLES).collect();
+                    let own = voice.next_frame();
+                    let mixed: Vec<f32> = frame.iter().zip(own).map(|(e, v)| 0.5 * e + v).collect();
+                    mic.push(&mixed);
+                }
             }
-        };
+        });
         let both = run_until(&mut players, LIMIT, |ps| {
-            room_sound(ps);
             remote(&ps[0])
                 .audio(ids[1])
                 .is_some_and(|a| a.delivered().1.is_some())
@@ -907,14 +937,15 @@ fn the_echo_of_a_played_voice_is_cancelled() {
         let start = Instant::now();
         let mut back = Vec::new();
         run_until(&mut players, Duration::from_secs(7), |ps| {
-            room_sound(ps);
             let pcm = drain(&ps[0], ids[1]);
             if start.elapsed() > Duration::from_secs(3) {
                 back.extend(pcm);
             }
             start.elapsed() > Duration::from_secs(5)
         });
-        let echo = tone::level_db(&back, 440.0);
+        stop.store(true, Ordering::Relaxed);
+        let _ = room_thread.join();
+        let echo = echo_band_db(&back);
         let near = tone::level_db(&back, 660.0);
         println!(
             "{room}: {} samples; the talker's echo {echo:.1} dB, the listener's voice {near:.1} dB",
@@ -928,10 +959,26 @@ fn the_echo_of_a_played_voice_is_cancelled() {
         echo_off - echo_on >= 20.0,
         "echo {echo_off:.1} dB without cancellation, {echo_on:.1} dB with"
     );
+    // While both speak, AEC3 lets the near voice through, somewhat attenuated (measured: 0-3 dB
+    // on an idle machine, up to ~20 dB with the machine overloaded): it stays well above what
+    // is left of the echo.
     assert!(
-        (near_on - near_off).abs() <= 6.0,
-        "the listener's voice {near_off:.1} dB without, {near_on:.1} dB with"
+        near_on - echo_on >= 20.0 && near_on >= near_off - 25.0,
+        "the listener's voice {near_off:.1} dB without, {near_on:.1} dB with (echo {echo_on:.1} dB)"
     );
+}
+
+/// The mean level of `pcm` at 1-3 kHz (every 100 Hz, frame by frame: noise spreads over a
+/// long window's narrow bins), in dB.
+fn echo_band_db(pcm: &[f32]) -> f32 {
+    let frames = pcm.chunks_exact(FRAME_SAMPLES);
+    let n = (frames.len() * 21).max(1) as f32;
+    let power: f32 = frames
+        .flat_map(|f| {
+            (10..=30).map(move |k| 10f32.powf(tone::level_db(f, k as f32 * 100.0) / 10.0))
+        })
+        .sum();
+    10.0 * (power / n).log10()
 }
 
 /// Set in the process that runs the device test proper (see below).

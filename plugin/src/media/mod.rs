@@ -245,6 +245,12 @@ impl RemoteMedia {
         self.peers.get(&peer)?.audio.as_deref()
     }
 
+    /// `peer`'s voice, shared: for an audio thread of the game's own (a device callback) that
+    /// takes the PCM at its own pace.
+    pub fn audio_shared(&self, peer: PeerId) -> Option<Arc<RemoteAudio>> {
+        self.peers.get(&peer)?.audio.clone()
+    }
+
     /// `peer`'s camera, once its media connection carries one.
     pub fn video(&self, peer: PeerId) -> Option<&RemoteVideo> {
         self.peers.get(&peer)?.video.as_deref()
