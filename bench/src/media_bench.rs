@@ -10,6 +10,8 @@ use bevy_huddle::media::{
 };
 use bevy_huddle::prelude::*;
 use huddle_media::audio::{AudioDecoder, AudioEncoder};
+use huddle_media::echo::FarEnd;
+use huddle_media::process::Processor;
 use huddle_media::vp8::{Vp8Decoder, Vp8Encoder};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -236,8 +238,9 @@ fn connect_once(server: &str, run: usize, loopback: bool) -> (Duration, Duration
 // ---------------------------------------------------------------- codec CPU
 
 /// CPU per second of media: Opus 32 kbps mono encode and decode, VP8 320×240 30 fps 500 kbps
-/// encode and decode.
-fn codec_cpu() -> [(String, f64); 4] {
+/// encode and decode, and the microphone's processing (all on, echo cancellation with a far end
+/// playing).
+fn codec_cpu() -> [(String, f64); 5] {
     let seconds = 10u32;
     let mut sine = SineWave::new(440.0, 0.5);
     let pcm: Vec<Vec<f32>> = (0..50 * seconds).map(|_| sine.next_frame()).collect();
@@ -269,6 +272,18 @@ fn codec_cpu() -> [(String, f64); 4] {
         let _ = vp8d.decode(&e.data);
     }
     let vp8_dec = thread_cpu() - t;
+    let start = std::time::Instant::now();
+    let far_end = std::sync::Arc::new(FarEnd::starting(start));
+    let mut processor = Processor::new(MicProcessing::default()).with_reference(far_end.clone());
+    let mut far = SineWave::new(300.0, 0.3);
+    let mut near = pcm.clone();
+    let t = thread_cpu();
+    for (k, frame) in near.iter_mut().enumerate() {
+        let at = start + Duration::from_millis(20 * (k as u64 + 1));
+        far_end.played(&far.next_frame(), at);
+        processor.process_at(frame, at);
+    }
+    let processing = thread_cpu() - t;
     let per_second = |d: Duration| ms(d) / f64::from(seconds);
     [
         ("Opus encode, 32 kbps mono".into(), per_second(opus_enc)),
@@ -278,6 +293,10 @@ fn codec_cpu() -> [(String, f64); 4] {
             per_second(vp8_enc),
         ),
         ("VP8 decode".into(), per_second(vp8_dec)),
+        (
+            "microphone processing: AEC3 + RNNoise + gain + gate".into(),
+            per_second(processing),
+        ),
     ]
 }
 
@@ -388,7 +407,7 @@ fn main() {
         for (what, processing) in [
             ("off", MicProcessing::OFF),
             (
-                "noise suppression, gain control, voice gate",
+                "echo cancellation, noise suppression, gain control, voice gate",
                 MicProcessing::default(),
             ),
         ] {

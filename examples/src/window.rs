@@ -1,11 +1,16 @@
 //! The lobby demo's window (feature `window`): every player a colored square, ours moved with the
 //! arrow keys, the host's labelled; keys 1-3 send chat lines, the last ones shown on screen; M
-//! toggles the microphone and C the camera, and a peer's camera is drawn on its square.
+//! toggles the microphone and C the camera (this machine's own where it has one), a peer's camera
+//! is drawn on its square and its voice plays from there (Bevy's spatial audio, heard from ours).
 
 use crate::lobby::{short, ChatLine, ChatLog, Squares};
 use crate::lobby_media::{toggle_camera, toggle_microphone, Voice};
+use bevy::audio::{DefaultSpatialScale, SpatialScale};
 use bevy::prelude::*;
-use bevy_huddle::media::{LocalMedia, RemoteMedia};
+use bevy_huddle::media::{
+    cameras, microphones, CameraDevice, CameraSource, LocalMedia, MicDevice, MicSource,
+    RemoteMedia, VoiceStream,
+};
 use bevy_huddle::prelude::*;
 use std::collections::BTreeMap;
 
@@ -14,11 +19,20 @@ pub struct LobbyWindow;
 
 impl Plugin for LobbyWindow {
     fn build(&self, app: &mut App) {
+        // A hundred pixels to a metre: a square across the window is far away.
         app.init_resource::<Drawn>()
+            .insert_resource(DefaultSpatialScale(SpatialScale::new_2d(0.01)))
             .add_systems(Startup, setup)
             .add_systems(
                 Update,
-                (steer, chat_keys, media_keys, draw_squares, draw_text),
+                (
+                    steer,
+                    chat_keys,
+                    media_keys,
+                    draw_squares,
+                    place_voices.after(draw_squares),
+                    draw_text,
+                ),
             );
     }
 }
@@ -100,12 +114,21 @@ fn chat_keys(
     }
 }
 
+/// M and C: this machine's microphone and camera where it has them, else the synthetic ones.
 fn media_keys(keys: Res<ButtonInput<KeyCode>>, voice: Res<Voice>, mut media: ResMut<LocalMedia>) {
     if keys.just_pressed(KeyCode::KeyM) {
-        toggle_microphone(&mut media, voice.0);
+        if media.tracks().audio || microphones().is_empty() {
+            toggle_microphone(&mut media, voice.0);
+        } else {
+            media.start_microphone(MicSource::Device(MicDevice::default()));
+        }
     }
     if keys.just_pressed(KeyCode::KeyC) {
-        toggle_camera(&mut media);
+        if media.tracks().video || cameras().is_empty() {
+            toggle_camera(&mut media);
+        } else {
+            media.start_camera(CameraSource::Device(CameraDevice::new(0)));
+        }
     }
 }
 
@@ -153,6 +176,40 @@ fn draw_squares(
                     Color::WHITE
                 };
             }
+        }
+    }
+}
+
+/// Each peer's voice plays from its square, heard from ours: left or right, nearer or farther.
+fn place_voices(
+    mut commands: Commands,
+    roster: Res<Roster>,
+    remote: Res<RemoteMedia>,
+    drawn: Res<Drawn>,
+    mut voiced: Local<BTreeMap<PeerId, Entity>>,
+    mut listener: Local<Option<Entity>>,
+) {
+    let ours = roster.me.and_then(|me| drawn.0.get(&me).copied());
+    if let Some(entity) = ours.filter(|e| *listener != Some(*e)) {
+        commands.entity(entity).insert(SpatialListener::new(0.4));
+        *listener = Some(entity);
+    }
+    // A square's voice goes with the square.
+    voiced.retain(|peer, _| drawn.0.contains_key(peer));
+    for (peer, &square) in &drawn.0 {
+        if Some(*peer) == roster.me || voiced.contains_key(peer) {
+            continue;
+        }
+        if let Some(voice) = remote.voice(*peer) {
+            let player = commands
+                .spawn((
+                    AudioPlayer::<VoiceStream>(voice),
+                    PlaybackSettings::LOOP.with_spatial(true),
+                    Transform::default(),
+                    ChildOf(square),
+                ))
+                .id();
+            voiced.insert(*peer, player);
         }
     }
 }

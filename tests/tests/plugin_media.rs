@@ -448,6 +448,32 @@ fn mute_unmute_and_a_stopped_camera() {
             == 2
     });
     assert!(again, "the camera started again");
+    // The listener's decoder asked for a keyframe of the new stream (PLI), and the talker's
+    // camera heard it at once.
+    let listener = players[1].id().expect("an id");
+    let asked = run_until(&mut players, LIMIT, |ps| {
+        ps[0]
+            .app
+            .world()
+            .resource::<MediaStats>()
+            .0
+            .get(&listener)
+            .is_some_and(|s| s.keyframe_requests > 0)
+    });
+    assert!(asked, "a keyframe request reached the talker's camera");
+    // The listener's RTCP reports give the talker the round trip of the media path.
+    let rtt = players[0]
+        .app
+        .world()
+        .resource::<MediaStats>()
+        .0
+        .get(&listener)
+        .and_then(|s| s.rtt);
+    println!("media round trip from RTCP: {rtt:?}");
+    assert!(
+        rtt.is_some_and(|r| r < Duration::from_millis(500)),
+        "the media round trip: {rtt:?}"
+    );
     let frame = remote(&players[1])
         .video(talker)
         .and_then(|v| v.latest_frame());

@@ -8,8 +8,9 @@
 //! peers only say what they send ([`MediaSignal::Tracks`](huddle_protocol::media::MediaSignal)).
 
 use super::local::{lock, Encoded};
+use super::observed::ObservedPath;
 use super::remote::{spawn_audio, spawn_video, AvSync, RemoteAudio, RemoteVideo};
-use super::sender_reports::SenderReportsToTracks;
+use super::rtcp_for_tracks::RtcpForTracks;
 use super::settings::BitrateBounds;
 use bevy::tasks::{IoTaskPool, Task};
 use futures::channel::mpsc::UnboundedSender;
@@ -26,6 +27,7 @@ use rtc::peer_connection::configuration::interceptor_registry::{
     configure_congestion_control, register_default_interceptors, CongestionFeedback,
 };
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -37,7 +39,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
-use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
@@ -93,6 +95,8 @@ pub(crate) enum Report {
     /// The peer's camera arrived.
     RemoteVideo(Arc<RemoteVideo>),
     Path(PathReport),
+    /// The peer asked for a keyframe of our camera (PLI or FIR), at most every 250 ms.
+    KeyframeWanted,
 }
 
 /// Encoded samples queued per kind before the local track's thread loses some.
@@ -164,10 +168,36 @@ struct Handler {
     reports: UnboundedSender<Report>,
     /// The id the peer sends the audio level (RFC 6464) under, from its description (0: none).
     level_id: Arc<AtomicU8>,
+    /// What the peer reports of our streams (round trip, loss).
+    path: Arc<ObservedPath>,
     /// Lip sync of the peer's voice and camera, which both tracks' threads share.
     sync: Arc<AvSync>,
     jitter: JitterSettings,
     far_end: Arc<FarEnd>,
+}
+
+/// Passes the peer's keyframe requests on to the game side, at most every [`PLI_INTERVAL`]
+/// (a peer that floods requests cannot make every frame a keyframe).
+struct KeyframeRequests {
+    reports: UnboundedSender<Report>,
+    last: Mutex<Option<Instant>>,
+}
+
+impl KeyframeRequests {
+    fn requested(&self, packets: &[Box<dyn rtc::rtcp::Packet>]) {
+        let asks = packets.iter().any(|p| {
+            let any = p.as_any();
+            any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+        });
+        if !asks {
+            return;
+        }
+        let mut last = lock(&self.last);
+        if last.is_none_or(|at| at.elapsed() >= PLI_INTERVAL) {
+            *last = Some(Instant::now());
+            let _ = self.reports.unbounded_send(Report::KeyframeWanted);
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -204,11 +234,13 @@ impl PeerConnectionEventHandler for Handler {
                     .reports
                     .unbounded_send(Report::RemoteAudio(out.clone()));
                 let level_id = self.level_id.clone();
+                let path = self.path.clone();
                 pool.spawn(async move {
                     let mut ssrc = None;
                     while let Some(event) = track.poll().await {
                         if let TrackRemoteEvent::OnRtcpPacket(packets) = &event {
                             sync.reports(MediaKind::Audio, ssrc, packets);
+                            path.reports(packets);
                         }
                         if let TrackRemoteEvent::OnRtpPacket(p) = event {
                             ssrc = Some(p.header.ssrc);
@@ -237,6 +269,7 @@ impl PeerConnectionEventHandler for Handler {
             RtpCodecKind::Video => {
                 let sync = self.sync.clone();
                 let (inlet, out) = spawn_video(sync.clone());
+                let path = self.path.clone();
                 let _ = self
                     .reports
                     .unbounded_send(Report::RemoteVideo(out.clone()));
@@ -246,6 +279,7 @@ impl PeerConnectionEventHandler for Handler {
                     while let Some(event) = track.poll().await {
                         if let TrackRemoteEvent::OnRtcpPacket(packets) = &event {
                             sync.reports(MediaKind::Video, last_ssrc, packets);
+                            path.reports(packets);
                         }
                         let TrackRemoteEvent::OnRtpPacket(p) = event else {
                             continue;
@@ -338,6 +372,25 @@ impl Outgoing {
         })
     }
 
+    /// Reads the peer's feedback on this track once it is bound (webrtc-rs hands a sent track
+    /// the RTCP about it): its report blocks go to `path`; for the camera, its keyframe requests
+    /// go to `keyframes`.
+    async fn feedback(&self, path: &ObservedPath, keyframes: Option<&KeyframeRequests>) {
+        loop {
+            match self.track.poll().await {
+                Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
+                    path.reports(&packets);
+                    if let Some(keyframes) = keyframes {
+                        keyframes.requested(&packets);
+                    }
+                }
+                Some(_) => {}
+                // Not bound (yet, or any more).
+                None => futures_timer::Delay::new(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
     /// Adds the track to the connection (once).
     async fn add_to(&self, connection: &impl PeerConnection) -> webrtc::error::Result<()> {
         if lock(&self.sender).is_some() {
@@ -395,23 +448,36 @@ async fn run(
         Outgoing::new(MediaKind::Audio),
         Outgoing::new(MediaKind::Video),
     ) {
-        (Ok(audio), Ok(video)) => connect(&opening, reports.clone(), level_id.clone())
-            .await
-            .map(|c| (c, [audio, video])),
+        (Ok(audio), Ok(video)) => {
+            let path = Arc::new(ObservedPath::new(audio.ssrc, video.ssrc));
+            connect(&opening, reports.clone(), level_id.clone(), path.clone())
+                .await
+                .map(|c| (c, [audio, video], path))
+        }
         (Err(e), _) | (_, Err(e)) => Err(e),
     };
-    let (connection, outgoing, estimate) = match built {
-        Ok(((connection, estimate), outgoing)) => (connection, outgoing, estimate),
+    let (connection, outgoing, estimate, path) = match built {
+        Ok(((connection, estimate), outgoing, path)) => (connection, outgoing, estimate, path),
         Err(e) => {
             let _ = reports.unbounded_send(Report::Failed(format!("cannot open: {e}")));
             return;
         }
     };
     let negotiate = negotiate(&connection, &outgoing, commands, &reports, &level_id).fuse();
-    let media = futures::future::join3(
-        outgoing[0].write(audio_rx),
-        outgoing[1].write(video_rx),
-        report_path(&connection, &estimate, &reports),
+    let keyframes = KeyframeRequests {
+        reports: reports.clone(),
+        last: Mutex::new(None),
+    };
+    let media = futures::future::join(
+        futures::future::join3(
+            outgoing[0].write(audio_rx),
+            outgoing[1].write(video_rx),
+            report_path(&connection, &estimate, &path, &reports),
+        ),
+        futures::future::join(
+            outgoing[0].feedback(&path, None),
+            outgoing[1].feedback(&path, Some(&keyframes)),
+        ),
     )
     .fuse();
     futures::pin_mut!(negotiate, media);
@@ -485,6 +551,7 @@ async fn connect(
     opening: &Opening,
     reports: UnboundedSender<Report>,
     level_id: Arc<AtomicU8>,
+    path: Arc<ObservedPath>,
 ) -> webrtc::error::Result<(impl PeerConnection, Arc<AtomicU64>)> {
     let mut media = MediaEngine::default();
     media.register_default_codecs()?;
@@ -509,7 +576,7 @@ async fn connect(
     )?;
     let registry = register_default_interceptors(registry, &mut media)?
         // Last: every other interceptor has read the reports when they are handed on.
-        .with(Slot::from(14_000), SenderReportsToTracks::default());
+        .with(Slot::from(14_000), RtcpForTracks::default());
     let config = RTCConfigurationBuilder::new()
         .with_ice_servers(vec![opening.ice.clone()])
         .build();
@@ -521,6 +588,7 @@ async fn connect(
         .with_handler(Arc::new(Handler {
             reports,
             level_id: level_id.clone(),
+            path,
             sync: Arc::new(AvSync::default()),
             jitter: opening.jitter,
             far_end: opening.far_end.clone(),
@@ -579,6 +647,7 @@ async fn carry_out(
 async fn report_path(
     connection: &impl PeerConnection,
     estimate: &AtomicU64,
+    observed: &ObservedPath,
     reports: &UnboundedSender<Report>,
 ) {
     loop {
@@ -624,8 +693,41 @@ async fn report_path(
                 _ => {}
             }
         }
+        // The peer's own reports, read as they came, where webrtc-rs's statistics lack them.
+        path.rtt = observed.rtt().or(path.rtt);
+        path.audio_loss = observed.loss(0).or(path.audio_loss);
+        path.video_loss = observed.loss(1).or(path.video_loss);
         if reports.unbounded_send(Report::Path(path)).is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer that floods keyframe requests gets one passed on per 250 ms, not one a packet.
+    #[test]
+    fn a_flood_of_keyframe_requests_is_passed_on_once() {
+        let (reports, mut rx) = unbounded();
+        let requests = KeyframeRequests {
+            reports,
+            last: Mutex::new(None),
+        };
+        let pli: Vec<Box<dyn rtc::rtcp::Packet>> = vec![Box::new(PictureLossIndication {
+            sender_ssrc: 1,
+            media_ssrc: 2,
+        })];
+        let other: Vec<Box<dyn rtc::rtcp::Packet>> =
+            vec![Box::new(rtc::rtcp::sender_report::SenderReport::default())];
+        for _ in 0..10_000 {
+            requests.requested(&pli);
+            requests.requested(&other);
+        }
+        let passed = std::iter::from_fn(|| rx.try_recv().ok())
+            .filter(|r| matches!(r, Report::KeyframeWanted))
+            .count();
+        assert_eq!(passed, 1);
     }
 }

@@ -26,10 +26,11 @@ mod connection;
 mod devices;
 mod local;
 mod negotiate;
+mod observed;
 #[cfg(feature = "media-audio")]
 mod playback;
 mod remote;
-mod sender_reports;
+mod rtcp_for_tracks;
 mod settings;
 
 #[cfg(feature = "media-devices")]
@@ -327,6 +328,9 @@ pub struct PeerMediaStats {
     pub bitrate_out: u32,
     /// What send-side congestion control (GCC) estimates the path to the peer carries.
     pub estimate: Option<u32>,
+    /// Keyframe requests (PLI, FIR) from the peer that reached our camera at once (at most
+    /// four a second are passed on).
+    pub keyframe_requests: u64,
     /// Media signals from the peer that did not fit the negotiation or did not check out
     /// (dropped, never acted on).
     pub signals_dropped: u64,

@@ -337,6 +337,14 @@ impl Frame<'_> {
                 self.remote.peers.entry(id).or_default().video = Some(video);
                 Vec::new()
             }
+            Report::KeyframeWanted => {
+                if let Some(camera) = self.local.track(MediaKind::Video) {
+                    camera.request_keyframe();
+                }
+                let s = stats.0.entry(id).or_default();
+                s.keyframe_requests = s.keyframe_requests.saturating_add(1);
+                Vec::new()
+            }
             Report::Path(path) => {
                 let loss = path.video_loss.unwrap_or(0.0);
                 peer.camera_rate.report(loss, path.rtt, now);

@@ -22,6 +22,7 @@
 pub mod bitrate;
 pub mod jitter;
 pub mod lipsync;
+pub mod round_trip;
 pub mod sdp;
 #[cfg(test)]
 mod tests;
