@@ -293,6 +293,13 @@ fn three_peers_hear_and_see_each_other() {
         let stats = p.app.world().resource::<MediaStats>();
         for (peer, s) in &stats.0 {
             println!("stats toward {peer}: {s:?}");
+            // Diagnostics in their units: a loopback path's round trip and jitter are small.
+            assert!(
+                s.rtt.is_some_and(|r| r < Duration::from_millis(500)),
+                "{s:?}"
+            );
+            assert!(s.jitter_seconds.is_none_or(|j| j < 0.5), "{s:?}");
+            assert!(s.frames_decoded > 0 && s.audio_packets > 0, "{s:?}");
         }
     }
 }

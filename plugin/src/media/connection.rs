@@ -682,7 +682,10 @@ async fn report_path(
                     if inbound.received_rtp_stream_stats.rtp_stream_stats.kind
                         == RtpCodecKind::Audio =>
                 {
-                    path.jitter = Some(inbound.received_rtp_stream_stats.jitter);
+                    // webrtc-rs 0.21 fills this from the RTCP field as it is: RTP timestamp
+                    // units (48 kHz for Opus), not seconds.
+                    let units = inbound.received_rtp_stream_stats.jitter;
+                    path.jitter = Some(units / f64::from(huddle_media::SAMPLE_RATE));
                 }
                 RTCStatsReportEntry::OutboundRtp(outbound) => {
                     path.keyframe_requests = path
