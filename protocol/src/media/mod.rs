@@ -20,6 +20,7 @@
 //! reports the connection's fate ([`MediaPeer::connected`], [`MediaPeer::failed`]).
 
 pub mod bitrate;
+pub mod forward;
 pub mod jitter;
 pub mod lipsync;
 pub mod round_trip;
