@@ -4,6 +4,7 @@ use crate::messages::{Incoming, Outgoing};
 use crate::schedule::HuddleSystems;
 use crate::session::HuddleSession;
 use bevy::prelude::*;
+use bincode::error::DecodeError;
 use matchbox_socket::PeerId;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -34,18 +35,26 @@ pub struct MessageRegistry {
     entries: Vec<Entry>,
 }
 
-/// The bincode configuration of game messages, with a decode limit so a hostile length prefix
-/// cannot make us allocate.
-pub(crate) fn decode_config() -> bincode::config::Configuration<
-    bincode::config::LittleEndian,
-    bincode::config::Varint,
-    bincode::config::Limit<{ 64 * 1024 * 1024 }>,
-> {
-    bincode::config::standard().with_limit::<{ 64 * 1024 * 1024 }>()
+/// Memory a message may claim while it decodes, per byte it has: a few bytes from a peer that
+/// claim a huge `Vec` or `String` fail at once instead of allocating it. Any honest message fits
+/// (a one-byte varint `u64` or `String` header stands for 8 or 24 bytes in memory).
+const CLAIM_PER_BYTE: usize = 64;
+
+/// Decodes a game message with a memory limit that follows its size: [`CLAIM_PER_BYTE`] times
+/// its bytes, in tiers from 64 KiB to 64 MiB (bincode's limit is a constant).
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), DecodeError> {
+    use bincode::serde::decode_from_slice as from;
+    let standard = bincode::config::standard();
+    match bytes.len().saturating_mul(CLAIM_PER_BYTE) {
+        n if n <= 1 << 16 => from(bytes, standard.with_limit::<{ 1 << 16 }>()),
+        n if n <= 1 << 20 => from(bytes, standard.with_limit::<{ 1 << 20 }>()),
+        n if n <= 1 << 24 => from(bytes, standard.with_limit::<{ 1 << 24 }>()),
+        _ => from(bytes, standard.with_limit::<{ 1 << 26 }>()),
+    }
 }
 
 fn deliver<T: HuddleMessage>(world: &mut World, from: PeerId, bytes: &[u8]) -> Result<(), String> {
-    match bincode::serde::decode_from_slice::<T, _>(bytes, decode_config()) {
+    match decode::<T>(bytes) {
         Ok((message, n)) if n == bytes.len() => {
             world.write_message(Incoming { from, message });
             Ok(())
@@ -172,6 +181,33 @@ fn queue_outgoing<T: HuddleMessage>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ten bytes that claim a 1 MiB `String` are refused for the claim, before anything is
+    /// allocated (bincode allocates a string's claimed length before reading it: with the flat
+    /// 64 MiB limit these bytes allocated 1 MiB, and 64 MiB with a bigger claim); honest
+    /// messages of every size decode.
+    #[test]
+    fn a_claim_larger_than_the_message_allows_is_refused_at_once() {
+        let mut lie = Vec::new();
+        lie.push(252u8); // varint: a u32 length follows
+        lie.extend((1u32 << 20).to_le_bytes());
+        lie.extend([0; 5]);
+        assert!(matches!(
+            decode::<String>(&lie),
+            Err(DecodeError::LimitExceeded)
+        ));
+        for n in [0usize, 10, 70_000, 2_000_000] {
+            let honest: Vec<u64> = (0..n as u64).map(|x| x % 100).collect();
+            let bytes = bincode::serde::encode_to_vec(&honest, bincode::config::standard())
+                .expect("encodes");
+            let (back, used) = decode::<Vec<u64>>(&bytes).expect("decodes");
+            assert_eq!((back.len(), used), (n, bytes.len()));
+            let strings: Vec<String> = (0..n / 10).map(|_| String::new()).collect();
+            let bytes = bincode::serde::encode_to_vec(&strings, bincode::config::standard())
+                .expect("encodes");
+            assert!(decode::<Vec<String>>(&bytes).is_ok(), "{n} empty strings");
+        }
+    }
 
     #[derive(serde::Serialize, serde::Deserialize)]
     struct A;
