@@ -40,6 +40,8 @@ const PCM_KEPT: usize = 2 * SAMPLE_RATE as usize;
 struct Liveness {
     live: AtomicBool,
     started: AtomicBool,
+    /// Bumped with every change, so a thread that slept through off-and-on again sees it.
+    changes: AtomicU64,
 }
 
 impl Liveness {
@@ -47,8 +49,9 @@ impl Liveness {
         self.live.load(Ordering::Relaxed)
     }
 
+    /// Live, and a frame decoded since it went live.
     fn started(&self) -> bool {
-        self.started.load(Ordering::Relaxed)
+        self.is_live() && self.started.load(Ordering::Relaxed)
     }
 
     fn mark_started(&self) {
@@ -57,9 +60,9 @@ impl Liveness {
 
     /// The peer turned the track on or off; a track that goes off must start again.
     fn set(&self, live: bool) {
-        self.live.store(live, Ordering::Relaxed);
-        if !live {
+        if self.live.swap(live, Ordering::Relaxed) != live {
             self.started.store(false, Ordering::Relaxed);
+            self.changes.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -548,6 +551,7 @@ fn decode_video(rx: Receiver<rtc::rtp::Packet>, out: &RemoteVideo, sync: &AvSync
     };
     let mut was_live = false;
     let mut held: VecDeque<(Instant, VideoFrame)> = VecDeque::new();
+    let mut seen_changes = out.liveness.changes.load(Ordering::Relaxed);
     loop {
         let wait = held.front().map_or(Duration::from_millis(100), |(due, _)| {
             due.saturating_duration_since(Instant::now())
@@ -558,8 +562,16 @@ fn decode_video(rx: Receiver<rtc::rtp::Packet>, out: &RemoteVideo, sync: &AvSync
             Err(RecvTimeoutError::Disconnected) => return,
         };
         let live = out.liveness.is_live();
-        if live && !was_live {
+        let changes = out.liveness.changes.load(Ordering::Relaxed);
+        let restarted = changes != seen_changes;
+        seen_changes = changes;
+        if live && (!was_live || restarted) {
             out.keyframe_wanted.store(true, Ordering::Relaxed);
+        }
+        // Frames held for lip sync show only while the camera is live: held frames of a
+        // camera that went off must not start it again, nor show an old picture after a restart.
+        if !live || restarted {
+            held.clear();
         }
         while held
             .front()
@@ -569,8 +581,7 @@ fn decode_video(rx: Receiver<rtc::rtp::Packet>, out: &RemoteVideo, sync: &AvSync
                 out.show(frame);
             }
         }
-        if was_live && !live {
-            held.clear();
+        if was_live && (!live || restarted) {
             frames = builder();
             match Vp8Decoder::new() {
                 Ok(fresh) => decoder = fresh,

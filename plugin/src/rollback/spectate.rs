@@ -16,6 +16,37 @@ use matchbox_socket::PeerId;
 #[derive(Default, Debug)]
 pub(crate) struct Subscribers(HashMap<PeerId, (usize, i32)>);
 
+/// Spectators fed at most (more requests are ignored until one leaves).
+const MAX_SUBSCRIBERS: usize = 64;
+/// Feed batches sent to one spectator per update at most: a spectator catching up steps 4x at
+/// most, far below this, and a request for the whole log is spread over updates instead of
+/// queueing hundreds of reliable messages at once.
+const BATCHES_PER_UPDATE: usize = 8;
+
+impl Subscribers {
+    /// A feed request from `from` for frames from `first` on, expecting `players`. Players of
+    /// our match feed themselves and are refused; a repeated request cannot wind a feed back
+    /// (a spectator asks once per feeder, from the first frame it lacks). Whether it was taken.
+    fn request(&mut self, from: PeerId, players: usize, first: i32, ours: &[PeerId]) -> bool {
+        if ours.contains(&from) {
+            return false;
+        }
+        let first = first.max(1);
+        let room = self.0.len() < MAX_SUBSCRIBERS;
+        match self.0.get_mut(&from) {
+            Some((expects, next)) => {
+                *expects = players;
+                *next = (*next).max(first);
+            }
+            None if room => {
+                self.0.insert(from, (players, first));
+            }
+            None => return false,
+        }
+        true
+    }
+}
+
 /// The game's `ReadInputs` schedule, set aside while we watch.
 #[derive(Resource)]
 struct GameReadInputs(Schedule);
@@ -169,9 +200,11 @@ pub(crate) fn serve_feed<C: Config<Address = PeerId>>(
     for request in requests.read() {
         // A request may come before our match started: keep it.
         let players = request.message.players as usize;
-        subscribers
-            .0
-            .insert(request.from, (players, request.message.from.max(1)));
+        let taken =
+            subscribers.request(request.from, players, request.message.from, &state.players);
+        if !taken {
+            debug!("huddle: a feed request from {} refused", request.from);
+        }
     }
     // Only players keep a log, and only of a match of the size the spectator expects.
     let (RollbackPhase::Playing, Some(Session::P2P(p2p))) = (state.phase, session.as_deref())
@@ -179,13 +212,48 @@ pub(crate) fn serve_feed<C: Config<Address = PeerId>>(
         return;
     };
     let upto = held_by_all(p2p, &state, settings.input_delay);
+    // Someone who asked before the match started and turned out to play feeds itself.
+    subscribers
+        .0
+        .retain(|peer, _| !state.players.contains(peer));
     for (peer, (players, next)) in subscribers.0.iter_mut() {
         if *players != state.players.len() {
             continue;
         }
-        while let Some((first, frames)) = log.batch_from(*next, upto) {
-            *next = first + frames.len() as i32;
+        for _ in 0..BATCHES_PER_UPDATE {
+            let Some((first, frames)) = log.batch_from(*next, upto) else {
+                break;
+            };
+            *next = first.saturating_add(frames.len() as i32);
             out.write(Outgoing::to_peer(*peer, FeedFrames { first, frames }));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(n: u128) -> PeerId {
+        PeerId(uuid::Uuid::from_u128(n))
+    }
+
+    /// A player cannot subscribe, a repeated request cannot rewind the feed, and the set of
+    /// subscribers is bounded.
+    #[test]
+    fn feed_requests_are_checked() {
+        let mut subs = Subscribers::default();
+        let players = [peer(1), peer(2)];
+        assert!(!subs.request(peer(1), 2, 1, &players), "a player");
+        assert!(subs.request(peer(9), 2, 500, &players));
+        assert!(subs.request(peer(9), 2, 1, &players), "asked again");
+        assert_eq!(subs.0.get(&peer(9)), Some(&(2, 500)), "not wound back");
+        assert!(subs.request(peer(9), 2, i32::MIN, &players));
+        assert_eq!(subs.0.get(&peer(9)), Some(&(2, 500)));
+        for n in 10..200 {
+            subs.request(peer(n), 2, 1, &players);
+        }
+        assert_eq!(subs.0.len(), MAX_SUBSCRIBERS);
+        assert!(!subs.request(peer(1000), 2, 1, &players), "full");
     }
 }
