@@ -72,8 +72,6 @@ pub(crate) struct PathReport {
     /// What the send-side congestion controller (Google Congestion Control over transport-wide
     /// feedback) says the path carries, in bits per second.
     pub(crate) estimate: Option<u32>,
-    /// Keyframe requests (PLI, FIR) the peer sent for our camera so far.
-    pub(crate) keyframe_requests: u32,
 }
 
 /// What the connection did.
@@ -686,12 +684,6 @@ async fn report_path(
                     // units (48 kHz for Opus), not seconds.
                     let units = inbound.received_rtp_stream_stats.jitter;
                     path.jitter = Some(units / f64::from(huddle_media::SAMPLE_RATE));
-                }
-                RTCStatsReportEntry::OutboundRtp(outbound) => {
-                    path.keyframe_requests = path
-                        .keyframe_requests
-                        .saturating_add(outbound.pli_count)
-                        .saturating_add(outbound.fir_count);
                 }
                 _ => {}
             }

@@ -36,8 +36,6 @@ pub(crate) struct Peer {
     bytes_in: (u64, u64),
     /// The congestion controller's estimate of the path (bits per second).
     estimate: Option<u32>,
-    /// Keyframe requests the peer sent so far.
-    keyframe_requests: u32,
 }
 
 impl Peer {
@@ -134,7 +132,6 @@ pub(crate) fn drive(
             sent_wants: TrackSet::ALL,
             bytes_in: (0, 0),
             estimate: None,
-            keyframe_requests: 0,
         });
         frame.apply(j.peer, peer.into_mut(), actions);
     }
@@ -349,12 +346,6 @@ impl Frame<'_> {
                 let loss = path.video_loss.unwrap_or(0.0);
                 peer.camera_rate.report(loss, path.rtt, now);
                 peer.estimate = path.estimate;
-                if path.keyframe_requests > peer.keyframe_requests {
-                    if let Some(camera) = self.local.track(MediaKind::Video) {
-                        camera.request_keyframe();
-                    }
-                }
-                peer.keyframe_requests = path.keyframe_requests;
                 self.record(id, peer, path, stats);
                 Vec::new()
             }
