@@ -37,6 +37,16 @@ fn player(url: &str, media: bool) -> Player {
 #[derive(bevy::prelude::Resource, Default)]
 struct Changes(Vec<MediaStateChanged>);
 
+/// The first player of a room, run until it is the host.
+fn hosting(first: Player) -> Vec<Player> {
+    let mut players = vec![first];
+    assert!(
+        run_until(&mut players, LIMIT, |ps| ps[0].roster().is_host()),
+        "the first player hosts"
+    );
+    players
+}
+
 fn media(p: &Player, peer: PeerId) -> Option<MediaState> {
     p.app
         .world()
@@ -52,10 +62,7 @@ fn media(p: &Player, peer: PeerId) -> Option<MediaState> {
 fn peers_with_media_connect_and_a_peer_without_is_unsupported() {
     let (_rt, server) = server_on_runtime();
     let url = server.room_url("media");
-    let mut players = vec![player(&url, true)];
-    assert!(run_until(&mut players, LIMIT, |ps| ps[0]
-        .roster()
-        .is_host()));
+    let mut players = hosting(player(&url, true));
     players.push(player(&url, true));
     players.push(player(&url, false));
     assert!(
@@ -215,10 +222,7 @@ fn three_peers_hear_and_see_each_other() {
     let (_rt, server) = server_on_runtime();
     let url = server.room_url("media-av");
     let tones = [440.0, 550.0, 660.0];
-    let mut players = vec![sender(&url, tones[0])];
-    assert!(run_until(&mut players, LIMIT, |ps| ps[0]
-        .roster()
-        .is_host()));
+    let mut players = hosting(sender(&url, tones[0]));
     players.push(sender(&url, tones[1]));
     players.push(sender(&url, tones[2]));
     assert!(
@@ -351,10 +355,7 @@ fn pair_with(
 ) {
     let (rt, server) = server_on_runtime();
     let url = server.room_url(room);
-    let mut players = vec![sender(&url, 440.0)];
-    assert!(run_until(&mut players, LIMIT, |ps| ps[0]
-        .roster()
-        .is_host()));
+    let mut players = hosting(sender(&url, 440.0));
     let mut listener = player(&url, true);
     listener
         .app
@@ -600,10 +601,7 @@ fn hostile_media_signals_are_dropped_and_counted() {
     use bevy_huddle::protocol::media::{MediaSignal, TrackSet};
     let (rt, server) = server_on_runtime();
     let url = server.room_url("media-hostile");
-    let mut players = vec![sender(&url, 440.0)];
-    assert!(run_until(&mut players, LIMIT, |ps| ps[0]
-        .roster()
-        .is_host()));
+    let mut players = hosting(sender(&url, 440.0));
     let mut hostile = hostile_member(&rt, &url, &mut players, LIMIT);
     let victim = players[0].id().expect("an id");
     let bad = hostile.id().expect("an id");
@@ -699,10 +697,7 @@ fn the_camera_bitrate_comes_down_when_the_path_is_cut() {
     }
     let (_rt, server) = server_on_runtime();
     let url = server.room_url("media-cut");
-    let mut players = vec![player(&url, true)];
-    assert!(run_until(&mut players, LIMIT, |ps| ps[0]
-        .roster()
-        .is_host()));
+    let mut players = hosting(player(&url, true));
     // Noise is what makes an encoder use its bitrate (the test pattern alone needs little).
     let camera = VideoPush::new(320, 240, 30);
     local(&mut players[0]).start_camera(CameraSource::Push(camera.clone()));
@@ -843,10 +838,7 @@ fn pushed_hiss_is_gated_unless_processing_is_off() {
         let mut config = HuddleConfig::room(&url);
         config.media.enabled = true;
         config.media.processing = processing;
-        let mut players = vec![Player::join_with(&url, Types::All, config)];
-        assert!(run_until(&mut players, LIMIT, |ps| ps[0]
-            .roster()
-            .is_host()));
+        let mut players = hosting(Player::join_with(&url, Types::All, config));
         players.push(player(&url, true));
         assert!(run_until(&mut players, LIMIT, lobby_complete));
         let talker = players[0].id().expect("an id");
@@ -915,12 +907,9 @@ fn the_echo_of_a_played_voice_is_cancelled() {
         let mut talker = HuddleConfig::room(&url);
         talker.media.enabled = true;
         talker.media.processing = MicProcessing::OFF;
-        let mut players = vec![Player::join_with(&url, Types::All, talker)];
+        let mut players = hosting(Player::join_with(&url, Types::All, talker));
         let talk = AudioPush::new();
         local(&mut players[0]).start_microphone(MicSource::Push(talk.clone()));
-        assert!(run_until(&mut players, LIMIT, |ps| ps[0]
-            .roster()
-            .is_host()));
         let mut config = HuddleConfig::room(&url);
         config.media.enabled = true;
         config.media.processing = MicProcessing {
