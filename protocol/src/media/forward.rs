@@ -148,6 +148,17 @@ impl OutStream {
         self.ssrc
     }
 
+    /// How the leg numbers the stream now.
+    pub fn numbers(&self) -> &LegNumbers {
+        &self.numbers
+    }
+
+    /// Renumbers the stream (its leg renegotiated, or the publisher's ids changed); sequence
+    /// numbers and timestamps run on.
+    pub fn set_numbers(&mut self, numbers: LegNumbers) {
+        self.numbers = numbers;
+    }
+
     /// Rewrites `packet` (from the publisher, received at `now`) for this leg, in place.
     pub fn rewrite(&mut self, packet: &mut [u8], now: Duration) -> Result<(), ForwardError> {
         let header = parse(packet)?;

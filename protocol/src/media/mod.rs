@@ -25,10 +25,12 @@ pub mod jitter;
 pub mod lipsync;
 pub mod round_trip;
 pub mod sdp;
+pub mod star;
 #[cfg(test)]
 mod tests;
 
 use crate::signal;
+use crate::PeerId;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -79,6 +81,21 @@ pub enum MediaSignal {
     /// What the sender wants to receive from the receiver (bandwidth: a game that shows no
     /// video of this peer does not take it).
     Want(TrackSet),
+    /// Star rooms, host to client: what of `origin`'s tracks the host forwards to the receiver
+    /// now (its stream `origin` on this connection).
+    Forwarded {
+        /// The client whose tracks they are.
+        origin: PeerId,
+        /// What comes.
+        tracks: TrackSet,
+    },
+    /// Star rooms, client to host: what the sender wants of `origin`'s tracks.
+    WantOf {
+        /// The client whose tracks they are.
+        origin: PeerId,
+        /// What the sender wants.
+        tracks: TrackSet,
+    },
 }
 
 /// The two kinds of media.
@@ -179,6 +196,20 @@ pub enum MediaAction {
     RemoteTracks(TrackSet),
     /// The peer wants these of our tracks now (changed).
     RemoteWants(TrackSet),
+    /// The host (we answer it) forwards these of `origin`'s tracks to us now.
+    Forwarded {
+        /// Whose tracks, as the host says (the driver checks it against the lobby).
+        origin: PeerId,
+        /// What comes.
+        tracks: TrackSet,
+    },
+    /// The client (we offer to it) wants these of `origin`'s tracks.
+    WantOf {
+        /// Whose tracks, as the client says (the driver checks it against the lobby).
+        origin: PeerId,
+        /// What it wants.
+        tracks: TrackSet,
+    },
 }
 
 /// Media negotiation with one peer. See the [module docs](self).
@@ -399,6 +430,13 @@ impl MediaPeer {
                 wants,
                 MediaAction::RemoteWants,
             )),
+            // Star rooms: the host offers and forwards, the client answers and chooses.
+            MediaSignal::Forwarded { origin, tracks } => {
+                (!self.offerer).then_some(vec![MediaAction::Forwarded { origin, tracks }])
+            }
+            MediaSignal::WantOf { origin, tracks } => self
+                .offerer
+                .then_some(vec![MediaAction::WantOf { origin, tracks }]),
             MediaSignal::Renegotiate { session } => {
                 if self.offerer && session == self.session && self.state != MediaState::Failed {
                     Some(self.offer_again(now))

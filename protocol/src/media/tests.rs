@@ -84,7 +84,10 @@ impl Pair {
                     self.conns[i].states.push(s);
                     Vec::new()
                 }
-                MediaAction::RemoteTracks(_) | MediaAction::RemoteWants(_) => Vec::new(),
+                MediaAction::RemoteTracks(_)
+                | MediaAction::RemoteWants(_)
+                | MediaAction::Forwarded { .. }
+                | MediaAction::WantOf { .. } => Vec::new(),
             };
             self.run(i, more);
         }
@@ -376,4 +379,38 @@ fn tracks_and_wants_are_reported_once_per_change() {
     assert!(peer.received(MediaSignal::Tracks(on), ms(5)).is_empty());
     assert_eq!(peer.remote_tracks(), TrackSet::default());
     assert_eq!(peer.dropped(), 1);
+}
+
+/// A star's per-origin signals go one way each: the host (offerer) says what it forwards, the
+/// client (answerer) what it wants. The other way round they are dropped and counted.
+#[test]
+fn forwarded_goes_host_to_client_and_want_of_client_to_host() {
+    let origin = crate::PeerId(uuid::Uuid::from_u128(7));
+    let audio = TrackSet::default().with(MediaKind::Audio, true);
+    let (mut host, mut client) = (MediaPeer::new(true), MediaPeer::new(false));
+    let forwarded = MediaSignal::Forwarded {
+        origin,
+        tracks: audio,
+    };
+    let want = MediaSignal::WantOf {
+        origin,
+        tracks: audio,
+    };
+    assert_eq!(
+        client.received(forwarded.clone(), ms(0)),
+        vec![MediaAction::Forwarded {
+            origin,
+            tracks: audio
+        }]
+    );
+    assert_eq!(
+        host.received(want.clone(), ms(0)),
+        vec![MediaAction::WantOf {
+            origin,
+            tracks: audio
+        }]
+    );
+    assert!(host.received(forwarded, ms(1)).is_empty());
+    assert!(client.received(want, ms(1)).is_empty());
+    assert_eq!((host.dropped(), client.dropped()), (1, 1));
 }
