@@ -14,8 +14,16 @@ pub fn level_db(pcm: &[f32], frequency: f32) -> f32 {
     let coeff = 2.0 * w.cos();
     let step = std::f64::consts::TAU / (pcm.len() - 1) as f64;
     let (mut s1, mut s2, mut gain) = (0f64, 0f64, 0f64);
-    for (i, &x) in pcm.iter().enumerate() {
-        let hann = 0.5 - 0.5 * (step * i as f64).cos();
+    // The window's cosine by rotation, not a cosine per sample (a long recording is scanned at
+    // hundreds of frequencies).
+    let (step_cos, step_sin) = (step.cos(), step.sin());
+    let (mut cos, mut sin) = (1f64, 0f64);
+    for &x in pcm {
+        let hann = 0.5 - 0.5 * cos;
+        (cos, sin) = (
+            cos * step_cos - sin * step_sin,
+            sin * step_cos + cos * step_sin,
+        );
         gain += hann;
         let s0 = f64::from(x) * hann + coeff * s1 - s2;
         s2 = s1;

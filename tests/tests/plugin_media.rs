@@ -1167,3 +1167,205 @@ fn pictures_wait_for_their_voice() {
         "held {more:?} longer"
     );
 }
+
+/// The star tests run a crowd of apps each (six, four): one at a time, or two crowds on two
+/// cores starve each other's voices of CPU.
+static CROWD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A star's media player: media on, a tone and (with `camera`) a small test pattern,
+/// `video_slots` cameras of other clients at most.
+fn star_sender(url: &str, tone: f32, camera: bool, video_slots: usize) -> Player {
+    let mut config = HuddleConfig::room(url);
+    config.media.enabled = true;
+    config.media.star.video_slots = video_slots;
+    let mut p = Player::join_with(url, Types::All, config);
+    p.app
+        .init_resource::<Tracks>()
+        .add_systems(bevy::prelude::Update, collect_tracks);
+    let mut local = p.app.world_mut().resource_mut::<LocalMedia>();
+    local.start_microphone(MicSource::SineWave(SineWave::new(tone, 0.5)));
+    if camera {
+        local.start_camera(CameraSource::TestPattern(TestPattern::new(160, 120, 30)));
+    }
+    p
+}
+
+/// Whether every player hears (decoded voice arriving) every other one.
+fn all_hear_all(players: &[Player], ids: &[PeerId]) -> bool {
+    players.iter().enumerate().all(|(r, p)| {
+        ids.iter()
+            .enumerate()
+            .filter(|(s, _)| *s != r)
+            .all(|(_, &id)| {
+                remote(p)
+                    .audio(id)
+                    .is_some_and(|a| a.packets() > 0 && a.delivered().0 > 0)
+            })
+    })
+}
+
+/// Checks every pair's recording: the sender's tone, ±2 Hz, 20 dB over every other tone in
+/// ≥ 90 % of 20 ms frames.
+fn assert_tones(got: &HashMap<(usize, usize), Received>, tones: &[f32], seconds: usize) {
+    let expected = seconds * 50;
+    let mut failed = Vec::new();
+    for ((r, s), heard) in got {
+        let tone = tones[*s];
+        let others: Vec<f32> = tones.iter().copied().filter(|&t| t != tone).collect();
+        let frames = heard.pcm.len() / FRAME_SAMPLES;
+        let good = frames_with_tone(&heard.pcm, tone, &others);
+        let peak = tone::peak_frequency(&heard.pcm, 300.0, 1000.0);
+        println!(
+            "peer {r} hears peer {s}: {frames} frames, {good} with its tone, peak {peak:.2} Hz"
+        );
+        if frames * 10 < expected * 9 || good * 10 < expected * 9 || (peak - tone).abs() > 2.0 {
+            failed.push((r, s, frames, good, peak));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "(receiver, sender, frames, with tone, peak): {failed:?}"
+    );
+}
+
+/// Six peers in a star room, each sending a tone: a client's voice goes to the host only, and
+/// the host forwards it (rewritten per leg, not decoded). Every peer hears all five others. Then
+/// the host leaves: the next host forwards, and every remaining peer hears every other
+/// remaining one again.
+#[test]
+fn six_peers_in_a_star_hear_each_other_through_the_host_and_after_it_leaves() {
+    let _crowd = CROWD.lock().unwrap_or_else(|e| e.into_inner());
+    let (_rt, server) = server_on_runtime();
+    let url = server.room_url("media-star?capacity=8");
+    let tones = [330.0, 440.0, 550.0, 660.0, 770.0, 880.0];
+    let mut players = hosting(star_sender(&url, tones[0], false, 4));
+    players.extend(tones[1..].iter().map(|&t| star_sender(&url, t, false, 4)));
+    assert!(
+        run_until(&mut players, LIMIT, lobby_complete),
+        "a lobby of six"
+    );
+    let ids: Vec<PeerId> = players.iter().map(|p| p.id().expect("an id")).collect();
+    // Clients do media with the host only.
+    for p in &players[1..] {
+        let states = &p.app.world().resource::<MediaStates>().0;
+        assert!(states.keys().all(|k| *k == ids[0]), "{states:?}");
+    }
+    let heard = run_until(&mut players, LIMIT, |ps| all_hear_all(ps, &ids));
+    assert!(heard, "every peer hears every other through the host");
+    run_for(&mut players, Duration::from_millis(500));
+    for p in &players {
+        for &id in &ids {
+            let _ = remote(p).audio(id).map(|a| a.take_pcm());
+        }
+    }
+    let got = record(&mut players, &ids, Duration::from_secs(3));
+    assert_tones(&got, &tones, 3);
+    let host_stats = players[0].app.world().resource::<MediaStats>();
+    for id in &ids[1..] {
+        let s = &host_stats.0[id];
+        println!(
+            "host toward {id}: forwarded {} dropped {}",
+            s.forwarded, s.forward_dropped
+        );
+        // Four voices of 50 packets a second for 2.5 s at least (the stats lag up to 1 s).
+        assert!(s.forwarded >= 4 * 50 * 5 / 2, "{s:?}");
+    }
+    // The host leaves.
+    let left = Instant::now();
+    players.remove(0);
+    let ids = ids[1..].to_vec();
+    let again = run_until(&mut players, LIMIT, |ps| {
+        ps.iter().all(|p| p.roster().host == Some(ids[0])) && all_hear_all(ps, &ids)
+    });
+    println!(
+        "media re-routed through the new host in {:?}",
+        left.elapsed()
+    );
+    for p in &players {
+        let states = &p.app.world().resource::<MediaStates>().0;
+        let heard: Vec<(PeerId, u64, u64)> = ids
+            .iter()
+            .filter_map(|&id| {
+                remote(p)
+                    .audio(id)
+                    .map(|a| (id, a.packets(), a.delivered().0))
+            })
+            .collect();
+        println!(
+            "{:?}: host {:?}, media {states:?}, voices {heard:?}",
+            p.id(),
+            p.roster().host
+        );
+    }
+    assert!(again, "every remaining peer hears every other again");
+    run_for(&mut players, Duration::from_millis(500));
+    for p in &players {
+        for &id in &ids {
+            let _ = remote(p).audio(id).map(|a| a.take_pcm());
+        }
+    }
+    let got = record(&mut players, &ids, Duration::from_secs(2));
+    assert_tones(&got, &tones[1..], 2);
+}
+
+/// Cameras in a star: four peers with cameras and one video slot each. The host sees every
+/// client; a client sees the host's camera (direct) and exactly one other client's, forwarded
+/// with its frame indices in order; the others' are not sent to it at all.
+#[test]
+fn a_star_forwards_cameras_within_each_viewers_slots() {
+    let _crowd = CROWD.lock().unwrap_or_else(|e| e.into_inner());
+    let (_rt, server) = server_on_runtime();
+    let url = server.room_url("media-star-video?capacity=8");
+    let tones = [330.0, 550.0, 770.0, 990.0];
+    let mut players = hosting(star_sender(&url, tones[0], true, 1));
+    players.extend(tones[1..].iter().map(|&t| star_sender(&url, t, true, 1)));
+    assert!(
+        run_until(&mut players, LIMIT, lobby_complete),
+        "a lobby of four"
+    );
+    let ids: Vec<PeerId> = players.iter().map(|p| p.id().expect("an id")).collect();
+    let seen = |p: &Player, id: PeerId| remote(p).video(id).is_some_and(|v| v.frames_decoded() > 0);
+    let started = run_until(&mut players, LIMIT, |ps| {
+        ps.iter().enumerate().all(|(r, p)| {
+            // At least: a slot may have shown another camera while the lobby formed.
+            let seeing = ids.iter().filter(|&&id| seen(p, id)).count();
+            seeing >= if r == 0 { 3 } else { 2 }
+        })
+    });
+    let views: Vec<Vec<(u64, u64)>> = players
+        .iter()
+        .map(|p| {
+            ids.iter()
+                .map(|&id| {
+                    remote(p)
+                        .video(id)
+                        .map_or((0, 0), |v| (v.packets(), v.frames_decoded()))
+                })
+                .collect()
+        })
+        .collect();
+    assert!(
+        started,
+        "every peer sees its cameras: (packets, frames) {views:?}"
+    );
+    let got = record(&mut players, &ids, Duration::from_secs(3));
+    for (r, _) in players.iter().enumerate() {
+        let seeing: Vec<usize> = (0..4)
+            .filter(|&s| s != r && got[&(r, s)].frames > 0)
+            .collect();
+        println!("peer {r} sees {seeing:?}");
+        let wanted = if r == 0 { 3 } else { 2 };
+        assert_eq!(seeing.len(), wanted, "{r} sees {seeing:?}");
+        assert!(r == 0 || seeing.contains(&0), "{r} sees the host");
+        for s in seeing {
+            let heard = &got[&(r, s)];
+            assert!(
+                heard.frames >= 45,
+                "{r} <- {s}: {} frames in 3 s",
+                heard.frames
+            );
+            assert_eq!(heard.out_of_order, 0, "{r} <- {s}");
+        }
+    }
+    assert_tones(&got, &tones, 3);
+}

@@ -7,6 +7,7 @@
 //! from the first offer on: turning a microphone or camera on or off never renegotiates, the
 //! peers only say what they send ([`MediaSignal::Tracks`](huddle_protocol::media::MediaSignal)).
 
+use super::forward::{leg_queue, Forwardable, ForwardedTrack, Hub, LegSink};
 use super::local::{lock, Encoded};
 use super::observed::ObservedPath;
 use super::remote::{spawn_audio, spawn_video, AvSync, RemoteAudio, RemoteVideo};
@@ -20,6 +21,7 @@ use huddle_media::echo::FarEnd;
 use huddle_protocol::media::jitter::JitterSettings;
 use huddle_protocol::media::sdp::{extension_id, AUDIO_LEVEL_URI};
 use huddle_protocol::media::MediaKind;
+use matchbox_socket::PeerId;
 use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, PacketReport, Registry, Slot};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
@@ -35,6 +37,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RtpCodecKind,
 };
 use rtc::shared::marshal::Unmarshal;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,12 +53,29 @@ use webrtc::rtp_transceiver::RtpSender;
 use webrtc::runtime::SmolRuntime;
 
 /// What the negotiation asks the connection to do.
-#[derive(Debug)]
 pub(crate) enum Command {
-    CreateOffer { round: u32 },
-    AcceptOffer { round: u32, sdp: String },
-    AcceptAnswer { sdp: String },
-    AddCandidate { candidate: String },
+    CreateOffer {
+        round: u32,
+    },
+    AcceptOffer {
+        round: u32,
+        sdp: String,
+    },
+    AcceptAnswer {
+        sdp: String,
+    },
+    AddCandidate {
+        candidate: String,
+    },
+    /// Star host: send these publishers' streams on this leg (taken into the next offer).
+    AddForward(
+        Vec<(
+            Arc<ForwardedTrack>,
+            futures::channel::mpsc::Receiver<Forwardable>,
+        )>,
+    ),
+    /// Star host: stop sending this publisher's streams (taken out with the next offer).
+    RemoveForward(PeerId),
 }
 
 /// The connection's view of the path, from its RTCP reports (once a second).
@@ -88,14 +108,17 @@ pub(crate) enum Report {
     Connected,
     /// Failed or closed, or a step could not be done (with why).
     Failed(String),
-    /// The peer's voice arrived (its decoding thread runs).
-    RemoteAudio(Arc<RemoteAudio>),
-    /// The peer's camera arrived.
-    RemoteVideo(Arc<RemoteVideo>),
+    /// A voice arrived (its decoding thread runs), on the stream named (in a star, the host
+    /// names each forwarded stream by its publisher).
+    RemoteAudio(String, Arc<RemoteAudio>),
+    /// A camera arrived.
+    RemoteVideo(String, Arc<RemoteVideo>),
     Path(PathReport),
     /// The peer asked for a keyframe of our camera (PLI or FIR), at most every 250 ms.
     KeyframeWanted,
 }
+
+const KINDS: [MediaKind; 2] = [MediaKind::Audio, MediaKind::Video];
 
 /// Encoded samples queued per kind before the local track's thread loses some.
 const SINK_QUEUE: usize = 32;
@@ -109,6 +132,8 @@ pub(crate) struct MediaConnection {
     reports: UnboundedReceiver<Report>,
     audio: Sender<Encoded>,
     video: Sender<Encoded>,
+    /// Star host: the queues of the publishers' streams this leg forwards.
+    forwards: HashMap<(PeerId, MediaKind), LegSink>,
     _task: Task<()>,
 }
 
@@ -122,6 +147,9 @@ pub(crate) struct Opening {
     pub(crate) far_end: Arc<FarEnd>,
     /// The congestion controller's start and bounds (the camera's plus the voice's).
     pub(crate) bitrate: BitrateBounds,
+    /// The peer at the other end: what it sends goes to the hub as its (star hosts forward it).
+    pub(crate) peer: PeerId,
+    pub(crate) hub: Arc<Hub>,
 }
 
 impl MediaConnection {
@@ -140,8 +168,41 @@ impl MediaConnection {
             reports,
             audio,
             video,
+            forwards: HashMap::new(),
             _task: task,
         }
+    }
+
+    /// Star host: forwards `origin`'s voice and camera on this leg from the next offer on.
+    pub(crate) fn add_forward(&mut self, origin: PeerId) {
+        let tracks = KINDS
+            .into_iter()
+            .map(|kind| {
+                let (sink, queue) = leg_queue();
+                self.forwards.insert((origin, kind), sink);
+                (Arc::new(ForwardedTrack::new(origin, kind)), queue)
+            })
+            .collect();
+        self.command(Command::AddForward(tracks));
+    }
+
+    /// Star host: stops forwarding `origin` on this leg.
+    pub(crate) fn remove_forward(&mut self, origin: PeerId) {
+        self.forwards.retain(|(o, _), _| *o != origin);
+        self.command(Command::RemoveForward(origin));
+    }
+
+    /// The publishers this leg forwards.
+    pub(crate) fn forwarded(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.forwards
+            .keys()
+            .filter(|(_, k)| *k == MediaKind::Audio)
+            .map(|(o, _)| *o)
+    }
+
+    /// The queue of `origin`'s `kind` on this leg.
+    pub(crate) fn forward_sink(&self, origin: PeerId, kind: MediaKind) -> Option<LegSink> {
+        self.forwards.get(&(origin, kind)).cloned()
     }
 
     pub(crate) fn command(&self, command: Command) {
@@ -162,16 +223,32 @@ impl MediaConnection {
     }
 }
 
+/// Streams one connection may carry, at most (a host's offer names them).
+const MAX_STREAMS: usize = 64;
+
 struct Handler {
     reports: UnboundedSender<Report>,
     /// The id the peer sends the audio level (RFC 6464) under, from its description (0: none).
     level_id: Arc<AtomicU8>,
     /// What the peer reports of our streams (round trip, loss).
     path: Arc<ObservedPath>,
-    /// Lip sync of the peer's voice and camera, which both tracks' threads share.
-    sync: Arc<AvSync>,
+    /// Lip sync of each stream's voice and camera, which both tracks' threads share.
+    sync: Mutex<HashMap<String, Arc<AvSync>>>,
     jitter: JitterSettings,
     far_end: Arc<FarEnd>,
+    peer: PeerId,
+    hub: Arc<Hub>,
+}
+
+impl Handler {
+    /// The lip sync of `stream`; `None` past [`MAX_STREAMS`].
+    fn sync(&self, stream: &str) -> Option<Arc<AvSync>> {
+        let mut syncs = lock(&self.sync);
+        if !syncs.contains_key(stream) && syncs.len() >= MAX_STREAMS {
+            return None;
+        }
+        Some(syncs.entry(stream.to_owned()).or_default().clone())
+    }
 }
 
 /// Passes the peer's keyframe requests on to the game side, at most every [`PLI_INTERVAL`]
@@ -224,13 +301,17 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let pool = IoTaskPool::get();
+        let stream = track.stream_id().await;
+        let Some(sync) = self.sync(&stream) else {
+            return;
+        };
+        let (hub, peer) = (self.hub.clone(), self.peer);
         match track.kind().await {
             RtpCodecKind::Audio => {
-                let sync = self.sync.clone();
                 let (inlet, out) = spawn_audio(self.jitter, self.far_end.clone(), sync.clone());
                 let _ = self
                     .reports
-                    .unbounded_send(Report::RemoteAudio(out.clone()));
+                    .unbounded_send(Report::RemoteAudio(stream, out.clone()));
                 let level_id = self.level_id.clone();
                 let path = self.path.clone();
                 pool.spawn(async move {
@@ -251,6 +332,14 @@ impl PeerConnectionEventHandler for Handler {
                             if let Some(level) = level {
                                 out.set_activity(level.level, level.voice);
                             }
+                            // A star host passes it on before anything else is done with it.
+                            let forwardable = Forwardable {
+                                packet: p,
+                                level_id: id,
+                                at: Instant::now(),
+                            };
+                            hub.forward(peer, MediaKind::Audio, &forwardable);
+                            let p = forwardable.packet;
                             let item = (
                                 p.header.sequence_number,
                                 p.header.timestamp,
@@ -265,12 +354,11 @@ impl PeerConnectionEventHandler for Handler {
                 .detach();
             }
             RtpCodecKind::Video => {
-                let sync = self.sync.clone();
                 let (inlet, out) = spawn_video(sync.clone());
                 let path = self.path.clone();
                 let _ = self
                     .reports
-                    .unbounded_send(Report::RemoteVideo(out.clone()));
+                    .unbounded_send(Report::RemoteVideo(stream, out.clone()));
                 pool.spawn(async move {
                     let mut last_pli: Option<Instant> = None;
                     let mut last_ssrc = None;
@@ -284,13 +372,19 @@ impl PeerConnectionEventHandler for Handler {
                         };
                         let ssrc = p.header.ssrc;
                         last_ssrc = Some(ssrc);
-                        if !inlet.put(p) {
+                        let forwardable = Forwardable {
+                            packet: p,
+                            level_id: 0,
+                            at: Instant::now(),
+                        };
+                        hub.forward(peer, MediaKind::Video, &forwardable);
+                        if !inlet.put(forwardable.packet) {
                             break;
                         }
                         // A picture loss indication, at most every 250 ms: the sender answers
-                        // with a keyframe.
+                        // with a keyframe. Ours, or a viewer's of a star host.
                         let due = last_pli.is_none_or(|at| at.elapsed() >= PLI_INTERVAL);
-                        if due && out.take_keyframe_wish() {
+                        if due && (out.take_keyframe_wish() | hub.take_keyframe_wish(peer)) {
                             last_pli = Some(Instant::now());
                             let pli = PictureLossIndication {
                                 sender_ssrc: 0,
@@ -461,7 +555,15 @@ async fn run(
             return;
         }
     };
-    let negotiate = negotiate(&connection, &outgoing, commands, &reports, &level_id).fuse();
+    let negotiate = negotiate(
+        &connection,
+        &outgoing,
+        commands,
+        &reports,
+        &level_id,
+        &opening.hub,
+    )
+    .fuse();
     let keyframes = KeyframeRequests {
         reports: reports.clone(),
         last: Mutex::new(None),
@@ -493,14 +595,26 @@ async fn negotiate(
     mut commands: UnboundedReceiver<Command>,
     reports: &UnboundedSender<Report>,
     level_id: &AtomicU8,
+    hub: &Arc<Hub>,
 ) {
+    // Star host: the publishers' streams on this leg, by publisher.
+    let mut forwards: HashMap<PeerId, Vec<Arc<ForwardedTrack>>> = HashMap::new();
     while let Some(command) = commands.next().await {
         // The peer's description says under which id its audio level comes.
         if let Command::AcceptOffer { sdp, .. } | Command::AcceptAnswer { sdp } = &command {
             let id = extension_id(sdp, "audio", AUDIO_LEVEL_URI).unwrap_or(0);
             level_id.store(id, Ordering::Relaxed);
         }
-        if let Err(e) = carry_out(connection, outgoing, command, reports).await {
+        let done = match command {
+            Command::AddForward(tracks) => {
+                add_forwards(connection, outgoing, tracks, &mut forwards, hub).await
+            }
+            Command::RemoveForward(origin) => {
+                remove_forwards(connection, forwards.remove(&origin)).await
+            }
+            command => carry_out(connection, outgoing, command, reports).await,
+        };
+        if let Err(e) = done {
             let _ = reports.unbounded_send(Report::Failed(e.to_string()));
         }
     }
@@ -587,14 +701,62 @@ async fn connect(
             reports,
             level_id: level_id.clone(),
             path,
-            sync: Arc::new(AvSync::default()),
+            sync: Mutex::new(HashMap::new()),
             jitter: opening.jitter,
             far_end: opening.far_end.clone(),
+            peer: opening.peer,
+            hub: opening.hub.clone(),
         }))
         .with_udp_addrs(opening.bind.clone())
         .build()
         .await?;
     Ok((connection, target))
+}
+
+/// Adds publishers' streams to the leg (after our own tracks, which keep the first two media
+/// sections) and starts forwarding each.
+async fn add_forwards(
+    connection: &impl PeerConnection,
+    outgoing: &[Outgoing; 2],
+    tracks: Vec<(
+        Arc<ForwardedTrack>,
+        futures::channel::mpsc::Receiver<Forwardable>,
+    )>,
+    forwards: &mut HashMap<PeerId, Vec<Arc<ForwardedTrack>>>,
+    hub: &Arc<Hub>,
+) -> webrtc::error::Result<()> {
+    for track in outgoing {
+        track.add_to(connection).await?;
+    }
+    for (track, queue) in tracks {
+        let sender = connection
+            .add_track(track.track.clone() as Arc<dyn TrackLocal>)
+            .await?;
+        *lock(&track.sender) = Some(sender);
+        forwards
+            .entry(track.origin())
+            .or_default()
+            .push(track.clone());
+        let hub = hub.clone();
+        IoTaskPool::get()
+            .spawn(async move { track.run(queue, &hub).await })
+            .detach();
+    }
+    Ok(())
+}
+
+/// Takes a publisher's streams off the leg (their forwarding ends with their queues).
+async fn remove_forwards(
+    connection: &impl PeerConnection,
+    tracks: Option<Vec<Arc<ForwardedTrack>>>,
+) -> webrtc::error::Result<()> {
+    for track in tracks.into_iter().flatten() {
+        let sender = lock(&track.sender).take();
+        if let Some(sender) = sender {
+            connection.remove_track(&sender).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn carry_out(
@@ -637,6 +799,7 @@ async fn carry_out(
                 connection.add_ice_candidate(init).await?;
             }
         }
+        Command::AddForward(_) | Command::RemoveForward(_) => {}
     }
     Ok(())
 }

@@ -24,6 +24,7 @@
 mod connection;
 #[cfg(feature = "media-devices")]
 mod devices;
+mod forward;
 mod local;
 mod negotiate;
 mod observed;
@@ -45,7 +46,7 @@ pub use local::{AudioPush, CameraSource, MicSource, VideoPush};
 #[cfg(feature = "media-audio")]
 pub use playback::{VoiceSource, VoiceStream};
 pub use remote::{RemoteAudio, RemoteVideo, VoiceActivity};
-pub use settings::{BitrateBounds, MediaSettings};
+pub use settings::{BitrateBounds, MediaSettings, StarMediaSettings};
 
 use crate::messages::MediaSignalIn;
 use crate::schedule::HuddleSystems;
@@ -334,6 +335,11 @@ pub struct PeerMediaStats {
     /// Media signals from the peer that did not fit the negotiation or did not check out
     /// (dropped, never acted on).
     pub signals_dropped: u64,
+    /// Star host: packets forwarded to this client (one per packet per publisher it gets).
+    pub forwarded: u64,
+    /// Star host: packets lost for this client because its leg fell behind (its video then
+    /// asks the publisher for a keyframe).
+    pub forward_dropped: u64,
 }
 
 /// Every peer's [`PeerMediaStats`].

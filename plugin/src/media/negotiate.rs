@@ -4,6 +4,7 @@
 //! remote video as images.
 
 use super::connection::{Command, MediaConnection, Opening, PathReport, Report};
+use super::forward::{Hub, HubRoutes};
 use super::local::LocalTrack;
 use super::{
     LocalMedia, MediaStateChanged, MediaStates, MediaStats, RemoteMedia, RemotePeer,
@@ -16,10 +17,14 @@ use bevy::asset::RenderAssetUsages;
 use bevy::platform::collections::HashMap;
 use bevy::prelude::*;
 use huddle_protocol::media::bitrate::BitrateController;
+use huddle_protocol::media::star::{pairing, RouteLimits, Routes, StarRoutes};
 use huddle_protocol::media::{
     MediaAction, MediaKind, MediaPeer, MediaSignal, MediaState, TrackSet,
 };
+use huddle_protocol::room::Topology;
 use matchbox_socket::PeerId;
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 use webrtc::peer_connection::RTCIceServer;
 use wgpu_types::{Extent3d, TextureDimension, TextureFormat};
@@ -27,6 +32,8 @@ use wgpu_types::{Extent3d, TextureDimension, TextureFormat};
 const KINDS: [MediaKind; 2] = [MediaKind::Audio, MediaKind::Video];
 
 pub(crate) struct Peer {
+    /// We are the caller of the data link (the earlier peer): a mesh's offerer.
+    caller: bool,
     negotiation: MediaPeer,
     connection: Option<MediaConnection>,
     camera_rate: BitrateController,
@@ -36,9 +43,34 @@ pub(crate) struct Peer {
     bytes_in: (u64, u64),
     /// The congestion controller's estimate of the path (bits per second).
     estimate: Option<u32>,
+    /// Star: what the host forwards of each publisher (as the host said to us, or as we, the
+    /// host, said to this client).
+    forwarded: HashMap<PeerId, TrackSet>,
+    /// Star client: the [`MediaSignal::WantOf`] last sent per publisher.
+    sent_want_of: HashMap<PeerId, TrackSet>,
+    /// Star client: the publishers whose tracks came on this connection.
+    origins: HashSet<PeerId>,
+    /// Star signals that named a publisher outside the lobby (dropped).
+    lies: u64,
 }
 
 impl Peer {
+    fn new(caller: bool, negotiation: MediaPeer, rate: super::BitrateBounds) -> Self {
+        Self {
+            caller,
+            negotiation,
+            connection: None,
+            camera_rate: BitrateController::new(rate.start, rate.min, rate.max),
+            sent_wants: TrackSet::ALL,
+            bytes_in: (0, 0),
+            estimate: None,
+            forwarded: HashMap::new(),
+            sent_want_of: HashMap::new(),
+            origins: HashSet::new(),
+            lies: 0,
+        }
+    }
+
     /// What the camera may send this peer: the loss controller's rate, within what the
     /// congestion controller says the path carries after the voice's share.
     fn camera_rate(&self, voice: u32) -> u32 {
@@ -55,6 +87,29 @@ impl Peer {
 pub(crate) struct MediaPeers {
     peers: HashMap<PeerId, Peer>,
     announced: TrackSet,
+    /// Star host: who publishes what and who wants what.
+    routes: StarRoutes,
+    /// Star host: the routes as the hub has them (publisher, kind, viewer, viewer's session).
+    hub_routes: Vec<(PeerId, MediaKind, PeerId, u32)>,
+    hub: Arc<Hub>,
+}
+
+/// Where we stand in the room, for media.
+#[derive(Clone, Copy)]
+struct Place {
+    topology: Topology,
+    me: Option<PeerId>,
+    host: Option<PeerId>,
+}
+
+impl Place {
+    fn star_host(&self) -> bool {
+        self.topology == Topology::Star && self.me.is_some() && self.me == self.host
+    }
+
+    fn star_client(&self) -> bool {
+        self.topology == Topology::Star && !self.star_host()
+    }
 }
 
 /// What the media side works with this frame.
@@ -69,6 +124,12 @@ struct Frame<'a> {
     remote: &'a mut RemoteMedia,
     changed: Vec<MediaStateChanged>,
     ended: Vec<RemoteTrackEnded>,
+    place: Place,
+    /// The lobby (without us).
+    members: Vec<PeerId>,
+    hub: Arc<Hub>,
+    /// Star host: what clients said they want of whom, for the routes.
+    want_of: Vec<(PeerId, PeerId, TrackSet)>,
 }
 
 /// `PreUpdate`: the lobby, the signals, the connections' reports, the local tracks and who gets
@@ -110,6 +171,14 @@ pub(crate) fn drive(
         return;
     };
     let now = session.now();
+    let endpoint = session.endpoint();
+    let place = Place {
+        topology: endpoint.topology(),
+        me: endpoint.id(),
+        host: endpoint.host(),
+    };
+    let members = endpoint.peers().to_vec();
+    let succession = endpoint.succession();
     let mut frame = Frame {
         config: &settings.0,
         settings: media,
@@ -120,33 +189,41 @@ pub(crate) fn drive(
         remote: &mut remote,
         changed: Vec::new(),
         ended: Vec::new(),
+        place,
+        members,
+        hub: peers.hub.clone(),
+        want_of: Vec::new(),
     };
     let rate = media.video_bitrate;
     for j in lobby.0.read() {
-        let mut negotiation = MediaPeer::new(j.role == Role::Caller);
-        let actions = negotiation.start(now);
-        let peer = peers.peers.entry(j.peer).insert(Peer {
-            negotiation,
-            connection: None,
-            camera_rate: BitrateController::new(rate.start, rate.min, rate.max),
-            sent_wants: TrackSet::ALL,
-            bytes_in: (0, 0),
-            estimate: None,
-        });
-        frame.apply(j.peer, peer.into_mut(), actions);
+        let caller = j.role == Role::Caller;
+        let peer = Peer::new(caller, MediaPeer::new(caller), rate);
+        if let Some(mut old) = peers.peers.insert(j.peer, peer) {
+            frame.teardown(j.peer, &mut old);
+        }
     }
     for l in lobby.1.read() {
-        peers.peers.remove(&l.peer);
+        if let Some(mut old) = peers.peers.remove(&l.peer) {
+            frame.teardown(l.peer, &mut old);
+        }
         frame.states.0.remove(&l.peer);
         stats.0.remove(&l.peer);
-        frame.teardown(l.peer);
         frame.remote.peers.remove(&l.peer);
+        for peer in peers.peers.values_mut() {
+            peer.forwarded.remove(&l.peer);
+            peer.sent_want_of.remove(&l.peer);
+            peer.origins.remove(&l.peer);
+        }
+    }
+    for (&id, peer) in peers.peers.iter_mut() {
+        frame.pair(id, peer, now);
     }
     for s in signals.read() {
         if let Some(peer) = peers.peers.get_mut(&s.from) {
             let actions = peer.negotiation.received(s.signal.clone(), now);
             frame.apply(s.from, peer, actions);
-            stats.0.entry(s.from).or_default().signals_dropped = peer.negotiation.dropped();
+            let dropped = peer.negotiation.dropped().saturating_add(peer.lies);
+            stats.0.entry(s.from).or_default().signals_dropped = dropped;
         }
     }
     let tracks = frame.local.tracks();
@@ -167,12 +244,28 @@ pub(crate) fn drive(
             frame.subscribe(id, peer);
         }
     }
+    if place.star_host() {
+        let clients: Vec<PeerId> = succession
+            .into_iter()
+            .filter(|p| Some(*p) != place.me && frame.members.contains(p))
+            .collect();
+        frame.forward(&mut peers, &clients, now);
+    } else if !peers.hub_routes.is_empty() {
+        peers.hub_routes.clear();
+        peers.hub.set_routes(HubRoutes::new());
+    }
     if conditioner.is_changed() {
         for audio in frame.remote.peers.values().filter_map(|e| e.audio.as_ref()) {
             audio.set_conditions(conditioner.media);
         }
     }
-    // One encoding for everyone: the camera runs at what the worst path allows.
+    // One encoding for everyone: the camera runs at what the worst path allows (in a star, a
+    // client's one stream to the host at the low layer).
+    let star_cap = if place.star_client() {
+        media.star.camera_bitrate
+    } else {
+        u32::MAX
+    };
     let camera_rate = peers
         .peers
         .iter()
@@ -182,10 +275,10 @@ pub(crate) fn drive(
                 .running()
                 .is_some_and(|t| t.is_subscribed(**id))
         })
-        .map(|(_, p)| p.camera_rate(media.audio_bitrate))
+        .map(|(_, p)| p.camera_rate(media.audio_bitrate).min(star_cap))
         .min();
     if let (Some(rate), Some(camera)) = (camera_rate, local.camera.running()) {
-        camera.set_bitrate(rate.max(media.video_bitrate.min));
+        camera.set_bitrate(rate.max(media.video_bitrate.min.min(star_cap)));
     }
     out.0.write_batch(frame.changed);
     out.1.write_batch(frame.ended);
@@ -246,20 +339,56 @@ impl Frame<'_> {
         for action in actions {
             let command = match action {
                 MediaAction::Open { session } => {
-                    self.teardown(id);
-                    peer.connection = Some(MediaConnection::open(Opening {
+                    self.teardown(id, peer);
+                    let mut bitrate = self.settings.path_bitrate();
+                    if self.place.star_client() {
+                        let camera = super::forward::star_camera(
+                            self.settings.video_bitrate,
+                            self.settings.star.camera_bitrate,
+                        );
+                        bitrate = super::MediaSettings {
+                            video_bitrate: camera,
+                            ..self.settings.clone()
+                        }
+                        .path_bitrate();
+                    }
+                    let mut connection = MediaConnection::open(Opening {
                         session,
                         ice: ice_server(self.config),
                         bind: self.settings.bind.iter().map(ToString::to_string).collect(),
                         jitter: self.settings.jitter,
                         far_end: self.local.far_end().clone(),
-                        bitrate: self.settings.path_bitrate(),
-                    }));
+                        bitrate,
+                        peer: id,
+                        hub: self.hub.clone(),
+                    });
+                    // A star host's first offer carries the other clients' streams already.
+                    if self.place.star_host() {
+                        for &origin in self.members.iter().filter(|m| **m != id) {
+                            connection.add_forward(origin);
+                        }
+                    }
+                    peer.connection = Some(connection);
                     continue;
                 }
                 MediaAction::Close => {
-                    self.teardown(id);
+                    self.teardown(id, peer);
                     peer.connection = None;
+                    continue;
+                }
+                MediaAction::Forwarded { origin, tracks } => {
+                    if self.forwarded_origin(id, origin) {
+                        peer.forwarded.insert(origin, tracks);
+                        if let Some(entry) = self.remote.peers.get(&origin) {
+                            set_live(entry, tracks);
+                        }
+                    } else {
+                        peer.lies = peer.lies.saturating_add(1);
+                    }
+                    continue;
+                }
+                MediaAction::WantOf { origin, tracks } => {
+                    self.want_of.push((id, origin, tracks));
                     continue;
                 }
                 MediaAction::Send(signal) => {
@@ -319,8 +448,9 @@ impl Frame<'_> {
                 warn!("huddle: media with {id}: {why}");
                 peer.negotiation.failed(now)
             }
-            Report::RemoteAudio(audio) => {
-                let entry = self.remote.peers.entry(id).or_default();
+            Report::RemoteAudio(stream, audio) => {
+                let (origin, tracks) = self.origin(id, peer, &stream, tracks);
+                let entry = self.remote.peers.entry(origin).or_default();
                 audio.set_live(tracks.audio);
                 audio.set_conditions(self.conditions);
                 if let Some(volume) = entry.volume {
@@ -329,9 +459,10 @@ impl Frame<'_> {
                 entry.audio = Some(audio);
                 Vec::new()
             }
-            Report::RemoteVideo(video) => {
+            Report::RemoteVideo(stream, video) => {
+                let (origin, tracks) = self.origin(id, peer, &stream, tracks);
                 video.set_live(tracks.video);
-                self.remote.peers.entry(id).or_default().video = Some(video);
+                self.remote.peers.entry(origin).or_default().video = Some(video);
                 Vec::new()
             }
             Report::KeyframeWanted => {
@@ -378,29 +509,216 @@ impl Frame<'_> {
         s.jitter_seconds = path.jitter;
         s.bitrate_out = peer.camera_rate(self.settings.audio_bitrate);
         s.estimate = path.estimate;
+        let legs = self.hub.counts(id);
+        s.forwarded = legs.forwarded;
+        s.forward_dropped = legs.dropped;
+        // A star host's forwarded publishers: what came of each.
+        for &origin in &peer.origins {
+            let entry = self.remote.peers.get(&origin);
+            let audio = entry.and_then(|e| e.audio.as_deref());
+            let video = entry.and_then(|e| e.video.as_deref());
+            let s = stats.0.entry(origin).or_default();
+            s.audio_packets = audio.map_or(0, |a| a.packets());
+            s.jitter = audio.map(|a| a.jitter_stats()).unwrap_or_default();
+            s.video_packets = video.map_or(0, |v| v.packets());
+            s.frames_decoded = video.map_or(0, |v| v.frames_decoded());
+            s.frames_dropped = video.map_or(0, |v| v.frames_dropped());
+        }
     }
 
-    /// Stops sending to `id` and ends its remote tracks (its connection closes or is replaced).
-    fn teardown(&mut self, id: PeerId) {
+    /// Stops sending to `id` and ends the remote tracks its connection carried (its own and, from
+    /// a star host, the publishers' it forwarded): the connection closes or is replaced.
+    fn teardown(&mut self, id: PeerId, peer: &mut Peer) {
         for kind in KINDS {
             if let Some(track) = self.local.track(kind) {
                 track.unsubscribe(id);
             }
         }
-        if let Some(entry) = self.remote.peers.get_mut(&id) {
-            self.ended.extend(ended_tracks(id, entry));
-            entry.announced = TrackSet::default();
-            entry.audio = None;
-            entry.video = None;
+        let origins: Vec<PeerId> = peer.origins.drain().chain([id]).collect();
+        peer.forwarded.clear();
+        peer.sent_want_of.clear();
+        for origin in origins {
+            if let Some(entry) = self.remote.peers.get_mut(&origin) {
+                self.ended.extend(ended_tracks(origin, entry));
+                entry.announced = TrackSet::default();
+                entry.audio = None;
+                entry.video = None;
+            }
         }
     }
 
-    /// Tells `id` what we want of it, when that changed.
+    /// Starts, or starts afresh, media with `id` as the room's shape says (everyone in a mesh,
+    /// host and clients in a star, where the host offers) once the data link to it is up.
+    fn pair(&mut self, id: PeerId, peer: &mut Peer, now: Duration) {
+        let Some(me) = self.place.me else { return };
+        let paired = pairing(self.place.topology, me, self.place.host, id, peer.caller);
+        let idle = peer.negotiation.state() == MediaState::Idle;
+        let restart = match paired {
+            Some(offerer) => peer.negotiation.is_offerer() != offerer,
+            // We were a star's host and are not now: our offers end. (An answerer's session
+            // is the offerer's to end.)
+            None => !idle && peer.negotiation.is_offerer(),
+        };
+        if restart {
+            let actions = vec![MediaAction::Close];
+            self.apply(id, peer, actions);
+            peer.negotiation = MediaPeer::new(paired.unwrap_or(peer.caller));
+            self.states.0.remove(&id);
+        }
+        // Media signals go on the data link: in a star, the next host's links come up after
+        // it is elected.
+        let linked = self.session.endpoint().ready(id);
+        if paired.is_some() && linked && peer.negotiation.state() == MediaState::Idle {
+            let actions = peer.negotiation.start(now);
+            self.apply(id, peer, actions);
+        }
+    }
+
+    /// Whether `origin` may be a publisher whose tracks `from` forwards to us: `from` is our
+    /// star's host, `origin` another member of the lobby.
+    fn forwarded_origin(&self, from: PeerId, origin: PeerId) -> bool {
+        self.place.star_client()
+            && self.place.host == Some(from)
+            && origin != from
+            && Some(origin) != self.place.me
+            && self.members.contains(&origin)
+    }
+
+    /// Whose a stream on `id`'s connection is, and what that publisher sends: a star host's
+    /// stream named by a member is that member's; anything else is `id`'s own.
+    fn origin(
+        &self,
+        id: PeerId,
+        peer: &mut Peer,
+        stream: &str,
+        own: TrackSet,
+    ) -> (PeerId, TrackSet) {
+        let named = uuid::Uuid::parse_str(stream).ok().map(PeerId);
+        match named {
+            Some(origin) if self.forwarded_origin(id, origin) => {
+                peer.origins.insert(origin);
+                let tracks = peer.forwarded.get(&origin).copied().unwrap_or_default();
+                (origin, tracks)
+            }
+            _ => (id, own),
+        }
+    }
+
+    /// Star host: every leg carries the other clients' streams, the hub follows the routes, and
+    /// every client hears what it gets of whom.
+    fn forward(&mut self, peers: &mut MediaPeers, clients: &[PeerId], now: Duration) {
+        let routes = &mut peers.routes;
+        routes.set_clients(clients);
+        for (viewer, origin, tracks) in self.want_of.drain(..) {
+            if !routes.wants(viewer, origin, tracks) {
+                if let Some(peer) = peers.peers.get_mut(&viewer) {
+                    peer.lies = peer.lies.saturating_add(1);
+                }
+            }
+        }
+        for (&id, peer) in &peers.peers {
+            if clients.contains(&id) {
+                routes.published(id, peer.negotiation.remote_tracks());
+            }
+        }
+        let star = self.settings.star;
+        let plan = routes.plan(RouteLimits {
+            video_slots: star.video_slots,
+            cap: star.forward_cap,
+            audio_rate: u64::from(self.settings.audio_bitrate),
+            video_rate: u64::from(star.camera_bitrate),
+        });
+        for (&viewer, peer) in peers.peers.iter_mut() {
+            let Some(connection) = peer.connection.as_mut() else {
+                continue;
+            };
+            let wanted: HashSet<PeerId> =
+                clients.iter().copied().filter(|c| *c != viewer).collect();
+            let current: HashSet<PeerId> = connection.forwarded().collect();
+            for &origin in wanted.difference(&current) {
+                connection.add_forward(origin);
+            }
+            for &origin in current.difference(&wanted) {
+                connection.remove_forward(origin);
+            }
+            if wanted != current {
+                let actions = peer.negotiation.tracks_changed(now);
+                self.apply(viewer, peer, actions);
+            }
+            if peer.negotiation.state() == MediaState::Connected {
+                self.tell_forwarded(viewer, peer, clients, &plan);
+            }
+        }
+        let mut key = Vec::new();
+        let mut hub = HubRoutes::new();
+        for &origin in clients {
+            for kind in KINDS {
+                for viewer in plan.viewers(origin, kind) {
+                    let Some(connection) =
+                        peers.peers.get(&viewer).and_then(|p| p.connection.as_ref())
+                    else {
+                        continue;
+                    };
+                    if let Some(sink) = connection.forward_sink(origin, kind) {
+                        key.push((origin, kind, viewer, connection.session));
+                        hub.entry((origin, kind)).or_default().push((viewer, sink));
+                    }
+                }
+            }
+        }
+        if key != peers.hub_routes {
+            peers.hub_routes = key;
+            peers.hub.set_routes(hub);
+        }
+    }
+
+    /// Tells `viewer` what it gets of each other client, when that changed.
+    fn tell_forwarded(
+        &mut self,
+        viewer: PeerId,
+        peer: &mut Peer,
+        clients: &[PeerId],
+        plan: &Routes,
+    ) {
+        peer.forwarded.retain(|o, _| clients.contains(o));
+        for &origin in clients.iter().filter(|c| **c != viewer) {
+            let tracks = plan.get(viewer, origin);
+            if peer.forwarded.get(&origin) != Some(&tracks) {
+                peer.forwarded.insert(origin, tracks);
+                self.session
+                    .send_media(viewer, MediaSignal::Forwarded { origin, tracks });
+            }
+        }
+    }
+
+    /// Tells `id` what we want of it, when that changed; a star's host also what we want of
+    /// each other client.
     fn send_wants(&mut self, id: PeerId, peer: &mut Peer) {
         let wants = self.local.wants(id);
         if wants != peer.sent_wants {
             peer.sent_wants = wants;
             self.session.send_media(id, MediaSignal::Want(wants));
+        }
+        if !(self.place.star_client() && self.place.host == Some(id)) {
+            return;
+        }
+        for &origin in self.members.iter().filter(|m| **m != id) {
+            let wants = self.local.wants(origin);
+            let sent = peer
+                .sent_want_of
+                .get(&origin)
+                .copied()
+                .unwrap_or(TrackSet::ALL);
+            if wants != sent {
+                peer.sent_want_of.insert(origin, wants);
+                self.session.send_media(
+                    id,
+                    MediaSignal::WantOf {
+                        origin,
+                        tracks: wants,
+                    },
+                );
+            }
         }
     }
 

@@ -24,6 +24,32 @@ pub struct MediaSettings {
     /// is what a game on a real network wants; a machine that only talks over loopback (tests,
     /// benchmarks) connects ~1 s sooner bound to `127.0.0.1:0`.
     pub bind: Vec<SocketAddr>,
+    /// Media in star rooms, where the host forwards.
+    pub star: StarMediaSettings,
+}
+
+/// Media in star rooms: every client sends its tracks once, to the host, which forwards them
+/// to the other clients (an SFU of one). Uplink is what runs out first, so video is selective.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StarMediaSettings {
+    /// Publishers whose camera one viewer gets at most (the first it wants, in lobby order;
+    /// [`LocalMedia::receive`](super::LocalMedia::receive) chooses). Every voice comes.
+    pub video_slots: usize,
+    /// The host forwards at most this many bits per second (voices first, then cameras shared
+    /// in rounds); `None`: no cap.
+    pub forward_cap: Option<u64>,
+    /// A client's camera sends at most this (the low layer every viewer gets).
+    pub camera_bitrate: u32,
+}
+
+impl Default for StarMediaSettings {
+    fn default() -> Self {
+        Self {
+            video_slots: huddle_protocol::media::star::DEFAULT_VIDEO_SLOTS,
+            forward_cap: None,
+            camera_bitrate: 300_000,
+        }
+    }
 }
 
 /// A bitrate and its bounds, in bits per second.
@@ -53,6 +79,7 @@ impl Default for MediaSettings {
                 SocketAddr::from(([0, 0, 0, 0], 0)),
                 SocketAddr::from(([0u16; 8], 0)),
             ],
+            star: StarMediaSettings::default(),
         }
     }
 }
