@@ -685,6 +685,71 @@ fn hostile_media_signals_are_dropped_and_counted() {
     assert_eq!(players[0].state(), LobbyState::InLobby);
 }
 
+/// A hostile client of a star speaks the star's signals well and lies: it wants the cameras of
+/// peers that are not in the lobby (ten thousand of them) and its own, and tells the host what
+/// the host forwards. All of it is dropped and counted, and two honest clients still hear each
+/// other through the host.
+#[test]
+fn a_hostile_star_clients_wants_are_dropped_and_counted() {
+    use bevy_huddle::protocol::control::Control;
+    use bevy_huddle::protocol::media::{MediaSignal, TrackSet};
+    let _crowd = CROWD.lock().unwrap_or_else(|e| e.into_inner());
+    let (rt, server) = server_on_runtime();
+    let url = server.room_url("media-star-hostile?capacity=8");
+    let mut players = hosting(star_sender(&url, 440.0, false, 4));
+    let mut hostile = hostile_member(&rt, &url, &mut players, LIMIT);
+    let host = players[0].id().expect("an id");
+    let bad = hostile.id().expect("an id");
+    let stranger = |i: u128| PeerId(uuid::Uuid::from_u128(0xbad0_0000 + i));
+    for i in 0..10_000 {
+        let lie = MediaSignal::WantOf {
+            origin: stranger(i),
+            tracks: TrackSet::ALL,
+        };
+        hostile.send(0, host, &Control::Media(lie).encode());
+    }
+    let lies = [
+        MediaSignal::WantOf {
+            origin: bad,
+            tracks: TrackSet::ALL,
+        },
+        MediaSignal::Forwarded {
+            origin: host,
+            tracks: TrackSet::ALL,
+        },
+    ];
+    for lie in lies {
+        hostile.send(0, host, &Control::Media(lie).encode());
+    }
+    let dropped = |p: &Player| {
+        p.app
+            .world()
+            .resource::<MediaStats>()
+            .0
+            .get(&bad)
+            .map_or(0, |s| s.signals_dropped)
+    };
+    let counted = run_until(&mut players, LIMIT, |ps| {
+        hostile.poll();
+        dropped(&ps[0]) >= 10_002
+    });
+    assert!(counted, "{} of 10002 lies counted", dropped(&players[0]));
+    players.push(star_sender(&url, 550.0, false, 4));
+    players.push(star_sender(&url, 660.0, false, 4));
+    let joined = run_until(&mut players, LIMIT, |ps| {
+        hostile.poll();
+        ps.iter().all(|p| p.id().is_some())
+    });
+    assert!(joined, "the honest peers join");
+    let ids: Vec<PeerId> = players.iter().map(|p| p.id().expect("an id")).collect();
+    let heard = run_until(&mut players, LIMIT, |ps| {
+        hostile.poll();
+        all_hear_all(ps, &ids)
+    });
+    assert!(heard, "the honest peers hear each other through the host");
+    assert_eq!(players[0].state(), LobbyState::InLobby);
+}
+
 /// When the path's capacity is cut (a token bucket on this namespace's loopback), congestion
 /// control brings the camera's bitrate down within seconds, and video keeps decoding.
 #[test]

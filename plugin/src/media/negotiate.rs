@@ -509,6 +509,7 @@ impl Frame<'_> {
         s.jitter_seconds = path.jitter;
         s.bitrate_out = peer.camera_rate(self.settings.audio_bitrate);
         s.estimate = path.estimate;
+        s.signals_dropped = peer.negotiation.dropped().saturating_add(peer.lies);
         let legs = self.hub.counts(id);
         s.forwarded = legs.forwarded;
         s.forward_dropped = legs.dropped;
