@@ -7,13 +7,14 @@
 //! from the first offer on: turning a microphone or camera on or off never renegotiates, the
 //! peers only say what they send ([`MediaSignal::Tracks`](huddle_protocol::media::MediaSignal)).
 
+use super::decoders::Decoders;
 use super::forward::{leg_queue, Forwardable, ForwardedTrack, Hub, LegSink};
 use super::local::{lock, Encoded};
 use super::observed::ObservedPath;
-use super::remote::{spawn_audio, spawn_video, AvSync, RemoteAudio, RemoteVideo};
+use super::remote::{spawn_audio, spawn_video, RemoteAudio, RemoteVideo};
 use super::rtcp_for_tracks::RtcpForTracks;
 use super::settings::BitrateBounds;
-use bevy::tasks::{IoTaskPool, Task};
+use bevy::tasks::IoTaskPool;
 use futures::channel::mpsc::UnboundedSender;
 use futures::channel::mpsc::{channel, unbounded, Receiver, Sender, UnboundedReceiver};
 use futures::{FutureExt, StreamExt};
@@ -108,11 +109,11 @@ pub(crate) enum Report {
     Connected,
     /// Failed or closed, or a step could not be done (with why).
     Failed(String),
-    /// A voice arrived (its decoding thread runs), on the stream named (in a star, the host
-    /// names each forwarded stream by its publisher).
-    RemoteAudio(String, Arc<RemoteAudio>),
+    /// A voice arrived (its decoding thread runs), of the peer its stream names (in a star, the
+    /// host names each forwarded stream by its publisher) or else of the connection's peer.
+    RemoteAudio(PeerId, Arc<RemoteAudio>),
     /// A camera arrived.
-    RemoteVideo(String, Arc<RemoteVideo>),
+    RemoteVideo(PeerId, Arc<RemoteVideo>),
     Path(PathReport),
     /// The peer asked for a keyframe of our camera (PLI or FIR), at most every 250 ms.
     KeyframeWanted,
@@ -134,7 +135,6 @@ pub(crate) struct MediaConnection {
     video: Sender<Encoded>,
     /// Star host: the queues of the publishers' streams this leg forwards.
     forwards: HashMap<(PeerId, MediaKind), LegSink>,
-    _task: Task<()>,
 }
 
 /// How a connection is opened.
@@ -150,6 +150,7 @@ pub(crate) struct Opening {
     /// The peer at the other end: what it sends goes to the hub as its (star hosts forward it).
     pub(crate) peer: PeerId,
     pub(crate) hub: Arc<Hub>,
+    pub(crate) decoders: Arc<Decoders>,
 }
 
 impl MediaConnection {
@@ -160,8 +161,12 @@ impl MediaConnection {
         let (audio, audio_rx) = channel(SINK_QUEUE);
         let (video, video_rx) = channel(SINK_QUEUE);
         let session = opening.session;
-        let task =
-            IoTaskPool::get().spawn(run(opening, command_rx, report_tx, [audio_rx, video_rx]));
+        // Detached, not held: a dropped task would stop where it waits and never close the
+        // connection, and webrtc-rs would keep it (and every decoding thread it feeds) for
+        // ever. Dropping this side ends the commands, and the task closes the connection.
+        IoTaskPool::get()
+            .spawn(run(opening, command_rx, report_tx, [audio_rx, video_rx]))
+            .detach();
         Self {
             session,
             commands,
@@ -169,7 +174,6 @@ impl MediaConnection {
             audio,
             video,
             forwards: HashMap::new(),
-            _task: task,
         }
     }
 
@@ -223,17 +227,14 @@ impl MediaConnection {
     }
 }
 
-/// Streams one connection may carry, at most (a host's offer names them).
-const MAX_STREAMS: usize = 64;
-
 struct Handler {
     reports: UnboundedSender<Report>,
     /// The id the peer sends the audio level (RFC 6464) under, from its description (0: none).
     level_id: Arc<AtomicU8>,
     /// What the peer reports of our streams (round trip, loss).
     path: Arc<ObservedPath>,
-    /// Lip sync of each stream's voice and camera, which both tracks' threads share.
-    sync: Mutex<HashMap<String, Arc<AvSync>>>,
+    /// Every publisher's decoding threads (and lip sync), across connections.
+    decoders: Arc<Decoders>,
     jitter: JitterSettings,
     far_end: Arc<FarEnd>,
     peer: PeerId,
@@ -241,13 +242,11 @@ struct Handler {
 }
 
 impl Handler {
-    /// The lip sync of `stream`; `None` past [`MAX_STREAMS`].
-    fn sync(&self, stream: &str) -> Option<Arc<AvSync>> {
-        let mut syncs = lock(&self.sync);
-        if !syncs.contains_key(stream) && syncs.len() >= MAX_STREAMS {
-            return None;
-        }
-        Some(syncs.entry(stream.to_owned()).or_default().clone())
+    /// Whose a stream is: a stream named by a peer id is that peer's (a star host names what
+    /// it forwards so; the driver checks the name against the lobby), anything else the
+    /// connection's peer's own.
+    fn origin(&self, stream: &str) -> PeerId {
+        uuid::Uuid::parse_str(stream).map_or(self.peer, PeerId)
     }
 }
 
@@ -301,17 +300,18 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let pool = IoTaskPool::get();
-        let stream = track.stream_id().await;
-        let Some(sync) = self.sync(&stream) else {
-            return;
-        };
+        let origin = self.origin(&track.stream_id().await);
         let (hub, peer) = (self.hub.clone(), self.peer);
         match track.kind().await {
             RtpCodecKind::Audio => {
-                let (inlet, out) = spawn_audio(self.jitter, self.far_end.clone(), sync.clone());
+                let (jitter, far_end) = (self.jitter, self.far_end.clone());
+                let spawn = |sync| spawn_audio(jitter, far_end, sync);
+                let Some(((inlet, out), sync)) = self.decoders.audio(origin, spawn) else {
+                    return;
+                };
                 let _ = self
                     .reports
-                    .unbounded_send(Report::RemoteAudio(stream, out.clone()));
+                    .unbounded_send(Report::RemoteAudio(origin, out.clone()));
                 let level_id = self.level_id.clone();
                 let path = self.path.clone();
                 pool.spawn(async move {
@@ -354,11 +354,13 @@ impl PeerConnectionEventHandler for Handler {
                 .detach();
             }
             RtpCodecKind::Video => {
-                let (inlet, out) = spawn_video(sync.clone());
+                let Some(((inlet, out), sync)) = self.decoders.video(origin, spawn_video) else {
+                    return;
+                };
                 let path = self.path.clone();
                 let _ = self
                     .reports
-                    .unbounded_send(Report::RemoteVideo(stream, out.clone()));
+                    .unbounded_send(Report::RemoteVideo(origin, out.clone()));
                 pool.spawn(async move {
                     let mut last_pli: Option<Instant> = None;
                     let mut last_ssrc = None;
@@ -701,7 +703,7 @@ async fn connect(
             reports,
             level_id: level_id.clone(),
             path,
-            sync: Mutex::new(HashMap::new()),
+            decoders: opening.decoders.clone(),
             jitter: opening.jitter,
             far_end: opening.far_end.clone(),
             peer: opening.peer,
@@ -737,10 +739,14 @@ async fn add_forwards(
             .entry(track.origin())
             .or_default()
             .push(track.clone());
-        let hub = hub.clone();
-        IoTaskPool::get()
-            .spawn(async move { track.run(queue, &hub).await })
-            .detach();
+        let hub = Arc::downgrade(hub);
+        let forwarding = async move { track.run(queue, hub).await };
+        // Off the I/O pool, whose thread reads every received track: a forwarding hop there
+        // waits behind them (measured: three to five times the late voice packets).
+        match bevy::tasks::AsyncComputeTaskPool::try_get() {
+            Some(pool) => pool.spawn(forwarding).detach(),
+            None => IoTaskPool::get().spawn(forwarding).detach(),
+        }
     }
     Ok(())
 }

@@ -26,7 +26,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::shared::marshal::{Marshal, Unmarshal};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
@@ -223,8 +223,9 @@ impl ForwardedTrack {
     }
 
     /// Forwards what the hub queues, until the queue's sender is gone. Packets before the leg
-    /// is negotiated are dropped (nobody could take them).
-    pub(crate) async fn run(&self, mut queue: Receiver<Forwardable>, hub: &Hub) {
+    /// is negotiated are dropped (nobody could take them). The hub is only looked at (it holds
+    /// the queue: a strong reference would keep both, and the connection, alive for ever).
+    pub(crate) async fn run(&self, mut queue: Receiver<Forwardable>, hub: Weak<Hub>) {
         let start = Instant::now();
         let clock_rate = match self.kind {
             MediaKind::Audio => 48_000,
@@ -268,8 +269,10 @@ impl ForwardedTrack {
                             let any = p.as_any();
                             any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
                         });
-                        if asks {
-                            hub.want_keyframe(self.origin);
+                        match hub.upgrade() {
+                            Some(hub) if asks => hub.want_keyframe(self.origin),
+                            Some(_) => {}
+                            None => return,
                         }
                     }
                     Some(_) => {}

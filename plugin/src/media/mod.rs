@@ -22,6 +22,7 @@
 //! receiver reports give drive [`huddle_protocol::media::bitrate`] below that.
 
 mod connection;
+mod decoders;
 #[cfg(feature = "media-devices")]
 mod devices;
 mod forward;

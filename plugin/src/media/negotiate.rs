@@ -4,6 +4,7 @@
 //! remote video as images.
 
 use super::connection::{Command, MediaConnection, Opening, PathReport, Report};
+use super::decoders::Decoders;
 use super::forward::{Hub, HubRoutes};
 use super::local::LocalTrack;
 use super::{
@@ -92,7 +93,13 @@ pub(crate) struct MediaPeers {
     /// Star host: the routes as the hub has them (publisher, kind, viewer, viewer's session).
     hub_routes: Vec<(PeerId, MediaKind, PeerId, u32)>,
     hub: Arc<Hub>,
+    decoders: Arc<Decoders>,
+    migrating: HashMap<PeerId, Duration>,
 }
+
+/// How long a peer's remote tracks wait for another connection to bring them back (a star's
+/// next host) before they end.
+const REROUTE_GRACE: Duration = Duration::from_secs(5);
 
 /// Where we stand in the room, for media.
 #[derive(Clone, Copy)]
@@ -128,6 +135,10 @@ struct Frame<'a> {
     /// The lobby (without us).
     members: Vec<PeerId>,
     hub: Arc<Hub>,
+    decoders: Arc<Decoders>,
+    /// Peers whose tracks lost their connection, and until when they may come back.
+    migrating: HashMap<PeerId, Duration>,
+    now: Duration,
     /// Star host: what clients said they want of whom, for the routes.
     want_of: Vec<(PeerId, PeerId, TrackSet)>,
 }
@@ -162,6 +173,8 @@ pub(crate) fn drive(
     );
     let Some(mut session) = session.filter(|s| s.endpoint().config().media) else {
         peers.peers.clear();
+        peers.migrating.clear();
+        peers.decoders.retain(|_| false);
         states.0.clear();
         stats.0.clear();
         out.1.write_batch(end_all(&mut remote));
@@ -192,6 +205,9 @@ pub(crate) fn drive(
         place,
         members,
         hub: peers.hub.clone(),
+        decoders: peers.decoders.clone(),
+        migrating: std::mem::take(&mut peers.migrating),
+        now,
         want_of: Vec::new(),
     };
     let rate = media.video_bitrate;
@@ -280,6 +296,8 @@ pub(crate) fn drive(
     if let (Some(rate), Some(camera)) = (camera_rate, local.camera.running()) {
         camera.set_bitrate(rate.max(media.video_bitrate.min.min(star_cap)));
     }
+    frame.expire();
+    peers.migrating = frame.migrating;
     out.0.write_batch(frame.changed);
     out.1.write_batch(frame.ended);
 }
@@ -361,6 +379,7 @@ impl Frame<'_> {
                         bitrate,
                         peer: id,
                         hub: self.hub.clone(),
+                        decoders: self.decoders.clone(),
                     });
                     // A star host's first offer carries the other clients' streams already.
                     if self.place.star_host() {
@@ -432,7 +451,6 @@ impl Frame<'_> {
         now: Duration,
         stats: &mut MediaStats,
     ) -> Vec<MediaAction> {
-        let tracks = peer.negotiation.remote_tracks();
         match report {
             Report::Offer { round, sdp } => peer.negotiation.local_offer(round, sdp),
             Report::Answer { round, sdp } => peer.negotiation.local_answer(round, sdp),
@@ -448,10 +466,16 @@ impl Frame<'_> {
                 warn!("huddle: media with {id}: {why}");
                 peer.negotiation.failed(now)
             }
-            Report::RemoteAudio(stream, audio) => {
-                let (origin, tracks) = self.origin(id, peer, &stream, tracks);
+            // A track that came back on a new connection keeps its state until someone says.
+            Report::RemoteAudio(named, audio) => {
+                let (origin, tracks) = self.origin(id, peer, named);
                 let entry = self.remote.peers.entry(origin).or_default();
-                audio.set_live(tracks.audio);
+                let same = entry.audio.as_ref().is_some_and(|a| Arc::ptr_eq(a, &audio));
+                match tracks {
+                    Some(tracks) => audio.set_live(tracks.audio),
+                    None if !same => audio.set_live(false),
+                    None => {}
+                }
                 audio.set_conditions(self.conditions);
                 if let Some(volume) = entry.volume {
                     audio.set_volume(volume);
@@ -459,10 +483,16 @@ impl Frame<'_> {
                 entry.audio = Some(audio);
                 Vec::new()
             }
-            Report::RemoteVideo(stream, video) => {
-                let (origin, tracks) = self.origin(id, peer, &stream, tracks);
-                video.set_live(tracks.video);
-                self.remote.peers.entry(origin).or_default().video = Some(video);
+            Report::RemoteVideo(named, video) => {
+                let (origin, tracks) = self.origin(id, peer, named);
+                let entry = self.remote.peers.entry(origin).or_default();
+                let same = entry.video.as_ref().is_some_and(|v| Arc::ptr_eq(v, &video));
+                match tracks {
+                    Some(tracks) => video.set_live(tracks.video),
+                    None if !same => video.set_live(false),
+                    None => {}
+                }
+                entry.video = Some(video);
                 Vec::new()
             }
             Report::KeyframeWanted => {
@@ -527,8 +557,9 @@ impl Frame<'_> {
         }
     }
 
-    /// Stops sending to `id` and ends the remote tracks its connection carried (its own and, from
-    /// a star host, the publishers' it forwarded): the connection closes or is replaced.
+    /// Stops sending to `id`; the remote tracks its connection carried (its own and, from a
+    /// star host, the publishers' it forwarded) end, or, for peers still in the lobby, wait
+    /// [`REROUTE_GRACE`] for another connection to bring them back (a star's next host).
     fn teardown(&mut self, id: PeerId, peer: &mut Peer) {
         for kind in KINDS {
             if let Some(track) = self.local.track(kind) {
@@ -539,13 +570,40 @@ impl Frame<'_> {
         peer.forwarded.clear();
         peer.sent_want_of.clear();
         for origin in origins {
-            if let Some(entry) = self.remote.peers.get_mut(&origin) {
-                self.ended.extend(ended_tracks(origin, entry));
-                entry.announced = TrackSet::default();
-                entry.audio = None;
-                entry.video = None;
+            if self.members.contains(&origin) {
+                self.migrating.insert(origin, self.now + REROUTE_GRACE);
+            } else {
+                self.end_tracks(origin);
             }
         }
+    }
+
+    /// Ends `origin`'s remote tracks and their threads.
+    fn end_tracks(&mut self, origin: PeerId) {
+        self.migrating.remove(&origin);
+        self.decoders.forget(origin);
+        if let Some(entry) = self.remote.peers.get_mut(&origin) {
+            self.ended.extend(ended_tracks(origin, entry));
+            entry.announced = TrackSet::default();
+            entry.audio = None;
+            entry.video = None;
+        }
+    }
+
+    /// Ends the tracks that no connection brought back in time, and forgets the threads of
+    /// peers that left.
+    fn expire(&mut self) {
+        let due: Vec<PeerId> = self
+            .migrating
+            .iter()
+            .filter(|(o, at)| **at <= self.now || !self.members.contains(o))
+            .map(|(o, _)| *o)
+            .collect();
+        for origin in due {
+            self.end_tracks(origin);
+        }
+        let members = &self.members;
+        self.decoders.retain(|p| members.contains(p));
     }
 
     /// Starts, or starts afresh, media with `id` as the room's shape says (everyone in a mesh,
@@ -587,22 +645,17 @@ impl Frame<'_> {
 
     /// Whose a stream on `id`'s connection is, and what that publisher sends: a star host's
     /// stream named by a member is that member's; anything else is `id`'s own.
-    fn origin(
-        &self,
-        id: PeerId,
-        peer: &mut Peer,
-        stream: &str,
-        own: TrackSet,
-    ) -> (PeerId, TrackSet) {
-        let named = uuid::Uuid::parse_str(stream).ok().map(PeerId);
-        match named {
-            Some(origin) if self.forwarded_origin(id, origin) => {
-                peer.origins.insert(origin);
-                let tracks = peer.forwarded.get(&origin).copied().unwrap_or_default();
-                (origin, tracks)
-            }
-            _ => (id, own),
-        }
+    fn origin(&mut self, id: PeerId, peer: &mut Peer, named: PeerId) -> (PeerId, Option<TrackSet>) {
+        let (origin, tracks) = if named != id && self.forwarded_origin(id, named) {
+            peer.origins.insert(named);
+            (named, peer.forwarded.get(&named).copied())
+        } else {
+            let own = &peer.negotiation;
+            (id, own.tracks_heard().then(|| own.remote_tracks()))
+        };
+        // Back on a connection: nothing ended.
+        self.migrating.remove(&origin);
+        (origin, tracks)
     }
 
     /// Star host: every leg carries the other clients' streams, the hub follows the routes, and
@@ -618,7 +671,7 @@ impl Frame<'_> {
             }
         }
         for (&id, peer) in &peers.peers {
-            if clients.contains(&id) {
+            if clients.contains(&id) && peer.negotiation.tracks_heard() {
                 routes.published(id, peer.negotiation.remote_tracks());
             }
         }
@@ -647,7 +700,7 @@ impl Frame<'_> {
                 self.apply(viewer, peer, actions);
             }
             if peer.negotiation.state() == MediaState::Connected {
-                self.tell_forwarded(viewer, peer, clients, &plan);
+                self.tell_forwarded(viewer, peer, clients, &peers.routes, &plan);
             }
         }
         let mut key = Vec::new();
@@ -679,10 +732,16 @@ impl Frame<'_> {
         viewer: PeerId,
         peer: &mut Peer,
         clients: &[PeerId],
+        routes: &StarRoutes,
         plan: &Routes,
     ) {
         peer.forwarded.retain(|o, _| clients.contains(o));
-        for &origin in clients.iter().filter(|c| **c != viewer) {
+        // A publisher that has not said what it sends yet (a new host's first moments) is not
+        // said to be off.
+        for &origin in clients
+            .iter()
+            .filter(|c| **c != viewer && routes.knows(**c))
+        {
             let tracks = plan.get(viewer, origin);
             if peer.forwarded.get(&origin) != Some(&tracks) {
                 peer.forwarded.insert(origin, tracks);

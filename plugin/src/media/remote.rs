@@ -359,6 +359,15 @@ pub(crate) struct Inlet<T> {
     overflow: Arc<dyn Fn() + Send + Sync>,
 }
 
+impl<T> Clone for Inlet<T> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: self.queue.clone(),
+            overflow: self.overflow.clone(),
+        }
+    }
+}
+
 impl<T> Inlet<T> {
     /// Queues a packet; a full queue drops it (counted). `false` once the track's thread ended.
     pub(crate) fn put(&self, item: T) -> bool {

@@ -233,6 +233,8 @@ pub struct MediaPeer {
     sessions: u32,
     /// What the peer says it sends.
     remote_tracks: TrackSet,
+    /// Whether the peer said it yet.
+    tracks_heard: bool,
     /// What the peer says it wants from us.
     remote_wants: TrackSet,
     dropped: u64,
@@ -253,6 +255,7 @@ impl MediaPeer {
             since: None,
             sessions: 0,
             remote_tracks: TrackSet::default(),
+            tracks_heard: false,
             remote_wants: TrackSet::ALL,
             dropped: 0,
         }
@@ -261,6 +264,11 @@ impl MediaPeer {
     /// What the peer says it sends.
     pub fn remote_tracks(&self) -> TrackSet {
         self.remote_tracks
+    }
+
+    /// Whether the peer said what it sends yet (until then [`Self::remote_tracks`] is a guess).
+    pub fn tracks_heard(&self) -> bool {
+        self.tracks_heard
     }
 
     /// What the peer wants of our tracks (all, until it says otherwise).
@@ -420,7 +428,8 @@ impl MediaPeer {
             MediaSignal::Candidate { session, candidate } => {
                 self.candidate_received(session, candidate)
             }
-            MediaSignal::Tracks(tracks) => Some(Self::changed(
+            MediaSignal::Tracks(tracks) => Some(Self::changed_after(
+                &mut self.tracks_heard,
                 &mut self.remote_tracks,
                 tracks,
                 MediaAction::RemoteTracks,
@@ -563,6 +572,17 @@ impl MediaPeer {
         self.round = self.round.saturating_add(1);
         self.awaiting = Some(self.round);
         vec![MediaAction::CreateOffer { round: self.round }]
+    }
+
+    /// Notes that the peer said it, then [`Self::changed`].
+    fn changed_after(
+        heard: &mut bool,
+        slot: &mut TrackSet,
+        new: TrackSet,
+        action: fn(TrackSet) -> MediaAction,
+    ) -> Vec<MediaAction> {
+        *heard = true;
+        Self::changed(slot, new, action)
     }
 
     /// Sets `slot` to `new`; the action if it changed.

@@ -112,6 +112,11 @@ impl StarRoutes {
         true
     }
 
+    /// Whether `origin` said what it publishes yet.
+    pub fn knows(&self, origin: PeerId) -> bool {
+        self.published.contains_key(&origin)
+    }
+
     /// What clients said that did not fit the lobby.
     pub fn dropped(&self) -> u64 {
         self.dropped
