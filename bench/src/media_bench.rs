@@ -1,7 +1,7 @@
 //! Media benchmark (feature `media`): mouth-to-ear latency, media connection time, codec CPU, and
 //! game-message round trips while media runs, each next to its anchor from the same run.
 //! `./scripts/bench_media.sh` (release, inside a loopback-only namespace);
-//! `HUDDLE_BENCH_ONLY=latency` runs one section (latency, connect, cpu, rtt).
+//! `HUDDLE_BENCH_ONLY=latency` runs one section (latency, connect, cpu, rtt, forward, star).
 
 use bevy::prelude::*;
 use bevy_huddle::media::{
@@ -394,6 +394,107 @@ fn game_rtt(server: &str, media: bool) -> Vec<Duration> {
     samples
 }
 
+/// What one forwarded copy costs a star host before webrtc-rs sends it: the packet as bytes,
+/// the leg's rewrite (payload type, SSRC, extension ids, sequence numbers and timestamps), and
+/// the packet again (`plugin/src/media/forward.rs` does exactly this per viewer). Returns
+/// nanoseconds per copy for a voice packet and a full video packet.
+fn forward_copy_ns() -> [(String, f64); 2] {
+    use huddle_protocol::media::forward::{LegNumbers, OutStream};
+    use rtc::rtp;
+    use rtc::shared::marshal::{Marshal, Unmarshal};
+    let copy = |payload: usize, extension: bool| {
+        let mut packet = rtp::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                payload_type: 111,
+                sequence_number: 1,
+                timestamp: 960,
+                ssrc: 0x1234_5678,
+                ..Default::default()
+            },
+            payload: vec![0x5a; payload].into(),
+        };
+        if extension {
+            let _ = packet.header.set_extension(1, vec![0x80].into());
+        }
+        let numbers = LegNumbers {
+            payload_type: 109,
+            extensions: vec![(1, 3)],
+        };
+        let mut out = OutStream::new(0x0bad_cafe, 48_000, numbers);
+        let n = 200_000u32;
+        let start = Instant::now();
+        let mut kept = 0usize;
+        for i in 0..n {
+            packet.header.sequence_number = i as u16;
+            packet.header.timestamp = i.wrapping_mul(960);
+            let Ok(mut bytes) = packet.marshal() else {
+                continue;
+            };
+            if out
+                .rewrite(&mut bytes, Duration::from_millis(u64::from(i) * 20))
+                .is_ok()
+            {
+                if let Ok(copy) = rtp::Packet::unmarshal(&mut &bytes[..]) {
+                    kept += copy.payload.len();
+                }
+            }
+        }
+        std::hint::black_box(kept);
+        start.elapsed().as_nanos() as f64 / f64::from(n)
+    };
+    [
+        (
+            "voice packet (80 B Opus, audio level)".to_owned(),
+            copy(80, true),
+        ),
+        ("camera packet (1200 B VP8)".to_owned(), copy(1200, false)),
+    ]
+}
+
+/// Six peers, each sending a voice, in a mesh and in a star: what each sends (the bitrate its
+/// receivers get of it, summed: in a star only the host receives from a client directly).
+fn upload_per_client(server: &str, topology: &str) -> (f64, f64) {
+    let url = format!("{server}/upload-{topology}?topology={topology}&capacity=8");
+    let tones = [330.0, 440.0, 550.0, 660.0, 770.0, 880.0];
+    let mut apps = vec![app_bound(&url, true, true)];
+    run_until(&mut apps, |a| roster(&a[0]).is_host());
+    apps.extend((1..6).map(|_| app_bound(&url, true, true)));
+    for (a, tone) in apps.iter_mut().zip(tones) {
+        let mut local = a.world_mut().resource_mut::<LocalMedia>();
+        local.start_microphone(MicSource::SineWave(SineWave::new(tone, 0.3)));
+    }
+    let ids = |a: &[App]| -> Vec<Option<PeerId>> { a.iter().map(|a| roster(a).me).collect() };
+    run_until(&mut apps, |a| {
+        let ids = ids(a);
+        a.iter().enumerate().all(|(r, app)| {
+            let remote = app.world().resource::<RemoteMedia>();
+            ids.iter().enumerate().all(|(s, id)| {
+                s == r || id.is_some_and(|id| remote.audio(id).is_some_and(|v| v.packets() > 50))
+            })
+        })
+    });
+    // Three seconds of steady voice, then what each receiver took in from whom directly.
+    let settle = Instant::now();
+    run_until(&mut apps, |_| settle.elapsed() > Duration::from_secs(3));
+    let ids: Vec<PeerId> = ids(&apps).into_iter().flatten().collect();
+    let sent = |s: usize| -> f64 {
+        apps.iter()
+            .map(|a| {
+                let stats = a.world().resource::<bevy_huddle::media::MediaStats>();
+                stats
+                    .0
+                    .get(&ids[s])
+                    .filter(|_| a.world().resource::<MediaStates>().0.contains_key(&ids[s]))
+                    .map_or(0.0, |p| f64::from(p.audio_bitrate_in))
+            })
+            .sum()
+    };
+    let host = sent(0);
+    let clients = (1..6).map(sent).sum::<f64>() / 5.0;
+    (host, clients)
+}
+
 fn main() {
     let (rt, _server, base) = measure::loopback_server(1);
     let _g = rt.enter();
@@ -475,5 +576,30 @@ fn main() {
             ms(b50) / ms(i50),
             ms(b99) / ms(i99)
         );
+    }
+    if run("forward") {
+        println!("## A star host's work per forwarded copy, before webrtc-rs sends it\n");
+        println!("| packet | ns per copy | copies per second per core |\n|---|---|---|");
+        for (what, ns) in forward_copy_ns() {
+            println!("| {what} | {ns:.0} | {:.0} |", 1e9 / ns);
+        }
+        println!(
+            "\nanchors (their whole send path): mediasoup ~20 µs, Jitsi ~8-16 µs, Pion-based \
+             SFUs ~50 µs per copy; goal ≤ 25 µs\n"
+        );
+    }
+    if run("star") {
+        println!("## Upload per peer, six peers each sending a voice (32 kbps Opus)\n");
+        println!("| topology | host sends, kbps | a client sends, kbps (mean) | client / one stream |\n|---|---|---|---|");
+        for topology in ["mesh", "star"] {
+            let (host, client) = upload_per_client(&base, topology);
+            println!(
+                "| {topology} | {:.0} | {:.0} | {:.1}x |",
+                host / 1000.0,
+                client / 1000.0,
+                client / 32_000.0
+            );
+        }
+        println!("\nin a star the host's own voice goes to every client directly; what it forwards is not counted here\n");
     }
 }
