@@ -114,21 +114,92 @@ fn instant_of(index: u64, log: &[(u64, Instant)]) -> Option<Instant> {
 fn mouth_to_ear(server: &str, processing: MicProcessing) -> Vec<Duration> {
     let room = format!("m2e-{}", processing.noise_suppression);
     let mut apps = pair_with(server, &room, |config| config.media.processing = processing);
-    let talker = roster(&apps[0]).me.expect("an id");
+    mouth_to_ears(&mut apps, 0, &[1]).remove(0)
+}
+
+/// In a star of three (bound to loopback): a client talks; what the host hears directly (the
+/// anchor) and what the other client hears through the host.
+fn mouth_to_ear_star(server: &str) -> [Vec<Duration>; 2] {
+    let url = format!("{server}/m2e-star?topology=star&capacity=8");
+    let mut apps = vec![app_bound(&url, true, true)];
+    run_until(&mut apps, |a| roster(&a[0]).is_host());
+    apps.push(app_bound(&url, true, true));
+    apps.push(app_bound(&url, true, true));
+    run_until(&mut apps, |a| {
+        a.iter().all(|a| roster(a).members.len() == 3)
+    });
+    let mut heard = mouth_to_ears(&mut apps, 1, &[0, 2]);
+    let through = heard.remove(1);
+    [heard.remove(0), through]
+}
+
+/// In a star of three, a client starts wanting another client's camera (it took only its voice
+/// before): from that moment until the first picture decodes, five times. The host asks the
+/// publisher for a keyframe for the new viewer (the encoder also makes one every second).
+fn keyframe_recovery(server: &str) -> Vec<Duration> {
+    use bevy_huddle::media::{MediaKind, TrackSet};
+    let url = format!("{server}/keyframe-star?topology=star&capacity=8");
+    let mut apps = vec![app_bound(&url, true, true)];
+    run_until(&mut apps, |a| roster(&a[0]).is_host());
+    apps.push(app_bound(&url, true, true));
+    apps.push(app_bound(&url, true, true));
+    run_until(&mut apps, |a| {
+        a.iter().all(|a| roster(a).members.len() == 3)
+    });
+    let publisher = roster(&apps[1]).me.expect("an id");
+    apps[1]
+        .world_mut()
+        .resource_mut::<LocalMedia>()
+        .start_camera(CameraSource::TestPattern(TestPattern::new(320, 240, 30)));
+    let decoded = |a: &[App]| {
+        a[2].world()
+            .resource::<RemoteMedia>()
+            .video(publisher)
+            .map_or(0, |v| v.frames_decoded())
+    };
+    run_until(&mut apps, |a| decoded(a) > 30);
+    let voice_only = TrackSet::default().with(MediaKind::Audio, true);
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        apps[2]
+            .world_mut()
+            .resource_mut::<LocalMedia>()
+            .receive(publisher, voice_only);
+        let off = Instant::now();
+        run_until(&mut apps, |_| off.elapsed() > Duration::from_millis(1500));
+        let before = decoded(&apps);
+        apps[2]
+            .world_mut()
+            .resource_mut::<LocalMedia>()
+            .receive(publisher, TrackSet::ALL);
+        let on = Instant::now();
+        run_until(&mut apps, |a| decoded(a) > before);
+        times.push(on.elapsed());
+    }
+    times
+}
+
+/// `talker` pushes 40 bursts; for each of `listeners`, when each burst's onset came out of its
+/// jitter buffer after it entered the talker's encoder.
+fn mouth_to_ears(apps: &mut [App], talker: usize, listeners: &[usize]) -> Vec<Vec<Duration>> {
+    let talker_id = roster(&apps[talker]).me.expect("an id");
     let push = AudioPush::new();
-    apps[0]
+    apps[talker]
         .world_mut()
         .resource_mut::<LocalMedia>()
         .start_microphone(MicSource::Push(push.clone()));
-    run_until(&mut apps, |a| {
-        a[1].world()
-            .resource::<RemoteMedia>()
-            .audio(talker)
-            .is_some()
+    run_until(apps, |a| {
+        listeners.iter().all(|&l| {
+            a[l].world()
+                .resource::<RemoteMedia>()
+                .audio(talker_id)
+                .is_some()
+        })
     });
     let (script, onsets) = bursts(40);
-    let (mut pushed, mut taken, mut delivered) = (0usize, Vec::new(), Vec::new());
-    let mut heard = Vec::new();
+    let (mut pushed, mut taken) = (0usize, Vec::new());
+    let mut delivered = vec![Vec::new(); listeners.len()];
+    let mut heard = vec![Vec::new(); listeners.len()];
     let end = Instant::now() + Duration::from_secs(22);
     while Instant::now() < end {
         for a in apps.iter_mut() {
@@ -146,18 +217,34 @@ fn mouth_to_ear(server: &str, processing: MicProcessing) -> Vec<Duration> {
                 taken.push((n, at));
             }
         }
-        if let Some(voice) = apps[1].world().resource::<RemoteMedia>().audio(talker) {
-            heard.extend(voice.take_pcm());
-            if let (n, Some(at)) = voice.delivered() {
-                if delivered.last().is_none_or(|(m, _)| *m != n) {
-                    delivered.push((n, at));
+        for (k, &l) in listeners.iter().enumerate() {
+            if let Some(voice) = apps[l].world().resource::<RemoteMedia>().audio(talker_id) {
+                heard[k].extend(voice.take_pcm());
+                if let (n, Some(at)) = voice.delivered() {
+                    if delivered[k].last().is_none_or(|(m, _)| *m != n) {
+                        delivered[k].push((n, at));
+                    }
                 }
             }
         }
         std::thread::sleep(Duration::from_micros(500));
     }
-    // Onsets heard: the first sample above -26 dBFS after 200 ms below, as an index of the delivered
-    // stream (which starts where `delivered` started counting).
+    heard
+        .iter()
+        .zip(&delivered)
+        .map(|(heard, delivered)| onsets_heard(heard, delivered, &onsets, &taken))
+        .collect()
+}
+
+/// Onsets heard: the first sample above -26 dBFS after 200 ms below, as an index of the
+/// delivered stream (which starts where `delivered` started counting), each against the latest
+/// burst onset that entered the encoder before it.
+fn onsets_heard(
+    heard: &[f32],
+    delivered: &[(u64, Instant)],
+    onsets: &[u64],
+    taken: &[(u64, Instant)],
+) -> Vec<Duration> {
     let first_delivered = delivered
         .first()
         .map_or(0, |(n, _)| n.saturating_sub(FRAME_SAMPLES as u64));
@@ -169,11 +256,10 @@ fn mouth_to_ear(server: &str, processing: MicProcessing) -> Vec<Duration> {
             continue;
         }
         if quiet >= 9_600 {
-            let out = instant_of(first_delivered + i as u64, &delivered);
-            // The burst it belongs to: the latest onset that entered the encoder before it.
+            let out = instant_of(first_delivered + i as u64, delivered);
             let sent = onsets
                 .iter()
-                .filter_map(|&s| instant_of(s, &taken))
+                .filter_map(|&s| instant_of(s, taken))
                 .rfind(|&t| out.is_some_and(|o| t <= o));
             if let (Some(out), Some(sent)) = (out, sent) {
                 latencies.push(out - sent);
@@ -601,5 +687,38 @@ fn main() {
             );
         }
         println!("\nin a star the host's own voice goes to every client directly; what it forwards is not counted here\n");
+        println!("## Mouth to ear in a star of three: a client talks (40 bursts)\n");
+        let [mut direct, mut through] = mouth_to_ear_star(&base);
+        println!("| listener | bursts heard | p50 ms | p99 ms |\n|---|---|---|---|");
+        let (d50, d99) = (percentile(&mut direct, 0.5), percentile(&mut direct, 0.99));
+        let (t50, t99) = (
+            percentile(&mut through, 0.5),
+            percentile(&mut through, 0.99),
+        );
+        println!(
+            "| the host, directly (the anchor) | {} | {:.1} | {:.1} |",
+            direct.len(),
+            ms(d50),
+            ms(d99)
+        );
+        println!(
+            "| another client, through the host | {} | {:.1} | {:.1} |",
+            through.len(),
+            ms(t50),
+            ms(t99)
+        );
+        println!(
+            "\nthe host hop adds p50 {:.1} ms, p99 {:.1} ms (goal ≤ 5 ms p99)\n",
+            ms(t50) - ms(d50),
+            ms(t99) - ms(d99)
+        );
+        let mut recovery = keyframe_recovery(&base);
+        println!(
+            "## A new viewer of a forwarded camera: want to first decoded picture (5 times)\n\n\
+             p50 {:.0} ms, max {:.0} ms; anchor: the encoder's own keyframe interval, 1000 ms \
+             (goal ≤ 1 s)\n",
+            ms(percentile(&mut recovery, 0.5)),
+            ms(recovery.iter().copied().max().unwrap_or_default())
+        );
     }
 }
