@@ -163,9 +163,9 @@ fn collect_chats(mut log: ResMut<Log>, mut chats: MessageReader<Incoming<Chat>>)
         .extend(chats.read().map(|m| (m.from, m.message.clone())));
 }
 
-/// Updates every player (a round every 2 ms, or 1 ms per player in crowds: six apps at 500
-/// frames a second would take a core from their own media threads) until `done` or `limit`;
-/// returns whether `done` held.
+/// Updates every player (a round every 2 ms; in crowds of five or more, 3 ms per player, about a
+/// game's 60 frames a second: six apps at 500 frames a second take a core from their own media
+/// threads) until `done` or `limit`; returns whether `done` held.
 pub fn run_until(
     players: &mut [Player],
     limit: Duration,
@@ -182,7 +182,10 @@ pub fn run_until(
         if Instant::now() >= deadline {
             return false;
         }
-        let pause = players.len().max(2) as u64;
+        let pause = match players.len() {
+            n @ 5.. => 3 * n as u64,
+            _ => 2,
+        };
         std::thread::sleep(Duration::from_millis(pause));
     }
 }
