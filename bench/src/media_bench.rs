@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 #[allow(dead_code, reason = "shared with plugin_bench, which uses all of it")]
 mod measure;
 
-use measure::{ms, percentile, thread_cpu};
+use measure::{ms, percentile, process_cpu, thread_cpu};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -177,6 +177,130 @@ fn keyframe_recovery(server: &str) -> Vec<Duration> {
         times.push(on.elapsed());
     }
     times
+}
+
+/// The host of [`voice_lobby`], in a process of its own so that its CPU time is its alone, its
+/// game loop at 60 frames a second: it hosts `url` and says `hosting`; at each `measure` on its
+/// input it measures its CPU for ten seconds and says `cpu_ms=.. forwarded=.. dropped=..`.
+fn voice_lobby_host(url: &str) {
+    use std::io::BufRead;
+    let mut apps = vec![app_bound(url, true, true)];
+    run_until(&mut apps, |a| roster(&a[0]).is_host());
+    println!("hosting");
+    let asks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let asked = asks.clone();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            if line.is_ok_and(|l| l == "measure") {
+                asked.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    let counts = |a: &App| {
+        let stats = a.world().resource::<bevy_huddle::media::MediaStats>();
+        stats
+            .0
+            .values()
+            .fold((0, 0), |(f, d), s| (f + s.forwarded, d + s.forward_dropped))
+    };
+    let frame = |app: &mut App| {
+        let t = Instant::now();
+        app.update();
+        std::thread::sleep(Duration::from_micros(16_667).saturating_sub(t.elapsed()));
+    };
+    let deadline = Instant::now() + 3 * LIMIT;
+    let mut done = 0;
+    while Instant::now() < deadline && done < 2 {
+        if asks.load(Ordering::Relaxed) == done {
+            frame(&mut apps[0]);
+            continue;
+        }
+        let (cpu0, t0, before) = (process_cpu(), Instant::now(), counts(&apps[0]));
+        while t0.elapsed() < Duration::from_secs(10) {
+            frame(&mut apps[0]);
+        }
+        let (cpu, after) = (process_cpu() - cpu0, counts(&apps[0]));
+        println!(
+            "cpu_ms={} forwarded={} dropped={}",
+            cpu.as_millis(),
+            after.0 - before.0,
+            after.1 - before.1
+        );
+        done += 1;
+    }
+}
+
+/// A 16-player voice lobby in a star: the host's CPU (its own process, its game loop at 60 Hz)
+/// for ten seconds with nobody talking (the anchor), then with two talking at once, and its
+/// upload then (what every client received of the talkers, Opus payload only). Returns (idle
+/// share of a core, talking share, upload bits/s, copies, lost).
+fn voice_lobby(server: &str) -> Option<(f64, f64, f64, u64, u64)> {
+    use std::io::{BufRead, BufReader, Write};
+    let url = format!("{server}/voice-lobby?topology=star&capacity=16");
+    let mut host = std::process::Command::new(std::env::current_exe().ok()?)
+        .env("HUDDLE_BENCH_HOST", &url)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    let mut lines = BufReader::new(host.stdout.take()?).lines();
+    while lines.next()?.ok()? != "hosting" {}
+    let mut input = host.stdin.take()?;
+    let mut apps: Vec<App> = (0..15).map(|_| app_bound(&url, true, true)).collect();
+    run_until(&mut apps, |a| {
+        a.iter().all(|a| roster(a).members.len() == 16)
+    });
+    let mut measure = |apps: &mut Vec<App>| -> Option<(u64, u64, u64)> {
+        writeln!(input, "measure").ok()?;
+        let t0 = Instant::now();
+        run_until(apps, |_| t0.elapsed() > Duration::from_secs(10));
+        let result = lines.find_map(|l| l.ok().filter(|l| l.starts_with("cpu_ms=")))?;
+        let field = |name: &str| -> u64 {
+            result
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix(name))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Some((field("cpu_ms="), field("forwarded="), field("dropped=")))
+    };
+    let (idle_ms, _, _) = measure(&mut apps)?;
+    let talkers: Vec<PeerId> = apps[..2].iter().filter_map(|a| roster(a).me).collect();
+    for (a, tone) in apps.iter_mut().zip([440.0, 660.0]) {
+        let mut local = a.world_mut().resource_mut::<LocalMedia>();
+        local.start_microphone(MicSource::SineWave(SineWave::new(tone, 0.3)));
+    }
+    let heard = |a: &[App]| -> u64 {
+        a.iter()
+            .map(|app| {
+                let remote = app.world().resource::<RemoteMedia>();
+                talkers
+                    .iter()
+                    .filter_map(|t| remote.audio(*t))
+                    .map(|v| v.bytes())
+                    .sum::<u64>()
+            })
+            .sum()
+    };
+    run_until(&mut apps, |a| {
+        a.iter().all(|app| {
+            let remote = app.world().resource::<RemoteMedia>();
+            talkers.iter().all(|t| {
+                Some(*t) == roster(app).me || remote.audio(*t).is_some_and(|v| v.packets() > 50)
+            })
+        })
+    });
+    let bytes0 = heard(&apps);
+    let (talk_ms, copies, lost) = measure(&mut apps)?;
+    let upload = (heard(&apps) - bytes0) as f64 * 8.0 / 10.0;
+    let _ = host.wait();
+    Some((
+        idle_ms as f64 / 10_000.0,
+        talk_ms as f64 / 10_000.0,
+        upload,
+        copies,
+        lost,
+    ))
 }
 
 /// `talker` pushes 40 bursts; for each of `listeners`, when each burst's onset came out of its
@@ -582,6 +706,9 @@ fn upload_per_client(server: &str, topology: &str) -> (f64, f64) {
 }
 
 fn main() {
+    if let Ok(url) = std::env::var("HUDDLE_BENCH_HOST") {
+        return voice_lobby_host(&url);
+    }
     let (rt, _server, base) = measure::loopback_server(1);
     let _g = rt.enter();
     let only = std::env::var("HUDDLE_BENCH_ONLY").ok();
@@ -712,6 +839,21 @@ fn main() {
             ms(t50) - ms(d50),
             ms(t99) - ms(d99)
         );
+        println!("## A 16-player voice lobby through the host, two talking at once (10 s)\n");
+        match voice_lobby(&base) {
+            Some((idle, talking, upload, copies, lost)) => println!(
+                "| host, its own process, game loop at 60 Hz | CPU, share of a core |\n|---|---|\n\
+                 | nobody talking (the anchor) | {:.1} % |\n\
+                 | two talking: decoding both, forwarding {copies} copies ({lost} lost) | {:.1} % |\n\n\
+                 forwarding and decoding add {:.1} % of a core; the host's upload of the two voices \
+                 {:.0} kbps, Opus payload (goals ≤ 25 % of a core, ≤ 3000 kbps)\n",
+                idle * 100.0,
+                talking * 100.0,
+                (talking - idle) * 100.0,
+                upload / 1000.0
+            ),
+            None => println!("the host process did not report\n"),
+        }
         let mut recovery = keyframe_recovery(&base);
         println!(
             "## A new viewer of a forwarded camera: want to first decoded picture (5 times)\n\n\

@@ -194,7 +194,8 @@ impl RemoteAudio {
             + self.counters.decode_errors.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn bytes(&self) -> u64 {
+    /// Payload bytes received (Opus, without RTP headers).
+    pub fn bytes(&self) -> u64 {
         self.counters.bytes.load(Ordering::Relaxed)
     }
 
