@@ -36,6 +36,10 @@ pub fn thread_cpu() -> Duration {
 }
 
 /// CPU time this process has used so far (every thread).
+#[allow(
+    dead_code,
+    reason = "the media bench's; plugin_bench shares this module"
+)]
 pub fn process_cpu() -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
