@@ -117,17 +117,23 @@ fn mouth_to_ear(server: &str, processing: MicProcessing) -> Vec<Duration> {
     mouth_to_ears(&mut apps, 0, &[1]).remove(0)
 }
 
+/// A host and two clients in the star room `url`, bound to loopback, once all are in.
+fn star_of_three(url: &str) -> Vec<App> {
+    let mut apps = vec![app_bound(url, true, true)];
+    run_until(&mut apps, |a| roster(&a[0]).is_host());
+    apps.push(app_bound(url, true, true));
+    apps.push(app_bound(url, true, true));
+    run_until(&mut apps, |a| {
+        a.iter().all(|a| roster(a).members.len() == 3)
+    });
+    apps
+}
+
 /// In a star of three (bound to loopback): a client talks; what the host hears directly (the
 /// anchor) and what the other client hears through the host.
 fn mouth_to_ear_star(server: &str) -> [Vec<Duration>; 2] {
     let url = format!("{server}/m2e-star?topology=star&capacity=8");
-    let mut apps = vec![app_bound(&url, true, true)];
-    run_until(&mut apps, |a| roster(&a[0]).is_host());
-    apps.push(app_bound(&url, true, true));
-    apps.push(app_bound(&url, true, true));
-    run_until(&mut apps, |a| {
-        a.iter().all(|a| roster(a).members.len() == 3)
-    });
+    let mut apps = star_of_three(&url);
     let mut heard = mouth_to_ears(&mut apps, 1, &[0, 2]);
     let through = heard.remove(1);
     [heard.remove(0), through]
@@ -139,13 +145,7 @@ fn mouth_to_ear_star(server: &str) -> [Vec<Duration>; 2] {
 fn keyframe_recovery(server: &str) -> Vec<Duration> {
     use bevy_huddle::media::{MediaKind, TrackSet};
     let url = format!("{server}/keyframe-star?topology=star&capacity=8");
-    let mut apps = vec![app_bound(&url, true, true)];
-    run_until(&mut apps, |a| roster(&a[0]).is_host());
-    apps.push(app_bound(&url, true, true));
-    apps.push(app_bound(&url, true, true));
-    run_until(&mut apps, |a| {
-        a.iter().all(|a| roster(a).members.len() == 3)
-    });
+    let mut apps = star_of_three(&url);
     let publisher = roster(&apps[1]).me.expect("an id");
     apps[1]
         .world_mut()

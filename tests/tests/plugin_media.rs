@@ -600,6 +600,16 @@ fn the_voice_survives_loss_and_jitter() {
 /// A member that speaks the protocol but lies in its media signals (answers nobody asked for,
 /// offers to the offerer, huge and malformed SDP, bogus candidates, stale sessions): every lie is
 /// dropped and counted, nothing panics, and an honest peer still gets media with the victim.
+/// The media signals from `peer` that `p` dropped.
+fn signals_dropped(p: &Player, peer: PeerId) -> u64 {
+    p.app
+        .world()
+        .resource::<MediaStats>()
+        .0
+        .get(&peer)
+        .map_or(0, |s| s.signals_dropped)
+}
+
 #[test]
 fn hostile_media_signals_are_dropped_and_counted() {
     let _crowd = shared();
@@ -665,14 +675,7 @@ fn hostile_media_signals_are_dropped_and_counted() {
         victim,
         &Control::Media(MediaSignal::Tracks(TrackSet::ALL)).encode(),
     );
-    let dropped = |p: &Player| {
-        p.app
-            .world()
-            .resource::<MediaStats>()
-            .0
-            .get(&bad)
-            .map_or(0, |s| s.signals_dropped)
-    };
+    let dropped = |p: &Player| signals_dropped(p, bad);
     let counted = run_until(&mut players, LIMIT, |ps| {
         hostile.poll();
         dropped(&ps[0]) >= 7
@@ -727,14 +730,7 @@ fn a_hostile_star_clients_wants_are_dropped_and_counted() {
     for lie in lies {
         hostile.send(0, host, &Control::Media(lie).encode());
     }
-    let dropped = |p: &Player| {
-        p.app
-            .world()
-            .resource::<MediaStats>()
-            .0
-            .get(&bad)
-            .map_or(0, |s| s.signals_dropped)
-    };
+    let dropped = |p: &Player| signals_dropped(p, bad);
     let counted = run_until(&mut players, LIMIT, |ps| {
         hostile.poll();
         dropped(&ps[0]) >= 10_002

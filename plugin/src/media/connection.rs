@@ -7,6 +7,7 @@
 //! from the first offer on: turning a microphone or camera on or off never renegotiates, the
 //! peers only say what they send ([`MediaSignal::Tracks`](huddle_protocol::media::MediaSignal)).
 
+use super::codecs;
 use super::decoders::Decoders;
 use super::forward::{leg_queue, Forwardable, ForwardedTrack, Hub, LegSink};
 use super::local::{lock, Encoded};
@@ -25,18 +26,13 @@ use huddle_protocol::media::MediaKind;
 use matchbox_socket::PeerId;
 use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, PacketReport, Registry, Slot};
 use rtc::media::Sample;
-use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_congestion_control, register_default_interceptors, CongestionFeedback,
 };
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
-    RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpHeaderExtensionCapability, RtpCodecKind};
 use rtc::shared::marshal::Unmarshal;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -415,49 +411,12 @@ struct Outgoing {
 impl Outgoing {
     fn new(kind: MediaKind) -> Result<Self, webrtc::error::Error> {
         let ssrc = fastrand::u32(1..);
-        let (codec_kind, mime, codec, label) = match kind {
-            MediaKind::Audio => (
-                RtpCodecKind::Audio,
-                MIME_TYPE_OPUS,
-                RTCRtpCodec {
-                    mime_type: MIME_TYPE_OPUS.to_owned(),
-                    clock_rate: 48_000,
-                    channels: 2,
-                    sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-                    rtcp_feedback: vec![],
-                },
-                "voice",
-            ),
-            MediaKind::Video => (
-                RtpCodecKind::Video,
-                MIME_TYPE_VP8,
-                RTCRtpCodec {
-                    mime_type: MIME_TYPE_VP8.to_owned(),
-                    clock_rate: 90_000,
-                    channels: 0,
-                    sdp_fmtp_line: String::new(),
-                    rtcp_feedback: vec![],
-                },
-                "camera",
-            ),
-        };
+        let label = codecs::label(kind).to_owned();
         let track = TrackLocalStaticSample::new(
             Instant::now(),
-            MediaStreamTrack::new(
-                "huddle".to_owned(),
-                label.to_owned(),
-                label.to_owned(),
-                codec_kind,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(ssrc),
-                        ..Default::default()
-                    },
-                    codec,
-                    ..Default::default()
-                }],
-            ),
+            codecs::track(kind, "huddle".to_owned(), label, ssrc),
         )?;
+        let mime = codecs::mime(kind);
         Ok(Self {
             mime,
             track: Arc::new(track),

@@ -8,6 +8,7 @@
 //! the others and never stays frozen. A viewer's keyframe requests (PLI/FIR on the forwarded
 //! track) go back to the publisher the same way, at most every 250 ms per publisher.
 
+use super::codecs;
 use super::local::lock;
 use super::settings::BitrateBounds;
 use futures::channel::mpsc::{channel, Receiver, Sender};
@@ -16,14 +17,9 @@ use huddle_protocol::media::forward::{LegNumbers, OutStream};
 use huddle_protocol::media::sdp::AUDIO_LEVEL_URI;
 use huddle_protocol::media::MediaKind;
 use matchbox_socket::PeerId;
-use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
 use rtc::shared::marshal::{Marshal, Unmarshal};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -155,29 +151,8 @@ pub(crate) struct ForwardedTrack {
 impl ForwardedTrack {
     pub(crate) fn new(origin: PeerId, kind: MediaKind) -> Self {
         let ssrc = fastrand::u32(1..);
-        let (codec_kind, mime, clock_rate, channels, label) = match kind {
-            MediaKind::Audio => (RtpCodecKind::Audio, MIME_TYPE_OPUS, 48_000, 2, "voice"),
-            MediaKind::Video => (RtpCodecKind::Video, MIME_TYPE_VP8, 90_000, 0, "camera"),
-        };
-        let track = MediaStreamTrack::new(
-            origin.to_string(),
-            format!("{label}-{origin}"),
-            label.to_owned(),
-            codec_kind,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
-                codec: RTCRtpCodec {
-                    mime_type: mime.to_owned(),
-                    clock_rate,
-                    channels,
-                    ..Default::default()
-                },
-                ..Default::default()
-            }],
-        );
+        let id = format!("{}-{origin}", codecs::label(kind));
+        let track = codecs::track(kind, origin.to_string(), id, ssrc);
         Self {
             origin,
             kind,
@@ -196,10 +171,7 @@ impl ForwardedTrack {
     async fn numbers(&self, source_level: u8) -> Option<LegNumbers> {
         let sender = lock(&self.sender).clone()?;
         let parameters = sender.get_parameters().await.ok()?;
-        let mime = match self.kind {
-            MediaKind::Audio => MIME_TYPE_OPUS,
-            MediaKind::Video => MIME_TYPE_VP8,
-        };
+        let mime = codecs::mime(self.kind);
         let payload_type = parameters
             .rtp_parameters
             .codecs
@@ -227,10 +199,7 @@ impl ForwardedTrack {
     /// the queue: a strong reference would keep both, and the connection, alive for ever).
     pub(crate) async fn run(&self, mut queue: Receiver<Forwardable>, hub: Weak<Hub>) {
         let start = Instant::now();
-        let clock_rate = match self.kind {
-            MediaKind::Audio => 48_000,
-            MediaKind::Video => 90_000,
-        };
+        let clock_rate = codecs::clock_rate(self.kind);
         let mut stream: Option<OutStream> = None;
         let mut source_level = 0;
         let write = async {

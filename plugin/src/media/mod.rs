@@ -21,6 +21,7 @@
 //! over transport-wide feedback) estimates each path, and the loss and round trip the
 //! receiver reports give drive [`huddle_protocol::media::bitrate`] below that.
 
+mod codecs;
 mod connection;
 mod decoders;
 #[cfg(feature = "media-devices")]
