@@ -1046,16 +1046,17 @@ fn the_echo_of_a_played_voice_is_cancelled() {
                 .is_some_and(|a| a.delivered().1.is_some())
         });
         assert!(both, "{room}: the listener's voice plays at the talker");
-        // Five seconds for the canceller to find the echo's delay (three were not always
-        // enough with the other media tests running beside it), two to listen.
+        // Seven seconds for the canceller to find the echo's delay (three were not always
+        // enough with the other media tests running beside it, five not always in a CI run:
+        // 19.2 dB), two to listen.
         let start = Instant::now();
         let mut back = Vec::new();
-        run_until(&mut players, Duration::from_secs(9), |ps| {
+        run_until(&mut players, Duration::from_secs(11), |ps| {
             let pcm = drain(&ps[0], ids[1]);
-            if start.elapsed() > Duration::from_secs(5) {
+            if start.elapsed() > Duration::from_secs(7) {
                 back.extend(pcm);
             }
-            start.elapsed() > Duration::from_secs(7)
+            start.elapsed() > Duration::from_secs(9)
         });
         stop.store(true, Ordering::Relaxed);
         let _ = room_thread.join();
@@ -1279,10 +1280,12 @@ fn star_sender(url: &str, tone: f32, camera: bool, video_slots: usize) -> Player
     config.media.enabled = true;
     config.media.star.video_slots = video_slots;
     // Six apps in one debug process on two cores, after the rest of the suite: the forwarding
-    // hop's scheduling jitter reaches 80-100 ms now and then (measured: up to 24 late packets in
-    // 3.5 s at an 80 ms target), which a deeper buffer absorbs; the release build's hop adds
+    // hop's scheduling jitter reaches 80-100 ms now and then, more while the machine writes back
+    // the suite's freshly linked binaries (measured: up to 24 late packets in 3.5 s at an 80 ms
+    // target, a CI run's pairs at 86 % with 140 ms), which a deeper buffer absorbs; the release build's hop adds
     // 0.1-0.7 ms (BENCHMARKS.md). Bound to loopback, connections come up ~1 s sooner.
-    config.media.jitter.min_delay = Duration::from_millis(140);
+    config.media.jitter.min_delay = Duration::from_millis(200);
+    config.media.jitter.max_delay = Duration::from_millis(400);
     config.media.bind = vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))];
     let mut p = Player::join_with(url, Types::All, config);
     p.app

@@ -543,7 +543,7 @@ impl Frame<'_> {
         let legs = self.hub.counts(id);
         s.forwarded = legs.forwarded;
         s.forward_dropped = legs.dropped;
-        // A star host's forwarded publishers: what came of each.
+        // A star client: what came of each publisher its host forwards.
         for &origin in &peer.origins {
             let entry = self.remote.peers.get(&origin);
             let audio = entry.and_then(|e| e.audio.as_deref());
