@@ -24,15 +24,20 @@ pub fn loopback_server(
     (rt, server, base)
 }
 
-/// CPU time of the calling thread.
-pub fn thread_cpu() -> Duration {
+/// The time of CPU clock `clock`.
+fn cpu_clock(clock: libc::clockid_t) -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes only into `ts`, a valid timespec we own.
-    let _ = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    let _ = unsafe { libc::clock_gettime(clock, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// CPU time of the calling thread.
+pub fn thread_cpu() -> Duration {
+    cpu_clock(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
 /// CPU time this process has used so far (every thread).
@@ -41,13 +46,7 @@ pub fn thread_cpu() -> Duration {
     reason = "the media bench's; plugin_bench shares this module"
 )]
 pub fn process_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes only into `ts`, a valid timespec we own.
-    let _ = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    cpu_clock(libc::CLOCK_PROCESS_CPUTIME_ID)
 }
 
 /// The `p` percentile (0..=1) of `samples` (sorts them); zero for no samples.
