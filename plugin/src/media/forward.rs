@@ -10,7 +10,6 @@
 
 use super::codecs;
 use super::local::lock;
-use super::settings::BitrateBounds;
 use futures::channel::mpsc::{channel, Receiver, Sender};
 use futures::StreamExt;
 use huddle_protocol::media::forward::{LegNumbers, OutStream};
@@ -251,15 +250,6 @@ impl ForwardedTrack {
         };
         futures::pin_mut!(write, feedback);
         futures::future::select(write, feedback).await;
-    }
-}
-
-/// What a client's camera may send in a star (one stream, to the host, at the low layer).
-pub(crate) fn star_camera(bounds: BitrateBounds, cap: u32) -> BitrateBounds {
-    BitrateBounds {
-        start: bounds.start.min(cap),
-        min: bounds.min.min(cap),
-        max: bounds.max.min(cap),
     }
 }
 

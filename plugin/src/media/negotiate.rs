@@ -358,18 +358,13 @@ impl Frame<'_> {
             let command = match action {
                 MediaAction::Open { session } => {
                     self.teardown(id, peer);
-                    let mut bitrate = self.settings.path_bitrate();
-                    if self.place.star_client() {
-                        let camera = super::forward::star_camera(
-                            self.settings.video_bitrate,
-                            self.settings.star.camera_bitrate,
-                        );
-                        bitrate = super::MediaSettings {
-                            video_bitrate: camera,
-                            ..self.settings.clone()
-                        }
-                        .path_bitrate();
-                    }
+                    // A star client's camera sends the low layer, once, to the host.
+                    let cap = if self.place.star_client() {
+                        self.settings.star.camera_bitrate
+                    } else {
+                        u32::MAX
+                    };
+                    let bitrate = self.settings.path_bitrate(cap);
                     let mut connection = MediaConnection::open(Opening {
                         session,
                         ice: ice_server(self.config),
@@ -471,10 +466,8 @@ impl Frame<'_> {
                 let (origin, tracks) = self.origin(id, peer, named);
                 let entry = self.remote.peers.entry(origin).or_default();
                 let same = entry.audio.as_ref().is_some_and(|a| Arc::ptr_eq(a, &audio));
-                match tracks {
-                    Some(tracks) => audio.set_live(tracks.audio),
-                    None if !same => audio.set_live(false),
-                    None => {}
+                if let Some(live) = liveness(tracks, MediaKind::Audio, same) {
+                    audio.set_live(live);
                 }
                 audio.set_conditions(self.conditions);
                 if let Some(volume) = entry.volume {
@@ -487,10 +480,8 @@ impl Frame<'_> {
                 let (origin, tracks) = self.origin(id, peer, named);
                 let entry = self.remote.peers.entry(origin).or_default();
                 let same = entry.video.as_ref().is_some_and(|v| Arc::ptr_eq(v, &video));
-                match tracks {
-                    Some(tracks) => video.set_live(tracks.video),
-                    None if !same => video.set_live(false),
-                    None => {}
+                if let Some(live) = liveness(tracks, MediaKind::Video, same) {
+                    video.set_live(live);
                 }
                 entry.video = Some(video);
                 Vec::new()
@@ -798,6 +789,16 @@ impl Frame<'_> {
                 _ => {}
             }
         }
+    }
+}
+
+/// What a remote track that (re)arrived should show as live: what its publisher said; off while
+/// nobody said, unless it is the track already shown (back on a new connection), which keeps
+/// its state (`None`).
+fn liveness(said: Option<TrackSet>, kind: MediaKind, same: bool) -> Option<bool> {
+    match said {
+        Some(tracks) => Some(tracks.has(kind)),
+        None => (!same).then_some(false),
     }
 }
 

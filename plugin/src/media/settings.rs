@@ -85,9 +85,15 @@ impl Default for MediaSettings {
 }
 
 impl MediaSettings {
-    /// The bounds of a whole media connection (camera and voice), for its congestion control.
-    pub(crate) fn path_bitrate(&self) -> BitrateBounds {
+    /// The bounds of a whole media connection (camera and voice), for its congestion control;
+    /// the camera's at most `camera_cap`.
+    pub(crate) fn path_bitrate(&self, camera_cap: u32) -> BitrateBounds {
         let v = self.video_bitrate;
+        let v = BitrateBounds {
+            start: v.start.min(camera_cap),
+            min: v.min.min(camera_cap),
+            max: v.max.min(camera_cap),
+        };
         let a = self.audio_bitrate;
         BitrateBounds {
             start: v.start.saturating_add(a),
