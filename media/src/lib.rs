@@ -6,23 +6,29 @@
 //! arrived ([`tone`]: a Goertzel detector; [`source::TestPattern::read_index`]), and the
 //! microphone's processing ([`process`], with [`echo`] cancellation).
 //!
-//! The plugin's `media` feature wires these to webrtc-rs tracks and to Bevy. Native only.
+//! The plugin's `media` feature wires these to webrtc-rs tracks and to Bevy. Native only; without the default `codecs` feature (a browser
+//! build) the pure parts remain.
 //!
 //! Audio is 48 kHz mono in 20 ms frames ([`FRAME_SAMPLES`] samples of `f32` in -1..=1); video is
 //! I420 ([`VideoFrame`]).
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[cfg(feature = "codecs")]
 pub mod audio;
+#[cfg(feature = "codecs")]
 pub mod echo;
+#[cfg(feature = "codecs")]
 mod error;
 pub mod frame;
 pub mod process;
 pub mod resample;
 pub mod source;
 pub mod tone;
+#[cfg(feature = "codecs")]
 pub mod vp8;
 
+#[cfg(feature = "codecs")]
 pub use error::CodecError;
 pub use frame::VideoFrame;
 

@@ -80,9 +80,9 @@ pub struct HuddleConfig {
     /// The protocol's limits and timings: host grace, message and queue sizes, the bulk window,
     /// the ping interval (see [`ProtocolSettings`]).
     pub protocol: ProtocolSettings,
-    /// Voice and camera (feature `media`, native): whether media is on (off by default: it costs
+    /// Voice and camera (feature `media`, native and browser): whether media is on (off by default: it costs
     /// a second connection per peer), its bitrates and its jitter buffer.
-    #[cfg(all(feature = "media", not(target_arch = "wasm32")))]
+    #[cfg(feature = "media")]
     pub media: crate::media::MediaSettings,
 }
 
@@ -95,11 +95,11 @@ impl HuddleConfig {
         }
     }
 
-    /// Whether this peer does media: the feature is on (native) and `media.enabled` allows it.
+    /// Whether this peer does media: the feature is on and `media.enabled` allows it.
     pub fn media_enabled(&self) -> bool {
-        #[cfg(all(feature = "media", not(target_arch = "wasm32")))]
+        #[cfg(feature = "media")]
         return self.media.enabled;
-        #[cfg(not(all(feature = "media", not(target_arch = "wasm32"))))]
+        #[cfg(not(feature = "media"))]
         false
     }
 

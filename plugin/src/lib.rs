@@ -47,7 +47,7 @@ pub mod diagnostics;
 #[cfg(all(feature = "server", not(target_arch = "wasm32")))]
 pub mod embedded;
 mod lobby;
-#[cfg(all(feature = "media", not(target_arch = "wasm32")))]
+#[cfg(feature = "media")]
 pub mod media;
 pub mod messages;
 pub mod registry;
@@ -147,7 +147,7 @@ impl Plugin for HuddlePlugin {
             )
             .add_systems(PostUpdate, systems::flush.in_set(HuddleSystems::Flush));
         HuddleDiagnostics::register(app);
-        #[cfg(all(feature = "media", not(target_arch = "wasm32")))]
+        #[cfg(feature = "media")]
         media::build(app);
     }
 }

@@ -155,7 +155,7 @@ impl From<EndpointError> for HuddleError {
 }
 
 /// A media signal from a peer, for the media systems (feature `media`).
-#[cfg(all(feature = "media", not(target_arch = "wasm32")))]
+#[cfg(feature = "media")]
 #[derive(Message, Debug, Clone)]
 pub(crate) struct MediaSignalIn {
     pub(crate) from: PeerId,
@@ -190,11 +190,11 @@ pub(crate) fn write_events(
                 from,
                 bytes,
             } => deliver(world, type_id, from, &bytes),
-            #[cfg(all(feature = "media", not(target_arch = "wasm32")))]
+            #[cfg(feature = "media")]
             Event::Media { from, signal } => {
                 world.write_message(MediaSignalIn { from, signal });
             }
-            #[cfg(not(all(feature = "media", not(target_arch = "wasm32"))))]
+            #[cfg(not(feature = "media"))]
             Event::Media { .. } => {}
             Event::Raw { .. } => {}
         }

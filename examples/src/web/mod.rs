@@ -5,7 +5,8 @@
 //!
 //! Query parameters: `room` (the room URL; default `ws://<page host>:3536/<example>`), `bot=1`
 //! (a bot steers), `players=N` and `frames=N` (box game: match size, and the frame whose
-//! checksum to report).
+//! checksum to report); the lobby's voice and camera: `media=1`, `voice=HZ`, `pattern=1` (see
+//! [`media`]).
 
 use crate::box_game::{BoxBody, BoxGame, BoxInput, Steering, ARENA};
 use crate::lobby::{short, LobbyGame, Pilot, Position, Squares};
@@ -17,6 +18,7 @@ use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
+pub mod media;
 mod status;
 use status::{publish_box_game, publish_lobby};
 
@@ -31,6 +33,12 @@ pub struct PageArgs {
     pub players: usize,
     /// Report the checksum at this frame (box game).
     pub frames: Option<i32>,
+    /// Voice and camera (lobby).
+    pub media: bool,
+    /// Speak a tone of this many Hz from the start (lobby, with media).
+    pub voice: Option<f32>,
+    /// Show a test pattern as the camera from the start (lobby, with media).
+    pub pattern: bool,
 }
 
 impl PageArgs {
@@ -52,6 +60,9 @@ impl PageArgs {
             bot: get("bot").is_some_and(|b| b == "1"),
             players: get("players").and_then(|p| p.parse().ok()).unwrap_or(2),
             frames: get("frames").and_then(|f| f.parse().ok()),
+            media: get("media").is_some_and(|m| m == "1"),
+            voice: get("voice").and_then(|v| v.parse().ok()),
+            pattern: get("pattern").is_some_and(|p| p == "1"),
         }
     }
 
@@ -141,12 +152,21 @@ fn app(config: HuddleConfig) -> App {
 /// The lobby demo in the page.
 pub fn run_lobby() {
     let args = PageArgs::from_page("lobby");
-    let mut app = app(HuddleConfig::room(&args.room));
+    let mut config = HuddleConfig::room(&args.room);
+    config.media.enabled = args.media;
+    let mut app = app(config);
+    // Remote cameras arrive as images.
+    app.add_plugins(bevy::asset::AssetPlugin::default())
+        .init_asset::<Image>();
     app.add_plugins(LobbyGame {
         pilot: args.pilot(),
     });
     if let Some(dom) = dom() {
         app.insert_non_send(dom)
+            .add_plugins(media::PageMedia {
+                voice: args.voice,
+                pattern: args.pattern,
+            })
             .add_systems(Update, (steer_square, draw_lobby, publish_lobby).chain());
     }
     app.run();

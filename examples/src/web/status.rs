@@ -92,8 +92,10 @@ pub(super) fn publish_lobby(
     stats: Res<HuddleStats>,
     chat: Res<ChatLog>,
     squares: Res<Squares>,
+    media: Res<super::media::MediaStatus>,
 ) {
     let mut status = lobby_status(state.get(), &roster, &links, &stats);
+    status["media"] = media.0.clone();
     status["chats"] = json!(chat
         .0
         .iter()
@@ -105,7 +107,7 @@ pub(super) fn publish_lobby(
         .filter(|p| Some(**p) != roster.me)
         .map(|p| p.to_string())
         .collect::<Vec<_>>());
-    let line = format!("{}\narrows: move", human(&status));
+    let line = format!("{}\narrows: move, m: mute", human(&status));
     publish(&dom, &status, line);
 }
 

@@ -12,7 +12,8 @@ use super::decoders::Decoders;
 use super::forward::{leg_queue, Forwardable, ForwardedTrack, Hub, LegSink};
 use super::local::{lock, Encoded};
 use super::observed::ObservedPath;
-use super::remote::{spawn_audio, spawn_video, RemoteAudio, RemoteVideo};
+use super::remote::{spawn_audio, spawn_video};
+use super::report::{PathReport, Report};
 use super::rtcp_for_tracks::RtcpForTracks;
 use super::settings::BitrateBounds;
 use bevy::tasks::IoTaskPool;
@@ -75,46 +76,6 @@ pub(crate) enum Command {
     RemoveForward(PeerId),
 }
 
-/// The connection's view of the path, from its RTCP reports (once a second).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub(crate) struct PathReport {
-    /// Round-trip time the peer's receiver reports give.
-    pub(crate) rtt: Option<Duration>,
-    /// Fraction of our video the peer reports lost (0..=1).
-    pub(crate) video_loss: Option<f64>,
-    /// Fraction of our audio the peer reports lost.
-    pub(crate) audio_loss: Option<f64>,
-    /// Interarrival jitter of what we receive (audio), in seconds.
-    pub(crate) jitter: Option<f64>,
-    /// What the send-side congestion controller (Google Congestion Control over transport-wide
-    /// feedback) says the path carries, in bits per second.
-    pub(crate) estimate: Option<u32>,
-}
-
-/// What the connection did.
-pub(crate) enum Report {
-    Offer {
-        round: u32,
-        sdp: String,
-    },
-    Answer {
-        round: u32,
-        sdp: String,
-    },
-    Candidate(String),
-    Connected,
-    /// Failed or closed, or a step could not be done (with why).
-    Failed(String),
-    /// A voice arrived (its decoding thread runs), of the peer its stream names (in a star, the
-    /// host names each forwarded stream by its publisher) or else of the connection's peer.
-    RemoteAudio(PeerId, Arc<RemoteAudio>),
-    /// A camera arrived.
-    RemoteVideo(PeerId, Arc<RemoteVideo>),
-    Path(PathReport),
-    /// The peer asked for a keyframe of our camera (PLI or FIR), at most every 250 ms.
-    KeyframeWanted,
-}
-
 const KINDS: [MediaKind; 2] = [MediaKind::Audio, MediaKind::Video];
 
 /// Encoded samples queued per kind before the local track's thread loses some.
@@ -136,7 +97,8 @@ pub(crate) struct MediaConnection {
 /// How a connection is opened.
 pub(crate) struct Opening {
     pub(crate) session: u32,
-    pub(crate) ice: RTCIceServer,
+    /// The game's ICE servers (one credential set, as for matchbox).
+    pub(crate) ice: matchbox_socket::RtcIceServerConfig,
     pub(crate) bind: Vec<String>,
     pub(crate) jitter: JitterSettings,
     /// Where remote voices put what they play, for echo cancellation.
@@ -651,7 +613,11 @@ async fn connect(
         // Last: every other interceptor has read the reports when they are handed on.
         .with(Slot::from(14_000), RtcpForTracks::default());
     let config = RTCConfigurationBuilder::new()
-        .with_ice_servers(vec![opening.ice.clone()])
+        .with_ice_servers(vec![RTCIceServer {
+            urls: opening.ice.urls.clone(),
+            username: opening.ice.username.clone().unwrap_or_default(),
+            credential: opening.ice.credential.clone().unwrap_or_default(),
+        }])
         .build();
     let connection = PeerConnectionBuilder::new()
         .with_configuration(config)

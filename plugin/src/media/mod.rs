@@ -21,31 +21,61 @@
 //! over transport-wide feedback) estimates each path, and the loss and round trip the
 //! receiver reports give drive [`huddle_protocol::media::bitrate`] below that.
 
+#[cfg(not(target_arch = "wasm32"))]
 mod codecs;
+#[cfg(not(target_arch = "wasm32"))]
 mod connection;
+#[cfg(not(target_arch = "wasm32"))]
 mod decoders;
-#[cfg(feature = "media-devices")]
+#[cfg(all(feature = "media-devices", not(target_arch = "wasm32")))]
 mod devices;
+#[cfg(not(target_arch = "wasm32"))]
 mod forward;
+#[cfg(not(target_arch = "wasm32"))]
 mod local;
 mod negotiate;
+#[cfg(not(target_arch = "wasm32"))]
 mod observed;
-#[cfg(feature = "media-audio")]
+#[cfg(all(feature = "media-audio", not(target_arch = "wasm32")))]
 mod playback;
+#[cfg(not(target_arch = "wasm32"))]
 mod remote;
+mod report;
+#[cfg(not(target_arch = "wasm32"))]
 mod rtcp_for_tracks;
 mod settings;
+// The browser's side: the same driver and API over `RTCPeerConnection`, `getUserMedia` and Web
+// Audio (the browser encodes, decodes, paces and cancels echo).
+#[cfg(target_arch = "wasm32")]
+#[path = "web/connection.rs"]
+mod connection;
+#[cfg(target_arch = "wasm32")]
+#[path = "web/js.rs"]
+mod js;
+#[cfg(target_arch = "wasm32")]
+#[path = "web/local.rs"]
+mod local;
+#[cfg(target_arch = "wasm32")]
+#[path = "web/remote.rs"]
+mod remote;
 
-#[cfg(feature = "media-devices")]
+#[cfg(all(feature = "media-devices", not(target_arch = "wasm32")))]
 pub use devices::{cameras, microphones, CameraDevice, MicDevice};
+#[cfg(not(target_arch = "wasm32"))]
 pub use huddle_media::echo::FarEnd;
 pub use huddle_media::process::MicProcessing;
 pub use huddle_media::source::{SineWave, TestPattern};
 pub use huddle_media::{tone, VideoFrame, FRAME_SAMPLES, SAMPLE_RATE};
 pub use huddle_protocol::media::jitter::{JitterSettings, JitterStats};
 pub use huddle_protocol::media::{MediaKind, MediaState, TrackSet};
-pub use local::{AudioPush, CameraSource, MicSource, VideoPush};
-#[cfg(feature = "media-audio")]
+#[cfg(target_arch = "wasm32")]
+pub use js::enable_sound;
+#[cfg(not(target_arch = "wasm32"))]
+pub use local::{AudioPush, VideoPush};
+#[cfg(target_arch = "wasm32")]
+pub use local::{CameraDevice, MicDevice};
+pub use local::{CameraSource, MicSource};
+#[cfg(all(feature = "media-audio", not(target_arch = "wasm32")))]
 pub use playback::{VoiceSource, VoiceStream};
 pub use remote::{RemoteAudio, RemoteVideo, VoiceActivity};
 pub use settings::{BitrateBounds, MediaSettings, StarMediaSettings};
@@ -98,6 +128,7 @@ pub struct LocalMedia {
     camera: Slot,
     muted: bool,
     wants: HashMap<PeerId, TrackSet>,
+    #[cfg(not(target_arch = "wasm32"))]
     far_end: Arc<FarEnd>,
 }
 
@@ -192,9 +223,10 @@ impl LocalMedia {
             .sum()
     }
 
-    /// The echo canceller's reference: every remote voice adds what it hands to playout. A game
+    /// The echo canceller's reference (native; the browser cancels echo itself): every remote voice adds what it hands to playout. A game
     /// that plays other sound near the microphone (music, effects) adds it too
     /// ([`FarEnd::played`]), and the microphone does not send it back.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn far_end(&self) -> &Arc<FarEnd> {
         &self.far_end
     }

@@ -3,10 +3,13 @@
 //! connected peer to what it wants; drive the camera's bitrate; announce remote tracks; show
 //! remote video as images.
 
-use super::connection::{Command, MediaConnection, Opening, PathReport, Report};
+use super::connection::{Command, MediaConnection, Opening};
+#[cfg(not(target_arch = "wasm32"))]
 use super::decoders::Decoders;
+#[cfg(not(target_arch = "wasm32"))]
 use super::forward::{Hub, HubRoutes};
 use super::local::LocalTrack;
+use super::report::{PathReport, Report};
 use super::{
     LocalMedia, MediaStateChanged, MediaStates, MediaStats, RemoteMedia, RemotePeer,
     RemoteTrackEnded, RemoteTrackStarted, Slot,
@@ -18,7 +21,9 @@ use bevy::asset::RenderAssetUsages;
 use bevy::platform::collections::HashMap;
 use bevy::prelude::*;
 use huddle_protocol::media::bitrate::BitrateController;
-use huddle_protocol::media::star::{pairing, RouteLimits, Routes, StarRoutes};
+use huddle_protocol::media::star::pairing;
+#[cfg(not(target_arch = "wasm32"))]
+use huddle_protocol::media::star::{RouteLimits, Routes, StarRoutes};
 use huddle_protocol::media::{
     MediaAction, MediaKind, MediaPeer, MediaSignal, MediaState, TrackSet,
 };
@@ -27,7 +32,6 @@ use matchbox_socket::PeerId;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
-use webrtc::peer_connection::RTCIceServer;
 use wgpu_types::{Extent3d, TextureDimension, TextureFormat};
 
 const KINDS: [MediaKind; 2] = [MediaKind::Audio, MediaKind::Video];
@@ -89,10 +93,14 @@ pub(crate) struct MediaPeers {
     peers: HashMap<PeerId, Peer>,
     announced: TrackSet,
     /// Star host: who publishes what and who wants what.
+    #[cfg(not(target_arch = "wasm32"))]
     routes: StarRoutes,
     /// Star host: the routes as the hub has them (publisher, kind, viewer, viewer's session).
+    #[cfg(not(target_arch = "wasm32"))]
     hub_routes: Vec<(PeerId, MediaKind, PeerId, u32)>,
+    #[cfg(not(target_arch = "wasm32"))]
     hub: Arc<Hub>,
+    #[cfg(not(target_arch = "wasm32"))]
     decoders: Arc<Decoders>,
     migrating: HashMap<PeerId, Duration>,
 }
@@ -124,6 +132,7 @@ struct Frame<'a> {
     config: &'a crate::HuddleConfig,
     settings: &'a super::MediaSettings,
     /// The link conditioner's conditions on received voices.
+    #[cfg(not(target_arch = "wasm32"))]
     conditions: Option<crate::Conditions>,
     session: &'a mut HuddleSession,
     states: &'a mut MediaStates,
@@ -134,7 +143,9 @@ struct Frame<'a> {
     place: Place,
     /// The lobby (without us).
     members: Vec<PeerId>,
+    #[cfg(not(target_arch = "wasm32"))]
     hub: Arc<Hub>,
+    #[cfg(not(target_arch = "wasm32"))]
     decoders: Arc<Decoders>,
     /// Peers whose tracks lost their connection, and until when they may come back.
     migrating: HashMap<PeerId, Duration>,
@@ -154,7 +165,9 @@ pub(crate) fn drive(
     mut local: ResMut<LocalMedia>,
     mut remote: ResMut<RemoteMedia>,
     mut stats: ResMut<MediaStats>,
-    conditioner: Res<crate::conditioner::LinkConditioner>,
+    #[cfg_attr(target_arch = "wasm32", allow(unused_variables))] conditioner: Res<
+        crate::conditioner::LinkConditioner,
+    >,
     mut lobby: (MessageReader<PeerJoined>, MessageReader<PeerLeft>),
     mut signals: MessageReader<MediaSignalIn>,
     mut out: (
@@ -174,6 +187,7 @@ pub(crate) fn drive(
     let Some(mut session) = session.filter(|s| s.endpoint().config().media) else {
         peers.peers.clear();
         peers.migrating.clear();
+        #[cfg(not(target_arch = "wasm32"))]
         peers.decoders.retain(|_| false);
         states.0.clear();
         stats.0.clear();
@@ -191,10 +205,12 @@ pub(crate) fn drive(
         host: endpoint.host(),
     };
     let members = endpoint.peers().to_vec();
+    #[cfg(not(target_arch = "wasm32"))]
     let succession = endpoint.succession();
     let mut frame = Frame {
         config: &settings.0,
         settings: media,
+        #[cfg(not(target_arch = "wasm32"))]
         conditions: conditioner.media,
         session: &mut session,
         states: &mut states,
@@ -204,7 +220,9 @@ pub(crate) fn drive(
         ended: Vec::new(),
         place,
         members,
+        #[cfg(not(target_arch = "wasm32"))]
         hub: peers.hub.clone(),
+        #[cfg(not(target_arch = "wasm32"))]
         decoders: peers.decoders.clone(),
         migrating: std::mem::take(&mut peers.migrating),
         now,
@@ -260,6 +278,7 @@ pub(crate) fn drive(
             frame.subscribe(id, peer);
         }
     }
+    #[cfg(not(target_arch = "wasm32"))]
     if place.star_host() {
         let clients: Vec<PeerId> = succession
             .into_iter()
@@ -270,6 +289,7 @@ pub(crate) fn drive(
         peers.hub_routes.clear();
         peers.hub.set_routes(HubRoutes::new());
     }
+    #[cfg(not(target_arch = "wasm32"))]
     if conditioner.is_changed() {
         for audio in frame.remote.peers.values().filter_map(|e| e.audio.as_ref()) {
             audio.set_conditions(conditioner.media);
@@ -302,16 +322,16 @@ pub(crate) fn drive(
     out.1.write_batch(frame.ended);
 }
 
-/// The game's ICE servers as webrtc-rs takes them (one credential set, as for matchbox).
-fn ice_server(config: &crate::HuddleConfig) -> RTCIceServer {
-    match config.matchbox_ice() {
-        Ok(ice) => RTCIceServer {
-            urls: ice.urls,
-            username: ice.username.unwrap_or_default(),
-            credential: ice.credential.unwrap_or_default(),
-        },
-        Err(_) => RTCIceServer::default(),
-    }
+/// The game's ICE servers, as for matchbox (one credential set); on a bad list none at all,
+/// not matchbox's default (a public STUN server).
+fn ice_servers(config: &crate::HuddleConfig) -> matchbox_socket::RtcIceServerConfig {
+    config
+        .matchbox_ice()
+        .unwrap_or_else(|_| matchbox_socket::RtcIceServerConfig {
+            urls: Vec::new(),
+            username: None,
+            credential: None,
+        })
 }
 
 /// Starts the local tracks the game asked for.
@@ -323,6 +343,7 @@ fn start_tracks(local: &mut LocalMedia, settings: &super::MediaSettings) {
                 source,
                 settings,
                 muted,
+                #[cfg(not(target_arch = "wasm32"))]
                 local.far_end().clone(),
             ))
         }
@@ -358,25 +379,10 @@ impl Frame<'_> {
             let command = match action {
                 MediaAction::Open { session } => {
                     self.teardown(id, peer);
-                    // A star client's camera sends the low layer, once, to the host.
-                    let cap = if self.place.star_client() {
-                        self.settings.star.camera_bitrate
-                    } else {
-                        u32::MAX
-                    };
-                    let bitrate = self.settings.path_bitrate(cap);
-                    let mut connection = MediaConnection::open(Opening {
-                        session,
-                        ice: ice_server(self.config),
-                        bind: self.settings.bind.iter().map(ToString::to_string).collect(),
-                        jitter: self.settings.jitter,
-                        far_end: self.local.far_end().clone(),
-                        bitrate,
-                        peer: id,
-                        hub: self.hub.clone(),
-                        decoders: self.decoders.clone(),
-                    });
+                    #[allow(unused_mut)]
+                    let mut connection = MediaConnection::open(self.opening(id, session));
                     // A star host's first offer carries the other clients' streams already.
+                    #[cfg(not(target_arch = "wasm32"))]
                     if self.place.star_host() {
                         for &origin in self.members.iter().filter(|m| **m != id) {
                             connection.add_forward(origin);
@@ -437,6 +443,38 @@ impl Frame<'_> {
         }
     }
 
+    /// What a new connection to `id` needs.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn opening(&self, id: PeerId, session: u32) -> Opening {
+        // A star client's camera sends the low layer, once, to the host.
+        let cap = if self.place.star_client() {
+            self.settings.star.camera_bitrate
+        } else {
+            u32::MAX
+        };
+        Opening {
+            session,
+            ice: ice_servers(self.config),
+            peer: id,
+            bitrate: self.settings.path_bitrate(cap),
+            bind: self.settings.bind.iter().map(ToString::to_string).collect(),
+            jitter: self.settings.jitter,
+            far_end: self.local.far_end().clone(),
+            hub: self.hub.clone(),
+            decoders: self.decoders.clone(),
+        }
+    }
+
+    /// What a new connection to `id` needs (the browser paces and decodes by itself).
+    #[cfg(target_arch = "wasm32")]
+    fn opening(&self, id: PeerId, session: u32) -> Opening {
+        Opening {
+            session,
+            ice: ice_servers(self.config),
+            peer: id,
+        }
+    }
+
     /// What a connection reported, to its negotiation (or to the remote tracks and stats).
     fn report(
         &mut self,
@@ -469,6 +507,7 @@ impl Frame<'_> {
                 if let Some(live) = liveness(tracks, MediaKind::Audio, same) {
                     audio.set_live(live);
                 }
+                #[cfg(not(target_arch = "wasm32"))]
                 audio.set_conditions(self.conditions);
                 if let Some(volume) = entry.volume {
                     audio.set_volume(volume);
@@ -486,6 +525,7 @@ impl Frame<'_> {
                 entry.video = Some(video);
                 Vec::new()
             }
+            #[cfg(not(target_arch = "wasm32"))]
             Report::KeyframeWanted => {
                 if let Some(camera) = self.local.track(MediaKind::Video) {
                     camera.request_keyframe();
@@ -531,9 +571,12 @@ impl Frame<'_> {
         s.bitrate_out = peer.camera_rate(self.settings.audio_bitrate);
         s.estimate = path.estimate;
         s.signals_dropped = peer.negotiation.dropped().saturating_add(peer.lies);
-        let legs = self.hub.counts(id);
-        s.forwarded = legs.forwarded;
-        s.forward_dropped = legs.dropped;
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let legs = self.hub.counts(id);
+            s.forwarded = legs.forwarded;
+            s.forward_dropped = legs.dropped;
+        }
         // A star client: what came of each publisher its host forwards.
         for &origin in &peer.origins {
             let entry = self.remote.peers.get(&origin);
@@ -572,6 +615,7 @@ impl Frame<'_> {
     /// Ends `origin`'s remote tracks and their threads.
     fn end_tracks(&mut self, origin: PeerId) {
         self.migrating.remove(&origin);
+        #[cfg(not(target_arch = "wasm32"))]
         self.decoders.forget(origin);
         if let Some(entry) = self.remote.peers.get_mut(&origin) {
             self.ended.extend(ended_tracks(origin, entry));
@@ -593,8 +637,11 @@ impl Frame<'_> {
         for origin in due {
             self.end_tracks(origin);
         }
-        let members = &self.members;
-        self.decoders.retain(|p| members.contains(p));
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let members = &self.members;
+            self.decoders.retain(|p| members.contains(p));
+        }
     }
 
     /// Starts, or starts afresh, media with `id` as the room's shape says (everyone in a mesh,
@@ -651,6 +698,7 @@ impl Frame<'_> {
 
     /// Star host: every leg carries the other clients' streams, the hub follows the routes, and
     /// every client hears what it gets of whom.
+    #[cfg(not(target_arch = "wasm32"))]
     fn forward(&mut self, peers: &mut MediaPeers, clients: &[PeerId], now: Duration) {
         let routes = &mut peers.routes;
         routes.set_clients(clients);
@@ -718,6 +766,7 @@ impl Frame<'_> {
     }
 
     /// Tells `viewer` what it gets of each other client, when that changed.
+    #[cfg(not(target_arch = "wasm32"))]
     fn tell_forwarded(
         &mut self,
         viewer: PeerId,
@@ -852,15 +901,14 @@ pub(crate) fn show(mut remote: ResMut<RemoteMedia>, images: Option<ResMut<Assets
             continue;
         }
         entry.image_generation = generation;
-        let Some(frame) = video.latest_frame() else {
+        let Some((width, height, rgba)) = video.latest_rgba() else {
             continue;
         };
         let size = Extent3d {
-            width: frame.width,
-            height: frame.height,
+            width,
+            height,
             depth_or_array_layers: 1,
         };
-        let rgba = frame.to_rgba();
         let same_size = entry
             .image
             .as_ref()

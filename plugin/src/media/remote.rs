@@ -314,6 +314,12 @@ impl RemoteVideo {
         lock(&self.latest).clone()
     }
 
+    /// The latest decoded frame as RGBA: width, height, pixels (what the image shows).
+    pub(crate) fn latest_rgba(&self) -> Option<(u32, u32, Vec<u8>)> {
+        self.latest_frame()
+            .map(|f| (f.width, f.height, f.to_rgba()))
+    }
+
     /// Frames decoded so far.
     pub fn frames_decoded(&self) -> u64 {
         self.frames.load(Ordering::Relaxed)

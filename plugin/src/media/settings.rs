@@ -87,6 +87,7 @@ impl Default for MediaSettings {
 impl MediaSettings {
     /// The bounds of a whole media connection (camera and voice), for its congestion control;
     /// the camera's at most `camera_cap`.
+    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn path_bitrate(&self, camera_cap: u32) -> BitrateBounds {
         let v = self.video_bitrate;
         let v = BitrateBounds {

@@ -144,10 +144,7 @@ impl HuddleSession {
     }
 
     /// Sends a media signal to `peer` (feature `media`); `false` if its link is not ready.
-    #[cfg_attr(
-        not(all(feature = "media", not(target_arch = "wasm32"))),
-        allow(dead_code)
-    )]
+    #[cfg_attr(not(feature = "media"), allow(dead_code))]
     pub(crate) fn send_media(&mut self, peer: PeerId, signal: MediaSignal) -> bool {
         let sent = self.endpoint.send_media(peer, signal);
         self.transmit_all();
