@@ -203,3 +203,49 @@ pub fn lobby_player(url: &str) -> Player {
 pub fn page(example: &str, room: &str, extra: &str) -> String {
     format!("/{example}.html?bot=1&room={room}{extra}")
 }
+
+/// A native player of the lobby demo with media: a bot at the keys, speaking a tone of `tone`
+/// Hz and showing a 320×240 test pattern (media bound to loopback, as the test namespace wants).
+pub fn media_lobby_player(url: &str, tone: f32) -> Player {
+    use bevy_huddle::media::{CameraSource, LocalMedia, MicSource, SineWave, TestPattern};
+    let mut config = HuddleConfig::room(url);
+    config.media.enabled = true;
+    config.media.bind = vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))];
+    let mut player = Player::join_with(url, Types::Nothing, config);
+    player.app.add_plugins(LobbyGame { pilot: Pilot::Bot });
+    let mut local = player.app.world_mut().resource_mut::<LocalMedia>();
+    local.start_microphone(MicSource::SineWave(SineWave::new(tone, 0.5)));
+    local.start_camera(CameraSource::TestPattern(TestPattern::new(320, 240, 30)));
+    player
+}
+
+/// The lobby page with media on, speaking a tone of `tone` Hz and showing a test pattern.
+pub fn media_page(room: &str, tone: f32) -> String {
+    page("lobby", room, &format!("&media=1&voice={tone}&pattern=1"))
+}
+
+/// What a page's status says it receives of `peer` (`status.media.peers[]`).
+pub fn page_media<'a>(status: &'a Value, peer: &str) -> Option<&'a Value> {
+    status["media"]["peers"]
+        .as_array()?
+        .iter()
+        .find(|p| p["id"] == peer)
+}
+
+/// The page hears `peer`'s tone of `hz` (its analyser's peak within ±2 Hz, 20 dB over the rest).
+pub fn page_hears(status: &Value, peer: &str, hz: f32) -> bool {
+    page_media(status, peer).is_some_and(|p| {
+        let near = p["hz"]
+            .as_f64()
+            .is_some_and(|h| (h - f64::from(hz)).abs() <= 2.0);
+        near && p["margin_db"].as_f64().is_some_and(|m| m >= 20.0)
+    })
+}
+
+/// The page decoded at least `frames` of `peer`'s camera (the browser's count) and its image
+/// shows a test pattern index.
+pub fn page_sees(status: &Value, peer: &str, frames: u64) -> bool {
+    page_media(status, peer).is_some_and(|p| {
+        p["frames_decoded"].as_u64().is_some_and(|f| f >= frames) && p["index"].is_u64()
+    })
+}

@@ -20,6 +20,7 @@ pub use huddle_server;
 pub mod apps;
 pub mod browser;
 pub mod rollback;
+pub mod tones;
 
 /// Channel index of the reliable channel of [`StockPeer`]s.
 pub const RELIABLE: usize = 0;

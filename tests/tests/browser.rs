@@ -8,6 +8,7 @@ use huddle_examples::lobby::{ChatLog, Squares};
 use huddle_tests::apps::*;
 use huddle_tests::browser::*;
 use huddle_tests::rollback::*;
+use huddle_tests::tones::frames_with_tone;
 use huddle_tests::*;
 use serde_json::Value;
 use std::time::Duration;
@@ -83,6 +84,7 @@ fn page_hosts(
 
 /// A browser page and a native peer meet; `browser_first` decides who is the caller and host.
 fn browser_and_native(browser_first: bool) {
+    let _shared = shared();
     let (_rt, server) = server_on_runtime();
     let room = server.room_url(if browser_first {
         "web-first"
@@ -177,6 +179,7 @@ fn a_native_host_and_a_browser_peer_exchange_messages() {
 
 #[test]
 fn when_the_browser_host_leaves_the_native_peers_elect_the_next_and_go_on() {
+    let _shared = shared();
     let (_rt, _server, room, mut browser, mut natives) = page_hosts("web-host-leaves", "lobby", "");
     natives.push(lobby_player(&room));
     assert!(run_with_browser(
@@ -229,6 +232,7 @@ fn when_the_browser_host_leaves_the_native_peers_elect_the_next_and_go_on() {
 
 #[test]
 fn two_browser_pages_and_a_native_peer_share_a_lobby() {
+    let _shared = shared();
     let (_rt, _server, room, mut browser, mut natives) = page_hosts("web-two-pages", "lobby", "");
     browser.open("b", &page("lobby", &room, ""));
     natives.push(lobby_player(&room));
@@ -267,6 +271,7 @@ fn two_browser_pages_and_a_native_peer_share_a_lobby() {
 
 #[test]
 fn a_rollback_match_browser_vs_native_ends_with_equal_checksums() {
+    let _shared = shared();
     let (_rt, _server, room, mut browser, mut natives) =
         page_hosts("web-boxes", "box_game", "&players=2&frames=600");
     natives.push(box_player(&room, 2));
@@ -300,6 +305,7 @@ fn a_rollback_match_browser_vs_native_ends_with_equal_checksums() {
 /// message and plays on to frame 300 alone.
 #[test]
 fn a_browser_player_leaving_with_escape_lets_the_native_player_play_on() {
+    let _shared = shared();
     let (_rt, _server, room, mut browser, mut natives) =
         page_hosts("web-boxes-leave", "box_game", "&players=2");
     natives.push(box_player(&room, 2));
@@ -335,4 +341,151 @@ fn a_browser_player_leaving_with_escape_lets_the_native_player_play_on() {
     );
     assert_eq!(game(&natives[0]).phase, bevy_huddle::RollbackPhase::Playing);
     browser.assert_no_errors();
+}
+
+/// Media tests run alone (a browser's audio thread starved by a neighbour test sends in bursts,
+/// and the native jitter buffer then plays gaps); the other tests share.
+static CROWD: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    CROWD.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    CROWD.read().unwrap_or_else(|e| e.into_inner())
+}
+
+const PAGE_TONE: f32 = 660.0;
+const NATIVE_TONE: f32 = 440.0;
+
+/// What a native player receives of a page.
+#[derive(Default)]
+struct FromPage {
+    pcm: Vec<f32>,
+    frames: u64,
+    indices: Vec<u32>,
+}
+
+/// Records `window` of what `players[who]` receives of `page`, the browser running along.
+fn listen_to_page(
+    players: &mut [Player],
+    browser: &mut Browser,
+    who: usize,
+    page: PeerId,
+    window: Duration,
+) -> FromPage {
+    use bevy_huddle::media::{RemoteMedia, TestPattern};
+    let mut got = FromPage::default();
+    let start = std::time::Instant::now();
+    let mut first = None;
+    run_with_browser(
+        players,
+        browser,
+        window + Duration::from_secs(1),
+        |ps, _| {
+            let remote = ps[who].app.world().resource::<RemoteMedia>();
+            if let Some(audio) = remote.audio(page) {
+                got.pcm.extend(audio.take_pcm());
+            }
+            if let Some(video) = remote.video(page) {
+                let decoded = video.frames_decoded();
+                got.frames = decoded - *first.get_or_insert(decoded);
+                let index = video
+                    .latest_frame()
+                    .and_then(|f| TestPattern::read_index(&f));
+                if let Some(i) = index.filter(|i| got.indices.last() != Some(i)) {
+                    got.indices.push(i);
+                }
+            }
+            start.elapsed() >= window
+        },
+    );
+    got
+}
+
+fn peer_id(text: &str) -> PeerId {
+    PeerId(uuid::Uuid::parse_str(text).expect("a page's id is a uuid"))
+}
+
+/// A page and a native peer with voice and camera meet (`page_first`: the page is the caller
+/// and offers media; else the native peer offers): the native side hears the page's tone
+/// (±2 Hz, ≥ 20 dB over other tones in ≥ 80 % of 20 ms frames over 3 s) and decodes its test
+/// pattern in order; the page hears the native tone (its analyser's peak) and its `getStats()`
+/// shows the native camera's frames decoded, its image showing the pattern.
+fn page_and_native_media(page_first: bool) {
+    let _alone = alone();
+    let (_rt, server) = server_on_runtime();
+    let room = server.room_url(if page_first {
+        "media-web-first"
+    } else {
+        "media-native-first"
+    });
+    let mut browser = Browser::start();
+    let mut natives = Vec::new();
+    if page_first {
+        let path = media_page(&room, PAGE_TONE);
+        open_in_lobby(&mut browser, &mut natives, "a", &path, LIMIT);
+        natives.push(media_lobby_player(&room, NATIVE_TONE));
+    } else {
+        natives.push(media_lobby_player(&room, NATIVE_TONE));
+        assert!(run_until(&mut natives, LIMIT, |ps| ps[0]
+            .roster()
+            .is_host()));
+        browser.open("a", &media_page(&room, PAGE_TONE));
+    }
+    let both = run_with_browser(&mut natives, &mut browser, LIMIT, |ps, b| {
+        let (Some(status), Some(web), Some(native)) = (b.status("a"), b.id("a"), ps[0].id()) else {
+            return false;
+        };
+        let remote = ps[0]
+            .app
+            .world()
+            .resource::<bevy_huddle::media::RemoteMedia>();
+        let web = peer_id(&web);
+        let native_gets = remote.audio(web).is_some_and(|a| a.packets() > 50)
+            && remote.video(web).is_some_and(|v| v.frames_decoded() > 10);
+        let native = native.to_string();
+        native_gets && page_hears(status, &native, NATIVE_TONE) && page_sees(status, &native, 30)
+    });
+    let page_says = browser.status("a").map(|s| s["media"].clone());
+    assert!(both, "media both ways; the page says {page_says:#?}");
+    let web = peer_id(&browser.id("a").expect("the page's id"));
+    let got = listen_to_page(&mut natives, &mut browser, 0, web, Duration::from_secs(3));
+    let frames = got.pcm.len() / bevy_huddle::media::FRAME_SAMPLES;
+    let toned = frames_with_tone(&got.pcm, PAGE_TONE, &[NATIVE_TONE, 1000.0]);
+    let silent = got
+        .pcm
+        .chunks_exact(bevy_huddle::media::FRAME_SAMPLES)
+        .filter(|f| bevy_huddle::media::tone::rms_db(f) < -50.0)
+        .count();
+    let jitter = natives[0]
+        .app
+        .world()
+        .resource::<bevy_huddle::media::RemoteMedia>()
+        .audio(web)
+        .map(|a| a.jitter_stats());
+    assert!(
+        frames >= 120 && toned * 10 >= frames * 8,
+        "the native side hears the page's {PAGE_TONE} Hz in {toned} of {frames} frames \
+         ({silent} silent; jitter buffer {jitter:?})"
+    );
+    let peak = bevy_huddle::media::tone::peak_frequency(&got.pcm, 200.0, 2000.0);
+    assert!((peak - PAGE_TONE).abs() <= 2.0, "peak at {peak} Hz");
+    assert!(
+        got.frames >= 30 && got.indices.len() >= 10 && got.indices.windows(2).all(|w| w[0] < w[1]),
+        "the page's pattern decodes in order: {} frames, indices {:?}",
+        got.frames,
+        got.indices
+    );
+    browser.assert_no_errors();
+}
+
+#[test]
+fn a_page_offers_media_to_a_native_peer_and_both_hear_and_see() {
+    page_and_native_media(true);
+}
+
+#[test]
+fn a_native_peer_offers_media_to_a_page_and_both_hear_and_see() {
+    page_and_native_media(false);
 }

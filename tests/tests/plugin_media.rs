@@ -13,6 +13,7 @@ use bevy_huddle::media::{
 use bevy_huddle::prelude::*;
 use bevy_huddle::{Conditions, HuddleConfig, LinkConditioner};
 use huddle_tests::apps::*;
+use huddle_tests::tones::frames_with_tone;
 use huddle_tests::*;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -203,16 +204,6 @@ fn record(
         Instant::now() >= deadline
     });
     got
-}
-
-/// 20 ms frames of `pcm` in which `tone` is at least 20 dB above each of `others`.
-fn frames_with_tone(pcm: &[f32], tone: f32, others: &[f32]) -> usize {
-    pcm.chunks_exact(FRAME_SAMPLES)
-        .filter(|f| {
-            let own = tone::level_db(f, tone);
-            others.iter().all(|&o| own - tone::level_db(f, o) >= 20.0)
-        })
-        .count()
 }
 
 /// Three peers in a mesh, each sending its own tone and a test pattern: every peer hears each

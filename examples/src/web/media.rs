@@ -96,7 +96,11 @@ fn press(clicks: NonSend<Clicks>, dom: NonSend<super::Dom>, mut local: ResMut<Lo
     let mut pressed = std::mem::take(&mut *clicks.0.borrow_mut());
     // The lobby takes no other presses (arrows are read as held).
     let keys = std::mem::take(&mut dom.keys.borrow_mut().1);
-    pressed.extend(keys.into_iter().filter(|k| k == "m").map(|_| "mute".to_owned()));
+    pressed.extend(
+        keys.into_iter()
+            .filter(|k| k == "m")
+            .map(|_| "mute".to_owned()),
+    );
     for button in pressed {
         match button.as_str() {
             "mic" if local.tracks().audio => local.stop_microphone(),
