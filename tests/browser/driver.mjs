@@ -15,6 +15,8 @@
 //   {"ev":"pageerror","name":"a","text":"..."}  an uncaught error in the page
 //   {"ev":"closed","name":"a"}
 // It exits when stdin closes, so a test that dies takes the browser with it.
+// With HUDDLE_DENY_MEDIA=1 the browser refuses every camera and microphone request (as a player
+// who clicks "block" would); the pages then gather no ICE candidates here either.
 
 import { chromium } from "playwright-core";
 import { createServer } from "node:http";
@@ -49,6 +51,7 @@ const port = server.address().port;
 // replace ours). In a loopback-only namespace Chromium gathers ICE candidates only with
 // loopback allowed in peer connections and camera/microphone permission granted
 // (../shared/FACTS.md).
+const deny = process.env.HUDDLE_DENY_MEDIA === "1";
 const profile = mkdtempSync(join(tmpdir(), "huddle-chromium-"));
 const browser = await chromium.launchPersistentContext(profile, {
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
@@ -68,12 +71,14 @@ const browser = await chromium.launchPersistentContext(profile, {
     "--disable-renderer-backgrounding",
     "--disable-backgrounding-occluded-windows",
     "--allow-loopback-in-peer-connection",
-    "--use-fake-ui-for-media-stream",
+    deny ? "--use-fake-ui-for-media-stream=deny" : "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream",
     "about:blank",
   ],
 });
-await browser.grantPermissions(["camera", "microphone"], { origin: `http://127.0.0.1:${port}` });
+if (!deny) {
+  await browser.grantPermissions(["camera", "microphone"], { origin: `http://127.0.0.1:${port}` });
+}
 
 const pages = new Map();
 

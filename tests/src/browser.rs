@@ -40,6 +40,15 @@ pub struct Browser {
 impl Browser {
     /// Starts the driver and the browser; panics with what is missing.
     pub fn start() -> Self {
+        Self::launch(false)
+    }
+
+    /// A browser whose player refuses every camera and microphone request.
+    pub fn refusing_media() -> Self {
+        Self::launch(true)
+    }
+
+    fn launch(deny_media: bool) -> Self {
         let here = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
         let web = web_dir();
         assert!(
@@ -54,6 +63,7 @@ impl Browser {
         let mut child = Command::new("node")
             .arg(here.join("driver.mjs"))
             .arg(&web)
+            .env("HUDDLE_DENY_MEDIA", if deny_media { "1" } else { "0" })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -205,8 +215,9 @@ pub fn page(example: &str, room: &str, extra: &str) -> String {
 }
 
 /// A native player of the lobby demo with media: a bot at the keys, speaking a tone of `tone`
-/// Hz and showing a 320×240 test pattern (media bound to loopback, as the test namespace wants).
-pub fn media_lobby_player(url: &str, tone: f32) -> Player {
+/// Hz and, with `camera`, showing a 320×240 test pattern (media bound to loopback, as the test
+/// namespace wants).
+pub fn media_lobby_player(url: &str, tone: f32, camera: bool) -> Player {
     use bevy_huddle::media::{CameraSource, LocalMedia, MicSource, SineWave, TestPattern};
     let mut config = HuddleConfig::room(url);
     config.media.enabled = true;
@@ -215,13 +226,17 @@ pub fn media_lobby_player(url: &str, tone: f32) -> Player {
     player.app.add_plugins(LobbyGame { pilot: Pilot::Bot });
     let mut local = player.app.world_mut().resource_mut::<LocalMedia>();
     local.start_microphone(MicSource::SineWave(SineWave::new(tone, 0.5)));
-    local.start_camera(CameraSource::TestPattern(TestPattern::new(320, 240, 30)));
+    if camera {
+        local.start_camera(CameraSource::TestPattern(TestPattern::new(320, 240, 30)));
+    }
     player
 }
 
-/// The lobby page with media on, speaking a tone of `tone` Hz and showing a test pattern.
-pub fn media_page(room: &str, tone: f32) -> String {
-    page("lobby", room, &format!("&media=1&voice={tone}&pattern=1"))
+/// The lobby page with media on, speaking a tone of `tone` Hz and, with `camera`, showing a
+/// test pattern.
+pub fn media_page(room: &str, tone: f32, camera: bool) -> String {
+    let pattern = if camera { "&pattern=1" } else { "" };
+    page("lobby", room, &format!("&media=1&voice={tone}{pattern}"))
 }
 
 /// What a page's status says it receives of `peer` (`status.media.peers[]`).

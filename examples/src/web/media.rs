@@ -4,7 +4,8 @@
 //!
 //! Query parameters: `media=1` turns media on; `voice=HZ` speaks a tone of HZ from the start and
 //! `pattern=1` shows a test pattern as the camera (synthetic sources, for tests and demos
-//! without devices). `m` toggles mute.
+//! without devices); `mic=1` starts the browser's microphone at once (`mic=ID`: that device).
+//! `m` toggles mute.
 
 use bevy::asset::AssetEvent;
 use bevy::platform::collections::HashMap;
@@ -22,12 +23,14 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::{Clamped, JsCast};
 
 /// What the page starts with.
-#[derive(Resource, Clone, Copy)]
+#[derive(Resource, Clone)]
 pub(super) struct PageMedia {
     /// A tone to speak from the start (Hz).
     pub(super) voice: Option<f32>,
     /// A test pattern as the camera from the start.
     pub(super) pattern: bool,
+    /// The browser's microphone from the start ("1": the default one, else a device id).
+    pub(super) mic: Option<String>,
 }
 
 /// Button presses not taken yet (the DOM's listeners fill it).
@@ -44,7 +47,7 @@ pub(super) struct MediaErrors(Vec<String>);
 
 impl Plugin for PageMedia {
     fn build(&self, app: &mut App) {
-        app.insert_resource(*self)
+        app.insert_resource(self.clone())
             .init_resource::<MediaErrors>()
             .init_resource::<MediaStatus>()
             .insert_non_send(clicks())
@@ -85,6 +88,10 @@ fn clicks() -> Clicks {
 fn start(page: Res<PageMedia>, mut local: ResMut<LocalMedia>) {
     if let Some(hz) = page.voice {
         local.start_microphone(MicSource::SineWave(SineWave::new(hz, 0.5)));
+    }
+    if let Some(mic) = &page.mic {
+        let name = (mic != "1").then(|| mic.clone());
+        local.start_microphone(MicSource::Device(MicDevice { name }));
     }
     if page.pattern {
         local.start_camera(CameraSource::TestPattern(TestPattern::new(320, 240, 30)));
@@ -206,9 +213,12 @@ fn pixels(image: &Image) -> Option<(u32, u32, &[u8])> {
 #[derive(Resource, Default)]
 pub(super) struct MediaStatus(pub(super) Value);
 
-/// What we send, and what we hear and see of each peer.
+/// What we send, and what we hear and see of each peer: four times a second (reading a
+/// spectrum and a pattern index is not free on a slow machine).
 #[allow(clippy::too_many_arguments)]
 fn media_status(
+    time: Res<Time>,
+    mut last: Local<Option<f32>>,
     settings: Res<HuddleSettings>,
     local: Res<LocalMedia>,
     remote: Res<RemoteMedia>,
@@ -218,6 +228,11 @@ fn media_status(
     errors: Res<MediaErrors>,
     mut status: ResMut<MediaStatus>,
 ) {
+    let now = time.elapsed_secs();
+    if last.is_some_and(|at| now - at < 0.25) {
+        return;
+    }
+    *last = Some(now);
     let mut peers: Vec<PeerId> = states.0.keys().copied().chain(remote.peers()).collect();
     peers.sort();
     peers.dedup();

@@ -39,6 +39,8 @@ pub struct PageArgs {
     pub voice: Option<f32>,
     /// Show a test pattern as the camera from the start (lobby, with media).
     pub pattern: bool,
+    /// Start the browser's microphone at once (`mic=1`: the default one; else a device id).
+    pub mic: Option<String>,
 }
 
 impl PageArgs {
@@ -63,6 +65,7 @@ impl PageArgs {
             media: get("media").is_some_and(|m| m == "1"),
             voice: get("voice").and_then(|v| v.parse().ok()),
             pattern: get("pattern").is_some_and(|p| p == "1"),
+            mic: get("mic"),
         }
     }
 
@@ -166,6 +169,7 @@ pub fn run_lobby() {
             .add_plugins(media::PageMedia {
                 voice: args.voice,
                 pattern: args.pattern,
+                mic: args.mic.clone(),
             })
             .add_systems(Update, (steer_square, draw_lobby, publish_lobby).chain());
     }

@@ -5,8 +5,11 @@
 //! once the first packet has waited the *target delay*; from then on [`JitterBuffer::pop`] is
 //! called once per frame period and returns the next packet, or asks the decoder to recover it
 //! from the following packet's in-band FEC, or to conceal it (Opus PLC). A packet that comes after
-//! its slot was played is *late*: it is dropped, counted, and raises the target delay; a long run
-//! of on-time frames lowers it again. A stream that goes quiet (DTX, a muted sender, a pause)
+//! its slot was played is *late*: it is dropped, counted, and raises the target delay; so does a
+//! *burst* (packets arriving together after a stall: a sender or a path that stalls and then
+//! catches up, as a browser on a busy machine does), to as many frames as came at once, so that
+//! the next stall plays out of the buffer instead of going silent. A long run of on-time frames
+//! lowers the target again. A stream that goes quiet (DTX, a muted sender, a pause)
 //! stops concealing after a few frames and waits for the next packet as at the start.
 //!
 //! Every number here comes from the network: sequence numbers are compared with wrapping
@@ -93,6 +96,9 @@ pub struct JitterBuffer {
     calm: u32,
     /// Frames to hold playout back by (concealing meanwhile), after late packets.
     stretch: u32,
+    /// When the latest packet arrived, and how many came together up to it.
+    last_arrival: Option<Duration>,
+    burst: u32,
     stats: JitterStats,
 }
 
@@ -112,6 +118,8 @@ impl JitterBuffer {
             missing: 0,
             calm: 0,
             stretch: 0,
+            last_arrival: None,
+            burst: 0,
             stats: JitterStats::default(),
         }
     }
@@ -144,6 +152,7 @@ impl JitterBuffer {
     /// A packet with RTP sequence number `seq` arrived at `now`.
     pub fn push(&mut self, seq: u16, payload: Vec<u8>, now: Duration) {
         self.stats.received += 1;
+        self.arrived(now);
         let ext = self.extend(seq);
         if let Some(next) = self.next {
             if ext < next {
@@ -245,6 +254,29 @@ impl JitterBuffer {
         self.waiting_since = None;
         self.missing = 0;
         self.stretch = 0;
+    }
+
+    /// Packets that arrive together (within a quarter frame of each other) say how far the
+    /// stream can stall: the target covers that many frames.
+    fn arrived(&mut self, now: Duration) {
+        let together = self
+            .last_arrival
+            .is_some_and(|at| now.saturating_sub(at) < self.settings.frame / 4);
+        self.last_arrival = Some(now);
+        self.burst = if together {
+            self.burst.saturating_add(1)
+        } else {
+            1
+        };
+        let cover = self
+            .settings
+            .frame
+            .saturating_mul(self.burst)
+            .min(self.settings.max_delay);
+        if cover > self.target {
+            self.calm = 0;
+            self.target = cover;
+        }
     }
 
     fn raise_target(&mut self) {
@@ -417,15 +449,56 @@ mod tests {
     }
 
     #[test]
-    fn a_burst_is_trimmed_to_the_target() {
-        let mut buffer = JitterBuffer::new(JitterSettings::default());
+    fn a_burst_raises_the_target_to_the_maximum_and_the_rest_is_trimmed() {
+        let settings = JitterSettings::default();
+        let mut buffer = JitterBuffer::new(settings);
         for s in 0..40u16 {
             buffer.push(s, packet(s), ms(0));
         }
+        assert_eq!(buffer.target_delay(), settings.max_delay);
         for t in 0..30u64 {
             let _ = buffer.pop(ms(40 + t * 20));
         }
-        assert!(buffer.len() <= 6, "{} still buffered", buffer.len());
+        let most = (settings.max_delay.as_millis() / 20) as usize + 3;
+        assert!(buffer.len() <= most, "{} still buffered", buffer.len());
         assert!(buffer.stats().discarded > 0);
+    }
+
+    /// A sender that stalls 140 ms every 600 ms and then sends what it owes at once (a busy
+    /// browser): after the first stall the target covers it, and the rest plays without a
+    /// restart or a gap.
+    #[test]
+    fn a_stalling_sender_plays_without_gaps_once_the_target_covers_its_bursts() {
+        let mut buffer = JitterBuffer::new(JitterSettings::default());
+        let period = 30u64;
+        let stall = 7u64;
+        // Frame i is sent at i*20 ms, except in a stall, when it waits for the stall's end.
+        let sent = |i: u64| {
+            let at = i * 20;
+            let phase = at % (period * 20);
+            if phase < stall * 20 {
+                at - phase + stall * 20
+            } else {
+                at
+            }
+        };
+        let mut out = Vec::new();
+        let mut i = 0u64;
+        for t in 0..300u64 {
+            let now = t * 20 + 10;
+            while sent(i) <= now && i < 300 {
+                buffer.push(i as u16, packet(i as u16), ms(sent(i)));
+                i += 1;
+            }
+            out.push(buffer.pop(ms(now)));
+        }
+        let late_start = 2 * period as usize;
+        let gaps = out[late_start..]
+            .iter()
+            .filter(|p| !matches!(p, Playout::Packet(_)))
+            .count();
+        assert_eq!(gaps, 0, "after the first bursts: {:?}", buffer.stats());
+        assert!(buffer.target_delay() >= ms(stall * 20));
+        assert!(buffer.target_delay() <= JitterSettings::default().max_delay);
     }
 }

@@ -76,7 +76,8 @@ pub(crate) struct TrackSink {
 impl TrackSink {
     /// Sends `track` (or nothing) from now on; no renegotiation.
     pub(crate) fn send(&self, track: Option<&MediaStreamTrack>) {
-        let track = track.map(|t| Js::new(t.clone()));
+        // The same track (`MediaStreamTrack::clone` would make a new one, which mute misses).
+        let track = track.map(|t| Js::new(Clone::clone(t)));
         let _ = self
             .commands
             .unbounded_send(Command::Send(self.kind, track));
@@ -333,7 +334,7 @@ fn arrived(shared: &mut Shared, event: &RtcTrackEvent) {
     let origin = named
         .and_then(|id| uuid::Uuid::parse_str(&id).ok())
         .map_or(shared.peer, PeerId);
-    let tracks: Array = std::iter::once(JsValue::from(track.clone())).collect();
+    let tracks: Array = std::iter::once(JsValue::from(&track)).collect();
     let stream = match MediaStream::new_with_tracks(&tracks) {
         Ok(stream) => stream,
         Err(e) => {

@@ -18,22 +18,31 @@ const SPEAKING_DB: f32 = -45.0;
 /// The analyser's window: 32768 samples at 48 kHz, 1.46 Hz per bin.
 const FFT_SIZE: u32 = 32_768;
 
-/// An `AnalyserNode` on a sound: its level and its strongest frequency.
+/// Two `AnalyserNode`s on a sound: a short window for its level, a long one for its strongest
+/// frequency.
 pub(crate) struct Meter {
-    analyser: AnalyserNode,
+    level: AnalyserNode,
+    spectrum: AnalyserNode,
     rate: f32,
 }
+
+/// The level's window: 1024 samples, 21 ms at 48 kHz.
+const LEVEL_SIZE: u32 = 1024;
 
 impl Meter {
     /// A meter on `node`'s output.
     pub(crate) fn of_node(context: &AudioContext, node: &AudioNode) -> Result<Self, String> {
-        let analyser = context.create_analyser().map_err(error_text)?;
-        analyser.set_fft_size(FFT_SIZE);
-        analyser.set_smoothing_time_constant(0.0);
-        node.connect_with_audio_node(&analyser)
-            .map_err(error_text)?;
+        let analyser = |size: u32| -> Result<AnalyserNode, String> {
+            let analyser = context.create_analyser().map_err(error_text)?;
+            analyser.set_fft_size(size);
+            analyser.set_smoothing_time_constant(0.0);
+            node.connect_with_audio_node(&analyser)
+                .map_err(error_text)?;
+            Ok(analyser)
+        };
         Ok(Self {
-            analyser,
+            level: analyser(LEVEL_SIZE)?,
+            spectrum: analyser(FFT_SIZE)?,
             rate: context.sample_rate(),
         })
     }
@@ -47,19 +56,18 @@ impl Meter {
         Self::of_node(&context, &source)
     }
 
-    /// The level of the last 20 ms in dBFS (-200: silence).
+    /// The level of the last 21 ms in dBFS (-200: silence).
     pub(crate) fn level_db(&self) -> f32 {
-        let mut pcm = vec![0f32; FFT_SIZE as usize];
-        self.analyser.get_float_time_domain_data(&mut pcm);
-        let tail = &pcm[pcm.len() - huddle_media::FRAME_SAMPLES..];
-        huddle_media::tone::rms_db(tail)
+        let mut pcm = [0f32; LEVEL_SIZE as usize];
+        self.level.get_float_time_domain_data(&mut pcm);
+        huddle_media::tone::rms_db(&pcm)
     }
 
     /// The strongest frequency between `low` and `high` Hz, and how far (dB) it stands above
     /// the strongest bin outside ±20 Hz of it; `None` while silent.
     pub(crate) fn peak(&self, low: f32, high: f32) -> Option<(f32, f32)> {
-        let mut db = vec![0f32; self.analyser.frequency_bin_count() as usize];
-        self.analyser.get_float_frequency_data(&mut db);
+        let mut db = vec![0f32; self.spectrum.frequency_bin_count() as usize];
+        self.spectrum.get_float_frequency_data(&mut db);
         let bin = self.rate / FFT_SIZE as f32;
         let first = ((low / bin).floor() as usize).max(1);
         let last = ((high / bin).ceil() as usize).min(db.len().saturating_sub(2));
