@@ -13,7 +13,7 @@ use super::forward::{leg_queue, Forwardable, ForwardedTrack, Hub, LegSink};
 use super::local::{lock, Encoded};
 use super::observed::ObservedPath;
 use super::remote::{spawn_audio, spawn_video};
-use super::report::{PathReport, Report};
+use super::report::{origin, PathReport, Report};
 use super::rtcp_for_tracks::RtcpForTracks;
 use super::settings::BitrateBounds;
 use bevy::tasks::IoTaskPool;
@@ -107,6 +107,8 @@ pub(crate) struct Opening {
     pub(crate) bitrate: BitrateBounds,
     /// The peer at the other end: what it sends goes to the hub as its (star hosts forward it).
     pub(crate) peer: PeerId,
+    /// The peer is our star's host: the streams it names are the publishers' it forwards.
+    pub(crate) relay: bool,
     pub(crate) hub: Arc<Hub>,
     pub(crate) decoders: Arc<Decoders>,
 }
@@ -196,16 +198,8 @@ struct Handler {
     jitter: JitterSettings,
     far_end: Arc<FarEnd>,
     peer: PeerId,
+    relay: bool,
     hub: Arc<Hub>,
-}
-
-impl Handler {
-    /// Whose a stream is: a stream named by a peer id is that peer's (a star host names what
-    /// it forwards so; the driver checks the name against the lobby), anything else the
-    /// connection's peer's own.
-    fn origin(&self, stream: &str) -> PeerId {
-        uuid::Uuid::parse_str(stream).map_or(self.peer, PeerId)
-    }
 }
 
 /// Passes the peer's keyframe requests on to the game side, at most every [`PLI_INTERVAL`]
@@ -258,7 +252,7 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let pool = IoTaskPool::get();
-        let origin = self.origin(&track.stream_id().await);
+        let origin = origin(&track.stream_id().await, self.peer, self.relay);
         let (hub, peer) = (self.hub.clone(), self.peer);
         match track.kind().await {
             RtpCodecKind::Audio => {
@@ -632,6 +626,7 @@ async fn connect(
             jitter: opening.jitter,
             far_end: opening.far_end.clone(),
             peer: opening.peer,
+            relay: opening.relay,
             hub: opening.hub.clone(),
         }))
         .with_udp_addrs(opening.bind.clone())

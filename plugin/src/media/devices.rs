@@ -6,6 +6,7 @@
 //! between threads). What it gives is converted to what the encoders take: 48 kHz mono for
 //! sound ([`huddle_media::resample::Downmix`]), I420 of even size for pictures.
 
+use super::device::{CameraDevice, MicDevice};
 use super::local::AudioPush;
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{FromSample, SampleFormat, SizedSample, StreamConfig, SupportedStreamConfig};
@@ -18,38 +19,6 @@ use nokhwa::utils::{
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-
-/// A microphone of this machine.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MicDevice {
-    /// Its name as [`microphones`] lists it; `None`: the system's default input.
-    pub name: Option<String>,
-}
-
-/// A camera of this machine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CameraDevice {
-    /// Its place in [`cameras`].
-    pub index: u32,
-    /// The size asked for (the camera's nearest is taken).
-    pub width: u32,
-    /// The height asked for.
-    pub height: u32,
-    /// The frame rate asked for.
-    pub fps: u32,
-}
-
-impl CameraDevice {
-    /// Camera `index` at 640×480, 30 fps (or what it has closest).
-    pub fn new(index: u32) -> Self {
-        Self {
-            index,
-            width: 640,
-            height: 480,
-            fps: 30,
-        }
-    }
-}
 
 /// The names of the microphones the system offers (empty without any, or without a sound
 /// system).

@@ -31,7 +31,7 @@ pub enum MicSource {
     Push(AudioPush),
     /// A microphone of this machine (feature `media-devices`).
     #[cfg(feature = "media-devices")]
-    Device(super::devices::MicDevice),
+    Device(super::device::MicDevice),
 }
 
 /// Where the camera's picture comes from.
@@ -43,7 +43,7 @@ pub enum CameraSource {
     Push(VideoPush),
     /// A camera of this machine (feature `media-devices`).
     #[cfg(feature = "media-devices")]
-    Device(super::devices::CameraDevice),
+    Device(super::device::CameraDevice),
 }
 
 /// Locks, taking the data of a poisoned lock (a panicked thread leaves plain data behind).

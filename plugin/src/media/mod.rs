@@ -27,6 +27,7 @@ mod codecs;
 mod connection;
 #[cfg(not(target_arch = "wasm32"))]
 mod decoders;
+mod device;
 #[cfg(all(feature = "media-devices", not(target_arch = "wasm32")))]
 mod devices;
 #[cfg(not(target_arch = "wasm32"))]
@@ -59,8 +60,9 @@ mod local;
 #[path = "web/remote.rs"]
 mod remote;
 
+pub use device::{CameraDevice, MicDevice};
 #[cfg(all(feature = "media-devices", not(target_arch = "wasm32")))]
-pub use devices::{cameras, microphones, CameraDevice, MicDevice};
+pub use devices::{cameras, microphones};
 #[cfg(not(target_arch = "wasm32"))]
 pub use huddle_media::echo::FarEnd;
 pub use huddle_media::process::MicProcessing;
@@ -72,8 +74,6 @@ pub use huddle_protocol::media::{MediaKind, MediaState, TrackSet};
 pub use js::enable_sound;
 #[cfg(not(target_arch = "wasm32"))]
 pub use local::{AudioPush, VideoPush};
-#[cfg(target_arch = "wasm32")]
-pub use local::{CameraDevice, MicDevice};
 pub use local::{CameraSource, MicSource};
 #[cfg(all(feature = "media-audio", not(target_arch = "wasm32")))]
 pub use playback::{VoiceSource, VoiceStream};

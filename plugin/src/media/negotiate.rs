@@ -443,6 +443,11 @@ impl Frame<'_> {
         }
     }
 
+    /// Whether `id` is our star's host, whose streams may be other publishers'.
+    fn relay(&self, id: PeerId) -> bool {
+        self.place.star_client() && self.place.host == Some(id)
+    }
+
     /// What a new connection to `id` needs.
     #[cfg(not(target_arch = "wasm32"))]
     fn opening(&self, id: PeerId, session: u32) -> Opening {
@@ -456,6 +461,7 @@ impl Frame<'_> {
             session,
             ice: ice_servers(self.config),
             peer: id,
+            relay: self.relay(id),
             bitrate: self.settings.path_bitrate(cap),
             bind: self.settings.bind.iter().map(ToString::to_string).collect(),
             jitter: self.settings.jitter,
@@ -472,6 +478,7 @@ impl Frame<'_> {
             session,
             ice: ice_servers(self.config),
             peer: id,
+            relay: self.relay(id),
         }
     }
 

@@ -47,3 +47,36 @@ pub(crate) enum Report {
     #[cfg(not(target_arch = "wasm32"))]
     KeyframeWanted,
 }
+
+/// Whose a remote stream is. On a star client's connection to its host (`relay`), a stream
+/// named by a peer id is that publisher's (the host names what it forwards so; the driver still
+/// checks the name against the lobby); on any other connection every stream is the peer's own,
+/// whatever it is named: a peer cannot pass its packets off as another's (a browser names its
+/// streams with random uuids, too).
+pub(crate) fn origin(stream: &str, peer: PeerId, relay: bool) -> PeerId {
+    if !relay {
+        return peer;
+    }
+    uuid::Uuid::parse_str(stream).map_or(peer, PeerId)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_star_host_may_name_a_streams_publisher() {
+        let host = PeerId(uuid::Uuid::from_u128(1));
+        let victim = PeerId(uuid::Uuid::from_u128(2));
+        let named = victim.0.to_string();
+        assert_eq!(
+            origin(&named, host, true),
+            victim,
+            "the host forwards the victim's"
+        );
+        // A mesh peer (or a star client) naming its stream after another member is still itself.
+        assert_eq!(origin(&named, host, false), host);
+        assert_eq!(origin("huddle", host, true), host);
+        assert_eq!(origin("{not a uuid}", host, true), host);
+    }
+}

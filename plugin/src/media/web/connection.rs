@@ -10,7 +10,7 @@
 
 use super::js::{count, error_text, ignore_rejection, number, stats_entries, string, wait, Js};
 use super::remote::{RemoteAudio, RemoteVideo};
-use super::report::{PathReport, Report};
+use super::report::{origin, PathReport, Report};
 use futures::channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
 use futures::{FutureExt, StreamExt};
 use huddle_protocol::media::MediaKind;
@@ -58,6 +58,8 @@ pub(crate) struct Opening {
     pub(crate) ice: matchbox_socket::RtcIceServerConfig,
     /// The peer at the other end: tracks not named by another publisher are its own.
     pub(crate) peer: PeerId,
+    /// The peer is our star's host: the streams it names are the publishers' it forwards.
+    pub(crate) relay: bool,
 }
 
 /// The game side of one media connection: dropping it closes the connection.
@@ -137,6 +139,7 @@ enum Received {
 struct Shared {
     reports: UnboundedSender<Report>,
     peer: PeerId,
+    relay: bool,
     /// Remote tracks by track id (what `getStats()` names them by).
     received: HashMap<String, Received>,
 }
@@ -226,6 +229,7 @@ async fn run(
     let shared = Rc::new(RefCell::new(Shared {
         reports: reports.clone(),
         peer: opening.peer,
+        relay: opening.relay,
         received: HashMap::new(),
     }));
     let handlers = Handlers::install(&connection, &shared);
@@ -320,9 +324,7 @@ impl Handlers {
     }
 }
 
-/// A remote track arrived: whose it is (a stream named by a peer id is that peer's: a star host
-/// names what it forwards so, and the driver checks the name against the lobby; anything else
-/// is the connection's peer's own), and the game gets it.
+/// A remote track arrived: whose it is ([`origin`]), and the game gets it.
 fn arrived(shared: &mut Shared, event: &RtcTrackEvent) {
     let track = event.track();
     let named = event
@@ -331,9 +333,7 @@ fn arrived(shared: &mut Shared, event: &RtcTrackEvent) {
         .dyn_into::<MediaStream>()
         .ok()
         .map(|s| s.id());
-    let origin = named
-        .and_then(|id| uuid::Uuid::parse_str(&id).ok())
-        .map_or(shared.peer, PeerId);
+    let origin = origin(&named.unwrap_or_default(), shared.peer, shared.relay);
     let tracks: Array = std::iter::once(JsValue::from(&track)).collect();
     let stream = match MediaStream::new_with_tracks(&tracks) {
         Ok(stream) => stream,

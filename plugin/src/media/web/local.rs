@@ -5,6 +5,7 @@
 //! suppression, gain control, as [`MicProcessing`](super::MicProcessing) asks).
 
 use super::connection::TrackSink;
+use super::device::{CameraDevice, MicDevice};
 use super::js::{audio_context, error_text, wait, Js};
 use super::remote::Meter;
 use super::{MediaSettings, SineWave, TestPattern};
@@ -35,38 +36,6 @@ pub enum CameraSource {
     TestPattern(TestPattern),
     /// The browser's camera (`getUserMedia`).
     Device(CameraDevice),
-}
-
-/// A microphone the browser offers.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MicDevice {
-    /// Its `deviceId`; `None`: the one the browser (or the player, in its prompt) picks.
-    pub name: Option<String>,
-}
-
-/// A camera the browser offers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CameraDevice {
-    /// Unused in the browser: the player picks the camera in the browser's prompt.
-    pub index: u32,
-    /// The size asked for (the camera's nearest is taken).
-    pub width: u32,
-    /// The height asked for.
-    pub height: u32,
-    /// The frame rate asked for.
-    pub fps: u32,
-}
-
-impl CameraDevice {
-    /// A camera at 640×480, 30 fps (or what it has closest).
-    pub fn new(index: u32) -> Self {
-        Self {
-            index,
-            width: 640,
-            height: 480,
-            fps: 30,
-        }
-    }
 }
 
 /// A running local track (voice or camera), shared by every connection that sends it.

@@ -3,7 +3,9 @@
 //! camera plays into a hidden video element, read back into the game's image when a new frame
 //! was decoded. The counters come from the connection's `getStats()`, once a second.
 
-use super::js::{audio_context, error_text, ignore_rejection, start_player, stop_player, Js};
+use super::js::{
+    audio_context, count, error_text, ignore_rejection, number, start_player, stop_player, Js,
+};
 use huddle_protocol::media::jitter::JitterStats;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -127,6 +129,21 @@ pub(crate) struct Received {
     /// Video: frames decoded and dropped. Audio: unused.
     frames: AtomicU64,
     frames_dropped: AtomicU64,
+}
+
+impl Received {
+    /// Takes the counters of an `inbound-rtp` entry.
+    fn update(&self, entry: &wasm_bindgen::JsValue) {
+        for (counter, key) in [
+            (&self.packets, "packetsReceived"),
+            (&self.bytes, "bytesReceived"),
+            (&self.lost, "packetsLost"),
+            (&self.frames, "framesDecoded"),
+            (&self.frames_dropped, "framesDropped"),
+        ] {
+            counter.store(count(entry, key), Ordering::Relaxed);
+        }
+    }
 }
 
 /// A peer's voice, played by the browser.
@@ -253,13 +270,7 @@ impl RemoteAudio {
 
     /// The connection's statistics of this voice (an `inbound-rtp` entry).
     pub(crate) fn update(&self, entry: &wasm_bindgen::JsValue) {
-        use super::js::{count, number};
-        let r = &self.received;
-        r.packets
-            .store(count(entry, "packetsReceived"), Ordering::Relaxed);
-        r.bytes
-            .store(count(entry, "bytesReceived"), Ordering::Relaxed);
-        r.lost.store(count(entry, "packetsLost"), Ordering::Relaxed);
+        self.received.update(entry);
         if let Some(level) = number(entry, "audioLevel").filter(|l| l.is_finite()) {
             let level = level.clamp(0.0, 1.0) as f32;
             self.audio_level.store(level.to_bits(), Ordering::Relaxed);
@@ -407,17 +418,7 @@ impl RemoteVideo {
 
     /// The connection's statistics of this camera (an `inbound-rtp` entry).
     pub(crate) fn update(&self, entry: &wasm_bindgen::JsValue) {
-        use super::js::count;
-        let r = &self.received;
-        r.packets
-            .store(count(entry, "packetsReceived"), Ordering::Relaxed);
-        r.bytes
-            .store(count(entry, "bytesReceived"), Ordering::Relaxed);
-        r.lost.store(count(entry, "packetsLost"), Ordering::Relaxed);
-        r.frames
-            .store(count(entry, "framesDecoded"), Ordering::Relaxed);
-        r.frames_dropped
-            .store(count(entry, "framesDropped"), Ordering::Relaxed);
+        self.received.update(entry);
     }
 }
 
