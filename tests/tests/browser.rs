@@ -1,7 +1,9 @@
 //! The examples in headless Chromium (wasm32 builds) against native peers, through huddle_server:
 //! lobbies in both join orders, the browser host leaving, two pages and a native peer, a rollback
-//! match, a page leaving a rollback match with Escape. Run inside the loopback-only network namespace (see README); needs the built pages,
-//! node with playwright-core, and Debian's Chromium (`scripts/test.sh` arranges them).
+//! match, a page leaving a rollback match with Escape; voice and camera between pages and native
+//! peers (both offer directions, three parties with mute, a star through a native host, a refused
+//! microphone). Run inside the loopback-only network namespace (see README); needs the built
+//! pages, node with playwright-core, and Debian's Chromium (`scripts/test.sh` arranges them).
 
 use bevy_huddle::prelude::*;
 use huddle_examples::lobby::{ChatLog, Squares};
@@ -82,6 +84,35 @@ fn page_hosts(
     (rt, server, room, browser, natives)
 }
 
+/// Page "a" (at `path`) and the native player `native` makes meet in a room, the page first
+/// (it hosts and calls) or the native player first.
+fn meet(
+    browser: &mut Browser,
+    page_first: bool,
+    path: &str,
+    native: impl FnOnce() -> Player,
+) -> Vec<Player> {
+    let mut natives = Vec::new();
+    if page_first {
+        browser.open("a", path);
+        assert!(
+            run_with_browser(&mut natives, browser, LIMIT, |_, b| b
+                .status("a")
+                .is_some_and(|s| s["state"] == "InLobby" && s["host"] == s["me"])),
+            "the page hosts: {:?}",
+            browser.status("a")
+        );
+        natives.push(native());
+    } else {
+        natives.push(native());
+        assert!(run_until(&mut natives, LIMIT, |ps| ps[0]
+            .roster()
+            .is_host()));
+        browser.open("a", path);
+    }
+    natives
+}
+
 /// A browser page and a native peer meet; `browser_first` decides who is the caller and host.
 fn browser_and_native(browser_first: bool) {
     let _shared = shared();
@@ -92,24 +123,8 @@ fn browser_and_native(browser_first: bool) {
         "native-first"
     });
     let mut browser = Browser::start();
-    let mut natives = Vec::new();
-    if browser_first {
-        browser.open("a", &page("lobby", &room, ""));
-        assert!(
-            run_with_browser(&mut natives, &mut browser, LIMIT, |_, b| b
-                .status("a")
-                .is_some_and(|s| s["state"] == "InLobby" && s["host"] == s["me"])),
-            "the page hosts: {:?}",
-            browser.status("a")
-        );
-        natives.push(lobby_player(&room));
-    } else {
-        natives.push(lobby_player(&room));
-        assert!(run_until(&mut natives, LIMIT, |ps| ps[0]
-            .roster()
-            .is_host()));
-        browser.open("a", &page("lobby", &room, ""));
-    }
+    let path = page("lobby", &room, "");
+    let mut natives = meet(&mut browser, browser_first, &path, || lobby_player(&room));
     // The page greets as what it is. The native greets as host or as player, as it sees the
     // roster at that moment (the page's succession may come after the link): either line is its
     // typed message.
@@ -464,18 +479,10 @@ fn page_and_native_media(page_first: bool) {
         "media-native-first"
     });
     let mut browser = Browser::start();
-    let mut natives = Vec::new();
-    if page_first {
-        let path = media_page(&room, PAGE_TONE, true);
-        open_in_lobby(&mut browser, &mut natives, "a", &path, LIMIT);
-        natives.push(media_lobby_player(&room, NATIVE_TONE, true));
-    } else {
-        natives.push(media_lobby_player(&room, NATIVE_TONE, true));
-        assert!(run_until(&mut natives, LIMIT, |ps| ps[0]
-            .roster()
-            .is_host()));
-        browser.open("a", &media_page(&room, PAGE_TONE, true));
-    }
+    let path = media_page(&room, PAGE_TONE, true);
+    let mut natives = meet(&mut browser, page_first, &path, || {
+        media_lobby_player(&room, NATIVE_TONE, true)
+    });
     let both = run_with_browser(&mut natives, &mut browser, LIMIT, |ps, b| {
         let (Some(status), Some(web), Some(native)) = (b.status("a"), b.id("a"), ps[0].id()) else {
             return false;

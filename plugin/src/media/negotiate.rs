@@ -103,6 +103,9 @@ pub(crate) struct MediaPeers {
     #[cfg(not(target_arch = "wasm32"))]
     decoders: Arc<Decoders>,
     migrating: HashMap<PeerId, Duration>,
+    /// A browser that became a star's host said once that it forwards nothing.
+    #[cfg(target_arch = "wasm32")]
+    said_no_forwarding: bool,
 }
 
 /// How long a peer's remote tracks wait for another connection to bring them back (a star's
@@ -277,6 +280,12 @@ pub(crate) fn drive(
             frame.send_wants(id, peer);
             frame.subscribe(id, peer);
         }
+    }
+    // A browser cannot pass RTP on (no rewriting below the track API): its star clients hear
+    // only it. Said once, where a developer looks.
+    #[cfg(target_arch = "wasm32")]
+    if place.star_host() && !std::mem::replace(&mut peers.said_no_forwarding, true) {
+        warn!("huddle: this browser hosts a star room and forwards no media: its clients hear only it (let a native peer host)");
     }
     #[cfg(not(target_arch = "wasm32"))]
     if place.star_host() {
