@@ -71,6 +71,9 @@ const browser = await chromium.launchPersistentContext(profile, {
     "--disable-renderer-backgrounding",
     "--disable-backgrounding-occluded-windows",
     "--allow-loopback-in-peer-connection",
+    // Pages play and make sound without a click (a page's tone source runs in its audio
+    // context, which Chromium may otherwise start suspended).
+    "--autoplay-policy=no-user-gesture-required",
     deny ? "--use-fake-ui-for-media-stream=deny" : "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream",
     "about:blank",

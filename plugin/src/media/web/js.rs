@@ -30,6 +30,11 @@ pub(crate) fn audio_context() -> Result<AudioContext, String> {
         let options = AudioContextOptions::new();
         options.set_sample_rate(huddle_media::SAMPLE_RATE as f32);
         let context = AudioContext::new_with_context_options(&options).map_err(error_text)?;
+        // Browsers may start it suspended until the page was clicked: it runs then, or at
+        // `enable_sound`.
+        if let Ok(resumed) = context.resume() {
+            ignore_rejection(resumed);
+        }
         *cell.borrow_mut() = Some(context.clone());
         Ok(context)
     })
@@ -37,8 +42,10 @@ pub(crate) fn audio_context() -> Result<AudioContext, String> {
 
 /// Turns the sound on after a user gesture: browsers keep audio off until the page was
 /// clicked or typed in (their autoplay policy). Call it from a click or key handler (the
-/// examples' pages do, on their "sound" button); it resumes the page's audio context and starts
-/// every remote voice. Returns whether sound plays now (`false`: call again from a gesture).
+/// examples' pages do, on their "sound" button); it resumes the page's audio context (where
+/// remote voices are metered and a `SineWave` microphone plays: until then a tone sends
+/// silence) and starts every remote voice. Returns whether sound plays now (`false`: call again
+/// from a gesture).
 pub fn enable_sound() -> bool {
     let running = match audio_context() {
         Ok(context) => {
