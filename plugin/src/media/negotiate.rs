@@ -541,6 +541,11 @@ impl Frame<'_> {
                 entry.video = Some(video);
                 Vec::new()
             }
+            #[cfg(target_arch = "wasm32")]
+            Report::Refused => {
+                peer.lies = peer.lies.saturating_add(1);
+                Vec::new()
+            }
             #[cfg(not(target_arch = "wasm32"))]
             Report::KeyframeWanted => {
                 if let Some(camera) = self.local.track(MediaKind::Video) {

@@ -46,6 +46,10 @@ pub(crate) enum Report {
     /// the browser answers them itself).
     #[cfg(not(target_arch = "wasm32"))]
     KeyframeWanted,
+    /// A remote track past what one connection takes (browser): refused, counted with the
+    /// peer's dropped signals.
+    #[cfg(target_arch = "wasm32")]
+    Refused,
 }
 
 /// Whose a remote stream is. On a star client's connection to its host (`relay`), a stream

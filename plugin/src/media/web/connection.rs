@@ -140,9 +140,14 @@ struct Shared {
     reports: UnboundedSender<Report>,
     peer: PeerId,
     relay: bool,
-    /// Remote tracks by track id (what `getStats()` names them by).
-    received: HashMap<String, Received>,
+    /// Remote tracks by publisher and kind (a newer track replaces an older one), with the
+    /// track id `getStats()` names them by; at most [`MAX_TRACKS`].
+    received: HashMap<(PeerId, String), (String, Received)>,
 }
+
+/// Remote tracks one connection takes at most: a star host's, two per publisher of a full lobby.
+/// The peer's offer decides how many come, so more are refused (and counted).
+const MAX_TRACKS: usize = 256;
 
 /// Our two senders once the transceivers exist, and what they should send.
 #[derive(Default)]
@@ -334,6 +339,11 @@ fn arrived(shared: &mut Shared, event: &RtcTrackEvent) {
         .ok()
         .map(|s| s.id());
     let origin = origin(&named.unwrap_or_default(), shared.peer, shared.relay);
+    let key = (origin, track.kind());
+    if !shared.received.contains_key(&key) && shared.received.len() >= MAX_TRACKS {
+        let _ = shared.reports.unbounded_send(Report::Refused);
+        return;
+    }
     let tracks: Array = std::iter::once(JsValue::from(&track)).collect();
     let stream = match MediaStream::new_with_tracks(&tracks) {
         Ok(stream) => stream,
@@ -362,7 +372,7 @@ fn arrived(shared: &mut Shared, event: &RtcTrackEvent) {
     };
     match made {
         Ok((received, report)) => {
-            shared.received.insert(track.id(), received);
+            shared.received.insert(key, (track.id(), received));
             let _ = shared.reports.unbounded_send(report);
         }
         Err(e) => {
@@ -476,7 +486,8 @@ async fn report_path(connection: &RtcPeerConnection, shared: &Rc<RefCell<Shared>
             match string(&entry, "type").as_deref() {
                 Some("inbound-rtp") => {
                     let id = string(&entry, "trackIdentifier").unwrap_or_default();
-                    match shared.received.get(&id) {
+                    let received = shared.received.values().find(|(track, _)| *track == id);
+                    match received.map(|(_, r)| r) {
                         Some(Received::Audio(audio)) => {
                             audio.update(&entry);
                             path.jitter = number(&entry, "jitter").filter(|j| j.is_finite());
