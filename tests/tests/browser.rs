@@ -381,39 +381,34 @@ struct FromPage {
     indices: Vec<u32>,
 }
 
-/// Records `window` of what `players[who]` receives of each of `pages`, the browser running
-/// along.
-fn listen_to_pages(
+/// Records `window` of what native player 0 receives of `page`, the browser running along.
+fn listen_to_page(
     players: &mut [Player],
     browser: &mut Browser,
-    who: usize,
-    pages: &[PeerId],
+    page: PeerId,
     window: Duration,
-) -> Vec<FromPage> {
+) -> FromPage {
     use bevy_huddle::media::{RemoteMedia, TestPattern};
-    let mut got: Vec<FromPage> = pages.iter().map(|_| FromPage::default()).collect();
-    let mut first: Vec<Option<u64>> = vec![None; pages.len()];
+    let mut got = FromPage::default();
+    let mut first = None;
     let start = std::time::Instant::now();
     run_with_browser(
         players,
         browser,
         window + Duration::from_secs(1),
         |ps, _| {
-            let remote = ps[who].app.world().resource::<RemoteMedia>();
-            for (k, &page) in pages.iter().enumerate() {
-                let got = &mut got[k];
-                if let Some(audio) = remote.audio(page) {
-                    got.pcm.extend(audio.take_pcm());
-                }
-                if let Some(video) = remote.video(page) {
-                    let decoded = video.frames_decoded();
-                    got.frames = decoded - *first[k].get_or_insert(decoded);
-                    let index = video
-                        .latest_frame()
-                        .and_then(|f| TestPattern::read_index(&f));
-                    if let Some(i) = index.filter(|i| got.indices.last() != Some(i)) {
-                        got.indices.push(i);
-                    }
+            let remote = ps[0].app.world().resource::<RemoteMedia>();
+            if let Some(audio) = remote.audio(page) {
+                got.pcm.extend(audio.take_pcm());
+            }
+            if let Some(video) = remote.video(page) {
+                let decoded = video.frames_decoded();
+                got.frames = decoded - *first.get_or_insert(decoded);
+                let index = video
+                    .latest_frame()
+                    .and_then(|f| TestPattern::read_index(&f));
+                if let Some(i) = index.filter(|i| got.indices.last() != Some(i)) {
+                    got.indices.push(i);
                 }
             }
             start.elapsed() >= window
@@ -482,14 +477,7 @@ fn page_and_native_media(page_first: bool) {
     let page_says = browser.status("a").map(|s| s["media"].clone());
     assert!(both, "media both ways; the page says {page_says:#?}");
     let web = peer_id(&browser.id("a").expect("the page's id"));
-    let got = listen_to_pages(
-        &mut natives,
-        &mut browser,
-        0,
-        &[web],
-        Duration::from_secs(3),
-    );
-    let got = &got[0];
+    let got = listen_to_page(&mut natives, &mut browser, web, Duration::from_secs(3));
     assert_hears(
         &got.pcm,
         PAGE_TONE,
