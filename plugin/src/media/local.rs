@@ -4,6 +4,7 @@
 //! samples (counted), never stalls the others.
 
 use super::settings::MediaSettings;
+use super::SPEAKING_DB;
 use bytes::Bytes;
 use futures::channel::mpsc::Sender;
 use huddle_media::audio::AudioEncoder;
@@ -336,9 +337,6 @@ impl Pacer {
         std::thread::sleep(self.next.saturating_duration_since(now));
     }
 }
-
-/// A voice this loud (dBFS) counts as speaking (without the processing's voice detector).
-pub(crate) const SPEAKING_DB: f32 = -45.0;
 
 /// A frame's RFC 6464 audio level: its RMS in -dBov (0 loudest, 127 silence).
 fn audio_level(pcm: &[f32], voice: bool) -> AudioLevelExtension {

@@ -89,6 +89,10 @@ use matchbox_socket::PeerId;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A voice this loud (dBFS) counts as speaking (natively without the processing's voice
+/// detector; in the browser by its analyser).
+pub(crate) const SPEAKING_DB: f32 = -45.0;
+
 /// Where media with each peer stands (peers in the lobby only).
 #[derive(Resource, Debug, Default, Clone, PartialEq, Eq)]
 pub struct MediaStates(pub HashMap<PeerId, MediaState>);

@@ -7,7 +7,8 @@
 //! undecodable data is counted and concealed, and nothing plays while the peer says its track
 //! is off.
 
-use super::local::{lock, SPEAKING_DB};
+use super::local::lock;
+use super::SPEAKING_DB;
 use huddle_media::audio::AudioDecoder;
 use huddle_media::echo::{FarEnd, Stream};
 use huddle_media::tone::rms_db;

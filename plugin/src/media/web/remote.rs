@@ -6,6 +6,7 @@
 use super::js::{
     audio_context, count, error_text, ignore_rejection, number, start_player, stop_player, Js,
 };
+use super::SPEAKING_DB;
 use huddle_protocol::media::jitter::JitterStats;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -15,8 +16,6 @@ use web_sys::{
     HtmlCanvasElement, HtmlVideoElement, MediaStream,
 };
 
-/// A voice at or above this level (dBFS) counts as speaking, as natively.
-const SPEAKING_DB: f32 = -45.0;
 /// The analyser's window: 32768 samples at 48 kHz, 1.46 Hz per bin.
 const FFT_SIZE: u32 = 32_768;
 
