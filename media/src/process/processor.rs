@@ -3,9 +3,10 @@
 use super::MicProcessing;
 use crate::echo::{EchoCanceller, FarEnd};
 use crate::tone::rms_db;
+use crate::SAMPLE_RATE;
 use nnnoiseless::DenoiseState;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Where gain control aims (dBFS).
 const TARGET_DB: f32 = -20.0;
@@ -15,11 +16,19 @@ const VOICE_DB: f32 = -45.0;
 const HANGOVER: u32 = 10;
 /// 16-bit full scale: RNNoise takes samples in the 16-bit range.
 const SCALE: f32 = 32_768.0;
+/// How far the reference's clock may drift from the capture's before it starts again.
+const DRIFT: Duration = Duration::from_millis(60);
 
 /// The processing of one microphone, frame by frame.
 pub struct Processor {
     settings: MicProcessing,
     echo: Option<(EchoCanceller, Arc<FarEnd>)>,
+    /// Up to when the reference has been taken: it follows the captured samples one for one
+    /// (a frame takes exactly its length of reference, as a sound card's render and capture
+    /// clocks run in step), so a late wake-up of the capturing thread does not hand AEC3 an
+    /// uneven share of reference; it starts again from the wall clock when the two drift apart
+    /// by more than [`DRIFT`].
+    reference_clock: Option<Instant>,
     denoise: Option<Box<DenoiseState<'static>>>,
     gain: f32,
     hangover: u32,
@@ -31,6 +40,7 @@ impl Processor {
         Self {
             settings,
             echo: None,
+            reference_clock: None,
             denoise: settings.noise_suppression.then(DenoiseState::new),
             gain: 1.0,
             hangover: 0,
@@ -54,7 +64,14 @@ impl Processor {
     /// [`process`](Self::process) for a frame captured at `now`.
     pub fn process_at(&mut self, frame: &mut [f32], now: Instant) -> bool {
         if let Some((canceller, far_end)) = &mut self.echo {
-            canceller.render(&far_end.take_until(now));
+            let length = Duration::from_secs_f64(frame.len() as f64 / f64::from(SAMPLE_RATE));
+            let until = self
+                .reference_clock
+                .map(|clock| clock + length)
+                .filter(|&until| until.max(now) - until.min(now) <= DRIFT)
+                .unwrap_or(now);
+            self.reference_clock = Some(until);
+            canceller.render(&far_end.take_until(until));
             canceller.capture(frame);
         }
         let mut voice_probability: Option<f32> = None;
@@ -184,5 +201,53 @@ mod tests {
         let mut loud = sine.next_frame();
         assert!(p.process(&mut loud), "opens on the first voice frame");
         assert!(rms_db(&loud) > -20.0);
+    }
+
+    /// The capturing thread wakes unevenly (0-45 ms late, as a loaded machine's does) and
+    /// hands each frame's capture time with that jitter: the reference still goes to AEC3 a
+    /// frame's length per frame, and a noise echo 120 ms behind comes out over 20 dB weaker.
+    #[test]
+    fn echo_is_cancelled_when_the_capture_clock_jitters() {
+        use crate::echo::FarEnd;
+        use std::collections::VecDeque;
+        let t0 = Instant::now();
+        let far = Arc::new(FarEnd::starting(t0));
+        let mut p = Processor::new(MicProcessing {
+            echo_cancellation: true,
+            ..MicProcessing::OFF
+        })
+        .with_reference(far.clone());
+        let frame = Duration::from_millis(20);
+        let (mut rng, mut jitter) = (5, 9u64);
+        let mut played: VecDeque<Vec<f32>> = VecDeque::new();
+        let (mut before, mut after) = (0.0, 0.0);
+        for k in 1..=500u32 {
+            let now = t0 + frame * k;
+            let voice = noise(&mut rng, 0.3);
+            far.played(&voice, now);
+            played.push_back(voice);
+            let mut mic = if played.len() > 6 {
+                played.pop_front().unwrap_or_default()
+            } else {
+                vec![0.0; FRAME_SAMPLES]
+            };
+            mic.iter_mut().for_each(|x| *x *= 0.5);
+            jitter = jitter
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            let late = Duration::from_micros((jitter >> 33) % 45_000);
+            if k > 400 {
+                before += rms_db(&mic);
+            }
+            p.process_at(&mut mic, now + late);
+            if k > 400 {
+                after += rms_db(&mic);
+            }
+        }
+        let (before, after) = (before / 100.0, after / 100.0);
+        assert!(
+            before - after > 20.0,
+            "echo {before:.1} dB -> {after:.1} dB"
+        );
     }
 }

@@ -53,7 +53,9 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// A queue the game pushes microphone samples into; the microphone takes 20 ms at a time and
-/// plays silence when it runs dry. Holds one second at most (older samples are dropped).
+/// plays silence when it runs dry. Holds one second at most (older samples are dropped); more
+/// than 100 ms behind the frame being sent (a stall), the microphone catches up at once, so a
+/// hiccup does not add to the call's latency for good.
 #[derive(Debug, Clone, Default)]
 pub struct AudioPush {
     queue: Arc<Mutex<VecDeque<f32>>>,
@@ -88,17 +90,26 @@ impl AudioPush {
         *lock(&self.taken)
     }
 
-    fn take_frame(&self) -> Vec<f32> {
-        let mut frame: Vec<f32> = {
+    /// The next 20 ms (silence where the queue ran dry) and when its last sample was captured:
+    /// now, less what is still queued behind it, so the echo canceller lines the frame up with
+    /// what was playing when it was spoken, however long it waited here.
+    fn take_frame(&self) -> (Vec<f32>, Instant) {
+        let now = Instant::now();
+        let (mut frame, behind): (Vec<f32>, usize) = {
             let mut queue = lock(&self.queue);
             let n = queue.len().min(FRAME_SAMPLES);
-            queue.drain(..n).collect()
+            (queue.drain(..n).collect(), queue.len())
         };
+        let captured = now
+            .checked_sub(Duration::from_micros(
+                behind as u64 * 1_000_000 / u64::from(SAMPLE_RATE),
+            ))
+            .unwrap_or(now);
         let mut taken = lock(&self.taken);
         taken.0 += frame.len() as u64;
         taken.1 = Some(Instant::now());
         frame.resize(FRAME_SAMPLES, 0.0);
-        frame
+        (frame, captured)
     }
 }
 
@@ -346,9 +357,9 @@ fn audio_level(pcm: &[f32], voice: bool) -> AudioLevelExtension {
     }
 }
 
-fn run_microphone(mut source: MicSource, mut processor: Option<Processor>, shared: &Shared) {
-    let mut rate = shared.bitrate.load(Ordering::Relaxed);
-    let mut encoder = match AudioEncoder::new(rate, 10) {
+fn run_microphone(mut source: MicSource, processor: Option<Processor>, shared: &Shared) {
+    let rate = shared.bitrate.load(Ordering::Relaxed);
+    let encoder = match AudioEncoder::new(rate, 10) {
         Ok(e) => e,
         Err(e) => return shared.fail(format!("microphone: {e}")),
     };
@@ -367,34 +378,66 @@ fn run_microphone(mut source: MicSource, mut processor: Option<Processor>, share
         _ => None,
     };
     let mut pacer = Pacer::new(Duration::from_millis(20));
-    let silence = vec![0f32; FRAME_SAMPLES];
+    let mut encoding = Encoding {
+        encoder,
+        rate,
+        processor,
+    };
     while !shared.stop.load(Ordering::Relaxed) {
-        let mut pcm = match &mut source {
-            MicSource::SineWave(sine) => sine.next_frame(),
+        let (pcm, captured) = match &mut source {
+            MicSource::SineWave(sine) => (sine.next_frame(), Instant::now()),
             MicSource::Push(push) => push.take_frame(),
             #[cfg(feature = "media-devices")]
-            MicSource::Device(_) => vec![0.0; FRAME_SAMPLES],
+            MicSource::Device(_) => (vec![0.0; FRAME_SAMPLES], Instant::now()),
         };
+        encoding.send(pcm, captured, shared);
+        // Behind after a stall (the device kept capturing): catch up at once rather than
+        // carry the delay for the rest of the call.
+        if let MicSource::Push(push) = &source {
+            while push.queued() > BACKLOG && !shared.stop.load(Ordering::Relaxed) {
+                let (pcm, captured) = push.take_frame();
+                encoding.send(pcm, captured, shared);
+            }
+        }
+        pacer.wait();
+    }
+}
+
+/// What a pushed microphone may hold behind the frame being sent (100 ms); more is caught up
+/// at once.
+const BACKLOG: usize = 5 * FRAME_SAMPLES;
+
+/// A microphone's encoder and processing.
+struct Encoding {
+    encoder: AudioEncoder,
+    rate: u32,
+    processor: Option<Processor>,
+}
+
+impl Encoding {
+    /// Processes, encodes and sends one frame captured at `captured`.
+    fn send(&mut self, mut pcm: Vec<f32>, captured: Instant, shared: &Shared) {
         shared.set_level(&pcm);
-        let voice = match &mut processor {
-            Some(processor) => processor.process(&mut pcm),
+        let voice = match &mut self.processor {
+            Some(processor) => processor.process_at(&mut pcm, captured),
             None => rms_db(&pcm) > SPEAKING_DB,
         };
         let wanted = shared.bitrate.load(Ordering::Relaxed);
-        if wanted != rate && encoder.set_bitrate(wanted).is_ok() {
-            rate = wanted;
+        if wanted != self.rate && self.encoder.set_bitrate(wanted).is_ok() {
+            self.rate = wanted;
         }
         let muted = shared.muted.load(Ordering::Relaxed);
-        let pcm = if muted { &silence } else { &pcm };
-        match encoder.encode(pcm) {
+        if muted {
+            pcm.fill(0.0);
+        }
+        match self.encoder.encode(&pcm) {
             Ok(packet) => shared.fan_out(Encoded {
                 data: packet.into(),
                 duration: Duration::from_millis(20),
-                audio_level: Some(audio_level(pcm, voice && !muted)),
+                audio_level: Some(audio_level(&pcm, voice && !muted)),
             }),
             Err(e) => bevy::log::warn!("huddle: microphone: {e}"),
         }
-        pacer.wait();
     }
 }
 
