@@ -176,3 +176,113 @@ fn a_second_id_from_the_server_is_dropped() {
     // Still in the room: alone, it may have become its own host meanwhile.
     assert_ne!(players[0].state(), LobbyState::Offline, "still connected");
 }
+
+/// A member that speaks the protocol perfectly and lies about who hosts: it sends every peer a
+/// roster naming itself host, with epochs from small to the largest. Nobody follows it (each
+/// refusal counted), host-bound messages still reach the true host, a newcomer that hears the
+/// lie first still follows the host the other members back, and when the host leaves its true
+/// successor takes over, not the liar.
+#[test]
+fn a_member_that_claims_to_host_is_refused_everywhere() {
+    use bevy_huddle::protocol::control::Control;
+    use bevy_huddle::protocol::election::Succession;
+    let (rt, server) = server_on_runtime();
+    let url = server.room_url("usurper");
+    let mut players = vec![Player::join(&url)];
+    assert!(run_until(&mut players, LIMIT, |ps| ps[0]
+        .roster()
+        .is_host()));
+    players.push(Player::join(&url));
+    assert!(run_until(&mut players, LIMIT, lobby_complete));
+    let (host, member) = (players[0].id().unwrap(), players[1].id().unwrap());
+    let mut hostile = hostile_member(&rt, &url, &mut players, LIMIT);
+    let _guard = rt.enter();
+    let linked = run_until(&mut players, LIMIT, |_| {
+        hostile.poll();
+        hostile.connected.contains(&member)
+    });
+    assert!(linked, "the hostile peer links to the other member too");
+    hostile.send(0, member, &hello_like(&players[1]));
+    assert!(run_until(&mut players, LIMIT, |ps| ps[1]
+        .roster()
+        .peers
+        .len()
+        == 2));
+    let me = hostile.id().unwrap();
+    let lie = |epoch: u64, others: &[PeerId]| {
+        let mut order = vec![me];
+        order.extend_from_slice(others);
+        Control::Succession(Succession { epoch, order }).encode()
+    };
+    for epoch in [3, 1 << 20, u64::MAX] {
+        for to in [host, member] {
+            hostile.send(0, to, &lie(epoch, &[host, member]));
+        }
+    }
+    let refused = |p: &Player| p.stats().election_refused;
+    let counted = run_until(&mut players, LIMIT, |ps| {
+        hostile.poll();
+        refused(&ps[0]) >= 3 && refused(&ps[1]) >= 3
+    });
+    assert!(
+        counted,
+        "every lie is refused and counted: {} and {}",
+        refused(&players[0]),
+        refused(&players[1])
+    );
+    for p in &players {
+        assert_eq!(p.roster().host, Some(host), "nobody follows the liar");
+        assert_eq!(p.roster().members.first(), Some(&host));
+    }
+    players[1].send(Outgoing::to_host(Chat("for the host".into())));
+    assert!(run_until(&mut players, LIMIT, |ps| {
+        hostile.poll();
+        ps[0]
+            .log()
+            .chats
+            .iter()
+            .any(|(f, c)| *f == member && c.0 == "for the host")
+    }));
+
+    // A newcomer: the liar tells it first that it hosts, as soon as their link opens.
+    players.push(Player::join(&url));
+    let linked = run_until(&mut players, LIMIT, |ps| {
+        hostile.poll();
+        ps[2].id().is_some_and(|n| hostile.connected.contains(&n))
+    });
+    assert!(linked, "the liar links to the newcomer");
+    let newcomer = players[2].id().unwrap();
+    hostile.send(0, newcomer, &hello_like(&players[2]));
+    hostile.send(0, newcomer, &lie(1 << 40, &[host, member, newcomer]));
+    let settled = run_until(&mut players, LIMIT, |ps| {
+        hostile.poll();
+        ps[2].roster().host == Some(host) && ps[0].roster().peers.len() == 3
+    });
+    assert!(
+        settled,
+        "the newcomer follows the host: {:?}",
+        players[2].roster()
+    );
+    // Past the newcomer's grace, and still so.
+    run_for(&mut players, Duration::from_secs(1));
+    assert_eq!(players[2].roster().host, Some(host));
+
+    // The host leaves: its successor is the member that joined next, whatever the liar says.
+    players.remove(0);
+    let moved = run_until(&mut players, LIMIT, |ps| {
+        hostile.poll();
+        ps.iter().all(|p| p.roster().host == Some(member))
+    });
+    assert!(moved, "the true successor hosts");
+    let before = refused(&players[0]) + refused(&players[1]);
+    for to in [member, newcomer] {
+        hostile.send(0, to, &lie(u64::MAX, &[member, newcomer]));
+    }
+    assert!(run_until(&mut players, LIMIT, |ps| {
+        hostile.poll();
+        refused(&ps[0]) + refused(&ps[1]) >= before + 2
+    }));
+    for p in &players {
+        assert_eq!(p.roster().host, Some(member));
+    }
+}

@@ -954,7 +954,8 @@ fn pushed_hiss_is_gated_unless_processing_is_off() {
 /// own voice, as a room does: a thread of the test is the sound card, every 20 ms playing the
 /// listener's next PCM (silence if none came in time) and recording the microphone's frame. The talker speaks broadband noise (as a voice is;
 /// a pure tone is the one signal an echo canceller cannot tell its path from), the listener a
-/// 660 Hz tone. Two seconds in, the sound card's microphone hiccups (half a second at once).
+/// 660 Hz tone. Two seconds in, the sound card's microphone hiccups (half a second at once, which
+/// then waits in the microphone's queue: the echo's delay must not move with it).
 /// With echo cancellation the talker hears itself back at least 20 dB weaker than
 /// without (measured over 1-3 kHz, where the listener's tone is not), and the listener's voice
 /// stays far above what is left of the echo.

@@ -53,9 +53,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// A queue the game pushes microphone samples into; the microphone takes 20 ms at a time and
-/// plays silence when it runs dry. Holds one second at most (older samples are dropped); more
-/// than 100 ms behind the frame being sent (a stall), the microphone catches up at once, so a
-/// hiccup does not add to the call's latency for good.
+/// plays silence when it runs dry. Holds one second at most (older samples are dropped).
 #[derive(Debug, Clone, Default)]
 pub struct AudioPush {
     queue: Arc<Mutex<VecDeque<f32>>>,
@@ -391,21 +389,9 @@ fn run_microphone(mut source: MicSource, processor: Option<Processor>, shared: &
             MicSource::Device(_) => (vec![0.0; FRAME_SAMPLES], Instant::now()),
         };
         encoding.send(pcm, captured, shared);
-        // Behind after a stall (the device kept capturing): catch up at once rather than
-        // carry the delay for the rest of the call.
-        if let MicSource::Push(push) = &source {
-            while push.queued() > BACKLOG && !shared.stop.load(Ordering::Relaxed) {
-                let (pcm, captured) = push.take_frame();
-                encoding.send(pcm, captured, shared);
-            }
-        }
         pacer.wait();
     }
 }
-
-/// What a pushed microphone may hold behind the frame being sent (100 ms); more is caught up
-/// at once.
-const BACKLOG: usize = 5 * FRAME_SAMPLES;
 
 /// A microphone's encoder and processing.
 struct Encoding {

@@ -13,6 +13,7 @@ mod wasm;
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use huddle_protocol::signal::{self, Signal};
 use matchbox_socket::{PeerEvent, PeerId, PeerSignal, SignalingError};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,30 +54,62 @@ impl HuddleSignallerBuilder {
 /// How long to wait between attempts to reach the signaling server.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
+/// The most peers we remember calling (a room larger than this is not one we play in).
+const MAX_CALLED: usize = 4096;
+
 /// What one signaller connection has read from the server so far.
 struct Inbox {
     observer: UnboundedSender<Observed>,
     /// Our id, once assigned: matchbox `expect`s that it is sent once, so a second is dropped.
     id: Option<PeerId>,
+    /// Peers the server introduced to us (we call them: they joined after us).
+    called: HashSet<PeerId>,
 }
 
 impl Inbox {
     fn new(observer: UnboundedSender<Observed>) -> Self {
-        Self { observer, id: None }
+        Self {
+            observer,
+            id: None,
+            called: HashSet::new(),
+        }
+    }
+
+    fn drop_event(&self, from: Option<PeerId>, reason: String) -> Option<PeerEvent> {
+        let _ = self
+            .observer
+            .unbounded_send(Observed::Dropped { from, reason });
+        None
     }
 
     /// Reads one text message from the server: `Some(event)` to hand to matchbox, `None` if
     /// dropped.
     fn process(&mut self, text: &str) -> Option<PeerEvent> {
-        if let Ok(PeerEvent::IdAssigned(id)) = serde_json::from_str::<PeerEvent>(text) {
-            if let Some(first) = self.id {
-                let _ = self.observer.unbounded_send(Observed::Dropped {
-                    from: None,
-                    reason: format!("a second id ({id}) after {first}"),
-                });
-                return None;
+        match serde_json::from_str::<PeerEvent>(text) {
+            Ok(PeerEvent::IdAssigned(id)) => {
+                if let Some(first) = self.id {
+                    return self.drop_event(None, format!("a second id ({id}) after {first}"));
+                }
+                self.id = Some(id);
             }
-            self.id = Some(id);
+            Ok(PeerEvent::NewPeer(peer)) if self.called.len() < MAX_CALLED => {
+                self.called.insert(peer);
+            }
+            Ok(PeerEvent::PeerLeft(peer)) => {
+                self.called.remove(&peer);
+            }
+            // An offer from a peer we call claims it joined before us: a lie (or a stale
+            // handshake); matchbox would start a second connection to it.
+            Ok(PeerEvent::Signal {
+                sender,
+                data: PeerSignal::Offer(_),
+            }) if self.called.contains(&sender) => {
+                return self.drop_event(
+                    Some(sender),
+                    "an offer from a peer that joined after us".into(),
+                );
+            }
+            _ => {}
         }
         process(text, &self.observer)
     }
@@ -178,6 +211,33 @@ mod tests {
         assert!(matches!(
             rx.try_recv().ok(),
             Some(Observed::Dropped { from: None, .. })
+        ));
+    }
+
+    #[test]
+    fn an_offer_from_a_peer_we_call_is_dropped() {
+        let (tx, mut rx) = futures::channel::mpsc::unbounded();
+        let mut inbox = Inbox::new(tx);
+        let later = PeerId(uuid::Uuid::from_u128(2));
+        let offer = format!(r#"{{"Signal":{{"sender":"{later}","data":{{"Offer":"v=0"}}}}}}"#);
+        assert!(inbox
+            .process(&format!(r#"{{"NewPeer":"{later}"}}"#))
+            .is_some());
+        assert_eq!(rx.try_recv().ok(), Some(Observed::Calls(later)));
+        assert!(inbox.process(&offer).is_none());
+        assert!(matches!(
+            rx.try_recv().ok(),
+            Some(Observed::Dropped { from: Some(p), reason }) if p == later && reason.contains("after us")
+        ));
+        // Once it left, its id is nobody we call: its offer gets the usual checks.
+        assert!(inbox
+            .process(&format!(r#"{{"PeerLeft":"{later}"}}"#))
+            .is_some());
+        assert_eq!(rx.try_recv().ok(), Some(Observed::Left(later)));
+        assert!(inbox.process(&offer).is_none());
+        assert!(matches!(
+            rx.try_recv().ok(),
+            Some(Observed::Dropped { reason, .. }) if !reason.contains("after us")
         ));
     }
 }

@@ -9,15 +9,37 @@
 //!   whenever it changes, with an increasing epoch.
 //! - When the host leaves, every peer takes the next peer of the last roster that has not left.
 //!   The new host republishes the roster with a higher epoch.
-//! - Conflicts (two peers claiming to host, e.g. after a late offer) resolve to the earlier peer.
+//! - Conflicts (two peers claiming to host, e.g. after a late offer) resolve to the earlier peer:
+//!   a host steps down for the roster of a peer that offered to it (joined before it), and
+//!   forwards that roster to everyone, so those who followed it follow the earlier peer too.
+//!
+//! What a member may say is bounded by what the server and the honest members saw, so a member
+//! that speaks the protocol but lies cannot take the room over:
+//! - A roster is accepted only from the current host (its own, or the one it hands over to when
+//!   it steps down), or, once the host is gone, from its agreed successor; a host accepts none
+//!   except from a peer that joined before it. Epochs advance by at most [`MAX_EPOCH_STEP`].
+//! - A newcomer, which has no host yet, counts what the peers that joined before it say: the
+//!   host publishes its roster, every other member vouches for the roster it follows when a
+//!   link opens. The claim most of them back wins (ties keep the first), so one lying member
+//!   cannot outvote two honest ones; after [`HostElection::new`]'s grace from the first claim,
+//!   the newcomer follows the rules above.
+//! - An offer from a peer the server introduced as later (we call it) does not make it earlier.
+//! - Everything refused is counted ([`HostElection::refused`]); no arithmetic on a peer's epoch
+//!   overflows.
 //!
 //! This is a plain state machine: the caller feeds it events with the current time and carries
 //! out the [`Output`]s it returns (sending rosters, announcing host changes).
 
 use matchbox_protocol::PeerId;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+
+/// How far a roster's epoch may go past the one held: a host adds one per change, and every
+/// change reaches every member (the control channel is reliable).
+pub const MAX_EPOCH_STEP: u64 = 1 << 16;
+/// The most peers a roster may name, and the most peers this election tracks as earlier.
+pub const MAX_MEMBERS: usize = 4096;
 
 /// The succession order as the host published it. `order[0]` is the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,8 +60,17 @@ pub enum Output {
         /// The new host.
         new: PeerId,
     },
-    /// Send this roster to every connected peer (only ever output by the host).
+    /// Send this roster to every connected peer (output by the host, and by a host stepping
+    /// down, which forwards the roster it now follows).
     Publish(Succession),
+    /// Send this roster to one peer whose link just opened: the roster we follow, so a newcomer
+    /// can count who backs which host.
+    Vouch {
+        /// The peer whose link opened.
+        to: PeerId,
+        /// The roster we follow.
+        roster: Succession,
+    },
 }
 
 /// One peer's view of the host election.
@@ -58,6 +89,14 @@ pub struct HostElection {
     gone: BTreeSet<PeerId>,
     roster: Option<Succession>,
     host: Option<PeerId>,
+    /// While a newcomer settles: the roster each earlier peer said it follows.
+    claims: BTreeMap<PeerId, Succession>,
+    /// When the newcomer stops counting claims (a grace after the first).
+    settle_until: Option<Duration>,
+    /// A roster from the agreed successor that came before we saw the host go.
+    successor_claim: Option<(PeerId, Succession)>,
+    /// Rosters and offers refused.
+    refused: u64,
 }
 
 impl HostElection {
@@ -74,7 +113,17 @@ impl HostElection {
             gone: BTreeSet::new(),
             roster: None,
             host: None,
+            claims: BTreeMap::new(),
+            settle_until: None,
+            successor_claim: None,
+            refused: 0,
         }
+    }
+
+    /// Rosters and offers refused so far: rosters from peers that may not publish one, epochs
+    /// that jump, offers from peers that joined after us.
+    pub fn refused(&self) -> u64 {
+        self.refused
     }
 
     /// Our own id.
@@ -124,8 +173,15 @@ impl HostElection {
         }
     }
 
-    /// `peer` sent us an offer: it joined before us.
+    /// `peer` sent us an offer: it joined before us. Refused (and counted) if the server
+    /// introduced it as later, or past [`MAX_MEMBERS`].
     pub fn introduced_earlier(&mut self, peer: PeerId) -> Vec<Output> {
+        if self.later.contains(&peer)
+            || (self.earlier.len() >= MAX_MEMBERS && !self.earlier.contains(&peer))
+        {
+            self.refused += 1;
+            return Vec::new();
+        }
         self.gone.remove(&peer);
         self.earlier.insert(peer);
         Vec::new()
@@ -136,9 +192,16 @@ impl HostElection {
         self.gone.remove(&peer);
         self.connected.insert(peer);
         if self.is_host() {
-            self.republish()
-        } else {
-            Vec::new()
+            return self.republish();
+        }
+        match (&self.roster, self.host) {
+            (Some(roster), Some(host)) if host != peer && !self.gone.contains(&host) => {
+                vec![Output::Vouch {
+                    to: peer,
+                    roster: roster.clone(),
+                }]
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -147,6 +210,7 @@ impl HostElection {
         self.connected.remove(&peer);
         self.earlier.remove(&peer);
         self.later.retain(|p| *p != peer);
+        self.claims.remove(&peer);
         self.gone.insert(peer);
         if self.host == Some(peer) {
             self.succeed(peer)
@@ -172,37 +236,135 @@ impl HostElection {
         Vec::new()
     }
 
-    /// A roster arrived from `from`.
-    pub fn roster_received(&mut self, from: PeerId, roster: Succession) -> Vec<Output> {
-        // Only a host publishes, and it lists itself first.
-        if roster.order.first() != Some(&from) || from == self.me {
+    /// A roster arrived from `from` at `now`.
+    pub fn roster_received(
+        &mut self,
+        from: PeerId,
+        roster: Succession,
+        now: Duration,
+    ) -> Vec<Output> {
+        let Some(&claimed) = roster.order.first() else {
+            self.refused += 1;
+            return Vec::new();
+        };
+        let distinct = roster.order.iter().collect::<BTreeSet<_>>().len();
+        if from == self.me || roster.order.len() > MAX_MEMBERS || distinct != roster.order.len() {
+            self.refused += 1;
             return Vec::new();
         }
-        let current_epoch = self.roster.as_ref().map_or(0, |r| r.epoch);
+        if claimed == self.me {
+            // A member vouching for us (its link opened after it followed us): nothing new.
+            return Vec::new();
+        }
         if self.is_host() {
-            if self.earlier.contains(&from) {
-                // An earlier peer hosts: we claimed too early. Step down.
-                return self.adopt(roster);
+            // Only a peer that joined before us hosts instead of us (we claimed too early).
+            if claimed == from && self.earlier.contains(&from) {
+                return self.step_down(roster);
             }
-            // A later peer claims to host: outbid it so everyone converges on us.
-            return self.become_host(roster.epoch.max(current_epoch));
+            self.refused += 1;
+            return Vec::new();
         }
-        let newer = roster.epoch > current_epoch;
-        let host_lost = self.host.is_none_or(|h| self.gone.contains(&h));
-        let same_epoch_earlier = roster.epoch == current_epoch
-            && self
-                .roster
-                .as_ref()
-                .and_then(|r| {
-                    let pos = |p: PeerId| r.order.iter().position(|q| *q == p);
-                    Some(pos(from)? < pos(self.host?)?)
-                })
-                .unwrap_or(false);
-        if newer || host_lost || same_epoch_earlier {
-            self.adopt(roster)
-        } else {
-            Vec::new()
+        if self.settling(now) {
+            return self.claim(from, roster, now);
         }
+        self.claims.clear();
+        let current = self.roster.as_ref().map_or(0, |r| r.epoch);
+        let within = roster.epoch <= current.saturating_add(MAX_EPOCH_STEP);
+        match self.host.filter(|h| !self.gone.contains(h)) {
+            // The host's own next roster, or the roster of the peer it hands over to.
+            Some(host) if from == host && within && (claimed != host || roster.epoch > current) => {
+                self.adopt(roster)
+            }
+            // A stale or jumping roster of the host.
+            Some(host) if from == host => {
+                self.refused += 1;
+                Vec::new()
+            }
+            // Another member vouching for the host it follows: for newcomers only.
+            Some(_) if claimed != from => Vec::new(),
+            Some(host) => {
+                // The successor, before we saw the host go: kept until we do.
+                if self.successor_of(host) == Some(from) && within && roster.epoch > current {
+                    self.successor_claim = Some((from, roster));
+                } else {
+                    self.refused += 1;
+                }
+                Vec::new()
+            }
+            // No host: the earliest peer still here speaks.
+            None if claimed == from && self.earlier.contains(&from) && within => self.adopt(roster),
+            None => {
+                self.refused += 1;
+                Vec::new()
+            }
+        }
+    }
+
+    /// Whether we still count claims: no roster yet, or within the grace after the first claim.
+    fn settling(&self, now: Duration) -> bool {
+        self.roster.is_none() || self.settle_until.is_some_and(|until| now < until)
+    }
+
+    /// A newcomer's count: each earlier peer's latest claim; the host most of them back wins.
+    fn claim(&mut self, from: PeerId, roster: Succession, now: Duration) -> Vec<Output> {
+        if !self.earlier.contains(&from) {
+            self.refused += 1;
+            return Vec::new();
+        }
+        self.settle_until
+            .get_or_insert(now.saturating_add(self.grace));
+        // A sender's latest word, unless it is an older roster of the same host.
+        let older = self
+            .claims
+            .get(&from)
+            .is_some_and(|c| c.order[0] == roster.order[0] && c.epoch > roster.epoch);
+        if !older {
+            self.claims.insert(from, roster);
+        }
+        let mut backing: BTreeMap<PeerId, usize> = BTreeMap::new();
+        for claim in self.claims.values() {
+            *backing.entry(claim.order[0]).or_default() += 1;
+        }
+        let held = self
+            .host
+            .and_then(|h| backing.get(&h).copied())
+            .unwrap_or(0);
+        let Some((&winner, &votes)) = backing.iter().max_by_key(|(_, v)| **v) else {
+            return Vec::new();
+        };
+        if self.host.is_some() && votes <= held {
+            // A tie keeps the host we follow; its newest roster may have come.
+            let host = self.host;
+            return self.adopt_best(host);
+        }
+        self.adopt_best(Some(winner))
+    }
+
+    /// Adopts the newest roster claimed for `host`.
+    fn adopt_best(&mut self, host: Option<PeerId>) -> Vec<Output> {
+        let best = self
+            .claims
+            .values()
+            .filter(|c| Some(c.order[0]) == host)
+            .max_by_key(|c| c.epoch)
+            .cloned();
+        match best {
+            Some(best) if self.roster.as_ref() != Some(&best) => self.adopt(best),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The next host after `host` in the roster we follow.
+    fn successor_of(&self, host: PeerId) -> Option<PeerId> {
+        self.succession().into_iter().find(|p| *p != host)
+    }
+
+    /// We hosted too early: follow the earlier peer, and forward its roster to everyone (they
+    /// followed us, and accept the host we hand over to).
+    fn step_down(&mut self, roster: Succession) -> Vec<Output> {
+        let mut out = self.adopt(roster.clone());
+        out.push(Output::Publish(roster));
+        out
     }
 
     fn adopt(&mut self, roster: Succession) -> Vec<Output> {
@@ -223,6 +385,11 @@ impl HostElection {
     /// The host `left` is gone: the next in the last roster takes over.
     fn succeed(&mut self, left: PeerId) -> Vec<Output> {
         let next = self.succession().into_iter().find(|p| *p != left);
+        if let Some((from, roster)) = self.successor_claim.take() {
+            if Some(from) == next {
+                return self.adopt(roster);
+            }
+        }
         match next {
             Some(next) if next == self.me => {
                 let epoch = self.roster.as_ref().map_or(0, |r| r.epoch);

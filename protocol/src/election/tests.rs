@@ -61,6 +61,7 @@ impl Sim {
                         self.wire.push_back((who, t, r.clone()));
                     }
                 }
+                Output::Vouch { to, roster } => self.wire.push_back((who, to, roster)),
             }
         }
     }
@@ -117,7 +118,7 @@ impl Sim {
             let i = pick(self.wire.len()) % self.wire.len();
             let (from, to, r) = self.wire.remove(i).unwrap();
             if let Some(peer) = self.peers.get_mut(&to) {
-                let o = peer.roster_received(from, r);
+                let o = peer.roster_received(from, r, self.now);
                 self.apply(to, o);
             }
         }
@@ -334,15 +335,192 @@ fn the_largest_epoch_a_peer_can_claim_overflows_nothing() {
     assert!(e.is_host());
     e.introduced_later(later);
     e.connected(later);
-    // A later peer claims to host with the largest epoch: the host outbids without overflowing,
-    // and keeps publishing when members change.
+    // A later peer claims to host with the largest epoch: refused, the host stays, and it keeps
+    // publishing (epochs counting on from its own) when members change.
     let claim = Succession {
         epoch: u64::MAX,
         order: vec![later, host],
     };
-    let out = e.roster_received(later, claim);
-    assert!(e.is_host());
-    assert!(out.iter().any(|o| matches!(o, Output::Publish(_))));
+    let out = e.roster_received(later, claim, GRACE);
+    assert!(e.is_host() && out.is_empty());
+    assert_eq!(e.refused(), 1);
     let out = e.disconnected(later);
-    assert!(out.iter().any(|o| matches!(o, Output::Publish(_))));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Publish(r) if r.epoch < 10)));
+    // A host that itself claims the largest epoch: its successor takes over without overflow.
+    let mut member = HostElection::new(later, Duration::ZERO, GRACE);
+    member.introduced_earlier(host);
+    member.roster_received(
+        host,
+        Succession {
+            epoch: u64::MAX,
+            order: vec![host, later],
+        },
+        GRACE,
+    );
+    assert_eq!(member.host(), Some(host));
+    let out = member.disconnected(host);
+    assert!(member.is_host());
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Publish(r) if r.epoch == u64::MAX)));
+}
+
+/// The roster a hostile member sends: itself first, the others after it.
+fn forged(by: PeerId, room: &[PeerId], epoch: u64) -> Succession {
+    let mut order = vec![by];
+    order.extend(room.iter().copied().filter(|p| *p != by));
+    Succession { epoch, order }
+}
+
+#[test]
+fn a_member_cannot_take_the_room_over_with_a_roster() {
+    for hostile in [id(2), id(3)] {
+        let mut sim = Sim::lobby(4);
+        sim.advance(GRACE * 2);
+        let room = sim.room.clone();
+        for epoch in [2, 3, 1_000, u64::MAX] {
+            for &to in &room {
+                if to != hostile {
+                    sim.wire
+                        .push_back((hostile, to, forged(hostile, &room, epoch)));
+                }
+            }
+        }
+        sim.deliver();
+        sim.assert_agree(id(1));
+        // Nothing was published in answer: a lie costs the room no traffic.
+        assert!(sim.wire.is_empty());
+        let refused: u64 = room.iter().map(|p| sim.peers[p].refused()).sum();
+        // Every forged roster is counted, but the successor's (2) next roster, which is kept
+        // until the host goes (one for each of the two others).
+        let kept = if hostile == id(2) { 2 } else { 0 };
+        assert_eq!(refused, 12 - kept, "every forged roster is counted");
+        // The host leaves: the true successor (2) takes over, whoever lied.
+        sim.leave(id(1));
+        sim.deliver();
+        sim.assert_agree(id(2));
+    }
+}
+
+#[test]
+fn the_host_cannot_jump_its_epoch_past_the_bound() {
+    let mut sim = Sim::lobby(3);
+    sim.advance(GRACE * 2);
+    let epoch = sim.peers[&id(2)].roster().map(|r| r.epoch).unwrap_or(0);
+    let jump = Succession {
+        epoch: epoch + MAX_EPOCH_STEP + 1,
+        order: vec![id(1), id(3), id(2)],
+    };
+    let out = sim
+        .peers
+        .get_mut(&id(2))
+        .unwrap()
+        .roster_received(id(1), jump, sim.now);
+    assert!(out.is_empty());
+    assert_eq!(sim.peers[&id(2)].refused(), 1);
+    assert_eq!(sim.peers[&id(2)].roster().map(|r| r.epoch), Some(epoch));
+}
+
+#[test]
+fn a_stray_offer_from_a_later_peer_does_not_make_it_earlier() {
+    let mut sim = Sim::lobby(3);
+    // Peer 3 sends the host an offer through the server after it joined: refused, and its
+    // roster after that is refused too.
+    let host = sim.peers.get_mut(&id(1)).unwrap();
+    assert!(host.introduced_earlier(id(3)).is_empty());
+    assert!(!host.is_earlier(id(3)));
+    let out = host.roster_received(id(3), forged(id(3), &[id(1), id(2)], 99), GRACE * 3);
+    assert!(out.is_empty() && host.is_host());
+    assert_eq!(host.refused(), 2);
+}
+
+#[test]
+fn a_newcomer_follows_the_host_most_earlier_peers_back() {
+    // Peers 1 (host), 2 and 3 are in the room; 3 lies to the newcomer 4 that it hosts. Whatever
+    // order the newcomer hears them in, two back peer 1 and one backs 3.
+    for order in 0..6usize {
+        let mut sim = Sim::lobby(3);
+        sim.advance(GRACE * 2);
+        sim.join(id(4));
+        sim.link_all();
+        // The honest host's roster and 2's vouch are on the wire; 3 lies instead of vouching.
+        sim.wire
+            .retain(|(from, to, _)| !(*from == id(3) && *to == id(4)));
+        let room = sim.room.clone();
+        let lie = (id(3), id(4), forged(id(3), &room, 1_000));
+        let at = order % (sim.wire.len() + 1);
+        sim.wire.insert(at, lie);
+        if order >= 3 {
+            sim.wire.make_contiguous().reverse();
+        }
+        sim.deliver();
+        sim.advance(GRACE * 2);
+        sim.deliver();
+        sim.assert_agree(id(1));
+    }
+}
+
+#[test]
+fn the_successor_heard_before_the_host_is_seen_going_takes_over() {
+    let mut sim = Sim::lobby(3);
+    sim.advance(GRACE * 2);
+    // Peer 2 saw the host go and publishes; peer 3 still has a link to the host.
+    let out = sim.peers.get_mut(&id(2)).unwrap().disconnected(id(1));
+    sim.apply(id(2), out);
+    sim.wire.retain(|(_, to, _)| *to == id(3));
+    sim.deliver();
+    assert_eq!(
+        sim.peers[&id(3)].host(),
+        Some(id(1)),
+        "the host is still there"
+    );
+    let out = sim.peers.get_mut(&id(3)).unwrap().disconnected(id(1));
+    sim.apply(id(3), out);
+    sim.room.retain(|p| *p != id(1));
+    sim.peers.remove(&id(1));
+    sim.deliver();
+    sim.assert_agree(id(2));
+    assert_eq!(sim.peers[&id(3)].refused(), 0);
+}
+
+#[test]
+fn followers_of_an_early_claim_follow_the_earlier_host_it_hands_over_to() {
+    // Peer 2 claims early (peer 1's offer is late) and peer 3 follows it; then 2 learns of 1.
+    let mut sim = Sim::new();
+    sim.join(id(1));
+    sim.advance(GRACE);
+    sim.peers
+        .insert(id(2), HostElection::new(id(2), sim.now, GRACE));
+    sim.room.push(id(2));
+    sim.advance(GRACE);
+    assert!(sim.peers[&id(2)].is_host());
+    sim.peers
+        .insert(id(3), HostElection::new(id(3), sim.now, GRACE));
+    sim.room.push(id(3));
+    sim.peers.get_mut(&id(2)).unwrap().introduced_later(id(3));
+    sim.peers.get_mut(&id(3)).unwrap().introduced_earlier(id(2));
+    let out = sim.peers.get_mut(&id(2)).unwrap().connected(id(3));
+    sim.apply(id(2), out);
+    let out = sim.peers.get_mut(&id(3)).unwrap().connected(id(2));
+    sim.apply(id(3), out);
+    sim.deliver();
+    sim.advance(GRACE * 2);
+    assert_eq!(sim.peers[&id(3)].host(), Some(id(2)));
+    // Now 1's offers arrive; 1's link to 3 opens last, after 2 handed over.
+    for later in [id(2), id(3)] {
+        sim.peers.get_mut(&id(1)).unwrap().introduced_later(later);
+        let o = sim.peers.get_mut(&later).unwrap().introduced_earlier(id(1));
+        sim.apply(later, o);
+    }
+    let out = sim.peers.get_mut(&id(1)).unwrap().connected(id(2));
+    sim.apply(id(1), out);
+    let out = sim.peers.get_mut(&id(2)).unwrap().connected(id(1));
+    sim.apply(id(2), out);
+    sim.deliver();
+    assert_eq!(sim.peers[&id(3)].host(), Some(id(1)), "handed over by 2");
+    sim.link_all();
+    sim.deliver();
+    sim.assert_agree(id(1));
 }

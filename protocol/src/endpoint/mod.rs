@@ -140,11 +140,23 @@ impl Endpoint {
         if Some(peer) == self.me {
             return;
         }
+        // A stray offer from a peer we call (the server said it joined after us) changes
+        // nothing: the first role stands.
+        if self
+            .links
+            .get(&peer)
+            .and_then(|l| l.role)
+            .is_some_and(|r| r != role)
+        {
+            self.counters.election_refused += 1;
+            return;
+        }
         self.lobby_changed();
         self.link(peer).role = Some(role);
         let Some(e) = self.election.as_mut() else {
             return;
         };
+        let before = e.refused();
         let outs = match role {
             Role::Caller => {
                 e.introduced_later(peer);
@@ -152,6 +164,7 @@ impl Endpoint {
             }
             Role::Receiver => e.introduced_earlier(peer),
         };
+        self.counters.election_refused += e.refused() - before;
         self.apply(outs);
     }
 
@@ -396,6 +409,10 @@ impl Endpoint {
                     for p in peers {
                         self.send_now(Lane::Control, p, bytes.clone());
                     }
+                }
+                Output::Vouch { to, roster } => {
+                    let bytes = Bytes::from(Control::Succession(roster).encode());
+                    self.send_now(Lane::Control, to, bytes);
                 }
             }
         }

@@ -51,7 +51,9 @@ impl Endpoint {
             Control::Succession(succession) => {
                 self.lobby_changed();
                 if let Some(e) = self.election.as_mut() {
-                    let outs = e.roster_received(peer, succession);
+                    let before = e.refused();
+                    let outs = e.roster_received(peer, succession, now);
+                    self.counters.election_refused += e.refused() - before;
                     self.apply(outs);
                 }
                 self.sync_star_members();

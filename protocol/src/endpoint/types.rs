@@ -297,4 +297,7 @@ pub struct Counters {
     pub send_failed: u64,
     /// Media signals dropped: from peers outside the lobby, or while we have no media.
     pub media_dropped: u64,
+    /// Rosters and offers the host election refused: a roster from a member that may not
+    /// publish one or whose epoch jumps, an offer from a peer that joined after us.
+    pub election_refused: u64,
 }
