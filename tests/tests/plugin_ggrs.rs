@@ -384,6 +384,154 @@ fn garbage_on_the_ggrs_channel_is_dropped_and_the_match_goes_on() {
     players.iter().for_each(no_desync);
 }
 
+/// GGRS's packets as they are on the wire, as far as the input packet: what a hostile player
+/// writes by hand.
+mod ggrs_wire {
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Packet {
+        pub magic: u16,
+        pub body: Body,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub enum Body {
+        SyncRequest(u32),
+        SyncReply(u32),
+        Input {
+            statuses: Vec<(bool, i32)>,
+            disconnect_requested: bool,
+            start_frame: i32,
+            ack_frame: i32,
+            bytes: Vec<u8>,
+        },
+    }
+
+    pub fn encode(packet: &Packet) -> Vec<u8> {
+        bincode::serde::encode_to_vec(packet, bincode::config::standard()).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Packet> {
+        bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+            .ok()
+            .map(|(p, _)| p)
+    }
+}
+
+/// A third player that speaks GGRS (it answers the others' sync requests) and then lies: its
+/// input packets say the other two disconnected at frame -1 (what trips ggrs 0.13's asserts, or
+/// makes one player drop another alone), ask to disconnect, and start far ahead of the match.
+/// The two honest players clear every claim and drop (and count) the rest, so nothing panics and
+/// nobody drops anyone alone; the liar, silent from then on and never having played a frame,
+/// ends the match the same way for both (no replay reaches that far back), and the lobby goes
+/// on.
+#[test]
+fn a_player_that_lies_about_the_others_connections_changes_nothing() {
+    use ggrs_wire::{Body, Packet};
+    let (rt, server) = server_on_runtime();
+    let url = server.room_url("rollback-liar");
+    let mut players = lobby(&url, 2, 3);
+    assert!(run_until(&mut players, LIMIT, lobby_complete));
+    let (host, other) = (players[0].id().unwrap(), players[1].id().unwrap());
+    let mut hostile = hostile_member(&rt, &url, &mut players, LIMIT);
+    let _guard = rt.enter();
+    let linked = run_until(&mut players, LIMIT, |_| {
+        hostile.poll();
+        hostile.connected.contains(&other)
+    });
+    assert!(linked, "the liar links to both players");
+    hostile.send(0, other, &hello_like(&players[1]));
+    const MAGIC: u16 = 4242;
+    // Answer every sync request until both players run the match with the liar in it.
+    let mut answered = 0;
+    let synced = run_until(&mut players, LIMIT, |ps| {
+        hostile.poll();
+        for (channel, from, bytes) in std::mem::take(&mut hostile.inbox) {
+            if let (
+                3,
+                Some(Packet {
+                    body: Body::SyncRequest(r),
+                    ..
+                }),
+            ) = (channel, ggrs_wire::decode(&bytes))
+            {
+                let reply = Packet {
+                    magic: MAGIC,
+                    body: Body::SyncReply(r),
+                };
+                hostile.send(3, from, &ggrs_wire::encode(&reply));
+                answered += 1;
+            }
+        }
+        ps.iter()
+            .all(|p| game(p).players.len() == 3 && rollback_stats(p).newest_frame >= 5)
+    });
+    assert!(
+        synced,
+        "the match runs with the liar ({answered} sync replies)"
+    );
+    let dropped_before: Vec<u64> = players
+        .iter()
+        .map(|p| rollback_stats(p).packets_dropped)
+        .collect();
+    let lie = |statuses: Vec<(bool, i32)>, disconnect_requested: bool, start_frame: i32| {
+        ggrs_wire::encode(&Packet {
+            magic: MAGIC,
+            body: Body::Input {
+                statuses,
+                disconnect_requested,
+                start_frame,
+                ack_frame: 0,
+                bytes: vec![],
+            },
+        })
+    };
+    for to in [host, other] {
+        hostile.send(3, to, &lie(vec![(true, -1); 3], false, 0));
+        hostile.send(
+            3,
+            to,
+            &lie(vec![(false, 0), (true, -1), (true, -1)], false, 1),
+        );
+        hostile.send(3, to, &lie(vec![(false, -1); 3], true, 2));
+        hostile.send(3, to, &lie(vec![(false, -1); 3], false, 100_000));
+    }
+    // The lies change nothing; silent from now on, the liar is gone after the timeout. It never
+    // played a frame, so no player can replay from its departure (GGRS would go back to frame
+    // 0, past bevy_ggrs's snapshots: a panic): both end the match the same way.
+    let liar = hostile.id().unwrap();
+    let ended = run_until(&mut players, LIMIT, |ps| {
+        hostile.poll();
+        hostile.inbox.clear();
+        ps.iter().all(|p| {
+            rollback_log(p)
+                .iter()
+                .any(|e| matches!(e, RollbackEvent::Abandoned { peer, .. } if *peer == liar))
+        })
+    });
+    assert!(
+        ended,
+        "both end the match: {:?}",
+        players.iter().map(rollback_log).collect::<Vec<_>>()
+    );
+    players.iter().for_each(no_desync);
+    for (p, before) in players.iter().zip(&dropped_before) {
+        assert!(
+            rollback_stats(p).packets_dropped >= before + 2,
+            "the disconnect request and the far start are dropped and counted: {} -> {}",
+            before,
+            rollback_stats(p).packets_dropped
+        );
+    }
+    // The lobby goes on, the liar still in it.
+    run_for(&mut players, Duration::from_millis(300));
+    for p in &players {
+        assert_eq!(p.state(), LobbyState::InLobby);
+        assert_eq!(p.roster().peers.len(), 2, "{:?}", p.roster());
+    }
+}
+
 #[test]
 fn a_spectator_joining_a_running_match_reaches_the_players_checksum() {
     let (_rt, server) = server_on_runtime();

@@ -171,20 +171,31 @@ pub(crate) fn settle_departures<C: Config<Address = PeerId>>(
                      different last inputs of it, (player, frame): {reports:?} (ggrs 0.13 \
                      cannot play on)"
                 );
+                abandon::<C>(&mut commands, &mut state, &mut plan, &mut departing, &stats);
                 events.write(RollbackEvent::Abandoned { peer, handle });
-                commands.remove_resource::<Session<C>>();
-                state.phase = RollbackPhase::Ended;
-                *plan = Plan {
-                    players: None,
-                    abandoned: true,
-                };
-                *departing = Departing::default();
-                if let Some(socket) = &stats.socket {
-                    socket.hold(false);
-                }
                 return;
             }
         }
+    }
+    // GGRS replays from the frame after the gone player's last input, and bevy_ggrs holds
+    // snapshots of the prediction window only (it panics further back): a player gone before
+    // its first inputs came (one that synchronized and never played) is that far. End the
+    // match instead, the same way for everyone (they agreed on the same last frame).
+    let window = i32::try_from(settings.max_prediction).unwrap_or(i32::MAX);
+    let too_far = departing
+        .agreed
+        .iter()
+        .find(|&&(_, last)| current.saturating_sub(last.saturating_add(1)) >= window)
+        .copied();
+    if let Some((handle, last)) = too_far {
+        let peer = state.players[handle];
+        warn!(
+            "huddle: the match is abandoned: {peer} vanished at frame {last}, further back than \
+             the rollback window ({window} frames from {current})"
+        );
+        abandon::<C>(&mut commands, &mut state, &mut plan, &mut departing, &stats);
+        events.write(RollbackEvent::Abandoned { peer, handle });
+        return;
     }
     departing.agreed.retain(|&(handle, last)| {
         if current == last + 1 {
@@ -215,5 +226,25 @@ pub(crate) fn settle_departures<C: Config<Address = PeerId>>(
     }
     if let Some(socket) = &stats.socket {
         socket.hold(hold && !overdue);
+    }
+}
+
+/// Ends the match for good (the host's game may start another with `StartRollback`).
+fn abandon<C: Config<Address = PeerId>>(
+    commands: &mut Commands,
+    state: &mut RollbackMatch,
+    plan: &mut Plan,
+    departing: &mut Departing,
+    stats: &RollbackStats,
+) {
+    commands.remove_resource::<Session<C>>();
+    state.phase = RollbackPhase::Ended;
+    *plan = Plan {
+        players: None,
+        abandoned: true,
+    };
+    *departing = Departing::default();
+    if let Some(socket) = &stats.socket {
+        socket.hold(false);
     }
 }

@@ -32,6 +32,7 @@
 
 mod departures;
 mod events;
+mod filter;
 mod leave;
 mod log;
 mod record;

@@ -3,8 +3,10 @@
 //! A GGRS session owns its socket, while the data channels belong to the [`HuddleSession`]. So
 //! the socket GGRS gets is a handle on the raw lane's queues, which the session fills and drains
 //! each frame (in `HuddleSystems::Receive` and `HuddleSystems::Flush`). Bytes that are not a GGRS
-//! message are dropped and counted, never a panic.
+//! message are dropped and counted, never a panic; what a GGRS message may say is filtered (the
+//! `filter` module).
 
+use super::filter::{InputFilter, Verdict};
 use super::RollbackSettings;
 use crate::session::{HuddleSession, RawLane};
 #[cfg(test)]
@@ -30,6 +32,8 @@ pub(crate) const GGRS_NEVER: Duration = Duration::from_secs(24 * 60 * 60);
 #[derive(Debug, Clone)]
 pub struct HuddleGgrsSocket {
     lane: RawLane,
+    /// What a player may say (see the `filter` module).
+    filter: InputFilter,
 }
 
 impl HuddleGgrsSocket {
@@ -37,6 +41,7 @@ impl HuddleGgrsSocket {
     pub fn open(session: &mut HuddleSession) -> Self {
         Self {
             lane: session.open_raw_lane(),
+            filter: InputFilter::default(),
         }
     }
 
@@ -78,10 +83,20 @@ impl NonBlockingSocket<PeerId> for HuddleGgrsSocket {
         let packets = self.lane.take_received();
         let mut messages = Vec::with_capacity(packets.len());
         let mut garbage = 0;
+        let decode =
+            |bytes: &[u8]| match bincode::serde::decode_from_slice::<Message, _>(bytes, codec()) {
+                Ok((msg, n)) if n == bytes.len() => Some(msg),
+                _ => None,
+            };
         for (peer, packet) in packets {
-            match bincode::serde::decode_from_slice::<Message, _>(&packet, codec()) {
-                Ok((msg, n)) if n == packet.len() => messages.push((peer, msg)),
-                _ => garbage += 1,
+            let msg = decode(&packet).and_then(|msg| match self.filter.judge(peer, &packet) {
+                Verdict::Pass => Some(msg),
+                Verdict::Rewrite(bytes) => decode(&bytes),
+                Verdict::Drop => None,
+            });
+            match msg {
+                Some(msg) => messages.push((peer, msg)),
+                None => garbage += 1,
             }
         }
         self.lane.queues().dropped += garbage;
@@ -142,7 +157,10 @@ mod tests {
     #[test]
     fn garbage_is_counted_not_decoded() {
         let lane = RawLane::default();
-        let mut socket = HuddleGgrsSocket { lane: lane.clone() };
+        let mut socket = HuddleGgrsSocket {
+            lane: lane.clone(),
+            filter: InputFilter::default(),
+        };
         let peer = PeerId(uuid::Uuid::from_u128(1));
         lane.received(peer, Bytes::from_static(&[0xff, 0xff, 0xff, 0x01]));
         lane.received(peer, Bytes::new());

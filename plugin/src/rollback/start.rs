@@ -22,6 +22,19 @@ pub(crate) fn playing(m: Res<RollbackMatch>) -> bool {
     m.phase == RollbackPhase::Playing
 }
 
+/// The most players a plan may name (more than any GGRS match holds; a host's plan beyond it is
+/// refused).
+pub(crate) const MAX_PLAYERS: usize = 64;
+
+/// Whether the host's plan can be a match: players named once each, at most [`MAX_PLAYERS`].
+pub(crate) fn plan_is_sound(players: &[PeerId]) -> bool {
+    let distinct = players
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    !players.is_empty() && players.len() <= MAX_PLAYERS && distinct == players.len()
+}
+
 /// The host's rule for who plays a match of `n`: the first `n` of the succession (join order),
 /// once the host (`me`) is linked to each of them; nobody in a star room, whose clients are not
 /// linked to each other.
@@ -67,8 +80,17 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
         return;
     };
     for p in plans.read() {
-        if p.from == host {
+        if p.from != host {
+            continue;
+        }
+        if plan_is_sound(&p.message.players) {
             plan.players = Some(p.message.players.clone());
+        } else {
+            stats.plans_refused += 1;
+            warn!(
+                "huddle: the host's match plan refused ({} players)",
+                p.message.players.len()
+            );
         }
     }
     let rollback = *settings;
@@ -208,5 +230,15 @@ mod tests {
         );
         assert_eq!(who_plays(0, host, &order, &[a, b, c], mesh), None);
         assert_eq!(who_plays(2, host, &order, &[a], Topology::Star), None);
+    }
+
+    #[test]
+    fn a_plan_names_each_player_once_and_not_too_many() {
+        assert!(plan_is_sound(&[id(1), id(2)]));
+        assert!(!plan_is_sound(&[]));
+        assert!(!plan_is_sound(&[id(1), id(2), id(1)]), "a player twice");
+        let crowd: Vec<PeerId> = (0..=MAX_PLAYERS as u128).map(id).collect();
+        assert!(!plan_is_sound(&crowd), "{} players", crowd.len());
+        assert!(plan_is_sound(&crowd[..MAX_PLAYERS]));
     }
 }

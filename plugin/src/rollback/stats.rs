@@ -28,8 +28,11 @@ pub struct RollbackStats {
     pub newest_frame: i32,
     /// Spectator frames stepped without their inputs (0 unless something is wrong).
     pub spectator_starved: u64,
-    /// GGRS packets dropped (not GGRS messages, or too many).
+    /// GGRS packets dropped: not GGRS messages, too many, or saying what their sender may not
+    /// (a request to disconnect, a first frame far ahead).
     pub packets_dropped: u64,
+    /// Match plans of the host refused (a player named twice, more than 64 players).
+    pub plans_refused: u64,
     /// GGRS bytes received.
     pub bytes_in: u64,
     /// GGRS bytes sent.
