@@ -10,7 +10,12 @@
 //! - all reports equal: everyone disconnects it at that frame, and GGRS agrees with itself;
 //! - reports differ (it vanished while its last inputs were on their way): GGRS cannot go on
 //!   without panicking, so every remaining player ends the match (the same verdict everywhere,
-//!   since everyone decides from the same reports).
+//!   since everyone decides from the same reports; a player that sends different reports to
+//!   different players can still split the verdicts: issue 14 leaves that open).
+//!
+//! Others' reports alone decide nothing: only once we see the player go ourselves (it left the
+//! lobby, said farewell, or fell silent) does the deadline run, so a report about a player still
+//! playing cannot end the match.
 //!
 //! When does a peer know its own last input of the gone player? A player that leaves on purpose
 //! (the rollback plugin's `LeaveRollback`) stops adding inputs and announces its last frame
@@ -50,8 +55,10 @@ struct Departure {
     ours: Option<i32>,
     /// The confirmed frame and since when it stood still.
     still: Option<(i32, Instant)>,
-    /// When we first heard of it.
-    since: Instant,
+    /// When we learned it is gone (its farewell, or it vanished from our view): the deadline
+    /// runs from then. Others' reports alone decide nothing, so a report about a player still
+    /// here (a lie) cannot end the match.
+    since: Option<Instant>,
 }
 
 /// Our frames in the GGRS session, as [`Departures::due`] needs them.
@@ -93,7 +100,7 @@ pub struct Departures {
 }
 
 impl Departures {
-    fn entry(&mut self, handle: usize, now: Instant) -> &mut Departure {
+    fn entry(&mut self, handle: usize) -> &mut Departure {
         if let Some(i) = self.list.iter().position(|d| d.handle == handle) {
             return &mut self.list[i];
         }
@@ -103,7 +110,7 @@ impl Departures {
             reports: Vec::new(),
             ours: None,
             still: None,
-            since: now,
+            since: None,
         });
         let last = self.list.len() - 1;
         &mut self.list[last]
@@ -111,21 +118,24 @@ impl Departures {
 
     /// Player `handle` announced that its last input is for `last_frame`.
     pub fn farewell(&mut self, handle: usize, last_frame: i32, now: Instant) {
-        self.entry(handle, now).going = Some(Going::Farewell(last_frame));
+        let d = self.entry(handle);
+        d.going = Some(Going::Farewell(last_frame));
+        d.since.get_or_insert(now);
     }
 
     /// Player `handle` vanished. A farewell heard before stays (it knows better).
     pub fn vanished(&mut self, handle: usize, now: Instant) {
-        let d = self.entry(handle, now);
+        let d = self.entry(handle);
         if d.going.is_none() {
             d.going = Some(Going::Vanished);
         }
+        d.since.get_or_insert(now);
     }
 
     /// Player `from` holds the inputs of the gone player `gone` up to `frame`. A second report
-    /// of the same player replaces the first.
-    pub fn report(&mut self, gone: usize, from: usize, frame: i32, now: Instant) {
-        let d = self.entry(gone, now);
+    /// of the same player replaces the first. Kept until we learn ourselves that `gone` went.
+    pub fn report(&mut self, gone: usize, from: usize, frame: i32) {
+        let d = self.entry(gone);
         d.reports.retain(|(p, _)| *p != from);
         d.reports.push((from, frame));
     }
@@ -185,6 +195,10 @@ impl Departures {
     pub fn verdicts(&mut self, remaining: &[usize], now: Instant) -> Vec<Verdict> {
         let mut verdicts = Vec::new();
         self.list.retain(|d| {
+            let Some(since) = d.since else {
+                // Only others say it went: nothing to decide yet.
+                return true;
+            };
             let frames: Vec<i32> = remaining
                 .iter()
                 .filter(|p| **p != d.handle)
@@ -197,7 +211,7 @@ impl Departures {
                     handle: d.handle,
                     last_frame: frames[0],
                 }
-            } else if complete || now.duration_since(d.since) >= DEADLINE {
+            } else if complete || now.duration_since(since) >= DEADLINE {
                 Verdict::Abandon {
                     handle: d.handle,
                     reports: d.reports.clone(),
@@ -239,7 +253,7 @@ mod tests {
     fn all_reports_equal_disconnect_at_that_frame() {
         let t = Instant::now();
         let mut d = Departures::default();
-        d.report(2, 1, 100, t); // a report before we heard of the departure
+        d.report(2, 1, 100); // a report before we heard of the departure
         assert!(d.verdicts(&[0, 1], t).is_empty());
         d.farewell(2, 100, t);
         assert!(
@@ -262,7 +276,7 @@ mod tests {
         let t = Instant::now();
         let mut d = Departures::default();
         d.vanished(1, t);
-        d.report(1, 2, 97, t);
+        d.report(1, 2, 97);
         d.due(0, frames(106, 98), t);
         let later = t + SETTLE;
         assert_eq!(d.due(0, frames(106, 98), later), vec![(1, 98)]);
@@ -300,7 +314,7 @@ mod tests {
         let mut d = Departures::default();
         d.farewell(3, 50, t);
         d.due(0, frames(52, 50), t);
-        d.report(3, 1, 50, t);
+        d.report(3, 1, 50);
         assert!(
             d.verdicts(&[0, 1, 2], t).is_empty(),
             "player 2 has not reported"
@@ -337,14 +351,38 @@ mod tests {
         d.vanished(1, t);
         d.farewell(1, 70, t);
         d.vanished(1, t);
-        d.report(1, 2, 60, t);
-        d.report(1, 2, 70, t);
+        d.report(1, 2, 60);
+        d.report(1, 2, 70);
         assert_eq!(d.due(0, frames(72, 70), t), vec![(1, 70)]);
         assert_eq!(
             d.verdicts(&[0, 2], t),
             vec![Verdict::Disconnect {
                 handle: 1,
                 last_frame: 70
+            }]
+        );
+    }
+
+    /// A player that lies that another is gone (well-formed reports, the other still plays):
+    /// nothing is decided, whatever time passes, until we see it go ourselves.
+    #[test]
+    fn a_report_about_a_player_still_here_ends_nothing() {
+        let t = Instant::now();
+        let mut d = Departures::default();
+        d.report(2, 1, 40);
+        d.report(2, 1, i32::MAX);
+        assert!(d.due(0, frames(60, 55), t).is_empty(), "we report nothing");
+        assert!(d.verdicts(&[0, 1, 2], t + DEADLINE * 10).is_empty());
+        assert!(d.contains(2), "kept, in case it does go");
+        // It does go, and says so: the reports agree with its farewell.
+        d.farewell(2, 80, t + DEADLINE * 10);
+        d.report(2, 1, 80);
+        d.due(0, frames(82, 80), t + DEADLINE * 10);
+        assert_eq!(
+            d.verdicts(&[0, 1], t + DEADLINE * 10),
+            vec![Verdict::Disconnect {
+                handle: 2,
+                last_frame: 80
             }]
         );
     }

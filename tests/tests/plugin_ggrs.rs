@@ -107,6 +107,43 @@ fn four_peers_play_600_frames_under_latency_and_loss() {
     match_of(4);
 }
 
+/// The positive control of every `no_desync` check: one player's world is nudged from frame 100
+/// on (a bug in its game), and the players' checksum exchange reports the desync.
+#[test]
+fn a_real_divergence_is_reported_as_a_desync() {
+    use bevy::prelude::*;
+    use bevy_huddle::bevy_ggrs::{GgrsSchedule, RollbackFrameCount};
+    use huddle_examples::box_game::{BoxBody, BoxSystems};
+    let (_rt, server) = server_on_runtime();
+    let url = server.room_url("rollback-desync");
+    let mut players = lobby(&url, 2, 2);
+    fn nudge(frame: Res<RollbackFrameCount>, mut bodies: Query<&mut BoxBody>) {
+        if frame.0 >= 100 {
+            for mut body in &mut bodies {
+                body.x = body.x.wrapping_add(1);
+            }
+        }
+    }
+    players[1]
+        .app
+        .add_systems(GgrsSchedule, nudge.after(BoxSystems));
+    let reported = run_until(&mut players, LIMIT, |ps| {
+        ps.iter().any(|p| {
+            rollback_log(p)
+                .iter()
+                .any(|e| matches!(e, RollbackEvent::DesyncDetected { .. }))
+        })
+    });
+    assert!(
+        reported,
+        "a desync is reported: frames {:?}",
+        players
+            .iter()
+            .map(|p| rollback_stats(p).newest_frame)
+            .collect::<Vec<_>>()
+    );
+}
+
 /// One of three players leaves mid-match (`LeaveRollback`) under latency, jitter and loss: it
 /// leaves the lobby once the other two hold its last input; they get the disconnect message once
 /// and play on to the same world.

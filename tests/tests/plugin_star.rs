@@ -347,6 +347,10 @@ fn a_chunked_message_in_flight_during_a_host_change_arrives_once() {
     let data: Vec<u8> = (0..2 << 20).map(|i: u32| (i % 241) as u8).collect();
     players[sender].send(Outgoing::to_all(Blob(data.clone())));
     run_for(&mut players, Duration::from_millis(30));
+    assert!(
+        players.iter().all(|p| p.log().blobs.is_empty()),
+        "still on its way when the host leaves"
+    );
     drop(players.remove(0));
     let ok = run_until(&mut players, LIMIT, |ps| {
         ps.iter()

@@ -139,9 +139,7 @@ pub(crate) fn settle_departures<C: Config<Address = PeerId>>(
         let gone = report.message.handle as usize;
         match state.handle_of(report.from) {
             Some(from) if gone != me && gone < state.players.len() => {
-                departing
-                    .agree
-                    .report(gone, from, report.message.frame, now);
+                departing.agree.report(gone, from, report.message.frame);
             }
             _ => {}
         }

@@ -11,6 +11,9 @@ use bytes::Bytes;
 use matchbox_protocol::PeerId;
 use std::time::Duration;
 
+/// How often a peer's repeated hello is answered at most.
+const HELLO_ANSWER_GAP: Duration = Duration::from_millis(100);
+
 impl Endpoint {
     /// Sends our hello, saying whether we have the peer's.
     pub(super) fn send_hello(&mut self, peer: PeerId, now: Duration) {
@@ -37,9 +40,17 @@ impl Endpoint {
         if first {
             self.check_hello(peer, hello);
         }
-        // Tell it we have its hello (again, if it did not get that yet).
-        if first || !seen {
+        // Tell it we have its hello (again, if it did not get that yet): a repeat at most once
+        // per [`HELLO_ANSWER_GAP`], so a member that floods hellos gets one answer per gap, not
+        // one per hello (it repeats every `HELLO_REPEAT` when honest).
+        let recent = self
+            .link(peer)
+            .hello_sent
+            .is_some_and(|t| now.saturating_sub(t) < HELLO_ANSWER_GAP);
+        if first || (!seen && !recent) {
             self.send_hello(peer, now);
+        } else if !seen {
+            self.counters.control_limited += 1;
         }
     }
 

@@ -207,12 +207,15 @@ mod tests {
         assert!((l.stats.loss - 1.0 / 3.0).abs() < 1e-6, "b was lost");
         l.pong(b, ms(5));
         assert_eq!(l.stats.loss, 0.0, "late pong counts");
-        l.pong(b, ms(5));
-        l.pong(999, ms(5));
+        let before = (l.stats.rtt, l.stats.last_rtt, l.stats.loss);
+        // A repeat and an unknown pong, at times that would show if they were counted.
+        l.pong(b, ms(50));
+        l.pong(999, ms(70));
         assert_eq!(
-            l.stats.last_rtt,
-            Some(ms(5)),
+            (l.stats.rtt, l.stats.last_rtt, l.stats.loss),
+            before,
             "repeats and unknown pongs change nothing"
         );
+        assert_eq!(before.1, Some(ms(5)));
     }
 }

@@ -300,4 +300,6 @@ pub struct Counters {
     /// Rosters and offers the host election refused: a roster from a member that may not
     /// publish one or whose epoch jumps, an offer from a peer that joined after us.
     pub election_refused: u64,
+    /// Control messages answered less often than they came (a peer repeating its hello).
+    pub control_limited: u64,
 }

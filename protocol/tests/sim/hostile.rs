@@ -281,3 +281,43 @@ fn unfinished_messages_cannot_pile_up() {
         (1, 7)
     );
 }
+
+/// Hellos from the other sides of the host's links, counted by the network.
+static HELLOS_TO_2: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A member that floods the host with hellos (each asking for an answer): the host answers one
+/// per gap, not one per hello, and counts the rest.
+#[test]
+fn a_hello_flood_gets_few_answers() {
+    use huddle_protocol::control::{Hello, PROTOCOL_VERSION};
+    use std::sync::atomic::Ordering;
+    let mut sim = lobby(Topology::Mesh, 3);
+    sim.drop_if = Some(|from, to, lane, bytes| {
+        if (from, to, lane) == (0, 2, Lane::Control)
+            && matches!(Control::decode(bytes), Some(Control::Hello(_)))
+        {
+            HELLOS_TO_2.fetch_add(1, Ordering::Relaxed);
+        }
+        false
+    });
+    let hello = Control::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        types_hash: 0,
+        types: vec![],
+        topology: Topology::Mesh,
+        seen: false,
+    })
+    .encode();
+    // Past the handshake's own hellos.
+    sim.run_for(Duration::from_millis(200));
+    for _ in 0..500 {
+        sim.inject(2, 0, Lane::Control, hello.clone());
+    }
+    sim.run_for(Duration::from_millis(300));
+    let answers = HELLOS_TO_2.load(Ordering::Relaxed);
+    assert!(answers <= 4, "{answers} answers to 500 hellos");
+    assert!(answers >= 1, "the first is answered");
+    assert!(sim.nodes[0].ep.counters().control_limited >= 496);
+    // The lobby goes on.
+    assert!(sim.run_until(LIMIT, Sim::settled));
+}
