@@ -252,3 +252,20 @@ pub fn hostile_member(
     assert!(member, "the host counts the hostile peer in");
     hostile
 }
+
+/// Links the hostile peer of [`hostile_member`] to `players[i]` too (a mesh) and says a valid
+/// hello there; `players` keep running meanwhile.
+pub fn hostile_greets(
+    hostile: &mut crate::StockPeer,
+    players: &mut [Player],
+    i: usize,
+    limit: Duration,
+) {
+    let peer = players[i].id().expect("the player has an id");
+    let linked = run_until(players, limit, |_| {
+        hostile.poll();
+        hostile.connected.contains(&peer)
+    });
+    assert!(linked, "the hostile peer links to {peer}");
+    hostile.send(0, peer, &hello_like(&players[i]));
+}

@@ -473,12 +473,7 @@ fn a_player_that_lies_about_the_others_connections_changes_nothing() {
     let (host, other) = (players[0].id().unwrap(), players[1].id().unwrap());
     let mut hostile = hostile_member(&rt, &url, &mut players, LIMIT);
     let _guard = rt.enter();
-    let linked = run_until(&mut players, LIMIT, |_| {
-        hostile.poll();
-        hostile.connected.contains(&other)
-    });
-    assert!(linked, "the liar links to both players");
-    hostile.send(0, other, &hello_like(&players[1]));
+    hostile_greets(&mut hostile, &mut players, 1, LIMIT);
     const MAGIC: u16 = 4242;
     // Answer every sync request until both players run the match with the liar in it.
     let mut answered = 0;

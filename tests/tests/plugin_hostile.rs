@@ -197,12 +197,7 @@ fn a_member_that_claims_to_host_is_refused_everywhere() {
     let (host, member) = (players[0].id().unwrap(), players[1].id().unwrap());
     let mut hostile = hostile_member(&rt, &url, &mut players, LIMIT);
     let _guard = rt.enter();
-    let linked = run_until(&mut players, LIMIT, |_| {
-        hostile.poll();
-        hostile.connected.contains(&member)
-    });
-    assert!(linked, "the hostile peer links to the other member too");
-    hostile.send(0, member, &hello_like(&players[1]));
+    hostile_greets(&mut hostile, &mut players, 1, LIMIT);
     assert!(run_until(&mut players, LIMIT, |ps| ps[1]
         .roster()
         .peers

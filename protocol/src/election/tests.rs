@@ -41,6 +41,19 @@ impl Sim {
         sim
     }
 
+    /// Peer 1 hosts; peer 2 joins but peer 1's offer has not reached it: 2 claims host too.
+    fn early_claim() -> Self {
+        let mut sim = Self::new();
+        sim.join(id(1));
+        sim.advance(GRACE);
+        sim.peers
+            .insert(id(2), HostElection::new(id(2), sim.now, GRACE));
+        sim.room.push(id(2));
+        sim.advance(GRACE);
+        assert!(sim.peers[&id(2)].is_host(), "claims while alone");
+        sim
+    }
+
     fn new() -> Self {
         Self {
             now: Duration::ZERO,
@@ -268,14 +281,7 @@ fn newcomer_after_migration_learns_the_new_host() {
 #[test]
 fn early_self_claim_steps_down_for_an_earlier_peer() {
     // Peer 2's offer from peer 1 is late: 2 claims host, then learns of 1.
-    let mut sim = Sim::new();
-    sim.join(id(1));
-    sim.advance(GRACE);
-    sim.peers
-        .insert(id(2), HostElection::new(id(2), sim.now, GRACE));
-    sim.room.push(id(2));
-    sim.advance(GRACE);
-    assert!(sim.peers[&id(2)].is_host(), "claims while alone");
+    let mut sim = Sim::early_claim();
     sim.peers.get_mut(&id(1)).unwrap().introduced_later(id(2));
     let o = sim.peers.get_mut(&id(2)).unwrap().introduced_earlier(id(1));
     sim.apply(id(2), o);
@@ -488,14 +494,7 @@ fn the_successor_heard_before_the_host_is_seen_going_takes_over() {
 #[test]
 fn followers_of_an_early_claim_follow_the_earlier_host_it_hands_over_to() {
     // Peer 2 claims early (peer 1's offer is late) and peer 3 follows it; then 2 learns of 1.
-    let mut sim = Sim::new();
-    sim.join(id(1));
-    sim.advance(GRACE);
-    sim.peers
-        .insert(id(2), HostElection::new(id(2), sim.now, GRACE));
-    sim.room.push(id(2));
-    sim.advance(GRACE);
-    assert!(sim.peers[&id(2)].is_host());
+    let mut sim = Sim::early_claim();
     sim.peers
         .insert(id(3), HostElection::new(id(3), sim.now, GRACE));
     sim.room.push(id(3));
