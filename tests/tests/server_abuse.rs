@@ -103,8 +103,14 @@ async fn malformed_sdp_never_reaches_a_stock_peer() {
     ] {
         attacker.signal(victim_id, garbage).await.unwrap();
     }
+    // A barrier, not a quiet period: the four are counted, then nothing more.
+    let dropped = || server.metrics().dropped_count(DropReason::InvalidSignal);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while dropped() < 4 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     tokio::time::sleep(QUIET).await;
-    assert_eq!(server.metrics().dropped_count(DropReason::InvalidSignal), 4);
+    assert_eq!(dropped(), 4);
     assert!(
         victim.is_running(),
         "the victim's message loop did not panic"
