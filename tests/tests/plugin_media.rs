@@ -1376,7 +1376,9 @@ fn six_peers_in_a_star_hear_each_other_through_the_host_and_after_it_leaves() {
             let _ = remote(p).audio(id).map(|a| a.take_pcm());
         }
     }
-    let got = record(&mut players, &ids, Duration::from_secs(3));
+    // Six seconds: a stall of the loaded machine (340 ms seen in a CI run, six debug apps on two
+    // cores) is not 10 % of the window, while a lasting fault still is.
+    let got = record(&mut players, &ids, Duration::from_secs(6));
     for (r, p) in players.iter().enumerate() {
         for (s, &id) in ids.iter().enumerate() {
             if let Some(a) = remote(p).audio(id) {
@@ -1384,7 +1386,7 @@ fn six_peers_in_a_star_hear_each_other_through_the_host_and_after_it_leaves() {
             }
         }
     }
-    assert_tones(&got, &tones, 3);
+    assert_tones(&got, &tones, 6);
     let host_stats = players[0].app.world().resource::<MediaStats>();
     for id in &ids[1..] {
         let s = &host_stats.0[id];
@@ -1441,8 +1443,8 @@ fn six_peers_in_a_star_hear_each_other_through_the_host_and_after_it_leaves() {
             let _ = remote(p).audio(id).map(|a| a.take_pcm());
         }
     }
-    let got = record(&mut players, &ids, Duration::from_secs(2));
-    assert_tones(&got, &tones[1..], 2);
+    let got = record(&mut players, &ids, Duration::from_secs(4));
+    assert_tones(&got, &tones[1..], 4);
 }
 
 /// Cameras in a star: four peers with cameras and one video slot each. The host sees every
