@@ -1323,7 +1323,8 @@ fn all_hear_all(players: &[Player], ids: &[PeerId]) -> bool {
 }
 
 /// Checks every pair's recording: ≥ 90 % of the frames came, the sender's tone is the peak
-/// (±2 Hz) and 20 dB over every other tone in ≥ 80 % of 20 ms frames. The mesh test asks 90 %
+/// (±2 Hz, the median of each second's) and 20 dB over every other tone in ≥ 80 % of 20 ms
+/// frames. The mesh test asks 90 %
 /// of three apps; six debug-build apps in one process on CI's two cores stall for up to a
 /// second now and then (two pairs at 85 % of 6 s in a CI run, every other pair over 95 %), and
 /// a broken forward loses every frame, not one in ten. The release build's forwarding is
@@ -1336,7 +1337,16 @@ fn assert_tones(got: &HashMap<(usize, usize), Received>, tones: &[f32], seconds:
         let others: Vec<f32> = tones.iter().copied().filter(|&t| t != tone).collect();
         let frames = heard.pcm.len() / FRAME_SAMPLES;
         let good = frames_with_tone(&heard.pcm, tone, &others);
-        let peak = tone::peak_frequency(&heard.pcm, 300.0, 1000.0);
+        // The median of each second's peak: one second torn by a stall (its concealment's
+        // phase jumps) may read off the tone, the tone itself may not (a CI run: 448.75 Hz for
+        // a 440 Hz sender over a whole 6 s window with one stall in it).
+        let mut peaks: Vec<f32> = heard
+            .pcm
+            .chunks_exact(FRAME_SAMPLES * 50)
+            .map(|second| tone::peak_frequency(second, 300.0, 1000.0))
+            .collect();
+        peaks.sort_by(f32::total_cmp);
+        let peak = peaks.get(peaks.len() / 2).copied().unwrap_or(0.0);
         println!(
             "peer {r} hears peer {s}: {frames} frames, {good} with its tone, peak {peak:.2} Hz"
         );
