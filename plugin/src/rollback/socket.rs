@@ -89,11 +89,13 @@ impl NonBlockingSocket<PeerId> for HuddleGgrsSocket {
                 _ => None,
             };
         for (peer, packet) in packets {
-            let msg = decode(&packet).and_then(|msg| match self.filter.judge(peer, &packet) {
-                Verdict::Pass => Some(msg),
+            // Judged first, so each packet is decoded for GGRS once (the judge reads only input
+            // packets, and passes what it cannot read on to GGRS's own decoding).
+            let msg = match self.filter.judge(peer, &packet) {
+                Verdict::Pass => decode(&packet),
                 Verdict::Rewrite(bytes) => decode(&bytes),
                 Verdict::Drop => None,
-            });
+            };
             match msg {
                 Some(msg) => messages.push((peer, msg)),
                 None => garbage += 1,
