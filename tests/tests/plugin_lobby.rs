@@ -60,12 +60,15 @@ fn exchange(players: &mut [Player]) {
             Chat(format!("psst from {i}")),
         ));
     }
+    // Everything sent must be in before the logs are checked: the directed line from the
+    // previous player can come a frame after its broadcast.
     let all_arrived = |ps: &[Player]| {
         ps.iter().enumerate().all(|(j, p)| {
             (0..n).filter(|&i| i != j).all(|i| {
                 let log = p.log();
-                log.chats
-                    .contains(&(ids[i], Chat(format!("hello from {i}"))))
+                let has = |line: String| log.chats.contains(&(ids[i], Chat(line)));
+                has(format!("hello from {i}"))
+                    && ((i + 1) % n != j || has(format!("psst from {i}")))
                     && log
                         .positions
                         .iter()

@@ -47,8 +47,9 @@ impl Endpoint {
             });
         }
         let destinations = self.destinations(to);
+        let missing = self.missing(to);
         if destinations.is_empty() {
-            return Ok(());
+            return missing.map_or(Ok(()), Err);
         }
         // The frames to send: the whole message, or its chunks with their payload sizes.
         let frames: Vec<(usize, Bytes)> = if fits {
@@ -111,7 +112,24 @@ impl Endpoint {
                 self.push_frame(lane, link, bytes, *counted);
             }
         }
-        Ok(())
+        missing.map_or(Ok(()), Err)
+    }
+
+    /// The recipients of `to` that a message cannot reach because they are not in our lobby
+    /// (not joined yet, or gone), or no host to reach; `None` when all can be reached.
+    fn missing(&self, to: &Recipients) -> Option<SendError> {
+        let absent = |p: &PeerId| Some(*p) != self.me && !self.joined.contains(p);
+        let missing: Vec<PeerId> = match to {
+            Recipients::All => return None,
+            Recipients::Host => match self.host() {
+                Some(host) if Some(host) == self.me || self.joined.contains(&host) => return None,
+                host => host.into_iter().collect(),
+            },
+            Recipients::Peer(p) => std::iter::once(*p).filter(absent).collect(),
+            Recipients::Peers(ps) => ps.iter().copied().filter(absent).collect(),
+        };
+        let no_host = matches!(to, Recipients::Host);
+        (no_host || !missing.is_empty()).then_some(SendError::NotInLobby { missing })
     }
 
     /// Sends a media signal to `peer` on the control lane now, if its link is ready; returns

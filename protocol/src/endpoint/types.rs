@@ -22,11 +22,12 @@ pub enum Channel {
 pub enum Recipients {
     /// Every peer in the lobby.
     All,
-    /// The host (nothing is sent if we are the host).
+    /// The host (nothing is sent if we are the host; [`SendError::NotInLobby`] if there is no
+    /// host we are joined with, e.g. while a new one is being agreed).
     Host,
-    /// One peer.
+    /// One peer ([`SendError::NotInLobby`] if it is not in our lobby: not joined yet, or gone).
     Peer(PeerId),
-    /// Several peers.
+    /// Several peers (sent to those in our lobby; [`SendError::NotInLobby`] names the others).
     Peers(Vec<PeerId>),
 }
 
@@ -260,6 +261,13 @@ pub enum SendError {
         bytes: usize,
         /// The limit.
         limit: usize,
+    },
+    /// Recipients that are not in our lobby (not joined yet, or gone), or no host to reach: the
+    /// message did not go to them (it went to the other recipients).
+    #[error("not in the lobby (not joined yet, or gone): {missing:?}")]
+    NotInLobby {
+        /// The recipients it did not go to (empty: there was no host to send it to).
+        missing: Vec<PeerId>,
     },
     /// The message exceeds `max_message_bytes`.
     #[error("{bytes} bytes exceed max_message_bytes ({limit})")]

@@ -117,12 +117,15 @@ fn a_peer_of_another_topology_is_a_clear_error_and_is_ignored() {
             .any(|e| matches!(e, Event::Error(EndpointError::TopologyMismatch { .. })))
     };
     assert!(mismatch(0) && mismatch(star), "both ends are told");
-    sim.send(
-        star,
-        1,
-        Channel::Reliable,
-        b"hi",
-        Recipients::Peer(Sim::id(0)),
+    let sent = sim.nodes[star]
+        .ep
+        .send(1, Channel::Reliable, b"hi", &Recipients::Peer(Sim::id(0)));
+    assert!(
+        matches!(
+            sent,
+            Err(huddle_protocol::endpoint::SendError::NotInLobby { .. })
+        ),
+        "{sent:?}"
     );
     sim.run_for(Duration::from_millis(200));
     assert!(sim.messages(0).is_empty());
@@ -174,4 +177,54 @@ fn the_next_timeout_is_the_next_thing_to_do() {
         (huddle_protocol::Lane::Unreliable, Sim::id(1))
     );
     assert!(ep.poll_timeout().is_some_and(|t| t > next));
+}
+
+/// A message for a peer that is not in our lobby (not joined yet, or gone), or for the host while
+/// there is none we are joined with, is reported with whom it missed, never dropped silently; the
+/// recipients that are in the lobby still get it.
+#[test]
+fn a_message_for_a_peer_not_in_the_lobby_is_reported() {
+    use huddle_protocol::endpoint::SendError;
+    let mut sim = Sim::new(Topology::Mesh, conditions(5, 0, 0.0), 3);
+    sim.join();
+    sim.run_for(Duration::from_millis(200));
+    sim.join();
+    assert!(sim.run_until(LIMIT, Sim::settled));
+    let stranger = Sim::id(7);
+    let (one, me) = (Sim::id(1), Sim::id(0));
+    let ep = &mut sim.nodes[0].ep;
+    let missed =
+        |r| matches!(r, Err(SendError::NotInLobby { missing }) if missing == vec![stranger]);
+    assert!(missed(ep.send(
+        3,
+        Channel::Reliable,
+        b"a",
+        &Recipients::Peer(stranger)
+    )));
+    let both = Recipients::Peers(vec![one, stranger, me]);
+    assert!(missed(ep.send(3, Channel::Reliable, b"b", &both)));
+    assert!(missed(ep.send(
+        3,
+        Channel::Unreliable,
+        b"c",
+        &Recipients::Peer(stranger)
+    )));
+    // We are the host: a message to the host is nobody's (as documented), not an error.
+    assert_eq!(
+        ep.send(3, Channel::Reliable, b"d", &Recipients::Host),
+        Ok(())
+    );
+    sim.run_for(Duration::from_millis(200));
+    let got: Vec<_> = sim.messages(1).into_iter().map(|m| m.2).collect();
+    assert_eq!(
+        got,
+        vec![bytes::Bytes::from_static(b"b")],
+        "the peer in the lobby got its copy"
+    );
+    // Peer 0 goes: until peer 1 takes over there is no host to reach, then there is.
+    sim.leave(0, true);
+    let ep = &mut sim.nodes[1].ep;
+    let r = ep.send(3, Channel::Reliable, b"e", &Recipients::Peer(me));
+    assert!(matches!(r, Err(SendError::NotInLobby { missing }) if missing == vec![me]));
+    assert!(sim.run_until(LIMIT, |s| s.nodes[1].ep.host() == Some(one)));
 }
