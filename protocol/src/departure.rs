@@ -162,7 +162,9 @@ impl Departures {
                     last
                 }
                 Some(Going::Vanished) => {
-                    let stalled = frames.current - frames.confirmed >= frames.max_prediction as i32;
+                    let behind = i64::from(frames.current) - i64::from(frames.confirmed);
+                    let stalled =
+                        behind >= i64::try_from(frames.max_prediction).unwrap_or(i64::MAX);
                     match d.still {
                         Some((c, at)) if c == frames.confirmed => {
                             if !stalled || now.duration_since(at) < SETTLE {
@@ -269,6 +271,24 @@ mod tests {
             }]
         );
         assert!(!d.contains(2), "forgotten once decided");
+    }
+
+    /// Found by the `departure` fuzz target: frames far apart overflowed the stall check.
+    #[test]
+    fn frames_at_the_ends_of_the_range_do_not_overflow() {
+        let t = Instant::now();
+        let mut d = Departures::default();
+        d.vanished(1, t);
+        let far = Frames {
+            current: i32::MAX,
+            confirmed: i32::MIN,
+            max_prediction: usize::MAX,
+        };
+        assert!(d.due(0, far, t).is_empty());
+        assert!(
+            d.due(0, far, t + SETTLE).is_empty(),
+            "not stalled: under usize::MAX"
+        );
     }
 
     #[test]

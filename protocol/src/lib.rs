@@ -30,6 +30,7 @@ pub mod departure;
 pub mod election;
 pub mod endpoint;
 pub mod frame;
+pub mod ggrs_filter;
 pub mod lane;
 pub mod media;
 pub mod relay;

@@ -32,7 +32,6 @@
 
 mod departures;
 mod events;
-mod filter;
 mod leave;
 mod log;
 mod record;

@@ -3,10 +3,9 @@
 //! A GGRS session owns its socket, while the data channels belong to the [`HuddleSession`]. So
 //! the socket GGRS gets is a handle on the raw lane's queues, which the session fills and drains
 //! each frame (in `HuddleSystems::Receive` and `HuddleSystems::Flush`). Bytes that are not a GGRS
-//! message are dropped and counted, never a panic; what a GGRS message may say is filtered (the
-//! `filter` module).
+//! message are dropped and counted, never a panic; what a GGRS message may say is filtered
+//! ([`huddle_protocol::ggrs_filter`]).
 
-use super::filter::{InputFilter, Verdict};
 use super::RollbackSettings;
 use crate::session::{HuddleSession, RawLane};
 #[cfg(test)]
@@ -15,6 +14,7 @@ use ggrs::{
     Config, DesyncDetection, GgrsError, Message, NonBlockingSocket, P2PSession, PlayerType,
     SessionBuilder,
 };
+use huddle_protocol::ggrs_filter::{InputFilter, Verdict};
 use matchbox_socket::PeerId;
 use std::time::Duration;
 
@@ -32,7 +32,7 @@ pub(crate) const GGRS_NEVER: Duration = Duration::from_secs(24 * 60 * 60);
 #[derive(Debug, Clone)]
 pub struct HuddleGgrsSocket {
     lane: RawLane,
-    /// What a player may say (see the `filter` module).
+    /// What a player may say ([`huddle_protocol::ggrs_filter`]).
     filter: InputFilter,
 }
 
@@ -63,13 +63,7 @@ impl HuddleGgrsSocket {
 }
 
 /// bincode for GGRS packets and the spectators' inputs: 64 KiB at most (a data channel message).
-pub(crate) fn codec() -> bincode::config::Configuration<
-    bincode::config::LittleEndian,
-    bincode::config::Varint,
-    bincode::config::Limit<65536>,
-> {
-    bincode::config::standard().with_limit::<65536>()
-}
+pub(crate) use huddle_protocol::ggrs_filter::codec;
 
 impl NonBlockingSocket<PeerId> for HuddleGgrsSocket {
     fn send_to(&mut self, msg: &Message, addr: &PeerId) {

@@ -120,6 +120,11 @@ impl Link {
         self.bulk_bytes
     }
 
+    /// The frames waiting behind the window (or for the link), oldest first.
+    pub(crate) fn bulk_frames(&self) -> impl Iterator<Item = &Bytes> {
+        self.bulk.iter().map(|(_, frame)| frame)
+    }
+
     /// Whether frames wait behind the window.
     pub(crate) fn has_bulk(&self) -> bool {
         !self.bulk.is_empty()

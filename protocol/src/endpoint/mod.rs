@@ -93,8 +93,11 @@ pub struct Endpoint {
     relay_seq: u32,
     /// Star client: relayed reliable frames not yet known to have arrived.
     unacked: VecDeque<Unacked>,
-    /// Star host: the highest sequence number passed on per client, to acknowledge.
+    /// Star host: the highest sequence number received per client since the last flush.
     relay_acks: HashMap<PeerId, u32>,
+    /// Star host: per client, the highest sequence number received and the last acknowledged,
+    /// while some of its frames still wait in our queues (acknowledged once passed on).
+    relay_held: HashMap<PeerId, (u32, Option<u32>)>,
     /// The highest relayed sequence number seen per origin, to drop resent frames.
     relay_seen: HashMap<PeerId, u32>,
 }
@@ -120,6 +123,7 @@ impl Endpoint {
             relay_seq: 0,
             unacked: VecDeque::new(),
             relay_acks: HashMap::new(),
+            relay_held: HashMap::new(),
             relay_seen: HashMap::new(),
         }
     }
@@ -198,6 +202,7 @@ impl Endpoint {
         self.lobby_changed();
         self.links.remove(&peer);
         self.relay_acks.remove(&peer);
+        self.relay_held.remove(&peer);
         if self.joined.contains(&peer) {
             self.joined.retain(|p| *p != peer);
             self.events.push_back(Event::Left { peer, reason });

@@ -205,8 +205,8 @@ impl Endpoint {
             // passed on are sent again through the next host).
         }
         self.give_up_waiting(now);
-        self.send_relay_acks();
         self.send_bulk();
+        self.send_relay_acks();
         self.repeat_hellos(now);
         self.ping(now);
     }

@@ -4,6 +4,7 @@
 //! once passed on, kept until then (and [`RETAIN_ACKED`](super::RETAIN_ACKED) after), resent
 //! through the next host when the host changes, and dropped by receivers that saw them.
 
+use super::link::Link;
 use super::{Endpoint, Event, LeaveReason, Recipients, Role, MAX_ORIGINS, RETAIN_ACKED};
 use crate::control::Control;
 use crate::frame::Frame;
@@ -11,6 +12,7 @@ use crate::lane::Lane;
 use crate::relay::{self, Route};
 use bytes::Bytes;
 use matchbox_protocol::PeerId;
+use std::collections::HashMap;
 use std::time::Duration;
 
 impl Endpoint {
@@ -200,11 +202,56 @@ impl Endpoint {
         }
     }
 
-    /// Sends the acknowledgements of relayed frames passed on since the last flush.
+    /// Acknowledges each client's relayed frames up to the last one passed on: received, and no
+    /// copy still waiting in a queue here (behind a viewer's shut window, or for a link). A frame
+    /// acknowledged is one the client may forget; one still queued is sent again through the
+    /// next host if we go.
     pub(super) fn send_relay_acks(&mut self) {
+        let mut due: HashMap<PeerId, (u32, Option<u32>)> = std::mem::take(&mut self.relay_held);
         for (peer, seq) in std::mem::take(&mut self.relay_acks) {
-            self.send_now(Lane::Control, peer, Control::RelayAck { seq }.encode());
+            let entry = due.entry(peer).or_insert((seq, None));
+            entry.0 = entry.0.max(seq);
         }
+        if due.is_empty() {
+            return;
+        }
+        let queued = self.first_queued_relayed(&due);
+        for (peer, (received, acked)) in due {
+            let (upto, held) = match queued.get(&peer) {
+                None => (Some(received), false),
+                Some(first) => (first.checked_sub(1).map(|s| s.min(received)), true),
+            };
+            if let Some(upto) = upto.filter(|u| acked.is_none_or(|a| *u > a)) {
+                self.send_now(
+                    Lane::Control,
+                    peer,
+                    Control::RelayAck { seq: upto }.encode(),
+                );
+                if held {
+                    self.relay_held.insert(peer, (received, Some(upto)));
+                }
+            } else if held {
+                self.relay_held.insert(peer, (received, acked));
+            }
+        }
+    }
+
+    /// The lowest sequence number of each of `clients`' relayed frames still waiting in our
+    /// queues.
+    fn first_queued_relayed<V>(&self, clients: &HashMap<PeerId, V>) -> HashMap<PeerId, u32> {
+        let mut first: HashMap<PeerId, u32> = HashMap::new();
+        for frame in self.links.values().flat_map(Link::bulk_frames) {
+            let Ok((route, _)) = relay::decode(frame) else {
+                continue;
+            };
+            if let (Some(origin), Some(seq)) = (route.origin, route.seq) {
+                if clients.contains_key(&origin) {
+                    let f = first.entry(origin).or_insert(seq);
+                    *f = (*f).min(seq);
+                }
+            }
+        }
+        first
     }
 
     /// In a star, a client knows the members it has no link to from the host's succession: it

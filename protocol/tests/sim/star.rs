@@ -168,3 +168,72 @@ fn the_largest_frames_fit_behind_the_routing_header() {
     assert!(sim.run_until(LIMIT, |s| received(s, 2).get(&1).map_or(0, Vec::len) == 4));
     assert_eq!(received(&sim, 2)[&1], [0, 1, 2, 3]);
 }
+
+/// A viewer that stops acknowledging chunks shuts the host's window to it, so what clients send
+/// it waits in the host's queue. The host acknowledges a client's frames only once passed on, so
+/// the client keeps the waiting ones (past the 2 s it keeps acknowledged frames), and when the
+/// host vanishes they reach the viewer through the next host, exactly once and in order. (When
+/// the host acknowledged on receipt, the client forgot them after 2 s and they were lost.)
+#[test]
+fn frames_waiting_in_the_hosts_queue_survive_its_departure() {
+    let mut sim = Sim::new(Topology::Star, conditions(10, 0, 0.0), 5);
+    sim.config.settings.bulk_window_bytes = 64 * 1024;
+    for _ in 0..4 {
+        sim.join();
+        sim.run_for(FRAME * 4);
+    }
+    assert!(sim.run_until(LIMIT, Sim::settled));
+    let viewer = Sim::id(3);
+    // Peer 3 stops acknowledging the host's chunks: the host's window to it shuts.
+    sim.drop_if = Some(|from, to, lane, bytes| {
+        from == 3
+            && to == 0
+            && lane == huddle_protocol::Lane::Control
+            && matches!(
+                huddle_protocol::control::Control::decode(bytes),
+                Some(huddle_protocol::control::Control::ChunkAck { .. })
+            )
+    });
+    let big = numbered(2, 0, 300 * 1024);
+    sim.send(2, 2, Channel::Reliable, &big, Recipients::Peer(viewer));
+    sim.run_for(Duration::from_millis(500));
+    for n in 0..20 {
+        sim.send(
+            1,
+            1,
+            Channel::Reliable,
+            &numbered(1, n, 32),
+            Recipients::Peer(viewer),
+        );
+        sim.step();
+    }
+    sim.run_for(Duration::from_secs(3));
+    assert!(
+        received(&sim, 3).get(&1).is_none(),
+        "client 1's lines wait behind the shut window"
+    );
+    // Client 1 goes on talking to peer 2: acknowledgements keep coming to it.
+    sim.send(
+        1,
+        3,
+        Channel::Reliable,
+        b"still here",
+        Recipients::Peer(Sim::id(2)),
+    );
+    sim.run_for(Duration::from_millis(300));
+    // The host vanishes; peer 3 reads again.
+    sim.drop_if = None;
+    sim.leave(0, false);
+    let all = |s: &Sim| received(s, 3).get(&1).map_or(0, Vec::len) >= 20;
+    assert!(
+        sim.run_until(LIMIT, all),
+        "client 1's lines arrive: {:?}",
+        received(&sim, 3)
+    );
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(
+        received(&sim, 3)[&1],
+        (0..20).collect::<Vec<_>>(),
+        "once each, in order"
+    );
+}

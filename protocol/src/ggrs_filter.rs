@@ -11,29 +11,44 @@
 //! dropped. Everything else GGRS checks itself.
 //!
 //! GGRS keeps its message fields private, so this reads the packets through a copy of their
-//! layout (bincode writes fields in order, without names): [`Packet`].
+//! layout (bincode writes fields in order, without names): [`Packet`]. Pure and sans-IO, so it is
+//! unit-tested and fuzzed here; the plugin's GGRS socket applies it to every packet.
 
-use matchbox_socket::PeerId;
+use matchbox_protocol::PeerId;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// How far a packet's first frame may run past the first frame of the sender's packets so far:
 /// GGRS's input queue holds 128 frames, and a sender repeats from its oldest unacknowledged one.
-pub(crate) const AHEAD: i32 = 64;
+pub const AHEAD: i32 = 64;
+
+/// GGRS's "no frame" (`ggrs::NULL_FRAME`).
+pub const NULL_FRAME: i32 = -1;
+
+/// bincode as GGRS's packets use it in huddle: 64 KiB at most (a data channel message).
+pub fn codec() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<65536>,
+> {
+    bincode::config::standard().with_limit::<65536>()
+}
 
 /// The most senders remembered (more than any match has players).
 const SENDERS: usize = 256;
 
 /// A GGRS packet as it is on the wire, as far as the input packet (variant 2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Packet {
-    pub(crate) magic: u16,
-    pub(crate) body: Body,
+pub struct Packet {
+    /// The sender's magic number.
+    pub magic: u16,
+    /// The message.
+    pub body: Body,
 }
 
 /// The first variants of GGRS's message body (later ones are not read here).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Body {
+pub enum Body {
     /// A sync request's random number.
     SyncRequest(u32),
     /// A sync reply's random number.
@@ -44,29 +59,31 @@ pub(crate) enum Body {
 
 /// GGRS's input packet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Input {
+pub struct Input {
     /// The sender's view of every player's connection.
-    pub(crate) statuses: Vec<Status>,
+    pub statuses: Vec<Status>,
     /// The sender asks to be disconnected.
-    pub(crate) disconnect_requested: bool,
+    pub disconnect_requested: bool,
     /// The frame of the first input in `bytes`.
-    pub(crate) start_frame: i32,
+    pub start_frame: i32,
     /// The newest of our frames the sender has.
-    pub(crate) ack_frame: i32,
+    pub ack_frame: i32,
     /// The inputs, delta-encoded.
-    pub(crate) bytes: Vec<u8>,
+    pub bytes: Vec<u8>,
 }
 
 /// One player's connection as a sender sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Status {
-    pub(crate) disconnected: bool,
-    pub(crate) last_frame: i32,
+pub struct Status {
+    /// The sender believes this player disconnected.
+    pub disconnected: bool,
+    /// The newest frame of this player the sender has.
+    pub last_frame: i32,
 }
 
 /// What to do with a packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Verdict {
+pub enum Verdict {
     /// Pass it on as it came.
     Pass,
     /// Pass on these bytes instead (the claims cleared).
@@ -77,15 +94,15 @@ pub(crate) enum Verdict {
 
 /// The per-sender state of the filter.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct InputFilter {
+pub struct InputFilter {
     /// The first frame of each sender's newest packet, as far as accepted.
     first_frames: HashMap<PeerId, i32>,
 }
 
 impl InputFilter {
     /// Judges `packet` from `peer` (bytes that decode as a GGRS message).
-    pub(crate) fn judge(&mut self, peer: PeerId, packet: &[u8]) -> Verdict {
-        let config = super::socket::codec();
+    pub fn judge(&mut self, peer: PeerId, packet: &[u8]) -> Verdict {
+        let config = codec();
         let Ok((Packet { magic, body }, n)) =
             bincode::serde::decode_from_slice::<Packet, _>(packet, config)
         else {
@@ -107,7 +124,7 @@ impl InputFilter {
         self.first_frames.insert(peer, newest);
         let clear = Status {
             disconnected: false,
-            last_frame: ggrs::NULL_FRAME,
+            last_frame: NULL_FRAME,
         };
         if input.statuses.iter().all(|s| *s == clear) {
             return Verdict::Pass;
@@ -129,7 +146,7 @@ mod tests {
     use super::*;
 
     fn encode(packet: &Packet) -> Vec<u8> {
-        bincode::serde::encode_to_vec(packet, super::super::socket::codec()).unwrap_or_default()
+        bincode::serde::encode_to_vec(packet, codec()).unwrap_or_default()
     }
 
     fn input(statuses: Vec<Status>, disconnect_requested: bool, start_frame: i32) -> Vec<u8> {
@@ -146,7 +163,7 @@ mod tests {
     }
 
     fn ggrs_reads(bytes: &[u8]) -> bool {
-        bincode::serde::decode_from_slice::<ggrs::Message, _>(bytes, super::super::socket::codec())
+        bincode::serde::decode_from_slice::<ggrs::Message, _>(bytes, codec())
             .is_ok_and(|(_, n)| n == bytes.len())
     }
 
@@ -187,9 +204,8 @@ mod tests {
             panic!("rewritten");
         };
         assert!(ggrs_reads(&bytes));
-        let (packet, _): (Packet, usize) =
-            bincode::serde::decode_from_slice(&bytes, super::super::socket::codec())
-                .unwrap_or_else(|_| panic!("our layout"));
+        let (packet, _): (Packet, usize) = bincode::serde::decode_from_slice(&bytes, codec())
+            .unwrap_or_else(|_| panic!("our layout"));
         let Body::Input(cleared) = packet.body else {
             panic!("an input");
         };
