@@ -564,6 +564,124 @@ fn a_player_that_lies_about_the_others_connections_changes_nothing() {
     }
 }
 
+/// A third player that plays (it answers the sync requests and sends every frame's inputs, all
+/// neutral, in step with the others) and lies about departures: it tells each honest player that
+/// the *other* one is gone, at different frames (`LastInput`, a well-formed message of the
+/// rollback plugin). Reports alone decide nothing (only a player that sees another go starts the
+/// agreement), so the match goes on well past the agreement's 5 s deadline for both, with equal
+/// checksums. (When the first report started the deadline, both ended the match after 5 s.)
+#[test]
+fn a_player_that_reports_present_players_gone_ends_nothing() {
+    use ggrs_wire::{Body, Packet};
+    let (rt, server) = server_on_runtime();
+    let url = server.room_url("rollback-forged-departure");
+    let mut players = lobby(&url, 2, 3);
+    assert!(run_until(&mut players, LIMIT, lobby_complete));
+    let ids = [players[0].id().unwrap(), players[1].id().unwrap()];
+    let mut hostile = hostile_member(&rt, &url, &mut players, LIMIT);
+    let _guard = rt.enter();
+    hostile_greets(&mut hostile, &mut players, 1, LIMIT);
+    const MAGIC: u16 = 4343;
+    let last_input = type_id(&players[0], "LastInput:");
+    // The liar's inputs: neutral (one zero byte a frame, as GGRS writes a `BoxInput`, after its
+    // two-byte length), delta-coded against the frame before and run-length coded.
+    let inputs = |from: i32, to: i32| {
+        let frames = (from..=to).flat_map(|_| [1u8, 0, 0]).collect::<Vec<u8>>();
+        bitfield_rle::encode(frames)
+    };
+    let mut sent_to = -1;
+    let mut play = |hostile: &mut StockPeer, ps: &[Player]| {
+        hostile.poll();
+        for (channel, from, bytes) in std::mem::take(&mut hostile.inbox) {
+            if let (
+                3,
+                Some(Packet {
+                    body: Body::SyncRequest(r),
+                    ..
+                }),
+            ) = (channel, ggrs_wire::decode(&bytes))
+            {
+                let reply = Packet {
+                    magic: MAGIC,
+                    body: Body::SyncReply(r),
+                };
+                hostile.send(3, from, &ggrs_wire::encode(&reply));
+            }
+        }
+        let newest = ps
+            .iter()
+            .map(|p| rollback_stats(p).newest_frame)
+            .max()
+            .unwrap_or(-1);
+        if game(&ps[0]).phase != RollbackPhase::Playing || newest < 0 {
+            return;
+        }
+        // The last 8 frames each time, up to 2 past the others.
+        sent_to = sent_to.max(newest + 2);
+        let start = (sent_to - 7).max(0);
+        for (i, to) in ids.iter().enumerate() {
+            let packet = Packet {
+                magic: MAGIC,
+                body: Body::Input {
+                    statuses: vec![(false, -1); 3],
+                    disconnect_requested: false,
+                    start_frame: start,
+                    ack_frame: rollback_stats(&ps[i]).newest_frame,
+                    bytes: inputs(start, sent_to),
+                },
+            };
+            hostile.send(3, *to, &ggrs_wire::encode(&packet));
+        }
+    };
+    let playing = run_until(&mut players, LIMIT, |ps| {
+        play(&mut hostile, ps);
+        ps.iter()
+            .all(|p| game(p).players.len() == 3 && rollback_stats(p).confirmed_frame >= 60)
+    });
+    assert!(playing, "the match runs with the liar playing");
+    // Each honest player hears that the other is gone, at different frames.
+    let report = |handle: u32, frame: i32| {
+        let mut bytes = vec![last_input];
+        bytes.extend(
+            bincode::serde::encode_to_vec((handle, frame), bincode::config::standard())
+                .unwrap_or_default(),
+        );
+        bytes
+    };
+    hostile.send(1, ids[0], &report(1, 20));
+    hostile.send(1, ids[1], &report(0, 30));
+    let at_lie = rollback_stats(&players[0]).confirmed_frame;
+    // 7 s: past the agreement's 5 s deadline.
+    let ended = run_until(&mut players, Duration::from_secs(7), |ps| {
+        play(&mut hostile, ps);
+        ps.iter().any(|p| game(p).phase != RollbackPhase::Playing)
+    });
+    let events: Vec<_> = players.iter().map(rollback_log).collect();
+    assert!(!ended, "the match goes on: {events:?}");
+    let frame = players
+        .iter()
+        .map(|p| rollback_stats(p).confirmed_frame)
+        .min()
+        .unwrap_or(0)
+        - 10;
+    assert!(frame > at_lie + 300, "frames went on: {at_lie} -> {frame}");
+    assert_eq!(
+        checksum_at(&players[0], frame),
+        checksum_at(&players[1], frame)
+    );
+    players.iter().for_each(no_desync);
+}
+
+/// The wire id of the message type whose name starts with `prefix` in `player`'s registry.
+fn type_id(player: &Player, prefix: &str) -> u8 {
+    let hello = bevy_huddle::protocol::control::Control::decode(&hello_like(player));
+    let Some(bevy_huddle::protocol::control::Control::Hello(hello)) = hello else {
+        panic!("a hello");
+    };
+    let id = hello.types.iter().position(|t| t.starts_with(prefix));
+    u8::try_from(id.expect("registered")).expect("a small id")
+}
+
 #[test]
 fn a_spectator_joining_a_running_match_reaches_the_players_checksum() {
     let (_rt, server) = server_on_runtime();
