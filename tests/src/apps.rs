@@ -269,3 +269,42 @@ pub fn hostile_greets(
     assert!(linked, "the hostile peer links to {peer}");
     hostile.send(0, peer, &hello_like(&players[i]));
 }
+
+/// Makes the raw peer `hostile`, first in its room, the host of `players` (who joined after it):
+/// as each links, it says a valid hello and publishes a roster naming itself host, then every
+/// member in the order they linked, so the players follow it. The hostile *host* of tests;
+/// `players` keep running meanwhile.
+pub fn hostile_hosts(hostile: &mut crate::StockPeer, players: &mut [Player], limit: Duration) {
+    let me = hostile.id().expect("the hostile peer has an id");
+    let mut order = vec![me];
+    let hello = hello_like(&players[0]);
+    let mut epoch = 0;
+    let followed = run_until(players, limit, |ps| {
+        hostile.poll();
+        let new: Vec<PeerId> = hostile
+            .connected
+            .iter()
+            .copied()
+            .filter(|p| !order.contains(p))
+            .collect();
+        for peer in new {
+            hostile.send(0, peer, &hello);
+            order.push(peer);
+            epoch += 1;
+            let roster = bevy_huddle::protocol::control::Control::Succession(
+                bevy_huddle::protocol::election::Succession {
+                    epoch,
+                    order: order.clone(),
+                },
+            )
+            .encode();
+            for p in &order[1..] {
+                hostile.send(0, *p, &roster);
+            }
+        }
+        hostile.inbox.clear();
+        ps.iter()
+            .all(|p| p.roster().host == Some(me) && p.id().is_some_and(|i| order.contains(&i)))
+    });
+    assert!(followed, "the players follow the hostile host");
+}

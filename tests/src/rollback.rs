@@ -19,6 +19,18 @@ fn collect(mut log: ResMut<RollbackLog>, mut events: MessageReader<RollbackEvent
 
 /// A headless box-game player in a match of `players` joining `url`.
 pub fn box_player(url: &str, players: usize) -> Player {
+    box_player_with(
+        url,
+        RollbackSettings {
+            players,
+            max_prediction: 12,
+            ..RollbackSettings::default()
+        },
+    )
+}
+
+/// A headless box-game player with `rollback` settings joining `url`.
+pub fn box_player_with(url: &str, rollback: RollbackSettings) -> Player {
     let mut config = HuddleConfig::room(url);
     config.topology = Some(Topology::Mesh);
     let mut player = Player::join_with(url, Types::Nothing, config);
@@ -26,11 +38,7 @@ pub fn box_player(url: &str, players: usize) -> Player {
         .app
         .add_plugins(BoxGame {
             pilot: Pilot::Bot,
-            rollback: RollbackSettings {
-                players,
-                max_prediction: 12,
-                ..RollbackSettings::default()
-            },
+            rollback,
         })
         .init_resource::<RollbackLog>()
         .add_systems(Update, collect);

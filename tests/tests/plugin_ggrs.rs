@@ -672,6 +672,96 @@ fn a_player_that_reports_present_players_gone_ends_nothing() {
     players.iter().for_each(no_desync);
 }
 
+/// A hostile *host* (a raw peer, first in the room, that the players follow) sends match plans no
+/// match can follow: 65 players, a player named twice, and a player that never links. The first
+/// two are refused at once, the third once the player waited `plan_link_wait` for the link; the
+/// lobby is unharmed, and a plan that can be played (the two honest players) is played, with
+/// equal checksums.
+#[test]
+fn a_hosts_match_plans_that_cannot_be_played_are_refused() {
+    let (rt, server) = server_on_runtime();
+    let url = server.room_url("rollback-hostile-host");
+    let _guard = rt.enter();
+    let mut hostile = StockPeer::connect_huddle_layout(&url);
+    let started = std::time::Instant::now();
+    while hostile.id().is_none() && started.elapsed() < LIMIT {
+        hostile.poll();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let settings = bevy_huddle::RollbackSettings {
+        players: 2,
+        spectators: false,
+        max_prediction: 12,
+        plan_link_wait: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let mut players = vec![box_player_with(&url, settings)];
+    players.push(box_player_with(&url, settings));
+    hostile_hosts(&mut hostile, &mut players, LIMIT);
+    assert!(run_until(&mut players, LIMIT, |ps| ps.iter().all(|p| p
+        .roster()
+        .peers
+        .len()
+        == 2)));
+    let (a, b) = (players[0].id().unwrap(), players[1].id().unwrap());
+    let match_plan = type_id(&players[0], "MatchPlan:");
+    let plan = |ids: Vec<PeerId>| {
+        let mut bytes = vec![match_plan];
+        bytes.extend(
+            bincode::serde::encode_to_vec(ids, bincode::config::standard()).unwrap_or_default(),
+        );
+        bytes
+    };
+    let ghost = |i: u128| PeerId(uuid::Uuid::from_u128(i));
+    let refused = |ps: &[Player], n: u64| ps.iter().all(|p| rollback_stats(p).plans_refused >= n);
+    let send_all = |hostile: &mut StockPeer, bytes: &[u8]| {
+        for to in [a, b] {
+            hostile.send(1, to, bytes);
+        }
+    };
+    send_all(&mut hostile, &plan((0..65).map(ghost).collect()));
+    send_all(&mut hostile, &plan(vec![a, a]));
+    let keep_hostile = |hostile: &mut StockPeer| {
+        hostile.poll();
+        hostile.inbox.clear();
+    };
+    assert!(
+        run_until(&mut players, LIMIT, |ps| {
+            keep_hostile(&mut hostile);
+            refused(ps, 2)
+        }),
+        "65 players and a player twice are refused"
+    );
+    // A player that never links: player a waits 2 s, then refuses; b is not named.
+    send_all(&mut hostile, &plan(vec![a, ghost(7)]));
+    run_for(&mut players, Duration::from_millis(500));
+    assert_eq!(
+        rollback_stats(&players[0]).plans_refused,
+        2,
+        "a waits first"
+    );
+    assert!(
+        run_until(&mut players, LIMIT, |ps| {
+            keep_hostile(&mut hostile);
+            rollback_stats(&ps[0]).plans_refused == 3
+        }),
+        "a refuses the plan it cannot play"
+    );
+    for p in &players {
+        assert_eq!(game(p).phase, RollbackPhase::Waiting);
+        assert_eq!(p.state(), LobbyState::InLobby);
+    }
+    // A plan that can be played is.
+    send_all(&mut hostile, &plan(vec![a, b]));
+    let played = run_until(&mut players, LIMIT, |ps| {
+        keep_hostile(&mut hostile);
+        ps.iter().all(|p| checksum_at(p, 120).is_some())
+    });
+    assert!(played, "a and b play the host's sound plan");
+    assert_eq!(checksum_at(&players[0], 120), checksum_at(&players[1], 120));
+    players.iter().for_each(no_desync);
+}
+
 /// The wire id of the message type whose name starts with `prefix` in `player`'s registry.
 fn type_id(player: &Player, prefix: &str) -> u8 {
     let hello = bevy_huddle::protocol::control::Control::decode(&hello_like(player));

@@ -238,8 +238,8 @@ fn abandon<C: Config<Address = PeerId>>(
     commands.remove_resource::<Session<C>>();
     state.phase = RollbackPhase::Ended;
     *plan = Plan {
-        players: None,
         abandoned: true,
+        ..Plan::default()
     };
     *departing = Departing::default();
     if let Some(socket) = &stats.socket {

@@ -78,6 +78,10 @@ pub struct RollbackSettings {
     pub fps: usize,
     /// A player GGRS has not heard from for this long counts as gone (as if it left the lobby).
     pub disconnect_timeout: Duration,
+    /// How long a player of the host's plan waits for its links to the other players it names;
+    /// then the plan is refused (counted in [`RollbackStats::plans_refused`]): a plan naming
+    /// peers that never link cannot hold the lobby forever.
+    pub plan_link_wait: Duration,
 }
 
 impl Default for RollbackSettings {
@@ -91,6 +95,7 @@ impl Default for RollbackSettings {
             desync_interval: Some(10),
             fps: 60,
             disconnect_timeout: Duration::from_secs(2),
+            plan_link_wait: Duration::from_secs(20),
         }
     }
 }

@@ -10,9 +10,19 @@ use web_time::Instant;
 #[derive(Resource, Default, Debug)]
 pub(crate) struct Plan {
     pub(super) players: Option<Vec<PeerId>>,
+    /// When we took the plan (a player waits for its links to the others from then on).
+    pub(super) since: Option<Instant>,
     /// A match of this lobby was abandoned: the next one starts when the game asks
     /// ([`StartRollback`]), not by itself.
     pub(super) abandoned: bool,
+}
+
+impl Plan {
+    /// Takes the host's plan.
+    pub(super) fn take(&mut self, players: Vec<PeerId>) {
+        self.players = Some(players);
+        self.since = Some(Instant::now());
+    }
 }
 
 /// Whether each player's input was predicted in the newest frame we simulated

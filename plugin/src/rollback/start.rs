@@ -84,7 +84,7 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
             continue;
         }
         if plan_is_sound(&p.message.players) {
-            plan.players = Some(p.message.players.clone());
+            plan.take(p.message.players.clone());
         } else {
             stats.plans_refused += 1;
             warn!(
@@ -114,7 +114,7 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
                 tell.write(Outgoing::to_all(MatchPlan {
                     players: players.clone(),
                 }));
-                plan.players = Some(players);
+                plan.take(players);
             }
         }
     } else {
@@ -131,7 +131,20 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
         .all(|p| *p == me || session.peers().contains(p))
         && players.contains(&me)
     {
-        return; // wait for our links to every player
+        // Wait for our links to every player, for a while.
+        if plan
+            .since
+            .is_some_and(|t| t.elapsed() >= rollback.plan_link_wait)
+        {
+            stats.plans_refused += 1;
+            warn!(
+                "huddle: the host's match plan names players we did not link to in {:?}: refused",
+                rollback.plan_link_wait
+            );
+            plan.players = None;
+            plan.since = None;
+        }
+        return;
     }
     // A new match: nothing of the last one counts.
     log.clear();

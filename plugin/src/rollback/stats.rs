@@ -31,7 +31,8 @@ pub struct RollbackStats {
     /// GGRS packets dropped: not GGRS messages, too many, or saying what their sender may not
     /// (a request to disconnect, a first frame far ahead).
     pub packets_dropped: u64,
-    /// Match plans of the host refused (a player named twice, more than 64 players).
+    /// Match plans of the host refused (a player named twice, more than 64 players, players we
+    /// did not link to within `RollbackSettings::plan_link_wait`).
     pub plans_refused: u64,
     /// GGRS bytes received.
     pub bytes_in: u64,
