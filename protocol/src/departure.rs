@@ -10,8 +10,14 @@
 //! - all reports equal: everyone disconnects it at that frame, and GGRS agrees with itself;
 //! - reports differ (it vanished while its last inputs were on their way): GGRS cannot go on
 //!   without panicking, so every remaining player ends the match (the same verdict everywhere,
-//!   since everyone decides from the same reports; a player that sends different reports to
-//!   different players can still split the verdicts: issue 14 leaves that open).
+//!   since everyone decides from the same reports).
+//!
+//! A player that sends different reports to different players can make one disconnect and
+//! another end the match; with three players, one of them lying, no exchange of messages can
+//! prevent that (agreement needs more than three times as many honest players as liars). So
+//! ending is contagious: whoever ends the match over a departure says so (the rollback plugin's
+//! `Abandoning`), and a player told so ends it too once it sees that player go. A liar can end a
+//! match (as it could by leaving), never leave some playing on while others stopped.
 //!
 //! Others' reports alone decide nothing: only once we see the player go ourselves (it left the
 //! lobby, said farewell, or fell silent) does the deadline run, so a report about a player still

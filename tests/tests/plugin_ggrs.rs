@@ -762,6 +762,135 @@ fn a_hosts_match_plans_that_cannot_be_played_are_refused() {
     players.iter().for_each(no_desync);
 }
 
+/// Four players, one of them a liar that plays (neutral inputs, in step). An honest player
+/// vanishes; the other two honest players report its last input, and the liar, having read their
+/// report, confirms it to one of them and contradicts it to the other. The contradicted one ends
+/// the match and says so; the other, which would have played on with the liar (it echoes every
+/// report it gets, so any later agreement passes), ends it too: both end the match over the
+/// vanished player, nobody plays on alone.
+#[test]
+fn a_player_that_splits_a_departure_verdict_ends_the_match_for_everyone() {
+    use ggrs_wire::{Body, Packet};
+    let (rt, server) = server_on_runtime();
+    let url = server.room_url("rollback-split");
+    let mut players = lobby(&url, 3, 4);
+    assert!(run_until(&mut players, LIMIT, lobby_complete));
+    let mut hostile = hostile_member(&rt, &url, &mut players, LIMIT);
+    let _guard = rt.enter();
+    for i in 1..3 {
+        hostile_greets(&mut hostile, &mut players, i, LIMIT);
+    }
+    const MAGIC: u16 = 4444;
+    let last_input = type_id(&players[0], "LastInput:");
+    let report = |handle: u32, frame: i32| {
+        let mut bytes = vec![last_input];
+        bytes.extend(
+            bincode::serde::encode_to_vec((handle, frame), bincode::config::standard())
+                .unwrap_or_default(),
+        );
+        bytes
+    };
+    let inputs = |from: i32, to: i32| {
+        bitfield_rle::encode((from..=to).flat_map(|_| [1u8, 0, 0]).collect::<Vec<u8>>())
+    };
+    let mut sent_to = -1;
+    // Reports the liar read: (from, gone handle, frame).
+    let mut heard: Vec<(PeerId, u32, i32)> = Vec::new();
+    let mut play = |hostile: &mut StockPeer, ps: &[Player], heard: &mut Vec<(PeerId, u32, i32)>| {
+        hostile.poll();
+        for (channel, from, bytes) in std::mem::take(&mut hostile.inbox) {
+            match (channel, bytes.split_first()) {
+                (1, Some((&t, rest))) if t == last_input => {
+                    if let Ok(((handle, frame), _)) =
+                        bincode::serde::decode_from_slice::<(u32, i32), _>(
+                            rest,
+                            bincode::config::standard(),
+                        )
+                    {
+                        heard.push((from, handle, frame));
+                    }
+                }
+                (3, _) => {
+                    if let Some(Packet {
+                        body: Body::SyncRequest(r),
+                        ..
+                    }) = ggrs_wire::decode(&bytes)
+                    {
+                        let reply = Packet {
+                            magic: MAGIC,
+                            body: Body::SyncReply(r),
+                        };
+                        hostile.send(3, from, &ggrs_wire::encode(&reply));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let newest = ps.iter().map(|p| rollback_stats(p).newest_frame).max();
+        let newest = newest.unwrap_or(-1);
+        if newest < 0 {
+            return;
+        }
+        sent_to = sent_to.max(newest + 2);
+        let start = (sent_to - 7).max(0);
+        for p in ps
+            .iter()
+            .filter(|p| game(p).phase == RollbackPhase::Playing)
+        {
+            let packet = Packet {
+                magic: MAGIC,
+                body: Body::Input {
+                    statuses: vec![(false, -1); 4],
+                    disconnect_requested: false,
+                    start_frame: start,
+                    ack_frame: rollback_stats(p).newest_frame,
+                    bytes: inputs(start, sent_to),
+                },
+            };
+            hostile.send(3, p.id().expect("an id"), &ggrs_wire::encode(&packet));
+        }
+    };
+    let playing = run_until(&mut players, LIMIT, |ps| {
+        play(&mut hostile, ps, &mut heard);
+        ps.iter()
+            .all(|p| game(p).players.len() == 4 && rollback_stats(p).confirmed_frame >= 60)
+    });
+    assert!(playing, "the match runs with the liar playing");
+    let gone = players.remove(2);
+    let vanished = gone.id().expect("an id");
+    drop(gone);
+    let (a, b) = (players[0].id().unwrap(), players[1].id().unwrap());
+    let mut answered = 0;
+    let ended = run_until(&mut players, LIMIT, |ps| {
+        play(&mut hostile, ps, &mut heard);
+        for (from, handle, frame) in std::mem::take(&mut heard) {
+            if handle == 2 && answered == 0 {
+                // The first report of the vanished player: confirm it to a, contradict it to b.
+                hostile.send(1, a, &report(2, frame));
+                hostile.send(1, b, &report(2, frame + 1));
+                answered += 1;
+            } else if handle != 2 {
+                // Any later agreement: echo it, so it would pass.
+                hostile.send(1, from, &report(handle, frame));
+            }
+        }
+        ps.iter().all(|p| game(p).phase != RollbackPhase::Playing)
+    });
+    let logs: Vec<_> = players.iter().map(rollback_log).collect();
+    assert!(ended, "both end the match: {logs:?}");
+    let abandoned = RollbackEvent::Abandoned {
+        peer: vanished,
+        handle: 2,
+    };
+    for log in &logs {
+        assert!(
+            log.contains(&abandoned),
+            "over the vanished player: {log:?}"
+        );
+    }
+    players.iter().for_each(no_desync);
+}
+
 /// The wire id of the message type whose name starts with `prefix` in `player`'s registry.
 fn type_id(player: &Player, prefix: &str) -> u8 {
     let hello = bevy_huddle::protocol::control::Control::decode(&hello_like(player));

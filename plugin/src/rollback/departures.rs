@@ -5,7 +5,8 @@
 use super::resources::{Departing, NewestInputs, Plan};
 use super::spectate::restore_read_inputs;
 use super::RollbackSettings;
-use super::{Farewell, LastInput, RollbackEvent, RollbackMatch, RollbackPhase, RollbackStats};
+use super::{Abandoning, Farewell, LastInput};
+use super::{RollbackEvent, RollbackMatch, RollbackPhase, RollbackStats};
 use crate::messages::{Incoming, Outgoing, PeerLeft};
 use crate::session::HuddleSession;
 use bevy::prelude::*;
@@ -106,7 +107,10 @@ pub(crate) fn follow_lobby<C: Config<Address = PeerId>>(
 /// With other players left, we first agree with them on the gone player's last input (see the
 /// `departure` module): we report ours ([`LastInput`]), and once every remaining player's report
 /// is in, we disconnect it at that frame, or end the match if the reports differ
-/// ([`RollbackEvent::Abandoned`]). A player gone while we were the only other one is
+/// ([`RollbackEvent::Abandoned`]). Whoever ends the match over a departure tells the others
+/// ([`Abandoning`]), and a player told so ends it too once it sees that player go: a player that
+/// sends different reports to different players (or different agreements to them) can end the
+/// match, as it could by leaving, but cannot leave some players playing on while others stop. A player gone while we were the only other one is
 /// disconnected as soon as the newest frame we simulated predicted its input.
 ///
 /// ggrs 0.13 panics ("must load frame in the past") when a player is disconnected while our
@@ -123,6 +127,10 @@ pub(crate) fn settle_departures<C: Config<Address = PeerId>>(
     mut plan: ResMut<Plan>,
     mut reports: MessageReader<Incoming<LastInput>>,
     mut tell: MessageWriter<Outgoing<LastInput>>,
+    (mut notices, mut ending): (
+        MessageReader<Incoming<Abandoning>>,
+        MessageWriter<Outgoing<Abandoning>>,
+    ),
     mut events: MessageWriter<RollbackEvent>,
     mut departing: ResMut<Departing>,
     newest: Res<NewestInputs>,
@@ -133,8 +141,27 @@ pub(crate) fn settle_departures<C: Config<Address = PeerId>>(
         (state.local_handle, state.phase, session.as_deref_mut())
     else {
         reports.clear();
+        notices.clear();
         return;
     };
+    for notice in notices.read() {
+        let over = notice.message.handle as usize;
+        let from_another = state.handle_of(notice.from).is_some_and(|h| h != over);
+        if from_another && over < state.players.len() && !departing.abandoned_over.contains(&over) {
+            departing.abandoned_over.push(over);
+        }
+    }
+    if let Some(&handle) = departing
+        .abandoned_over
+        .iter()
+        .find(|h| state.disconnected.contains(h))
+    {
+        let peer = state.players[handle];
+        warn!("huddle: the match is abandoned: another player ended it over {peer}'s departure");
+        abandon::<C>(&mut commands, &mut state, &mut plan, &mut departing, &stats);
+        events.write(RollbackEvent::Abandoned { peer, handle });
+        return;
+    }
     for report in reports.read() {
         let gone = report.message.handle as usize;
         match state.handle_of(report.from) {
@@ -169,6 +196,9 @@ pub(crate) fn settle_departures<C: Config<Address = PeerId>>(
                      different last inputs of it, (player, frame): {reports:?} (ggrs 0.13 \
                      cannot play on)"
                 );
+                ending.write(Outgoing::to_all(Abandoning {
+                    handle: handle as u32,
+                }));
                 abandon::<C>(&mut commands, &mut state, &mut plan, &mut departing, &stats);
                 events.write(RollbackEvent::Abandoned { peer, handle });
                 return;
@@ -191,6 +221,9 @@ pub(crate) fn settle_departures<C: Config<Address = PeerId>>(
             "huddle: the match is abandoned: {peer} vanished at frame {last}, further back than \
              the rollback window ({window} frames from {current})"
         );
+        ending.write(Outgoing::to_all(Abandoning {
+            handle: handle as u32,
+        }));
         abandon::<C>(&mut commands, &mut state, &mut plan, &mut departing, &stats);
         events.write(RollbackEvent::Abandoned { peer, handle });
         return;

@@ -203,6 +203,15 @@ pub(crate) struct LastInput {
     pub(crate) frame: i32,
 }
 
+/// The sender ended the match over the departure of player `handle` (the remaining players held
+/// different last inputs of it, or did not all report in time). Every player that sees that
+/// player go ends the match too, so one player's lies cannot leave some playing on and the others
+/// out (see the `departures` module).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Abandoning {
+    pub(crate) handle: u32,
+}
+
 /// A spectator asks for every frame's inputs from `from` on.
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub(crate) struct FeedRequest {
@@ -261,6 +270,7 @@ impl<C: Config<Address = PeerId>> Plugin for HuddleRollbackPlugin<C> {
             .add_huddle_message::<MatchPlan>(Channel::Reliable)
             .add_huddle_message::<Farewell>(Channel::Reliable)
             .add_huddle_message::<LastInput>(Channel::Reliable)
+            .add_huddle_message::<Abandoning>(Channel::Reliable)
             .add_huddle_message::<FeedRequest>(Channel::Reliable)
             .add_huddle_message::<FeedFrames>(Channel::Reliable)
             .configure_sets(
