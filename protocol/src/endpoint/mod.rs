@@ -362,6 +362,14 @@ impl Endpoint {
         self.now = self.now.max(now);
     }
 
+    /// Bytes held for unfinished chunked messages, from every peer and star origin.
+    pub fn pending_chunk_bytes(&self) -> usize {
+        self.links
+            .values()
+            .map(|l| l.reassembler.pending_bytes())
+            .sum()
+    }
+
     fn link(&mut self, peer: PeerId) -> &mut Link {
         let config = &self.config;
         self.links.entry(peer).or_insert_with(|| {

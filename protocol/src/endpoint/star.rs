@@ -93,6 +93,9 @@ impl Endpoint {
                     if !self.known_origin(origin) {
                         self.counters.forged_dropped += 1;
                         count_chunk(self);
+                    } else if !self.stranger_may_hold(origin, chunk) {
+                        self.counters.chunks_dropped += 1;
+                        count_chunk(self);
                     } else if self.seen_before(origin, route.seq) {
                         count_chunk(self);
                     } else {
@@ -138,6 +141,24 @@ impl Endpoint {
         self.joined.contains(&origin)
             || self.relay_seen.contains_key(&origin)
             || self.relay_seen.len() < MAX_ORIGINS
+    }
+
+    /// Whether a chunk from `origin` may be kept for reassembly: any from a member; from an
+    /// origin not (yet) in the roster only while all such origins together hold less than
+    /// `max_pending_bytes` (a lying host naming a thousand strangers cannot make us hold a
+    /// thousand unfinished messages).
+    fn stranger_may_hold(&self, origin: PeerId, chunk: Option<(usize, bool)>) -> bool {
+        let Some((len, _)) = chunk else { return true };
+        if self.joined.contains(&origin) {
+            return true;
+        }
+        let held: usize = self
+            .links
+            .iter()
+            .filter(|(id, l)| !self.joined.contains(id) && !l.connected)
+            .map(|(_, l)| l.reassembler.pending_bytes())
+            .sum();
+        held.saturating_add(len) <= self.config.settings.max_pending_bytes
     }
 
     /// Whether a relayed reliable frame with `seq` from `origin` was seen already (a resend after
@@ -286,6 +307,11 @@ impl Endpoint {
             .copied()
             .filter(|j| !members.contains(j) && !self.links.get(j).is_some_and(|l| l.connected))
             .collect();
+        // Origins the host spoke for that never made the roster: what we kept for them goes.
+        let joined = &self.joined;
+        self.links.retain(|id, l| {
+            l.connected || l.role.is_some() || joined.contains(id) || members.contains(id)
+        });
         for peer in gone {
             self.lobby_changed();
             self.joined.retain(|j| *j != peer);

@@ -321,3 +321,51 @@ fn a_hello_flood_gets_few_answers() {
     // The lobby goes on.
     assert!(sim.run_until(LIMIT, Sim::settled));
 }
+
+/// A host that starts a chunked message from each of a hundred invented origins: together they
+/// hold no more than `max_pending_bytes` at the client (each could hold that much alone), the
+/// rest is dropped and counted, and the next roster frees what they held; a member's chunked
+/// message still arrives.
+#[test]
+fn unfinished_messages_of_invented_origins_share_one_budget() {
+    let mut sim = Sim::new(Topology::Star, conditions(5, 2, 0.0), 42);
+    sim.config.settings.max_pending_bytes = 1 << 20;
+    for _ in 0..3 {
+        sim.join();
+        sim.run_for(FRAME * 4);
+    }
+    assert!(sim.run_until(LIMIT, Sim::settled));
+    let part = vec![3u8; 60 * 1024];
+    for k in 0..100u128 {
+        let route = Route {
+            origin: Some(huddle_protocol::PeerId(uuid::Uuid::from_u128(1 << 64 | k))),
+            target: None,
+            seq: Some(1),
+        };
+        let mut bytes = relay::encode(route);
+        Frame::Chunk {
+            type_id: 1,
+            seq: 0,
+            index: 0,
+            count: 100,
+        }
+        .encode_header(&mut bytes);
+        bytes.extend_from_slice(&part);
+        sim.inject(0, 1, Lane::Reliable, bytes);
+    }
+    sim.run_for(Duration::from_millis(200));
+    let held = sim.nodes[1].ep.pending_chunk_bytes();
+    assert!(held <= 1 << 20, "{held} bytes held");
+    assert!(held >= 15 * 60 * 1024, "some were kept: {held}");
+    assert!(sim.nodes[1].ep.counters().chunks_dropped >= 80);
+    // A newcomer: the host's next roster, and the strangers' bytes go.
+    sim.join();
+    assert!(sim.run_until(LIMIT, Sim::settled));
+    assert_eq!(sim.nodes[1].ep.pending_chunk_bytes(), 0);
+    let big = numbered(2, 5, 200 * 1024);
+    sim.send(2, 1, Channel::Reliable, &big, Recipients::Peer(Sim::id(1)));
+    assert!(sim.run_until(LIMIT, |s| s
+        .messages(1)
+        .iter()
+        .any(|m| m.2.len() == big.len())));
+}
