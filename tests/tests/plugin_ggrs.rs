@@ -891,6 +891,72 @@ fn a_player_that_splits_a_departure_verdict_ends_the_match_for_everyone() {
     players.iter().for_each(no_desync);
 }
 
+/// A member (not a player) that floods the feeder with requests for the whole feed from frame 1
+/// gets each final frame once, as a spectator would, however often it asks: a request cannot
+/// wind its feed back (each used to resend the whole input log), and the match goes on.
+#[test]
+fn a_member_that_keeps_asking_for_the_whole_feed_gets_each_frame_once() {
+    let (rt, server) = server_on_runtime();
+    let url = server.room_url("rollback-feed-flood");
+    let mut players = lobby(&url, 2, 2);
+    play_to(&mut players, 120);
+    let mut hostile = hostile_member(&rt, &url, &mut players, LIMIT);
+    let _guard = rt.enter();
+    let feeder = players[0].id().unwrap();
+    let (request_id, frames_id) = (
+        type_id(&players[0], "FeedRequest:"),
+        type_id(&players[0], "FeedFrames:"),
+    );
+    let mut request = vec![request_id];
+    request.extend(
+        bincode::serde::encode_to_vec((2u32, 1i32), bincode::config::standard())
+            .unwrap_or_default(),
+    );
+    let mut times_sent: std::collections::BTreeMap<i32, u32> = Default::default();
+    let mut asked = 0;
+    let target = rollback_stats(&players[0]).confirmed_frame + 300;
+    let done = run_until(&mut players, LIMIT, |ps| {
+        hostile.poll();
+        for (channel, _, bytes) in std::mem::take(&mut hostile.inbox) {
+            match (channel, bytes.split_first()) {
+                (1, Some((&t, rest))) if t == frames_id => {
+                    let decoded = bincode::serde::decode_from_slice::<(i32, Vec<Vec<u8>>), _>(
+                        rest,
+                        bincode::config::standard(),
+                    );
+                    if let Ok(((first, frames), _)) = decoded {
+                        for f in first..first + frames.len() as i32 {
+                            *times_sent.entry(f).or_default() += 1;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if asked < 2000 {
+            for _ in 0..20 {
+                hostile.send(1, feeder, &request);
+                asked += 1;
+            }
+        }
+        ps.iter()
+            .all(|p| rollback_stats(p).confirmed_frame >= target)
+    });
+    assert!(done, "the match goes on to frame {target}");
+    let twice: Vec<_> = times_sent.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        times_sent.len() >= 300,
+        "the feed flows: {} frames",
+        times_sent.len()
+    );
+    assert!(
+        twice.is_empty(),
+        "{asked} requests: {} frames sent more than once, e.g. {:?}",
+        twice.len(),
+        twice.first()
+    );
+}
+
 /// The wire id of the message type whose name starts with `prefix` in `player`'s registry.
 fn type_id(player: &Player, prefix: &str) -> u8 {
     let hello = bevy_huddle::protocol::control::Control::decode(&hello_like(player));
