@@ -87,6 +87,14 @@ pub enum RoomError {
         /// The server's maximum.
         max: usize,
     },
+    /// `?next=N` above what the server allows per room (the group could never meet).
+    #[error("next={asked} exceeds the server maximum of {max} peers per room")]
+    NextTooLarge {
+        /// The group size the client asked for.
+        asked: usize,
+        /// The server's maximum.
+        max: usize,
+    },
     /// The URL is not `ws://host[:port]/...` or `wss://...`.
     #[error("not a websocket URL: `{0}`")]
     NotAWebsocketUrl(String),
@@ -142,8 +150,14 @@ impl RoomRequest {
     }
 
     /// The seats the room holds on a server that allows `max` peers per room: as asked (refused
-    /// above `max`), never more than a match-of-N needs.
+    /// above `max`), never more than a match-of-N needs (a match of more than `max` is refused).
     pub fn capacity_within(&self, max: usize) -> Result<usize, RoomError> {
+        if let Some(n) = self.next.filter(|n| n.get() > max) {
+            return Err(RoomError::NextTooLarge {
+                asked: n.get(),
+                max,
+            });
+        }
         let capacity = match self.capacity {
             Some(asked) if asked.get() > max => {
                 return Err(RoomError::CapacityTooLarge {

@@ -121,6 +121,7 @@ fn join(
             Err(JoinError::Closed) => continue,
             Err(e) => {
                 drop(guard);
+                lock(&shared.registry).left(&key);
                 shared.metrics.refused(RefusalReason::RoomFull);
                 info!(%peer_id, room = %key, "refused: {e}");
                 close(sender, CLOSE_POLICY, format!("{e}"));
@@ -244,8 +245,9 @@ fn leave(state: &ServerState, peer_id: PeerId, key: &RoomKey, room: &SharedRoom<
     shared.metrics.leaves.inc();
     shared.metrics.connections.dec();
     info!(%peer_id, room = %key, "left");
-    if closed {
+    if closed || key.group.is_some() {
         let mut registry = lock(&shared.registry);
+        registry.left(key);
         registry.remove_if_closed(key, room);
         shared.metrics.rooms.set(registry.len() as i64);
     }

@@ -41,6 +41,8 @@ impl fmt::Display for RoomKey {
 #[derive(Debug, Default)]
 struct NextGroup {
     generation: u64,
+    /// Peers in the group still filling (generation `generation`): arrivals less those that left
+    /// before it filled, so an early leaver's seat goes to the next arrival.
     arrivals: usize,
     /// Rooms of this path and size held by the registry.
     open_rooms: usize,
@@ -64,7 +66,8 @@ impl<T> Default for Registry<T> {
 
 impl<T> Registry<T> {
     /// Finds the room an arrival with `request` goes to, creating it if needed. For `?next=N`,
-    /// counts the arrival: each N arrivals on a path form one room.
+    /// counts the arrival: each N peers on a path form one room (its capacity, if smaller); one
+    /// that leaves before its room filled frees its seat ([`Registry::left`]).
     pub fn assign(&mut self, request: &Admitted) -> (RoomKey, SharedRoom<T>) {
         let group = request.next.map(|n| {
             let n = n.get();
@@ -74,7 +77,7 @@ impl<T> Registry<T> {
                 .or_default();
             let generation = g.generation;
             g.arrivals += 1;
-            if g.arrivals == n {
+            if g.arrivals >= request.capacity.min(n) {
                 g.generation += 1;
                 g.arrivals = 0;
             }
@@ -109,6 +112,23 @@ impl<T> Registry<T> {
             }
         };
         (key, room)
+    }
+
+    /// A peer assigned to the room `key` left it (or was refused): if that is a `?next=N` group
+    /// still filling, its seat goes to the next arrival.
+    pub fn left(&mut self, key: &RoomKey) {
+        let Some((n, generation)) = key.group else {
+            return;
+        };
+        let k = (key.path.clone(), n);
+        if let Some(g) = self.next_groups.get_mut(&k) {
+            if g.generation == generation {
+                g.arrivals = g.arrivals.saturating_sub(1);
+            }
+            if g.open_rooms == 0 && g.arrivals == 0 {
+                self.next_groups.remove(&k);
+            }
+        }
     }
 
     /// The room with this key, if it is open.
@@ -216,6 +236,38 @@ mod tests {
 
     fn id(i: u128) -> PeerId {
         PeerId(Uuid::from_u128(i))
+    }
+
+    /// A peer that arrives and leaves before its `?next=2` group filled frees its seat: the next
+    /// two arrivals meet in one room (they used to be split, each alone), and the group's entry
+    /// goes once its rooms are gone.
+    #[test]
+    fn an_early_leaver_of_a_next_group_strands_nobody() {
+        let mut reg = Registry::<()>::default();
+        let pair = req("duel", &[("next", "2")]);
+        let (ka, room_a) = reg.assign(&pair);
+        lock(&room_a).join(id(1), ()).unwrap();
+        lock(&room_a).leave(id(1)).unwrap();
+        reg.left(&ka);
+        reg.remove_if_closed(&ka, &room_a);
+        let (kb, room_b) = reg.assign(&pair);
+        let (kc, room_c) = reg.assign(&pair);
+        assert_eq!(kb, kc, "b and c meet");
+        assert!(Arc::ptr_eq(&room_b, &room_c));
+        let (kd, room_d) = reg.assign(&pair);
+        assert_ne!(kd, kb, "the next arrival starts the next pair");
+        // Everyone goes: nothing of the group is left.
+        let seats = [(&kb, &room_b), (&kc, &room_c), (&kd, &room_d)];
+        for (i, (_, room)) in seats.iter().enumerate() {
+            lock(room).join(id(10 + i as u128), ()).unwrap();
+        }
+        for (i, (key, room)) in seats.into_iter().enumerate() {
+            lock(room).leave(id(10 + i as u128)).unwrap();
+            reg.left(key);
+            reg.remove_if_closed(key, room);
+        }
+        assert!(reg.is_empty());
+        assert!(reg.next_groups.is_empty(), "{:?}", reg.next_groups);
     }
 
     #[test]

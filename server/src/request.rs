@@ -56,5 +56,10 @@ mod tests {
             Err(RoomError::CapacityTooLarge { asked: 65, max: 64 })
         );
         assert!(Admitted::check(Some("a"), &q("topology", "ring"), 64).is_err());
+        assert_eq!(
+            Admitted::check(Some("a"), &q("next", "65"), 64),
+            Err(RoomError::NextTooLarge { asked: 65, max: 64 }),
+            "a group that could never meet"
+        );
     }
 }

@@ -79,6 +79,29 @@ async fn next_two_pairs_arrivals_and_rooms_stay_isolated() {
     server.shutdown().await.unwrap();
 }
 
+/// A peer that arrives in a `?next=2` room and leaves before anyone came frees its seat: the
+/// next two arrivals meet (they were each left alone in a room of their own, 4 of 4 runs, while
+/// stock matchbox_server paired them), and no group is left behind once they go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_leaver_of_a_next_group_strands_nobody() {
+    let server = server();
+    let url = server.room_url("pair?next=2");
+    let mut early = vec![StockPeer::connect(&url)];
+    assert!(settle(&mut early, CONNECT, |ps| ps[0].id().is_some()).await);
+    let joined = settle(&mut early, CONNECT, |_| server.rooms().len() == 1).await;
+    assert!(joined, "the early peer is in its room");
+    early.pop().expect("the early peer").leave();
+    let gone = settle(&mut [], CONNECT, |_| server.rooms().is_empty()).await;
+    assert!(gone, "its room is gone");
+    let mut pair: Vec<StockPeer> = (0..2).map(|_| StockPeer::connect(&url)).collect();
+    assert!(full_mesh(&mut pair, CONNECT).await, "the next two meet");
+    assert_eq!(server.rooms().len(), 1);
+    for p in pair {
+        p.leave();
+    }
+    server.shutdown().await.expect("clean shutdown");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn star_room_connects_to_host_and_survives_host_leaving() {
     let server = server();
