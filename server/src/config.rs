@@ -26,6 +26,17 @@ pub struct ServerConfig {
     /// Dropped signals (malformed, invalid or over the rate) after which a connection is closed.
     #[arg(long, env = "HUDDLE_MAX_VIOLATIONS", default_value_t = 200)]
     pub max_violations: u32,
+    /// Messages queued for one peer at most; a peer that does not read while more come is
+    /// closed (its queue never grows past this).
+    #[arg(long, env = "HUDDLE_MAX_QUEUED_MESSAGES", default_value_t = 64)]
+    pub max_queued_messages: usize,
+    /// Seconds a connection may stay silent (matchbox clients send a keep-alive every 10 s)
+    /// before it is closed.
+    #[arg(long, env = "HUDDLE_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
+    /// Longest room name in bytes (names use letters, digits and `-_.~`).
+    #[arg(long, env = "HUDDLE_MAX_ROOM_NAME", default_value_t = 128)]
+    pub max_room_name: usize,
 }
 
 impl Default for ServerConfig {
@@ -38,6 +49,9 @@ impl Default for ServerConfig {
             signal_rate: 100.0,
             signal_burst: 500,
             max_violations: 200,
+            max_queued_messages: 64,
+            idle_timeout_secs: 60,
+            max_room_name: 128,
         }
     }
 }

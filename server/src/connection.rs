@@ -1,58 +1,97 @@
-//! One peer's websocket from join to leave: the I/O shell around [`Room`](crate::room::Room).
+//! One peer's websocket from its upgrade to its end: the I/O shell around
+//! [`Room`](crate::room::Room). A writer task drains the peer's bounded queue into the socket; the
+//! reader relays the peer's signals; a peer that does not read, stays silent past the idle
+//! timeout, floods or sends oversized messages is closed with a reason.
 
 use crate::metrics::{DropReason, RefusalReason};
 use crate::rate_limit::TokenBucket;
 use crate::registry::{lock, RoomKey, SharedRoom};
+use crate::request::Admitted;
 use crate::room::{JoinError, RouteError};
-use crate::state::{PeerHandle, ServerState};
-use async_trait::async_trait;
-use axum::extract::ws::{CloseFrame, Message};
-use futures::StreamExt;
+use crate::state::{Outbound, PeerHandle, ServerState};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
 use huddle_protocol::signal;
 use matchbox_protocol::{JsonPeerEvent, PeerId};
-use matchbox_signaling::common_logic::SignalingChannel;
-use matchbox_signaling::{NoCallbacks, SignalingTopology, WsStateMeta};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-/// Websocket close code for a policy violation (room full, abuse).
+/// Websocket close code for the server going away (shutdown).
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Websocket close code for a policy violation (room full, abuse, not reading, idle).
 pub const CLOSE_POLICY: u16 = 1008;
 /// Websocket close code for a message above the frame limit.
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Websocket close code for a server-side error.
 pub const CLOSE_INTERNAL: u16 = 1011;
 
-/// huddle's room topology for matchbox_signaling: mesh and star rooms with hosts, checked signals.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct HuddleTopology;
+/// How long a closing writer waits for its last frame to go out.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
-#[async_trait]
-impl SignalingTopology<NoCallbacks, ServerState> for HuddleTopology {
-    async fn state_machine(upgrade: WsStateMeta<NoCallbacks, ServerState>) {
-        let WsStateMeta {
-            peer_id,
-            sender,
-            receiver,
-            state,
-            ..
-        } = upgrade;
-        let Some(request) = state.take_request(peer_id) else {
-            warn!("{peer_id}: websocket without an admitted request");
-            close(
-                &sender,
-                CLOSE_INTERNAL,
-                "no room request (admission expired)".into(),
-            );
-            return;
-        };
-        let Some((key, room)) = join(&state, peer_id, &sender, &request) else {
-            return;
-        };
-        serve(&state, peer_id, &sender, receiver, &room).await;
+/// Serves one admitted peer on its upgraded websocket until it ends.
+pub(crate) async fn run(state: ServerState, socket: WebSocket, request: Admitted) {
+    let peer_id = PeerId(uuid::Uuid::new_v4());
+    let (sink, stream) = socket.split();
+    let (handle, outbound) = PeerHandle::new(state.0.config.max_queued_messages);
+    let (closed_tx, closed) = watch::channel(false);
+    let writer = tokio::spawn(write(sink, outbound, closed_tx, state.clone(), peer_id));
+    handle.send_text(event(JsonPeerEvent::IdAssigned(peer_id)));
+    if let Some((key, room)) = join(&state, peer_id, &handle, &request) {
+        serve(&state, peer_id, &handle, stream, &room, closed).await;
         leave(&state, peer_id, &key, &room);
     }
+    // The writer ends once everything queued for this peer went out (or could not).
+    drop(handle);
+    let _ = writer.await;
+}
+
+/// Drains the peer's queue into its socket. When a message finds the queue full the peer is not
+/// reading: it is closed with a reason, and nothing more is kept for it.
+async fn write(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut outbound: Outbound,
+    closed: watch::Sender<bool>,
+    state: ServerState,
+    peer_id: PeerId,
+) {
+    let mut overflowed = false;
+    loop {
+        let message = tokio::select! {
+            m = outbound.queue.recv() => m,
+            () = outbound.overflow.notified() => {
+                overflowed = true;
+                None
+            }
+        };
+        let Some(message) = message else { break };
+        let last = matches!(message, Message::Close(_));
+        let sent = tokio::select! {
+            r = sink.send(message) => r.is_ok(),
+            () = outbound.overflow.notified() => {
+                overflowed = true;
+                false
+            }
+        };
+        if !sent || last {
+            break;
+        }
+    }
+    if overflowed {
+        let limit = state.0.config.max_queued_messages;
+        state.0.metrics.refused(RefusalReason::SlowReader);
+        warn!(%peer_id, "closing: not reading ({limit} messages queued)");
+        let frame = close_frame(
+            CLOSE_POLICY,
+            format!("not reading: {limit} messages queued for it"),
+        );
+        let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(frame)).await;
+    }
+    let _ = tokio::time::timeout(CLOSE_WAIT, sink.close()).await;
+    let _ = closed.send(true);
 }
 
 fn event(e: JsonPeerEvent) -> String {
@@ -79,22 +118,26 @@ fn signal_event(sender: PeerId, data: &RawValue) -> String {
     )
 }
 
-fn close(sender: &SignalingChannel, code: u16, reason: String) {
-    let _ = sender.send(Ok(Message::Close(Some(CloseFrame {
+fn close_frame(code: u16, reason: String) -> Message {
+    Message::Close(Some(CloseFrame {
         code,
         reason: reason.into(),
-    }))));
+    }))
+}
+
+/// Closes the peer's websocket with `code` and `reason` once what was queued before went out.
+fn close(handle: &PeerHandle, code: u16, reason: String) {
+    handle.send(close_frame(code, reason));
 }
 
 /// Puts the peer in its room and introduces it; `None` when it was refused (and told why).
 fn join(
     state: &ServerState,
     peer_id: PeerId,
-    sender: &SignalingChannel,
-    request: &crate::request::Admitted,
+    handle: &PeerHandle,
+    request: &Admitted,
 ) -> Option<(RoomKey, SharedRoom<PeerHandle>)> {
     let shared = &state.0;
-    let handle = PeerHandle::new(sender.clone());
     loop {
         let (key, room) = {
             let mut registry = lock(&shared.registry);
@@ -124,20 +167,22 @@ fn join(
                 lock(&shared.registry).left(&key);
                 shared.metrics.refused(RefusalReason::RoomFull);
                 info!(%peer_id, room = %key, "refused: {e}");
-                close(sender, CLOSE_POLICY, format!("{e}"));
+                close(handle, CLOSE_POLICY, format!("{e}"));
                 return None;
             }
         }
     }
 }
 
-/// Relays the peer's signals until its websocket ends or it is closed for abuse.
+/// Relays the peer's signals until its websocket ends, its writer closed it, the server shuts
+/// down, or it is closed for abuse or silence.
 async fn serve(
     state: &ServerState,
     peer_id: PeerId,
-    sender: &SignalingChannel,
-    mut receiver: futures::stream::SplitStream<axum::extract::ws::WebSocket>,
+    handle: &PeerHandle,
+    mut receiver: SplitStream<WebSocket>,
     room: &SharedRoom<PeerHandle>,
+    mut closed: watch::Receiver<bool>,
 ) {
     let shared = &state.0;
     let config = &shared.config;
@@ -149,7 +194,32 @@ async fn serve(
         violations += 1;
         violations > config.max_violations
     };
-    while let Some(message) = receiver.next().await {
+    let idle = Duration::from_secs(config.idle_timeout_secs);
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        if *shutdown.borrow_and_update() {
+            close(
+                handle,
+                CLOSE_GOING_AWAY,
+                "the server is shutting down".into(),
+            );
+            break;
+        }
+        let message = tokio::select! {
+            m = tokio::time::timeout(idle, receiver.next()) => m,
+            _ = closed.changed() => break,
+            _ = shutdown.changed() => continue,
+        };
+        let message = match message {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(_) => {
+                metrics.refused(RefusalReason::Idle);
+                info!(%peer_id, "closing: silent for {idle:?}");
+                close(handle, CLOSE_POLICY, format!("silent for {idle:?}"));
+                break;
+            }
+        };
         let (text, len) = match message {
             Ok(Message::Text(t)) => {
                 let len = t.len();
@@ -159,7 +229,17 @@ async fn serve(
             Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => continue,
             Ok(Message::Close(_)) => break,
             Err(e) => {
-                debug!(%peer_id, "websocket error: {e}");
+                if too_long(e) {
+                    metrics.refused(RefusalReason::FrameTooLarge);
+                    let why = format!(
+                        "a message exceeds the limit of {} bytes",
+                        config.max_frame_bytes
+                    );
+                    warn!(%peer_id, "closing: {why}");
+                    close(handle, CLOSE_TOO_BIG, why);
+                } else {
+                    debug!(%peer_id, "websocket error");
+                }
                 break;
             }
         };
@@ -170,7 +250,7 @@ async fn serve(
                 config.max_frame_bytes
             );
             warn!(%peer_id, "closing: {why}");
-            close(sender, CLOSE_TOO_BIG, why);
+            close(handle, CLOSE_TOO_BIG, why);
             break;
         }
         let parsed = text
@@ -208,13 +288,23 @@ async fn serve(
             metrics.refused(RefusalReason::Abuse);
             warn!(%peer_id, "closing: too many dropped signals");
             close(
-                sender,
+                handle,
                 CLOSE_POLICY,
                 "too many malformed, invalid or rate-limited signals".into(),
             );
             break;
         }
     }
+}
+
+/// Whether a websocket error is a message over the size limit (refused as it arrived, before it
+/// was buffered whole).
+fn too_long(e: axum::Error) -> bool {
+    let inner = e.into_inner();
+    matches!(
+        inner.downcast_ref::<tungstenite::Error>(),
+        Some(tungstenite::Error::Capacity(_))
+    )
 }
 
 /// Takes the peer out of its room and tells those who knew it; promotes a new host if needed.

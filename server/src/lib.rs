@@ -9,8 +9,12 @@
 //!   (`?topology=star`), where it is introduced to the host only and a departing host is replaced by
 //!   the oldest remaining peer, who is introduced to all others;
 //! - **hosts**: the oldest peer of each room, shown by `GET /rooms`;
+//! - **its own websocket layer** (axum): small read buffers, messages over the limit refused as
+//!   they arrive, a bounded queue per peer (a peer that does not read is closed, never buffered
+//!   without limit), an idle timeout;
 //! - **limits**: signals stay inside their room and must be well-formed SDP or ICE candidates;
-//!   oversized frames close the connection; per-connection signal rate; `?capacity=N` per room;
+//!   oversized messages close the connection; per-connection signal rate; `?capacity=N` per room;
+//!   room names of letters, digits and `-_.~`, of bounded length;
 //! - **operations**: `GET /health`, Prometheus `GET /metrics`, `GET /rooms` (rooms made with
 //!   `?private=1` are not listed), graceful shutdown.
 //!
@@ -34,9 +38,10 @@ pub mod request;
 pub mod room;
 mod server;
 mod state;
+mod upgrade;
 
 pub use config::ServerConfig;
-pub use connection::{HuddleTopology, CLOSE_INTERNAL, CLOSE_POLICY, CLOSE_TOO_BIG};
+pub use connection::{CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_POLICY, CLOSE_TOO_BIG};
 pub use metrics::{DropReason, Metrics, RefusalReason};
 pub use registry::RoomInfo;
 pub use request::{Admitted, RoomRequest, Topology};

@@ -49,6 +49,10 @@ pub enum RefusalReason {
     FrameTooLarge,
     /// Too many dropped signals (flood or garbage): the connection was closed.
     Abuse,
+    /// Its queue filled while it did not read: the connection was closed.
+    SlowReader,
+    /// Silent past the idle timeout: the connection was closed.
+    Idle,
 }
 
 impl RefusalReason {
@@ -60,6 +64,8 @@ impl RefusalReason {
             RefusalReason::ServerFull => "server_full",
             RefusalReason::FrameTooLarge => "frame_too_large",
             RefusalReason::Abuse => "abuse",
+            RefusalReason::SlowReader => "slow_reader",
+            RefusalReason::Idle => "idle",
         }
     }
 }
@@ -135,6 +141,8 @@ impl Default for Metrics {
             RefusalReason::ServerFull,
             RefusalReason::FrameTooLarge,
             RefusalReason::Abuse,
+            RefusalReason::SlowReader,
+            RefusalReason::Idle,
         ] {
             let _ = refusals.get_or_create(&[("reason", r.as_str())]);
         }

@@ -1,25 +1,28 @@
 //! Starting and stopping a server: on its own, or embedded in a test or a game.
 
 use crate::config::ServerConfig;
-use crate::connection::HuddleTopology;
 use crate::http;
 use crate::metrics::Metrics;
 use crate::registry::RoomInfo;
 use crate::state::ServerState;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use matchbox_signaling::{NoCallbacks, SignalingServerBuilder};
+use crate::upgrade;
+use axum::Router;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tower_http::cors::CorsLayer;
 use tracing::info;
+
+/// How long a shutdown waits for the peers' connections to close.
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
 /// Why a server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The listening socket could not be bound, or serving failed.
     #[error(transparent)]
-    Signaling(#[from] matchbox_signaling::Error),
+    Io(#[from] std::io::Error),
     /// The server task panicked or was cancelled.
     #[error("server task ended abnormally: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -31,46 +34,36 @@ pub struct RunningServer {
     addr: SocketAddr,
     state: ServerState,
     shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), matchbox_signaling::Error>>,
+    task: JoinHandle<Result<(), std::io::Error>>,
 }
 
 /// Binds and starts a server on the current tokio runtime. With port 0 in `config.bind`, the OS
 /// picks a free port: [`RunningServer::local_addr`] tells which.
-// matchbox_signaling's connection callback returns `Result<bool, axum::Response>`: the large error
-// is its signature, not ours.
-#[allow(clippy::result_large_err)]
 pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let state = ServerState::new(config.clone());
-    let admit = state.clone();
-    let assign = state.clone();
-    let routes = state.clone();
-    let (shutdown_tx, shutdown_rx) = oneshot::channel();
-    let mut server = SignalingServerBuilder::<HuddleTopology, NoCallbacks, ServerState>::new(
-        config.bind,
-        HuddleTopology,
-        state.clone(),
-    )
-    .on_connection_request(move |meta| {
-        match admit.admit(meta.origin, meta.path.as_deref(), &meta.query_params) {
-            Ok(()) => Ok(true),
-            Err(refusal) => {
-                let status = match refusal {
-                    crate::state::Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
-                    _ => StatusCode::SERVICE_UNAVAILABLE,
-                };
-                info!(origin = %meta.origin, "refused: {refusal}");
-                Err((status, refusal.to_string()).into_response())
-            }
-        }
-    })
-    .on_id_assignment(move |(origin, peer)| assign.assign_id(origin, peer))
-    .mutate_router(|router| http::routes(router, routes))
-    .with_shutdown(shutdown_rx)
-    .cors()
-    .build();
-    let addr = server.bind()?;
+    let listener = std::net::TcpListener::bind(config.bind)?;
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let addr = listener.local_addr()?;
+    let router = upgrade::routes(Router::new(), state.clone());
+    let router = http::routes(router, state.clone()).layer(CorsLayer::permissive());
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let closing = state.clone();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown_rx.await;
+                // Every peer's connection closes (upgraded websockets are not hyper's to wait
+                // for); give them a moment to go.
+                let _ = closing.0.shutdown.send(true);
+                let deadline = Instant::now() + CLOSE_WAIT;
+                while closing.metrics().connections.get() > 0 && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await
+    });
     info!("huddle_server listening on {addr}");
-    let task = tokio::spawn(server.serve());
     Ok(RunningServer {
         addr,
         state,

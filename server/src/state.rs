@@ -5,74 +5,69 @@ use crate::metrics::{Metrics, RefusalReason};
 use crate::registry::{lock, Registry, RoomInfo, RoomKey};
 use crate::request::{Admitted, RoomError};
 use axum::extract::ws::Message;
-use matchbox_protocol::PeerId;
-use matchbox_signaling::common_logic::SignalingChannel;
-use matchbox_signaling::SignalingState;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch, Notify};
 
-/// How long an admitted request waits for its websocket upgrade before it is forgotten.
-const ADMISSION_TTL: Duration = Duration::from_secs(30);
-
-/// How the server reaches one peer.
+/// How the server reaches one peer: a bounded queue to its websocket's writer. A peer whose
+/// queue is full when more comes for it does not read: its writer closes the connection
+/// ([`Outbound`]), nothing more is buffered for it.
 #[derive(Debug, Clone)]
 pub struct PeerHandle {
-    sender: SignalingChannel,
+    queue: mpsc::Sender<Message>,
+    overflow: Arc<Notify>,
+}
+
+/// The writer's end of a [`PeerHandle`].
+pub(crate) struct Outbound {
+    pub(crate) queue: mpsc::Receiver<Message>,
+    pub(crate) overflow: Arc<Notify>,
 }
 
 impl PeerHandle {
-    /// Wraps a peer's websocket sender.
-    pub fn new(sender: SignalingChannel) -> Self {
-        Self { sender }
+    /// A handle on a queue of `capacity` messages, and the writer's end.
+    pub(crate) fn new(capacity: usize) -> (Self, Outbound) {
+        let (queue, rx) = mpsc::channel(capacity.max(1));
+        let overflow = Arc::new(Notify::new());
+        let handle = Self {
+            queue,
+            overflow: overflow.clone(),
+        };
+        (
+            handle,
+            Outbound {
+                queue: rx,
+                overflow,
+            },
+        )
     }
 
-    /// Queues a text message; a peer whose socket is gone is skipped (its own task cleans up).
+    /// Queues a text message; a peer whose socket is gone is skipped (its own task cleans up),
+    /// one whose queue is full is closed.
     pub fn send_text(&self, text: String) {
-        let _ = self.sender.send(Ok(Message::Text(text.into())));
+        self.send(Message::Text(text.into()));
     }
-}
 
-/// Requests admitted over HTTP whose websocket is being set up: matchbox_signaling tells the room
-/// request (at the HTTP request) and the peer id (at id assignment) apart, keyed by the client's
-/// address in between.
-#[derive(Debug, Default)]
-struct Admissions {
-    by_origin: HashMap<SocketAddr, (Admitted, Instant)>,
-    by_peer: HashMap<PeerId, (Admitted, Instant)>,
-    last_purge: Option<Instant>,
-}
-
-impl Admissions {
-    /// Drops admissions whose upgrade never happened (at most once a second, O(admissions)).
-    fn purge(&mut self, now: Instant) {
-        if self
-            .last_purge
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
-        {
-            return;
+    /// Queues `message` (see [`PeerHandle::send_text`]).
+    pub(crate) fn send(&self, message: Message) {
+        match self.queue.try_send(message) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.overflow.notify_one(),
         }
-        self.last_purge = Some(now);
-        self.by_origin
-            .retain(|_, (_, t)| now.duration_since(*t) < ADMISSION_TTL);
-        self.by_peer
-            .retain(|_, (_, t)| now.duration_since(*t) < ADMISSION_TTL);
     }
 }
 
 pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
     pub(crate) registry: Mutex<Registry<PeerHandle>>,
-    admissions: Mutex<Admissions>,
     pub(crate) metrics: Metrics,
+    /// Becomes `true` when the server shuts down: every connection closes.
+    pub(crate) shutdown: watch::Sender<bool>,
 }
 
-/// The server's shared state, handed to every connection by matchbox_signaling.
+/// The server's shared state, handed to every connection.
 #[derive(Clone)]
 pub struct ServerState(pub(crate) Arc<Shared>);
-
-impl SignalingState for ServerState {}
 
 /// Why an HTTP upgrade request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +86,9 @@ pub enum Refusal {
     /// The server is at its connection limit.
     #[error("server is full ({0} connections)")]
     ServerFull(usize),
+    /// The room name is too long or has characters rooms cannot have.
+    #[error("{0}")]
+    RoomName(String),
 }
 
 impl ServerState {
@@ -99,8 +97,8 @@ impl ServerState {
         Self(Arc::new(Shared {
             config,
             registry: Mutex::new(Registry::default()),
-            admissions: Mutex::new(Admissions::default()),
             metrics: Metrics::default(),
+            shutdown: watch::channel(false).0,
         }))
     }
 
@@ -119,34 +117,21 @@ impl ServerState {
         lock(&self.0.registry).list_public()
     }
 
-    /// Checks an HTTP upgrade request and remembers its room request until the websocket is up.
-    /// The capacity check here is early and advisory (a clear HTTP refusal); the join itself
-    /// enforces it.
+    /// Checks an HTTP upgrade request: the room request this server admits, or why not (the
+    /// refusal is counted). The capacity check here is early and advisory (a clear HTTP
+    /// refusal); the join itself enforces it.
     pub(crate) fn admit(
         &self,
-        origin: SocketAddr,
         path: Option<&str>,
         query: &HashMap<String, String>,
-    ) -> Result<(), Refusal> {
-        let shared = &self.0;
-        let result = self.check(path, query);
-        match result {
-            Ok(request) => {
-                let now = Instant::now();
-                let mut admissions = lock(&shared.admissions);
-                admissions.purge(now);
-                admissions.by_origin.insert(origin, (request, now));
-                Ok(())
-            }
-            Err(refusal) => {
-                shared.metrics.refused(match refusal {
-                    Refusal::BadRequest(_) => RefusalReason::BadRequest,
-                    Refusal::RoomFull { .. } => RefusalReason::RoomFull,
-                    Refusal::ServerFull(_) => RefusalReason::ServerFull,
-                });
-                Err(refusal)
-            }
-        }
+    ) -> Result<Admitted, Refusal> {
+        self.check(path, query).inspect_err(|refusal| {
+            self.0.metrics.refused(match refusal {
+                Refusal::BadRequest(_) | Refusal::RoomName(_) => RefusalReason::BadRequest,
+                Refusal::RoomFull { .. } => RefusalReason::RoomFull,
+                Refusal::ServerFull(_) => RefusalReason::ServerFull,
+            })
+        })
     }
 
     fn check(
@@ -155,6 +140,9 @@ impl ServerState {
         query: &HashMap<String, String>,
     ) -> Result<Admitted, Refusal> {
         let shared = &self.0;
+        if let Some(name) = path {
+            check_room_name(name, shared.config.max_room_name)?;
+        }
         let request = Admitted::check(path, query, shared.config.max_room_peers)?;
         let connections = usize::try_from(shared.metrics.connections.get()).unwrap_or(0);
         if connections >= shared.config.max_connections {
@@ -178,20 +166,22 @@ impl ServerState {
         }
         Ok(request)
     }
+}
 
-    /// The websocket of an admitted request got its peer id.
-    pub(crate) fn assign_id(&self, origin: SocketAddr, peer: PeerId) {
-        let mut admissions = lock(&self.0.admissions);
-        if let Some(entry) = admissions.by_origin.remove(&origin) {
-            admissions.by_peer.insert(peer, entry);
-        }
+/// A room name: at most `max` bytes of letters, digits and `-_.~` (what a URL path segment
+/// carries unescaped).
+fn check_room_name(name: &str, max: usize) -> Result<(), Refusal> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.~".contains(c);
+    if name.len() > max {
+        return Err(Refusal::RoomName(format!(
+            "room name of {} bytes exceeds {max}",
+            name.len()
+        )));
     }
-
-    /// Takes the room request of a peer whose websocket is up.
-    pub(crate) fn take_request(&self, peer: PeerId) -> Option<Admitted> {
-        lock(&self.0.admissions)
-            .by_peer
-            .remove(&peer)
-            .map(|(request, _)| request)
+    if let Some(c) = name.chars().find(|c| !allowed(*c)) {
+        return Err(Refusal::RoomName(format!(
+            "room name has {c:?}: letters, digits and -_.~ only"
+        )));
     }
+    Ok(())
 }

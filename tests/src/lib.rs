@@ -340,6 +340,11 @@ impl RawClient {
             .map_err(|e| e.to_string())
     }
 
+    /// Sends `message` as it is (a raw frame, say).
+    pub async fn send_raw(&mut self, message: Message) -> Result<(), String> {
+        self.ws.send(message).await.map_err(|e| e.to_string())
+    }
+
     /// Sends a binary message.
     pub async fn ws_binary(&mut self, bytes: Vec<u8>) -> Result<(), String> {
         self.ws

@@ -280,3 +280,142 @@ async fn http_endpoints() {
     assert!(metrics.contains("huddle_connections 3"), "{metrics}");
     assert!(metrics.contains(r#"huddle_signals_dropped_total{reason="not_in_room"} 0"#));
 }
+
+/// A member that reads nothing while a room mate sends it valid 32 KiB offers (under the rate
+/// limit) is closed once its queue is full: nothing piles up for it (this grew the server by
+/// 133-144 MiB in 20 s when the queue was unbounded). The sender hears it left; the server goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_does_not_read_is_closed_when_its_queue_is_full() {
+    let config = ServerConfig {
+        signal_rate: 10_000.0,
+        signal_burst: 10_000,
+        max_queued_messages: 8,
+        ..ServerConfig::loopback()
+    };
+    let server = server_with(config);
+    let url = server.room_url("deaf");
+    let deaf = RawClient::connect(&url).await.unwrap();
+    let mut talker = RawClient::connect(&url).await.unwrap();
+    let offer = json!({ "Offer": format!("{VALID_SDP}a=x-pad:{}\r\n", "p".repeat(32 * 1024)) });
+    let mut sent = 0;
+    while server.metrics().refused_count(RefusalReason::SlowReader) == 0 && sent < 20_000 {
+        talker.signal(deaf.id, offer.clone()).await.unwrap();
+        sent += 1;
+    }
+    assert_eq!(
+        server.metrics().refused_count(RefusalReason::SlowReader),
+        1,
+        "closed after {sent} offers of 32 KiB"
+    );
+    eprintln!("the deaf peer was closed after {sent} offers of 32 KiB");
+    // The talker hears it left.
+    let left = loop {
+        match talker.next_event(Duration::from_secs(5)).await {
+            Some(ev) if ev.get("PeerLeft").is_some() => break ev,
+            Some(_) => continue,
+            None => panic!("no PeerLeft"),
+        }
+    };
+    assert_eq!(left["PeerLeft"], json!(deaf.id));
+    drop(deaf);
+    still_serves(&server).await;
+}
+
+/// A connection that says nothing (not even the keep-alive matchbox clients send every 10 s) is
+/// closed after the idle timeout, with the reason; one that keeps alive stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_after_the_idle_timeout() {
+    let config = ServerConfig {
+        idle_timeout_secs: 1,
+        ..ServerConfig::loopback()
+    };
+    let server = server_with(config);
+    let url = server.room_url("quiet");
+    let mut silent = RawClient::connect(&url).await.unwrap();
+    let mut lively = RawClient::connect(&url).await.unwrap();
+    let mut closed = None;
+    for _ in 0..10 {
+        lively.send_text(r#""KeepAlive""#).await.unwrap();
+        match silent.next_within(Duration::from_millis(300)).await {
+            Ok(Some(Message::Close(frame))) => {
+                closed = frame;
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("ended without a close frame: {e}"),
+        }
+    }
+    let frame = closed.expect("the silent connection is closed");
+    assert_eq!(frame.code, CloseCode::Policy);
+    assert!(frame.reason.contains("silent for 1s"), "{}", frame.reason);
+    assert_eq!(server.metrics().refused_count(RefusalReason::Idle), 1);
+    let ev = lively.next_event(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        ev["PeerLeft"],
+        json!(silent.id),
+        "the lively one stays and hears it"
+    );
+}
+
+/// A message far over the limit, sent as 1 MiB frames, is refused at its first frame (the
+/// server used to take the whole 32 MiB before its 1009 close).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_message_is_refused_as_it_arrives() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    let server = server();
+    let mut big = RawClient::connect(&server.room_url("huge")).await.unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    let mut sent = 0;
+    for i in 0..32 {
+        let opcode = if i == 0 {
+            OpCode::Data(Data::Text)
+        } else {
+            OpCode::Data(Data::Continue)
+        };
+        let frame = Frame::message(chunk.clone(), opcode, i == 31);
+        if big.send_raw(Message::Frame(frame)).await.is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    let closed = loop {
+        match big.next_within(Duration::from_secs(5)).await {
+            Ok(Some(Message::Close(frame))) => break frame,
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => break None,
+        }
+    };
+    if let Some(frame) = closed {
+        assert_eq!(frame.code, CloseCode::Size, "{frame:?}");
+    }
+    assert_eq!(
+        server.metrics().refused_count(RefusalReason::FrameTooLarge),
+        1,
+        "refused ({sent} MiB sent before the client noticed)"
+    );
+    still_serves(&server).await;
+}
+
+/// Room names are letters, digits and `-_.~`, of bounded length: others are refused with 400 and
+/// the reason, before any websocket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_names_are_bounded_and_plain() {
+    let server = server();
+    let long = "r".repeat(129);
+    for (room, why) in [
+        (long.as_str(), "exceeds 128"),
+        ("caf%C3%A9", "letters, digits"),
+        ("a%20b", "letters, digits"),
+    ] {
+        let err = RawClient::connect(&server.room_url(room))
+            .await
+            .err()
+            .expect("refused");
+        assert!(err.contains("400") && err.contains(why), "{room}: {err}");
+    }
+    assert_eq!(server.metrics().refused_count(RefusalReason::BadRequest), 3);
+    let _ok = RawClient::connect(&server.room_url("Plain-name_1.2~x"))
+        .await
+        .unwrap();
+}

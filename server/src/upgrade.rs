@@ -1,0 +1,73 @@
+//! The websocket route: checks a peer's room request over HTTP (refused with a status and the
+//! reason), then upgrades with explicit buffer sizes and message limits and hands the socket to
+//! [`connection::run`](crate::connection::run).
+
+use crate::connection;
+use crate::state::{Refusal, ServerState};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use std::collections::HashMap;
+use tracing::info;
+
+/// Bytes read from a peer's socket at a time: signaling messages are small, and a big read
+/// buffer per idle connection is most of its memory.
+const READ_BUFFER: usize = 4 * 1024;
+
+/// Adds the websocket routes: `/` (the default room) and `/<room>`.
+pub fn routes(router: Router, state: ServerState) -> Router {
+    let default_room = state.clone();
+    router
+        .route(
+            "/",
+            get(
+                move |ws: WebSocketUpgrade, Query(query): Query<HashMap<String, String>>| {
+                    upgrade(default_room.clone(), ws, None, query)
+                },
+            ),
+        )
+        .route(
+            "/{room}",
+            get(
+                move |ws: WebSocketUpgrade,
+                      Path(room): Path<String>,
+                      Query(query): Query<HashMap<String, String>>| {
+                    upgrade(state.clone(), ws, Some(room), query)
+                },
+            ),
+        )
+}
+
+async fn upgrade(
+    state: ServerState,
+    ws: WebSocketUpgrade,
+    room: Option<String>,
+    query: HashMap<String, String>,
+) -> Response {
+    let request = match state.admit(room.as_deref(), &query) {
+        Ok(request) => request,
+        Err(refusal) => {
+            let status = match refusal {
+                Refusal::BadRequest(_) | Refusal::RoomName(_) => StatusCode::BAD_REQUEST,
+                Refusal::RoomFull { .. } | Refusal::ServerFull(_) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            };
+            info!(room = room.as_deref().unwrap_or(""), "refused: {refusal}");
+            return (status, refusal.to_string()).into_response();
+        }
+    };
+    let limit = state.config().max_frame_bytes;
+    ws.read_buffer_size(READ_BUFFER)
+        // Each message is written out at once; what a peer does not read waits in its bounded
+        // queue, not in the socket's buffer.
+        .write_buffer_size(0)
+        .max_write_buffer_size(limit.saturating_mul(2).max(READ_BUFFER))
+        // A message over the limit is refused as it arrives, not buffered whole first.
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| connection::run(state, socket, request))
+}
