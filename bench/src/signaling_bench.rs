@@ -101,6 +101,8 @@ impl Server {
                 let mut c = Command::new(&args.huddle);
                 // Limits wide open: this measures the server, not its abuse limits.
                 c.args(["--bind", &addr.to_string(), "--max-connections", "10000000"])
+                    .args(["--max-connections-per-address", "10000000"])
+                    .args(["--idle-timeout-secs", "86400"])
                     .args(["--signal-rate", "1e9", "--signal-burst", "1000000000"]);
                 c
             }

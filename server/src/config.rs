@@ -34,6 +34,13 @@ pub struct ServerConfig {
     /// before it is closed.
     #[arg(long, env = "HUDDLE_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub idle_timeout_secs: u64,
+    /// Most open (or opening) websockets from one IP address.
+    #[arg(
+        long,
+        env = "HUDDLE_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 256
+    )]
+    pub max_connections_per_address: usize,
     /// Longest room name in bytes (names use letters, digits and `-_.~`).
     #[arg(long, env = "HUDDLE_MAX_ROOM_NAME", default_value_t = 128)]
     pub max_room_name: usize,
@@ -50,6 +57,7 @@ impl Default for ServerConfig {
             signal_burst: 500,
             max_violations: 200,
             max_queued_messages: 64,
+            max_connections_per_address: 256,
             idle_timeout_secs: 60,
             max_room_name: 128,
         }

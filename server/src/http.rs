@@ -1,12 +1,15 @@
-//! Plain HTTP routes beside the websocket: `/health`, `/metrics`, `/rooms`.
+//! Plain HTTP routes beside the websocket: `/health`, `/metrics`, `/rooms` (paginated, from a
+//! snapshot).
 //!
 //! These names are reserved: a room cannot be called `health`, `metrics` or `rooms`.
 
 use crate::state::ServerState;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::extract::Query;
+use axum::http::{header, HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use std::collections::HashMap;
 
 /// Adds the HTTP routes to the signaling router.
 pub fn routes(router: Router, state: ServerState) -> Router {
@@ -40,6 +43,39 @@ pub fn routes(router: Router, state: ServerState) -> Router {
         )
         .route(
             "/rooms",
-            get(move || async move { Json(rooms.list_rooms()) }),
+            get(
+                move |Query(query): Query<HashMap<String, String>>| async move {
+                    rooms_page(&rooms, &query)
+                },
+            ),
         )
+}
+
+/// Rooms listed per page at most (`?limit=`), and by default.
+const MAX_PAGE: usize = 1000;
+const DEFAULT_PAGE: usize = 100;
+
+/// `GET /rooms?offset=N&limit=M`: a page of the public rooms (sorted by path), from a snapshot at
+/// most [`ROOMS_REFRESH`](crate::state::ROOMS_REFRESH) old; the total is in `X-Total-Count`.
+fn rooms_page(state: &ServerState, query: &HashMap<String, String>) -> Response {
+    let number = |name: &str, default: usize| match query.get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<usize>()
+            .map_err(|_| format!("`{name}={v}`: a whole number")),
+    };
+    let (offset, limit) = match (number("offset", 0), number("limit", DEFAULT_PAGE)) {
+        (Ok(o), Ok(l)) => (o, l.min(MAX_PAGE)),
+        (Err(e), _) | (_, Err(e)) => return (StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    let rooms = state.rooms_snapshot();
+    let page: Vec<_> = rooms.iter().skip(offset).take(limit).cloned().collect();
+    (
+        [(
+            HeaderName::from_static("x-total-count"),
+            rooms.len().to_string(),
+        )],
+        Json(page),
+    )
+        .into_response()
 }

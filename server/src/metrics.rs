@@ -45,6 +45,8 @@ pub enum RefusalReason {
     BadRequest,
     /// The server holds as many connections as it may.
     ServerFull,
+    /// The client's address holds as many connections as one address may.
+    AddressFull,
     /// A websocket message above the frame limit.
     FrameTooLarge,
     /// Too many dropped signals (flood or garbage): the connection was closed.
@@ -62,6 +64,7 @@ impl RefusalReason {
             RefusalReason::RoomFull => "room_full",
             RefusalReason::BadRequest => "bad_request",
             RefusalReason::ServerFull => "server_full",
+            RefusalReason::AddressFull => "address_full",
             RefusalReason::FrameTooLarge => "frame_too_large",
             RefusalReason::Abuse => "abuse",
             RefusalReason::SlowReader => "slow_reader",
@@ -139,6 +142,7 @@ impl Default for Metrics {
             RefusalReason::RoomFull,
             RefusalReason::BadRequest,
             RefusalReason::ServerFull,
+            RefusalReason::AddressFull,
             RefusalReason::FrameTooLarge,
             RefusalReason::Abuse,
             RefusalReason::SlowReader,

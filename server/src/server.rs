@@ -50,18 +50,21 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let closing = state.clone();
     let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = shutdown_rx.await;
-                // Every peer's connection closes (upgraded websockets are not hyper's to wait
-                // for); give them a moment to go.
-                let _ = closing.0.shutdown.send(true);
-                let deadline = Instant::now() + CLOSE_WAIT;
-                while closing.metrics().connections.get() > 0 && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            })
-            .await
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = shutdown_rx.await;
+            // Every peer's connection closes (upgraded websockets are not hyper's to wait
+            // for); give them a moment to go.
+            let _ = closing.0.shutdown.send(true);
+            let deadline = Instant::now() + CLOSE_WAIT;
+            while closing.metrics().connections.get() > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
     });
     info!("huddle_server listening on {addr}");
     Ok(RunningServer {

@@ -6,7 +6,9 @@ use crate::registry::{lock, Registry, RoomInfo, RoomKey};
 use crate::request::{Admitted, RoomError};
 use axum::extract::ws::Message;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify};
 
 /// How the server reaches one peer: a bounded queue to its websocket's writer. A peer whose
@@ -63,6 +65,41 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     /// Becomes `true` when the server shuts down: every connection closes.
     pub(crate) shutdown: watch::Sender<bool>,
+    /// Connections admitted and not yet ended, in all and per address ([`Slot`]).
+    slots: Mutex<Slots>,
+    /// The public rooms as `GET /rooms` lists them, and when they were listed.
+    rooms_snapshot: Mutex<Option<(Instant, Arc<Vec<RoomInfo>>)>>,
+}
+
+/// How old the room list `GET /rooms` serves may be: the rooms are walked at most this often,
+/// however many ask.
+pub const ROOMS_REFRESH: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Default)]
+struct Slots {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+/// A connection's seat on the server, taken when its request is admitted (so admissions cannot
+/// overshoot the limits however many arrive at once) and given back when it is dropped: when the
+/// connection ends, or when its upgrade never happens.
+pub(crate) struct Slot {
+    state: ServerState,
+    address: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut slots = lock(&self.state.0.slots);
+        slots.total = slots.total.saturating_sub(1);
+        if let Some(n) = slots.by_address.get_mut(&self.address) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                slots.by_address.remove(&self.address);
+            }
+        }
+    }
 }
 
 /// The server's shared state, handed to every connection.
@@ -86,6 +123,14 @@ pub enum Refusal {
     /// The server is at its connection limit.
     #[error("server is full ({0} connections)")]
     ServerFull(usize),
+    /// The client's address has as many connections as one address may.
+    #[error("too many connections from {address} (at most {limit})")]
+    AddressFull {
+        /// The client's address.
+        address: IpAddr,
+        /// Connections one address may have.
+        limit: usize,
+    },
     /// The room name is too long or has characters rooms cannot have.
     #[error("{0}")]
     RoomName(String),
@@ -99,6 +144,8 @@ impl ServerState {
             registry: Mutex::new(Registry::default()),
             metrics: Metrics::default(),
             shutdown: watch::channel(false).0,
+            slots: Mutex::new(Slots::default()),
+            rooms_snapshot: Mutex::new(None),
         }))
     }
 
@@ -112,25 +159,65 @@ impl ServerState {
         &self.0.config
     }
 
-    /// Public rooms for `GET /rooms`.
+    /// Public rooms, as they are now.
     pub fn list_rooms(&self) -> Vec<RoomInfo> {
         lock(&self.0.registry).list_public()
     }
 
-    /// Checks an HTTP upgrade request: the room request this server admits, or why not (the
-    /// refusal is counted). The capacity check here is early and advisory (a clear HTTP
-    /// refusal); the join itself enforces it.
+    /// Public rooms as of at most [`ROOMS_REFRESH`] ago (what `GET /rooms` serves).
+    pub fn rooms_snapshot(&self) -> Arc<Vec<RoomInfo>> {
+        let mut snapshot = lock(&self.0.rooms_snapshot);
+        match &*snapshot {
+            Some((at, rooms)) if at.elapsed() < ROOMS_REFRESH => rooms.clone(),
+            _ => {
+                let rooms = Arc::new(self.list_rooms());
+                *snapshot = Some((Instant::now(), rooms.clone()));
+                rooms
+            }
+        }
+    }
+
+    /// Checks an HTTP upgrade request from `address`: the room request this server admits with
+    /// the connection's seat, or why not (the refusal is counted). The room's capacity check here
+    /// is early and advisory (a clear HTTP refusal); the join itself enforces it.
     pub(crate) fn admit(
         &self,
+        address: IpAddr,
         path: Option<&str>,
         query: &HashMap<String, String>,
-    ) -> Result<Admitted, Refusal> {
-        self.check(path, query).inspect_err(|refusal| {
-            self.0.metrics.refused(match refusal {
-                Refusal::BadRequest(_) | Refusal::RoomName(_) => RefusalReason::BadRequest,
-                Refusal::RoomFull { .. } => RefusalReason::RoomFull,
-                Refusal::ServerFull(_) => RefusalReason::ServerFull,
+    ) -> Result<(Admitted, Slot), Refusal> {
+        self.check(path, query)
+            .and_then(|request| Ok((request, self.take_slot(address)?)))
+            .inspect_err(|refusal| {
+                self.0.metrics.refused(match refusal {
+                    Refusal::BadRequest(_) | Refusal::RoomName(_) => RefusalReason::BadRequest,
+                    Refusal::RoomFull { .. } => RefusalReason::RoomFull,
+                    Refusal::ServerFull(_) => RefusalReason::ServerFull,
+                    Refusal::AddressFull { .. } => RefusalReason::AddressFull,
+                })
             })
+    }
+
+    /// Takes a seat for a connection from `address`, within the server's and the address's
+    /// limits.
+    fn take_slot(&self, address: IpAddr) -> Result<Slot, Refusal> {
+        let config = &self.0.config;
+        let mut slots = lock(&self.0.slots);
+        if slots.total >= config.max_connections {
+            return Err(Refusal::ServerFull(config.max_connections));
+        }
+        let mine = slots.by_address.get(&address).copied().unwrap_or(0);
+        if mine >= config.max_connections_per_address {
+            return Err(Refusal::AddressFull {
+                address,
+                limit: config.max_connections_per_address,
+            });
+        }
+        slots.total += 1;
+        slots.by_address.insert(address, mine + 1);
+        Ok(Slot {
+            state: self.clone(),
+            address,
         })
     }
 
@@ -144,10 +231,6 @@ impl ServerState {
             check_room_name(name, shared.config.max_room_name)?;
         }
         let request = Admitted::check(path, query, shared.config.max_room_peers)?;
-        let connections = usize::try_from(shared.metrics.connections.get()).unwrap_or(0);
-        if connections >= shared.config.max_connections {
-            return Err(Refusal::ServerFull(shared.config.max_connections));
-        }
         if request.next.is_none() {
             let key = RoomKey {
                 path: request.path.clone(),

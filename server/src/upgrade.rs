@@ -5,12 +5,13 @@
 use crate::connection;
 use crate::state::{Refusal, ServerState};
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, Query};
+use axum::extract::{ConnectInfo, Path, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use tracing::info;
 
 /// Bytes read from a peer's socket at a time: signaling messages are small, and a big read
@@ -24,8 +25,10 @@ pub fn routes(router: Router, state: ServerState) -> Router {
         .route(
             "/",
             get(
-                move |ws: WebSocketUpgrade, Query(query): Query<HashMap<String, String>>| {
-                    upgrade(default_room.clone(), ws, None, query)
+                move |ws: WebSocketUpgrade,
+                      ConnectInfo(from): ConnectInfo<SocketAddr>,
+                      Query(query): Query<HashMap<String, String>>| {
+                    upgrade(default_room.clone(), ws, from, None, query)
                 },
             ),
         )
@@ -33,9 +36,10 @@ pub fn routes(router: Router, state: ServerState) -> Router {
             "/{room}",
             get(
                 move |ws: WebSocketUpgrade,
+                      ConnectInfo(from): ConnectInfo<SocketAddr>,
                       Path(room): Path<String>,
                       Query(query): Query<HashMap<String, String>>| {
-                    upgrade(state.clone(), ws, Some(room), query)
+                    upgrade(state.clone(), ws, from, Some(room), query)
                 },
             ),
         )
@@ -44,19 +48,21 @@ pub fn routes(router: Router, state: ServerState) -> Router {
 async fn upgrade(
     state: ServerState,
     ws: WebSocketUpgrade,
+    from: SocketAddr,
     room: Option<String>,
     query: HashMap<String, String>,
 ) -> Response {
-    let request = match state.admit(room.as_deref(), &query) {
-        Ok(request) => request,
+    let (request, slot) = match state.admit(from.ip(), room.as_deref(), &query) {
+        Ok(admitted) => admitted,
         Err(refusal) => {
             let status = match refusal {
                 Refusal::BadRequest(_) | Refusal::RoomName(_) => StatusCode::BAD_REQUEST,
                 Refusal::RoomFull { .. } | Refusal::ServerFull(_) => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
+                Refusal::AddressFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             };
-            info!(room = room.as_deref().unwrap_or(""), "refused: {refusal}");
+            info!(%from, room = room.as_deref().unwrap_or(""), "refused: {refusal}");
             return (status, refusal.to_string()).into_response();
         }
     };
@@ -69,5 +75,9 @@ async fn upgrade(
         // A message over the limit is refused as it arrives, not buffered whole first.
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| connection::run(state, socket, request))
+        // The seat goes with the connection (or with this closure, if the upgrade never happens).
+        .on_upgrade(move |socket| async move {
+            connection::run(state, socket, request).await;
+            drop(slot);
+        })
 }

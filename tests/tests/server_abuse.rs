@@ -419,3 +419,78 @@ async fn room_names_are_bounded_and_plain() {
         .await
         .unwrap();
 }
+
+/// One address holds `--max-connections-per-address` connections at most: the next is refused
+/// with 429 and the reason, and a seat comes back when a connection ends. The server's own limit
+/// is a seat taken at admission too (it was checked against a gauge, so a burst could pass it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped_per_address_and_in_all() {
+    let config = ServerConfig {
+        max_connections_per_address: 2,
+        ..ServerConfig::loopback()
+    };
+    let server = server_with(config);
+    let a = RawClient::connect(&server.room_url("one")).await.unwrap();
+    let _b = RawClient::connect(&server.room_url("two")).await.unwrap();
+    let err = RawClient::connect(&server.room_url("three"))
+        .await
+        .err()
+        .expect("a third from the same address is refused");
+    assert!(
+        err.contains("429") && err.contains("too many connections from 127.0.0.1 (at most 2)"),
+        "{err}"
+    );
+    assert_eq!(
+        server.metrics().refused_count(RefusalReason::AddressFull),
+        1
+    );
+    drop(a);
+    let mut back = false;
+    for _ in 0..50 {
+        if RawClient::connect(&server.room_url("three")).await.is_ok() {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "the seat comes back when a connection ends");
+
+    let config = ServerConfig {
+        max_connections: 2,
+        ..ServerConfig::loopback()
+    };
+    let server = server_with(config);
+    let urls = ["x", "y", "z"].map(|room| server.room_url(room));
+    let (a, b, c) = tokio::join!(
+        RawClient::connect(&urls[0]),
+        RawClient::connect(&urls[1]),
+        RawClient::connect(&urls[2]),
+    );
+    let refused: Vec<String> = [a, b, c].into_iter().filter_map(Result::err).collect();
+    assert_eq!(refused.len(), 1, "two seats for three at once: {refused:?}");
+    assert!(refused[0].contains("503") && refused[0].contains("server is full"));
+}
+
+/// `GET /rooms` pages through the public rooms (sorted by path) with the total in a header, and
+/// refuses a page it cannot read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_room_list_is_paged() {
+    let server = server();
+    let mut clients = Vec::new();
+    for room in ["r1", "r2", "r3", "r4", "r5"] {
+        clients.push(RawClient::connect(&server.room_url(room)).await.unwrap());
+    }
+    let page = http_get(server.local_addr(), "/rooms?offset=1&limit=2").await;
+    assert!(page.to_lowercase().contains("x-total-count: 5"), "{page}");
+    let body = page.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let list: serde_json::Value = serde_json::from_str(body).unwrap();
+    let paths: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["r2", "r3"]);
+    let bad = http_get(server.local_addr(), "/rooms?limit=many").await;
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+}
