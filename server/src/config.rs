@@ -41,6 +41,10 @@ pub struct ServerConfig {
         default_value_t = 256
     )]
     pub max_connections_per_address: usize,
+    /// Secret for join tokens: when set, a peer needs `?token=` minted with it for the room
+    /// (`huddle_server token`, or `huddle_server::token::mint` in the game's backend).
+    #[arg(long, env = "HUDDLE_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<String>,
     /// Longest room name in bytes (names use letters, digits and `-_.~`).
     #[arg(long, env = "HUDDLE_MAX_ROOM_NAME", default_value_t = 128)]
     pub max_room_name: usize,
@@ -58,6 +62,7 @@ impl Default for ServerConfig {
             max_violations: 200,
             max_queued_messages: 64,
             max_connections_per_address: 256,
+            auth_secret: None,
             idle_timeout_secs: 60,
             max_room_name: 128,
         }

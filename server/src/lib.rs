@@ -14,7 +14,9 @@
 //!   without limit), an idle timeout;
 //! - **limits**: signals stay inside their room and must be well-formed SDP or ICE candidates;
 //!   oversized messages close the connection; per-connection signal rate; `?capacity=N` per room;
-//!   room names of letters, digits and `-_.~`, of bounded length;
+//!   room names of letters, digits and `-_.~`, of bounded length; connections per address;
+//! - **join tokens** (`--auth-secret`): rooms admit only peers with a token for them
+//!   ([`token::mint`] in the game's backend, or `huddle_server token`);
 //! - **operations**: `GET /health`, Prometheus `GET /metrics`, `GET /rooms` (rooms made with
 //!   `?private=1` are not listed), graceful shutdown.
 //!
@@ -38,6 +40,7 @@ pub mod request;
 pub mod room;
 mod server;
 mod state;
+pub mod token;
 mod upgrade;
 
 pub use config::ServerConfig;

@@ -6,22 +6,50 @@ use tracing_subscriber::EnvFilter;
 
 /// A signaling server for huddle games (matchbox protocol).
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     #[command(flatten)]
     config: ServerConfig,
     /// Log filter, in `RUST_LOG` syntax.
-    #[arg(
-        long,
-        env = "HUDDLE_LOG",
-        default_value = "info,matchbox_signaling=warn,tower_http=warn"
-    )]
+    #[arg(long, env = "HUDDLE_LOG", default_value = "info,tower_http=warn")]
     log: String,
+}
+
+/// What else the binary does.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Prints a join token for a room (what a game's backend mints for its players).
+    Token {
+        /// The room's path, as in its URL (`lobby` for `ws://host/lobby?next=2`).
+        #[arg(long)]
+        room: String,
+        /// The server's auth secret.
+        #[arg(long, env = "HUDDLE_AUTH_SECRET", hide_env_values = true)]
+        secret: String,
+        /// Seconds the token stays valid.
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: u64,
+    },
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Token {
+        room,
+        secret,
+        ttl_secs,
+    }) = &cli.command
+    {
+        let ttl = std::time::Duration::from_secs(*ttl_secs);
+        println!(
+            "{}",
+            huddle_server::token::mint_for(secret.as_bytes(), room, ttl)
+        );
+        return std::process::ExitCode::SUCCESS;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info")))
         .init();

@@ -47,6 +47,8 @@ pub enum RefusalReason {
     ServerFull,
     /// The client's address holds as many connections as one address may.
     AddressFull,
+    /// No valid join token.
+    Unauthorized,
     /// A websocket message above the frame limit.
     FrameTooLarge,
     /// Too many dropped signals (flood or garbage): the connection was closed.
@@ -65,6 +67,7 @@ impl RefusalReason {
             RefusalReason::BadRequest => "bad_request",
             RefusalReason::ServerFull => "server_full",
             RefusalReason::AddressFull => "address_full",
+            RefusalReason::Unauthorized => "unauthorized",
             RefusalReason::FrameTooLarge => "frame_too_large",
             RefusalReason::Abuse => "abuse",
             RefusalReason::SlowReader => "slow_reader",
@@ -143,6 +146,7 @@ impl Default for Metrics {
             RefusalReason::BadRequest,
             RefusalReason::ServerFull,
             RefusalReason::AddressFull,
+            RefusalReason::Unauthorized,
             RefusalReason::FrameTooLarge,
             RefusalReason::Abuse,
             RefusalReason::SlowReader,

@@ -134,6 +134,9 @@ pub enum Refusal {
     /// The room name is too long or has characters rooms cannot have.
     #[error("{0}")]
     RoomName(String),
+    /// No valid join token for the room (the server has an auth secret).
+    #[error(transparent)]
+    Unauthorized(#[from] crate::token::TokenError),
 }
 
 impl ServerState {
@@ -194,6 +197,7 @@ impl ServerState {
                     Refusal::RoomFull { .. } => RefusalReason::RoomFull,
                     Refusal::ServerFull(_) => RefusalReason::ServerFull,
                     Refusal::AddressFull { .. } => RefusalReason::AddressFull,
+                    Refusal::Unauthorized(_) => RefusalReason::Unauthorized,
                 })
             })
     }
@@ -231,6 +235,15 @@ impl ServerState {
             check_room_name(name, shared.config.max_room_name)?;
         }
         let request = Admitted::check(path, query, shared.config.max_room_peers)?;
+        if let Some(secret) = &shared.config.auth_secret {
+            let token = query.get(crate::token::QUERY).map(String::as_str);
+            crate::token::verify(
+                secret.as_bytes(),
+                &request.path,
+                token,
+                std::time::SystemTime::now(),
+            )?;
+        }
         if request.next.is_none() {
             let key = RoomKey {
                 path: request.path.clone(),

@@ -61,6 +61,7 @@ async fn upgrade(
                     StatusCode::SERVICE_UNAVAILABLE
                 }
                 Refusal::AddressFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+                Refusal::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             };
             info!(%from, room = room.as_deref().unwrap_or(""), "refused: {refusal}");
             return (status, refusal.to_string()).into_response();

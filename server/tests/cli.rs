@@ -83,3 +83,20 @@ fn bad_flags_are_refused_with_usage() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--max-room-peers"));
 }
+
+/// `huddle_server token` prints a token that opens its room (and no other) on a server with the
+/// same secret.
+#[test]
+fn the_token_subcommand_mints_a_token_for_the_room() {
+    let out = Command::new(env!("CARGO_BIN_EXE_huddle_server"))
+        .args(["token", "--room", "lobby", "--ttl-secs", "60"])
+        .env("HUDDLE_AUTH_SECRET", "s3cret")
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let now = std::time::SystemTime::now();
+    use huddle_server::token::verify;
+    assert_eq!(verify(b"s3cret", "lobby", Some(&token), now), Ok(()));
+    assert!(verify(b"s3cret", "duel", Some(&token), now).is_err());
+}

@@ -494,3 +494,50 @@ async fn the_room_list_is_paged() {
     let bad = http_get(server.local_addr(), "/rooms?limit=many").await;
     assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
 }
+
+/// With an auth secret a room admits only peers bringing a token for it: none, one for another
+/// room, an expired one or garbage are refused with 401 and the reason; stock matchbox peers with
+/// valid tokens meet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_need_a_join_token_when_the_server_has_a_secret() {
+    use huddle_server::token::mint;
+    use std::time::SystemTime;
+    const SECRET: &[u8] = b"shared with the game's backend";
+    let config = ServerConfig {
+        auth_secret: Some(String::from_utf8_lossy(SECRET).into_owned()),
+        ..ServerConfig::loopback()
+    };
+    let server = server_with(config);
+    let hour = Duration::from_secs(3600);
+    let url = |token: &str| server.room_url(&format!("lobby?next=2&token={token}"));
+    let refusals = [
+        (server.room_url("lobby?next=2"), "needs a join token"),
+        (
+            url(&mint(SECRET, "duel", SystemTime::now() + hour)),
+            "not valid for room `lobby`",
+        ),
+        (
+            url(&mint(b"guessed", "lobby", SystemTime::now() + hour)),
+            "not valid",
+        ),
+        (
+            url(&mint(SECRET, "lobby", SystemTime::now() - hour)),
+            "expired",
+        ),
+        (url("12.zz"), "malformed"),
+    ];
+    for (bad, why) in &refusals {
+        let err = RawClient::connect(bad).await.err().expect("refused");
+        assert!(err.contains("401") && err.contains(why), "{why}: {err}");
+    }
+    assert_eq!(
+        server.metrics().refused_count(RefusalReason::Unauthorized),
+        refusals.len() as u64
+    );
+    let good = url(&mint(SECRET, "lobby", SystemTime::now() + hour));
+    let mut peers = vec![StockPeer::connect(&good), StockPeer::connect(&good)];
+    assert!(
+        full_mesh(&mut peers, Duration::from_secs(30)).await,
+        "peers with tokens meet"
+    );
+}
