@@ -45,6 +45,12 @@ pub struct ServerConfig {
     /// (`huddle_server token`, or `huddle_server::token::mint` in the game's backend).
     #[arg(long, env = "HUDDLE_AUTH_SECRET", hide_env_values = true)]
     pub auth_secret: Option<String>,
+    /// Options fixed for the rooms whose name starts with a prefix, as `PREFIX?name=value&...`
+    /// (`next`, `topology`, `capacity`, `private`); repeat the flag, or separate with `;` in
+    /// the environment. The longest matching prefix applies; what it does not name stays the
+    /// client's.
+    #[arg(long, env = "HUDDLE_ROOM_POLICY", value_delimiter = ';')]
+    pub room_policy: Vec<crate::policy::RoomPolicy>,
     /// Longest room name in bytes (names use letters, digits and `-_.~`).
     #[arg(long, env = "HUDDLE_MAX_ROOM_NAME", default_value_t = 128)]
     pub max_room_name: usize,
@@ -63,6 +69,7 @@ impl Default for ServerConfig {
             max_queued_messages: 64,
             max_connections_per_address: 256,
             auth_secret: None,
+            room_policy: Vec::new(),
             idle_timeout_secs: 60,
             max_room_name: 128,
         }

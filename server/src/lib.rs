@@ -15,6 +15,8 @@
 //! - **limits**: signals stay inside their room and must be well-formed SDP or ICE candidates;
 //!   oversized messages close the connection; per-connection signal rate; `?capacity=N` per room;
 //!   room names of letters, digits and `-_.~`, of bounded length; connections per address;
+//! - **room policies** (`--room-policy`): options fixed per room-name prefix, so the first
+//!   arrival cannot squat a room with its query;
 //! - **join tokens** (`--auth-secret`): rooms admit only peers with a token for them
 //!   ([`token::mint`] in the game's backend, or `huddle_server token`);
 //! - **operations**: `GET /health`, Prometheus `GET /metrics`, `GET /rooms` (rooms made with
@@ -34,6 +36,7 @@ pub mod config;
 mod connection;
 mod http;
 pub mod metrics;
+pub mod policy;
 pub mod rate_limit;
 pub mod registry;
 pub mod request;

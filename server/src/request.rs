@@ -1,6 +1,7 @@
 //! A connecting peer's room request (the room-URL contract of [`huddle_protocol::room`]), checked
 //! against this server's limits.
 
+use crate::policy::RoomPolicy;
 pub use huddle_protocol::room::{RoomError, RoomRequest, Topology, DEFAULT_ROOM};
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -23,8 +24,21 @@ impl Admitted {
         query: &HashMap<String, String>,
         max_capacity: usize,
     ) -> Result<Self, RoomError> {
+        Self::check_with(path, query, max_capacity, &[])
+    }
+
+    /// [`Admitted::check`], with the operator's room `policies` over what the client asked.
+    pub fn check_with(
+        path: Option<&str>,
+        query: &HashMap<String, String>,
+        max_capacity: usize,
+        policies: &[RoomPolicy],
+    ) -> Result<Self, RoomError> {
         let pairs = query.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-        let request = RoomRequest::from_query(path, pairs)?;
+        let mut request = RoomRequest::from_query(path, pairs)?;
+        if let Some(policy) = RoomPolicy::for_room(policies, &request.path) {
+            policy.apply(&mut request);
+        }
         let capacity = request.capacity_within(max_capacity)?;
         Ok(Self { request, capacity })
     }

@@ -234,7 +234,9 @@ impl ServerState {
         if let Some(name) = path {
             check_room_name(name, shared.config.max_room_name)?;
         }
-        let request = Admitted::check(path, query, shared.config.max_room_peers)?;
+        let config = &shared.config;
+        let request =
+            Admitted::check_with(path, query, config.max_room_peers, &config.room_policy)?;
         if let Some(secret) = &shared.config.auth_secret {
             let token = query.get(crate::token::QUERY).map(String::as_str);
             crate::token::verify(

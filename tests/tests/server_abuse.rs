@@ -541,3 +541,36 @@ async fn rooms_need_a_join_token_when_the_server_has_a_secret() {
         "peers with tokens meet"
     );
 }
+
+/// A room policy beats a squatter's query: the first arrival asks `capacity=1&topology=star` for
+/// a well-known room, the policy fixes 8 seats in a mesh, and the next peers get in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_policy_beats_a_squatters_query() {
+    let config = ServerConfig {
+        room_policy: vec!["pub-?capacity=8&topology=mesh".parse().unwrap()],
+        ..ServerConfig::loopback()
+    };
+    let server = server_with(config);
+    let _squatter = RawClient::connect(&server.room_url("pub-main?capacity=1&topology=star"))
+        .await
+        .unwrap();
+    let _b = RawClient::connect(&server.room_url("pub-main"))
+        .await
+        .unwrap();
+    let _c = RawClient::connect(&server.room_url("pub-main"))
+        .await
+        .unwrap();
+    let rooms = server.rooms();
+    assert_eq!(rooms.len(), 1);
+    assert_eq!((rooms[0].capacity, rooms[0].peers), (8, 3));
+    assert_eq!(rooms[0].topology, huddle_server::Topology::Mesh);
+    // Rooms outside the policy are as their first arrival asks.
+    let _d = RawClient::connect(&server.room_url("mine?capacity=1"))
+        .await
+        .unwrap();
+    let err = RawClient::connect(&server.room_url("mine"))
+        .await
+        .err()
+        .expect("full");
+    assert!(err.contains("503"), "{err}");
+}
