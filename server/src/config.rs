@@ -51,6 +51,12 @@ pub struct ServerConfig {
     /// client's.
     #[arg(long, env = "HUDDLE_ROOM_POLICY", value_delimiter = ';')]
     pub room_policy: Vec<crate::policy::RoomPolicy>,
+    /// TLS certificate chain (PEM): with `--tls-key`, the server speaks `wss://`/`https://`.
+    #[arg(long, env = "HUDDLE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// TLS private key (PEM) for `--tls-cert`.
+    #[arg(long, env = "HUDDLE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Longest room name in bytes (names use letters, digits and `-_.~`).
     #[arg(long, env = "HUDDLE_MAX_ROOM_NAME", default_value_t = 128)]
     pub max_room_name: usize,
@@ -70,6 +76,8 @@ impl Default for ServerConfig {
             max_connections_per_address: 256,
             auth_secret: None,
             room_policy: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
             idle_timeout_secs: 60,
             max_room_name: 128,
         }

@@ -17,6 +17,7 @@
 //!   room names of letters, digits and `-_.~`, of bounded length; connections per address;
 //! - **room policies** (`--room-policy`): options fixed per room-name prefix, so the first
 //!   arrival cannot squat a room with its query;
+//! - **TLS** (`--tls-cert`, `--tls-key`): `wss://` through rustls;
 //! - **join tokens** (`--auth-secret`): rooms admit only peers with a token for them
 //!   ([`token::mint`] in the game's backend, or `huddle_server token`);
 //! - **operations**: `GET /health`, Prometheus `GET /metrics`, `GET /rooms` (rooms made with
@@ -43,6 +44,7 @@ pub mod request;
 pub mod room;
 mod server;
 mod state;
+pub mod tls;
 pub mod token;
 mod upgrade;
 

@@ -5,6 +5,7 @@ use crate::http;
 use crate::metrics::Metrics;
 use crate::registry::RoomInfo;
 use crate::state::ServerState;
+use crate::tls::{self, PeerAddr, TlsListener};
 use crate::upgrade;
 use axum::Router;
 use std::net::SocketAddr;
@@ -23,6 +24,9 @@ pub enum ServerError {
     /// The listening socket could not be bound, or serving failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The TLS certificate or key could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The server task panicked or was cancelled.
     #[error("server task ended abnormally: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -32,6 +36,7 @@ pub enum ServerError {
 /// [`RunningServer::shutdown`] to stop it gracefully.
 pub struct RunningServer {
     addr: SocketAddr,
+    tls: bool,
     state: ServerState,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), std::io::Error>>,
@@ -49,26 +54,40 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let router = http::routes(router, state.clone()).layer(CorsLayer::permissive());
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let closing = state.clone();
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = shutdown_rx.await;
-            // Every peer's connection closes (upgraded websockets are not hyper's to wait
-            // for); give them a moment to go.
-            let _ = closing.0.shutdown.send(true);
-            let deadline = Instant::now() + CLOSE_WAIT;
-            while closing.metrics().connections.get() > 0 && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-    });
+    let shutdown = async move {
+        let _ = shutdown_rx.await;
+        // Every peer's connection closes (upgraded websockets are not hyper's to wait for);
+        // give them a moment to go.
+        let _ = closing.0.shutdown.send(true);
+        let deadline = Instant::now() + CLOSE_WAIT;
+        while closing.metrics().connections.get() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let service = router.into_make_service_with_connect_info::<PeerAddr>();
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::config(cert, key)?),
+        _ => None,
+    };
+    let task = match tls.clone() {
+        Some(tls) => {
+            let listener = TlsListener::new(listener, tls)?;
+            tokio::spawn(async move {
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            })
+        }
+        None => tokio::spawn(async move {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }),
+    };
     info!("huddle_server listening on {addr}");
     Ok(RunningServer {
         addr,
+        tls: tls.is_some(),
         state,
         shutdown: Some(shutdown_tx),
         task,
@@ -81,10 +100,11 @@ impl RunningServer {
         self.addr
     }
 
-    /// The websocket URL of a room on this server, e.g. `ws://127.0.0.1:3536/lobby`. `room` may
-    /// carry a query (`"lobby?next=2"`).
+    /// The websocket URL of a room on this server, e.g. `ws://127.0.0.1:3536/lobby` (`wss://`
+    /// with TLS). `room` may carry a query (`"lobby?next=2"`).
     pub fn room_url(&self, room: &str) -> String {
-        format!("ws://{}/{}", self.addr, room.trim_start_matches('/'))
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}/{}", self.addr, room.trim_start_matches('/'))
     }
 
     /// The server's metrics.

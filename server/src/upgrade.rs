@@ -4,6 +4,7 @@
 
 use crate::connection;
 use crate::state::{Refusal, ServerState};
+use crate::tls::PeerAddr;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Path, Query};
 use axum::http::StatusCode;
@@ -26,7 +27,7 @@ pub fn routes(router: Router, state: ServerState) -> Router {
             "/",
             get(
                 move |ws: WebSocketUpgrade,
-                      ConnectInfo(from): ConnectInfo<SocketAddr>,
+                      ConnectInfo(PeerAddr(from)): ConnectInfo<PeerAddr>,
                       Query(query): Query<HashMap<String, String>>| {
                     upgrade(default_room.clone(), ws, from, None, query)
                 },
@@ -36,7 +37,7 @@ pub fn routes(router: Router, state: ServerState) -> Router {
             "/{room}",
             get(
                 move |ws: WebSocketUpgrade,
-                      ConnectInfo(from): ConnectInfo<SocketAddr>,
+                      ConnectInfo(PeerAddr(from)): ConnectInfo<PeerAddr>,
                       Path(room): Path<String>,
                       Query(query): Query<HashMap<String, String>>| {
                     upgrade(state.clone(), ws, from, Some(room), query)

@@ -574,3 +574,59 @@ async fn a_room_policy_beats_a_squatters_query() {
         .expect("full");
     assert!(err.contains("503"), "{err}");
 }
+
+/// With a certificate and key the server speaks `wss://` (rustls): a client that trusts the
+/// (self-signed, generated here) certificate gets its id; plain `ws://` to it gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_speaks_wss_with_a_certificate() {
+    use futures::StreamExt;
+    use std::sync::Arc;
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("a certificate");
+    let dir = std::env::temp_dir().join(format!("huddle-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let config = ServerConfig {
+        tls_cert: Some(cert),
+        tls_key: Some(key),
+        ..ServerConfig::loopback()
+    };
+    let server = server_with(config);
+    let url = server.room_url("secure");
+    assert!(url.starts_with("wss://"), "{url}");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_tungstenite::Connector::Rustls(Arc::new(client));
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_tls_with_config(&url, None, false, Some(connector))
+            .await
+            .expect("a TLS websocket");
+    let first = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("in time")
+        .expect("a message")
+        .expect("no error");
+    assert!(
+        first.to_text().unwrap_or_default().contains("IdAssigned"),
+        "{first:?}"
+    );
+    let plain = url.replacen("wss://", "ws://", 1);
+    let refused = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_tungstenite::connect_async(&plain),
+    )
+    .await;
+    assert!(
+        !matches!(refused, Ok(Ok(_))),
+        "plain ws:// gets no websocket"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
