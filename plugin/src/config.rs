@@ -80,6 +80,10 @@ pub struct HuddleConfig {
     /// The protocol's limits and timings: host grace, message and queue sizes, the bulk window,
     /// the ping interval (see [`ProtocolSettings`]).
     pub protocol: ProtocolSettings,
+    /// Certificates (DER) the native signaller trusts for `wss://` besides the public web PKI:
+    /// a server with a private or self-signed certificate. The browser uses its own trust store
+    /// and ignores these.
+    pub root_certificates: Vec<Vec<u8>>,
     /// Voice and camera (feature `media`, native and browser): whether media is on (off by default: it costs
     /// a second connection per peer), its bitrates and its jitter buffer.
     #[cfg(feature = "media")]

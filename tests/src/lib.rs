@@ -72,6 +72,13 @@ pub fn server_with(config: huddle_server::ServerConfig) -> huddle_server::Runnin
 
 /// A huddle_server on a runtime of its own, for tests that are not async (Bevy apps).
 pub fn server_on_runtime() -> (tokio::runtime::Runtime, huddle_server::RunningServer) {
+    server_with_on_runtime(huddle_server::ServerConfig::loopback())
+}
+
+/// [`server_on_runtime`] with `config`.
+pub fn server_with_on_runtime(
+    config: huddle_server::ServerConfig,
+) -> (tokio::runtime::Runtime, huddle_server::RunningServer) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -79,9 +86,22 @@ pub fn server_on_runtime() -> (tokio::runtime::Runtime, huddle_server::RunningSe
         .expect("runtime");
     let server = {
         let _guard = rt.enter();
-        server()
+        server_with(config)
     };
     (rt, server)
+}
+
+/// A self-signed certificate for 127.0.0.1, written as PEM files under the temp directory (named
+/// for `test`): `(certificate file, key file, certificate DER)`.
+pub fn self_signed_tls(test: &str) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("a certificate");
+    let dir = std::env::temp_dir().join(format!("huddle-tls-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).expect("cert written");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("key written");
+    (cert, key, certified.cert.der().to_vec())
 }
 
 /// Stock matchbox_signaling full-mesh server (what matchbox_server runs) on a runtime of its own.

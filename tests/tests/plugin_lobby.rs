@@ -386,3 +386,37 @@ fn unreachable_server_is_an_error_and_offline_not_a_panic() {
         players[0].log().errors
     );
 }
+
+/// A lobby over `wss://`: the server has a private (self-signed) certificate, the players' config
+/// trusts it (`HuddleConfig::root_certificates`); a player without it gets no id.
+#[test]
+fn a_lobby_over_wss_with_a_private_root() {
+    let (cert, key, der) = self_signed_tls("lobby");
+    let (_rt, server) = server_with_on_runtime(huddle_server::ServerConfig {
+        tls_cert: Some(cert),
+        tls_key: Some(key),
+        ..huddle_server::ServerConfig::loopback()
+    });
+    let url = server.room_url("secure");
+    assert!(url.starts_with("wss://"));
+    let trusting = || {
+        let mut config = HuddleConfig::room(&url);
+        config.root_certificates = vec![der.clone()];
+        Player::join_with(&url, Types::All, config)
+    };
+    let mut players = vec![trusting()];
+    assert!(run_until(&mut players, LIMIT, |ps| ps[0]
+        .roster()
+        .is_host()));
+    players.push(trusting());
+    assert!(
+        run_until(&mut players, LIMIT, lobby_complete),
+        "both in over wss://"
+    );
+    let mut stranger = vec![Player::join(&url)];
+    run_for(&mut stranger, Duration::from_secs(3));
+    assert!(
+        stranger[0].id().is_none(),
+        "a player that does not trust the certificate gets no id"
+    );
+}

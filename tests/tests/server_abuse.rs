@@ -581,13 +581,7 @@ async fn a_room_policy_beats_a_squatters_query() {
 async fn the_server_speaks_wss_with_a_certificate() {
     use futures::StreamExt;
     use std::sync::Arc;
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("a certificate");
-    let dir = std::env::temp_dir().join(format!("huddle-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert, certified.cert.pem()).unwrap();
-    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let (cert, key, der) = self_signed_tls("wss");
     let config = ServerConfig {
         tls_cert: Some(cert),
         tls_key: Some(key),
@@ -597,7 +591,7 @@ async fn the_server_speaks_wss_with_a_certificate() {
     let url = server.room_url("secure");
     assert!(url.starts_with("wss://"), "{url}");
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(certified.cert.der().clone()).unwrap();
+    roots.add(der.into()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let client = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -628,5 +622,4 @@ async fn the_server_speaks_wss_with_a_certificate() {
         !matches!(refused, Ok(Ok(_))),
         "plain ws:// gets no websocket"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

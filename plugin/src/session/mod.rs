@@ -51,7 +51,7 @@ impl HuddleSession {
     ) -> Result<Self, ConfigError> {
         let ice = config.matchbox_ice()?;
         let (room_url, topology) = config.resolve_room(room_url)?;
-        let (signaller, observed) = HuddleSignallerBuilder::new();
+        let (signaller, observed) = HuddleSignallerBuilder::new(config.root_certificates.clone());
         let mut builder = WebRtcSocket::builder(room_url)
             .ice_server(ice)
             .signaller_builder(signaller);

@@ -41,13 +41,23 @@ pub enum Observed {
 #[derive(Debug, Clone)]
 pub struct HuddleSignallerBuilder {
     observer: UnboundedSender<Observed>,
+    /// Extra roots for `wss://` (native; see `HuddleConfig::root_certificates`).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    roots: Vec<Vec<u8>>,
 }
 
 impl HuddleSignallerBuilder {
-    /// A builder and the receiving end of what its signallers observe.
-    pub fn new() -> (Arc<Self>, UnboundedReceiver<Observed>) {
+    /// A builder trusting `roots` (DER) besides the web PKI, and the receiving end of what its
+    /// signallers observe.
+    pub fn new(roots: Vec<Vec<u8>>) -> (Arc<Self>, UnboundedReceiver<Observed>) {
         let (tx, rx) = futures::channel::mpsc::unbounded();
-        (Arc::new(Self { observer: tx }), rx)
+        (
+            Arc::new(Self {
+                observer: tx,
+                roots,
+            }),
+            rx,
+        )
     }
 }
 

@@ -1,7 +1,7 @@
 //! The signaller over async-tungstenite (the websocket client matchbox itself uses natively).
 
 use super::{next_attempt, HuddleSignallerBuilder, Inbox, RETRY_DELAY};
-use async_tungstenite::smol::{connect_async, ConnectStream};
+use async_tungstenite::smol::{connect_async_with_tls_connector, ConnectStream};
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::WebSocketStream;
 use futures::StreamExt;
@@ -20,8 +20,9 @@ impl SignallerBuilder for HuddleSignallerBuilder {
         mut attempts: Option<u16>,
         room_url: String,
     ) -> Result<Box<dyn Signaller>, SignalingError> {
+        let connector = tls_connector(&self.roots)?;
         loop {
-            match connect_async(&room_url).await {
+            match connect_async_with_tls_connector(&room_url, connector.clone()).await {
                 Ok((ws, _)) => {
                     return Ok(Box::new(NativeSignaller {
                         ws,
@@ -35,6 +36,32 @@ impl SignallerBuilder for HuddleSignallerBuilder {
             }
         }
     }
+}
+
+/// With extra roots: a TLS connector trusting them and the web PKI (`None`: the default, the web
+/// PKI alone).
+fn tls_connector(
+    roots: &[Vec<u8>],
+) -> Result<Option<futures_rustls::TlsConnector>, SignalingError> {
+    use futures_rustls::rustls;
+    if roots.is_empty() {
+        return Ok(None);
+    }
+    let refused = |e: rustls::Error| SignalingError::UserImplementationError(e.to_string());
+    let mut store = rustls::RootCertStore::empty();
+    store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for der in roots {
+        store
+            .add(rustls::pki_types::CertificateDer::from(der.clone()))
+            .map_err(refused)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(refused)?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    Ok(Some(std::sync::Arc::new(config).into()))
 }
 
 #[async_trait]
