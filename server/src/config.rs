@@ -57,6 +57,9 @@ pub struct ServerConfig {
     /// TLS private key (PEM) for `--tls-cert`.
     #[arg(long, env = "HUDDLE_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
+    /// Longest ban, in seconds, a room's host or the operator may give a kicked peer's address.
+    #[arg(long, env = "HUDDLE_MAX_BAN_SECS", default_value_t = 3600)]
+    pub max_ban_secs: u64,
     /// Longest room name in bytes (names use letters, digits and `-_.~`).
     #[arg(long, env = "HUDDLE_MAX_ROOM_NAME", default_value_t = 128)]
     pub max_room_name: usize,
@@ -76,6 +79,7 @@ impl Default for ServerConfig {
             max_connections_per_address: 256,
             auth_secret: None,
             room_policy: Vec::new(),
+            max_ban_secs: 3600,
             tls_cert: None,
             tls_key: None,
             idle_timeout_secs: 60,

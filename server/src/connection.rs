@@ -16,6 +16,7 @@ use huddle_protocol::signal;
 use matchbox_protocol::{JsonPeerEvent, PeerId};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -33,15 +34,15 @@ pub const CLOSE_INTERNAL: u16 = 1011;
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Serves one admitted peer on its upgraded websocket until it ends.
-pub(crate) async fn run(state: ServerState, socket: WebSocket, request: Admitted) {
+pub(crate) async fn run(state: ServerState, socket: WebSocket, request: Admitted, from: IpAddr) {
     let peer_id = PeerId(uuid::Uuid::new_v4());
     let (sink, stream) = socket.split();
-    let (handle, outbound) = PeerHandle::new(state.0.config.max_queued_messages);
+    let (handle, outbound) = PeerHandle::new(state.0.config.max_queued_messages, from);
     let (closed_tx, closed) = watch::channel(false);
     let writer = tokio::spawn(write(sink, outbound, closed_tx, state.clone(), peer_id));
     handle.send_text(event(JsonPeerEvent::IdAssigned(peer_id)));
     if let Some((key, room)) = join(&state, peer_id, &handle, &request) {
-        serve(&state, peer_id, &handle, stream, &room, closed).await;
+        serve(&state, peer_id, &handle, stream, (&key, &room), closed).await;
         leave(&state, peer_id, &key, &room);
     }
     // The writer ends once everything queued for this peer went out (or could not).
@@ -108,6 +109,13 @@ enum Request<'a> {
         data: &'a RawValue,
     },
     KeepAlive,
+    /// huddle's extension (stock clients never send it): the room's host removes `peer`, and
+    /// bans its address from the room for `ban_secs`.
+    Kick {
+        peer: PeerId,
+        #[serde(default)]
+        ban_secs: u64,
+    },
 }
 
 /// The `Signal` event for the receiver, built around the raw payload.
@@ -181,7 +189,7 @@ async fn serve(
     peer_id: PeerId,
     handle: &PeerHandle,
     mut receiver: SplitStream<WebSocket>,
-    room: &SharedRoom<PeerHandle>,
+    (key, room): (&RoomKey, &SharedRoom<PeerHandle>),
     mut closed: watch::Receiver<bool>,
 ) {
     let shared = &state.0;
@@ -259,6 +267,22 @@ async fn serve(
         let abusive = match parsed {
             None => violation(DropReason::MalformedRequest),
             Some(Request::KeepAlive) => false,
+            Some(Request::Kick { peer, ban_secs }) => {
+                let host = lock(room).host() == Some(peer_id);
+                if host && peer != peer_id {
+                    kick(
+                        state,
+                        key,
+                        room,
+                        peer,
+                        Duration::from_secs(ban_secs),
+                        "the host",
+                    );
+                    false
+                } else {
+                    violation(DropReason::NotHost)
+                }
+            }
             Some(Request::Signal { receiver: to, data }) => {
                 if !bucket.try_take(Instant::now()) {
                     violation(DropReason::RateLimited)
@@ -295,6 +319,26 @@ async fn serve(
             break;
         }
     }
+}
+
+/// Closes `peer`'s connection in `room` ("kicked by `by`") and bans its address from the room for
+/// `ban`; its own task then takes it out of the room and tells the others. Whether it was there.
+pub(crate) fn kick(
+    state: &ServerState,
+    key: &RoomKey,
+    room: &SharedRoom<PeerHandle>,
+    peer: PeerId,
+    ban: Duration,
+    by: &str,
+) -> bool {
+    let Some(target) = lock(room).get(peer).cloned() else {
+        return false;
+    };
+    state.ban(&key.path, target.address(), ban);
+    state.0.metrics.refused(RefusalReason::Kicked);
+    info!(%peer, room = %key, "kicked by {by}, banned for {ban:?}");
+    close(&target, CLOSE_POLICY, format!("kicked by {by}"));
+    true
 }
 
 /// Whether a websocket error is a message over the size limit (refused as it arrived, before it

@@ -4,10 +4,11 @@
 //! These names are reserved: a room cannot be called `health`, `metrics` or `rooms`.
 
 use crate::state::ServerState;
-use axum::extract::Query;
+use axum::extract::{Path, Query};
+use axum::http::HeaderMap;
 use axum::http::{header, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::collections::HashMap;
 
@@ -15,7 +16,8 @@ use std::collections::HashMap;
 pub fn routes(router: Router, state: ServerState) -> Router {
     let health = state.clone();
     let metrics = state.clone();
-    let rooms = state;
+    let rooms = state.clone();
+    let operator = state;
     router
         .route(
             "/health",
@@ -49,6 +51,68 @@ pub fn routes(router: Router, state: ServerState) -> Router {
                 },
             ),
         )
+        .route(
+            "/rooms/{room}/kick",
+            post(
+                move |Path(room): Path<String>,
+                      Query(query): Query<HashMap<String, String>>,
+                      headers: HeaderMap| async move {
+                    operator_kick(&operator, &room, &query, &headers)
+                },
+            ),
+        )
+}
+
+/// `POST /rooms/<room>/kick?peer=<id>&ban_secs=<n>` with `Authorization: Bearer <auth secret>`:
+/// the operator removes a peer (as its room's host can) and bans its address from the room.
+fn operator_kick(
+    state: &ServerState,
+    room: &str,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Response {
+    let Some(secret) = &state.config().auth_secret else {
+        let why = "no operator access: the server has no --auth-secret";
+        return (StatusCode::NOT_FOUND, why).into_response();
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    // Compared as digests: the time taken tells nothing of the secret.
+    let digest = |s: &str| ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
+    if digest(presented).as_ref() != digest(secret).as_ref() {
+        let why = "the operator's bearer secret is wrong";
+        return (StatusCode::UNAUTHORIZED, why).into_response();
+    }
+    let peer = query.get("peer").and_then(|p| p.parse::<uuid::Uuid>().ok());
+    let Some(peer) = peer.map(matchbox_protocol::PeerId) else {
+        return (StatusCode::BAD_REQUEST, "`peer=` must be a peer id").into_response();
+    };
+    let ban = match query.get("ban_secs").map(|b| b.parse::<u64>()) {
+        None => 0,
+        Some(Ok(secs)) => secs,
+        Some(Err(_)) => {
+            let why = "`ban_secs=` must be a whole number";
+            return (StatusCode::BAD_REQUEST, why).into_response();
+        }
+    };
+    let rooms: Vec<_> = crate::registry::lock(&state.0.registry)
+        .iter()
+        .filter(|(key, _)| key.path == room)
+        .map(|(key, room)| (key.clone(), room.clone()))
+        .collect();
+    let ban = std::time::Duration::from_secs(ban);
+    let kicked = rooms.iter().any(|(key, shared)| {
+        crate::connection::kick(state, key, shared, peer, ban, "the operator")
+    });
+    if kicked {
+        (StatusCode::OK, "kicked").into_response()
+    } else {
+        let why = format!("no peer {peer} in room `{room}`");
+        (StatusCode::NOT_FOUND, why).into_response()
+    }
 }
 
 /// Rooms listed per page at most (`?limit=`), and by default.

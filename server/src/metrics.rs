@@ -21,6 +21,8 @@ pub enum DropReason {
     InvalidSignal,
     /// The sender exceeded its signal rate.
     RateLimited,
+    /// A kick from a peer that is not its room's host.
+    NotHost,
 }
 
 impl DropReason {
@@ -32,6 +34,7 @@ impl DropReason {
             DropReason::MalformedRequest => "malformed_request",
             DropReason::InvalidSignal => "invalid_signal",
             DropReason::RateLimited => "rate_limited",
+            DropReason::NotHost => "not_host",
         }
     }
 }
@@ -49,6 +52,10 @@ pub enum RefusalReason {
     AddressFull,
     /// No valid join token.
     Unauthorized,
+    /// Kicked by its room's host or the operator: the connection was closed.
+    Kicked,
+    /// Banned from the room for a while after a kick.
+    Banned,
     /// A websocket message above the frame limit.
     FrameTooLarge,
     /// Too many dropped signals (flood or garbage): the connection was closed.
@@ -68,6 +75,8 @@ impl RefusalReason {
             RefusalReason::ServerFull => "server_full",
             RefusalReason::AddressFull => "address_full",
             RefusalReason::Unauthorized => "unauthorized",
+            RefusalReason::Kicked => "kicked",
+            RefusalReason::Banned => "banned",
             RefusalReason::FrameTooLarge => "frame_too_large",
             RefusalReason::Abuse => "abuse",
             RefusalReason::SlowReader => "slow_reader",
@@ -138,6 +147,7 @@ impl Default for Metrics {
             DropReason::MalformedRequest,
             DropReason::InvalidSignal,
             DropReason::RateLimited,
+            DropReason::NotHost,
         ] {
             let _ = signals_dropped.get_or_create(&[("reason", r.as_str())]);
         }
@@ -147,6 +157,8 @@ impl Default for Metrics {
             RefusalReason::ServerFull,
             RefusalReason::AddressFull,
             RefusalReason::Unauthorized,
+            RefusalReason::Kicked,
+            RefusalReason::Banned,
             RefusalReason::FrameTooLarge,
             RefusalReason::Abuse,
             RefusalReason::SlowReader,

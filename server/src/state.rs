@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch, Notify};
 pub struct PeerHandle {
     queue: mpsc::Sender<Message>,
     overflow: Arc<Notify>,
+    address: IpAddr,
 }
 
 /// The writer's end of a [`PeerHandle`].
@@ -27,13 +28,14 @@ pub(crate) struct Outbound {
 }
 
 impl PeerHandle {
-    /// A handle on a queue of `capacity` messages, and the writer's end.
-    pub(crate) fn new(capacity: usize) -> (Self, Outbound) {
+    /// A handle on a queue of `capacity` messages for a peer at `address`, and the writer's end.
+    pub(crate) fn new(capacity: usize, address: IpAddr) -> (Self, Outbound) {
         let (queue, rx) = mpsc::channel(capacity.max(1));
         let overflow = Arc::new(Notify::new());
         let handle = Self {
             queue,
             overflow: overflow.clone(),
+            address,
         };
         (
             handle,
@@ -48,6 +50,11 @@ impl PeerHandle {
     /// one whose queue is full is closed.
     pub fn send_text(&self, text: String) {
         self.send(Message::Text(text.into()));
+    }
+
+    /// The peer's IP address.
+    pub(crate) fn address(&self) -> IpAddr {
+        self.address
     }
 
     /// Queues `message` (see [`PeerHandle::send_text`]).
@@ -69,7 +76,12 @@ pub(crate) struct Shared {
     slots: Mutex<Slots>,
     /// The public rooms as `GET /rooms` lists them, and when they were listed.
     rooms_snapshot: Mutex<Option<(Instant, Arc<Vec<RoomInfo>>)>>,
+    /// Addresses banned from a room (its path) after a kick, until when.
+    bans: Mutex<HashMap<(String, IpAddr), Instant>>,
 }
+
+/// Bans held at most (expired ones go first; past this the oldest goes).
+const MAX_BANS: usize = 65_536;
 
 /// How old the room list `GET /rooms` serves may be: the rooms are walked at most this often,
 /// however many ask.
@@ -123,6 +135,14 @@ pub enum Refusal {
     /// The server is at its connection limit.
     #[error("server is full ({0} connections)")]
     ServerFull(usize),
+    /// The client's address is banned from the room (it was kicked).
+    #[error("banned from room `{room}` for {secs} s more")]
+    Banned {
+        /// The room's path.
+        room: String,
+        /// Seconds left.
+        secs: u64,
+    },
     /// The client's address has as many connections as one address may.
     #[error("too many connections from {address} (at most {limit})")]
     AddressFull {
@@ -149,6 +169,7 @@ impl ServerState {
             shutdown: watch::channel(false).0,
             slots: Mutex::new(Slots::default()),
             rooms_snapshot: Mutex::new(None),
+            bans: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -190,7 +211,10 @@ impl ServerState {
         query: &HashMap<String, String>,
     ) -> Result<(Admitted, Slot), Refusal> {
         self.check(path, query)
-            .and_then(|request| Ok((request, self.take_slot(address)?)))
+            .and_then(|request| {
+                self.check_ban(&request.path, address)?;
+                Ok((request, self.take_slot(address)?))
+            })
             .inspect_err(|refusal| {
                 self.0.metrics.refused(match refusal {
                     Refusal::BadRequest(_) | Refusal::RoomName(_) => RefusalReason::BadRequest,
@@ -198,8 +222,45 @@ impl ServerState {
                     Refusal::ServerFull(_) => RefusalReason::ServerFull,
                     Refusal::AddressFull { .. } => RefusalReason::AddressFull,
                     Refusal::Unauthorized(_) => RefusalReason::Unauthorized,
+                    Refusal::Banned { .. } => RefusalReason::Banned,
                 })
             })
+    }
+
+    /// Bans `address` from room `room` for `ban` (at most `--max-ban-secs`).
+    pub(crate) fn ban(&self, room: &str, address: IpAddr, ban: Duration) {
+        let ban = ban.min(Duration::from_secs(self.0.config.max_ban_secs));
+        if ban.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let mut bans = lock(&self.0.bans);
+        if bans.len() >= MAX_BANS {
+            bans.retain(|_, until| *until > now);
+        }
+        if bans.len() >= MAX_BANS {
+            if let Some(oldest) = bans.iter().min_by_key(|(_, u)| **u).map(|(k, _)| k.clone()) {
+                bans.remove(&oldest);
+            }
+        }
+        bans.insert((room.to_string(), address), now + ban);
+    }
+
+    fn check_ban(&self, room: &str, address: IpAddr) -> Result<(), Refusal> {
+        let mut bans = lock(&self.0.bans);
+        let key = (room.to_string(), address);
+        let Some(until) = bans.get(&key).copied() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        if until <= now {
+            bans.remove(&key);
+            return Ok(());
+        }
+        Err(Refusal::Banned {
+            room: room.to_string(),
+            secs: (until - now).as_secs().max(1),
+        })
     }
 
     /// Takes a seat for a connection from `address`, within the server's and the address's

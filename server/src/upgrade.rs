@@ -63,6 +63,7 @@ async fn upgrade(
                 }
                 Refusal::AddressFull { .. } => StatusCode::TOO_MANY_REQUESTS,
                 Refusal::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+                Refusal::Banned { .. } => StatusCode::FORBIDDEN,
             };
             info!(%from, room = room.as_deref().unwrap_or(""), "refused: {refusal}");
             return (status, refusal.to_string()).into_response();
@@ -79,7 +80,7 @@ async fn upgrade(
         .max_frame_size(limit)
         // The seat goes with the connection (or with this closure, if the upgrade never happens).
         .on_upgrade(move |socket| async move {
-            connection::run(state, socket, request).await;
+            connection::run(state, socket, request, from.ip()).await;
             drop(slot);
         })
 }

@@ -400,10 +400,28 @@ impl RawClient {
 
 /// `GET path` over plain HTTP/1.1; returns the whole response (status line, headers, body).
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    http_request(addr, "GET", path, None).await
+}
+
+/// `POST path` over plain HTTP/1.1, with `Authorization: Bearer <bearer>` if given; returns the
+/// whole response.
+pub async fn http_post(addr: std::net::SocketAddr, path: &str, bearer: Option<&str>) -> String {
+    http_request(addr, "POST", path, bearer).await
+}
+
+async fn http_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    bounded(Duration::from_secs(5), "HTTP GET", async {
+    bounded(Duration::from_secs(5), "HTTP request", async {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let auth = bearer.map_or(String::new(), |b| format!("Authorization: Bearer {b}\r\n"));
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
         stream.write_all(request.as_bytes()).await.expect("write");
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await.expect("read");

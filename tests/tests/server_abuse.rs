@@ -623,3 +623,83 @@ async fn the_server_speaks_wss_with_a_certificate() {
         "plain ws:// gets no websocket"
     );
 }
+
+/// A room's host kicks a member (huddle's `Kick` request): the member is closed with the reason,
+/// the others hear it left, and its address is refused in that room (403) for the ban, not in
+/// others. A kick from a peer that is not the host is dropped and counted. The operator kicks too,
+/// with the auth secret as its bearer (a wrong one: 401).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_and_the_operator_kick_and_the_kicked_stay_out_for_the_ban() {
+    const SECRET: &str = "operator secret";
+    let config = ServerConfig {
+        auth_secret: Some(SECRET.into()),
+        ..ServerConfig::loopback()
+    };
+    let server = server_with(config);
+    let token = |room: &str| {
+        let expires = std::time::SystemTime::now() + Duration::from_secs(600);
+        huddle_server::token::mint(SECRET.as_bytes(), room, expires)
+    };
+    let url = |room: &str| server.room_url(&format!("{room}?token={}", token(room)));
+    let mut host = RawClient::connect(&url("k")).await.unwrap();
+    let mut member = RawClient::connect(&url("k")).await.unwrap();
+    let mut other = RawClient::connect(&url("k")).await.unwrap();
+    let kick = |peer: matchbox_protocol::PeerId, ban_secs: u64| {
+        json!({ "Kick": { "peer": peer, "ban_secs": ban_secs } }).to_string()
+    };
+    // Not the host: dropped.
+    member.send_text(kick(other.id, 60)).await.unwrap();
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(server.metrics().dropped_count(DropReason::NotHost), 1);
+    assert_eq!(server.rooms()[0].peers, 3);
+    // The host kicks the member for 2 s.
+    host.send_text(kick(member.id, 2)).await.unwrap();
+    let closed = loop {
+        match member.next_within(Duration::from_secs(5)).await {
+            Ok(Some(Message::Close(frame))) => break frame,
+            Ok(Some(_)) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    let frame = closed.expect("a reason");
+    assert_eq!(frame.code, CloseCode::Policy);
+    assert!(
+        frame.reason.contains("kicked by the host"),
+        "{}",
+        frame.reason
+    );
+    let left = loop {
+        match other.next_event(Duration::from_secs(5)).await {
+            Some(ev) if ev.get("PeerLeft").is_some() => break ev,
+            Some(_) => continue,
+            None => panic!("no PeerLeft"),
+        }
+    };
+    assert_eq!(left["PeerLeft"], json!(member.id));
+    let err = RawClient::connect(&url("k")).await.err().expect("banned");
+    assert!(
+        err.contains("403") && err.contains("banned from room `k`"),
+        "{err}"
+    );
+    let _elsewhere = RawClient::connect(&url("elsewhere")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let _back = RawClient::connect(&url("k"))
+        .await
+        .expect("the ban is over");
+    // The operator.
+    let path = format!("/rooms/k/kick?peer={}", other.id);
+    let wrong = http_post(server.local_addr(), &path, Some("guess")).await;
+    assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+    let done = http_post(server.local_addr(), &path, Some(SECRET)).await;
+    assert!(done.starts_with("HTTP/1.1 200"), "{done}");
+    let closed = loop {
+        match other.next_within(Duration::from_secs(5)).await {
+            Ok(Some(Message::Close(frame))) => break frame,
+            Ok(Some(_)) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert!(closed.is_some_and(|f| f.reason.contains("kicked by the operator")));
+    assert_eq!(server.metrics().refused_count(RefusalReason::Kicked), 2);
+    assert!(server.metrics().refused_count(RefusalReason::Banned) >= 1);
+}
