@@ -52,6 +52,9 @@ pub trait HuddleCommandsExt {
     fn connect_huddle(&mut self, room_url: impl Into<String>);
     /// Leaves the room: every peer is announced as left, the state goes to `Offline`.
     fn leave_huddle(&mut self);
+    /// As the room's host: has the signaling server remove `peer` and refuse its address in
+    /// this room for `ban` (huddle_server; see [`HuddleSession::kick`]).
+    fn kick(&mut self, peer: PeerId, ban: std::time::Duration);
 }
 
 impl HuddleCommandsExt for Commands<'_, '_> {
@@ -62,6 +65,14 @@ impl HuddleCommandsExt for Commands<'_, '_> {
 
     fn leave_huddle(&mut self) {
         self.queue(leave);
+    }
+
+    fn kick(&mut self, peer: PeerId, ban: std::time::Duration) {
+        self.queue(move |world: &mut World| {
+            if let Some(session) = world.get_resource::<HuddleSession>() {
+                session.kick(peer, ban);
+            }
+        });
     }
 }
 

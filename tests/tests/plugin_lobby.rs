@@ -420,3 +420,32 @@ fn a_lobby_over_wss_with_a_private_root() {
         "a player that does not trust the certificate gets no id"
     );
 }
+
+/// The host kicks a player (`commands.kick`): the server closes its signaling, the others see it
+/// leave, and its address is refused in the room for the ban (a player joining from it meanwhile
+/// gets no id).
+#[test]
+fn the_host_kicks_a_player_out_of_the_lobby() {
+    let (_rt, server) = server_on_runtime();
+    let url = server.room_url("kick");
+    let mut players = lobby(&url, 3);
+    let kicked = players[2].id().unwrap();
+    players[0]
+        .app
+        .world_mut()
+        .commands()
+        .kick(kicked, Duration::from_secs(30));
+    players[0].app.world_mut().flush();
+    let gone = run_until(&mut players, LIMIT, |ps| {
+        ps[..2]
+            .iter()
+            .all(|p| !p.roster().peers.contains(&kicked) && p.roster().members.len() == 2)
+    });
+    assert!(gone, "the others see the kicked player leave");
+    let mut again = vec![Player::join(&url)];
+    run_for(&mut again, Duration::from_secs(2));
+    assert!(
+        again[0].id().is_none(),
+        "its address is banned from the room"
+    );
+}

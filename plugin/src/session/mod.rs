@@ -9,7 +9,7 @@ pub use raw::{RawLane, RawQueues};
 
 use crate::conditioner::LinkConditioner;
 use crate::config::{ConfigError, HuddleConfig};
-use crate::signaling::{HuddleSignallerBuilder, Observed};
+use crate::signaling::{HuddleSignallerBuilder, Observed, ServerRequests};
 use bevy::prelude::*;
 use bevy::tasks::{IoTaskPool, Task};
 use bytes::Bytes;
@@ -32,6 +32,7 @@ pub struct HuddleSession {
     socket: WebRtcSocket,
     task: Option<Task<Result<(), matchbox_socket::Error>>>,
     observed: UnboundedReceiver<Observed>,
+    requests: ServerRequests,
     endpoint: Endpoint,
     started: Instant,
     conditioner: LinkConditioner,
@@ -51,7 +52,8 @@ impl HuddleSession {
     ) -> Result<Self, ConfigError> {
         let ice = config.matchbox_ice()?;
         let (room_url, topology) = config.resolve_room(room_url)?;
-        let (signaller, observed) = HuddleSignallerBuilder::new(config.root_certificates.clone());
+        let (signaller, observed, requests) =
+            HuddleSignallerBuilder::new(config.root_certificates.clone());
         let mut builder = WebRtcSocket::builder(room_url)
             .ice_server(ice)
             .signaller_builder(signaller);
@@ -76,6 +78,7 @@ impl HuddleSession {
             socket,
             task: Some(task),
             observed,
+            requests,
             endpoint,
             started: Instant::now(),
             conditioner: LinkConditioner::default(),
@@ -93,6 +96,13 @@ impl HuddleSession {
     /// The room's topology as joined (chosen from the settings and the room URL).
     pub fn topology(&self) -> Topology {
         self.endpoint.topology()
+    }
+
+    /// Asks the signaling server to remove `peer` from the room and ban its address from it for
+    /// `ban`. huddle_server obeys the room's host only (stock matchbox servers ignore it); the
+    /// others then see `peer` leave.
+    pub fn kick(&self, peer: PeerId, ban: Duration) {
+        self.requests.kick(peer, ban);
     }
 
     /// Our id, once the server assigned it.

@@ -14,7 +14,7 @@ use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use huddle_protocol::signal::{self, Signal};
 use matchbox_socket::{PeerEvent, PeerId, PeerSignal, SignalingError};
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// What the signaller saw, in the order it saw it.
@@ -38,26 +38,51 @@ pub enum Observed {
 }
 
 /// Builds [`matchbox_socket::Signaller`]s that report to an [`Observed`] channel.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct HuddleSignallerBuilder {
     observer: UnboundedSender<Observed>,
     /// Extra roots for `wss://` (native; see `HuddleConfig::root_certificates`).
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     roots: Vec<Vec<u8>>,
+    /// huddle's own requests to the server (a kick), taken by the signaller it builds.
+    requests: Mutex<Option<UnboundedReceiver<String>>>,
+}
+
+/// Sends huddle's own requests (beyond matchbox's) to the signaling server.
+#[derive(Debug, Clone)]
+pub struct ServerRequests(UnboundedSender<String>);
+
+impl ServerRequests {
+    /// Asks the server to remove `peer` from the room and ban its address for `ban` (only the
+    /// room's host is obeyed; huddle_server's extension, stock servers ignore it).
+    pub fn kick(&self, peer: PeerId, ban: Duration) {
+        let request = serde_json::json!({ "Kick": { "peer": peer, "ban_secs": ban.as_secs() } });
+        let _ = self.0.unbounded_send(request.to_string());
+    }
 }
 
 impl HuddleSignallerBuilder {
-    /// A builder trusting `roots` (DER) besides the web PKI, and the receiving end of what its
-    /// signallers observe.
-    pub fn new(roots: Vec<Vec<u8>>) -> (Arc<Self>, UnboundedReceiver<Observed>) {
+    /// A builder trusting `roots` (DER) besides the web PKI, the receiving end of what its
+    /// signallers observe, and the sender of huddle's own requests to the server.
+    pub fn new(roots: Vec<Vec<u8>>) -> (Arc<Self>, UnboundedReceiver<Observed>, ServerRequests) {
         let (tx, rx) = futures::channel::mpsc::unbounded();
-        (
-            Arc::new(Self {
-                observer: tx,
-                roots,
-            }),
-            rx,
-        )
+        let (requests_tx, requests) = futures::channel::mpsc::unbounded();
+        let builder = Self {
+            observer: tx,
+            roots,
+            requests: Mutex::new(Some(requests)),
+        };
+        (Arc::new(builder), rx, ServerRequests(requests_tx))
+    }
+
+    /// The requests for the signaller being built (the first one takes them; a later one, after
+    /// a reconnect, gets a channel that stays empty).
+    fn take_requests(&self) -> UnboundedReceiver<String> {
+        self.requests
+            .lock()
+            .ok()
+            .and_then(|mut r| r.take())
+            .unwrap_or_else(|| futures::channel::mpsc::unbounded().1)
     }
 }
 

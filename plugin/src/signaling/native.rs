@@ -4,13 +4,14 @@ use super::{next_attempt, HuddleSignallerBuilder, Inbox, RETRY_DELAY};
 use async_tungstenite::smol::{connect_async_with_tls_connector, ConnectStream};
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::WebSocketStream;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use matchbox_socket::async_trait::async_trait;
 use matchbox_socket::{PeerEvent, PeerRequest, SignalingError, Signaller, SignallerBuilder};
 
 struct NativeSignaller {
     ws: WebSocketStream<ConnectStream>,
     inbox: Inbox,
+    requests: futures::channel::mpsc::UnboundedReceiver<String>,
 }
 
 #[async_trait]
@@ -27,6 +28,7 @@ impl SignallerBuilder for HuddleSignallerBuilder {
                     return Ok(Box::new(NativeSignaller {
                         ws,
                         inbox: Inbox::new(self.observer.clone()),
+                        requests: self.take_requests(),
                     }))
                 }
                 Err(e) => {
@@ -77,7 +79,20 @@ impl Signaller for NativeSignaller {
 
     async fn next_message(&mut self) -> Result<PeerEvent, SignalingError> {
         loop {
-            match self.ws.next().await {
+            // huddle's own requests go out while we wait for the server.
+            let message = futures::select_biased! {
+                request = self.requests.next() => {
+                    if let Some(text) = request {
+                        self.ws
+                            .send(Message::Text(text.into()))
+                            .await
+                            .map_err(SignalingError::from)?;
+                    }
+                    continue;
+                }
+                message = self.ws.next().fuse() => message,
+            };
+            match message {
                 Some(Ok(Message::Text(text))) => {
                     if let Some(event) = self.inbox.process(text.as_str()) {
                         return Ok(event);

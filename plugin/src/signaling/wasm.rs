@@ -1,7 +1,7 @@
 //! The signaller over ws_stream_wasm (the websocket client matchbox itself uses in browsers).
 
 use super::{next_attempt, HuddleSignallerBuilder, Inbox, RETRY_DELAY};
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use matchbox_socket::async_trait::async_trait;
 use matchbox_socket::{PeerEvent, PeerRequest, SignalingError, Signaller, SignallerBuilder};
 use ws_stream_wasm::{WsMessage, WsMeta, WsStream};
@@ -9,6 +9,7 @@ use ws_stream_wasm::{WsMessage, WsMeta, WsStream};
 struct WasmSignaller {
     ws: WsStream,
     inbox: Inbox,
+    requests: futures::channel::mpsc::UnboundedReceiver<String>,
 }
 
 #[async_trait(?Send)]
@@ -24,6 +25,7 @@ impl SignallerBuilder for HuddleSignallerBuilder {
                     return Ok(Box::new(WasmSignaller {
                         ws,
                         inbox: Inbox::new(self.observer.clone()),
+                        requests: self.take_requests(),
                     }))
                 }
                 Err(e) => {
@@ -48,7 +50,20 @@ impl Signaller for WasmSignaller {
 
     async fn next_message(&mut self) -> Result<PeerEvent, SignalingError> {
         loop {
-            match self.ws.next().await {
+            // huddle's own requests go out while we wait for the server.
+            let message = futures::select_biased! {
+                request = self.requests.next() => {
+                    if let Some(text) = request {
+                        self.ws
+                            .send(WsMessage::Text(text))
+                            .await
+                            .map_err(SignalingError::from)?;
+                    }
+                    continue;
+                }
+                message = self.ws.next().fuse() => message,
+            };
+            match message {
                 Some(WsMessage::Text(text)) => {
                     if let Some(event) = self.inbox.process(&text) {
                         return Ok(event);
