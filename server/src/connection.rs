@@ -238,13 +238,7 @@ async fn serve(
             Ok(Message::Close(_)) => break,
             Err(e) => {
                 if too_long(e) {
-                    metrics.refused(RefusalReason::FrameTooLarge);
-                    let why = format!(
-                        "a message exceeds the limit of {} bytes",
-                        config.max_frame_bytes
-                    );
-                    warn!(%peer_id, "closing: {why}");
-                    close(handle, CLOSE_TOO_BIG, why);
+                    too_big(state, peer_id, handle, "a message".into());
                 } else {
                     debug!(%peer_id, "websocket error");
                 }
@@ -252,13 +246,8 @@ async fn serve(
             }
         };
         if len > config.max_frame_bytes {
-            metrics.refused(RefusalReason::FrameTooLarge);
-            let why = format!(
-                "message of {len} bytes exceeds the limit of {} bytes",
-                config.max_frame_bytes
-            );
-            warn!(%peer_id, "closing: {why}");
-            close(handle, CLOSE_TOO_BIG, why);
+            // The websocket layer refuses these as they arrive; this holds if it ever did not.
+            too_big(state, peer_id, handle, format!("message of {len} bytes"));
             break;
         }
         let parsed = text
@@ -339,6 +328,15 @@ pub(crate) fn kick(
     info!(%peer, room = %key, "kicked by {by}, banned for {ban:?}");
     close(&target, CLOSE_POLICY, format!("kicked by {by}"));
     true
+}
+
+/// Closes the connection of a peer that sent `what` over the size limit, with the reason.
+fn too_big(state: &ServerState, peer_id: PeerId, handle: &PeerHandle, what: String) {
+    state.0.metrics.refused(RefusalReason::FrameTooLarge);
+    let limit = state.0.config.max_frame_bytes;
+    let why = format!("{what} exceeds the limit of {limit} bytes");
+    warn!(%peer_id, "closing: {why}");
+    close(handle, CLOSE_TOO_BIG, why);
 }
 
 /// Whether a websocket error is a message over the size limit (refused as it arrived, before it

@@ -475,34 +475,14 @@ fn a_player_that_lies_about_the_others_connections_changes_nothing() {
     let _guard = rt.enter();
     hostile_greets(&mut hostile, &mut players, 1, LIMIT);
     const MAGIC: u16 = 4242;
+    let liar = PlayingLiar::new(MAGIC, 3);
     // Answer every sync request until both players run the match with the liar in it.
-    let mut answered = 0;
     let synced = run_until(&mut players, LIMIT, |ps| {
-        hostile.poll();
-        for (channel, from, bytes) in std::mem::take(&mut hostile.inbox) {
-            if let (
-                3,
-                Some(Packet {
-                    body: Body::SyncRequest(r),
-                    ..
-                }),
-            ) = (channel, ggrs_wire::decode(&bytes))
-            {
-                let reply = Packet {
-                    magic: MAGIC,
-                    body: Body::SyncReply(r),
-                };
-                hostile.send(3, from, &ggrs_wire::encode(&reply));
-                answered += 1;
-            }
-        }
+        liar.answer_syncs(&mut hostile);
         ps.iter()
             .all(|p| game(p).players.len() == 3 && rollback_stats(p).newest_frame >= 5)
     });
-    assert!(
-        synced,
-        "the match runs with the liar ({answered} sync replies)"
-    );
+    assert!(synced, "the match runs with the liar");
     let dropped_before: Vec<u64> = players
         .iter()
         .map(|p| rollback_stats(p).packets_dropped)
@@ -564,6 +544,96 @@ fn a_player_that_lies_about_the_others_connections_changes_nothing() {
     }
 }
 
+/// A hostile player that speaks GGRS well enough to play: it answers the others' sync requests
+/// and sends neutral inputs (one zero byte a frame, as GGRS writes a `BoxInput`, after its
+/// two-byte length; delta-coded against the frame before and run-length coded), the last 8 frames
+/// each time, up to 2 past the honest players' newest frame.
+struct PlayingLiar {
+    magic: u16,
+    players: usize,
+    sent_to: i32,
+}
+
+impl PlayingLiar {
+    fn new(magic: u16, players: usize) -> Self {
+        Self {
+            magic,
+            players,
+            sent_to: -1,
+        }
+    }
+
+    /// Reads what came: answers sync requests, returns everything else (channel, sender, bytes).
+    fn answer_syncs(&self, hostile: &mut StockPeer) -> Vec<(usize, PeerId, Vec<u8>)> {
+        use ggrs_wire::{Body, Packet};
+        hostile.poll();
+        let mut rest = Vec::new();
+        for (channel, from, bytes) in std::mem::take(&mut hostile.inbox) {
+            match (channel, ggrs_wire::decode(&bytes)) {
+                (
+                    3,
+                    Some(Packet {
+                        body: Body::SyncRequest(r),
+                        ..
+                    }),
+                ) => {
+                    let reply = Packet {
+                        magic: self.magic,
+                        body: Body::SyncReply(r),
+                    };
+                    hostile.send(3, from, &ggrs_wire::encode(&reply));
+                }
+                _ => rest.push((channel, from, bytes)),
+            }
+        }
+        rest
+    }
+
+    /// One step of play (see the type); returns what came besides sync requests.
+    fn play(&mut self, hostile: &mut StockPeer, ps: &[Player]) -> Vec<(usize, PeerId, Vec<u8>)> {
+        use ggrs_wire::{Body, Packet};
+        let rest = self.answer_syncs(hostile);
+        let newest = ps.iter().map(|p| rollback_stats(p).newest_frame).max();
+        let newest = newest.unwrap_or(-1);
+        if newest < 0 {
+            return rest;
+        }
+        self.sent_to = self.sent_to.max(newest + 2);
+        let start = (self.sent_to - 7).max(0);
+        let inputs = (start..=self.sent_to)
+            .flat_map(|_| [1u8, 0, 0])
+            .collect::<Vec<u8>>();
+        for p in ps
+            .iter()
+            .filter(|p| game(p).phase == RollbackPhase::Playing)
+        {
+            let packet = Packet {
+                magic: self.magic,
+                body: Body::Input {
+                    statuses: vec![(false, -1); self.players],
+                    disconnect_requested: false,
+                    start_frame: start,
+                    ack_frame: rollback_stats(p).newest_frame,
+                    bytes: bitfield_rle::encode(inputs.clone()),
+                },
+            };
+            hostile.send(3, p.id().expect("an id"), &ggrs_wire::encode(&packet));
+        }
+        rest
+    }
+}
+
+/// A `LastInput` message (`type_id`, its wire id) saying the sender holds player `handle`'s
+/// inputs up to `frame`, as a hostile member encodes it.
+fn last_input(type_id: u8, handle: u32, frame: i32) -> Vec<u8> {
+    let mut bytes = vec![type_id];
+    bytes.extend(
+        bincode::serde::encode_to_vec((handle, frame), bincode::config::standard())
+            .unwrap_or_default(),
+    );
+    bytes
+}
+
 /// A third player that plays (it answers the sync requests and sends every frame's inputs, all
 /// neutral, in step with the others) and lies about departures: it tells each honest player that
 /// the *other* one is gone, at different frames (`LastInput`, a well-formed message of the
@@ -572,7 +642,6 @@ fn a_player_that_lies_about_the_others_connections_changes_nothing() {
 /// checksums. (When the first report started the deadline, both ended the match after 5 s.)
 #[test]
 fn a_player_that_reports_present_players_gone_ends_nothing() {
-    use ggrs_wire::{Body, Packet};
     let (rt, server) = server_on_runtime();
     let url = server.room_url("rollback-forged-departure");
     let mut players = lobby(&url, 2, 3);
@@ -581,79 +650,21 @@ fn a_player_that_reports_present_players_gone_ends_nothing() {
     let mut hostile = hostile_member(&rt, &url, &mut players, LIMIT);
     let _guard = rt.enter();
     hostile_greets(&mut hostile, &mut players, 1, LIMIT);
-    const MAGIC: u16 = 4343;
-    let last_input = type_id(&players[0], "LastInput:");
-    // The liar's inputs: neutral (one zero byte a frame, as GGRS writes a `BoxInput`, after its
-    // two-byte length), delta-coded against the frame before and run-length coded.
-    let inputs = |from: i32, to: i32| {
-        let frames = (from..=to).flat_map(|_| [1u8, 0, 0]).collect::<Vec<u8>>();
-        bitfield_rle::encode(frames)
-    };
-    let mut sent_to = -1;
-    let mut play = |hostile: &mut StockPeer, ps: &[Player]| {
-        hostile.poll();
-        for (channel, from, bytes) in std::mem::take(&mut hostile.inbox) {
-            if let (
-                3,
-                Some(Packet {
-                    body: Body::SyncRequest(r),
-                    ..
-                }),
-            ) = (channel, ggrs_wire::decode(&bytes))
-            {
-                let reply = Packet {
-                    magic: MAGIC,
-                    body: Body::SyncReply(r),
-                };
-                hostile.send(3, from, &ggrs_wire::encode(&reply));
-            }
-        }
-        let newest = ps
-            .iter()
-            .map(|p| rollback_stats(p).newest_frame)
-            .max()
-            .unwrap_or(-1);
-        if game(&ps[0]).phase != RollbackPhase::Playing || newest < 0 {
-            return;
-        }
-        // The last 8 frames each time, up to 2 past the others.
-        sent_to = sent_to.max(newest + 2);
-        let start = (sent_to - 7).max(0);
-        for (i, to) in ids.iter().enumerate() {
-            let packet = Packet {
-                magic: MAGIC,
-                body: Body::Input {
-                    statuses: vec![(false, -1); 3],
-                    disconnect_requested: false,
-                    start_frame: start,
-                    ack_frame: rollback_stats(&ps[i]).newest_frame,
-                    bytes: inputs(start, sent_to),
-                },
-            };
-            hostile.send(3, *to, &ggrs_wire::encode(&packet));
-        }
-    };
+    let mut liar = PlayingLiar::new(4343, 3);
+    let last_input_id = type_id(&players[0], "LastInput:");
     let playing = run_until(&mut players, LIMIT, |ps| {
-        play(&mut hostile, ps);
+        liar.play(&mut hostile, ps);
         ps.iter()
             .all(|p| game(p).players.len() == 3 && rollback_stats(p).confirmed_frame >= 60)
     });
     assert!(playing, "the match runs with the liar playing");
     // Each honest player hears that the other is gone, at different frames.
-    let report = |handle: u32, frame: i32| {
-        let mut bytes = vec![last_input];
-        bytes.extend(
-            bincode::serde::encode_to_vec((handle, frame), bincode::config::standard())
-                .unwrap_or_default(),
-        );
-        bytes
-    };
-    hostile.send(1, ids[0], &report(1, 20));
-    hostile.send(1, ids[1], &report(0, 30));
+    hostile.send(1, ids[0], &last_input(last_input_id, 1, 20));
+    hostile.send(1, ids[1], &last_input(last_input_id, 0, 30));
     let at_lie = rollback_stats(&players[0]).confirmed_frame;
     // 7 s: past the agreement's 5 s deadline.
     let ended = run_until(&mut players, Duration::from_secs(7), |ps| {
-        play(&mut hostile, ps);
+        liar.play(&mut hostile, ps);
         ps.iter().any(|p| game(p).phase != RollbackPhase::Playing)
     });
     let events: Vec<_> = players.iter().map(rollback_log).collect();
@@ -770,7 +781,6 @@ fn a_hosts_match_plans_that_cannot_be_played_are_refused() {
 /// vanished player, nobody plays on alone.
 #[test]
 fn a_player_that_splits_a_departure_verdict_ends_the_match_for_everyone() {
-    use ggrs_wire::{Body, Packet};
     let (rt, server) = server_on_runtime();
     let url = server.room_url("rollback-split");
     let mut players = lobby(&url, 3, 4);
@@ -780,78 +790,25 @@ fn a_player_that_splits_a_departure_verdict_ends_the_match_for_everyone() {
     for i in 1..3 {
         hostile_greets(&mut hostile, &mut players, i, LIMIT);
     }
-    const MAGIC: u16 = 4444;
-    let last_input = type_id(&players[0], "LastInput:");
-    let report = |handle: u32, frame: i32| {
-        let mut bytes = vec![last_input];
-        bytes.extend(
-            bincode::serde::encode_to_vec((handle, frame), bincode::config::standard())
-                .unwrap_or_default(),
-        );
-        bytes
-    };
-    let inputs = |from: i32, to: i32| {
-        bitfield_rle::encode((from..=to).flat_map(|_| [1u8, 0, 0]).collect::<Vec<u8>>())
-    };
-    let mut sent_to = -1;
-    // Reports the liar read: (from, gone handle, frame).
-    let mut heard: Vec<(PeerId, u32, i32)> = Vec::new();
-    let mut play = |hostile: &mut StockPeer, ps: &[Player], heard: &mut Vec<(PeerId, u32, i32)>| {
-        hostile.poll();
-        for (channel, from, bytes) in std::mem::take(&mut hostile.inbox) {
-            match (channel, bytes.split_first()) {
-                (1, Some((&t, rest))) if t == last_input => {
-                    if let Ok(((handle, frame), _)) =
-                        bincode::serde::decode_from_slice::<(u32, i32), _>(
-                            rest,
-                            bincode::config::standard(),
-                        )
-                    {
-                        heard.push((from, handle, frame));
-                    }
-                }
-                (3, _) => {
-                    if let Some(Packet {
-                        body: Body::SyncRequest(r),
-                        ..
-                    }) = ggrs_wire::decode(&bytes)
-                    {
-                        let reply = Packet {
-                            magic: MAGIC,
-                            body: Body::SyncReply(r),
-                        };
-                        hostile.send(3, from, &ggrs_wire::encode(&reply));
-                    }
-                }
-                _ => {}
-            }
-        }
-        let newest = ps.iter().map(|p| rollback_stats(p).newest_frame).max();
-        let newest = newest.unwrap_or(-1);
-        if newest < 0 {
-            return;
-        }
-        sent_to = sent_to.max(newest + 2);
-        let start = (sent_to - 7).max(0);
-        for p in ps
-            .iter()
-            .filter(|p| game(p).phase == RollbackPhase::Playing)
-        {
-            let packet = Packet {
-                magic: MAGIC,
-                body: Body::Input {
-                    statuses: vec![(false, -1); 4],
-                    disconnect_requested: false,
-                    start_frame: start,
-                    ack_frame: rollback_stats(p).newest_frame,
-                    bytes: inputs(start, sent_to),
-                },
-            };
-            hostile.send(3, p.id().expect("an id"), &ggrs_wire::encode(&packet));
-        }
+    let mut liar = PlayingLiar::new(4444, 4);
+    let last_input_id = type_id(&players[0], "LastInput:");
+    // Reports the liar reads: (from, gone handle, frame).
+    let heard = |messages: Vec<(usize, PeerId, Vec<u8>)>| -> Vec<(PeerId, u32, i32)> {
+        let config = bincode::config::standard();
+        messages
+            .into_iter()
+            .filter(|(channel, _, bytes)| *channel == 1 && bytes.first() == Some(&last_input_id))
+            .filter_map(|(_, from, bytes)| {
+                let decoded =
+                    bincode::serde::decode_from_slice::<(u32, i32), _>(&bytes[1..], config);
+                decoded
+                    .ok()
+                    .map(|((handle, frame), _)| (from, handle, frame))
+            })
+            .collect()
     };
     let playing = run_until(&mut players, LIMIT, |ps| {
-        play(&mut hostile, ps, &mut heard);
+        liar.play(&mut hostile, ps);
         ps.iter()
             .all(|p| game(p).players.len() == 4 && rollback_stats(p).confirmed_frame >= 60)
     });
@@ -862,16 +819,15 @@ fn a_player_that_splits_a_departure_verdict_ends_the_match_for_everyone() {
     let (a, b) = (players[0].id().unwrap(), players[1].id().unwrap());
     let mut answered = 0;
     let ended = run_until(&mut players, LIMIT, |ps| {
-        play(&mut hostile, ps, &mut heard);
-        for (from, handle, frame) in std::mem::take(&mut heard) {
+        for (from, handle, frame) in heard(liar.play(&mut hostile, ps)) {
             if handle == 2 && answered == 0 {
                 // The first report of the vanished player: confirm it to a, contradict it to b.
-                hostile.send(1, a, &report(2, frame));
-                hostile.send(1, b, &report(2, frame + 1));
+                hostile.send(1, a, &last_input(last_input_id, 2, frame));
+                hostile.send(1, b, &last_input(last_input_id, 2, frame + 1));
                 answered += 1;
             } else if handle != 2 {
                 // Any later agreement: echo it, so it would pass.
-                hostile.send(1, from, &report(handle, frame));
+                hostile.send(1, from, &last_input(last_input_id, handle, frame));
             }
         }
         ps.iter().all(|p| game(p).phase != RollbackPhase::Playing)

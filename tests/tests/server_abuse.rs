@@ -248,6 +248,19 @@ async fn capacity_overflow_is_refused_with_a_reason() {
     still_serves(&server).await;
 }
 
+/// The JSON body of a `GET /rooms` response, and the rooms' paths.
+fn room_list(response: &str) -> (serde_json::Value, Vec<String>) {
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let list: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let paths = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["path"].as_str().map(String::from))
+        .collect();
+    (list, paths)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_endpoints() {
     let server = server();
@@ -263,14 +276,7 @@ async fn http_endpoints() {
     let health = http_get(server.local_addr(), "/health").await;
     assert!(health.contains(r#""status":"ok""#), "{health}");
     let rooms = http_get(server.local_addr(), "/rooms").await;
-    let body = rooms.split("\r\n\r\n").nth(1).unwrap_or_default();
-    let list: serde_json::Value = serde_json::from_str(body).unwrap();
-    let paths: Vec<&str> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["path"].as_str().unwrap())
-        .collect();
+    let (list, paths) = room_list(&rooms);
     assert_eq!(paths, ["public", "stars"], "private rooms are not listed");
     assert_eq!(list[0]["capacity"], 4);
     assert_eq!(list[1]["topology"], "star");
@@ -482,15 +488,7 @@ async fn the_room_list_is_paged() {
     }
     let page = http_get(server.local_addr(), "/rooms?offset=1&limit=2").await;
     assert!(page.to_lowercase().contains("x-total-count: 5"), "{page}");
-    let body = page.split("\r\n\r\n").nth(1).unwrap_or_default();
-    let list: serde_json::Value = serde_json::from_str(body).unwrap();
-    let paths: Vec<&str> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["path"].as_str().unwrap())
-        .collect();
-    assert_eq!(paths, ["r2", "r3"]);
+    assert_eq!(room_list(&page).1, ["r2", "r3"]);
     let bad = http_get(server.local_addr(), "/rooms?limit=many").await;
     assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
 }
