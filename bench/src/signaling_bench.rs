@@ -103,6 +103,9 @@ impl Server {
                 c.args(["--bind", &addr.to_string(), "--max-connections", "10000000"])
                     .args(["--max-connections-per-address", "10000000"])
                     .args(["--idle-timeout-secs", "86400"])
+                    // Its clients read as fast as the load generator lets them, behind 300,000
+                    // signals sent at full speed: a real client's queue never holds that many.
+                    .args(["--max-queued-messages", "1000000"])
                     .args(["--signal-rate", "1e9", "--signal-burst", "1000000000"]);
                 c
             }

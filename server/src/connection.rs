@@ -30,6 +30,9 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Websocket close code for a server-side error.
 pub const CLOSE_INTERNAL: u16 = 1011;
 
+/// Messages written out with one flush at most.
+const BATCH: usize = 64;
+
 /// How long a closing writer waits for its last frame to go out.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
@@ -69,9 +72,23 @@ async fn write(
             }
         };
         let Some(message) = message else { break };
-        let last = matches!(message, Message::Close(_));
+        // This message and whatever else already waits, written out with one flush.
+        let mut batch = vec![message];
+        while batch.len() < BATCH {
+            match outbound.queue.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let last = batch.iter().any(|m| matches!(m, Message::Close(_)));
+        let write = async {
+            for message in batch {
+                sink.feed(message).await?;
+            }
+            sink.flush().await
+        };
         let sent = tokio::select! {
-            r = sink.send(message) => r.is_ok(),
+            r = write => r.is_ok(),
             () = outbound.overflow.notified() => {
                 overflowed = true;
                 false

@@ -19,6 +19,9 @@ use tracing::info;
 /// buffer per idle connection is most of its memory.
 const READ_BUFFER: usize = 4 * 1024;
 
+/// Bytes gathered before a write, within one batch of messages.
+const WRITE_BUFFER: usize = 16 * 1024;
+
 /// Adds the websocket routes: `/` (the default room) and `/<room>`.
 pub fn routes(router: Router, state: ServerState) -> Router {
     let default_room = state.clone();
@@ -71,9 +74,9 @@ async fn upgrade(
     };
     let limit = state.config().max_frame_bytes;
     ws.read_buffer_size(READ_BUFFER)
-        // Each message is written out at once; what a peer does not read waits in its bounded
-        // queue, not in the socket's buffer.
-        .write_buffer_size(0)
+        // The writer flushes after each batch of what waited (see `connection`); what a peer does
+        // not read waits in its bounded queue, not in the socket's buffer.
+        .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(limit.saturating_mul(2).max(READ_BUFFER))
         // A message over the limit is refused as it arrives, not buffered whole first.
         .max_message_size(limit)
