@@ -637,9 +637,10 @@ fn last_input(type_id: u8, handle: u32, frame: i32) -> Vec<u8> {
 /// A third player that plays (it answers the sync requests and sends every frame's inputs, all
 /// neutral, in step with the others) and lies about departures: it tells each honest player that
 /// the *other* one is gone, at different frames (`LastInput`, a well-formed message of the
-/// rollback plugin). Reports alone decide nothing (only a player that sees another go starts the
-/// agreement), so the match goes on well past the agreement's 5 s deadline for both, with equal
-/// checksums. (When the first report started the deadline, both ended the match after 5 s.)
+/// rollback plugin), and that it ended the match over the other (`Abandoning`). Reports and notices
+/// alone decide nothing (only a player that sees another go acts on them), so the match goes on
+/// well past the agreement's 5 s deadline for both, with equal checksums. (When the first report
+/// started the deadline, both ended the match after 5 s.)
 #[test]
 fn a_player_that_reports_present_players_gone_ends_nothing() {
     let (rt, server) = server_on_runtime();
@@ -661,6 +662,16 @@ fn a_player_that_reports_present_players_gone_ends_nothing() {
     // Each honest player hears that the other is gone, at different frames.
     hostile.send(1, ids[0], &last_input(last_input_id, 1, 20));
     hostile.send(1, ids[1], &last_input(last_input_id, 0, 30));
+    let abandoning = type_id(&players[0], "Abandoning:");
+    let notice = |handle: u32| {
+        let mut bytes = vec![abandoning];
+        bytes.extend(
+            bincode::serde::encode_to_vec(handle, bincode::config::standard()).unwrap_or_default(),
+        );
+        bytes
+    };
+    hostile.send(1, ids[0], &notice(1));
+    hostile.send(1, ids[1], &notice(0));
     let at_lie = rollback_stats(&players[0]).confirmed_frame;
     // 7 s: past the agreement's 5 s deadline.
     let ended = run_until(&mut players, Duration::from_secs(7), |ps| {
