@@ -120,14 +120,9 @@ pub(crate) fn set_state(world: &mut World, state: LobbyState) {
 }
 
 /// Events of a session that ended by itself.
-pub(crate) fn ended(world: &mut World, mut session: HuddleSession, result: Result<(), String>) {
+pub(crate) fn ended(world: &mut World, mut session: HuddleSession, error: HuddleError) {
     let events = session.leave();
     write_events(world, events, |_, _, _, _| {});
-    let why = match result {
-        Ok(()) => "the connection to the signaling server ended".to_string(),
-        Err(e) => e,
-    };
-    let error = HuddleError::Signaling(why);
     warn!("huddle: {error}");
     world.write_message(error);
     world.insert_resource(Roster::default());

@@ -43,6 +43,14 @@ pub enum HuddleError {
     /// The signaling server could not be reached, or the connection to it ended.
     #[error("signaling failed: {0}")]
     Signaling(String),
+    /// The signaling server took us out of the room (kicked by the host or the operator, or
+    /// closed for a policy: silent too long, not reading, flooding). The session ends: the
+    /// others were told we left, and our links to them close.
+    #[error("removed from the room by the server: {reason}")]
+    Removed {
+        /// The server's reason, e.g. "kicked by <host id>".
+        reason: String,
+    },
     /// A peer registered a different set of message types: we ignore its messages.
     #[error("peer {peer} registered other message types (ours: {ours:?}, theirs: {theirs:?})")]
     MessageTypeMismatch {

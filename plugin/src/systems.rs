@@ -16,9 +16,9 @@ pub(crate) fn receive(world: &mut World) {
     else {
         return;
     };
-    if let Some(result) = finished {
+    if let Some(error) = finished {
         if let Some(session) = world.remove_resource::<HuddleSession>() {
-            ended(world, session, result);
+            ended(world, session, error);
         }
         return;
     }

@@ -421,11 +421,12 @@ fn a_lobby_over_wss_with_a_private_root() {
     );
 }
 
-/// The host kicks a player (`commands.kick`): the server takes it out of the room and refuses its
-/// address there for the ban (a player joining from it meanwhile gets no id). (The other players'
-/// direct links to it are not closed by the kick: see the note of issue 15.)
+/// The host kicks a player (`commands.kick`): the server takes it out of the room and the others
+/// see it leave (nothing it still sends on its direct links brings it back); the kicked player's
+/// session ends with `HuddleError::Removed`; its address is refused in the room for the ban (a
+/// player joining from it meanwhile gets no id).
 #[test]
-fn the_host_kicks_a_player_out_of_the_room() {
+fn the_host_kicks_a_player_out_of_the_lobby() {
     let (_rt, server) = server_on_runtime();
     let url = server.room_url("kick");
     let mut players = lobby(&url, 3);
@@ -436,14 +437,29 @@ fn the_host_kicks_a_player_out_of_the_room() {
         .commands()
         .kick(kicked, Duration::from_secs(30));
     players[0].app.world_mut().flush();
-    let out = run_until(&mut players, LIMIT, |_| {
-        server.rooms().first().is_some_and(|r| r.peers == 2)
+    let gone = run_until(&mut players, LIMIT, |ps| {
+        ps[..2]
+            .iter()
+            .all(|p| !p.roster().peers.contains(&kicked) && p.roster().members.len() == 2)
+            && ps[2].state() == LobbyState::Offline
     });
     assert!(
-        out,
-        "the server takes the kicked player out: {:?}",
-        server.rooms()
+        gone,
+        "the others see the kicked player leave, and it is out"
     );
+    assert_eq!(server.rooms().first().map(|r| r.peers), Some(2));
+    assert!(
+        players[2]
+            .log()
+            .errors
+            .iter()
+            .any(|e| matches!(e, HuddleError::Removed { reason } if reason.contains("kicked"))),
+        "the kicked player learns why: {:?}",
+        players[2].log().errors
+    );
+    // It stays out: a while later the others still count two.
+    run_for(&mut players, Duration::from_secs(2));
+    assert!(players[..2].iter().all(|p| p.roster().members.len() == 2));
     let mut again = vec![Player::join(&url)];
     run_for(&mut again, Duration::from_secs(2));
     assert!(

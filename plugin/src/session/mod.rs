@@ -9,6 +9,7 @@ pub use raw::{RawLane, RawQueues};
 
 use crate::conditioner::LinkConditioner;
 use crate::config::{ConfigError, HuddleConfig};
+use crate::messages::HuddleError;
 use crate::signaling::{HuddleSignallerBuilder, Observed, ServerRequests};
 use bevy::prelude::*;
 use bevy::tasks::{IoTaskPool, Task};
@@ -40,6 +41,8 @@ pub struct HuddleSession {
     raw: Option<RawLane>,
     /// The endpoint's lobby version the `Roster` was last built from.
     roster_built: Option<u64>,
+    /// Why the server removed us from the room, once it did (the session then ends).
+    removed: Option<String>,
 }
 
 impl HuddleSession {
@@ -85,6 +88,7 @@ impl HuddleSession {
             delayer: Delayer::new(fastrand::u64(..)),
             raw: None,
             roster_built: None,
+            removed: None,
         })
     }
 
@@ -161,14 +165,22 @@ impl HuddleSession {
         sent
     }
 
-    /// Whether the message loop has ended; with its error if it failed.
-    pub(crate) fn finished(&mut self) -> Option<Result<(), String>> {
+    /// Why the session is over, once it is: the server removed us from the room (the links to
+    /// the others, which it told we left, close with the session), or the message loop ended.
+    pub(crate) fn finished(&mut self) -> Option<HuddleError> {
+        if let Some(reason) = self.removed.take() {
+            return Some(HuddleError::Removed { reason });
+        }
         let task = self.task.as_mut()?;
         if !task.is_finished() {
             return None;
         }
         let task = self.task.take()?;
-        Some(futures::executor::block_on(task).map_err(|e| format!("{e}")))
+        let why = match futures::executor::block_on(task) {
+            Ok(()) => "the connection to the signaling server ended".to_string(),
+            Err(e) => e.to_string(),
+        };
+        Some(HuddleError::Signaling(why))
     }
 
     /// Reads everything that arrived: signaling observations, peer changes, packets on every
@@ -181,6 +193,7 @@ impl HuddleSession {
                 Observed::Calls(peer) => self.endpoint.introduced(peer, Role::Caller),
                 Observed::CalledBy(peer) => self.endpoint.introduced(peer, Role::Receiver),
                 Observed::Left(peer) => self.endpoint.server_left(peer),
+                Observed::Removed { reason } => self.removed = Some(reason),
                 Observed::Dropped { from, reason } => {
                     self.endpoint.counters_mut().signals_dropped += 1;
                     warn!("dropped a signal from {from:?}: {reason}");

@@ -28,6 +28,12 @@ pub enum Observed {
     CalledBy(PeerId),
     /// The server said this peer left.
     Left(PeerId),
+    /// The server closed our connection for a policy (websocket close code 1008: kicked, idle,
+    /// not reading, flooding): it took us out of the room and told the others we left.
+    Removed {
+        /// The server's reason, e.g. "kicked by <host>".
+        reason: String,
+    },
     /// A message from the server was dropped.
     Dropped {
         /// The peer that sent it, for a signal.
@@ -92,6 +98,9 @@ const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// The most peers we remember calling (a room larger than this is not one we play in).
 const MAX_CALLED: usize = 4096;
 
+/// The websocket close code a server uses when it removes a peer for a policy.
+const CLOSE_POLICY: u16 = 1008;
+
 /// What one signaller connection has read from the server so far.
 struct Inbox {
     observer: UnboundedSender<Observed>,
@@ -115,6 +124,15 @@ impl Inbox {
             .observer
             .unbounded_send(Observed::Dropped { from, reason });
         None
+    }
+
+    /// The server closed the connection with `code` and `reason`: a policy close is reported as
+    /// [`Observed::Removed`] (any other close is a lost connection, not a decision about us).
+    fn closed(&self, code: u16, reason: &str) {
+        if code == CLOSE_POLICY {
+            let reason = reason.to_string();
+            let _ = self.observer.unbounded_send(Observed::Removed { reason });
+        }
     }
 
     /// Reads one text message from the server: `Some(event)` to hand to matchbox, `None` if
@@ -226,6 +244,21 @@ mod tests {
         let new = format!(r#"{{"NewPeer":"{a}"}}"#);
         assert!(process(&new, &tx).is_some());
         assert_eq!(rx.try_recv().ok(), Some(Observed::Calls(a)));
+    }
+
+    #[test]
+    fn a_policy_close_is_a_removal() {
+        let (tx, mut rx) = futures::channel::mpsc::unbounded();
+        let inbox = Inbox::new(tx);
+        inbox.closed(1001, "going away");
+        assert!(rx.try_recv().is_err());
+        inbox.closed(1008, "kicked by someone");
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(Observed::Removed {
+                reason: "kicked by someone".into()
+            })
+        );
     }
 
     #[test]

@@ -98,7 +98,13 @@ impl Signaller for NativeSignaller {
                         return Ok(event);
                     }
                 }
-                Some(Ok(Message::Close(_))) | None => return Err(SignalingError::StreamExhausted),
+                Some(Ok(Message::Close(frame))) => {
+                    if let Some(frame) = frame {
+                        self.inbox.closed(frame.code.into(), frame.reason.as_str());
+                    }
+                    return Err(SignalingError::StreamExhausted);
+                }
+                None => return Err(SignalingError::StreamExhausted),
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Err(SignalingError::from(e)),
             }

@@ -4,12 +4,37 @@ use super::{next_attempt, HuddleSignallerBuilder, Inbox, RETRY_DELAY};
 use futures::{FutureExt, SinkExt, StreamExt};
 use matchbox_socket::async_trait::async_trait;
 use matchbox_socket::{PeerEvent, PeerRequest, SignalingError, Signaller, SignallerBuilder};
-use ws_stream_wasm::{WsMessage, WsMeta, WsStream};
+use pharos::{Events, Filter, Observable, ObserveConfig};
+use std::time::Duration;
+use ws_stream_wasm::{WsEvent, WsMessage, WsMeta, WsStream};
+
+/// How long to wait for the close event (its code and reason) once the stream ended.
+const CLOSE_EVENT_WAIT: Duration = Duration::from_millis(200);
 
 struct WasmSignaller {
+    /// Kept with the stream (it owns the socket's event observers).
+    _meta: WsMeta,
     ws: WsStream,
+    /// The socket's close event, once it comes.
+    closed: Option<Events<WsEvent>>,
     inbox: Inbox,
     requests: futures::channel::mpsc::UnboundedReceiver<String>,
+}
+
+impl WasmSignaller {
+    /// After the stream ended: reports how the server closed it (a policy close is a removal).
+    async fn report_close(&mut self) {
+        let Some(events) = self.closed.as_mut() else {
+            return;
+        };
+        let event = futures::select! {
+            event = events.next().fuse() => event,
+            () = futures_timer::Delay::new(CLOSE_EVENT_WAIT).fuse() => None,
+        };
+        if let Some(WsEvent::Closed(close)) = event {
+            self.inbox.closed(close.code, &close.reason);
+        }
+    }
 }
 
 #[async_trait(?Send)]
@@ -21,12 +46,16 @@ impl SignallerBuilder for HuddleSignallerBuilder {
     ) -> Result<Box<dyn Signaller>, SignalingError> {
         loop {
             match WsMeta::connect(&room_url, None).await {
-                Ok((_, ws)) => {
+                Ok((mut meta, ws)) => {
+                    let only_close = ObserveConfig::from(Filter::Pointer(WsEvent::is_closed));
+                    let closed = meta.observe(only_close).await.ok();
                     return Ok(Box::new(WasmSignaller {
+                        _meta: meta,
                         ws,
+                        closed,
                         inbox: Inbox::new(self.observer.clone()),
                         requests: self.take_requests(),
-                    }))
+                    }));
                 }
                 Err(e) => {
                     next_attempt(&mut attempts, SignalingError::from(e))?;
@@ -70,7 +99,10 @@ impl Signaller for WasmSignaller {
                     }
                 }
                 Some(WsMessage::Binary(_)) => continue,
-                None => return Err(SignalingError::StreamExhausted),
+                None => {
+                    self.report_close().await;
+                    return Err(SignalingError::StreamExhausted);
+                }
             }
         }
     }

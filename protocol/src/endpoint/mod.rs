@@ -54,6 +54,40 @@ const EARLY_FRAMES: usize = 1024;
 const MAX_ORIGINS: usize = 1024;
 /// Peers the server said left, remembered until their link closes, at most.
 const MAX_LEFT: usize = 4096;
+/// Peers whose link closed, remembered (oldest forgotten first) so that what still arrives from
+/// them is dropped, at most.
+const MAX_DEPARTED: usize = 4096;
+
+/// Peers whose link closed, at most [`MAX_DEPARTED`] (the oldest is forgotten first).
+#[derive(Debug, Default)]
+struct Departed {
+    set: HashSet<PeerId>,
+    order: VecDeque<PeerId>,
+}
+
+impl Departed {
+    fn insert(&mut self, peer: PeerId) {
+        if !self.set.insert(peer) {
+            return;
+        }
+        self.order.push_back(peer);
+        if self.order.len() > MAX_DEPARTED {
+            if let Some(oldest) = self.order.pop_front() {
+                self.set.remove(&oldest);
+            }
+        }
+    }
+
+    fn remove(&mut self, peer: PeerId) {
+        if self.set.remove(&peer) {
+            self.order.retain(|p| *p != peer);
+        }
+    }
+
+    fn contains(&self, peer: PeerId) -> bool {
+        self.set.contains(&peer)
+    }
+}
 
 /// A relayed reliable frame of ours, kept until it is known to have arrived.
 #[derive(Debug, Clone)]
@@ -77,6 +111,9 @@ pub struct Endpoint {
     links: HashMap<PeerId, Link>,
     /// Peers the server said left (so their disconnect is `Left`, not `Disconnected`).
     left_by_server: HashSet<PeerId>,
+    /// Peers whose link closed: a link the server ended (a kick) may still carry their packets
+    /// for a while, and nothing from them counts any more.
+    departed: Departed,
     /// Peers announced with `Joined`, in that order.
     joined: Vec<PeerId>,
     /// Frames queued for the next [`Endpoint::handle_timeout`].
@@ -112,6 +149,7 @@ impl Endpoint {
             election: None,
             links: HashMap::new(),
             left_by_server: HashSet::new(),
+            departed: Departed::default(),
             joined: Vec::new(),
             outbox: Vec::new(),
             transmits: VecDeque::new(),
@@ -184,6 +222,7 @@ impl Endpoint {
     pub fn link_up(&mut self, peer: PeerId, now: Duration) {
         self.advance(now);
         self.lobby_changed();
+        self.departed.remove(peer);
         self.link(peer).connected = true;
         self.send_hello(peer, now);
         if let Some(e) = self.election.as_mut() {
@@ -200,6 +239,7 @@ impl Endpoint {
             LeaveReason::Disconnected
         };
         self.lobby_changed();
+        self.departed.insert(peer);
         self.links.remove(&peer);
         self.relay_acks.remove(&peer);
         self.relay_held.remove(&peer);

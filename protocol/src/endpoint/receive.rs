@@ -14,7 +14,9 @@ impl Endpoint {
     /// A packet from `peer` on `lane` at `now`.
     pub fn receive(&mut self, peer: PeerId, lane: Lane, packet: Bytes, now: Duration) {
         self.advance(now);
-        if Some(peer) == self.me {
+        // Nothing from ourselves, nor from a peer whose link closed (the server took it out of the
+        // room, e.g. a kick, while its WebRTC link still delivers).
+        if Some(peer) == self.me || self.departed.contains(peer) {
             self.counters.frames_dropped += 1;
             return;
         }

@@ -53,6 +53,47 @@ fn a_client_cannot_speak_for_another() {
     assert_eq!(sim.nodes[0].ep.counters().forged_dropped, 1);
 }
 
+/// A peer the server took out (a kick) whose WebRTC links still deliver: the others hear it
+/// left once, and nothing it sends afterwards (hellos, messages) brings it back or reaches the
+/// game: it is dropped and counted.
+#[test]
+fn a_peer_the_server_took_out_stays_out() {
+    for topology in [Topology::Mesh, Topology::Star] {
+        let mut sim = lobby(topology, 3);
+        let kicked = Sim::id(2);
+        sim.kick(2);
+        // Node 0 (the host, in a star the only one linked to it) drops what comes.
+        let before = sim.nodes[0].ep.counters().frames_dropped;
+        sim.inject(2, 0, Lane::Reliable, message(1, &numbered(2, 0, 16)));
+        sim.send(
+            2,
+            1,
+            Channel::Reliable,
+            &numbered(2, 1, 16),
+            Recipients::All,
+        );
+        sim.run_for(Duration::from_secs(2));
+        for i in 0..2 {
+            let events = &sim.nodes[i].events;
+            let left = |e: &Event| matches!(e, Event::Left { peer, .. } if *peer == kicked);
+            let joined = |e: &Event| matches!(e, Event::Joined { peer, .. } if *peer == kicked);
+            assert_eq!(
+                events.iter().filter(|e| left(e)).count(),
+                1,
+                "{topology:?}: {i}"
+            );
+            let at = events.iter().position(left).unwrap_or_default();
+            assert!(
+                !events[at..].iter().any(joined),
+                "{topology:?}: {i} takes it back"
+            );
+            assert!(sim.messages(i).is_empty(), "{topology:?}: node {i}");
+            assert!(!sim.nodes[i].ep.peers().contains(&kicked));
+        }
+        assert!(sim.nodes[0].ep.counters().frames_dropped > before);
+    }
+}
+
 /// A host that stamps thousands of invented origins: the client remembers a bounded number of
 /// them and refuses the rest, and real members still get through.
 #[test]

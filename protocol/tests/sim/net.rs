@@ -218,6 +218,19 @@ impl Sim {
         }
     }
 
+    /// The server takes peer `i` out of the room (a kick): the others hear it left and their
+    /// matchbox sockets report its links closed, but the WebRTC links themselves stay up and `i`,
+    /// not told, goes on sending on them.
+    pub fn kick(&mut self, i: usize) {
+        let peer = self.nodes[i].id;
+        for (j, node) in self.nodes.iter_mut().enumerate() {
+            if j != i && node.alive {
+                node.ep.server_left(peer);
+                node.ep.link_down(peer);
+            }
+        }
+    }
+
     /// Game message `payload` from peer `i`.
     pub fn send(
         &mut self,
