@@ -40,7 +40,11 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 pub(crate) async fn run(state: ServerState, socket: WebSocket, request: Admitted, from: IpAddr) {
     let peer_id = PeerId(uuid::Uuid::new_v4());
     let (sink, stream) = socket.split();
-    let (handle, outbound) = PeerHandle::new(state.0.config.max_queued_messages, from);
+    let (handle, outbound) = PeerHandle::new(
+        state.0.config.max_queued_messages,
+        from,
+        request.claims.clone(),
+    );
     let (closed_tx, closed) = watch::channel(false);
     let writer = tokio::spawn(write(sink, outbound, closed_tx, state.clone(), peer_id));
     handle.send_text(event(JsonPeerEvent::IdAssigned(peer_id)));
@@ -274,16 +278,16 @@ async fn serve(
             None => violation(DropReason::MalformedRequest),
             Some(Request::KeepAlive) => false,
             Some(Request::Kick { peer, ban_secs }) => {
-                let host = lock(room).host() == Some(peer_id);
-                if host && peer != peer_id {
-                    kick(
-                        state,
-                        key,
-                        room,
-                        peer,
-                        Duration::from_secs(ban_secs),
-                        "the host",
-                    );
+                // The room's host, or a moderator (its token's role), may kick.
+                let by = if lock(room).host() == Some(peer_id) {
+                    Some("the host")
+                } else if handle.claims().is_moderator() {
+                    Some("a moderator")
+                } else {
+                    None
+                };
+                if let (Some(by), true) = (by, peer != peer_id) {
+                    kick(state, key, room, peer, Duration::from_secs(ban_secs), by);
                     false
                 } else {
                     violation(DropReason::NotHost)
@@ -327,8 +331,9 @@ async fn serve(
     }
 }
 
-/// Closes `peer`'s connection in `room` ("kicked by `by`") and bans its address from the room for
-/// `ban`; its own task then takes it out of the room and tells the others. Whether it was there.
+/// Closes `peer`'s connection in `room` ("kicked by `by`") and bans its address (and its token's
+/// name) from the room for `ban`; its own task then takes it out of the room and tells the
+/// others. Whether it was there.
 pub(crate) fn kick(
     state: &ServerState,
     key: &RoomKey,
@@ -340,7 +345,7 @@ pub(crate) fn kick(
     let Some(target) = lock(room).get(peer).cloned() else {
         return false;
     };
-    state.ban(&key.path, target.address(), ban);
+    state.ban(&key.path, &target, ban);
     state.0.metrics.refused(RefusalReason::Kicked);
     info!(%peer, room = %key, "kicked by {by}, banned for {ban:?}");
     close(&target, CLOSE_POLICY, format!("kicked by {by}"));

@@ -31,6 +31,12 @@ enum Command {
         /// Seconds the token stays valid.
         #[arg(long, default_value_t = 3600)]
         ttl_secs: u64,
+        /// The player's name (a kick bans it from the room with the address).
+        #[arg(long)]
+        name: Option<String>,
+        /// The player's role (`moderator` may kick anyone in the room).
+        #[arg(long)]
+        role: Option<String>,
     },
 }
 
@@ -41,14 +47,22 @@ async fn main() -> std::process::ExitCode {
         room,
         secret,
         ttl_secs,
-    }) = &cli.command
+        name,
+        role,
+    }) = cli.command
     {
-        let ttl = std::time::Duration::from_secs(*ttl_secs);
-        println!(
-            "{}",
-            huddle_server::token::mint_for(secret.as_bytes(), room, ttl)
-        );
-        return std::process::ExitCode::SUCCESS;
+        let claims = huddle_server::token::Claims { name, role };
+        let expires = std::time::SystemTime::now() + std::time::Duration::from_secs(ttl_secs);
+        return match huddle_server::token::mint_with(secret.as_bytes(), &room, expires, &claims) {
+            Ok(token) => {
+                println!("{token}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
     }
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info")))

@@ -2,6 +2,7 @@
 //! against this server's limits.
 
 use crate::policy::RoomPolicy;
+use crate::token::Claims;
 pub use huddle_protocol::room::{RoomError, RoomRequest, Topology, DEFAULT_ROOM};
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -14,6 +15,8 @@ pub struct Admitted {
     /// The most peers the room holds at once: as asked, else the server's maximum, never more
     /// than a match-of-N needs.
     pub capacity: usize,
+    /// Who the peer's join token says it is (none without `--auth-secret`).
+    pub claims: Claims,
 }
 
 impl Admitted {
@@ -40,7 +43,11 @@ impl Admitted {
             policy.apply(&mut request);
         }
         let capacity = request.capacity_within(max_capacity)?;
-        Ok(Self { request, capacity })
+        Ok(Self {
+            request,
+            capacity,
+            claims: Claims::default(),
+        })
     }
 }
 

@@ -4,6 +4,7 @@ use crate::config::ServerConfig;
 use crate::metrics::{Metrics, RefusalReason};
 use crate::registry::{lock, Registry, RoomInfo, RoomKey};
 use crate::request::{Admitted, RoomError};
+use crate::token::Claims;
 use axum::extract::ws::Message;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -19,6 +20,8 @@ pub struct PeerHandle {
     queue: mpsc::Sender<Message>,
     overflow: Arc<Notify>,
     address: IpAddr,
+    /// Who its join token says it is.
+    claims: Arc<Claims>,
 }
 
 /// The writer's end of a [`PeerHandle`].
@@ -28,14 +31,16 @@ pub(crate) struct Outbound {
 }
 
 impl PeerHandle {
-    /// A handle on a queue of `capacity` messages for a peer at `address`, and the writer's end.
-    pub(crate) fn new(capacity: usize, address: IpAddr) -> (Self, Outbound) {
+    /// A handle on a queue of `capacity` messages for a peer at `address` whose token made
+    /// `claims`, and the writer's end.
+    pub(crate) fn new(capacity: usize, address: IpAddr, claims: Claims) -> (Self, Outbound) {
         let (queue, rx) = mpsc::channel(capacity.max(1));
         let overflow = Arc::new(Notify::new());
         let handle = Self {
             queue,
             overflow: overflow.clone(),
             address,
+            claims: Arc::new(claims),
         };
         (
             handle,
@@ -57,6 +62,11 @@ impl PeerHandle {
         self.address
     }
 
+    /// Who its join token says it is.
+    pub(crate) fn claims(&self) -> &Claims {
+        &self.claims
+    }
+
     /// Queues `message` (see [`PeerHandle::send_text`]).
     pub(crate) fn send(&self, message: Message) {
         match self.queue.try_send(message) {
@@ -76,8 +86,17 @@ pub(crate) struct Shared {
     slots: Mutex<Slots>,
     /// The public rooms as `GET /rooms` lists them, and when they were listed.
     rooms_snapshot: Mutex<Option<(Instant, Arc<Vec<RoomInfo>>)>>,
-    /// Addresses banned from a room (its path) after a kick, until when.
-    bans: Mutex<HashMap<(String, IpAddr), Instant>>,
+    /// Addresses and names banned from a room (its path) after a kick, until when.
+    bans: Mutex<HashMap<(String, Banned), Instant>>,
+}
+
+/// Who a ban keeps out of a room.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Banned {
+    /// Connections from this address.
+    Address(IpAddr),
+    /// Tokens with this name.
+    Name(String),
 }
 
 /// Bans held at most (expired ones go first; past this the oldest goes).
@@ -135,7 +154,7 @@ pub enum Refusal {
     /// The server is at its connection limit.
     #[error("server is full ({0} connections)")]
     ServerFull(usize),
-    /// The client's address is banned from the room (it was kicked).
+    /// The client's address or token name is banned from the room (it was kicked).
     #[error("banned from room `{room}` for {secs} s more")]
     Banned {
         /// The room's path.
@@ -212,7 +231,7 @@ impl ServerState {
     ) -> Result<(Admitted, Slot), Refusal> {
         self.check(path, query)
             .and_then(|request| {
-                self.check_ban(&request.path, address)?;
+                self.check_ban(&request.path, address, &request.claims)?;
                 Ok((request, self.take_slot(address)?))
             })
             .inspect_err(|refusal| {
@@ -227,40 +246,49 @@ impl ServerState {
             })
     }
 
-    /// Bans `address` from room `room` for `ban` (at most `--max-ban-secs`).
-    pub(crate) fn ban(&self, room: &str, address: IpAddr, ban: Duration) {
+    /// Bans `peer`'s address, and its token's name if it had one, from room `room` for `ban`
+    /// (at most `--max-ban-secs`).
+    pub(crate) fn ban(&self, room: &str, peer: &PeerHandle, ban: Duration) {
         let ban = ban.min(Duration::from_secs(self.0.config.max_ban_secs));
         if ban.is_zero() {
             return;
         }
         let now = Instant::now();
         let mut bans = lock(&self.0.bans);
-        if bans.len() >= MAX_BANS {
-            bans.retain(|_, until| *until > now);
-        }
-        if bans.len() >= MAX_BANS {
-            if let Some(oldest) = bans.iter().min_by_key(|(_, u)| **u).map(|(k, _)| k.clone()) {
-                bans.remove(&oldest);
+        let name = peer.claims().name.clone().map(Banned::Name);
+        for banned in std::iter::once(Banned::Address(peer.address())).chain(name) {
+            if bans.len() >= MAX_BANS {
+                bans.retain(|_, until| *until > now);
             }
+            if bans.len() >= MAX_BANS {
+                if let Some(oldest) = bans.iter().min_by_key(|(_, u)| **u).map(|(k, _)| k.clone()) {
+                    bans.remove(&oldest);
+                }
+            }
+            bans.insert((room.to_string(), banned), now + ban);
         }
-        bans.insert((room.to_string(), address), now + ban);
     }
 
-    fn check_ban(&self, room: &str, address: IpAddr) -> Result<(), Refusal> {
+    /// Refuses a peer from `address` with `claims` if its address or name is banned from `room`.
+    fn check_ban(&self, room: &str, address: IpAddr, claims: &Claims) -> Result<(), Refusal> {
         let mut bans = lock(&self.0.bans);
-        let key = (room.to_string(), address);
-        let Some(until) = bans.get(&key).copied() else {
-            return Ok(());
-        };
         let now = Instant::now();
-        if until <= now {
-            bans.remove(&key);
-            return Ok(());
+        let name = claims.name.clone().map(Banned::Name);
+        for banned in std::iter::once(Banned::Address(address)).chain(name) {
+            let key = (room.to_string(), banned);
+            let Some(until) = bans.get(&key).copied() else {
+                continue;
+            };
+            if until <= now {
+                bans.remove(&key);
+                continue;
+            }
+            return Err(Refusal::Banned {
+                room: room.to_string(),
+                secs: (until - now).as_secs().max(1),
+            });
         }
-        Err(Refusal::Banned {
-            room: room.to_string(),
-            secs: (until - now).as_secs().max(1),
-        })
+        Ok(())
     }
 
     /// Takes a seat for a connection from `address`, within the server's and the address's
@@ -296,11 +324,11 @@ impl ServerState {
             check_room_name(name, shared.config.max_room_name)?;
         }
         let config = &shared.config;
-        let request =
+        let mut request =
             Admitted::check_with(path, query, config.max_room_peers, &config.room_policy)?;
         if let Some(secret) = &shared.config.auth_secret {
             let token = query.get(crate::token::QUERY).map(String::as_str);
-            crate::token::verify(
+            request.claims = crate::token::verify(
                 secret.as_bytes(),
                 &request.path,
                 token,

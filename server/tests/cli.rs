@@ -96,7 +96,29 @@ fn the_token_subcommand_mints_a_token_for_the_room() {
     assert!(out.status.success(), "{out:?}");
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let now = std::time::SystemTime::now();
-    use huddle_server::token::verify;
-    assert_eq!(verify(b"s3cret", "lobby", Some(&token), now), Ok(()));
+    use huddle_server::token::{verify, Claims, MODERATOR};
+    assert_eq!(
+        verify(b"s3cret", "lobby", Some(&token), now),
+        Ok(Claims::default())
+    );
     assert!(verify(b"s3cret", "duel", Some(&token), now).is_err());
+    // With a name and a role; a name that cannot be one is refused with the reason.
+    let out = Command::new(env!("CARGO_BIN_EXE_huddle_server"))
+        .args([
+            "token", "--room", "lobby", "--name", "alice", "--role", MODERATOR,
+        ])
+        .env("HUDDLE_AUTH_SECRET", "s3cret")
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let claims = verify(b"s3cret", "lobby", Some(&token), now);
+    assert!(claims.is_ok_and(|c| c.is_moderator() && c.name.as_deref() == Some("alice")));
+    let out = Command::new(env!("CARGO_BIN_EXE_huddle_server"))
+        .args(["token", "--room", "lobby", "--name", "no spaces"])
+        .env("HUDDLE_AUTH_SECRET", "s3cret")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("A-Za-z0-9_-"));
 }

@@ -330,17 +330,46 @@ pub struct RawClient {
 impl RawClient {
     /// Connects and reads the `IdAssigned` event.
     pub async fn connect(url: &str) -> Result<Self, String> {
-        let (mut ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .map_err(|e| match e {
-                // A refusal before the upgrade: show the status and the server's reason.
-                tokio_tungstenite::tungstenite::Error::Http(response) => format!(
-                    "HTTP {}: {}",
-                    response.status(),
-                    String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
-                ),
-                e => e.to_string(),
-            })?;
+        let connected = tokio_tungstenite::connect_async(url).await;
+        Self::handshake(connected).await
+    }
+
+    /// [`RawClient::connect`] from the loopback address `source` (e.g. `127.0.0.2`: another
+    /// player's machine, as far as the server sees); plain `ws://` only.
+    pub async fn connect_from(url: &str, source: std::net::IpAddr) -> Result<Self, String> {
+        let host = url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        let addr: std::net::SocketAddr = host.parse().map_err(|e| format!("{host}: {e}"))?;
+        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        socket
+            .bind(std::net::SocketAddr::new(source, 0))
+            .map_err(|e| e.to_string())?;
+        let stream = socket.connect(addr).await.map_err(|e| e.to_string())?;
+        let connected = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await;
+        Self::handshake(connected).await
+    }
+
+    async fn handshake(
+        connected: Result<
+            (
+                WebSocketStream<MaybeTlsStream<TcpStream>>,
+                tokio_tungstenite::tungstenite::handshake::client::Response,
+            ),
+            tokio_tungstenite::tungstenite::Error,
+        >,
+    ) -> Result<Self, String> {
+        let (mut ws, _) = connected.map_err(|e| match e {
+            // A refusal before the upgrade: show the status and the server's reason.
+            tokio_tungstenite::tungstenite::Error::Http(response) => format!(
+                "HTTP {}: {}",
+                response.status(),
+                String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
+            ),
+            e => e.to_string(),
+        })?;
         let first = bounded(Duration::from_secs(5), "IdAssigned", ws.next())
             .await
             .ok_or("closed before IdAssigned")?
@@ -350,6 +379,30 @@ impl RawClient {
                 .map_err(|e| e.to_string())?;
         let id = serde_json::from_value(event["IdAssigned"].clone()).map_err(|e| e.to_string())?;
         Ok(Self { ws, id })
+    }
+
+    /// The close frame the server sends within 5 s, skipping other messages (`None`: the
+    /// connection ended without one, or nothing came).
+    pub async fn next_close(
+        &mut self,
+    ) -> Option<tokio_tungstenite::tungstenite::protocol::CloseFrame> {
+        loop {
+            match self.next_within(Duration::from_secs(5)).await {
+                Ok(Some(Message::Close(frame))) => return frame,
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// The next peer the server says left, within 5 s, skipping other events.
+    pub async fn next_left(&mut self) -> Option<PeerId> {
+        loop {
+            let event = self.next_event(Duration::from_secs(5)).await?;
+            if let Some(left) = event.get("PeerLeft") {
+                return serde_json::from_value(left.clone()).ok();
+            }
+        }
     }
 
     /// Sends a text message.

@@ -315,14 +315,7 @@ async fn a_peer_that_does_not_read_is_closed_when_its_queue_is_full() {
     );
     eprintln!("the deaf peer was closed after {sent} offers of 32 KiB");
     // The talker hears it left.
-    let left = loop {
-        match talker.next_event(Duration::from_secs(5)).await {
-            Some(ev) if ev.get("PeerLeft").is_some() => break ev,
-            Some(_) => continue,
-            None => panic!("no PeerLeft"),
-        }
-    };
-    assert_eq!(left["PeerLeft"], json!(deaf.id));
+    assert_eq!(talker.next_left().await, Some(deaf.id));
     drop(deaf);
     still_serves(&server).await;
 }
@@ -385,14 +378,7 @@ async fn a_huge_message_is_refused_as_it_arrives() {
         }
         sent += 1;
     }
-    let closed = loop {
-        match big.next_within(Duration::from_secs(5)).await {
-            Ok(Some(Message::Close(frame))) => break frame,
-            Ok(Some(_)) => continue,
-            Ok(None) | Err(_) => break None,
-        }
-    };
-    if let Some(frame) = closed {
+    if let Some(frame) = big.next_close().await {
         assert_eq!(frame.code, CloseCode::Size, "{frame:?}");
     }
     assert_eq!(
@@ -652,28 +638,17 @@ async fn the_host_and_the_operator_kick_and_the_kicked_stay_out_for_the_ban() {
     assert_eq!(server.rooms()[0].peers, 3);
     // The host kicks the member for 2 s.
     host.send_text(kick(member.id, 2)).await.unwrap();
-    let closed = loop {
-        match member.next_within(Duration::from_secs(5)).await {
-            Ok(Some(Message::Close(frame))) => break frame,
-            Ok(Some(_)) => continue,
-            other => panic!("no close frame: {other:?}"),
-        }
-    };
-    let frame = closed.expect("a reason");
+    let frame = member
+        .next_close()
+        .await
+        .expect("a close frame with a reason");
     assert_eq!(frame.code, CloseCode::Policy);
     assert!(
         frame.reason.contains("kicked by the host"),
         "{}",
         frame.reason
     );
-    let left = loop {
-        match other.next_event(Duration::from_secs(5)).await {
-            Some(ev) if ev.get("PeerLeft").is_some() => break ev,
-            Some(_) => continue,
-            None => panic!("no PeerLeft"),
-        }
-    };
-    assert_eq!(left["PeerLeft"], json!(member.id));
+    assert_eq!(other.next_left().await, Some(member.id));
     let err = RawClient::connect(&url("k")).await.err().expect("banned");
     assert!(
         err.contains("403") && err.contains("banned from room `k`"),
@@ -690,14 +665,57 @@ async fn the_host_and_the_operator_kick_and_the_kicked_stay_out_for_the_ban() {
     assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
     let done = http_post(server.local_addr(), &path, Some(SECRET)).await;
     assert!(done.starts_with("HTTP/1.1 200"), "{done}");
-    let closed = loop {
-        match other.next_within(Duration::from_secs(5)).await {
-            Ok(Some(Message::Close(frame))) => break frame,
-            Ok(Some(_)) => continue,
-            other => panic!("no close frame: {other:?}"),
-        }
-    };
+    let closed = other.next_close().await;
     assert!(closed.is_some_and(|f| f.reason.contains("kicked by the operator")));
     assert_eq!(server.metrics().refused_count(RefusalReason::Kicked), 2);
     assert!(server.metrics().refused_count(RefusalReason::Banned) >= 1);
+}
+
+/// Join tokens carry a name and a role: a `moderator` that is not the room's host may kick, and a
+/// kick bans the kicked player's name with its address, so the same name from another address is
+/// refused (403) during the ban while another name from there gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moderator_kicks_and_the_name_stays_out_from_any_address() {
+    use huddle_server::token::{mint_with, Claims, MODERATOR};
+    const SECRET: &str = "backend secret";
+    let config = ServerConfig {
+        auth_secret: Some(SECRET.into()),
+        ..ServerConfig::loopback()
+    };
+    let server = server_with(config);
+    let url = |name: &str, role: Option<&str>| {
+        let expires = std::time::SystemTime::now() + Duration::from_secs(600);
+        let claims = Claims {
+            name: Some(name.into()),
+            role: role.map(str::to_string),
+        };
+        let token = mint_with(SECRET.as_bytes(), "m", expires, &claims).unwrap();
+        server.room_url(&format!("m?token={token}"))
+    };
+    let mut host = RawClient::connect(&url("host", None)).await.unwrap();
+    let mut moderator = RawClient::connect(&url("mod", Some(MODERATOR)))
+        .await
+        .unwrap();
+    let mut troll = RawClient::connect(&url("troll", None)).await.unwrap();
+    let kick = |peer: matchbox_protocol::PeerId| {
+        json!({ "Kick": { "peer": peer, "ban_secs": 60 } }).to_string()
+    };
+    // A player with no role cannot kick the moderator.
+    troll.send_text(kick(moderator.id)).await.unwrap();
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(server.metrics().dropped_count(DropReason::NotHost), 1);
+    moderator.send_text(kick(troll.id)).await.unwrap();
+    let frame = troll.next_close().await.expect("a close frame");
+    assert!(frame.reason.contains("kicked by a moderator"), "{frame:?}");
+    assert_eq!(host.next_left().await, Some(troll.id));
+    // The same name from another address: refused; another name from there: in.
+    let other_address = "127.0.0.2".parse().unwrap();
+    let err = RawClient::connect_from(&url("troll", None), other_address)
+        .await
+        .err()
+        .expect("the name is banned");
+    assert!(err.contains("403") && err.contains("banned"), "{err}");
+    RawClient::connect_from(&url("newcomer", None), other_address)
+        .await
+        .expect("another name from another address gets in");
 }
