@@ -34,6 +34,11 @@ pub struct ServerConfig {
     /// before it is closed.
     #[arg(long, env = "HUDDLE_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub idle_timeout_secs: u64,
+    /// Seconds a connection has to send a whole HTTP request head (the websocket upgrade
+    /// request, or a request to `/rooms`, `/metrics`, ...), and to send the next one on a
+    /// kept-alive connection; it is closed otherwise.
+    #[arg(long, env = "HUDDLE_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
+    pub handshake_timeout_secs: u64,
     /// Most open (or opening) websockets from one IP address.
     #[arg(
         long,
@@ -83,6 +88,7 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             idle_timeout_secs: 60,
+            handshake_timeout_secs: 10,
             max_room_name: 128,
         }
     }

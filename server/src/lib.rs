@@ -11,7 +11,8 @@
 //! - **hosts**: the oldest peer of each room, shown by `GET /rooms`;
 //! - **its own websocket layer** (axum): small read buffers, messages over the limit refused as
 //!   they arrive, a bounded queue per peer (a peer that does not read is closed, never buffered
-//!   without limit), an idle timeout;
+//!   without limit), an idle timeout, and a deadline for each HTTP request head (a client that
+//!   opens connections and sends nothing holds nothing for long);
 //! - **limits**: signals stay inside their room and must be well-formed SDP or ICE candidates;
 //!   oversized messages close the connection; per-connection signal rate; `?capacity=N` per room;
 //!   room names of letters, digits and `-_.~`, of bounded length; connections per address;
@@ -42,6 +43,7 @@ pub mod rate_limit;
 pub mod registry;
 pub mod request;
 pub mod room;
+mod serve;
 mod server;
 mod state;
 pub mod tls;

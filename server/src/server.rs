@@ -4,8 +4,9 @@ use crate::config::ServerConfig;
 use crate::http;
 use crate::metrics::Metrics;
 use crate::registry::RoomInfo;
+use crate::serve;
 use crate::state::ServerState;
-use crate::tls::{self, PeerAddr, TlsListener};
+use crate::tls::{self, TlsListener};
 use crate::upgrade;
 use axum::Router;
 use std::net::SocketAddr;
@@ -64,24 +65,23 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
-    let service = router.into_make_service_with_connect_info::<PeerAddr>();
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(tls::config(cert, key)?),
         _ => None,
     };
+    let head_timeout = Duration::from_secs(config.handshake_timeout_secs.max(1));
+    let max = config.max_connections;
     let task = match tls.clone() {
         Some(tls) => {
             let listener = TlsListener::new(listener, tls)?;
             tokio::spawn(async move {
-                axum::serve(listener, service)
-                    .with_graceful_shutdown(shutdown)
-                    .await
+                serve::serve(listener, router, head_timeout, max, shutdown).await;
+                Ok::<(), std::io::Error>(())
             })
         }
         None => tokio::spawn(async move {
-            axum::serve(listener, service)
-                .with_graceful_shutdown(shutdown)
-                .await
+            serve::serve(listener, router, head_timeout, max, shutdown).await;
+            Ok::<(), std::io::Error>(())
         }),
     };
     info!("huddle_server listening on {addr}");

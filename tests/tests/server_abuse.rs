@@ -356,6 +356,63 @@ async fn a_silent_connection_is_closed_after_the_idle_timeout() {
     );
 }
 
+/// A connection that sends no request head (or only part of one, a line at a time) is closed
+/// after the handshake timeout: it never holds a socket for long. A kept-alive HTTP connection
+/// that goes quiet after a request is closed the same way; websockets are unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_finish_a_request_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = ServerConfig {
+        handshake_timeout_secs: 1,
+        ..ServerConfig::loopback()
+    };
+    let server = server_with(config);
+    let addr = server.local_addr();
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let websocket = RawClient::connect(&server.room_url("stays")).await.unwrap();
+    slow.write_all(b"GET /slow HTTP/1.1\r\n").await.unwrap();
+    kept.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = vec![0u8; 4096];
+    let answered = kept.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..answered]).starts_with("HTTP/1.1 200"));
+    for (name, stream) in [
+        ("silent", &mut silent),
+        ("slow", &mut slow),
+        ("kept", &mut kept),
+    ] {
+        let end = bounded(Duration::from_secs(5), name, async {
+            loop {
+                // A line a while, while it lasts (the slow one).
+                let _ = stream.write_all(b"X-Slow: 1\r\n").await;
+                match tokio::time::timeout(Duration::from_millis(300), stream.read(&mut buf)).await
+                {
+                    Ok(Ok(0)) | Ok(Err(_)) => break,
+                    Ok(Ok(_)) | Err(_) => continue,
+                }
+            }
+        });
+        end.await;
+    }
+    let waited = started.elapsed();
+    eprintln!("closed after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(900),
+        "not before the timeout: {waited:?}"
+    );
+    assert_eq!(
+        server.rooms().first().map(|r| r.peers),
+        Some(1),
+        "the websocket stays"
+    );
+    drop(websocket);
+    still_serves(&server).await;
+}
+
 /// A message far over the limit, sent as 1 MiB frames, is refused at its first frame (the
 /// server used to take the whole 32 MiB before its 1009 close).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
