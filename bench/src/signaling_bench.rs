@@ -8,7 +8,14 @@
 //! - **signal relay rate**: every caller sends ICE candidates to each peer it was introduced to,
 //!   `--signals` in all; the clock stops when all have arrived.
 //!
+//! With `--attacks` it measures instead what two attacks cost each server in memory (a fresh
+//! server per attack, each with its default settings): a member that reads nothing while a room
+//! mate sends it valid offers just under huddle_server's rate limit, and a client that sends one
+//! 32 MiB message, as one frame and as 1 MiB frames.
+//!
 //! Run by `scripts/bench_signaling.sh`, which builds both servers and raises the fd limit.
+
+mod attacks;
 
 use clap::Parser;
 use futures::{SinkExt, StreamExt};
@@ -24,7 +31,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// Signaling server benchmark (huddle_server vs stock matchbox_server).
 #[derive(Debug, Parser)]
-struct Args {
+pub(crate) struct Args {
     /// The huddle_server binary.
     #[arg(long)]
     huddle: PathBuf,
@@ -47,10 +54,20 @@ struct Args {
     /// Websocket handshakes in flight at once.
     #[arg(long, default_value_t = 32)]
     in_flight: usize,
+    /// Measure the attacks instead (slow reader, 32 MiB message).
+    #[arg(long)]
+    attacks: bool,
+    /// How long the slow-reader attack lasts, in seconds.
+    #[arg(long, default_value_t = 30)]
+    attack_secs: u64,
+    /// Source addresses the clients connect from (127.0.0.1, 127.0.0.2, ...): one address has
+    /// about 28,000 ephemeral ports towards the server.
+    #[arg(long, default_value_t = 4)]
+    sources: u8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Stock,
     Huddle,
 }
@@ -83,18 +100,29 @@ struct Counters {
     errors: AtomicUsize,
 }
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
     addr: SocketAddr,
 }
 
 impl Server {
     fn start(kind: Kind, args: &Args) -> Result<Self, String> {
+        Self::start_with(kind, args, true)
+    }
+
+    /// Starts `kind`; `open`: huddle_server's abuse limits opened wide (the throughput runs), or
+    /// its defaults (the attacks).
+    fn start_with(kind: Kind, args: &Args, open: bool) -> Result<Self, String> {
         let addr = free_port()?;
         let mut cmd = match kind {
             Kind::Stock => {
                 let mut c = Command::new(&args.stock);
                 c.arg(addr.to_string());
+                c
+            }
+            Kind::Huddle if !open => {
+                let mut c = Command::new(&args.huddle);
+                c.args(["--bind", &addr.to_string()]);
                 c
             }
             Kind::Huddle => {
@@ -106,6 +134,7 @@ impl Server {
                     // Its clients read as fast as the load generator lets them, behind 300,000
                     // signals sent at full speed: a real client's queue never holds that many.
                     .args(["--max-queued-messages", "1000000"])
+                    .args(["--max-queued-bytes", "100000000000"])
                     .args(["--signal-rate", "1e9", "--signal-burst", "1000000000"]);
                 c
             }
@@ -143,11 +172,20 @@ impl Server {
     }
 
     fn rss_kib(&self) -> f64 {
+        self.status_kib("VmRSS:")
+    }
+
+    /// The most resident memory the server had at any moment so far.
+    fn peak_rss_kib(&self) -> f64 {
+        self.status_kib("VmHWM:")
+    }
+
+    fn status_kib(&self, field: &str) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0.0)
     }
@@ -168,8 +206,29 @@ fn free_port() -> Result<SocketAddr, String> {
 const CANDIDATE: &str = r#"{"candidate":"candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"abcd"}"#;
 
 /// One client: joins, records introductions, and on `go` signals each introduced peer.
+/// Connects to `url` (plain `ws://`) from the loopback address `source`.
+pub(crate) async fn connect_from(
+    url: &str,
+    server: SocketAddr,
+    source: std::net::IpAddr,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    String,
+> {
+    let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    socket
+        .bind(SocketAddr::new(source, 0))
+        .map_err(|e| e.to_string())?;
+    let stream = socket.connect(server).await.map_err(|e| e.to_string())?;
+    let plain = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+    let (ws, _) = tokio_tungstenite::client_async(url, plain)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(ws)
+}
+
 async fn client(
-    url: String,
+    (url, server, source): (String, SocketAddr, std::net::IpAddr),
     counters: Arc<Counters>,
     permit: Arc<Semaphore>,
     mut go: watch::Receiver<bool>,
@@ -177,9 +236,9 @@ async fn client(
 ) {
     let connected = {
         let _permit = permit.acquire().await;
-        tokio_tungstenite::connect_async(url.as_str()).await
+        connect_from(&url, server, source).await
     };
-    let Ok((mut ws, _)) = connected else {
+    let Ok(mut ws) = connected else {
         counters.errors.fetch_add(1, Ordering::Relaxed);
         return;
     };
@@ -258,8 +317,9 @@ async fn run_once(kind: Kind, peers: usize, args: &Args) -> Result<Sample, Strin
     let start = Instant::now();
     for i in 0..rooms * args.room_size {
         let url = format!("ws://{}/bench{}", server.addr, i / args.room_size);
+        let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + (i % args.sources.max(1) as usize) as u8);
         clients.spawn(client(
-            url,
+            (url, server.addr, source.into()),
             counters.clone(),
             permit.clone(),
             go_rx.clone(),
@@ -310,6 +370,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), String> {
     let args = Args::parse();
+    if args.attacks {
+        return attacks::run(&args).await;
+    }
     println!(
         "| server | peers | run | joins/s | server CPU µs/join | RSS/peer KiB | signals relayed/s | server CPU µs/signal |\n|---|---|---|---|---|---|---|---|"
     );

@@ -30,6 +30,10 @@ pub struct ServerConfig {
     /// closed (its queue never grows past this).
     #[arg(long, env = "HUDDLE_MAX_QUEUED_MESSAGES", default_value_t = 64)]
     pub max_queued_messages: usize,
+    /// Bytes of messages queued for one peer at most (counted with those being written to it);
+    /// a peer that does not read while more come is closed.
+    #[arg(long, env = "HUDDLE_MAX_QUEUED_BYTES", default_value_t = 1 << 20)]
+    pub max_queued_bytes: usize,
     /// Seconds a connection may stay silent (matchbox clients send a keep-alive every 10 s)
     /// before it is closed.
     #[arg(long, env = "HUDDLE_IDLE_TIMEOUT_SECS", default_value_t = 60)]
@@ -81,6 +85,7 @@ impl Default for ServerConfig {
             signal_burst: 500,
             max_violations: 200,
             max_queued_messages: 64,
+            max_queued_bytes: 1 << 20,
             max_connections_per_address: 256,
             auth_secret: None,
             room_policy: Vec::new(),

@@ -8,7 +8,7 @@ use crate::rate_limit::TokenBucket;
 use crate::registry::{lock, RoomKey, SharedRoom};
 use crate::request::Admitted;
 use crate::room::{JoinError, RouteError};
-use crate::state::{Outbound, PeerHandle, ServerState};
+use crate::state::{Outbound, PeerHandle, ServerState, QueueLimit, queued_len};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
@@ -40,11 +40,11 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 pub(crate) async fn run(state: ServerState, socket: WebSocket, request: Admitted, from: IpAddr) {
     let peer_id = PeerId(uuid::Uuid::new_v4());
     let (sink, stream) = socket.split();
-    let (handle, outbound) = PeerHandle::new(
-        state.0.config.max_queued_messages,
-        from,
-        request.claims.clone(),
-    );
+    let limit = QueueLimit {
+        messages: state.0.config.max_queued_messages,
+        bytes: state.0.config.max_queued_bytes,
+    };
+    let (handle, outbound) = PeerHandle::new(limit, from, request.claims.clone());
     let (closed_tx, closed) = watch::channel(false);
     let writer = tokio::spawn(write(sink, outbound, closed_tx, state.clone(), peer_id));
     handle.send_text(event(JsonPeerEvent::IdAssigned(peer_id)));
@@ -85,6 +85,8 @@ async fn write(
             }
         }
         let last = batch.iter().any(|m| matches!(m, Message::Close(_)));
+        // The batch counts against the queue's bytes until it is written.
+        let bytes: usize = batch.iter().map(queued_len).sum();
         let write = async {
             for message in batch {
                 sink.feed(message).await?;
@@ -98,18 +100,18 @@ async fn write(
                 false
             }
         };
+        outbound.written(bytes);
         if !sent || last {
             break;
         }
     }
     if overflowed {
-        let limit = state.0.config.max_queued_messages;
+        let config = &state.0.config;
+        let (messages, bytes) = (config.max_queued_messages, config.max_queued_bytes);
         state.0.metrics.refused(RefusalReason::SlowReader);
-        warn!(%peer_id, "closing: not reading ({limit} messages queued)");
-        let frame = close_frame(
-            CLOSE_POLICY,
-            format!("not reading: {limit} messages queued for it"),
-        );
+        let why = format!("not reading: its queue is full ({messages} messages or {bytes} bytes)");
+        warn!(%peer_id, "closing: {why}");
+        let frame = close_frame(CLOSE_POLICY, why);
         let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(frame)).await;
     }
     let _ = tokio::time::timeout(CLOSE_WAIT, sink.close()).await;

@@ -8,6 +8,7 @@ use crate::token::Claims;
 use axum::extract::ws::Message;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify};
@@ -19,6 +20,9 @@ use tokio::sync::{mpsc, watch, Notify};
 pub struct PeerHandle {
     queue: mpsc::Sender<Message>,
     overflow: Arc<Notify>,
+    /// Bytes of the messages in the queue and in the batch being written.
+    queued_bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
     address: IpAddr,
     /// Who its join token says it is.
     claims: Arc<Claims>,
@@ -28,17 +32,50 @@ pub struct PeerHandle {
 pub(crate) struct Outbound {
     pub(crate) queue: mpsc::Receiver<Message>,
     pub(crate) overflow: Arc<Notify>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+impl Outbound {
+    /// `bytes` of what was queued went out (or will never go).
+    pub(crate) fn written(&self, bytes: usize) {
+        let _ = self
+            .queued_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                Some(q.saturating_sub(bytes))
+            });
+    }
+}
+
+/// Bytes a queued message counts for.
+pub(crate) fn queued_len(message: &Message) -> usize {
+    match message {
+        Message::Text(t) => t.len(),
+        Message::Binary(b) => b.len(),
+        _ => 0,
+    }
+}
+
+/// How much may wait for one peer before it counts as not reading.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueueLimit {
+    /// Messages.
+    pub(crate) messages: usize,
+    /// Bytes of those messages.
+    pub(crate) bytes: usize,
 }
 
 impl PeerHandle {
-    /// A handle on a queue of `capacity` messages for a peer at `address` whose token made
-    /// `claims`, and the writer's end.
-    pub(crate) fn new(capacity: usize, address: IpAddr, claims: Claims) -> (Self, Outbound) {
-        let (queue, rx) = mpsc::channel(capacity.max(1));
+    /// A handle on a queue within `limit` for a peer at `address` whose token made `claims`,
+    /// and the writer's end.
+    pub(crate) fn new(limit: QueueLimit, address: IpAddr, claims: Claims) -> (Self, Outbound) {
+        let (queue, rx) = mpsc::channel(limit.messages.max(1));
         let overflow = Arc::new(Notify::new());
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let handle = Self {
             queue,
             overflow: overflow.clone(),
+            queued_bytes: queued_bytes.clone(),
+            max_bytes: limit.bytes,
             address,
             claims: Arc::new(claims),
         };
@@ -47,6 +84,7 @@ impl PeerHandle {
             Outbound {
                 queue: rx,
                 overflow,
+                queued_bytes,
             },
         )
     }
@@ -67,12 +105,37 @@ impl PeerHandle {
         &self.claims
     }
 
-    /// Queues `message` (see [`PeerHandle::send_text`]).
+    /// Queues `message` (see [`PeerHandle::send_text`]); past the queue's messages or bytes
+    /// the peer is not reading: its writer closes it.
     pub(crate) fn send(&self, message: Message) {
-        match self.queue.try_send(message) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => self.overflow.notify_one(),
+        let len = queued_len(&message);
+        let fits = self
+            .queued_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                let total = q.saturating_add(len);
+                (total <= self.max_bytes || len == 0).then_some(total)
+            })
+            .is_ok();
+        if !fits {
+            self.overflow.notify_one();
+            return;
         }
+        match self.queue.try_send(message) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => self.unqueue(len),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.unqueue(len);
+                self.overflow.notify_one();
+            }
+        }
+    }
+
+    fn unqueue(&self, len: usize) {
+        let _ = self
+            .queued_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                Some(q.saturating_sub(len))
+            });
     }
 }
 

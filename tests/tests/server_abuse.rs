@@ -290,13 +290,12 @@ async fn http_endpoints() {
 /// A member that reads nothing while a room mate sends it valid 32 KiB offers (under the rate
 /// limit) is closed once its queue is full: nothing piles up for it (this grew the server by
 /// 133-144 MiB in 20 s when the queue was unbounded). The sender hears it left; the server goes on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_that_does_not_read_is_closed_when_its_queue_is_full() {
+/// Returns how many offers went before.
+async fn a_deaf_peer_is_closed(config: ServerConfig) -> usize {
     let config = ServerConfig {
         signal_rate: 10_000.0,
         signal_burst: 10_000,
-        max_queued_messages: 8,
-        ..ServerConfig::loopback()
+        ..config
     };
     let server = server_with(config);
     let url = server.room_url("deaf");
@@ -318,6 +317,31 @@ async fn a_peer_that_does_not_read_is_closed_when_its_queue_is_full() {
     assert_eq!(talker.next_left().await, Some(deaf.id));
     drop(deaf);
     still_serves(&server).await;
+    sent
+}
+
+/// The queue's message bound closes a deaf peer (8 messages)...
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_does_not_read_is_closed_when_its_queue_is_full() {
+    let config = ServerConfig {
+        max_queued_messages: 8,
+        max_queued_bytes: usize::MAX,
+        ..ServerConfig::loopback()
+    };
+    a_deaf_peer_is_closed(config).await;
+}
+
+/// ... and so does its byte bound, whatever the message count (256 KiB: eight offers of 32 KiB
+/// fill it, and the socket's own buffers take a few more before the writer stalls).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_does_not_read_is_closed_when_its_queued_bytes_are_full() {
+    let config = ServerConfig {
+        max_queued_messages: 100_000,
+        max_queued_bytes: 256 * 1024,
+        ..ServerConfig::loopback()
+    };
+    let sent = a_deaf_peer_is_closed(config).await;
+    assert!(sent < 1_000, "closed by its bytes, not after {sent} offers");
 }
 
 /// A connection that says nothing (not even the keep-alive matchbox clients send every 10 s) is
