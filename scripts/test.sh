@@ -3,11 +3,41 @@
 # runs the tests inside a private network namespace that has only loopback: WebRTC tests must never
 # touch the machine's external interfaces, and webrtc-rs joins the mDNS multicast group, which needs
 # a multicast route (pointed at loopback, so nothing leaves the namespace).
+#
+#   scripts/test.sh [CARGO TEST ARGS]            everything (or what the arguments select)
+#   scripts/test.sh --native [CARGO TEST ARGS]   without the browser: no wasm pages, npm or Chromium
+#
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p huddle_tests --test server_rooms`).
 # The browser tests need the examples' wasm pages (built here by scripts/web.sh), playwright-core
 # (npm ci here) and Debian's Chromium (`apt-get install chromium`; .ci/run installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+native=false
+if [[ "${1:-}" == "--native" ]]; then
+  native=true
+  shift
+fi
+in_namespace() {
+  unshare -rn sh -c 'ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec "$@"' sh "$@"
+}
+if $native; then
+  if (( $# )); then
+    cargo test --locked --no-run "$@"
+    in_namespace cargo test --locked --offline --no-fail-fast "$@"
+    exit
+  fi
+  # Every test binary of huddle_tests but the browser's, and every other crate's tests.
+  targets=()
+  for file in tests/tests/*.rs; do
+    name="$(basename "$file" .rs)"
+    [[ "$name" == browser ]] || targets+=(--test "$name")
+  done
+  cargo test --workspace --locked --no-run
+  status=0
+  in_namespace cargo test --workspace --exclude huddle_tests --locked --offline --no-fail-fast || status=$?
+  in_namespace cargo test -p huddle_tests --lib "${targets[@]}" --locked --offline --no-fail-fast || status=$?
+  exit "$status"
+fi
 command -v chromium >/dev/null || echo "warning: chromium is missing (apt-get install chromium): the browser tests will fail" >&2
 [[ -d tests/browser/node_modules/playwright-core ]] || npm ci --prefix tests/browser --no-audit --no-fund
 scripts/web.sh build

@@ -70,8 +70,9 @@ async fn slow_reader(kind: Kind, args: &Args) -> Result<(f64, bool, usize), Stri
         }
         false
     });
-    let request = serde_json::json!({ "Signal": { "receiver": deaf_id, "data": offer(60 * 1024) } })
-        .to_string();
+    let request =
+        serde_json::json!({ "Signal": { "receiver": deaf_id, "data": offer(60 * 1024) } })
+            .to_string();
     let start = Instant::now();
     let mut sent = 0;
     let mut tick = tokio::time::interval(Duration::from_secs(1) / 90);
@@ -123,7 +124,10 @@ async fn huge_message(kind: Kind, args: &Args, frames: usize) -> Result<(f64, St
     let peak = server.peak_rss_kib();
     Ok((
         peak - before,
-        format!("{ended}; {went} of {frames} frames ({} MiB) went out whole", sent >> 20),
+        format!(
+            "{ended}; {went} of {frames} frames ({} MiB) went out whole",
+            sent >> 20
+        ),
     ))
 }
 
@@ -147,7 +151,11 @@ pub(crate) async fn run(args: &Args) -> Result<(), String> {
     for frames in [1, 32] {
         for kind in [Kind::Stock, Kind::Huddle] {
             let (growth, ended) = huge_message(kind, args, frames).await?;
-            let how = if frames == 1 { "one frame" } else { "1 MiB frames" };
+            let how = if frames == 1 {
+                "one frame"
+            } else {
+                "1 MiB frames"
+            };
             println!(
                 "| 32 MiB message, {how} | {} | {:.1} MiB | {ended} |",
                 kind.name(),

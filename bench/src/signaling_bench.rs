@@ -317,7 +317,8 @@ async fn run_once(kind: Kind, peers: usize, args: &Args) -> Result<Sample, Strin
     let start = Instant::now();
     for i in 0..rooms * args.room_size {
         let url = format!("ws://{}/bench{}", server.addr, i / args.room_size);
-        let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + (i % args.sources.max(1) as usize) as u8);
+        let source =
+            std::net::Ipv4Addr::new(127, 0, 0, 1 + (i % args.sources.max(1) as usize) as u8);
         clients.spawn(client(
             (url, server.addr, source.into()),
             counters.clone(),

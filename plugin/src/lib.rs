@@ -74,8 +74,8 @@ pub use huddle_server;
 pub use lobby::{HuddleCommandsExt, Roster};
 pub use matchbox_socket::PeerId;
 pub use messages::{
-    HostChanged, HuddleError, Incoming, LeaveReason, Outgoing, PeerJoined, PeerLeft, Recipients,
-    Role,
+    HostChanged, HuddleError, Incoming, JoinRefusal, LeaveReason, Outgoing, PeerJoined, PeerLeft,
+    Recipients, Role,
 };
 pub use registry::{AddHuddleMessage, Channel, HuddleMessage, MessageRegistry};
 #[cfg(feature = "ggrs")]

@@ -112,10 +112,19 @@ pub(crate) fn leave(world: &mut World) {
 
 pub(crate) fn set_state(world: &mut World, state: LobbyState) {
     let current = world.get_resource::<State<LobbyState>>().map(|s| *s.get());
-    if current != Some(state) {
-        if let Some(mut next) = world.get_resource_mut::<NextState<LobbyState>>() {
-            next.set(state);
-        }
+    let Some(mut next) = world.get_resource_mut::<NextState<LobbyState>>() else {
+        return;
+    };
+    // A transition may still be pending (a join refused in the frame that asked for it): the
+    // latest word wins, also when it is the state we are in now.
+    let pending = match *next {
+        NextState::Pending(s) | NextState::PendingIfNeq(s) => Some(s),
+        NextState::Unchanged => None,
+    };
+    if pending.is_some_and(|p| p != state) {
+        NextState::set_if_neq(&mut next, state);
+    } else if pending.is_none() && current != Some(state) {
+        next.set(state);
     }
 }
 

@@ -43,6 +43,23 @@ pub enum HuddleError {
     /// The signaling server could not be reached, or the connection to it ended.
     #[error("signaling failed: {0}")]
     Signaling(String),
+    /// The link to a peer the server introduced did not open within
+    /// `ProtocolSettings::connect_timeout` (20 s): no path between us (a NAT that needs a TURN
+    /// server, a firewall) or a peer that never answers. It is given up and the lobby goes on; a
+    /// link that still opens later is taken.
+    #[error("no link to {peer} opened within {waited:?}")]
+    ConnectTimeout {
+        /// The peer.
+        peer: PeerId,
+        /// How long we waited.
+        waited: std::time::Duration,
+    },
+    /// The signaling server refused to let us into the room (its answer to the websocket
+    /// request; natively only: a browser does not show a refused websocket's answer, it sees
+    /// [`HuddleError::Signaling`]). The session ends: retrying changes nothing until what the
+    /// refusal names changes.
+    #[error("the signaling server refused the join: {0}")]
+    Refused(JoinRefusal),
     /// The signaling server took us out of the room (kicked by the host or the operator, or
     /// closed for a policy: silent too long, not reading, flooding). The session ends: the
     /// others were told we left, and our links to them close.
@@ -94,6 +111,60 @@ pub enum HuddleError {
         /// Why.
         why: String,
     },
+}
+
+/// Why a signaling server refused a join, from its HTTP answer (huddle_server answers with a
+/// status and the reason in the body).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinRefusal {
+    /// 400: the room URL cannot be used (a bad room name, a bad `?next=` or `?capacity=`).
+    #[error("bad request: {reason}")]
+    BadRequest {
+        /// The server's reason.
+        reason: String,
+    },
+    /// 401: the server needs a join token for the room, and ours is missing, expired or for
+    /// another room.
+    #[error("unauthorized: {reason}")]
+    Unauthorized {
+        /// The server's reason.
+        reason: String,
+    },
+    /// 403: we (our address or our token's name) were kicked from the room, and the ban lasts.
+    #[error("banned: {reason}")]
+    Banned {
+        /// The server's reason, with the seconds left.
+        reason: String,
+    },
+    /// 503 (the room or the server is full) or 429 (too many connections from our address).
+    #[error("full: {reason}")]
+    Full {
+        /// The server's reason.
+        reason: String,
+    },
+    /// Any other answer.
+    #[error("HTTP {status}: {reason}")]
+    Other {
+        /// The HTTP status.
+        status: u16,
+        /// The body of the answer.
+        reason: String,
+    },
+}
+
+impl JoinRefusal {
+    /// The refusal an HTTP answer with `status` and `body` means.
+    pub fn from_http(status: u16, body: &str) -> Self {
+        // A reason is a line of text, not a page.
+        let reason: String = body.trim().chars().take(512).collect();
+        match status {
+            400 => Self::BadRequest { reason },
+            401 => Self::Unauthorized { reason },
+            403 => Self::Banned { reason },
+            429 | 503 => Self::Full { reason },
+            _ => Self::Other { status, reason },
+        }
+    }
 }
 
 /// A game message to send: write it with a `MessageWriter<Outgoing<T>>`.
@@ -151,6 +222,9 @@ impl From<EndpointError> for HuddleError {
             }
             EndpointError::TopologyMismatch { peer, ours, theirs } => {
                 HuddleError::TopologyMismatch { peer, ours, theirs }
+            }
+            EndpointError::ConnectTimeout { peer, waited } => {
+                HuddleError::ConnectTimeout { peer, waited }
             }
             EndpointError::LinkGaveUp { .. }
             | EndpointError::RelayOverflow { .. }

@@ -8,7 +8,7 @@ use crate::rate_limit::TokenBucket;
 use crate::registry::{lock, RoomKey, SharedRoom};
 use crate::request::Admitted;
 use crate::room::{JoinError, RouteError};
-use crate::state::{Outbound, PeerHandle, ServerState, QueueLimit, queued_len};
+use crate::state::{queued_len, Outbound, PeerHandle, QueueLimit, ServerState};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};

@@ -16,6 +16,9 @@ use tokio::task::JoinHandle;
 use tower_http::cors::CorsLayer;
 use tracing::info;
 
+/// Connections the kernel holds for us before we accept them.
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// How long a shutdown waits for the peers' connections to close.
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
@@ -47,9 +50,16 @@ pub struct RunningServer {
 /// picks a free port: [`RunningServer::local_addr`] tells which.
 pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let state = ServerState::new(config.clone());
-    let listener = std::net::TcpListener::bind(config.bind)?;
-    listener.set_nonblocking(true)?;
-    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let socket = if config.bind.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // A server restarted at once finds its port free; a join storm finds room in the queue of
+    // connections not yet accepted (the kernel caps it at `net.core.somaxconn`).
+    socket.set_reuseaddr(true)?;
+    socket.bind(config.bind)?;
+    let listener = socket.listen(LISTEN_BACKLOG)?;
     let addr = listener.local_addr()?;
     let router = upgrade::routes(Router::new(), state.clone());
     let router = http::routes(router, state.clone()).layer(CorsLayer::permissive());

@@ -2,7 +2,7 @@
 //! Run inside the loopback-only network namespace (see README).
 
 use bevy_huddle::prelude::*;
-use bevy_huddle::{Conditions, HuddleConfig, LeaveReason, LinkConditioner};
+use bevy_huddle::{Conditions, HuddleConfig, JoinRefusal, LeaveReason, LinkConditioner};
 use huddle_tests::apps::*;
 use huddle_tests::*;
 use std::collections::BTreeSet;
@@ -466,4 +466,98 @@ fn the_host_kicks_a_player_out_of_the_lobby() {
         again[0].id().is_none(),
         "its address is banned from the room"
     );
+}
+
+/// A refused join is a typed error and the end of the session, not a string or a wait: without a
+/// join token (401), with a capacity beyond the server's (400), in a full room (503), and after a
+/// kick from that address (403, see the kick test) the player is `Offline` with
+/// `HuddleError::Refused` and the server's reason.
+#[test]
+fn refused_joins_are_typed_errors() {
+    let secret = "backend";
+    let (_rt, server) = server_with_on_runtime(huddle_server::ServerConfig {
+        auth_secret: Some(secret.into()),
+        max_room_peers: 8,
+        ..huddle_server::ServerConfig::loopback()
+    });
+    let token = |room: &str| {
+        let expires = std::time::SystemTime::now() + Duration::from_secs(600);
+        huddle_server::token::mint(secret.as_bytes(), room, expires)
+    };
+    let first = server.room_url(&format!("full?capacity=1&token={}", token("full")));
+    let mut host = vec![Player::join(&first)];
+    assert!(run_until(&mut host, LIMIT, |ps| ps[0].roster().is_host()));
+    let cases = [
+        (server.room_url("lobby"), "unauthorized"),
+        (
+            server.room_url(&format!("lobby?capacity=9&token={}", token("lobby"))),
+            "bad request",
+        ),
+        (first.clone(), "full"),
+    ];
+    for (url, kind) in cases {
+        let mut player = vec![Player::join(&url)];
+        let refused = run_until(&mut player, LIMIT, |ps| {
+            ps[0].state() == LobbyState::Offline
+        });
+        assert!(
+            refused,
+            "{kind}: the session ends: {:?} {:?}",
+            player[0].state(),
+            player[0].log().errors
+        );
+        let errors = &player[0].log().errors;
+        let typed = errors.iter().find_map(|e| match e {
+            HuddleError::Refused(refusal) => Some(refusal.clone()),
+            _ => None,
+        });
+        let typed = typed.unwrap_or_else(|| panic!("{kind}: a typed refusal, got {errors:?}"));
+        let matches = match kind {
+            "unauthorized" => {
+                matches!(&typed, JoinRefusal::Unauthorized { reason } if reason.contains("token"))
+            }
+            "bad request" => {
+                matches!(&typed, JoinRefusal::BadRequest { reason } if reason.contains('9'))
+            }
+            _ => matches!(&typed, JoinRefusal::Full { reason } if reason.contains("full")),
+        };
+        assert!(matches, "{kind}: {typed:?}");
+        assert!(player[0].id().is_none());
+    }
+}
+
+/// A peer the server introduces that never answers (a websocket client that ignores the offer)
+/// is given up after the connect timeout: `HuddleError::ConnectTimeout` names it, nobody waits
+/// for it, and a real player still joins.
+#[test]
+fn a_peer_whose_link_never_opens_is_a_connect_timeout() {
+    let (rt, server) = server_on_runtime();
+    let url = server.room_url("ghost");
+    let mut config = HuddleConfig::room(&url);
+    config.protocol.connect_timeout = Duration::from_secs(3);
+    let mut players = vec![Player::join_with(&url, Types::All, config)];
+    assert!(run_until(&mut players, LIMIT, |ps| ps[0]
+        .roster()
+        .is_host()));
+    let ghost = rt.block_on(RawClient::connect(&url)).expect("joins");
+    let timed_out = run_until(&mut players, LIMIT, |ps| {
+        ps[0]
+            .log()
+            .errors
+            .iter()
+            .any(|e| matches!(e, HuddleError::ConnectTimeout { peer, .. } if *peer == ghost.id))
+    });
+    assert!(timed_out, "{:?}", players[0].log().errors);
+    assert_eq!(players[0].state(), LobbyState::InLobby);
+    assert!(!players[0].roster().peers.contains(&ghost.id));
+    players.push(Player::join(&url));
+    assert!(
+        run_until(&mut players, LIMIT, |ps| ps.iter().all(|p| p
+            .roster()
+            .members
+            .len()
+            == 2)),
+        "a real player still joins"
+    );
+    drop(ghost);
 }

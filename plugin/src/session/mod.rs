@@ -41,8 +41,17 @@ pub struct HuddleSession {
     raw: Option<RawLane>,
     /// The endpoint's lobby version the `Roster` was last built from.
     roster_built: Option<u64>,
-    /// Why the server removed us from the room, once it did (the session then ends).
-    removed: Option<String>,
+    /// Why the session ended, once the server refused or removed us.
+    ended: Option<HuddleError>,
+}
+
+/// The error an observation ends the session with, if it does.
+fn ending(seen: Observed) -> Option<HuddleError> {
+    match seen {
+        Observed::Removed { reason } => Some(HuddleError::Removed { reason }),
+        Observed::Refused(refusal) => Some(HuddleError::Refused(refusal)),
+        _ => None,
+    }
 }
 
 impl HuddleSession {
@@ -88,7 +97,7 @@ impl HuddleSession {
             delayer: Delayer::new(fastrand::u64(..)),
             raw: None,
             roster_built: None,
-            removed: None,
+            ended: None,
         })
     }
 
@@ -168,12 +177,18 @@ impl HuddleSession {
     /// Why the session is over, once it is: the server removed us from the room (the links to
     /// the others, which it told we left, close with the session), or the message loop ended.
     pub(crate) fn finished(&mut self) -> Option<HuddleError> {
-        if let Some(reason) = self.removed.take() {
-            return Some(HuddleError::Removed { reason });
+        if let Some(error) = self.ended.take() {
+            return Some(error);
         }
         let task = self.task.as_mut()?;
         if !task.is_finished() {
             return None;
+        }
+        // Why it ended may still wait among the signaller's observations.
+        while let Ok(seen) = self.observed.try_recv() {
+            if let Some(error) = ending(seen) {
+                return Some(error);
+            }
         }
         let task = self.task.take()?;
         let why = match futures::executor::block_on(task) {
@@ -193,7 +208,9 @@ impl HuddleSession {
                 Observed::Calls(peer) => self.endpoint.introduced(peer, Role::Caller),
                 Observed::CalledBy(peer) => self.endpoint.introduced(peer, Role::Receiver),
                 Observed::Left(peer) => self.endpoint.server_left(peer),
-                Observed::Removed { reason } => self.removed = Some(reason),
+                seen @ (Observed::Removed { .. } | Observed::Refused(_)) => {
+                    self.ended = ending(seen);
+                }
                 Observed::Dropped { from, reason } => {
                     self.endpoint.counters_mut().signals_dropped += 1;
                     warn!("dropped a signal from {from:?}: {reason}");

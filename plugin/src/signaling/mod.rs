@@ -28,6 +28,8 @@ pub enum Observed {
     CalledBy(PeerId),
     /// The server said this peer left.
     Left(PeerId),
+    /// The server refused our websocket request (natively: its HTTP status and reason).
+    Refused(crate::messages::JoinRefusal),
     /// The server closed our connection for a policy (websocket close code 1008: kicked, idle,
     /// not reading, flooding): it took us out of the room and told the others we left.
     Removed {

@@ -1,6 +1,7 @@
 //! The signaller over async-tungstenite (the websocket client matchbox itself uses natively).
 
-use super::{next_attempt, HuddleSignallerBuilder, Inbox, RETRY_DELAY};
+use super::{next_attempt, HuddleSignallerBuilder, Inbox, Observed, RETRY_DELAY};
+use crate::messages::JoinRefusal;
 use async_tungstenite::smol::{connect_async_with_tls_connector, ConnectStream};
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::WebSocketStream;
@@ -30,6 +31,17 @@ impl SignallerBuilder for HuddleSignallerBuilder {
                         inbox: Inbox::new(self.observer.clone()),
                         requests: self.take_requests(),
                     }))
+                }
+                // The server answered, and not with an upgrade: a refusal, final.
+                Err(async_tungstenite::tungstenite::Error::Http(response)) => {
+                    let body = response.body().as_deref().unwrap_or_default();
+                    let refusal = JoinRefusal::from_http(
+                        response.status().as_u16(),
+                        &String::from_utf8_lossy(body),
+                    );
+                    let why = refusal.to_string();
+                    let _ = self.observer.unbounded_send(Observed::Refused(refusal));
+                    return Err(SignalingError::UserImplementationError(why));
                 }
                 Err(e) => {
                     next_attempt(&mut attempts, SignalingError::from(e))?;

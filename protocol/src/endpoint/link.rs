@@ -41,6 +41,8 @@ struct Ping {
 #[derive(Debug)]
 pub(crate) struct Link {
     pub(crate) role: Option<Role>,
+    /// When the server introduced it (until its link opens).
+    pub(crate) introduced_at: Option<Duration>,
     pub(crate) connected: bool,
     /// `Joined` was announced: its hello matched ours.
     pub(crate) announced: bool,
@@ -75,6 +77,7 @@ impl Link {
     pub(crate) fn new(max_message: usize, max_pending: usize) -> Self {
         Self {
             role: None,
+            introduced_at: None,
             connected: false,
             announced: false,
             mismatched: false,

@@ -194,7 +194,12 @@ impl Endpoint {
             return;
         }
         self.lobby_changed();
-        self.link(peer).role = Some(role);
+        let now = self.now;
+        let link = self.link(peer);
+        link.role = Some(role);
+        if !link.connected && link.introduced_at.is_none() {
+            link.introduced_at = Some(now);
+        }
         let Some(e) = self.election.as_mut() else {
             return;
         };
@@ -223,7 +228,9 @@ impl Endpoint {
         self.advance(now);
         self.lobby_changed();
         self.departed.remove(peer);
-        self.link(peer).connected = true;
+        let link = self.link(peer);
+        link.connected = true;
+        link.introduced_at = None;
         self.send_hello(peer, now);
         if let Some(e) = self.election.as_mut() {
             let outs = e.connected(peer);
@@ -259,6 +266,7 @@ impl Endpoint {
     /// window, then relay acknowledgements).
     pub fn handle_timeout(&mut self, now: Duration) {
         self.advance(now);
+        self.give_up_connecting(now);
         if let Some(election) = self.election.as_mut() {
             let outs = election.tick(now);
             self.apply(outs);
@@ -290,6 +298,9 @@ impl Endpoint {
             }
             if let Some(since) = link.waiting_since {
                 at(since.saturating_add(LINK_WAIT));
+            }
+            if let Some(since) = link.introduced_at {
+                at(since.saturating_add(self.config.settings.connect_timeout));
             }
         }
         next
@@ -398,6 +409,26 @@ impl Endpoint {
     }
 
     /// Time only moves forward, whatever the driver's clock does.
+    /// Links the server introduced that did not open within the connect timeout are given up:
+    /// reported once, and forgotten as a closed link is.
+    fn give_up_connecting(&mut self, now: Duration) {
+        let waited = self.config.settings.connect_timeout;
+        let late: Vec<PeerId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| {
+                l.introduced_at
+                    .is_some_and(|t| now.saturating_sub(t) >= waited)
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in late {
+            self.events
+                .push_back(Event::Error(EndpointError::ConnectTimeout { peer, waited }));
+            self.link_down(peer);
+        }
+    }
+
     fn advance(&mut self, now: Duration) {
         self.now = self.now.max(now);
     }

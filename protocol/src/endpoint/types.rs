@@ -97,6 +97,9 @@ pub struct ProtocolSettings {
     pub max_queued_bytes: usize,
     /// How often each link is pinged (for RTT and loss).
     pub ping_interval: Duration,
+    /// How long a link to a peer the server introduced may take to open before it is given up
+    /// ([`EndpointError::ConnectTimeout`]; a link that opens later is taken as it comes).
+    pub connect_timeout: Duration,
 }
 
 impl Default for ProtocolSettings {
@@ -108,6 +111,7 @@ impl Default for ProtocolSettings {
             bulk_window_bytes: 256 * 1024,
             max_queued_bytes: 64 * 1024 * 1024,
             ping_interval: Duration::from_millis(250),
+            connect_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -209,6 +213,16 @@ pub enum EndpointError {
         ours: Topology,
         /// Its.
         theirs: Topology,
+    },
+    /// The link to a peer the server introduced did not open in time (ICE found no path: a NAT
+    /// that needs TURN, a firewall, a peer that never answers): it is given up, and the lobby
+    /// goes on without it.
+    #[error("no link to {peer} opened within {waited:?}")]
+    ConnectTimeout {
+        /// The peer.
+        peer: PeerId,
+        /// How long we waited.
+        waited: Duration,
     },
     /// Reliable frames were given up: no link to their next hop came up in time.
     #[error("no link to {peer} came up within {waited:?}: {frames} reliable frames not sent")]

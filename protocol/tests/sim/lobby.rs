@@ -2,7 +2,7 @@
 
 use crate::net::{Sim, FRAME};
 use crate::{conditions, SEEDS};
-use huddle_protocol::endpoint::{Channel, EndpointError, Event, Recipients};
+use huddle_protocol::endpoint::{Channel, EndpointError, Event, Recipients, Role};
 use huddle_protocol::Topology;
 use std::time::Duration;
 
@@ -227,4 +227,36 @@ fn a_message_for_a_peer_not_in_the_lobby_is_reported() {
     let r = ep.send(3, Channel::Reliable, b"e", &Recipients::Peer(me));
     assert!(matches!(r, Err(SendError::NotInLobby { missing }) if missing == vec![me]));
     assert!(sim.run_until(LIMIT, |s| s.nodes[1].ep.host() == Some(one)));
+}
+
+/// A peer the server introduces whose link never opens (no path, or a peer that never answers)
+/// is given up after the connect timeout: reported once, forgotten, and the lobby goes on.
+#[test]
+fn a_link_that_never_opens_is_given_up_after_the_connect_timeout() {
+    let mut sim = Sim::new(Topology::Mesh, conditions(5, 2, 0.0), 7);
+    sim.join();
+    sim.join();
+    assert!(sim.run_until(LIMIT, Sim::settled));
+    let ghost = Sim::id(99);
+    sim.nodes[0].ep.introduced(ghost, Role::Caller);
+    let timeouts = |sim: &Sim| {
+        sim.nodes[0]
+            .events
+            .iter()
+            .filter(|e| {
+                matches!(e, Event::Error(EndpointError::ConnectTimeout { peer, waited })
+                    if *peer == ghost && *waited == Duration::from_secs(20))
+            })
+            .count()
+    };
+    sim.run_for(Duration::from_secs(19));
+    assert_eq!(timeouts(&sim), 0, "not before the timeout");
+    assert!(sim.nodes[0].ep.poll_timeout().is_some());
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(timeouts(&sim), 1, "given up at the timeout");
+    sim.run_for(Duration::from_secs(20));
+    assert_eq!(timeouts(&sim), 1, "once");
+    assert!(!sim.nodes[0].ep.peers().contains(&ghost));
+    assert_eq!(sim.nodes[0].ep.peers(), &[Sim::id(1)], "the lobby goes on");
+    assert!(sim.settled());
 }
