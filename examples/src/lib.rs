@@ -19,9 +19,8 @@ use bevy::app::{PluginGroup, PluginGroupBuilder, ScheduleRunnerPlugin};
 use bevy::prelude::App;
 use std::time::Duration;
 
-/// Logs of the native examples: ours at info, the WebRTC stack's chatter at warn.
-pub const LOG_FILTER: &str =
-    "info,rtc=warn,rtc_ice=warn,rtc_dtls=warn,webrtc=warn,matchbox_socket=warn,bevy_ggrs=warn";
+/// Logs of the native examples: the plugin's recommended filter (`RUST_LOG` overrides it).
+pub use bevy_huddle::LOG_FILTER;
 
 /// Bevy's `MinimalPlugins` updating 60 times a second: the examples without a window.
 pub fn minimal_plugins_60hz() -> PluginGroupBuilder {

@@ -42,5 +42,37 @@ fn two_hellos_greet_each_other() {
     for text in &texts {
         assert!(text.contains("joined; the host is Some("), "{text}");
         assert!(text.contains("says hello!"), "{text}");
+        // Quiet by default: no warnings from the WebRTC stack or matchbox, which are chatter
+        // here, not faults (`RUST_LOG=info` shows them: DTLS's server name, matchbox's closed
+        // queue as a player leaves, ICE's early pings).
+        let plain = strip_colors(text);
+        let noisy: Vec<&str> = plain
+            .lines()
+            .filter(|l| {
+                l.contains(" WARN ")
+                    && ["rtc", "webrtc", "matchbox_socket"]
+                        .iter()
+                        .any(|t| l.contains(&format!(" {t}")))
+            })
+            .collect();
+        assert!(noisy.is_empty(), "dependency warnings printed: {noisy:#?}");
     }
+}
+
+/// The text without its terminal colour codes (`ESC [ ... m`).
+fn strip_colors(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -58,6 +58,16 @@ mod session;
 pub mod signaling;
 mod systems;
 
+/// The log filter we recommend (`LogPlugin { filter: LOG_FILTER.into(), .. }`): info for the game
+/// and huddle, warnings for the WebRTC stack, and the stack's chatter that is no fault hidden:
+/// ICE's `pingAllCandidates called with no candidate pairs` and `discard success message ... no
+/// such remote` while candidates still trickle in, the SCTP handler's `there already exists a
+/// stream`, DTLS's `conn.remote_addr is empty`, matchbox's `Outgoing message queue closed` as a
+/// session ends (what matters of matchbox's reports reaches the game as `HuddleError`s). `RUST_LOG`
+/// still overrides it: one env var away (`RUST_LOG=info,rtc_ice=debug`).
+pub const LOG_FILTER: &str = "info,rtc=warn,rtc::peer_connection::handler=error,rtc_ice=error,\
+rtc_dtls=error,webrtc=warn,matchbox_socket=error,bevy_ggrs=warn";
+
 #[cfg(feature = "ggrs")]
 pub use bevy_ggrs;
 pub use conditioner::{Conditions, LinkConditioner};

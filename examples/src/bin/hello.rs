@@ -18,7 +18,10 @@ fn main() {
     let frame = Duration::from_secs_f64(1.0 / 60.0);
     App::new()
         .add_plugins(MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(frame)))
-        .add_plugins(bevy::log::LogPlugin::default())
+        .add_plugins(bevy::log::LogPlugin {
+            filter: bevy_huddle::LOG_FILTER.into(),
+            ..Default::default()
+        })
         .add_plugins(HuddlePlugin::new(HuddleConfig::room(room)))
         .add_huddle_message::<Greeting>(Channel::Reliable)
         .add_systems(Update, (greet, read, leave_after(stay)))

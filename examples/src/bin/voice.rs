@@ -29,7 +29,10 @@ mod native {
             .add_plugins(
                 MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_millis(16))),
             )
-            .add_plugins(bevy::log::LogPlugin::default())
+            .add_plugins(bevy::log::LogPlugin {
+                filter: bevy_huddle::LOG_FILTER.into(),
+                ..Default::default()
+            })
             .add_plugins(HuddlePlugin::new(config))
             .add_systems(Startup, move |mut media: ResMut<LocalMedia>| {
                 media.start_microphone(MicSource::SineWave(SineWave::new(pitch, 0.3)));
