@@ -1,5 +1,6 @@
 //! The lobby demo runs as documented: with no arguments it hosts, a bot joins, the lobby forms, and
-//! each hears the other's voice and sees its camera.
+//! each hears the other's voice and sees its camera; with `--browse` it picks a room from a
+//! server's list.
 //! Run inside the loopback-only network namespace (see README).
 
 use std::process::Command;
@@ -39,4 +40,49 @@ fn lobby_demo_forms_a_lobby_with_its_bot() {
         text.contains("hears 550 Hz") && text.contains("sees frame"),
         "the bot's voice and camera arrived: {text}"
     );
+}
+
+/// `--browse`: the demo lists a server's rooms (`commands.list_rooms`), prints them, and joins the
+/// open one, where a player waits.
+#[test]
+fn lobby_demo_browses_the_rooms_and_joins_one() {
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let server = rt
+        .block_on(async { huddle_server::start(huddle_server::ServerConfig::loopback()) })
+        .expect("the server starts");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_lobby"))
+            .args(["--headless", "--no-media"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the demo starts")
+    };
+    let waiting = run(&["--room", &server.room_url("arena"), "--frames", "600"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let base = format!("ws://{}", server.local_addr());
+    let browsing = run(&["--browse", &base, "--frames", "420"]);
+    let start = Instant::now();
+    let mut texts = Vec::new();
+    for mut child in [browsing, waiting] {
+        while child.try_wait().expect("wait").is_none() {
+            if start.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("the demo did not finish in 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().expect("output");
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        texts.push(text);
+    }
+    assert!(texts[0].contains("room arena: 1/"), "{}", texts[0]);
+    assert!(texts[0].contains("joining room arena"), "{}", texts[0]);
+    // They met: each printed its lobby with the other in it (a peer's entry shows its rtt).
+    for text in &texts {
+        assert!(text.contains(" rtt "), "{text}");
+    }
 }

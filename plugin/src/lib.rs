@@ -53,6 +53,7 @@ pub mod messages;
 pub mod registry;
 #[cfg(feature = "ggrs")]
 pub mod rollback;
+pub mod rooms;
 pub mod schedule;
 mod session;
 pub mod signaling;
@@ -93,6 +94,7 @@ pub use rollback::{
     HuddleGgrsSocket, HuddleRollbackPlugin, LeaveRollback, RollbackEvent, RollbackMatch,
     RollbackPhase, RollbackSettings, RollbackStarted, RollbackStats, StartRollback,
 };
+pub use rooms::{RoomInfo, RoomList};
 pub use schedule::{HuddleSystems, LobbyState};
 pub use session::{HuddleSession, HuddleStats, RawLane, RawQueues};
 
@@ -104,7 +106,7 @@ pub mod prelude {
     pub use crate::{
         AddHuddleMessage, Channel, Conditions, HostChanged, HuddleCommandsExt, HuddleConfig,
         HuddleError, HuddlePlugin, HuddleSystems, Incoming, LinkConditioner, LobbyState, Outgoing,
-        PeerId, PeerJoined, PeerLeft, Recipients, Role, Roster, Topology,
+        PeerId, PeerJoined, PeerLeft, Recipients, Role, RoomInfo, RoomList, Roster, Topology,
     };
     #[cfg(feature = "ggrs")]
     pub use crate::{
@@ -147,11 +149,13 @@ impl Plugin for HuddlePlugin {
             .add_message::<PeerLeft>()
             .add_message::<HostChanged>()
             .add_message::<HuddleError>()
+            .add_message::<RoomList>()
+            .init_resource::<rooms::RoomListAnswers>()
             .configure_sets(PostUpdate, HuddleSystems::Send.before(HuddleSystems::Flush))
             .add_systems(Startup, systems::auto_connect)
             .add_systems(
                 PreUpdate,
-                (systems::receive, diagnostics::measure)
+                (systems::receive, diagnostics::measure, rooms::deliver)
                     .chain()
                     .in_set(HuddleSystems::Receive),
             )

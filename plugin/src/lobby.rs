@@ -55,6 +55,11 @@ pub trait HuddleCommandsExt {
     /// As the room's host: has the signaling server remove `peer` and refuse its address in
     /// this room for `ban` (huddle_server; see [`HuddleSession::kick`]).
     fn kick(&mut self, peer: PeerId, ban: std::time::Duration);
+    /// Asks the signaling server at `server` (a room URL such as `ws://host:3536/lobby`, or
+    /// `http(s)://host:port`) for its public rooms (`GET /rooms`); the answer comes as a
+    /// [`RoomList`](crate::RoomList) message, in a later frame. Over `https://` the
+    /// `HuddleConfig::root_certificates`, if any, are the roots trusted.
+    fn list_rooms(&mut self, server: impl Into<String>);
 }
 
 impl HuddleCommandsExt for Commands<'_, '_> {
@@ -72,6 +77,17 @@ impl HuddleCommandsExt for Commands<'_, '_> {
             if let Some(session) = world.get_resource::<HuddleSession>() {
                 session.kick(peer, ban);
             }
+        });
+    }
+
+    fn list_rooms(&mut self, server: impl Into<String>) {
+        let server = server.into();
+        self.queue(move |world: &mut World| {
+            let roots = world
+                .get_resource::<crate::HuddleSettings>()
+                .map(|s| s.0.root_certificates.clone())
+                .unwrap_or_default();
+            crate::rooms::request(world, &server, roots);
         });
     }
 }

@@ -196,6 +196,50 @@ impl RoomRequest {
     }
 }
 
+/// What `GET /rooms` tells of a public room (one entry of the JSON list huddle_server serves).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RoomInfo {
+    /// The URL path.
+    pub path: String,
+    /// `N` for a match-of-N room.
+    pub next: Option<usize>,
+    /// Peers in the room now.
+    pub peers: usize,
+    /// The most peers it holds.
+    pub capacity: usize,
+    /// Mesh or star.
+    pub topology: Topology,
+    /// The host's peer id.
+    pub host: Option<String>,
+}
+
+/// The room list's URL on the server of a room URL or server address: `ws://host:3536/lobby?next=2`
+/// → `http://host:3536/rooms` (`wss://` → `https://`; `http(s)://` addresses are taken as they
+/// are). `None` for anything else.
+pub fn rooms_url(server: &str) -> Option<String> {
+    let (scheme, rest) = [
+        ("ws://", "http://"),
+        ("wss://", "https://"),
+        ("http://", "http://"),
+        ("https://", "https://"),
+    ]
+    .iter()
+    .find_map(|(from, to)| server.strip_prefix(from).map(|rest| (*to, rest)))?;
+    let host = rest
+        .split(['/', '?', '#'])
+        .next()
+        .filter(|h| !h.is_empty())?;
+    Some(format!("{scheme}{host}/rooms"))
+}
+
+/// Reads `GET /rooms`'s answer (a JSON list of [`RoomInfo`]), at most `max` rooms of it.
+pub fn parse_room_list(body: &str, max: usize) -> Result<Vec<RoomInfo>, String> {
+    let mut rooms: Vec<RoomInfo> =
+        serde_json::from_str(body).map_err(|e| format!("not a room list: {e}"))?;
+    rooms.truncate(max);
+    Ok(rooms)
+}
+
 /// A room URL: the server's address and the room request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomUrl {
@@ -246,6 +290,36 @@ impl fmt::Display for RoomUrl {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_room_list_is_on_the_rooms_server() {
+        assert_eq!(
+            rooms_url("ws://127.0.0.1:3536/lobby?next=2").as_deref(),
+            Some("http://127.0.0.1:3536/rooms")
+        );
+        assert_eq!(
+            rooms_url("wss://play.example:443").as_deref(),
+            Some("https://play.example:443/rooms")
+        );
+        assert_eq!(
+            rooms_url("http://h:1/anything").as_deref(),
+            Some("http://h:1/rooms")
+        );
+        for bad in ["", "ws://", "ftp://h/x", "lobby"] {
+            assert_eq!(rooms_url(bad), None, "{bad}");
+        }
+        let body = r#"[{"path":"a","next":null,"peers":2,"capacity":8,"topology":"mesh","host":"x"},
+            {"path":"b","next":4,"peers":1,"capacity":4,"topology":"star","host":null}]"#;
+        let rooms = parse_room_list(body, 10).unwrap_or_default();
+        assert_eq!(rooms.len(), 2);
+        assert_eq!(
+            (rooms[1].next, rooms[1].topology),
+            (Some(4), Topology::Star)
+        );
+        assert_eq!(parse_room_list(body, 1).map(|r| r.len()), Ok(1));
+        assert!(parse_room_list("{\"not\": \"a list\"}", 10).is_err());
+    }
+
     use super::*;
 
     fn q<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {

@@ -4,8 +4,9 @@
 //! routing then lock that one room, so one room's traffic never waits on another's and a join costs
 //! O(peers in the room), not O(peers on the server).
 
-use crate::request::{Admitted, Topology};
+use crate::request::Admitted;
 use crate::room::Room;
+pub use huddle_protocol::room::RoomInfo;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fmt;
@@ -174,23 +175,6 @@ impl<T> Registry<T> {
     }
 }
 
-/// What `GET /rooms` tells of a room.
-#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
-pub struct RoomInfo {
-    /// The URL path.
-    pub path: String,
-    /// `N` for a match-of-N room.
-    pub next: Option<usize>,
-    /// Peers in the room now.
-    pub peers: usize,
-    /// The most peers it holds.
-    pub capacity: usize,
-    /// Mesh or star.
-    pub topology: Topology,
-    /// The host's peer id.
-    pub host: Option<String>,
-}
-
 impl<T> Registry<T> {
     /// The public rooms, sorted by key.
     pub fn list_public(&self) -> Vec<RoomInfo> {
@@ -222,6 +206,7 @@ impl<T> Registry<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::Topology;
     use matchbox_protocol::PeerId;
     use std::collections::HashMap;
     use uuid::Uuid;

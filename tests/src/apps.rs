@@ -34,6 +34,8 @@ pub struct Log {
     pub hosts: Vec<(HostChanged, Instant)>,
     /// `HuddleError` messages.
     pub errors: Vec<HuddleError>,
+    /// `RoomList` answers.
+    pub room_lists: Vec<RoomList>,
     /// Chat lines received.
     pub chats: Vec<(PeerId, Chat)>,
     /// Positions received.
@@ -150,7 +152,9 @@ fn collect_lobby(
     mut left: MessageReader<PeerLeft>,
     mut hosts: MessageReader<HostChanged>,
     mut errors: MessageReader<HuddleError>,
+    mut room_lists: MessageReader<RoomList>,
 ) {
+    log.room_lists.extend(room_lists.read().cloned());
     log.joined.extend(joined.read().cloned());
     log.left.extend(left.read().cloned());
     let now = Instant::now();

@@ -561,3 +561,47 @@ fn a_peer_whose_link_never_opens_is_a_connect_timeout() {
     );
     drop(ghost);
 }
+
+/// The room browser: `commands.list_rooms(server)` brings the server's public rooms as a
+/// `RoomList` (path, peers, capacity, host), not the private ones; a server that is not there is
+/// an error in the list, not a panic or a wait.
+#[test]
+fn the_room_browser_lists_the_public_rooms() {
+    let (_rt, server) = server_on_runtime();
+    let mut players = vec![
+        Player::join(&server.room_url("arena?capacity=4")),
+        Player::join(&server.room_url("secret?private=true")),
+    ];
+    assert!(run_until(&mut players, LIMIT, |ps| ps
+        .iter()
+        .all(|p| p.roster().is_host())));
+    let browse = |player: &mut Player, server: String| {
+        player.app.world_mut().commands().list_rooms(server);
+        player.app.world_mut().flush();
+    };
+    browse(&mut players[0], server.room_url("anything"));
+    assert!(run_until(&mut players, LIMIT, |ps| !ps[0]
+        .log()
+        .room_lists
+        .is_empty()));
+    let list = players[0].log().room_lists[0].clone();
+    assert!(list.url.ends_with("/rooms"), "{list:?}");
+    let rooms = list.rooms.expect("a list");
+    assert_eq!(rooms.len(), 1, "{rooms:?}");
+    assert_eq!(
+        (rooms[0].path.as_str(), rooms[0].peers, rooms[0].capacity),
+        ("arena", 1, 4)
+    );
+    assert_eq!(rooms[0].host, players[0].id().map(|id| id.to_string()));
+    // Nobody listening there: an error.
+    let nowhere = {
+        let unused = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        unused.local_addr().expect("its address")
+    };
+    browse(&mut players[1], format!("ws://{nowhere}/x"));
+    assert!(run_until(&mut players, LIMIT, |ps| !ps[1]
+        .log()
+        .room_lists
+        .is_empty()));
+    assert!(players[1].log().room_lists[0].rooms.is_err());
+}

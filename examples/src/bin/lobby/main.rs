@@ -5,6 +5,7 @@
 //! cargo run -p huddle_examples --bin lobby --features window     # a window: arrows move, 1-3 chat
 //! cargo run -p huddle_examples --bin lobby -- --headless --frames 600
 //! cargo run -p huddle_examples --bin lobby -- --room ws://127.0.0.1:3536/lobby --headless
+//! cargo run -p huddle_examples --bin lobby -- --browse ws://127.0.0.1:3536 --headless  # pick a room
 //! ```
 //!
 //! In a browser (wasm32) the same binary is the page's game: see `scripts/web.sh` and README

@@ -15,6 +15,10 @@ struct Args {
     /// Join this room instead of hosting one with a bot.
     #[arg(long)]
     room: Option<String>,
+    /// Browse the rooms of this server (`ws://host:3536`): list them, then join the first with a
+    /// free seat (`lobby` if none).
+    #[arg(long, conflicts_with = "room")]
+    browse: Option<String>,
     /// No window: print the lobby once a second.
     #[arg(long)]
     headless: bool,
@@ -27,14 +31,50 @@ struct Args {
     no_media: bool,
 }
 
-/// The demo's settings for `room`: media on unless `--no-media`.
-fn config(room: &str, media: bool) -> HuddleConfig {
-    let mut config = HuddleConfig::room(room);
+/// The demo's settings for `room` (none: it joins once it browsed): media on unless
+/// `--no-media`.
+fn config(room: Option<&str>, media: bool) -> HuddleConfig {
+    let mut config = room.map(HuddleConfig::room).unwrap_or_default();
     config.media.enabled = media;
     config
 }
 
-fn app(room: &str, frames: Option<u32>, windowed: bool, media: bool) -> App {
+/// `--browse`: asks `server` for its rooms at start, prints them, and joins the first with a
+/// free seat.
+fn browse(app: &mut App, server: String) {
+    let ask = server.clone();
+    app.add_systems(Startup, move |mut commands: Commands| {
+        commands.list_rooms(ask.clone())
+    });
+    app.add_systems(
+        Update,
+        move |mut lists: MessageReader<RoomList>, mut commands: Commands| {
+            for list in lists.read() {
+                let rooms = match &list.rooms {
+                    Ok(rooms) => rooms,
+                    Err(e) => {
+                        error!("cannot list the rooms of {server}: {e}");
+                        continue;
+                    }
+                };
+                for room in rooms {
+                    info!(
+                        "room {}: {}/{} peers, {}",
+                        room.path, room.peers, room.capacity, room.topology
+                    );
+                }
+                let open = rooms
+                    .iter()
+                    .find(|r| r.peers < r.capacity && r.next.is_none());
+                let path = open.map_or("lobby", |r| r.path.as_str());
+                info!("joining room {path}");
+                commands.connect_huddle(format!("{}/{path}", server.trim_end_matches('/')));
+            }
+        },
+    );
+}
+
+fn app(room: Option<&str>, frames: Option<u32>, windowed: bool, media: bool) -> App {
     let mut app = match windowed {
         #[cfg(feature = "window")]
         true => huddle_examples::window_app(huddle_examples::window::LobbyWindow),
@@ -125,7 +165,7 @@ fn print_lobby(
 /// The bot: a headless player that quits a second after `frames`.
 fn bot(room: &str, frames: Option<u32>, media: bool) -> App {
     let mut bot = huddle_examples::headless_app(false);
-    bot.add_plugins(HuddlePlugin::new(config(room, media)))
+    bot.add_plugins(HuddlePlugin::new(config(Some(room), media)))
         .add_plugins(LobbyGame { pilot: Pilot::Bot })
         .add_plugins(LobbyMedia {
             tone: 550.0,
@@ -151,6 +191,12 @@ pub fn main() -> AppExit {
     if !windowed && !args.headless {
         eprintln!("built without the `window` feature: running headless");
     }
+    if let Some(server) = args.browse {
+        let mut app = app(None, args.frames, windowed, !args.no_media);
+        browse(&mut app, server);
+        app.add_systems(Update, print_lobby);
+        return app.run();
+    }
     // With no room, host one here and add a bot player on a thread of its own.
     let (_server, room) = match args.room {
         Some(room) => (None, room),
@@ -167,7 +213,7 @@ pub fn main() -> AppExit {
             }
         }
     };
-    let mut app = app(&room, args.frames, windowed, !args.no_media);
+    let mut app = app(Some(&room), args.frames, windowed, !args.no_media);
     app.add_systems(Update, print_lobby);
     app.run()
 }
