@@ -31,6 +31,8 @@ fn lobby_demo_forms_a_lobby_with_its_bot() {
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(status.success(), "exit {status}: {text}");
     assert!(text.contains("InLobby"), "{text}");
+    // The status line names the players (their metadata): the bot and us.
+    assert!(text.contains("me you ") && text.contains("bot "), "{text}");
     assert!(
         text.contains("hello from a player"),
         "the bot's chat line arrived: {text}"

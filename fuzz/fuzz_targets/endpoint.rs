@@ -41,6 +41,7 @@ enum Op {
         version: u16,
         star: bool,
         seen: bool,
+        meta: Vec<u8>,
     },
     Chunk {
         from: u8,
@@ -73,13 +74,14 @@ enum Op {
     Wait(u16),
 }
 
-fn hello(topology: Topology, version: u16, seen: bool) -> Vec<u8> {
+fn hello(topology: Topology, version: u16, seen: bool, meta: Vec<u8>) -> Vec<u8> {
     Control::Hello(Hello {
         version,
         types_hash: 0,
         types: Vec::new(),
         topology,
         seen,
+        meta,
     })
     .encode()
 }
@@ -107,7 +109,7 @@ fuzz_target!(|input: (bool, bool, Vec<Op>)| {
         ep.receive(
             peer(p),
             Lane::Control,
-            hello(topology, PROTOCOL_VERSION, true).into(),
+            hello(topology, PROTOCOL_VERSION, true, Vec::new()).into(),
             now,
         );
     }
@@ -137,12 +139,13 @@ fuzz_target!(|input: (bool, bool, Vec<Op>)| {
                 version,
                 star,
                 seen,
+                meta,
             } => {
                 let t = if star { Topology::Star } else { Topology::Mesh };
                 ep.receive(
                     peer(from),
                     Lane::Control,
-                    hello(t, version, seen).into(),
+                    hello(t, version, seen, meta).into(),
                     now,
                 );
             }

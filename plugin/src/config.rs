@@ -55,6 +55,12 @@ pub enum ConfigError {
         /// The URL's `?topology=`.
         url: Topology,
     },
+    /// The player metadata is over the protocol's bound.
+    #[error("player metadata of {0} bytes exceeds {max}", max = huddle_protocol::control::MAX_META)]
+    MetadataTooLarge(usize),
+    /// The player metadata could not be encoded.
+    #[error("player metadata: {0}")]
+    Metadata(String),
     /// matchbox_socket 0.15 takes one credential set for all ICE servers.
     #[error(
         "ICE servers with different credentials: matchbox_socket 0.15 takes one credential set"
@@ -84,6 +90,10 @@ pub struct HuddleConfig {
     /// a server with a private or self-signed certificate. The browser uses its own trust store
     /// and ignores these.
     pub root_certificates: Vec<Vec<u8>>,
+    /// Our player metadata (a name, a colour: [`HuddleConfig::with_metadata`]), sent to every
+    /// peer in our hello and shown in their [`Roster`](crate::Roster); at most
+    /// [`MAX_META`](huddle_protocol::control::MAX_META) bytes (1 KiB).
+    pub metadata: Vec<u8>,
     /// Voice and camera (feature `media`, native and browser): whether media is on (off by default: it costs
     /// a second connection per peer), its bitrates and its jitter buffer.
     #[cfg(feature = "media")]
@@ -97,6 +107,18 @@ impl HuddleConfig {
             room_url: Some(room_url.into()),
             ..Self::default()
         }
+    }
+
+    /// With `metadata` (any serde type; bincode 2) as our player metadata: a name, a colour. The
+    /// others read it with [`Roster::metadata`](crate::Roster::metadata).
+    pub fn with_metadata<T: serde::Serialize>(mut self, metadata: &T) -> Result<Self, ConfigError> {
+        let bytes = bincode::serde::encode_to_vec(metadata, bincode::config::standard())
+            .map_err(|e| ConfigError::Metadata(e.to_string()))?;
+        if bytes.len() > huddle_protocol::control::MAX_META {
+            return Err(ConfigError::MetadataTooLarge(bytes.len()));
+        }
+        self.metadata = bytes;
+        Ok(self)
     }
 
     /// Whether this peer does media: the feature is on and `media.enabled` allows it.

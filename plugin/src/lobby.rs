@@ -22,6 +22,9 @@ pub struct Roster {
     pub peers: Vec<PeerId>,
     /// Our role on each link.
     pub roles: HashMap<PeerId, Role>,
+    /// Each peer's player metadata as it sent it (ours too), encoded: read it with
+    /// [`Roster::metadata`].
+    pub metadata: HashMap<PeerId, Vec<u8>>,
 }
 
 impl Roster {
@@ -30,18 +33,42 @@ impl Roster {
         self.me.is_some() && self.me == self.host
     }
 
+    /// `peer`'s player metadata decoded as `T` (the type the game gave
+    /// [`HuddleConfig::with_metadata`](crate::HuddleConfig::with_metadata)); `None` if it sent
+    /// none or something else.
+    pub fn metadata<T: serde::de::DeserializeOwned>(&self, peer: PeerId) -> Option<T> {
+        let bytes = self.metadata.get(&peer)?;
+        let config = bincode::config::standard().with_limit::<1024>();
+        bincode::serde::decode_from_slice(bytes, config)
+            .ok()
+            .map(|(value, _)| value)
+    }
+
     pub(crate) fn from_session(session: &HuddleSession) -> Self {
         let peers = session.peers().to_vec();
         let roles = peers
             .iter()
             .filter_map(|p| session.role(*p).map(|r| (*p, r)))
             .collect();
+        let endpoint = session.endpoint();
+        let mut metadata: HashMap<PeerId, Vec<u8>> = peers
+            .iter()
+            .filter_map(|p| Some((*p, endpoint.peer_meta(*p)?.to_vec())))
+            .filter(|(_, m)| !m.is_empty())
+            .collect();
+        if let Some(me) = session.id() {
+            let ours = &endpoint.config().meta;
+            if !ours.is_empty() {
+                metadata.insert(me, ours.clone());
+            }
+        }
         Self {
             me: session.id(),
             host: session.host(),
             members: session.succession(),
             peers,
             roles,
+            metadata,
         }
     }
 }

@@ -7,7 +7,11 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the control protocol; peers with another version report a mismatch. 2: hellos
 /// name the room's topology; 3: media signals say which tracks are on and wanted.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
+
+/// The most bytes of a player's metadata ([`Hello::meta`]): a name and a few settings, not a
+/// profile picture.
+pub const MAX_META: usize = 1024;
 
 /// What a peer speaks: sent first on every new link, repeated until both sides have seen the
 /// other's.
@@ -25,6 +29,9 @@ pub struct Hello {
     /// Whether the sender has received our hello. A message sent the instant a data channel
     /// opens can be lost, so hellos repeat until both sides have seen each other's.
     pub seen: bool,
+    /// The sender's player metadata (a name, a colour: the game's own serde blob), at most
+    /// [`MAX_META`] bytes; a longer one is dropped and counted, the peer is not.
+    pub meta: Vec<u8>,
 }
 
 /// A control message.
@@ -104,6 +111,7 @@ mod tests {
             types: vec!["a".into()],
             topology: Topology::Star,
             seen: true,
+            meta: b"alice".to_vec(),
         });
         let bytes = hello.encode();
         assert_eq!(Control::decode(&bytes), Some(hello));

@@ -229,6 +229,7 @@ pub fn hello_like(player: &Player) -> Vec<u8> {
         types: registry.names(),
         topology,
         seen: true,
+        meta: Vec::new(),
     })
     .encode()
 }

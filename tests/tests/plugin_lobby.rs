@@ -605,3 +605,43 @@ fn the_room_browser_lists_the_public_rooms() {
         .is_empty()));
     assert!(players[1].log().room_lists[0].rooms.is_err());
 }
+
+/// Player metadata: each player's name (any serde type, `HuddleConfig::with_metadata`) rides in its
+/// hello and shows in every `Roster` (its own too); a metadata over 1 KiB is a config error.
+#[test]
+fn players_see_each_others_names() {
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Profile {
+        name: String,
+        colour: [u8; 3],
+    }
+    let (_rt, server) = server_on_runtime();
+    let url = server.room_url("names");
+    let named = |name: &str, colour: [u8; 3]| {
+        let me = Profile {
+            name: name.into(),
+            colour,
+        };
+        let config = HuddleConfig::room(&url).with_metadata(&me).expect("fits");
+        Player::join_with(&url, Types::All, config)
+    };
+    let mut players = vec![named("ann", [255, 0, 0])];
+    assert!(run_until(&mut players, LIMIT, |ps| ps[0]
+        .roster()
+        .is_host()));
+    players.push(named("bob", [0, 0, 255]));
+    let both = |ps: &[Player]| ps.iter().all(|p| p.roster().metadata.len() == 2);
+    assert!(run_until(&mut players, LIMIT, both), "each knows both");
+    let ids: Vec<PeerId> = players.iter().filter_map(|p| p.id()).collect();
+    for p in &players {
+        let ann: Option<Profile> = p.roster().metadata(ids[0]);
+        let bob: Option<Profile> = p.roster().metadata(ids[1]);
+        assert_eq!(ann.map(|m| m.name), Some("ann".to_string()));
+        assert_eq!(bob.map(|m| m.colour), Some([0, 0, 255]));
+    }
+    let huge = HuddleConfig::room(&url).with_metadata(&vec![0u8; 2000]);
+    assert!(matches!(
+        huge,
+        Err(bevy_huddle::ConfigError::MetadataTooLarge(_))
+    ));
+}

@@ -63,6 +63,9 @@ impl HuddleSession {
         types: (u64, Vec<String>),
     ) -> Result<Self, ConfigError> {
         let ice = config.matchbox_ice()?;
+        if config.metadata.len() > huddle_protocol::control::MAX_META {
+            return Err(ConfigError::MetadataTooLarge(config.metadata.len()));
+        }
         let (room_url, topology) = config.resolve_room(room_url)?;
         let (signaller, observed, requests) =
             HuddleSignallerBuilder::new(config.root_certificates.clone());
@@ -85,6 +88,7 @@ impl HuddleSession {
             // Without media a peer's media offer is answered "unsupported".
             media: config.media_enabled(),
             settings: config.protocol,
+            meta: config.metadata.clone(),
         });
         Ok(Self {
             socket,

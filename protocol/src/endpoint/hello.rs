@@ -26,6 +26,7 @@ impl Endpoint {
             types: self.config.type_names.clone(),
             topology: self.config.topology,
             seen,
+            meta: self.config.meta.clone(),
         });
         self.send_now(Lane::Control, peer, hello.encode());
     }
@@ -99,11 +100,18 @@ impl Endpoint {
             self.events.push_back(Event::Error(error));
             return;
         }
+        let meta = if hello.meta.len() > crate::control::MAX_META {
+            self.counters.control_dropped += 1;
+            Vec::new()
+        } else {
+            hello.meta
+        };
         let link = self.link(peer);
         if link.announced {
             return;
         }
         link.announced = true;
+        link.meta = meta;
         // Our role is known from the signaling; a peer we did not see offered to us.
         let role = *link.role.get_or_insert(Role::Receiver);
         let early = std::mem::take(&mut link.early);

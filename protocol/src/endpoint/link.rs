@@ -43,6 +43,8 @@ pub(crate) struct Link {
     pub(crate) role: Option<Role>,
     /// When the server introduced it (until its link opens).
     pub(crate) introduced_at: Option<Duration>,
+    /// Its player metadata, from its hello.
+    pub(crate) meta: Vec<u8>,
     pub(crate) connected: bool,
     /// `Joined` was announced: its hello matched ours.
     pub(crate) announced: bool,
@@ -78,6 +80,7 @@ impl Link {
         Self {
             role: None,
             introduced_at: None,
+            meta: Vec::new(),
             connected: false,
             announced: false,
             mismatched: false,

@@ -387,6 +387,14 @@ impl Endpoint {
         self.lobby_version
     }
 
+    /// The player metadata `peer` sent in its hello (empty if it sent none), once it joined.
+    pub fn peer_meta(&self, peer: PeerId) -> Option<&[u8]> {
+        self.links
+            .get(&peer)
+            .filter(|l| l.announced)
+            .map(|l| l.meta.as_slice())
+    }
+
     /// What was dropped or given up so far.
     pub fn counters(&self) -> &Counters {
         &self.counters

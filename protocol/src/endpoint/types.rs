@@ -66,6 +66,9 @@ pub struct EndpointConfig {
     pub media: bool,
     /// Limits and timings (a game's `HuddleConfig` carries them).
     pub settings: ProtocolSettings,
+    /// Our player metadata, sent in every hello (at most [`MAX_META`](crate::control::MAX_META)
+    /// bytes; the plugin checks it when connecting).
+    pub meta: Vec<u8>,
 }
 
 impl Default for EndpointConfig {
@@ -76,6 +79,7 @@ impl Default for EndpointConfig {
             topology: Topology::Mesh,
             media: false,
             settings: ProtocolSettings::default(),
+            meta: Vec::new(),
         }
     }
 }

@@ -347,6 +347,7 @@ fn a_hello_flood_gets_few_answers() {
         types: vec![],
         topology: Topology::Mesh,
         seen: false,
+        meta: Vec::new(),
     })
     .encode();
     // Past the handshake's own hellos.
@@ -409,4 +410,27 @@ fn unfinished_messages_of_invented_origins_share_one_budget() {
         .messages(1)
         .iter()
         .any(|m| m.2.len() == big.len())));
+}
+
+/// Each peer's hello carries its player metadata (a name): the others read it once it joined. A
+/// member whose metadata is over `MAX_META` joins without it, and the drop is counted.
+#[test]
+fn hellos_carry_player_metadata_within_a_bound() {
+    use huddle_protocol::control::MAX_META;
+    let mut sim = Sim::new(Topology::Mesh, conditions(5, 2, 0.0), 3);
+    for name in ["ann", "bob"] {
+        sim.config.meta = name.as_bytes().to_vec();
+        sim.join();
+        sim.run_for(FRAME * 4);
+    }
+    assert!(sim.run_until(LIMIT, Sim::settled));
+    assert_eq!(sim.nodes[0].ep.peer_meta(Sim::id(1)), Some(&b"bob"[..]));
+    assert_eq!(sim.nodes[1].ep.peer_meta(Sim::id(0)), Some(&b"ann"[..]));
+    sim.config.meta = vec![7; MAX_META + 1];
+    sim.join();
+    assert!(sim.run_until(LIMIT, Sim::settled));
+    for i in 0..2 {
+        assert_eq!(sim.nodes[i].ep.peer_meta(Sim::id(2)), Some(&[][..]));
+        assert_eq!(sim.nodes[i].ep.counters().control_dropped, 1);
+    }
 }

@@ -29,14 +29,27 @@ struct Args {
     /// M and C keys in the window).
     #[arg(long)]
     no_media: bool,
+    /// Your name, shown to the others (player metadata in the hello).
+    #[arg(long)]
+    name: Option<String>,
 }
 
 /// The demo's settings for `room` (none: it joins once it browsed): media on unless
-/// `--no-media`.
-fn config(room: Option<&str>, media: bool) -> HuddleConfig {
+/// `--no-media`, our name as player metadata.
+fn config(room: Option<&str>, media: bool, name: &str) -> HuddleConfig {
     let mut config = room.map(HuddleConfig::room).unwrap_or_default();
     config.media.enabled = media;
-    config
+    let short_name: String = name.chars().take(64).collect();
+    // 64 characters always fit in the 1 KiB of metadata.
+    config.clone().with_metadata(&short_name).unwrap_or(config)
+}
+
+/// A peer as the status line shows it: its name and short id.
+fn label(roster: &Roster, peer: PeerId) -> String {
+    match roster.metadata::<String>(peer) {
+        Some(name) => format!("{name} {}", short(peer)),
+        None => short(peer),
+    }
 }
 
 /// `--browse`: asks `server` for its rooms at start, prints them, and joins the first with a
@@ -74,14 +87,14 @@ fn browse(app: &mut App, server: String) {
     );
 }
 
-fn app(room: Option<&str>, frames: Option<u32>, windowed: bool, media: bool) -> App {
+fn app(room: Option<&str>, frames: Option<u32>, windowed: bool, media: bool, name: &str) -> App {
     let mut app = match windowed {
         #[cfg(feature = "window")]
         true => huddle_examples::window_app(huddle_examples::window::LobbyWindow),
         _ => huddle_examples::headless_app(true),
     };
     let pilot = if windowed { Pilot::Player } else { Pilot::Bot };
-    app.add_plugins(HuddlePlugin::new(config(room, media)))
+    app.add_plugins(HuddlePlugin::new(config(room, media, name)))
         .add_plugins(LobbyGame { pilot })
         .add_plugins(LobbyMedia {
             tone: 440.0,
@@ -119,8 +132,14 @@ fn print_lobby(
         return;
     }
     *last = time.elapsed_secs();
-    let me = roster.me.map(short).unwrap_or_else(|| "?".into());
-    let host = roster.host.map(short).unwrap_or_else(|| "?".into());
+    let me = roster
+        .me
+        .map(|p| label(&roster, p))
+        .unwrap_or_else(|| "?".into());
+    let host = roster
+        .host
+        .map(|p| label(&roster, p))
+        .unwrap_or_else(|| "?".into());
     let peers: Vec<String> = roster
         .peers
         .iter()
@@ -148,7 +167,7 @@ fn print_lobby(
             });
             format!(
                 "{} {at} rtt {}{}",
-                short(*p),
+                label(&roster, *p),
                 rtt.unwrap_or_else(|| "-".into()),
                 hears.unwrap_or_default()
             )
@@ -165,7 +184,7 @@ fn print_lobby(
 /// The bot: a headless player that quits a second after `frames`.
 fn bot(room: &str, frames: Option<u32>, media: bool) -> App {
     let mut bot = huddle_examples::headless_app(false);
-    bot.add_plugins(HuddlePlugin::new(config(Some(room), media)))
+    bot.add_plugins(HuddlePlugin::new(config(Some(room), media, "bot")))
         .add_plugins(LobbyGame { pilot: Pilot::Bot })
         .add_plugins(LobbyMedia {
             tone: 550.0,
@@ -187,12 +206,13 @@ fn bot(room: &str, frames: Option<u32>, media: bool) -> App {
 
 pub fn main() -> AppExit {
     let args = Args::parse();
+    let name = args.name.clone().unwrap_or_else(|| "you".into());
     let windowed = cfg!(feature = "window") && !args.headless;
     if !windowed && !args.headless {
         eprintln!("built without the `window` feature: running headless");
     }
     if let Some(server) = args.browse {
-        let mut app = app(None, args.frames, windowed, !args.no_media);
+        let mut app = app(None, args.frames, windowed, !args.no_media, &name);
         browse(&mut app, server);
         app.add_systems(Update, print_lobby);
         return app.run();
@@ -213,7 +233,7 @@ pub fn main() -> AppExit {
             }
         }
     };
-    let mut app = app(Some(&room), args.frames, windowed, !args.no_media);
+    let mut app = app(Some(&room), args.frames, windowed, !args.no_media, &name);
     app.add_systems(Update, print_lobby);
     app.run()
 }
