@@ -54,6 +54,8 @@ pub mod registry;
 #[cfg(feature = "ggrs")]
 pub mod rollback;
 pub mod rooms;
+#[doc = include_str!("../guide.md")]
+pub mod guide {}
 pub mod schedule;
 mod session;
 pub mod signaling;
