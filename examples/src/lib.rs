@@ -22,6 +22,25 @@ use std::time::Duration;
 /// Logs of the native examples: the plugin's recommended filter (`RUST_LOG` overrides it).
 pub use bevy_huddle::LOG_FILTER;
 
+/// The ICE servers the example was given (`--ice` natively, `?ice=` in a page).
+static ICE: std::sync::OnceLock<Vec<bevy_huddle::IceServer>> = std::sync::OnceLock::new();
+
+/// Takes the example's ICE servers, one line each (`stun:host:port`,
+/// `turn:user:credential@host:port`); the first call wins.
+pub fn set_ice<S: AsRef<str>>(specs: &[S]) -> Result<(), bevy_huddle::ConfigError> {
+    let servers = specs
+        .iter()
+        .map(|s| bevy_huddle::IceServer::parse(s.as_ref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let _ = ICE.set(servers);
+    Ok(())
+}
+
+/// The example's ICE servers (none: host candidates only, enough on one network).
+pub fn ice() -> Vec<bevy_huddle::IceServer> {
+    ICE.get().cloned().unwrap_or_default()
+}
+
 /// Bevy's `MinimalPlugins` updating 60 times a second: the examples without a window.
 pub fn minimal_plugins_60hz() -> PluginGroupBuilder {
     bevy::prelude::MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_secs_f64(

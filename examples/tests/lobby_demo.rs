@@ -61,7 +61,15 @@ fn lobby_demo_browses_the_rooms_and_joins_one() {
             .spawn()
             .expect("the demo starts")
     };
-    let waiting = run(&["--room", &server.room_url("arena"), "--frames", "600"]);
+    // With a STUN server given (nothing listens there: host candidates still meet on loopback).
+    let waiting = run(&[
+        "--room",
+        &server.room_url("arena"),
+        "--frames",
+        "600",
+        "--ice",
+        "stun:127.0.0.1:3478",
+    ]);
     std::thread::sleep(Duration::from_millis(1500));
     let base = format!("ws://{}", server.local_addr());
     let browsing = run(&["--browse", &base, "--frames", "420"]);
@@ -87,4 +95,22 @@ fn lobby_demo_browses_the_rooms_and_joins_one() {
     for text in &texts {
         assert!(text.contains(" rtt "), "{text}");
     }
+}
+
+/// `--ice` takes `stun:host:port` or `turn:user:credential@host:port`; anything else is refused
+/// with the reason, before anything starts.
+#[test]
+fn lobby_demo_refuses_a_bad_ice_server() {
+    let out = Command::new(env!("CARGO_BIN_EXE_lobby"))
+        .args([
+            "--headless",
+            "--no-media",
+            "--ice",
+            "turn:nocredentials@h:3478",
+        ])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not an ICE server"), "{err}");
 }

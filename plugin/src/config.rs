@@ -27,6 +27,37 @@ impl IceServer {
         }
     }
 
+    /// Reads a server from one line, as the examples take it (`--ice`, `?ice=`):
+    /// `stun:host:port`, or `turn:user:credential@host:port` (also `turns:`); `?transport=...`
+    /// stays on the URL.
+    pub fn parse(spec: &str) -> Result<Self, ConfigError> {
+        let bad = || ConfigError::IceServer(spec.to_string());
+        let (scheme, rest) = spec.split_once(':').ok_or_else(bad)?;
+        if !["stun", "stuns", "turn", "turns"].contains(&scheme) || rest.is_empty() {
+            return Err(bad());
+        }
+        match rest.rsplit_once('@') {
+            None => Ok(Self::stun(spec)),
+            Some((creds, host)) => {
+                let (user, credential) = creds.split_once(':').ok_or_else(bad)?;
+                if host.is_empty() || user.is_empty() {
+                    return Err(bad());
+                }
+                Ok(Self::turn(format!("{scheme}:{host}"), user, credential))
+            }
+        }
+    }
+
+    /// Whether it is reachable from anywhere: not on loopback or a private network, so a NAT's
+    /// public side can be learnt from it.
+    fn is_public(&self) -> bool {
+        self.urls.iter().any(|u| {
+            let host = u.split_once(':').map_or("", |(_, r)| r);
+            let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+            !is_local_host(host.split(['?', '/']).next().unwrap_or_default())
+        })
+    }
+
     /// A TURN server with its credentials.
     pub fn turn(
         url: impl Into<String>,
@@ -38,6 +69,25 @@ impl IceServer {
             username: Some(username.into()),
             credential: Some(credential.into()),
         }
+    }
+}
+
+/// Whether `host` (`name`, `name:port`, `[v6]:port`) is this machine or a private network.
+fn is_local_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        }),
+    };
+    match name.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback() || ip.is_private() || ip.is_link_local(),
+        Ok(std::net::IpAddr::V6(ip)) => ip.is_loopback() || (ip.segments()[0] & 0xfe00) == 0xfc00,
+        Err(_) => name == "localhost" || name.ends_with(".local") || name.ends_with(".localhost"),
     }
 }
 
@@ -55,6 +105,9 @@ pub enum ConfigError {
         /// The URL's `?topology=`.
         url: Topology,
     },
+    /// An ICE server line that is not `stun:host:port` or `turn:user:credential@host:port`.
+    #[error("not an ICE server: `{0}` (stun:host:port or turn:user:credential@host:port)")]
+    IceServer(String),
     /// The player metadata is over the protocol's bound.
     #[error("player metadata of {0} bytes exceeds {max}", max = huddle_protocol::control::MAX_META)]
     MetadataTooLarge(usize),
@@ -150,6 +203,25 @@ impl HuddleConfig {
     }
 
     /// The ICE servers as matchbox_socket takes them (one credential set for all).
+    /// A warning when `room_url` is on the internet and no STUN or TURN server there is
+    /// configured: players behind different NATs would then never connect (and time out with
+    /// `HuddleError::ConnectTimeout`).
+    pub fn ice_warning(&self, room_url: &str) -> Option<String> {
+        let host = room_url
+            .split_once("://")
+            .map_or(room_url, |(_, rest)| rest)
+            .split(['/', '?'])
+            .next()
+            .unwrap_or_default();
+        if is_local_host(host) || self.ice_servers.iter().any(IceServer::is_public) {
+            return None;
+        }
+        Some(format!(
+            "the room is on {host}, but no STUN or TURN server outside this network is configured \
+             (HuddleConfig::ice_servers): only players on the same network will connect"
+        ))
+    }
+
     pub(crate) fn matchbox_ice(&self) -> Result<matchbox_socket::RtcIceServerConfig, ConfigError> {
         let mut creds: Option<(Option<String>, Option<String>)> = None;
         let mut urls = Vec::new();
@@ -175,6 +247,63 @@ impl HuddleConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ice_servers_from_one_line() {
+        assert_eq!(
+            IceServer::parse("stun:stun.example.com:3478"),
+            Ok(IceServer::stun("stun:stun.example.com:3478"))
+        );
+        assert_eq!(
+            IceServer::parse("turn:ann:s3:cret@turn.example.com:3478?transport=tcp"),
+            Ok(IceServer::turn(
+                "turn:turn.example.com:3478?transport=tcp",
+                "ann",
+                "s3:cret"
+            ))
+        );
+        for bad in [
+            "",
+            "stun:",
+            "http://x",
+            "turn:@h:1",
+            "turn:nocreds@h:1",
+            "turn:a:b@",
+        ] {
+            assert!(IceServer::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_room_on_the_internet_without_stun_is_warned_of() {
+        let config = |ice: &[&str]| HuddleConfig {
+            ice_servers: ice
+                .iter()
+                .filter_map(|s| IceServer::parse(s).ok())
+                .collect(),
+            ..HuddleConfig::default()
+        };
+        for local in [
+            "ws://127.0.0.1:3536/a",
+            "ws://localhost:3536/a",
+            "ws://192.168.1.20:3536/a",
+            "ws://[::1]:3536/a",
+            "ws://box.local/a",
+        ] {
+            assert_eq!(config(&[]).ice_warning(local), None, "{local}");
+        }
+        let far = "wss://play.example.com/lobby?next=2";
+        assert!(config(&[]).ice_warning(far).is_some());
+        assert!(config(&["stun:127.0.0.1:3478"]).ice_warning(far).is_some());
+        assert_eq!(
+            config(&["stun:stun.example.com:3478"]).ice_warning(far),
+            None
+        );
+        assert_eq!(
+            config(&["turn:a:b@203.0.113.7:3478"]).ice_warning(far),
+            None
+        );
+    }
 
     #[test]
     fn the_url_or_the_room_size_picks_the_topology() {

@@ -5,7 +5,8 @@
 //!
 //! Query parameters: `room` (the room URL; default `ws://<page host>:3536/<example>`), `bot=1`
 //! (a bot steers), `players=N` and `frames=N` (box game: match size, and the frame whose
-//! checksum to report); the lobby's voice and camera: `media=1`, `voice=HZ`, `pattern=1` (see
+//! checksum to report), `ice` (STUN/TURN servers, comma-separated: `stun:host:port`,
+//! `turn:user:credential@host:port`); the lobby's voice and camera: `media=1`, `voice=HZ`, `pattern=1` (see
 //! [`media`]).
 
 use crate::box_game::{BoxBody, BoxGame, BoxInput, Steering, ARENA};
@@ -41,6 +42,8 @@ pub struct PageArgs {
     pub pattern: bool,
     /// Start the browser's microphone at once (`mic=1`: the default one; else a device id).
     pub mic: Option<String>,
+    /// STUN/TURN servers, one line each.
+    pub ice: Vec<String>,
 }
 
 impl PageArgs {
@@ -66,6 +69,9 @@ impl PageArgs {
             voice: get("voice").and_then(|v| v.parse().ok()),
             pattern: get("pattern").is_some_and(|p| p == "1"),
             mic: get("mic"),
+            ice: get("ice")
+                .map(|i| i.split(',').map(str::to_string).collect())
+                .unwrap_or_default(),
         }
     }
 
@@ -141,7 +147,11 @@ fn arrows(keys: &Keys) -> BoxInput {
     BoxInput(bits)
 }
 
-fn app(config: HuddleConfig) -> App {
+fn app(mut config: HuddleConfig, args: &PageArgs) -> App {
+    match crate::set_ice(&args.ice) {
+        Ok(()) => config.ice_servers = crate::ice(),
+        Err(e) => web_sys::console::error_1(&e.to_string().into()),
+    }
     let mut app = App::new();
     app.add_plugins(crate::minimal_plugins_60hz())
         .add_plugins(bevy::log::LogPlugin {
@@ -157,7 +167,7 @@ pub fn run_lobby() {
     let args = PageArgs::from_page("lobby");
     let mut config = HuddleConfig::room(&args.room);
     config.media.enabled = args.media;
-    let mut app = app(config);
+    let mut app = app(config, &args);
     // Remote cameras arrive as images.
     app.add_plugins(bevy::asset::AssetPlugin::default())
         .init_asset::<Image>();
@@ -181,7 +191,7 @@ pub fn run_box_game() {
     let args = PageArgs::from_page("boxes");
     let mut config = HuddleConfig::room(&args.room);
     config.topology = Some(Topology::Mesh);
-    let mut app = app(config);
+    let mut app = app(config, &args);
     app.add_plugins(BoxGame::new(args.pilot(), args.players))
         .insert_resource(Target(args.frames));
     if let Some(dom) = dom() {

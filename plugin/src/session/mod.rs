@@ -63,6 +63,9 @@ impl HuddleSession {
         types: (u64, Vec<String>),
     ) -> Result<Self, ConfigError> {
         let ice = config.matchbox_ice()?;
+        if let Some(warning) = config.ice_warning(room_url) {
+            warn!("huddle: {warning}");
+        }
         if config.metadata.len() > huddle_protocol::control::MAX_META {
             return Err(ConfigError::MetadataTooLarge(config.metadata.len()));
         }

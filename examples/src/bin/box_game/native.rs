@@ -29,11 +29,16 @@ struct Args {
     /// Check the game is rollback-safe: a local GGRS SyncTest session, no network.
     #[arg(long)]
     synctest: bool,
+    /// A STUN or TURN server for play across NATs: `stun:host:port` or
+    /// `turn:user:credential@host:port` (repeat for more).
+    #[arg(long)]
+    ice: Vec<String>,
 }
 
 fn config(room: &str) -> HuddleConfig {
     let mut config = HuddleConfig::room(room);
     config.topology = Some(Topology::Mesh);
+    config.ice_servers = huddle_examples::ice();
     config
 }
 
@@ -109,6 +114,10 @@ fn synctest(frames: i32) -> AppExit {
 
 pub fn main() -> AppExit {
     let args = Args::parse();
+    if let Err(e) = huddle_examples::set_ice(&args.ice) {
+        eprintln!("{e}");
+        return AppExit::error();
+    }
     if args.synctest {
         return synctest(args.frames.unwrap_or(600));
     }

@@ -29,6 +29,10 @@ struct Args {
     /// M and C keys in the window).
     #[arg(long)]
     no_media: bool,
+    /// A STUN or TURN server for play across NATs: `stun:host:port` or
+    /// `turn:user:credential@host:port` (repeat for more).
+    #[arg(long)]
+    ice: Vec<String>,
     /// Your name, shown to the others (player metadata in the hello).
     #[arg(long)]
     name: Option<String>,
@@ -39,6 +43,7 @@ struct Args {
 fn config(room: Option<&str>, media: bool, name: &str) -> HuddleConfig {
     let mut config = room.map(HuddleConfig::room).unwrap_or_default();
     config.media.enabled = media;
+    config.ice_servers = huddle_examples::ice();
     let short_name: String = name.chars().take(64).collect();
     // 64 characters always fit in the 1 KiB of metadata.
     config.clone().with_metadata(&short_name).unwrap_or(config)
@@ -207,6 +212,10 @@ fn bot(room: &str, frames: Option<u32>, media: bool) -> App {
 pub fn main() -> AppExit {
     let args = Args::parse();
     let name = args.name.clone().unwrap_or_else(|| "you".into());
+    if let Err(e) = huddle_examples::set_ice(&args.ice) {
+        eprintln!("{e}");
+        return AppExit::error();
+    }
     let windowed = cfg!(feature = "window") && !args.headless;
     if !windowed && !args.headless {
         eprintln!("built without the `window` feature: running headless");
