@@ -60,6 +60,11 @@ pub enum HuddleError {
     /// refusal names changes.
     #[error("the signaling server refused the join: {0}")]
     Refused(JoinRefusal),
+    /// The connection to the signaling server was lost while we have peers (the server went
+    /// away, the network dropped): the lobby goes on over its peer-to-peer links and the game
+    /// keeps playing, but nobody new can join us until we join the room again.
+    #[error("lost the signaling server: the lobby goes on over its links, nobody new can join")]
+    SignalingLost,
     /// The signaling server took us out of the room (kicked by the host or the operator, or
     /// closed for a policy: silent too long, not reading, flooding). The session ends: the
     /// others were told we left, and our links to them close.

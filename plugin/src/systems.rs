@@ -22,18 +22,24 @@ pub(crate) fn receive(world: &mut World) {
         }
         return;
     }
-    let (events, lobby, roster) = world.resource_scope(|_, mut session: Mut<HuddleSession>| {
-        let events = session.poll();
-        let lobby = if session.id().is_some() && session.host().is_some() {
-            LobbyState::InLobby
-        } else {
-            LobbyState::Connecting
-        };
-        let roster = session
-            .lobby_changed()
-            .then(|| Roster::from_session(&session));
-        (events, lobby, roster)
-    });
+    let (events, lobby, roster, notices) =
+        world.resource_scope(|_, mut session: Mut<HuddleSession>| {
+            let events = session.poll();
+            let notices = session.take_notices();
+            let lobby = if session.id().is_some() && session.host().is_some() {
+                LobbyState::InLobby
+            } else {
+                LobbyState::Connecting
+            };
+            let roster = session
+                .lobby_changed()
+                .then(|| Roster::from_session(&session));
+            (events, lobby, roster, notices)
+        });
+    for notice in notices {
+        warn!("huddle: {notice}");
+        world.write_message(notice);
+    }
     let mut undecodable = 0u64;
     write_events(world, events, |world, type_id, from, bytes| {
         if !deliver(world, type_id, from, bytes) {

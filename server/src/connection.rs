@@ -374,25 +374,30 @@ fn too_long(e: axum::Error) -> bool {
 }
 
 /// Takes the peer out of its room and tells those who knew it; promotes a new host if needed.
+/// While the server shuts down nobody is told: the peers did not leave each other, the server
+/// went away, and their peer-to-peer links go on without it.
 fn leave(state: &ServerState, peer_id: PeerId, key: &RoomKey, room: &SharedRoom<PeerHandle>) {
     let shared = &state.0;
+    let shutting_down = *shared.shutdown.borrow();
     let closed = {
         let guard = &mut *lock(room);
         let Some((_, left)) = guard.leave(peer_id) else {
             return;
         };
-        let gone = event(JsonPeerEvent::PeerLeft(peer_id));
-        for p in &left.notify {
-            if let Some(h) = guard.get(*p) {
-                h.send_text(gone.clone());
+        if !shutting_down {
+            let gone = event(JsonPeerEvent::PeerLeft(peer_id));
+            for p in &left.notify {
+                if let Some(h) = guard.get(*p) {
+                    h.send_text(gone.clone());
+                }
             }
-        }
-        if let Some(new_host) = left.new_host {
-            shared.metrics.host_changes.inc();
-            info!(room = %key, %new_host, "host left, promoted the oldest peer");
-            if let Some(h) = guard.get(new_host) {
-                for p in &left.introduce_to_new_host {
-                    h.send_text(event(JsonPeerEvent::NewPeer(*p)));
+            if let Some(new_host) = left.new_host {
+                shared.metrics.host_changes.inc();
+                info!(room = %key, %new_host, "host left, promoted the oldest peer");
+                if let Some(h) = guard.get(new_host) {
+                    for p in &left.introduce_to_new_host {
+                        h.send_text(event(JsonPeerEvent::NewPeer(*p)));
+                    }
                 }
             }
         }

@@ -645,3 +645,44 @@ fn players_see_each_others_names() {
         Err(bevy_huddle::ConfigError::MetadataTooLarge(_))
     ));
 }
+
+/// The signaling server goes away mid-game: the lobby goes on over its peer-to-peer links (reliable
+/// chat still arrives, both stay `InLobby` with the same host), and each player hears
+/// `HuddleError::SignalingLost` once, so the game can tell that nobody new can join.
+#[test]
+fn the_lobby_outlives_its_signaling_server() {
+    let (rt, server) = server_on_runtime();
+    let url = server.room_url("outlive");
+    let mut players = lobby(&url, 2);
+    let host = players[0].roster().host;
+    rt.block_on(server.shutdown()).expect("the server stops");
+    let lost = run_until(&mut players, LIMIT, |ps| {
+        ps.iter().all(|p| {
+            p.log()
+                .errors
+                .iter()
+                .any(|e| matches!(e, HuddleError::SignalingLost))
+        })
+    });
+    assert!(lost, "{:?}", players[0].log().errors);
+    let line = Chat("still here".into());
+    players[1].send(Outgoing {
+        to: Recipients::All,
+        message: line.clone(),
+    });
+    let heard = run_until(&mut players, LIMIT, |ps| {
+        ps[0].log().chats.iter().any(|(_, c)| *c == line)
+    });
+    assert!(heard, "the chat went peer to peer");
+    run_for(&mut players, Duration::from_secs(1));
+    for p in &players {
+        assert_eq!(p.state(), LobbyState::InLobby);
+        assert_eq!(p.roster().host, host);
+        let lost = p
+            .log()
+            .errors
+            .iter()
+            .filter(|e| matches!(e, HuddleError::SignalingLost));
+        assert_eq!(lost.count(), 1);
+    }
+}

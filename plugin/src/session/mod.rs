@@ -43,6 +43,8 @@ pub struct HuddleSession {
     roster_built: Option<u64>,
     /// Why the session ended, once the server refused or removed us.
     ended: Option<HuddleError>,
+    /// What the game must hear that is not the endpoint's (signaling lost).
+    notices: Vec<HuddleError>,
 }
 
 /// The error an observation ends the session with, if it does.
@@ -105,6 +107,7 @@ impl HuddleSession {
             raw: None,
             roster_built: None,
             ended: None,
+            notices: Vec::new(),
         })
     }
 
@@ -215,6 +218,7 @@ impl HuddleSession {
                 Observed::Calls(peer) => self.endpoint.introduced(peer, Role::Caller),
                 Observed::CalledBy(peer) => self.endpoint.introduced(peer, Role::Receiver),
                 Observed::Left(peer) => self.endpoint.server_left(peer),
+                Observed::Lost => self.notices.push(HuddleError::SignalingLost),
                 seen @ (Observed::Removed { .. } | Observed::Refused(_)) => {
                     self.ended = ending(seen);
                 }
@@ -253,6 +257,11 @@ impl HuddleSession {
             }
         }
         events
+    }
+
+    /// What the game must hear besides the endpoint's events (taken).
+    pub(crate) fn take_notices(&mut self) -> Vec<HuddleError> {
+        std::mem::take(&mut self.notices)
     }
 
     /// Whether the lobby may have changed since the last call (then the `Roster` is rebuilt).

@@ -30,6 +30,9 @@ pub enum Observed {
     Left(PeerId),
     /// The server refused our websocket request (natively: its HTTP status and reason).
     Refused(crate::messages::JoinRefusal),
+    /// The connection to the server ended otherwise (the server went away, the network
+    /// dropped): the links to the peers go on, nobody new can be introduced.
+    Lost,
     /// The server closed our connection for a policy (websocket close code 1008: kicked, idle,
     /// not reading, flooding): it took us out of the room and told the others we left.
     Removed {
@@ -128,13 +131,17 @@ impl Inbox {
         None
     }
 
-    /// The server closed the connection with `code` and `reason`: a policy close is reported as
-    /// [`Observed::Removed`] (any other close is a lost connection, not a decision about us).
-    fn closed(&self, code: u16, reason: &str) {
-        if code == CLOSE_POLICY {
-            let reason = reason.to_string();
-            let _ = self.observer.unbounded_send(Observed::Removed { reason });
-        }
+    /// The connection ended, with the server's close code and reason if it sent one: a policy
+    /// close is reported as [`Observed::Removed`] (a decision about us), anything else as
+    /// [`Observed::Lost`].
+    fn closed(&self, close: Option<(u16, &str)>) {
+        let seen = match close {
+            Some((CLOSE_POLICY, reason)) => Observed::Removed {
+                reason: reason.to_string(),
+            },
+            _ => Observed::Lost,
+        };
+        let _ = self.observer.unbounded_send(seen);
     }
 
     /// Reads one text message from the server: `Some(event)` to hand to matchbox, `None` if
@@ -252,9 +259,11 @@ mod tests {
     fn a_policy_close_is_a_removal() {
         let (tx, mut rx) = futures::channel::mpsc::unbounded();
         let inbox = Inbox::new(tx);
-        inbox.closed(1001, "going away");
-        assert!(rx.try_recv().is_err());
-        inbox.closed(1008, "kicked by someone");
+        inbox.closed(Some((1001, "going away")));
+        assert_eq!(rx.try_recv().ok(), Some(Observed::Lost));
+        inbox.closed(None);
+        assert_eq!(rx.try_recv().ok(), Some(Observed::Lost));
+        inbox.closed(Some((1008, "kicked by someone")));
         assert_eq!(
             rx.try_recv().ok(),
             Some(Observed::Removed {

@@ -111,14 +111,19 @@ impl Signaller for NativeSignaller {
                     }
                 }
                 Some(Ok(Message::Close(frame))) => {
-                    if let Some(frame) = frame {
-                        self.inbox.closed(frame.code.into(), frame.reason.as_str());
-                    }
+                    let close = frame.as_ref().map(|f| (f.code.into(), f.reason.as_str()));
+                    self.inbox.closed(close);
                     return Err(SignalingError::StreamExhausted);
                 }
-                None => return Err(SignalingError::StreamExhausted),
+                None => {
+                    self.inbox.closed(None);
+                    return Err(SignalingError::StreamExhausted);
+                }
                 Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(SignalingError::from(e)),
+                Some(Err(e)) => {
+                    self.inbox.closed(None);
+                    return Err(SignalingError::from(e));
+                }
             }
         }
     }

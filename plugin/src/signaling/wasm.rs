@@ -24,15 +24,16 @@ struct WasmSignaller {
 impl WasmSignaller {
     /// After the stream ended: reports how the server closed it (a policy close is a removal).
     async fn report_close(&mut self) {
-        let Some(events) = self.closed.as_mut() else {
-            return;
+        let event = match self.closed.as_mut() {
+            Some(events) => futures::select! {
+                event = events.next().fuse() => event,
+                () = futures_timer::Delay::new(CLOSE_EVENT_WAIT).fuse() => None,
+            },
+            None => None,
         };
-        let event = futures::select! {
-            event = events.next().fuse() => event,
-            () = futures_timer::Delay::new(CLOSE_EVENT_WAIT).fuse() => None,
-        };
-        if let Some(WsEvent::Closed(close)) = event {
-            self.inbox.closed(close.code, &close.reason);
+        match event {
+            Some(WsEvent::Closed(close)) => self.inbox.closed(Some((close.code, &close.reason))),
+            _ => self.inbox.closed(None),
         }
     }
 }
