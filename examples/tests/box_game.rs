@@ -2,6 +2,8 @@
 //! that is not, and the binary plays a match with its bot and prints equal checksums.
 //! The binary's test runs inside the loopback-only network namespace (see README).
 
+mod common;
+
 use bevy::prelude::*;
 use bevy_huddle::bevy_ggrs::GgrsSchedule;
 use huddle_examples::box_game::{
@@ -68,30 +70,15 @@ fn a_synctest_catches_a_system_that_is_not_rollback_safe() {
 
 #[test]
 fn the_binary_plays_a_match_with_its_bot_and_prints_equal_checksums() {
-    let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_box_game"))
+    let child = Command::new(env!("CARGO_BIN_EXE_box_game"))
         .args(["--headless", "--frames", "300"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("the game starts");
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(90) {
-            let _ = child.kill();
-            panic!("the game did not finish in 90 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let out = child.wait_with_output().expect("output");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        status.success(),
-        "exit {status}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (ok, stdout, stderr) = common::finish(child, deadline, "the game");
+    assert!(ok, "{stdout}{stderr}");
     let sums: Vec<&str> = stdout
         .lines()
         .filter(|l| l.starts_with("frame 300 checksum"))

@@ -1,6 +1,8 @@
 //! The hello example does what its docs say: two of them in one room greet each other.
 //! Run inside the loopback-only network namespace (see README).
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,22 +24,12 @@ fn two_hellos_greet_each_other() {
     let mut children = vec![run()];
     std::thread::sleep(Duration::from_millis(700));
     children.push(run());
-    let start = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut texts = Vec::new();
-    for mut child in children {
-        while child.try_wait().expect("wait").is_none() {
-            if start.elapsed() > Duration::from_secs(60) {
-                let _ = child.kill();
-                panic!("hello did not quit in 60 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let out = child.wait_with_output().expect("output");
-        assert!(out.status.success());
-        texts.push(
-            String::from_utf8_lossy(&out.stderr).to_string()
-                + &String::from_utf8_lossy(&out.stdout),
-        );
+    for child in children {
+        let (ok, stdout, stderr) = common::finish(child, deadline, "hello");
+        assert!(ok, "{stderr}{stdout}");
+        texts.push(stderr + &stdout);
     }
     for text in &texts {
         assert!(text.contains("joined; the host is Some("), "{text}");

@@ -3,33 +3,24 @@
 //! server's list.
 //! Run inside the loopback-only network namespace (see README).
 
+mod common;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[test]
 fn lobby_demo_forms_a_lobby_with_its_bot() {
-    let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lobby"))
+    let child = Command::new(env!("CARGO_BIN_EXE_lobby"))
         .args(["--headless", "--frames", "420"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("the demo starts");
     // Bounded: 420 frames at 60 Hz is 7 s; give it 60.
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("the demo did not finish in 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let out = child.wait_with_output().expect("output");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(status.success(), "exit {status}: {text}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (ok, stdout, stderr) = common::finish(child, deadline, "the demo");
+    let text = stdout + &stderr;
+    assert!(ok, "{text}");
     assert!(text.contains("InLobby"), "{text}");
     // The status line names the players (their metadata): the bot and us.
     assert!(text.contains("me you ") && text.contains("bot "), "{text}");
@@ -73,20 +64,12 @@ fn lobby_demo_browses_the_rooms_and_joins_one() {
     std::thread::sleep(Duration::from_millis(1500));
     let base = format!("ws://{}", server.local_addr());
     let browsing = run(&["--browse", &base, "--frames", "420"]);
-    let start = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut texts = Vec::new();
-    for mut child in [browsing, waiting] {
-        while child.try_wait().expect("wait").is_none() {
-            if start.elapsed() > Duration::from_secs(60) {
-                let _ = child.kill();
-                panic!("the demo did not finish in 60 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let out = child.wait_with_output().expect("output");
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{text}");
+    for child in [browsing, waiting] {
+        let (ok, stdout, stderr) = common::finish(child, deadline, "the demo");
+        let text = stdout + &stderr;
+        assert!(ok, "{text}");
         texts.push(text);
     }
     assert!(texts[0].contains("room arena: 1/"), "{}", texts[0]);

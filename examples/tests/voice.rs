@@ -1,6 +1,8 @@
 //! The voice example does what its docs say: two of them in one room hear each other's pitch.
 //! Run inside the loopback-only network namespace (see README).
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,19 +22,11 @@ fn two_voices_hear_each_other() {
             .expect("voice starts")
     };
     let children = vec![(run("440"), "550"), (run("550"), "440")];
-    let start = Instant::now();
-    for (mut child, hears) in children {
-        while child.try_wait().expect("wait").is_none() {
-            if start.elapsed() > Duration::from_secs(60) {
-                let _ = child.kill();
-                panic!("voice did not quit in 60 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let out = child.wait_with_output().expect("output");
-        let text = String::from_utf8_lossy(&out.stderr).to_string()
-            + &String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{text}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (child, hears) in children {
+        let (ok, stdout, stderr) = common::finish(child, deadline, "voice");
+        let text = stderr + &stdout;
+        assert!(ok, "{text}");
         assert!(text.contains(&format!("speaks at {hears} Hz")), "{text}");
     }
 }
