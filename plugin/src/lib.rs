@@ -54,6 +54,8 @@ pub mod registry;
 #[cfg(feature = "ggrs")]
 pub mod rollback;
 pub mod rooms;
+#[cfg(target_arch = "wasm32")]
+mod web_fetch;
 #[doc = include_str!("../guide.md")]
 pub mod guide {}
 pub mod schedule;

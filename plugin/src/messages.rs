@@ -55,9 +55,9 @@ pub enum HuddleError {
         waited: std::time::Duration,
     },
     /// The signaling server refused to let us into the room (its answer to the websocket
-    /// request; natively only: a browser does not show a refused websocket's answer, it sees
-    /// [`HuddleError::Signaling`]). The session ends: retrying changes nothing until what the
-    /// refusal names changes.
+    /// request; in a browser, which hides that answer, huddle_server's `GET /admit/<room>`:
+    /// another server gives [`HuddleError::Signaling`] there). The session ends: retrying
+    /// changes nothing until what the refusal names changes.
     #[error("the signaling server refused the join: {0}")]
     Refused(JoinRefusal),
     /// The connection to the signaling server was lost while we have peers (the server went

@@ -118,28 +118,14 @@ fn get(url: &str, roots: &[Vec<u8>]) -> Result<String, String> {
 #[cfg(target_arch = "wasm32")]
 fn fetch(url: String, _roots: Vec<Vec<u8>>, tx: Sender<RoomList>) {
     wasm_bindgen_futures::spawn_local(async move {
-        let rooms = web_get(&url)
+        let rooms = crate::web_fetch::get(&url)
             .await
-            .and_then(|body| huddle_protocol::room::parse_room_list(&body, MAX_ROOMS));
+            .and_then(|(status, body)| {
+                if status != 200 {
+                    return Err(format!("HTTP {status}: {}", body.trim()));
+                }
+                huddle_protocol::room::parse_room_list(&body, MAX_ROOMS)
+            });
         let _ = tx.send(RoomList { url, rooms });
     });
-}
-
-#[cfg(target_arch = "wasm32")]
-async fn web_get(url: &str) -> Result<String, String> {
-    use wasm_bindgen::JsCast;
-    let shown = |e: wasm_bindgen::JsValue| format!("{e:?}");
-    let window = web_sys::window().ok_or("no window")?;
-    let response = wasm_bindgen_futures::JsFuture::from(window.fetch_with_str(url))
-        .await
-        .map_err(shown)?;
-    let response: web_sys::Response = response.dyn_into().map_err(shown)?;
-    let text = wasm_bindgen_futures::JsFuture::from(response.text().map_err(shown)?)
-        .await
-        .map_err(shown)?;
-    let body = text.as_string().unwrap_or_default();
-    if !response.ok() {
-        return Err(format!("HTTP {}: {}", response.status(), body.trim()));
-    }
-    Ok(body)
 }

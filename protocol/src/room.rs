@@ -232,6 +232,26 @@ pub fn rooms_url(server: &str) -> Option<String> {
     Some(format!("{scheme}{host}/rooms"))
 }
 
+/// The URL that asks a huddle_server whether it would admit a websocket request for
+/// `room_url` (`GET /admit/<room>?<query>`): `ws://host:3536/lobby?next=2` →
+/// `http://host:3536/admit/lobby?next=2` (the default room when the URL names none). Browsers
+/// use it to learn why a websocket was refused. `None` for anything but `ws(s)://`.
+pub fn admit_url(room_url: &str) -> Option<String> {
+    let (scheme, rest) = [("ws://", "http://"), ("wss://", "https://")]
+        .iter()
+        .find_map(|(from, to)| room_url.strip_prefix(from).map(|rest| (*to, rest)))?;
+    let (base, query) = rest
+        .split_once('?')
+        .map_or((rest, None), |(b, q)| (b, Some(q)));
+    let (host, path) = base.split_once('/').unwrap_or((base, ""));
+    if host.is_empty() {
+        return None;
+    }
+    let path = if path.is_empty() { DEFAULT_ROOM } else { path };
+    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+    Some(format!("{scheme}{host}/admit/{path}{query}"))
+}
+
 /// Reads `GET /rooms`'s answer (a JSON list of [`RoomInfo`]), at most `max` rooms of it.
 pub fn parse_room_list(body: &str, max: usize) -> Result<Vec<RoomInfo>, String> {
     let mut rooms: Vec<RoomInfo> =
@@ -318,6 +338,15 @@ mod tests {
         );
         assert_eq!(parse_room_list(body, 1).map(|r| r.len()), Ok(1));
         assert!(parse_room_list("{\"not\": \"a list\"}", 10).is_err());
+        assert_eq!(
+            admit_url("ws://127.0.0.1:3536/lobby?next=2&token=x").as_deref(),
+            Some("http://127.0.0.1:3536/admit/lobby?next=2&token=x")
+        );
+        assert_eq!(
+            admit_url("wss://h:1").as_deref(),
+            Some(&*format!("https://h:1/admit/{DEFAULT_ROOM}"))
+        );
+        assert_eq!(admit_url("http://h/x"), None);
     }
 
     use super::*;

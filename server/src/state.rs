@@ -309,6 +309,36 @@ impl ServerState {
             })
     }
 
+    /// Whether a websocket request from `address` for `path` with `query` would be admitted now
+    /// (`GET /admit/<room>`: a browser cannot read a refused websocket's answer, so it asks
+    /// here). Nothing is taken or counted.
+    pub(crate) fn would_admit(
+        &self,
+        address: IpAddr,
+        path: Option<&str>,
+        query: &HashMap<String, String>,
+    ) -> Result<(), Refusal> {
+        let request = self.check(path, query)?;
+        self.check_ban(&request.path, address, &request.claims)?;
+        self.room_for(&lock(&self.0.slots), address).map(|_| ())
+    }
+
+    /// Whether `slots` have room for one more connection from `address`: how many it has.
+    fn room_for(&self, slots: &Slots, address: IpAddr) -> Result<usize, Refusal> {
+        let config = &self.0.config;
+        if slots.total >= config.max_connections {
+            return Err(Refusal::ServerFull(config.max_connections));
+        }
+        let mine = slots.by_address.get(&address).copied().unwrap_or(0);
+        if mine >= config.max_connections_per_address {
+            return Err(Refusal::AddressFull {
+                address,
+                limit: config.max_connections_per_address,
+            });
+        }
+        Ok(mine)
+    }
+
     /// Bans `peer`'s address, and its token's name if it had one, from room `room` for `ban`
     /// (at most `--max-ban-secs`).
     pub(crate) fn ban(&self, room: &str, peer: &PeerHandle, ban: Duration) {
@@ -357,18 +387,8 @@ impl ServerState {
     /// Takes a seat for a connection from `address`, within the server's and the address's
     /// limits.
     fn take_slot(&self, address: IpAddr) -> Result<Slot, Refusal> {
-        let config = &self.0.config;
         let mut slots = lock(&self.0.slots);
-        if slots.total >= config.max_connections {
-            return Err(Refusal::ServerFull(config.max_connections));
-        }
-        let mine = slots.by_address.get(&address).copied().unwrap_or(0);
-        if mine >= config.max_connections_per_address {
-            return Err(Refusal::AddressFull {
-                address,
-                limit: config.max_connections_per_address,
-            });
-        }
+        let mine = self.room_for(&slots, address)?;
         slots.total += 1;
         slots.by_address.insert(address, mine + 1);
         Ok(Slot {

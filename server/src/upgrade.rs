@@ -1,6 +1,7 @@
 //! The websocket route: checks a peer's room request over HTTP (refused with a status and the
 //! reason), then upgrades with explicit buffer sizes and message limits and hands the socket to
-//! [`connection::run`](crate::connection::run).
+//! [`connection::run`](crate::connection::run). `GET /admit/<room>?...` answers the same check
+//! without a websocket, for browsers (they cannot read a refused websocket's answer).
 
 use crate::connection;
 use crate::state::{Refusal, ServerState};
@@ -22,10 +23,24 @@ const READ_BUFFER: usize = 4 * 1024;
 /// Bytes gathered before a write, within one batch of messages.
 const WRITE_BUFFER: usize = 16 * 1024;
 
-/// Adds the websocket routes: `/` (the default room) and `/<room>`.
+/// Adds the websocket routes, `/` (the default room) and `/<room>`, and `/admit/<room>`.
 pub fn routes(router: Router, state: ServerState) -> Router {
     let default_room = state.clone();
+    let probe = state.clone();
     router
+        .route(
+            "/admit/{room}",
+            get(
+                move |ConnectInfo(PeerAddr(from)): ConnectInfo<PeerAddr>,
+                      Path(room): Path<String>,
+                      Query(query): Query<HashMap<String, String>>| async move {
+                    match probe.would_admit(from.ip(), Some(&room), &query) {
+                        Ok(()) => (StatusCode::OK, "admitted".to_string()).into_response(),
+                        Err(refusal) => refused(&refusal),
+                    }
+                },
+            ),
+        )
         .route(
             "/",
             get(
@@ -49,6 +64,18 @@ pub fn routes(router: Router, state: ServerState) -> Router {
         )
 }
 
+/// The HTTP answer to a refused request: its status and the reason.
+fn refused(refusal: &Refusal) -> Response {
+    let status = match refusal {
+        Refusal::BadRequest(_) | Refusal::RoomName(_) => StatusCode::BAD_REQUEST,
+        Refusal::RoomFull { .. } | Refusal::ServerFull(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Refusal::AddressFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+        Refusal::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+        Refusal::Banned { .. } => StatusCode::FORBIDDEN,
+    };
+    (status, refusal.to_string()).into_response()
+}
+
 async fn upgrade(
     state: ServerState,
     ws: WebSocketUpgrade,
@@ -59,17 +86,8 @@ async fn upgrade(
     let (request, slot) = match state.admit(from.ip(), room.as_deref(), &query) {
         Ok(admitted) => admitted,
         Err(refusal) => {
-            let status = match refusal {
-                Refusal::BadRequest(_) | Refusal::RoomName(_) => StatusCode::BAD_REQUEST,
-                Refusal::RoomFull { .. } | Refusal::ServerFull(_) => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
-                Refusal::AddressFull { .. } => StatusCode::TOO_MANY_REQUESTS,
-                Refusal::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-                Refusal::Banned { .. } => StatusCode::FORBIDDEN,
-            };
             info!(%from, room = room.as_deref().unwrap_or(""), "refused: {refusal}");
-            return (status, refusal.to_string()).into_response();
+            return refused(&refusal);
         }
     };
     let limit = state.config().max_frame_bytes;

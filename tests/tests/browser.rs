@@ -676,3 +676,32 @@ fn a_refused_microphone_is_a_media_error_and_the_page_stays_in_its_lobby() {
         browser.status("a").map(|s| s["media"].clone())
     );
 }
+
+/// A page the server refuses learns why: the browser hides a refused websocket's answer, so the
+/// page asks the server (`GET /admit/<room>`) and ends with the typed refusal (`Offline`, the
+/// error in its status), as a native player does.
+#[test]
+fn a_refused_page_learns_why() {
+    let _shared = shared();
+    let (_rt, server) = server_with_on_runtime(huddle_server::ServerConfig {
+        auth_secret: Some("backend".into()),
+        ..huddle_server::ServerConfig::loopback()
+    });
+    let room = server.room_url("locked");
+    let mut browser = Browser::start();
+    browser.open("a", &page("lobby", &room, ""));
+    let unauthorized = |s: &Value| {
+        s["errors"].as_array().is_some_and(|errors| {
+            errors
+                .iter()
+                .filter_map(Value::as_str)
+                .any(|e| e.contains("unauthorized") && e.contains("join token"))
+        })
+    };
+    let mut nobody: Vec<Player> = Vec::new();
+    let refused = run_with_browser(&mut nobody, &mut browser, LIMIT, |_, b| {
+        b.status("a")
+            .is_some_and(|s| s["state"] == "Offline" && unauthorized(s))
+    });
+    assert!(refused, "{:?}", browser.status("a"));
+}

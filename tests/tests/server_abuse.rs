@@ -561,8 +561,8 @@ async fn the_room_list_is_paged() {
 }
 
 /// With an auth secret a room admits only peers bringing a token for it: none, one for another
-/// room, an expired one or garbage are refused with 401 and the reason; stock matchbox peers with
-/// valid tokens meet.
+/// room, an expired one or garbage are refused with 401 and the reason (also by `GET /admit`, the
+/// browsers' way to ask); stock matchbox peers with valid tokens meet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_need_a_join_token_when_the_server_has_a_secret() {
     use huddle_server::token::mint;
@@ -595,6 +595,20 @@ async fn rooms_need_a_join_token_when_the_server_has_a_secret() {
         let err = RawClient::connect(bad).await.err().expect("refused");
         assert!(err.contains("401") && err.contains(why), "{why}: {err}");
     }
+    assert_eq!(
+        server.metrics().refused_count(RefusalReason::Unauthorized),
+        refusals.len() as u64
+    );
+    // The same answer without a websocket, for browsers (`GET /admit/<room>`), counting nothing.
+    let addr = server.local_addr();
+    let probe = http_get(addr, "/admit/lobby?next=2").await;
+    assert!(
+        probe.starts_with("HTTP/1.1 401") && probe.contains("needs a join token"),
+        "{probe}"
+    );
+    let token = mint(SECRET, "lobby", SystemTime::now() + hour);
+    let probe = http_get(addr, &format!("/admit/lobby?next=2&token={token}")).await;
+    assert!(probe.starts_with("HTTP/1.1 200"), "{probe}");
     assert_eq!(
         server.metrics().refused_count(RefusalReason::Unauthorized),
         refusals.len() as u64

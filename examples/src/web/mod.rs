@@ -21,7 +21,7 @@ use wasm_bindgen::JsCast;
 
 pub mod media;
 mod status;
-use status::{publish_box_game, publish_lobby};
+use status::{keep_errors, publish_box_game, publish_lobby, PageErrors};
 
 /// What the page's query string asks for.
 #[derive(Debug, Clone)]
@@ -158,7 +158,9 @@ fn app(mut config: HuddleConfig, args: &PageArgs) -> App {
             filter: "info".into(),
             ..default()
         })
-        .add_plugins(HuddlePlugin::new(config));
+        .add_plugins(HuddlePlugin::new(config))
+        .init_resource::<PageErrors>()
+        .add_systems(Update, keep_errors);
     app
 }
 

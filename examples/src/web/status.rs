@@ -38,6 +38,22 @@ fn lobby_status(
     })
 }
 
+/// The game's last errors (`HuddleError`s), newest last, for the status.
+#[derive(Resource, Default)]
+pub(super) struct PageErrors(Vec<String>);
+
+/// Errors kept at most.
+const ERRORS_KEPT: usize = 16;
+
+/// Keeps the game's errors for the status.
+pub(super) fn keep_errors(mut read: MessageReader<HuddleError>, mut kept: ResMut<PageErrors>) {
+    for e in read.read() {
+        kept.0.push(e.to_string());
+    }
+    let over = kept.0.len().saturating_sub(ERRORS_KEPT);
+    kept.0.drain(..over);
+}
+
 fn publish(dom: &Dom, status: &serde_json::Value, line: String) {
     let text = status.to_string();
     if let Some(window) = web_sys::window() {
@@ -92,9 +108,10 @@ pub(super) fn publish_lobby(
     stats: Res<HuddleStats>,
     chat: Res<ChatLog>,
     squares: Res<Squares>,
-    media: Res<super::media::MediaStatus>,
+    (media, errors): (Res<super::media::MediaStatus>, Res<PageErrors>),
 ) {
     let mut status = lobby_status(state.get(), &roster, &links, &stats);
+    status["errors"] = json!(errors.0);
     status["media"] = media.0.clone();
     status["chats"] = json!(chat
         .0
@@ -120,6 +137,7 @@ pub(super) fn publish_box_game(world: &mut World) {
         world.resource::<PeerLinks>(),
         world.resource::<HuddleStats>(),
     );
+    status["errors"] = json!(world.resource::<PageErrors>().0);
     let game = world.resource::<RollbackMatch>();
     let stats = world.resource::<RollbackStats>();
     status["rollback"] = json!({

@@ -1,6 +1,7 @@
 //! The signaller over ws_stream_wasm (the websocket client matchbox itself uses in browsers).
 
-use super::{next_attempt, HuddleSignallerBuilder, Inbox, RETRY_DELAY};
+use super::{next_attempt, HuddleSignallerBuilder, Inbox, Observed, RETRY_DELAY};
+use crate::messages::JoinRefusal;
 use futures::{FutureExt, SinkExt, StreamExt};
 use matchbox_socket::async_trait::async_trait;
 use matchbox_socket::{PeerEvent, PeerRequest, SignalingError, Signaller, SignallerBuilder};
@@ -38,6 +39,18 @@ impl WasmSignaller {
     }
 }
 
+/// Why the server refuses `room_url`, if it does (huddle_server's `GET /admit/<room>`; another
+/// server, or none reachable, tells nothing).
+async fn refusal(room_url: &str) -> Option<JoinRefusal> {
+    let url = huddle_protocol::room::admit_url(room_url)?;
+    match crate::web_fetch::get(&url).await {
+        Ok((status, body)) if (400..600).contains(&status) && status != 404 => {
+            Some(JoinRefusal::from_http(status, &body))
+        }
+        _ => None,
+    }
+}
+
 #[async_trait(?Send)]
 impl SignallerBuilder for HuddleSignallerBuilder {
     async fn new_signaller(
@@ -59,6 +72,13 @@ impl SignallerBuilder for HuddleSignallerBuilder {
                     }));
                 }
                 Err(e) => {
+                    // A browser hides the server's answer to a refused websocket: ask the server
+                    // whether it would admit us, and why not. A refusal is final.
+                    if let Some(refusal) = refusal(&room_url).await {
+                        let why = refusal.to_string();
+                        let _ = self.observer.unbounded_send(Observed::Refused(refusal));
+                        return Err(SignalingError::UserImplementationError(why));
+                    }
                     next_attempt(&mut attempts, SignalingError::from(e))?;
                     futures_timer::Delay::new(RETRY_DELAY).await;
                 }
