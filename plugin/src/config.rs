@@ -143,6 +143,11 @@ pub struct HuddleConfig {
     /// a server with a private or self-signed certificate. The browser uses its own trust store
     /// and ignores these.
     pub root_certificates: Vec<Vec<u8>>,
+    /// Ask the room's huddle_server for ICE servers before joining (`GET /ice/<room>`, with the
+    /// room URL's join token): its STUN servers and short-lived TURN credentials, taken before
+    /// [`HuddleConfig::ice_servers`]. The game then ships no TURN secret. A server that does not
+    /// answer ends the join with `HuddleError::Signaling`.
+    pub ice_from_server: bool,
     /// Our player metadata (a name, a colour: [`HuddleConfig::with_metadata`]), sent to every
     /// peer in our hello and shown in their [`Roster`](crate::Roster); at most
     /// [`MAX_META`](huddle_protocol::control::MAX_META) bytes (1 KiB).

@@ -46,6 +46,7 @@ pub mod config;
 pub mod diagnostics;
 #[cfg(all(feature = "server", not(target_arch = "wasm32")))]
 pub mod embedded;
+mod http_get;
 mod lobby;
 #[cfg(feature = "media")]
 pub mod media;
@@ -54,6 +55,7 @@ pub mod registry;
 #[cfg(feature = "ggrs")]
 pub mod rollback;
 pub mod rooms;
+mod server_ice;
 #[cfg(target_arch = "wasm32")]
 mod web_fetch;
 #[doc = include_str!("../guide.md")]
@@ -155,11 +157,17 @@ impl Plugin for HuddlePlugin {
             .add_message::<HuddleError>()
             .add_message::<RoomList>()
             .init_resource::<rooms::RoomListAnswers>()
+            .init_resource::<server_ice::ServerIce>()
             .configure_sets(PostUpdate, HuddleSystems::Send.before(HuddleSystems::Flush))
             .add_systems(Startup, systems::auto_connect)
             .add_systems(
                 PreUpdate,
-                (systems::receive, diagnostics::measure, rooms::deliver)
+                (
+                    server_ice::deliver,
+                    systems::receive,
+                    diagnostics::measure,
+                    rooms::deliver,
+                )
                     .chain()
                     .in_set(HuddleSystems::Receive),
             )

@@ -119,19 +119,30 @@ impl HuddleCommandsExt for Commands<'_, '_> {
     }
 }
 
-/// Opens a session to `url` in `world`.
+/// Opens a session to `url` in `world` (once the server's ICE servers came, with
+/// `HuddleConfig::ice_from_server`).
 pub(crate) fn connect(world: &mut World, url: &str) {
     leave(world);
     let config = world
         .get_resource::<crate::HuddleSettings>()
         .map(|s| s.0.clone())
         .unwrap_or_default();
+    if config.ice_from_server {
+        crate::server_ice::request(world, url, config.root_certificates.clone());
+        set_state(world, LobbyState::Connecting);
+        return;
+    }
+    connect_with(world, url, &config);
+}
+
+/// Opens a session to `url` with `config`.
+pub(crate) fn connect_with(world: &mut World, url: &str, config: &crate::HuddleConfig) {
     let types = world
         .get_resource::<MessageRegistry>()
         .map_or((MessageRegistry::default().hash(), Vec::new()), |r| {
             (r.hash(), r.names())
         });
-    match HuddleSession::connect(url, &config, types) {
+    match HuddleSession::connect(url, config, types) {
         Ok(session) => {
             world.insert_resource(session);
             set_state(world, LobbyState::Connecting);
@@ -143,8 +154,12 @@ pub(crate) fn connect(world: &mut World, url: &str) {
     }
 }
 
-/// Closes the session, if any.
+/// Closes the session, if any (and forgets a join waiting for its ICE servers).
 pub(crate) fn leave(world: &mut World) {
+    crate::server_ice::forget(world);
+    if world.get_resource::<HuddleSession>().is_none() {
+        set_state(world, LobbyState::Offline);
+    }
     if let Some(mut session) = world.remove_resource::<HuddleSession>() {
         let events = session.leave();
         write_events(world, events, |_, _, _, _| {});

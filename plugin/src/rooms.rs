@@ -61,71 +61,10 @@ pub(crate) fn deliver(answers: Option<Res<RoomListAnswers>>, mut out: MessageWri
     }
 }
 
-/// Natively: a blocking GET (ureq) on a thread of its own.
-#[cfg(not(target_arch = "wasm32"))]
+/// Reads the list off the game's thread and sends it to the game.
 fn fetch(url: String, roots: Vec<Vec<u8>>, tx: Sender<RoomList>) {
-    let spawned = std::thread::Builder::new()
-        .name("huddle-room-list".into())
-        .spawn({
-            let (url, tx) = (url.clone(), tx.clone());
-            move || {
-                let rooms = get(&url, &roots)
-                    .and_then(|body| huddle_protocol::room::parse_room_list(&body, MAX_ROOMS));
-                let _ = tx.send(RoomList { url, rooms });
-            }
-        });
-    if let Err(e) = spawned {
-        let _ = tx.send(RoomList {
-            url,
-            rooms: Err(format!("cannot start the request: {e}")),
-        });
-    }
-}
-
-/// The body of `GET url`, trusting `roots` (DER) instead of the web PKI when there are any.
-#[cfg(not(target_arch = "wasm32"))]
-fn get(url: &str, roots: &[Vec<u8>]) -> Result<String, String> {
-    use ureq::tls::{Certificate, RootCerts, TlsConfig};
-    let mut tls = TlsConfig::builder();
-    if !roots.is_empty() {
-        let certs = roots
-            .iter()
-            .map(|der| Certificate::from_der(der).to_owned())
-            .collect::<Vec<_>>();
-        tls = tls.root_certs(RootCerts::new_with_certs(&certs));
-    }
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .tls_config(tls.build())
-        .timeout_global(Some(std::time::Duration::from_secs(10)))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut response = agent.get(url).call().map_err(|e| e.to_string())?;
-    let status = response.status();
-    let body = response
-        .body_mut()
-        .with_config()
-        .limit(4 * 1024 * 1024)
-        .read_to_string()
-        .map_err(|e| e.to_string())?;
-    if !status.is_success() {
-        return Err(format!("HTTP {status}: {}", body.trim()));
-    }
-    Ok(body)
-}
-
-/// In the browser: the page's `fetch`.
-#[cfg(target_arch = "wasm32")]
-fn fetch(url: String, _roots: Vec<Vec<u8>>, tx: Sender<RoomList>) {
-    wasm_bindgen_futures::spawn_local(async move {
-        let rooms = crate::web_fetch::get(&url)
-            .await
-            .and_then(|(status, body)| {
-                if status != 200 {
-                    return Err(format!("HTTP {status}: {}", body.trim()));
-                }
-                huddle_protocol::room::parse_room_list(&body, MAX_ROOMS)
-            });
+    crate::http_get::spawn(url.clone(), roots, move |body| {
+        let rooms = body.and_then(|body| huddle_protocol::room::parse_room_list(&body, MAX_ROOMS));
         let _ = tx.send(RoomList { url, rooms });
     });
 }

@@ -237,6 +237,17 @@ pub fn rooms_url(server: &str) -> Option<String> {
 /// `http://host:3536/admit/lobby?next=2` (the default room when the URL names none). Browsers
 /// use it to learn why a websocket was refused. `None` for anything but `ws(s)://`.
 pub fn admit_url(room_url: &str) -> Option<String> {
+    room_endpoint(room_url, "admit")
+}
+
+/// The URL of a room's ICE servers on its huddle_server (`GET /ice/<room>?<query>`, the query
+/// with its join token): `ws://host:3536/lobby?token=t` → `http://host:3536/ice/lobby?token=t`.
+pub fn ice_url(room_url: &str) -> Option<String> {
+    room_endpoint(room_url, "ice")
+}
+
+/// `http(s)://host/<endpoint>/<room>?<query>` for a `ws(s)://host/<room>?<query>` room URL.
+fn room_endpoint(room_url: &str, endpoint: &str) -> Option<String> {
     let (scheme, rest) = [("ws://", "http://"), ("wss://", "https://")]
         .iter()
         .find_map(|(from, to)| room_url.strip_prefix(from).map(|rest| (*to, rest)))?;
@@ -249,7 +260,7 @@ pub fn admit_url(room_url: &str) -> Option<String> {
     }
     let path = if path.is_empty() { DEFAULT_ROOM } else { path };
     let query = query.map(|q| format!("?{q}")).unwrap_or_default();
-    Some(format!("{scheme}{host}/admit/{path}{query}"))
+    Some(format!("{scheme}{host}/{endpoint}/{path}{query}"))
 }
 
 /// Reads `GET /rooms`'s answer (a JSON list of [`RoomInfo`]), at most `max` rooms of it.
@@ -347,6 +358,10 @@ mod tests {
             Some(&*format!("https://h:1/admit/{DEFAULT_ROOM}"))
         );
         assert_eq!(admit_url("http://h/x"), None);
+        assert_eq!(
+            ice_url("wss://h:1/duel?token=t").as_deref(),
+            Some("https://h:1/ice/duel?token=t")
+        );
     }
 
     use super::*;

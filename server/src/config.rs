@@ -72,6 +72,26 @@ pub struct ServerConfig {
     /// Longest room name in bytes (names use letters, digits and `-_.~`).
     #[arg(long, env = "HUDDLE_MAX_ROOM_NAME", default_value_t = 128)]
     pub max_room_name: usize,
+    /// STUN servers handed to peers by `GET /ice/<room>` (`stun:host:port`; repeat the flag, or
+    /// separate with `,` in the environment).
+    #[arg(long, env = "HUDDLE_STUN_URL", value_delimiter = ',')]
+    pub stun_url: Vec<String>,
+    /// TURN servers handed to peers by `GET /ice/<room>`, with short-lived credentials made with
+    /// `--turn-secret` (`turn:host:3478`, `turns:host:5349`; repeat, or `,` in the environment).
+    #[arg(
+        long,
+        env = "HUDDLE_TURN_URL",
+        value_delimiter = ',',
+        requires = "turn_secret"
+    )]
+    pub turn_url: Vec<String>,
+    /// The secret shared with the TURN server (coturn's `static-auth-secret` with
+    /// `use-auth-secret`): credentials are made from it, it never leaves the server.
+    #[arg(long, env = "HUDDLE_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+    /// How long TURN credentials stay valid, in seconds.
+    #[arg(long, env = "HUDDLE_TURN_TTL_SECS", default_value_t = 3600)]
+    pub turn_ttl_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -95,6 +115,10 @@ impl Default for ServerConfig {
             idle_timeout_secs: 60,
             handshake_timeout_secs: 10,
             max_room_name: 128,
+            stun_url: Vec::new(),
+            turn_url: Vec::new(),
+            turn_secret: None,
+            turn_ttl_secs: 3600,
         }
     }
 }

@@ -11,13 +11,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::collections::HashMap;
+use std::time::SystemTime;
 
 /// Adds the HTTP routes to the signaling router.
 pub fn routes(router: Router, state: ServerState) -> Router {
     let health = state.clone();
     let metrics = state.clone();
     let rooms = state.clone();
-    let operator = state;
+    let operator = state.clone();
+    let ice_state = state;
     router
         .route(
             "/health",
@@ -52,6 +54,15 @@ pub fn routes(router: Router, state: ServerState) -> Router {
             ),
         )
         .route(
+            "/ice/{room}",
+            get(
+                move |Path(room): Path<String>,
+                      Query(query): Query<HashMap<String, String>>| async move {
+                    ice(&ice_state, &room, &query)
+                },
+            ),
+        )
+        .route(
             "/rooms/{room}/kick",
             post(
                 move |Path(room): Path<String>,
@@ -61,6 +72,23 @@ pub fn routes(router: Router, state: ServerState) -> Router {
                 },
             ),
         )
+}
+
+/// `GET /ice/<room>?token=...`: the ICE servers for a peer of `room` (JSON, `RTCIceServer`s). With
+/// an auth secret, only for a valid join token of that room (the TURN user is its name).
+fn ice(state: &ServerState, room: &str, query: &HashMap<String, String>) -> Response {
+    let config = state.config();
+    let name = match &config.auth_secret {
+        Some(secret) => {
+            let token = query.get(crate::token::QUERY).map(String::as_str);
+            match crate::token::verify(secret.as_bytes(), room, token, SystemTime::now()) {
+                Ok(claims) => claims.name.unwrap_or_else(|| "peer".into()),
+                Err(e) => return (StatusCode::UNAUTHORIZED, e.to_string()).into_response(),
+            }
+        }
+        None => "peer".into(),
+    };
+    Json(crate::ice::ice_servers(config, &name, SystemTime::now())).into_response()
 }
 
 /// `POST /rooms/<room>/kick?peer=<id>&ban_secs=<n>` with `Authorization: Bearer <auth secret>`:

@@ -19,6 +19,8 @@
 //! - **room policies** (`--room-policy`): options fixed per room-name prefix, so the first
 //!   arrival cannot squat a room with its query;
 //! - **TLS** (`--tls-cert`, `--tls-key`): `wss://` through rustls;
+//! - **ICE servers** (`--stun-url`, `--turn-url`, `--turn-secret`): `GET /ice/<room>` hands a peer
+//!   the STUN servers and short-lived TURN credentials (coturn's `use-auth-secret` scheme);
 //! - **join tokens** (`--auth-secret`): rooms admit only peers with a token for them
 //!   ([`token::mint`] in the game's backend, or `huddle_server token`);
 //! - **operations**: `GET /health`, Prometheus `GET /metrics`, `GET /rooms` (rooms made with
@@ -37,6 +39,7 @@
 pub mod config;
 mod connection;
 mod http;
+pub mod ice;
 pub mod metrics;
 pub mod policy;
 pub mod rate_limit;

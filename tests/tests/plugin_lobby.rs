@@ -686,3 +686,48 @@ fn the_lobby_outlives_its_signaling_server() {
         assert_eq!(lost.count(), 1);
     }
 }
+
+/// `HuddleConfig::ice_from_server`: the players ask the room's server for its ICE servers (with
+/// their join token) before joining, and their links use them (STUN on loopback here, where
+/// nothing answers: host candidates still meet); a server that refuses the token ends the join.
+#[test]
+fn players_take_their_ice_servers_from_the_server() {
+    let secret = "backend";
+    let (_rt, server) = server_with_on_runtime(huddle_server::ServerConfig {
+        auth_secret: Some(secret.into()),
+        stun_url: vec!["stun:127.0.0.1:3478".into()],
+        turn_url: vec!["turn:127.0.0.1:3478".into()],
+        turn_secret: Some("turn-secret".into()),
+        ..huddle_server::ServerConfig::loopback()
+    });
+    let expires = std::time::SystemTime::now() + Duration::from_secs(600);
+    let token = huddle_server::token::mint(secret.as_bytes(), "ice", expires);
+    let url = server.room_url(&format!("ice?token={token}"));
+    let join = |url: &str| {
+        let mut config = HuddleConfig::room(url);
+        config.ice_from_server = true;
+        Player::join_with(url, Types::All, config)
+    };
+    let mut players = vec![join(&url)];
+    assert!(run_until(&mut players, LIMIT, |ps| ps[0]
+        .roster()
+        .is_host()));
+    players.push(join(&url));
+    assert!(run_until(&mut players, LIMIT, lobby_complete), "they meet");
+    for p in &players {
+        let session = p.app.world().resource::<bevy_huddle::HuddleSession>();
+        let urls: Vec<&str> = session
+            .ice_servers()
+            .iter()
+            .flat_map(|s| s.urls.iter().map(String::as_str))
+            .collect();
+        assert_eq!(urls, ["stun:127.0.0.1:3478", "turn:127.0.0.1:3478"]);
+        assert!(session.ice_servers()[1].username.is_some());
+    }
+    let mut refused = vec![join(&server.room_url("ice?token=1.00"))];
+    let ended = run_until(&mut refused, LIMIT, |ps| {
+        ps[0].state() == LobbyState::Offline && !ps[0].log().errors.is_empty()
+    });
+    assert!(ended, "{:?}", refused[0].log().errors);
+    assert!(format!("{:?}", refused[0].log().errors).contains("ICE servers"));
+}

@@ -814,3 +814,53 @@ async fn a_moderator_kicks_and_the_name_stays_out_from_any_address() {
         .await
         .expect("another name from another address gets in");
 }
+
+/// `GET /ice/<room>` hands a peer the STUN servers and short-lived TURN credentials (coturn's
+/// `use-auth-secret` scheme: `<expiry>:<name>` and an HMAC of it), only with a join token for the
+/// room when the server has an auth secret; the TURN secret itself never leaves the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_servers_come_with_short_lived_turn_credentials() {
+    use huddle_server::token::{mint_with, Claims};
+    const SECRET: &str = "backend";
+    let config = ServerConfig {
+        auth_secret: Some(SECRET.into()),
+        stun_url: vec!["stun:stun.example.com:3478".into()],
+        turn_url: vec!["turn:turn.example.com:3478".into()],
+        turn_secret: Some("turn-secret".into()),
+        turn_ttl_secs: 600,
+        ..ServerConfig::loopback()
+    };
+    let server = server_with(config);
+    let addr = server.local_addr();
+    let refused = http_get(addr, "/ice/lobby").await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    let now = std::time::SystemTime::now();
+    let token = mint_with(
+        SECRET.as_bytes(),
+        "lobby",
+        now + Duration::from_secs(60),
+        &Claims::named("ann"),
+    )
+    .unwrap();
+    let answer = http_get(addr, &format!("/ice/lobby?token={token}")).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(!answer.contains("turn-secret"));
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let servers: serde_json::Value = serde_json::from_str(body).expect("JSON");
+    assert_eq!(servers[0]["urls"][0], "stun:stun.example.com:3478");
+    assert_eq!(servers[1]["urls"][0], "turn:turn.example.com:3478");
+    let user = servers[1]["username"].as_str().unwrap_or_default();
+    let (expiry, name) = user.split_once(':').unwrap_or_default();
+    assert_eq!(name, "ann");
+    let expiry: u64 = expiry.parse().unwrap();
+    let in_ten = now.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    assert!(expiry.abs_diff(in_ten) <= 5, "{expiry} vs {in_ten}");
+    assert!(servers[1]["credential"]
+        .as_str()
+        .is_some_and(|c| c.len() == 28));
+    // A token for another room opens nothing here.
+    let other =
+        huddle_server::token::mint(SECRET.as_bytes(), "duel", now + Duration::from_secs(60));
+    let refused = http_get(addr, &format!("/ice/lobby?token={other}")).await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+}

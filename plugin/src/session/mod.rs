@@ -45,6 +45,8 @@ pub struct HuddleSession {
     ended: Option<HuddleError>,
     /// What the game must hear that is not the endpoint's (signaling lost).
     notices: Vec<HuddleError>,
+    /// The ICE servers the socket was built with.
+    ice_servers: Vec<crate::config::IceServer>,
 }
 
 /// The error an observation ends the session with, if it does.
@@ -108,6 +110,7 @@ impl HuddleSession {
             roster_built: None,
             ended: None,
             notices: Vec::new(),
+            ice_servers: config.ice_servers.clone(),
         })
     }
 
@@ -126,6 +129,12 @@ impl HuddleSession {
     /// others then see `peer` leave.
     pub fn kick(&self, peer: PeerId, ban: Duration) {
         self.requests.kick(peer, ban);
+    }
+
+    /// The STUN/TURN servers this session's links use (with `ice_from_server`, the server's
+    /// first).
+    pub fn ice_servers(&self) -> &[crate::config::IceServer] {
+        &self.ice_servers
     }
 
     /// Our id, once the server assigned it.
