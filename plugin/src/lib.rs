@@ -85,7 +85,7 @@ pub use embedded::{EmbeddedServer, EmbeddedServerError};
 #[cfg(feature = "ggrs")]
 pub use ggrs;
 pub use huddle_protocol as protocol;
-pub use huddle_protocol::endpoint::LinkStats;
+pub use huddle_protocol::endpoint::{CandidateKind, LinkPath, LinkStats};
 #[cfg(all(feature = "server", not(target_arch = "wasm32")))]
 pub use huddle_server;
 pub use lobby::{HuddleCommandsExt, Roster};

@@ -731,3 +731,29 @@ fn players_take_their_ice_servers_from_the_server() {
     assert!(ended, "{:?}", refused[0].log().errors);
     assert!(format!("{:?}", refused[0].log().errors).contains("ICE servers"));
 }
+
+/// Each link's statistics say which path ICE chose (for a game or a test to see whether TURN is
+/// in use): on loopback, direct host candidates, not relayed.
+#[test]
+fn links_report_their_path() {
+    let (_rt, server) = server_on_runtime();
+    let mut players = lobby(&server.room_url("paths"), 2);
+    let ids: Vec<PeerId> = players.iter().filter_map(|p| p.id()).collect();
+    let known = run_until(&mut players, LIMIT, |ps| {
+        ps[0].link_stats(ids[1]).is_some_and(|l| l.path.is_some())
+            && ps[1].link_stats(ids[0]).is_some_and(|l| l.path.is_some())
+    });
+    assert!(known, "{:?}", players[0].link_stats(ids[1]));
+    for (p, other) in [(0, 1), (1, 0)] {
+        let path = players[p].link_stats(ids[other]).and_then(|l| l.path);
+        let path = path.expect("a path");
+        assert!(!path.is_relayed(), "{path:?}");
+        assert!(
+            matches!(
+                path.remote,
+                bevy_huddle::CandidateKind::Host | bevy_huddle::CandidateKind::PeerReflexive
+            ),
+            "{path:?}"
+        );
+    }
+}

@@ -16,7 +16,9 @@ use bevy::tasks::{IoTaskPool, Task};
 use bytes::Bytes;
 use futures::channel::mpsc::UnboundedReceiver;
 use huddle_protocol::conditioner::Delayer;
-use huddle_protocol::endpoint::{Counters, EndpointConfig, Event, LinkStats, Role};
+use huddle_protocol::endpoint::{
+    CandidateKind, Counters, EndpointConfig, Event, LinkPath, LinkStats, Role,
+};
 use huddle_protocol::media::MediaSignal;
 use huddle_protocol::{Endpoint, Lane, Topology};
 use matchbox_socket::{ChannelConfig, PeerId, PeerState, WebRtcSocket};
@@ -47,6 +49,20 @@ pub struct HuddleSession {
     notices: Vec<HuddleError>,
     /// The ICE servers the socket was built with.
     ice_servers: Vec<crate::config::IceServer>,
+}
+
+/// matchbox's candidate pair as the protocol's link path.
+fn link_path(pair: matchbox_socket::CandidatePair) -> LinkPath {
+    let kind = |c: matchbox_socket::CandidateType| match c {
+        matchbox_socket::CandidateType::Host => CandidateKind::Host,
+        matchbox_socket::CandidateType::ServerReflexive => CandidateKind::ServerReflexive,
+        matchbox_socket::CandidateType::PeerReflexive => CandidateKind::PeerReflexive,
+        matchbox_socket::CandidateType::Relay => CandidateKind::Relay,
+    };
+    LinkPath {
+        local: kind(pair.local),
+        remote: kind(pair.remote),
+    }
 }
 
 /// The error an observation ends the session with, if it does.
@@ -243,6 +259,12 @@ impl HuddleSession {
                     PeerState::Connected => self.endpoint.link_up(peer, now),
                     PeerState::Disconnected => self.endpoint.link_down(peer),
                 }
+            }
+        }
+        let peers: Vec<PeerId> = self.socket.connected_peers().collect();
+        for peer in peers {
+            if let Some(pair) = self.socket.candidate_pair(peer) {
+                self.endpoint.path_chosen(peer, link_path(pair));
             }
         }
         for lane in Lane::ALL {

@@ -28,6 +28,37 @@ pub struct LinkStats {
     pub messages_in: u64,
     /// Game messages sent.
     pub messages_out: u64,
+    /// The path the link runs over, as ICE chose it (the driver reports it).
+    pub path: Option<LinkPath>,
+}
+
+/// The kind of ICE candidate one end of a link uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CandidateKind {
+    /// A network interface's own address.
+    Host,
+    /// The public address of the NAT in front of that end, learnt from a STUN server.
+    ServerReflexive,
+    /// An address learnt from the peer's packets (a NAT's address the STUN server did not show).
+    PeerReflexive,
+    /// An address on a TURN server, which relays the traffic.
+    Relay,
+}
+
+/// The candidate pair a link runs over: how directly the peer is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LinkPath {
+    /// Our end.
+    pub local: CandidateKind,
+    /// The peer's end.
+    pub remote: CandidateKind,
+}
+
+impl LinkPath {
+    /// Whether a TURN server relays the link.
+    pub fn is_relayed(&self) -> bool {
+        self.local == CandidateKind::Relay || self.remote == CandidateKind::Relay
+    }
 }
 
 /// A ping in flight or answered.

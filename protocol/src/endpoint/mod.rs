@@ -21,7 +21,7 @@ mod send;
 mod star;
 mod types;
 
-pub use link::LinkStats;
+pub use link::{CandidateKind, LinkPath, LinkStats};
 pub use types::{
     Channel, Counters, EndpointConfig, EndpointError, Event, LeaveReason, ProtocolSettings,
     Recipients, Role, SendError, Transmit,
@@ -235,6 +235,13 @@ impl Endpoint {
         if let Some(e) = self.election.as_mut() {
             let outs = e.connected(peer);
             self.apply(outs);
+        }
+    }
+
+    /// The link to `peer` runs over `path` now (ICE chose, or changed, its candidate pair).
+    pub fn path_chosen(&mut self, peer: PeerId, path: LinkPath) {
+        if let Some(link) = self.links.get_mut(&peer).filter(|l| l.connected) {
+            link.stats.path = Some(path);
         }
     }
 
