@@ -424,7 +424,7 @@ fn a_lobby_over_wss_with_a_private_root() {
 /// The host kicks a player (`commands.kick`): the server takes it out of the room and the others
 /// see it leave (nothing it still sends on its direct links brings it back); the kicked player's
 /// session ends with `HuddleError::Removed`; its address is refused in the room for the ban (a
-/// player joining from it meanwhile gets no id).
+/// player joining from it meanwhile gets `JoinRefusal::Banned`).
 #[test]
 fn the_host_kicks_a_player_out_of_the_lobby() {
     let (_rt, server) = server_on_runtime();
@@ -460,12 +460,20 @@ fn the_host_kicks_a_player_out_of_the_lobby() {
     // It stays out: a while later the others still count two.
     run_for(&mut players, Duration::from_secs(2));
     assert!(players[..2].iter().all(|p| p.roster().members.len() == 2));
+    // Its address is refused in the room for the ban: a typed refusal, at once.
     let mut again = vec![Player::join(&url)];
-    run_for(&mut again, Duration::from_secs(2));
+    let refused = run_until(&mut again, LIMIT, |ps| {
+        ps[0].state() == LobbyState::Offline && !ps[0].log().errors.is_empty()
+    });
+    assert!(refused, "{:?}", again[0].log().errors);
     assert!(
-        again[0].id().is_none(),
-        "its address is banned from the room"
+        again[0].log().errors.iter().any(
+            |e| matches!(e, HuddleError::Refused(JoinRefusal::Banned { reason }) if reason.contains("banned"))
+        ),
+        "its address is banned from the room: {:?}",
+        again[0].log().errors
     );
+    assert!(again[0].id().is_none());
 }
 
 /// A refused join is a typed error and the end of the session, not a string or a wait: without a
