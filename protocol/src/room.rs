@@ -217,14 +217,7 @@ pub struct RoomInfo {
 /// → `http://host:3536/rooms` (`wss://` → `https://`; `http(s)://` addresses are taken as they
 /// are). `None` for anything else.
 pub fn rooms_url(server: &str) -> Option<String> {
-    let (scheme, rest) = [
-        ("ws://", "http://"),
-        ("wss://", "https://"),
-        ("http://", "http://"),
-        ("https://", "https://"),
-    ]
-    .iter()
-    .find_map(|(from, to)| server.strip_prefix(from).map(|rest| (*to, rest)))?;
+    let (scheme, rest) = http_scheme(server)?;
     let host = rest
         .split(['/', '?', '#'])
         .next()
@@ -248,9 +241,10 @@ pub fn ice_url(room_url: &str) -> Option<String> {
 
 /// `http(s)://host/<endpoint>/<room>?<query>` for a `ws(s)://host/<room>?<query>` room URL.
 fn room_endpoint(room_url: &str, endpoint: &str) -> Option<String> {
-    let (scheme, rest) = [("ws://", "http://"), ("wss://", "https://")]
-        .iter()
-        .find_map(|(from, to)| room_url.strip_prefix(from).map(|rest| (*to, rest)))?;
+    if !room_url.starts_with("ws") {
+        return None;
+    }
+    let (scheme, rest) = http_scheme(room_url)?;
     let (base, query) = rest
         .split_once('?')
         .map_or((rest, None), |(b, q)| (b, Some(q)));
@@ -261,6 +255,19 @@ fn room_endpoint(room_url: &str, endpoint: &str) -> Option<String> {
     let path = if path.is_empty() { DEFAULT_ROOM } else { path };
     let query = query.map(|q| format!("?{q}")).unwrap_or_default();
     Some(format!("{scheme}{host}/{endpoint}/{path}{query}"))
+}
+
+/// The HTTP scheme of a server's plain requests for `url` (`ws://` and `http://` → `http://`,
+/// `wss://` and `https://` → `https://`) and what follows the scheme.
+fn http_scheme(url: &str) -> Option<(&'static str, &str)> {
+    [
+        ("ws://", "http://"),
+        ("wss://", "https://"),
+        ("http://", "http://"),
+        ("https://", "https://"),
+    ]
+    .iter()
+    .find_map(|(from, to)| url.strip_prefix(from).map(|rest| (*to, rest)))
 }
 
 /// Reads `GET /rooms`'s answer (a JSON list of [`RoomInfo`]), at most `max` rooms of it.
