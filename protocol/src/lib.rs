@@ -33,6 +33,7 @@ pub mod frame;
 pub mod ggrs_filter;
 pub mod lane;
 pub mod media;
+pub mod reconnect;
 pub mod relay;
 pub mod room;
 pub mod signal;

@@ -92,6 +92,15 @@ pub struct ServerConfig {
     /// How long TURN credentials stay valid, in seconds.
     #[arg(long, env = "HUDDLE_TURN_TTL_SECS", default_value_t = 3600)]
     pub turn_ttl_secs: u64,
+    /// The secret resume tokens are signed with: give every instance (and every restart) the
+    /// same one so players resume their places across them. Without it, a random secret per
+    /// process: a place survives a dropped connection, not a restart.
+    #[arg(long, env = "HUDDLE_RESUME_SECRET", hide_env_values = true)]
+    pub resume_secret: Option<String>,
+    /// How long a place is held for a peer whose connection dropped, in seconds (0: not held;
+    /// its room hears at once that it left).
+    #[arg(long, env = "HUDDLE_RESUME_GRACE_SECS", default_value_t = 20)]
+    pub resume_grace_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -119,6 +128,8 @@ impl Default for ServerConfig {
             turn_url: Vec::new(),
             turn_secret: None,
             turn_ttl_secs: 3600,
+            resume_secret: None,
+            resume_grace_secs: 20,
         }
     }
 }

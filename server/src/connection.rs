@@ -7,11 +7,13 @@ use crate::metrics::{DropReason, RefusalReason};
 use crate::rate_limit::TokenBucket;
 use crate::registry::{lock, RoomKey, SharedRoom};
 use crate::request::Admitted;
+use crate::resume::ResumeToken;
 use crate::room::{JoinError, RouteError};
 use crate::state::{queued_len, Outbound, PeerHandle, QueueLimit, ServerState};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
+use huddle_protocol::reconnect::ServerNotice;
 use huddle_protocol::signal;
 use matchbox_protocol::{JsonPeerEvent, PeerId};
 use serde::Deserialize;
@@ -36,25 +38,107 @@ const BATCH: usize = 64;
 /// How long a closing writer waits for its last frame to go out.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
+/// Websocket close code for a connection replaced by the same peer's resumed one.
+pub const CLOSE_REPLACED: u16 = 4001;
+
+/// How a peer's connection ended, as far as its place in the room goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// The client closed it (it left).
+    Closed,
+    /// It dropped: the stream ended or failed without a close (its place may be held).
+    Dropped,
+    /// The server closed it (a policy, a limit, shutdown).
+    Server,
+}
+
+/// What the writer task did last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    /// Writing what comes.
+    Running,
+    /// It wrote a close (the server ended the connection).
+    Closed,
+    /// A write failed: the socket is gone.
+    Failed,
+}
+
+/// A peer's place in a room: which room, and its place in the join order.
+struct Place {
+    key: RoomKey,
+    room: SharedRoom<PeerHandle>,
+    seq: u64,
+}
+
 /// Serves one admitted peer on its upgraded websocket until it ends.
 pub(crate) async fn run(state: ServerState, socket: WebSocket, request: Admitted, from: IpAddr) {
-    let peer_id = PeerId(uuid::Uuid::new_v4());
+    let peer_id = request
+        .resume
+        .map_or_else(|| PeerId(uuid::Uuid::new_v4()), |token| token.peer);
     let (sink, stream) = socket.split();
     let limit = QueueLimit {
         messages: state.0.config.max_queued_messages,
         bytes: state.0.config.max_queued_bytes,
     };
     let (handle, outbound) = PeerHandle::new(limit, from, request.claims.clone());
-    let (closed_tx, closed) = watch::channel(false);
-    let writer = tokio::spawn(write(sink, outbound, closed_tx, state.clone(), peer_id));
+    let (writer_tx, writer_state) = watch::channel(Writer::Running);
+    let writer = tokio::spawn(write(sink, outbound, writer_tx, state.clone(), peer_id));
     handle.send_text(event(JsonPeerEvent::IdAssigned(peer_id)));
-    if let Some((key, room)) = join(&state, peer_id, &handle, &request) {
-        serve(&state, peer_id, &handle, stream, (&key, &room), closed).await;
-        leave(&state, peer_id, &key, &room);
+    let place = match request.resume {
+        Some(token) => resume(&state, token, &handle, &request),
+        None => join(&state, peer_id, &handle, &request),
+    };
+    if let Some(place) = place {
+        if request.resumable && request.resume.is_none() {
+            send_token(&state, peer_id, &place, &handle);
+        }
+        let ending = serve(&state, peer_id, &handle, stream, &place, writer_state).await;
+        state.0.metrics.connections.dec();
+        let grace = Duration::from_secs(state.0.config.resume_grace_secs);
+        let shutting_down = *state.0.shutdown.borrow();
+        if ending == Ending::Dropped && request.resumable && !grace.is_zero() && !shutting_down {
+            hold(&state, peer_id, place, &handle, grace);
+            // Wakes the writer, which finds the socket gone (or closes it) and ends.
+            handle.send(Message::Close(None));
+        } else {
+            leave(&state, peer_id, &place, handle.conn());
+        }
     }
     // The writer ends once everything queued for this peer went out (or could not).
     drop(handle);
     let _ = writer.await;
+}
+
+/// Sends the peer the token to resume its `place` with.
+fn send_token(state: &ServerState, peer_id: PeerId, place: &Place, handle: &PeerHandle) {
+    let token = ResumeToken {
+        peer: peer_id,
+        seq: place.seq,
+        group: place.key.group,
+    };
+    let text = state.resume_token(&place.key.path, &token);
+    handle.send_text(ServerNotice::Resume(text).to_json());
+}
+
+/// Holds `peer_id`'s place for `grace` after its connection dropped: it may resume it; if it has
+/// not by then, it is gone (the others hear it left, its token is refused from then on).
+fn hold(state: &ServerState, peer_id: PeerId, place: Place, handle: &PeerHandle, grace: Duration) {
+    let conn = handle.conn();
+    if !lock(&place.room).set_away(peer_id, |h| h.conn() == conn) {
+        // It resumed on another connection before this one noticed it dropped.
+        return;
+    }
+    state.0.metrics.held.inc();
+    info!(%peer_id, room = %place.key, "dropped: holding its place for {grace:?}");
+    let state = state.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        if leave(&state, peer_id, &place, conn) {
+            state.0.metrics.held.dec();
+            state.tombstone(peer_id);
+            info!(%peer_id, room = %place.key, "did not resume within {grace:?}");
+        }
+    });
 }
 
 /// Drains the peer's queue into its socket. When a message finds the queue full the peer is not
@@ -62,11 +146,12 @@ pub(crate) async fn run(state: ServerState, socket: WebSocket, request: Admitted
 async fn write(
     mut sink: SplitSink<WebSocket, Message>,
     mut outbound: Outbound,
-    closed: watch::Sender<bool>,
+    writer: watch::Sender<Writer>,
     state: ServerState,
     peer_id: PeerId,
 ) {
     let mut overflowed = false;
+    let mut failed = false;
     loop {
         let message = tokio::select! {
             m = outbound.queue.recv() => m,
@@ -102,6 +187,7 @@ async fn write(
         };
         outbound.written(bytes);
         if !sent || last {
+            failed = !sent && !overflowed;
             break;
         }
     }
@@ -115,7 +201,11 @@ async fn write(
         let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(frame)).await;
     }
     let _ = tokio::time::timeout(CLOSE_WAIT, sink.close()).await;
-    let _ = closed.send(true);
+    let _ = writer.send(if failed {
+        Writer::Failed
+    } else {
+        Writer::Closed
+    });
 }
 
 fn event(e: JsonPeerEvent) -> String {
@@ -167,8 +257,9 @@ fn join(
     peer_id: PeerId,
     handle: &PeerHandle,
     request: &Admitted,
-) -> Option<(RoomKey, SharedRoom<PeerHandle>)> {
+) -> Option<Place> {
     let shared = &state.0;
+    let seq = shared.stamps.next();
     loop {
         let (key, room) = {
             let mut registry = lock(&shared.registry);
@@ -177,7 +268,7 @@ fn join(
             assigned
         };
         let mut guard = lock(&room);
-        match guard.join(peer_id, handle.clone()) {
+        match guard.join(peer_id, seq, handle.clone()) {
             Ok(joined) => {
                 let announce = event(JsonPeerEvent::NewPeer(peer_id));
                 for caller in &joined.introduce_to {
@@ -189,7 +280,7 @@ fn join(
                 shared.metrics.joins.inc();
                 shared.metrics.connections.inc();
                 info!(%peer_id, room = %key, host = %joined.host, "joined");
-                return Some((key, room));
+                return Some(Place { key, room, seq });
             }
             // The room emptied between lookup and join: the registry gives a fresh one.
             Err(JoinError::Closed) => continue,
@@ -205,6 +296,63 @@ fn join(
     }
 }
 
+/// Gives a peer that came back with its resume `token` its place: the one its room held since it
+/// dropped, or (after a restart) one in the room rebuilt from the tokens; introduces it to the
+/// newcomers it missed. `None` when it was refused (and told why).
+fn resume(
+    state: &ServerState,
+    token: ResumeToken,
+    handle: &PeerHandle,
+    request: &Admitted,
+) -> Option<Place> {
+    let shared = &state.0;
+    let peer_id = token.peer;
+    let key = token.room(&request.path);
+    loop {
+        let room = {
+            let mut registry = lock(&shared.registry);
+            let room = registry.resume(&key, request);
+            shared.metrics.rooms.set(registry.len() as i64);
+            room
+        };
+        let mut guard = lock(&room);
+        let was_away = guard.is_away(peer_id);
+        match guard.resume(peer_id, token.seq, handle.clone()) {
+            Ok(resumed) => {
+                if was_away {
+                    shared.metrics.held.dec();
+                } else if let Some(old) = resumed.replaced {
+                    // Its old connection has not noticed it is dead yet.
+                    close(&old, CLOSE_REPLACED, "resumed on another connection".into());
+                }
+                let place = Place {
+                    key: key.clone(),
+                    room: room.clone(),
+                    seq: token.seq,
+                };
+                // Its next token first, then the newcomers it calls.
+                send_token(state, peer_id, &place, handle);
+                for p in resumed.introduce {
+                    handle.send_text(event(JsonPeerEvent::NewPeer(p)));
+                }
+                drop(guard);
+                shared.metrics.resumes.inc();
+                shared.metrics.connections.inc();
+                info!(%peer_id, room = %key, "resumed its place");
+                return Some(place);
+            }
+            Err(JoinError::Closed) => continue,
+            Err(e) => {
+                drop(guard);
+                shared.metrics.refused(RefusalReason::RoomFull);
+                info!(%peer_id, room = %key, "refused to resume: {e}");
+                close(handle, CLOSE_POLICY, format!("{e}"));
+                return None;
+            }
+        }
+    }
+}
+
 /// Relays the peer's signals until its websocket ends, its writer closed it, the server shuts
 /// down, or it is closed for abuse or silence.
 async fn serve(
@@ -212,9 +360,10 @@ async fn serve(
     peer_id: PeerId,
     handle: &PeerHandle,
     mut receiver: SplitStream<WebSocket>,
-    (key, room): (&RoomKey, &SharedRoom<PeerHandle>),
-    mut closed: watch::Receiver<bool>,
-) {
+    place: &Place,
+    mut writer: watch::Receiver<Writer>,
+) -> Ending {
+    let (key, room) = (&place.key, &place.room);
     let shared = &state.0;
     let config = &shared.config;
     let metrics = &shared.metrics;
@@ -234,21 +383,26 @@ async fn serve(
                 CLOSE_GOING_AWAY,
                 "the server is shutting down".into(),
             );
-            break;
+            return Ending::Server;
         }
         let message = tokio::select! {
             m = tokio::time::timeout(idle, receiver.next()) => m,
-            _ = closed.changed() => break,
+            _ = writer.changed() => {
+                return match *writer.borrow() {
+                    Writer::Failed => Ending::Dropped,
+                    _ => Ending::Server,
+                };
+            }
             _ = shutdown.changed() => continue,
         };
         let message = match message {
             Ok(Some(m)) => m,
-            Ok(None) => break,
+            Ok(None) => return Ending::Dropped,
             Err(_) => {
                 metrics.refused(RefusalReason::Idle);
                 info!(%peer_id, "closing: silent for {idle:?}");
                 close(handle, CLOSE_POLICY, format!("silent for {idle:?}"));
-                break;
+                return Ending::Server;
             }
         };
         let (text, len) = match message {
@@ -258,20 +412,20 @@ async fn serve(
             }
             Ok(Message::Binary(b)) => (None, b.len()),
             Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => continue,
-            Ok(Message::Close(_)) => break,
+            Ok(Message::Close(_)) => return Ending::Closed,
             Err(e) => {
                 if too_long(e) {
                     too_big(state, peer_id, handle, "a message".into());
-                } else {
-                    debug!(%peer_id, "websocket error");
+                    return Ending::Server;
                 }
-                break;
+                debug!(%peer_id, "websocket error");
+                return Ending::Dropped;
             }
         };
         if len > config.max_frame_bytes {
             // The websocket layer refuses these as they arrive; this holds if it ever did not.
             too_big(state, peer_id, handle, format!("message of {len} bytes"));
-            break;
+            return Ending::Server;
         }
         let parsed = text
             .as_ref()
@@ -328,7 +482,7 @@ async fn serve(
                 CLOSE_POLICY,
                 "too many malformed, invalid or rate-limited signals".into(),
             );
-            break;
+            return Ending::Server;
         }
     }
 }
@@ -344,13 +498,30 @@ pub(crate) fn kick(
     ban: Duration,
     by: &str,
 ) -> bool {
-    let Some(target) = lock(room).get(peer).cloned() else {
-        return false;
+    let (target, away) = {
+        let guard = lock(room);
+        let Some(target) = guard.get(peer).cloned() else {
+            return false;
+        };
+        (target, guard.is_away(peer))
     };
     state.ban(&key.path, &target, ban);
+    state.tombstone(peer);
     state.0.metrics.refused(RefusalReason::Kicked);
     info!(%peer, room = %key, "kicked by {by}, banned for {ban:?}");
-    close(&target, CLOSE_POLICY, format!("kicked by {by}"));
+    if away {
+        // No connection to close: its held place goes now.
+        let place = Place {
+            key: key.clone(),
+            room: room.clone(),
+            seq: 0,
+        };
+        if leave(state, peer, &place, target.conn()) {
+            state.0.metrics.held.dec();
+        }
+    } else {
+        close(&target, CLOSE_POLICY, format!("kicked by {by}"));
+    }
     true
 }
 
@@ -373,16 +544,18 @@ fn too_long(e: axum::Error) -> bool {
     )
 }
 
-/// Takes the peer out of its room and tells those who knew it; promotes a new host if needed.
-/// While the server shuts down nobody is told: the peers did not leave each other, the server
-/// went away, and their peer-to-peer links go on without it.
-fn leave(state: &ServerState, peer_id: PeerId, key: &RoomKey, room: &SharedRoom<PeerHandle>) {
+/// Takes the peer out of its room, if the room still has it on connection `conn` (a peer that
+/// resumed on a new connection stays), and tells those who knew it; promotes a new host if
+/// needed. While the server shuts down nobody is told: the peers did not leave each other, the
+/// server went away, and their peer-to-peer links go on without it. Whether it was taken out.
+fn leave(state: &ServerState, peer_id: PeerId, place: &Place, conn: u64) -> bool {
+    let (key, room) = (&place.key, &place.room);
     let shared = &state.0;
     let shutting_down = *shared.shutdown.borrow();
     let closed = {
         let guard = &mut *lock(room);
-        let Some((_, left)) = guard.leave(peer_id) else {
-            return;
+        let Some((_, left)) = guard.leave_if(peer_id, |h| h.conn() == conn) else {
+            return false;
         };
         if !shutting_down {
             let gone = event(JsonPeerEvent::PeerLeft(peer_id));
@@ -404,7 +577,6 @@ fn leave(state: &ServerState, peer_id: PeerId, key: &RoomKey, room: &SharedRoom<
         left.closed
     };
     shared.metrics.leaves.inc();
-    shared.metrics.connections.dec();
     info!(%peer_id, room = %key, "left");
     if closed || key.group.is_some() {
         let mut registry = lock(&shared.registry);
@@ -412,6 +584,7 @@ fn leave(state: &ServerState, peer_id: PeerId, key: &RoomKey, room: &SharedRoom<
         registry.remove_if_closed(key, room);
         shared.metrics.rooms.set(registry.len() as i64);
     }
+    true
 }
 
 #[cfg(test)]

@@ -45,6 +45,7 @@ pub mod policy;
 pub mod rate_limit;
 pub mod registry;
 pub mod request;
+pub mod resume;
 pub mod room;
 mod serve;
 mod server;

@@ -64,6 +64,8 @@ pub enum RefusalReason {
     SlowReader,
     /// Silent past the idle timeout: the connection was closed.
     Idle,
+    /// A resume token that is forged, for another room, or whose place is gone.
+    Resume,
 }
 
 impl RefusalReason {
@@ -81,6 +83,7 @@ impl RefusalReason {
             RefusalReason::Abuse => "abuse",
             RefusalReason::SlowReader => "slow_reader",
             RefusalReason::Idle => "idle",
+            RefusalReason::Resume => "resume",
         }
     }
 }
@@ -101,6 +104,10 @@ pub struct Metrics {
     pub host_changes: Counter,
     /// Signals relayed to their receiver.
     pub signals_relayed: Counter,
+    /// Peers that came back to their place with a resume token.
+    pub resumes: Counter,
+    /// Places held for peers whose connection dropped (waiting for them to resume).
+    pub held: Gauge,
     signals_dropped: Family<Reason, Counter>,
     refusals: Family<Reason, Counter>,
 }
@@ -114,6 +121,8 @@ impl Default for Metrics {
         let leaves = Counter::default();
         let host_changes = Counter::default();
         let signals_relayed = Counter::default();
+        let resumes = Counter::default();
+        let held = Gauge::default();
         let signals_dropped = Family::<Reason, Counter>::default();
         let refusals = Family::<Reason, Counter>::default();
         registry.register("connections", "Open peer websockets", connections.clone());
@@ -129,6 +138,16 @@ impl Default for Metrics {
             "signals_relayed",
             "Signals relayed to their receiver",
             signals_relayed.clone(),
+        );
+        registry.register(
+            "resumes",
+            "Peers that came back to their place with a resume token",
+            resumes.clone(),
+        );
+        registry.register(
+            "held",
+            "Places held for peers whose connection dropped",
+            held.clone(),
         );
         registry.register(
             "signals_dropped",
@@ -163,6 +182,7 @@ impl Default for Metrics {
             RefusalReason::Abuse,
             RefusalReason::SlowReader,
             RefusalReason::Idle,
+            RefusalReason::Resume,
         ] {
             let _ = refusals.get_or_create(&[("reason", r.as_str())]);
         }
@@ -174,6 +194,8 @@ impl Default for Metrics {
             leaves,
             host_changes,
             signals_relayed,
+            resumes,
+            held,
             signals_dropped,
             refusals,
         }

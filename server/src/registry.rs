@@ -54,6 +54,10 @@ struct NextGroup {
 pub struct Registry<T> {
     rooms: HashMap<RoomKey, SharedRoom<T>>,
     next_groups: HashMap<(String, usize), NextGroup>,
+    /// Where `?next=N` generations start: microseconds since the Unix epoch when the registry was
+    /// made, so groups a restarted server rebuilds from resume tokens never share a key with
+    /// its new groups.
+    first_generation: u64,
 }
 
 impl<T> Default for Registry<T> {
@@ -61,6 +65,9 @@ impl<T> Default for Registry<T> {
         Self {
             rooms: HashMap::new(),
             next_groups: HashMap::new(),
+            first_generation: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(0)),
         }
     }
 }
@@ -70,12 +77,16 @@ impl<T> Registry<T> {
     /// counts the arrival: each N peers on a path form one room (its capacity, if smaller); one
     /// that leaves before its room filled frees its seat ([`Registry::left`]).
     pub fn assign(&mut self, request: &Admitted) -> (RoomKey, SharedRoom<T>) {
+        let first_generation = self.first_generation;
         let group = request.next.map(|n| {
             let n = n.get();
             let g = self
                 .next_groups
                 .entry((request.path.clone(), n))
-                .or_default();
+                .or_insert_with(|| NextGroup {
+                    generation: first_generation,
+                    ..NextGroup::default()
+                });
             let generation = g.generation;
             g.arrivals += 1;
             if g.arrivals >= request.capacity.min(n) {
@@ -88,6 +99,20 @@ impl<T> Registry<T> {
             path: request.path.clone(),
             group,
         };
+        let room = self.open(&key, request);
+        (key, room)
+    }
+
+    /// The room `key` a peer resumes its place in (one it was in before it dropped, or before the
+    /// server restarted): the open room under that key, or a new one with `request`'s settings
+    /// (a rebuilt `?next=N` group takes no arrival's seat).
+    pub fn resume(&mut self, key: &RoomKey, request: &Admitted) -> SharedRoom<T> {
+        self.open(key, request)
+    }
+
+    /// The open room under `key`, created with `request`'s settings if there is none.
+    fn open(&mut self, key: &RoomKey, request: &Admitted) -> SharedRoom<T> {
+        let group = key.group;
         let fresh = || {
             Arc::new(Mutex::new(Room::new(
                 request.topology(),
@@ -95,7 +120,8 @@ impl<T> Registry<T> {
                 request.private,
             )))
         };
-        let room = match self.rooms.entry(key.clone()) {
+        let first_generation = self.first_generation;
+        match self.rooms.entry(key.clone()) {
             Entry::Occupied(entry) => {
                 let room = entry.into_mut();
                 if lock(room).is_closed() {
@@ -105,14 +131,18 @@ impl<T> Registry<T> {
             }
             Entry::Vacant(entry) => {
                 if let Some((n, _)) = group {
-                    if let Some(g) = self.next_groups.get_mut(&(request.path.clone(), n)) {
-                        g.open_rooms += 1;
-                    }
+                    let g = self
+                        .next_groups
+                        .entry((key.path.clone(), n))
+                        .or_insert_with(|| NextGroup {
+                            generation: first_generation,
+                            ..NextGroup::default()
+                        });
+                    g.open_rooms += 1;
                 }
                 entry.insert(fresh()).clone()
             }
-        };
-        (key, room)
+        }
     }
 
     /// A peer assigned to the room `key` left it (or was refused): if that is a `?next=N` group
@@ -231,7 +261,7 @@ mod tests {
         let mut reg = Registry::<()>::default();
         let pair = req("duel", &[("next", "2")]);
         let (ka, room_a) = reg.assign(&pair);
-        lock(&room_a).join(id(1), ()).unwrap();
+        lock(&room_a).join(id(1), 0, ()).unwrap();
         lock(&room_a).leave(id(1)).unwrap();
         reg.left(&ka);
         reg.remove_if_closed(&ka, &room_a);
@@ -244,7 +274,7 @@ mod tests {
         // Everyone goes: nothing of the group is left.
         let seats = [(&kb, &room_b), (&kc, &room_c), (&kd, &room_d)];
         for (i, (_, room)) in seats.iter().enumerate() {
-            lock(room).join(id(10 + i as u128), ()).unwrap();
+            lock(room).join(id(10 + i as u128), 0, ()).unwrap();
         }
         for (i, (key, room)) in seats.into_iter().enumerate() {
             lock(room).leave(id(10 + i as u128)).unwrap();
@@ -284,7 +314,7 @@ mod tests {
     fn closed_room_is_replaced_and_forgotten() {
         let mut reg = Registry::<()>::default();
         let (key, room) = reg.assign(&req("a", &[("topology", "star")]));
-        lock(&room).join(id(1), ()).unwrap();
+        lock(&room).join(id(1), 0, ()).unwrap();
         lock(&room).leave(id(1)).unwrap();
         // A newcomer that raced the last leaver gets a fresh room, with its own settings.
         let (_, fresh) = reg.assign(&req("a", &[]));
@@ -292,7 +322,7 @@ mod tests {
         assert_eq!(lock(&fresh).topology(), Topology::Mesh);
         reg.remove_if_closed(&key, &room);
         assert_eq!(reg.len(), 1, "the fresh room is not removed");
-        lock(&fresh).join(id(2), ()).unwrap();
+        lock(&fresh).join(id(2), 0, ()).unwrap();
         lock(&fresh).leave(id(2)).unwrap();
         reg.remove_if_closed(&key, &fresh);
         assert!(reg.is_empty());
@@ -302,9 +332,9 @@ mod tests {
     fn listing_hides_private_rooms() {
         let mut reg = Registry::<()>::default();
         let (_, a) = reg.assign(&req("open", &[("capacity", "4")]));
-        lock(&a).join(id(1), ()).unwrap();
+        lock(&a).join(id(1), 0, ()).unwrap();
         let (_, b) = reg.assign(&req("secret", &[("private", "1")]));
-        lock(&b).join(id(2), ()).unwrap();
+        lock(&b).join(id(2), 0, ()).unwrap();
         let list = reg.list_public();
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].path, "open");

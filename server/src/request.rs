@@ -2,7 +2,9 @@
 //! against this server's limits.
 
 use crate::policy::RoomPolicy;
+use crate::resume::ResumeToken;
 use crate::token::Claims;
+use huddle_protocol::reconnect::{RESUMABLE_QUERY, RESUME_QUERY};
 pub use huddle_protocol::room::{RoomError, RoomRequest, Topology, DEFAULT_ROOM};
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -17,6 +19,10 @@ pub struct Admitted {
     pub capacity: usize,
     /// Who the peer's join token says it is (none without `--auth-secret`).
     pub claims: Claims,
+    /// The place it resumes (a valid `?resume=` token), if it comes back.
+    pub resume: Option<ResumeToken>,
+    /// Whether it asked for a resume token (`?resumable`), or came back with one.
+    pub resumable: bool,
 }
 
 impl Admitted {
@@ -47,6 +53,8 @@ impl Admitted {
             request,
             capacity,
             claims: Claims::default(),
+            resume: None,
+            resumable: query.contains_key(RESUMABLE_QUERY) || query.contains_key(RESUME_QUERY),
         })
     }
 }

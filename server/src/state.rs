@@ -4,11 +4,14 @@ use crate::config::ServerConfig;
 use crate::metrics::{Metrics, RefusalReason};
 use crate::registry::{lock, Registry, RoomInfo, RoomKey};
 use crate::request::{Admitted, RoomError};
+use crate::resume::{ResumeError, ResumeToken, Stamps};
 use crate::token::Claims;
 use axum::extract::ws::Message;
+use huddle_protocol::reconnect::RESUME_QUERY;
+use matchbox_protocol::PeerId;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify};
@@ -26,7 +29,12 @@ pub struct PeerHandle {
     address: IpAddr,
     /// Who its join token says it is.
     claims: Arc<Claims>,
+    /// Which connection this is (unique in the process).
+    conn: u64,
 }
+
+/// Connection numbers.
+static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 
 /// The writer's end of a [`PeerHandle`].
 pub(crate) struct Outbound {
@@ -78,6 +86,7 @@ impl PeerHandle {
             max_bytes: limit.bytes,
             address,
             claims: Arc::new(claims),
+            conn: CONNECTIONS.fetch_add(1, Ordering::Relaxed),
         };
         (
             handle,
@@ -93,6 +102,11 @@ impl PeerHandle {
     /// one whose queue is full is closed.
     pub fn send_text(&self, text: String) {
         self.send(Message::Text(text.into()));
+    }
+
+    /// Which connection this is: a peer that resumed has a new one.
+    pub(crate) fn conn(&self) -> u64 {
+        self.conn
     }
 
     /// The peer's IP address.
@@ -151,7 +165,20 @@ pub(crate) struct Shared {
     rooms_snapshot: Mutex<Option<(Instant, Arc<Vec<RoomInfo>>)>>,
     /// Addresses and names banned from a room (its path) after a kick, until when.
     bans: Mutex<HashMap<(String, Banned), Instant>>,
+    /// The key resume tokens are signed with (`--resume-secret`, else random).
+    pub(crate) resume_key: Vec<u8>,
+    /// Join-order stamps.
+    pub(crate) stamps: Stamps,
+    /// Peers whose place is gone (away past the grace period, kicked), until when their resume
+    /// tokens are refused.
+    tombstones: Mutex<HashMap<PeerId, Instant>>,
 }
+
+/// Tombstones held at most (expired ones go first; past this the oldest goes).
+const MAX_TOMBSTONES: usize = 65_536;
+
+/// How long a gone peer's resume token stays refused.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(3600);
 
 /// Who a ban keeps out of a room.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -239,11 +266,15 @@ pub enum Refusal {
     /// No valid join token for the room (the server has an auth secret).
     #[error(transparent)]
     Unauthorized(#[from] crate::token::TokenError),
+    /// A resume token that is not valid here, or whose place is gone.
+    #[error(transparent)]
+    Resume(#[from] ResumeError),
 }
 
 impl ServerState {
     /// Fresh state for a server with `config`.
     pub fn new(config: ServerConfig) -> Self {
+        let config_secret = config.resume_secret.clone();
         Self(Arc::new(Shared {
             config,
             registry: Mutex::new(Registry::default()),
@@ -252,7 +283,43 @@ impl ServerState {
             slots: Mutex::new(Slots::default()),
             rooms_snapshot: Mutex::new(None),
             bans: Mutex::new(HashMap::new()),
+            resume_key: resume_key(config_secret),
+            stamps: Stamps::default(),
+            tombstones: Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// Refuses `peer`'s resume token from now on (its place is gone).
+    pub(crate) fn tombstone(&self, peer: PeerId) {
+        let now = Instant::now();
+        let mut tombs = lock(&self.0.tombstones);
+        if tombs.len() >= MAX_TOMBSTONES {
+            tombs.retain(|_, until| *until > now);
+        }
+        if tombs.len() >= MAX_TOMBSTONES {
+            if let Some(oldest) = tombs.iter().min_by_key(|(_, u)| **u).map(|(k, _)| *k) {
+                tombs.remove(&oldest);
+            }
+        }
+        tombs.insert(peer, now + TOMBSTONE_TTL);
+    }
+
+    /// Whether `peer`'s place is gone (its resume token is refused).
+    fn is_gone(&self, peer: PeerId) -> bool {
+        let mut tombs = lock(&self.0.tombstones);
+        match tombs.get(&peer) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                tombs.remove(&peer);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// The resume token for a peer with `token`'s place in room `path`.
+    pub(crate) fn resume_token(&self, path: &str, token: &ResumeToken) -> String {
+        crate::resume::mint(&self.0.resume_key, path, token)
     }
 
     /// The server's metrics.
@@ -305,6 +372,7 @@ impl ServerState {
                     Refusal::AddressFull { .. } => RefusalReason::AddressFull,
                     Refusal::Unauthorized(_) => RefusalReason::Unauthorized,
                     Refusal::Banned { .. } => RefusalReason::Banned,
+                    Refusal::Resume(_) => RefusalReason::Resume,
                 })
             })
     }
@@ -418,6 +486,15 @@ impl ServerState {
                 std::time::SystemTime::now(),
             )?;
         }
+        if let Some(text) = query.get(RESUME_QUERY) {
+            let token = crate::resume::verify(&shared.resume_key, &request.path, text)?;
+            if self.is_gone(token.peer) {
+                return Err(ResumeError::Gone.into());
+            }
+            // Its place is its own: a room full with it in is not full for it.
+            request.resume = Some(token);
+            return Ok(request);
+        }
         if request.next.is_none() {
             let key = RoomKey {
                 path: request.path.clone(),
@@ -435,6 +512,22 @@ impl ServerState {
             }
         }
         Ok(request)
+    }
+}
+
+/// The configured resume secret, or 32 random bytes.
+fn resume_key(secret: Option<String>) -> Vec<u8> {
+    match secret {
+        Some(secret) => secret.into_bytes(),
+        None => {
+            let mut key = vec![0u8; 32];
+            // The system's randomness failing is not something to serve on: a fixed key would let
+            // anyone forge tokens, so fall back to one no client can know either.
+            if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key).is_err() {
+                key = uuid::Uuid::new_v4().as_bytes().to_vec();
+            }
+            key
+        }
     }
 }
 

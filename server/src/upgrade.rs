@@ -72,6 +72,8 @@ fn refused(refusal: &Refusal) -> Response {
         Refusal::AddressFull { .. } => StatusCode::TOO_MANY_REQUESTS,
         Refusal::Unauthorized(_) => StatusCode::UNAUTHORIZED,
         Refusal::Banned { .. } => StatusCode::FORBIDDEN,
+        Refusal::Resume(crate::resume::ResumeError::Gone) => StatusCode::GONE,
+        Refusal::Resume(_) => StatusCode::UNAUTHORIZED,
     };
     (status, refusal.to_string()).into_response()
 }

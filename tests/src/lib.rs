@@ -395,6 +395,17 @@ impl RawClient {
         }
     }
 
+    /// The resume token the server sends after our id when the URL asked (`?resumable`).
+    pub async fn resume_token(&mut self) -> Option<String> {
+        let event = self.next_event(Duration::from_secs(5)).await?;
+        event.get("Resume")?.as_str().map(str::to_string)
+    }
+
+    /// Ends the connection the way a dropped network does: no close frame.
+    pub fn drop_connection(self) {
+        drop(self.ws);
+    }
+
     /// The next peer the server says left, within 5 s, skipping other events.
     pub async fn next_left(&mut self) -> Option<PeerId> {
         loop {

@@ -864,3 +864,74 @@ async fn ice_servers_come_with_short_lived_turn_credentials() {
     let refused = http_get(addr, &format!("/ice/lobby?token={other}")).await;
     assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
 }
+
+/// A member knows every other member's id (and the join order), and may speak the resume
+/// protocol perfectly: it still cannot take another's place. A token rebuilt around the victim's
+/// id, or its own token in another room, is refused (401); a kicked member's own token is refused
+/// (410) even after its ban; and a member that drops and resumes over and over holds one place,
+/// not one per connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cannot_resume_anyone_elses_place() {
+    let server = server_with(ServerConfig {
+        resume_grace_secs: 30,
+        ..ServerConfig::loopback()
+    });
+    let url = server.room_url("r?resumable");
+    let resume_url = |room: &str, token: &str| server.room_url(&format!("{room}?resume={token}"));
+    let mut host = RawClient::connect(&url).await.unwrap();
+    host.resume_token().await.unwrap();
+    let mut victim = RawClient::connect(&url).await.unwrap();
+    victim.resume_token().await.unwrap();
+    let mut liar = RawClient::connect(&url).await.unwrap();
+    let own = liar.resume_token().await.unwrap();
+    let victim_id = victim.id;
+    victim.drop_connection();
+    assert!(eventually(Duration::from_secs(5), || server.metrics().held.get() == 1).await);
+
+    // The liar's own token with the victim's id in it.
+    let forged = own.replacen(
+        &liar.id.0.simple().to_string(),
+        &victim_id.0.simple().to_string(),
+        1,
+    );
+    let refused = RawClient::connect(&resume_url("r", &forged))
+        .await
+        .err()
+        .unwrap_or_default();
+    assert!(refused.starts_with("HTTP 401"), "{refused}");
+    // Its own token, in another room.
+    let refused = RawClient::connect(&resume_url("s", &own))
+        .await
+        .err()
+        .unwrap_or_default();
+    assert!(refused.starts_with("HTTP 401"), "{refused}");
+    assert_eq!(server.metrics().refused_count(RefusalReason::Resume), 2);
+
+    // Dropping and resuming again and again: one place, the same id.
+    let liar_id = liar.id;
+    liar.drop_connection();
+    for _ in 0..5 {
+        let again = RawClient::connect(&resume_url("r", &own)).await.unwrap();
+        assert_eq!(again.id, liar_id);
+        again.drop_connection();
+    }
+    assert!(eventually(Duration::from_secs(5), || server.metrics().held.get() == 2).await);
+    assert_eq!(
+        server.rooms()[0].peers,
+        3,
+        "host, victim (held), liar (held)"
+    );
+
+    // The host kicks the liar while it is away: its place goes at once, its token with it.
+    let kick = json!({ "Kick": { "peer": liar_id, "ban_secs": 1 } }).to_string();
+    host.send_text(kick).await.unwrap();
+    assert_eq!(host.next_left().await, Some(liar_id));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let refused = RawClient::connect(&resume_url("r", &own))
+        .await
+        .err()
+        .unwrap_or_default();
+    assert!(refused.starts_with("HTTP 410"), "{refused}");
+    assert_eq!(server.rooms()[0].peers, 2);
+    still_serves(&server).await;
+}

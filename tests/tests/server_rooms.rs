@@ -156,3 +156,174 @@ async fn star_room_connects_to_host_and_survives_host_leaving() {
     .expect("traffic resumes through the new host");
     server.shutdown().await.unwrap();
 }
+
+/// `url` with `query` added (`?` or `&`).
+fn with_query(url: &str, query: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{query}")
+}
+
+/// The `NewPeer`s and `PeerLeft`s a client gets within `limit`, in order.
+async fn introductions(client: &mut RawClient, limit: Duration) -> Vec<serde_json::Value> {
+    let mut seen = Vec::new();
+    while let Some(event) = client.next_event(limit).await {
+        if event.get("NewPeer").is_some() || event.get("PeerLeft").is_some() {
+            seen.push(event);
+        }
+    }
+    seen
+}
+
+/// A peer whose connection drops keeps its place for the grace period: the others are not told
+/// it left, and when it comes back with its resume token it has the same id, is still the host,
+/// and is introduced to the newcomer that joined while it was away (which it calls).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_peer_resumes_its_place() {
+    let server = server_with(huddle_server::ServerConfig {
+        resume_grace_secs: 10,
+        ..huddle_server::ServerConfig::loopback()
+    });
+    let url = server.room_url("keep?resumable");
+    let mut a = RawClient::connect(&url).await.unwrap();
+    let token = a.resume_token().await.expect("a resume token after our id");
+    let mut b = RawClient::connect(&url).await.unwrap();
+    b.resume_token().await.unwrap();
+    let a_id = a.id;
+    a.drop_connection();
+    assert!(eventually(Duration::from_secs(5), || server.metrics().held.get() == 1).await);
+    let c = RawClient::connect(&server.room_url("keep")).await.unwrap();
+    let seen = introductions(&mut b, Duration::from_millis(500)).await;
+    assert_eq!(
+        seen,
+        vec![serde_json::json!({ "NewPeer": c.id })],
+        "b hears of c, not that a left"
+    );
+
+    let mut back = RawClient::connect(&with_query(
+        &server.room_url("keep"),
+        &format!("resume={token}"),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(back.id, a_id, "the same id");
+    assert!(
+        back.resume_token().await.is_some(),
+        "a token for the next drop"
+    );
+    let seen = introductions(&mut back, Duration::from_millis(500)).await;
+    assert_eq!(
+        seen,
+        vec![serde_json::json!({ "NewPeer": c.id })],
+        "it calls the newcomer it missed"
+    );
+    assert_eq!(server.metrics().resumes.get(), 1);
+    assert_eq!(server.metrics().held.get(), 0);
+    assert_eq!(server.metrics().leaves.get(), 0);
+    let rooms = server.rooms();
+    assert_eq!(
+        (rooms[0].peers, rooms[0].host.clone()),
+        (3, Some(a_id.to_string()))
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// A place not resumed within the grace period is gone: the others hear the peer left, and its
+/// token is refused (410) from then on. A client that closes its websocket itself has left at
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_place_not_resumed_in_time_is_gone() {
+    let server = server_with(huddle_server::ServerConfig {
+        resume_grace_secs: 1,
+        ..huddle_server::ServerConfig::loopback()
+    });
+    let url = server.room_url("brief?resumable");
+    let mut a = RawClient::connect(&url).await.unwrap();
+    let token = a.resume_token().await.unwrap();
+    let mut b = RawClient::connect(&url).await.unwrap();
+    b.resume_token().await.unwrap();
+    let a_id = a.id;
+    a.drop_connection();
+    assert_eq!(
+        b.next_left().await,
+        Some(a_id),
+        "within the grace period and 5 s"
+    );
+    let refused = RawClient::connect(&with_query(
+        &server.room_url("brief"),
+        &format!("resume={token}"),
+    ))
+    .await
+    .err()
+    .unwrap_or_default();
+    assert!(refused.starts_with("HTTP 410"), "{refused}");
+    // A close frame is a goodbye: no place is held.
+    let mut c = RawClient::connect(&url).await.unwrap();
+    c.resume_token().await.unwrap();
+    let c_id = c.id;
+    c.send_raw(tokio_tungstenite::tungstenite::Message::Close(None))
+        .await
+        .unwrap();
+    assert_eq!(b.next_left().await, Some(c_id));
+    assert_eq!(server.metrics().held.get(), 0);
+    server.shutdown().await.unwrap();
+}
+
+/// A restarted server (same address, same `--resume-secret`) rebuilds a room from the tokens of
+/// the peers that come back, in join order whatever order they come in: nobody is introduced to
+/// a peer it already knows, and each returning peer calls the newcomer that joined meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_rebuilds_the_room_from_resume_tokens() {
+    let config = huddle_server::ServerConfig {
+        resume_secret: Some("shared by every restart".into()),
+        ..huddle_server::ServerConfig::loopback()
+    };
+    let first = server_with(config.clone());
+    let url = first.room_url("phoenix?resumable");
+    let mut a = RawClient::connect(&url).await.unwrap();
+    let token_a = a.resume_token().await.unwrap();
+    let mut b = RawClient::connect(&url).await.unwrap();
+    let token_b = b.resume_token().await.unwrap();
+    let (a_id, b_id) = (a.id, b.id);
+    let addr = first.local_addr();
+    first.shutdown().await.unwrap();
+    assert!(a.next_close().await.is_some() && b.next_close().await.is_some());
+
+    let second = server_with(huddle_server::ServerConfig {
+        bind: addr,
+        ..config
+    });
+    let plain = second.room_url("phoenix");
+    let mut c = RawClient::connect(&plain).await.unwrap();
+    let mut b = RawClient::connect(&with_query(&plain, &format!("resume={token_b}")))
+        .await
+        .unwrap();
+    assert_eq!(b.id, b_id);
+    b.resume_token().await.unwrap();
+    let mut a = RawClient::connect(&with_query(&plain, &format!("resume={token_a}")))
+        .await
+        .unwrap();
+    assert_eq!(a.id, a_id);
+    a.resume_token().await.unwrap();
+    let new_peer_c = serde_json::json!({ "NewPeer": c.id });
+    assert_eq!(
+        introductions(&mut b, Duration::from_millis(500)).await,
+        vec![new_peer_c.clone()]
+    );
+    assert_eq!(
+        introductions(&mut a, Duration::from_millis(300)).await,
+        vec![new_peer_c]
+    );
+    assert!(
+        introductions(&mut c, Duration::from_millis(300))
+            .await
+            .is_empty(),
+        "c calls nobody"
+    );
+    let rooms = second.rooms();
+    assert_eq!(
+        (rooms[0].peers, rooms[0].host.clone()),
+        (3, Some(a_id.to_string()))
+    );
+    assert_eq!(second.metrics().resumes.get(), 2);
+    second.shutdown().await.unwrap();
+}
