@@ -1,6 +1,7 @@
 //! The plugin's settings, and how they and the room URL decide the room's topology.
 
 pub use huddle_protocol::endpoint::ProtocolSettings;
+pub use huddle_protocol::reconnect::ReconnectSettings;
 use huddle_protocol::room::{RoomError, RoomUrl};
 pub use huddle_protocol::Topology;
 
@@ -156,6 +157,12 @@ pub struct HuddleConfig {
     /// a second connection per peer), its bitrates and its jitter buffer.
     #[cfg(feature = "media")]
     pub media: crate::media::MediaSettings,
+    /// Reconnecting when the connection to the signaling server drops: how soon, how often and
+    /// for how long the plugin tries to resume its place in the room (a huddle_server holds it
+    /// for its `--resume-grace-secs`) while the game goes on over the links
+    /// ([`SignalingState::Reconnecting`](crate::SignalingState)).
+    /// [`ReconnectSettings::NEVER`] turns it off.
+    pub reconnect: ReconnectSettings,
 }
 
 impl HuddleConfig {

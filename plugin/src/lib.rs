@@ -78,7 +78,9 @@ rtc_dtls=error,webrtc=warn,matchbox_socket=error,bevy_ggrs=warn";
 #[cfg(feature = "ggrs")]
 pub use bevy_ggrs;
 pub use conditioner::{Conditions, LinkConditioner};
-pub use config::{ConfigError, HuddleConfig, IceServer, ProtocolSettings, Topology};
+pub use config::{
+    ConfigError, HuddleConfig, IceServer, ProtocolSettings, ReconnectSettings, Topology,
+};
 pub use diagnostics::{HuddleDiagnostics, PeerLinks};
 #[cfg(all(feature = "server", not(target_arch = "wasm32")))]
 pub use embedded::{EmbeddedServer, EmbeddedServerError};
@@ -101,7 +103,7 @@ pub use rollback::{
     RollbackPhase, RollbackSettings, RollbackStarted, RollbackStats, StartRollback,
 };
 pub use rooms::{RoomInfo, RoomList};
-pub use schedule::{HuddleSystems, LobbyState};
+pub use schedule::{HuddleSystems, LobbyState, SignalingState};
 pub use session::{HuddleSession, HuddleStats, RawLane, RawQueues};
 
 use bevy::prelude::*;
@@ -112,7 +114,8 @@ pub mod prelude {
     pub use crate::{
         AddHuddleMessage, Channel, Conditions, HostChanged, HuddleCommandsExt, HuddleConfig,
         HuddleError, HuddlePlugin, HuddleSystems, Incoming, LinkConditioner, LobbyState, Outgoing,
-        PeerId, PeerJoined, PeerLeft, Recipients, Role, RoomInfo, RoomList, Roster, Topology,
+        PeerId, PeerJoined, PeerLeft, Recipients, Role, RoomInfo, RoomList, Roster, SignalingState,
+        Topology,
     };
     #[cfg(feature = "ggrs")]
     pub use crate::{
@@ -151,6 +154,7 @@ impl Plugin for HuddlePlugin {
             .init_resource::<LinkConditioner>()
             .init_resource::<PeerLinks>()
             .init_state::<LobbyState>()
+            .init_state::<SignalingState>()
             .add_message::<PeerJoined>()
             .add_message::<PeerLeft>()
             .add_message::<HostChanged>()

@@ -2,7 +2,7 @@
 
 use crate::messages::{write_events, HuddleError, Role};
 use crate::registry::MessageRegistry;
-use crate::schedule::LobbyState;
+use crate::schedule::{LobbyState, SignalingState};
 use crate::session::HuddleSession;
 use bevy::prelude::*;
 use matchbox_socket::PeerId;
@@ -168,9 +168,12 @@ pub(crate) fn leave(world: &mut World) {
     }
 }
 
-pub(crate) fn set_state(world: &mut World, state: LobbyState) {
-    let current = world.get_resource::<State<LobbyState>>().map(|s| *s.get());
-    let Some(mut next) = world.get_resource_mut::<NextState<LobbyState>>() else {
+pub(crate) fn set_state<S: bevy::state::state::FreelyMutableState + Copy>(
+    world: &mut World,
+    state: S,
+) {
+    let current = world.get_resource::<State<S>>().map(|s| *s.get());
+    let Some(mut next) = world.get_resource_mut::<NextState<S>>() else {
         return;
     };
     // A transition may still be pending (a join refused in the frame that asked for it): the
@@ -194,6 +197,7 @@ pub(crate) fn ended(world: &mut World, mut session: HuddleSession, error: Huddle
     world.write_message(error);
     world.insert_resource(Roster::default());
     set_state(world, LobbyState::Offline);
+    set_state(world, SignalingState::Offline);
 }
 
 #[cfg(test)]

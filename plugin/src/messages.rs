@@ -60,9 +60,11 @@ pub enum HuddleError {
     /// changes nothing until what the refusal names changes.
     #[error("the signaling server refused the join: {0}")]
     Refused(JoinRefusal),
-    /// The connection to the signaling server was lost while we have peers (the server went
-    /// away, the network dropped): the lobby goes on over its peer-to-peer links and the game
-    /// keeps playing, but nobody new can join us until we join the room again.
+    /// The connection to the signaling server is lost for good (it went away and we could not
+    /// resume our place within `HuddleConfig::reconnect`, or the server gives no resume tokens):
+    /// the lobby goes on over its peer-to-peer links and the game keeps playing, but nobody new
+    /// can join us until we join the room again. While we are still reconnecting,
+    /// [`SignalingState`](crate::SignalingState) is `Reconnecting` and nothing is reported.
     #[error("lost the signaling server: the lobby goes on over its links, nobody new can join")]
     SignalingLost,
     /// The signaling server took us out of the room (kicked by the host or the operator, or

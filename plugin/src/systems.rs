@@ -22,9 +22,10 @@ pub(crate) fn receive(world: &mut World) {
         }
         return;
     }
-    let (events, lobby, roster, notices) =
+    let (events, lobby, signaling, roster, notices) =
         world.resource_scope(|_, mut session: Mut<HuddleSession>| {
             let events = session.poll();
+            let signaling = session.signaling();
             let notices = session.take_notices();
             let lobby = if session.id().is_some() && session.host().is_some() {
                 LobbyState::InLobby
@@ -34,7 +35,7 @@ pub(crate) fn receive(world: &mut World) {
             let roster = session
                 .lobby_changed()
                 .then(|| Roster::from_session(&session));
-            (events, lobby, roster, notices)
+            (events, lobby, signaling, roster, notices)
         });
     for notice in notices {
         warn!("huddle: {notice}");
@@ -57,6 +58,7 @@ pub(crate) fn receive(world: &mut World) {
         current.set_if_neq(stats);
     }
     set_state(world, lobby);
+    set_state(world, signaling);
 }
 
 /// Decodes a game message with the registry and writes it as `Incoming<T>`; `false` if it was

@@ -29,6 +29,39 @@ pub const RESUME_QUERY: &str = "resume";
 /// The longest resume token a client keeps (longer ones are not the server's).
 pub const MAX_TOKEN: usize = 512;
 
+/// `url` with `key=value` added to its query.
+fn with_query(url: &str, key: &str, value: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{key}={value}")
+}
+
+/// The room URL a client that can resume first connects with (it asks for a token).
+pub fn resumable_url(room_url: &str) -> String {
+    with_query(room_url, RESUMABLE_QUERY, "1")
+}
+
+/// The room URL a client reconnects with to resume its place with `token` (which the server made
+/// of URL-safe characters; anything else in it is percent-encoded).
+pub fn resume_url(room_url: &str, token: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-._~".contains(c);
+    let token: String = token
+        .chars()
+        .flat_map(|c| {
+            let mut buf = [0u8; 4];
+            let s: Vec<String> = if safe(c) {
+                vec![c.to_string()]
+            } else {
+                c.encode_utf8(&mut buf)
+                    .bytes()
+                    .map(|b| format!("%{b:02X}"))
+                    .collect()
+            };
+            s
+        })
+        .collect();
+    with_query(room_url, RESUME_QUERY, &token)
+}
+
 /// huddle_server's own messages to a client, beside matchbox's `PeerEvent`s (only to clients that
 /// asked with [`RESUMABLE_QUERY`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,6 +272,20 @@ mod tests {
         }
         assert!(!ReconnectSettings::NEVER.enabled());
         assert!(ReconnectSettings::default().enabled());
+    }
+
+    #[test]
+    fn urls_carry_the_query() {
+        assert_eq!(resumable_url("ws://h/r"), "ws://h/r?resumable=1");
+        assert_eq!(
+            resumable_url("ws://h/r?next=2"),
+            "ws://h/r?next=2&resumable=1"
+        );
+        assert_eq!(
+            resume_url("ws://h/r?next=2", "ab.1.-.ff"),
+            "ws://h/r?next=2&resume=ab.1.-.ff"
+        );
+        assert_eq!(resume_url("ws://h/r", "a&b=c"), "ws://h/r?resume=a%26b%3Dc");
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct Log {
     pub positions: Vec<(PeerId, Pos)>,
     /// Blobs received.
     pub blobs: Vec<(PeerId, Blob)>,
+    /// The signaling states it went through, in order.
+    pub signaling: Vec<SignalingState>,
 }
 
 fn collect_game(
@@ -127,6 +129,11 @@ impl Player {
         *self.app.world().resource::<State<LobbyState>>().get()
     }
 
+    /// Its connection to the signaling server.
+    pub fn signaling(&self) -> SignalingState {
+        *self.app.world().resource::<State<SignalingState>>().get()
+    }
+
     /// Its id.
     pub fn id(&self) -> Option<PeerId> {
         self.roster().me
@@ -153,7 +160,11 @@ fn collect_lobby(
     mut hosts: MessageReader<HostChanged>,
     mut errors: MessageReader<HuddleError>,
     mut room_lists: MessageReader<RoomList>,
+    signaling: Res<State<SignalingState>>,
 ) {
+    if log.signaling.last() != Some(signaling.get()) {
+        log.signaling.push(*signaling.get());
+    }
     log.room_lists.extend(room_lists.read().cloned());
     log.joined.extend(joined.read().cloned());
     log.left.extend(left.read().cloned());

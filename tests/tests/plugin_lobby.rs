@@ -654,14 +654,31 @@ fn players_see_each_others_names() {
     ));
 }
 
-/// The signaling server goes away mid-game: the lobby goes on over its peer-to-peer links (reliable
-/// chat still arrives, both stay `InLobby` with the same host), and each player hears
-/// `HuddleError::SignalingLost` once, so the game can tell that nobody new can join.
+/// The signaling server goes away mid-game for good: the players try to resume their places for
+/// `HuddleConfig::reconnect` (`SignalingState::Reconnecting`), then give up (`Lost`); the lobby
+/// goes on over its peer-to-peer links all along (reliable chat still arrives, both stay
+/// `InLobby` with the same host), and each player hears `HuddleError::SignalingLost` once, so the
+/// game can tell that nobody new can join.
 #[test]
 fn the_lobby_outlives_its_signaling_server() {
     let (rt, server) = server_on_runtime();
     let url = server.room_url("outlive");
-    let mut players = lobby(&url, 2);
+    let brief = bevy_huddle::ReconnectSettings {
+        first_delay: Duration::from_millis(100),
+        max_delay: Duration::from_millis(400),
+        give_up_after: Duration::from_secs(2),
+    };
+    let join = |url: &str| {
+        let mut config = HuddleConfig::room(url);
+        config.reconnect = brief;
+        Player::join_with(url, Types::All, config)
+    };
+    let mut players = vec![join(&url)];
+    assert!(run_until(&mut players, LIMIT, |ps| ps[0]
+        .roster()
+        .is_host()));
+    players.push(join(&url));
+    assert!(run_until(&mut players, LIMIT, lobby_complete));
     let host = players[0].roster().host;
     rt.block_on(server.shutdown()).expect("the server stops");
     let lost = run_until(&mut players, LIMIT, |ps| {
@@ -692,7 +709,70 @@ fn the_lobby_outlives_its_signaling_server() {
             .iter()
             .filter(|e| matches!(e, HuddleError::SignalingLost));
         assert_eq!(lost.count(), 1);
+        assert_eq!(
+            p.log().signaling,
+            [
+                SignalingState::Connected,
+                SignalingState::Reconnecting,
+                SignalingState::Lost
+            ]
+        );
     }
+}
+
+/// The signaling server restarts mid-game (same address, same `--resume-secret`): the players
+/// reconnect with their resume tokens while the game goes on over the links, get their places
+/// back (same ids, same host, nobody left), and a newcomer that joins the restarted server meets
+/// every one of them.
+#[test]
+fn the_lobby_carries_on_through_a_server_restart() {
+    let config = huddle_server::ServerConfig {
+        resume_secret: Some("kept across restarts".into()),
+        ..huddle_server::ServerConfig::loopback()
+    };
+    let (rt, server) = server_with_on_runtime(config.clone());
+    let url = server.room_url("restart");
+    let addr = server.local_addr();
+    let mut players = lobby(&url, 3);
+    let ids: Vec<Option<PeerId>> = players.iter().map(Player::id).collect();
+    let host = players[0].roster().host;
+    rt.block_on(server.shutdown()).expect("the server stops");
+    let away = run_until(&mut players, LIMIT, |ps| {
+        ps.iter()
+            .all(|p| p.signaling() == SignalingState::Reconnecting)
+    });
+    assert!(away, "every player is reconnecting");
+    let line = Chat("the server is away".into());
+    players[2].send(Outgoing {
+        to: Recipients::All,
+        message: line.clone(),
+    });
+    let heard = run_until(&mut players, LIMIT, |ps| {
+        ps[0].log().chats.iter().any(|(_, c)| *c == line)
+    });
+    assert!(heard, "the game goes on peer to peer meanwhile");
+
+    let (_rt2, restarted) = server_with_on_runtime(huddle_server::ServerConfig {
+        bind: addr,
+        ..config
+    });
+    let back = run_until(&mut players, LIMIT, |ps| {
+        ps.iter()
+            .all(|p| p.signaling() == SignalingState::Connected)
+    });
+    assert!(back, "{:?}", players[0].log().signaling);
+    assert_eq!(restarted.metrics().resumes.get(), 3);
+    players.push(Player::join(&url));
+    let met = run_until(&mut players, LIMIT, lobby_complete);
+    let views: Vec<_> = players.iter().map(|p| p.roster().peers.len()).collect();
+    assert!(met, "the newcomer meets everyone: {views:?}");
+    for (p, id) in players.iter().zip(&ids) {
+        assert_eq!(p.id(), *id, "the same id");
+        assert_eq!(p.roster().host, host, "the same host");
+        assert!(p.log().left.is_empty(), "nobody left: {:?}", p.log().left);
+        assert!(p.log().errors.is_empty(), "{:?}", p.log().errors);
+    }
+    assert_eq!(players[3].roster().host, host);
 }
 
 /// `HuddleConfig::ice_from_server`: the players ask the room's server for its ICE servers (with

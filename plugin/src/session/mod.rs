@@ -10,6 +10,7 @@ pub use raw::{RawLane, RawQueues};
 use crate::conditioner::LinkConditioner;
 use crate::config::{ConfigError, HuddleConfig};
 use crate::messages::HuddleError;
+use crate::schedule::SignalingState;
 use crate::signaling::{HuddleSignallerBuilder, Observed, ServerRequests};
 use bevy::prelude::*;
 use bevy::tasks::{IoTaskPool, Task};
@@ -49,6 +50,8 @@ pub struct HuddleSession {
     notices: Vec<HuddleError>,
     /// The ICE servers the socket was built with.
     ice_servers: Vec<crate::config::IceServer>,
+    /// The connection to the signaling server.
+    signaling: SignalingState,
 }
 
 /// matchbox's candidate pair as the protocol's link path.
@@ -91,7 +94,7 @@ impl HuddleSession {
         }
         let (room_url, topology) = config.resolve_room(room_url)?;
         let (signaller, observed, requests) =
-            HuddleSignallerBuilder::new(config.root_certificates.clone());
+            HuddleSignallerBuilder::new(config.root_certificates.clone(), config.reconnect);
         let mut builder = WebRtcSocket::builder(room_url)
             .ice_server(ice)
             .signaller_builder(signaller);
@@ -127,6 +130,7 @@ impl HuddleSession {
             ended: None,
             notices: Vec::new(),
             ice_servers: config.ice_servers.clone(),
+            signaling: SignalingState::Connected,
         })
     }
 
@@ -151,6 +155,11 @@ impl HuddleSession {
     /// first).
     pub fn ice_servers(&self) -> &[crate::config::IceServer] {
         &self.ice_servers
+    }
+
+    /// The connection to the signaling server.
+    pub fn signaling(&self) -> SignalingState {
+        self.signaling
     }
 
     /// Our id, once the server assigned it.
@@ -243,7 +252,21 @@ impl HuddleSession {
                 Observed::Calls(peer) => self.endpoint.introduced(peer, Role::Caller),
                 Observed::CalledBy(peer) => self.endpoint.introduced(peer, Role::Receiver),
                 Observed::Left(peer) => self.endpoint.server_left(peer),
-                Observed::Lost => self.notices.push(HuddleError::SignalingLost),
+                Observed::Reconnecting => {
+                    info!("huddle: lost the signaling server, reconnecting");
+                    self.signaling = SignalingState::Reconnecting;
+                }
+                Observed::Reconnected => {
+                    info!("huddle: back on the signaling server, in our place");
+                    self.signaling = SignalingState::Connected;
+                }
+                Observed::Lost { reason } => {
+                    if let Some(reason) = reason {
+                        warn!("huddle: signaling lost: {reason}");
+                    }
+                    self.signaling = SignalingState::Lost;
+                    self.notices.push(HuddleError::SignalingLost);
+                }
                 seen @ (Observed::Removed { .. } | Observed::Refused(_)) => {
                     self.ended = ending(seen);
                 }
