@@ -64,6 +64,7 @@ pub mod schedule;
 mod session;
 pub mod signaling;
 mod systems;
+pub mod visibility;
 
 /// The log filter we recommend (`LogPlugin { filter: LOG_FILTER.into(), .. }`): info for the game
 /// and huddle, warnings for the WebRTC stack, and the stack's chatter that is no fault hidden:
@@ -105,6 +106,7 @@ pub use rollback::{
 pub use rooms::{RoomInfo, RoomList};
 pub use schedule::{HuddleSystems, LobbyState, SignalingState};
 pub use session::{HuddleSession, HuddleStats, RawLane, RawQueues};
+pub use visibility::Backgrounded;
 
 use bevy::prelude::*;
 use bevy::state::app::StatesPlugin;
@@ -112,10 +114,10 @@ use bevy::state::app::StatesPlugin;
 /// The things a game needs: `use bevy_huddle::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        AddHuddleMessage, Channel, Conditions, HostChanged, HuddleCommandsExt, HuddleConfig,
-        HuddleError, HuddlePlugin, HuddleSystems, Incoming, LinkConditioner, LobbyState, Outgoing,
-        PeerId, PeerJoined, PeerLeft, Recipients, Role, RoomInfo, RoomList, Roster, SignalingState,
-        Topology,
+        AddHuddleMessage, Backgrounded, Channel, Conditions, HostChanged, HuddleCommandsExt,
+        HuddleConfig, HuddleError, HuddlePlugin, HuddleSystems, Incoming, LinkConditioner,
+        LobbyState, Outgoing, PeerId, PeerJoined, PeerLeft, Recipients, Role, RoomInfo, RoomList,
+        Roster, SignalingState, Topology,
     };
     #[cfg(feature = "ggrs")]
     pub use crate::{
@@ -177,6 +179,7 @@ impl Plugin for HuddlePlugin {
             )
             .add_systems(PostUpdate, systems::flush.in_set(HuddleSystems::Flush));
         HuddleDiagnostics::register(app);
+        visibility::register(app);
         #[cfg(feature = "media")]
         media::build(app);
     }

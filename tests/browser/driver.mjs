@@ -7,6 +7,12 @@
 //   {"cmd":"open","name":"a","path":"/lobby.html?room=..."}   open a page
 //   {"cmd":"close","name":"a"}                                  close it (the peer leaves)
 //   {"cmd":"press","name":"a","key":"Escape"}                   press a key on it
+//   {"cmd":"hide","name":"a"}    the player switches tabs: the page hears `visibilitychange`
+//                                (hidden), then is frozen as a browser may freeze a background
+//                                tab (paused in the debugger: none of its scripts run; headless
+//                                Chromium has no tabs to switch, and a frozen page is the worst a
+//                                background tab gets: a throttled one still runs once a second)
+//   {"cmd":"show","name":"a"}    it comes back: resumed, then `visibilitychange` (visible)
 //   {"cmd":"quit"}
 // and writes one JSON event per line on stdout:
 //   {"ev":"ready","port":N}                     serving and browsing
@@ -104,6 +110,45 @@ async function press(name, key) {
   if (page) await page.keyboard.press(key);
 }
 
+// Pages frozen by "hide", with the DevTools session that froze them.
+const frozen = new Map();
+
+const setVisibility = (page, hidden) =>
+  page.evaluate((hidden) => {
+    const state = hidden ? "hidden" : "visible";
+    Object.defineProperty(document, "visibilityState", { value: state, configurable: true });
+    Object.defineProperty(document, "hidden", { value: hidden, configurable: true });
+    document.dispatchEvent(new Event("visibilitychange"));
+  }, hidden);
+
+async function hide(name) {
+  const page = pages.get(name);
+  if (!page || frozen.has(name)) return;
+  await setVisibility(page, true);
+  // The page's next frames tell its peers it is away; then it stops.
+  await new Promise((done) => setTimeout(done, 300));
+  // Paused in the debugger: none of its scripts run (Page.setWebLifecycleState does not freeze
+  // a page Chromium sees as visible).
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("Debugger.enable");
+  await cdp.send("Debugger.pause");
+  frozen.set(name, cdp);
+  emit({ ev: "hidden", name });
+}
+
+async function show(name) {
+  const page = pages.get(name);
+  const cdp = frozen.get(name);
+  frozen.delete(name);
+  if (cdp) {
+    await cdp.send("Debugger.resume");
+    await cdp.send("Debugger.disable");
+    await cdp.detach();
+  }
+  if (page) await setVisibility(page, false);
+  emit({ ev: "shown", name });
+}
+
 async function close(name) {
   const page = pages.get(name);
   pages.delete(name);
@@ -113,6 +158,8 @@ async function close(name) {
 
 setInterval(async () => {
   for (const [name, page] of pages) {
+    // A frozen page answers nothing until it is thawed.
+    if (frozen.has(name)) continue;
     try {
       const text = await page.evaluate(() => window.huddleStatus ?? null);
       emit({ ev: "status", name, status: text ? JSON.parse(text) : null });
@@ -137,6 +184,8 @@ lines.on("line", async (line) => {
     if (c.cmd === "open") await open(c.name, c.path);
     else if (c.cmd === "close") await close(c.name);
     else if (c.cmd === "press") await press(c.name, c.key);
+    else if (c.cmd === "hide") await hide(c.name);
+    else if (c.cmd === "show") await show(c.name);
     else if (c.cmd === "quit") await quit();
   } catch (e) {
     emit({ ev: "pageerror", name: "driver", text: String(e) });

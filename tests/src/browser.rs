@@ -112,6 +112,17 @@ impl Browser {
         self.send(serde_json::json!({"cmd": "press", "name": name, "key": key}));
     }
 
+    /// The player switches away from page `name`'s tab: the page hears it is hidden, then is
+    /// frozen (see the driver).
+    pub fn hide(&mut self, name: &str) {
+        self.send(serde_json::json!({"cmd": "hide", "name": name}));
+    }
+
+    /// The player comes back to page `name`'s tab.
+    pub fn show(&mut self, name: &str) {
+        self.send(serde_json::json!({"cmd": "show", "name": name}));
+    }
+
     /// Closes page `name`: its peer leaves.
     pub fn close(&mut self, name: &str) {
         self.statuses.remove(name);

@@ -315,6 +315,61 @@ fn a_rollback_match_browser_vs_native_ends_with_equal_checksums() {
     browser.assert_no_errors();
 }
 
+/// The page's player switches tabs mid-match: the page hears it is hidden (the plugin writes
+/// `Backgrounded` from `visibilitychange` and tells the native player), then is frozen for 5 s —
+/// past `disconnect_timeout` (2 s), within `away_timeout` (30 s) — and comes back: nobody is
+/// dropped, and both make frame 600 final with equal checksums.
+#[test]
+fn a_browser_player_switching_tabs_mid_match_keeps_its_place() {
+    let _shared = shared();
+    let (_rt, _server, room, mut browser, mut natives) =
+        page_hosts("web-boxes-hidden", "box_game", "&players=2&frames=600");
+    natives.push(box_player(&room, 2));
+    assert!(run_with_browser(
+        &mut natives,
+        &mut browser,
+        LIMIT,
+        |ps, _| { checksum_at(&ps[0], 120).is_some() }
+    ));
+    let page = browser.id("a").expect("the page's id");
+    browser.hide("a");
+    run_with_browser(
+        &mut natives,
+        &mut browser,
+        Duration::from_secs(5),
+        |_, _| false,
+    );
+    browser.show("a");
+    let ok = run_with_browser(&mut natives, &mut browser, LIMIT, |ps, b| {
+        checksum_at(&ps[0], 600).is_some()
+            && b.status("a")
+                .is_some_and(|s| s["rollback"]["checksum"].is_string())
+    });
+    let status = browser.status("a").cloned().unwrap_or_default();
+    let log = rollback_log(&natives[0]).to_vec();
+    assert!(
+        ok,
+        "both make frame 600 final: page {}, {log:?}",
+        status["rollback"]
+    );
+    assert!(
+        log.iter().all(|e| !matches!(
+            e,
+            bevy_huddle::RollbackEvent::Disconnected { .. }
+                | bevy_huddle::RollbackEvent::DesyncDetected { .. }
+        )),
+        "{log:?}"
+    );
+    let silent = log.iter().any(|e| {
+        matches!(e, bevy_huddle::RollbackEvent::NetworkInterrupted { peer, .. }
+            if peer.to_string() == page)
+    });
+    assert!(silent, "the frozen page fell silent: {log:?}");
+    let native = checksum_at(&natives[0], 600).map(|c| format!("{c:016x}"));
+    assert_eq!(status["rollback"]["checksum"].as_str(), native.as_deref());
+    browser.assert_no_errors();
+}
+
 /// The page's player presses Escape mid-match (`LeaveRollback`): it leaves the match and then the
 /// lobby once the native player holds its last input; the native player gets one disconnect
 /// message and plays on to frame 300 alone.

@@ -252,6 +252,68 @@ fn a_silent_player_counts_as_gone_after_the_disconnect_timeout() {
     );
 }
 
+/// A player in the background (a hidden browser tab, a minimised window: `Backgrounded`) says
+/// so, then runs no frame at all for 3 s (a frozen tab): the other player waits for it past
+/// `disconnect_timeout` (2 s) without dropping it, and when it is back they play on to equal
+/// checksums. A player that says it is away and stays silent is still gone after
+/// `away_timeout` (4 s here): saying "away" buys no more than that.
+#[test]
+fn a_player_in_the_background_keeps_its_place_for_the_away_timeout() {
+    let (_rt, server) = server_on_runtime();
+    let url = server.room_url("rollback-away");
+    let settings = bevy_huddle::RollbackSettings {
+        players: 2,
+        max_prediction: 12,
+        away_timeout: Duration::from_secs(4),
+        ..bevy_huddle::RollbackSettings::default()
+    };
+    let mut peers = vec![box_player_with(&url, settings)];
+    assert!(run_until(&mut peers, LIMIT, |ps| ps[0].roster().is_host()));
+    peers.push(box_player_with(&url, settings));
+    play_to(&mut peers, 120);
+    let away = peers[1].id().expect("an id");
+    let away_for = |peers: &mut Vec<Player>, d: Duration| {
+        peers[1].app.world_mut().write_message(Backgrounded(true));
+        run_for(peers, Duration::from_millis(300));
+        // Frozen: only the other player runs.
+        run_for(&mut peers[..1], d);
+    };
+    away_for(&mut peers, Duration::from_secs(3));
+    peers[1].app.world_mut().write_message(Backgrounded(false));
+    play_to(&mut peers, FRAMES);
+    assert_eq!(
+        checksum_at(&peers[0], FRAMES),
+        checksum_at(&peers[1], FRAMES),
+        "{:?}\n{:?}\n{:?}",
+        peers[0].log().left,
+        rollback_log(&peers[0]),
+        rollback_log(&peers[1])
+    );
+    let gone = |p: &Player| {
+        rollback_log(p)
+            .iter()
+            .any(|e| matches!(e, RollbackEvent::Disconnected { .. }))
+    };
+    assert!(
+        !gone(&peers[0]) && !gone(&peers[1]),
+        "{:?}",
+        rollback_log(&peers[0])
+    );
+    let interrupted = rollback_log(&peers[0])
+        .iter()
+        .any(|e| matches!(e, RollbackEvent::NetworkInterrupted { peer, .. } if *peer == away));
+    assert!(interrupted, "it was silent past the notify delay");
+
+    // Away again, and silent past the away timeout: gone.
+    away_for(&mut peers, Duration::from_secs(6));
+    assert_eq!(
+        game(&peers[0]).disconnected,
+        vec![1],
+        "{:?}",
+        rollback_log(&peers[0])
+    );
+}
+
 /// One player of a 1v1 with a spectator leaves: the other player and the spectator get the
 /// disconnect message and go on (the spectator still fed by the host).
 #[test]

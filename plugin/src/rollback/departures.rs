@@ -2,6 +2,7 @@
 //! the agreement on their last input before GGRS hears of it (the state machine is
 //! `huddle_protocol::departure`).
 
+use super::away::silence_limit;
 use super::resources::{Departing, NewestInputs, Plan};
 use super::spectate::restore_read_inputs;
 use super::RollbackSettings;
@@ -62,8 +63,17 @@ pub(crate) fn follow_lobby<C: Config<Address = PeerId>>(
     );
     let silent_for = settings.gone_after_interruption();
     let players = state.players.clone();
+    let (away, back) = (departing.away.clone(), departing.back.clone());
     departing.silent.retain(|(handle, since)| {
-        let timed_out = now.duration_since(*since) >= silent_for;
+        let came_back = back.iter().find(|(h, _)| h == handle).map(|(_, at)| *at);
+        let limit = silence_limit(
+            *since,
+            away.contains(handle),
+            came_back,
+            silent_for,
+            settings.away_timeout,
+        );
+        let timed_out = now.duration_since(*since) >= limit;
         if let (true, Some(peer)) = (timed_out, players.get(*handle)) {
             gone.push((*peer, None));
         }

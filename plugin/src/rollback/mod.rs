@@ -30,6 +30,7 @@
 //!   A spectator sees every input as `InputStatus::Confirmed` (a gone player's as the default
 //!   input); its `ReadInputs` schedule is set aside while it watches.
 
+mod away;
 mod departures;
 mod events;
 mod leave;
@@ -78,6 +79,10 @@ pub struct RollbackSettings {
     pub fps: usize,
     /// A player GGRS has not heard from for this long counts as gone (as if it left the lobby).
     pub disconnect_timeout: Duration,
+    /// How long a player that said it went to the background (a hidden browser tab, a minimised
+    /// window: [`Backgrounded`](crate::Backgrounded)) may stay silent before it counts as gone.
+    /// The match waits for it meanwhile.
+    pub away_timeout: Duration,
     /// How long a player of the host's plan waits for its links to the other players it names;
     /// then the plan is refused (counted in [`RollbackStats::plans_refused`]): a plan naming
     /// peers that never link cannot hold the lobby forever.
@@ -95,6 +100,7 @@ impl Default for RollbackSettings {
             desync_interval: Some(10),
             fps: 60,
             disconnect_timeout: Duration::from_secs(2),
+            away_timeout: Duration::from_secs(30),
             plan_link_wait: Duration::from_secs(20),
         }
     }
@@ -212,6 +218,13 @@ pub(crate) struct Abandoning {
     pub(crate) handle: u32,
 }
 
+/// The sender went to the background (`away`) or came back: its silence may last
+/// [`RollbackSettings::away_timeout`] meanwhile.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AwayNotice {
+    pub(crate) away: bool,
+}
+
 /// A spectator asks for every frame's inputs from `from` on.
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub(crate) struct FeedRequest {
@@ -273,6 +286,7 @@ impl<C: Config<Address = PeerId>> Plugin for HuddleRollbackPlugin<C> {
             .add_huddle_message::<Abandoning>(Channel::Reliable)
             .add_huddle_message::<FeedRequest>(Channel::Reliable)
             .add_huddle_message::<FeedFrames>(Channel::Reliable)
+            .add_huddle_message::<AwayNotice>(Channel::Reliable)
             .configure_sets(
                 PreUpdate,
                 RunGgrsSystems
@@ -285,6 +299,8 @@ impl<C: Config<Address = PeerId>> Plugin for HuddleRollbackPlugin<C> {
                 (
                     (
                         start::start::<C>,
+                        away::announce,
+                        away::hear,
                         departures::follow_lobby::<C>,
                         departures::settle_departures::<C>,
                         leave::leave::<C>,

@@ -49,6 +49,7 @@ pub(crate) fn events<C: Config<Address = PeerId>>(
             RollbackEvent::NetworkResumed { peer } => {
                 let handle = handle_of(*peer);
                 departing.silent.retain(|(h, _)| Some(*h) != handle);
+                departing.back.retain(|(h, _)| Some(*h) != handle);
             }
             _ => {}
         }

@@ -46,6 +46,11 @@ pub(crate) struct Departing {
     pub(super) holding: Option<Instant>,
     /// Players GGRS has not heard from for a while, and since when it tells so.
     pub(super) silent: Vec<(usize, Instant)>,
+    /// Players that said they are in the background ([`AwayNotice`](super::AwayNotice)): their
+    /// silence may last `away_timeout`. One entry per player of the match at most.
+    pub(super) away: Vec<usize>,
+    /// Players back from the background, and when they said so. One entry per player at most.
+    pub(super) back: Vec<(usize, Instant)>,
     /// Players another player ended the match over ([`Abandoning`](super::Abandoning)): once we
     /// see one of them go, we end it too. One entry per player of the match at most.
     pub(super) abandoned_over: Vec<usize>,
