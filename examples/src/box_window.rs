@@ -1,4 +1,4 @@
-//! The box game's window (feature `window`): the boxes, ours steered with the arrow keys, and a
+//! The box game's window (feature `window`, and `webgl` in a browser): the boxes, ours steered with the arrow keys, and a
 //! line with the match's state, the host and the ping; Escape leaves the match cleanly.
 
 use crate::box_game::{BoxBody, BoxInput, Steering, ARENA};
@@ -61,7 +61,7 @@ fn leave_on_escape(
 }
 
 fn setup(mut commands: Commands) {
-    crate::window::camera_and_text(&mut commands, StatusText);
+    crate::view::camera_and_text(&mut commands, StatusText);
     // The arena's border.
     let side = 2.0 * ARENA as f32 / 100.0 + 40.0;
     commands.spawn((

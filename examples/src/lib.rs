@@ -2,13 +2,15 @@
 //! (a rollback match).
 
 pub mod box_game;
-#[cfg(feature = "window")]
+#[cfg(any(feature = "window", feature = "webgl"))]
 pub mod box_window;
 pub mod lobby;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod lobby_media;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod local;
+#[cfg(any(feature = "window", feature = "webgl"))]
+mod view;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 #[cfg(feature = "window")]

@@ -44,22 +44,7 @@ struct ChatText;
 struct Drawn(BTreeMap<PeerId, Entity>);
 
 fn setup(mut commands: Commands) {
-    camera_and_text(&mut commands, ChatText);
-}
-
-/// A 2D camera, and a text line in the top left marked with `marker` (the examples' windows).
-pub(crate) fn camera_and_text(commands: &mut Commands, marker: impl Component) {
-    commands.spawn(Camera2d);
-    commands.spawn((
-        marker,
-        Text::new("connecting..."),
-        Node {
-            position_type: PositionType::Absolute,
-            top: px(10.0),
-            left: px(10.0),
-            ..default()
-        },
-    ));
+    crate::view::camera_and_text(&mut commands, ChatText);
 }
 
 /// A stable color per peer.

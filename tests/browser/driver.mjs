@@ -21,6 +21,11 @@
 //   {"ev":"pageerror","name":"a","text":"..."}  an uncaught error in the page
 //   {"ev":"closed","name":"a"}
 // It exits when stdin closes, so a test that dies takes the browser with it.
+//   {"cmd":"canvas","name":"a"}  what page a's canvas shows: {"ev":"canvas","name":"a",
+//                                "width":W,"height":H,"colors":N,"lit":M} (distinct colours, and
+//                                pixels brighter than the dark background)
+// With HUDDLE_WEBGL=1 Chromium renders WebGL2 in software (SwiftShader through ANGLE), for pages
+// Bevy's renderer draws.
 // With HUDDLE_DENY_MEDIA=1 the browser refuses every camera and microphone request (as a player
 // who clicks "block" would); the pages then gather no ICE candidates here either.
 
@@ -58,6 +63,7 @@ const port = server.address().port;
 // loopback allowed in peer connections and camera/microphone permission granted
 // (../shared/FACTS.md).
 const deny = process.env.HUDDLE_DENY_MEDIA === "1";
+const webgl = process.env.HUDDLE_WEBGL === "1";
 const profile = mkdtempSync(join(tmpdir(), "huddle-chromium-"));
 const browser = await chromium.launchPersistentContext(profile, {
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
@@ -66,7 +72,7 @@ const browser = await chromium.launchPersistentContext(profile, {
     "--headless=new",
     "--remote-debugging-pipe",
     "--no-sandbox",
-    "--disable-gpu",
+    ...(webgl ? ["--use-angle=swiftshader", "--enable-unsafe-swiftshader"] : ["--disable-gpu"]),
     "--disable-quic",
     "--no-first-run",
     "--no-default-browser-check",
@@ -108,6 +114,31 @@ async function open(name, path) {
 async function press(name, key) {
   const page = pages.get(name);
   if (page) await page.keyboard.press(key);
+}
+
+async function canvas(name) {
+  const page = pages.get(name);
+  if (!page) return;
+  const png = await page.locator("canvas").first().screenshot();
+  const stats = await page.evaluate(async (b64) => {
+    const img = new Image();
+    img.src = "data:image/png;base64," + b64;
+    await img.decode();
+    const c = document.createElement("canvas");
+    c.width = img.width;
+    c.height = img.height;
+    const ctx = c.getContext("2d");
+    ctx.drawImage(img, 0, 0);
+    const d = ctx.getImageData(0, 0, c.width, c.height).data;
+    const colors = new Set();
+    let lit = 0;
+    for (let i = 0; i < d.length; i += 4) {
+      colors.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
+      if (d[i] + d[i + 1] + d[i + 2] > 300) lit++;
+    }
+    return { width: c.width, height: c.height, colors: colors.size, lit };
+  }, png.toString("base64"));
+  emit({ ev: "canvas", name, ...stats });
 }
 
 // Pages frozen by "hide", with the DevTools session that froze them.
@@ -185,6 +216,7 @@ lines.on("line", async (line) => {
     else if (c.cmd === "close") await close(c.name);
     else if (c.cmd === "press") await press(c.name, c.key);
     else if (c.cmd === "hide") await hide(c.name);
+    else if (c.cmd === "canvas") await canvas(c.name);
     else if (c.cmd === "show") await show(c.name);
     else if (c.cmd === "quit") await quit();
   } catch (e) {

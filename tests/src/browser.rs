@@ -35,6 +35,8 @@ pub struct Browser {
     pub errors: Vec<String>,
     /// Console warnings, as `name: text`.
     pub warnings: Vec<String>,
+    /// What each page's canvas showed when last asked ([`Browser::look_at_canvas`]).
+    pub canvases: HashMap<String, Value>,
 }
 
 impl Browser {
@@ -45,14 +47,25 @@ impl Browser {
 
     /// A browser whose player refuses every camera and microphone request.
     pub fn refusing_media() -> Self {
-        Self::launch(true)
+        Self::launch_with(true, false)
+    }
+
+    /// A browser that renders WebGL2 (in software), for pages Bevy's renderer draws.
+    pub fn with_webgl() -> Self {
+        Self::launch_with(false, true)
     }
 
     fn launch(deny_media: bool) -> Self {
+        Self::launch_with(deny_media, false)
+    }
+
+    fn launch_with(deny_media: bool, webgl: bool) -> Self {
         let here = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
         let web = web_dir();
         assert!(
-            web.join("lobby.html").exists() && web.join("box_game.html").exists(),
+            ["lobby.html", "box_game.html", "box_webgl.html"]
+                .iter()
+                .all(|page| web.join(page).exists()),
             "no built pages in {} (run scripts/web.sh build)",
             web.display()
         );
@@ -64,6 +77,7 @@ impl Browser {
             .arg(here.join("driver.mjs"))
             .arg(&web)
             .env("HUDDLE_DENY_MEDIA", if deny_media { "1" } else { "0" })
+            .env("HUDDLE_WEBGL", if webgl { "1" } else { "0" })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -88,6 +102,7 @@ impl Browser {
             statuses: HashMap::new(),
             errors: Vec::new(),
             warnings: Vec::new(),
+            canvases: HashMap::new(),
         };
         let ready = browser.events.recv_timeout(Duration::from_secs(60));
         assert!(
@@ -118,6 +133,13 @@ impl Browser {
         self.send(serde_json::json!({"cmd": "hide", "name": name}));
     }
 
+    /// Asks what page `name`'s canvas shows (a screenshot's colours); the answer lands in
+    /// [`Browser::canvases`].
+    pub fn look_at_canvas(&mut self, name: &str) {
+        self.canvases.remove(name);
+        self.send(serde_json::json!({"cmd": "canvas", "name": name}));
+    }
+
     /// The player comes back to page `name`'s tab.
     pub fn show(&mut self, name: &str) {
         self.send(serde_json::json!({"cmd": "show", "name": name}));
@@ -142,6 +164,9 @@ impl Browser {
                     self.errors.push(format!("{name}: {}", event["text"]))
                 }
                 Some("console") => self.warnings.push(format!("{name}: {}", event["text"])),
+                Some("canvas") => {
+                    self.canvases.insert(name, event);
+                }
                 Some("closed") => {
                     self.statuses.remove(&name);
                 }

@@ -370,6 +370,49 @@ fn a_browser_player_switching_tabs_mid_match_keeps_its_place() {
     browser.assert_no_errors();
 }
 
+/// The box game as a Bevy game ships to the web: drawn by Bevy's renderer (WebGL2, here in
+/// software) on the page's canvas, huddle inside. It plays a native peer to equal checksums at
+/// frame 600, and a screenshot of its canvas shows the boxes and the status line (not a blank
+/// canvas).
+#[test]
+fn a_bevy_rendered_page_plays_a_native_peer() {
+    let _shared = shared();
+    let (_rt, server) = server_on_runtime();
+    let room = server.room_url("web-webgl");
+    let mut browser = Browser::with_webgl();
+    let mut natives = Vec::new();
+    let path = page("box_webgl", &room, "&players=2&frames=600");
+    open_in_lobby(&mut browser, &mut natives, "a", &path, LIMIT);
+    natives.push(box_player(&room, 2));
+    let ok = run_with_browser(&mut natives, &mut browser, LIMIT, |ps, b| {
+        checksum_at(&ps[0], 600).is_some()
+            && b.status("a")
+                .is_some_and(|s| s["rollback"]["checksum"].is_string())
+    });
+    let status = browser.status("a").cloned().unwrap_or_default();
+    assert!(ok, "both make frame 600 final: page {}", status["rollback"]);
+    let native = checksum_at(&natives[0], 600).map(|c| format!("{c:016x}"));
+    assert_eq!(status["rollback"]["checksum"].as_str(), native.as_deref());
+    browser.look_at_canvas("a");
+    let seen = run_with_browser(
+        &mut natives,
+        &mut browser,
+        Duration::from_secs(20),
+        |_, b| b.canvases.contains_key("a"),
+    );
+    let canvas = browser.canvases.get("a").cloned().unwrap_or_default();
+    assert!(seen, "a screenshot of the canvas");
+    assert!(
+        canvas["width"].as_u64() >= Some(400) && canvas["colors"].as_u64() >= Some(4),
+        "the canvas shows a game, not one colour: {canvas}"
+    );
+    assert!(
+        canvas["lit"].as_u64() >= Some(500),
+        "boxes and text drawn: {canvas}"
+    );
+    browser.assert_no_errors();
+}
+
 /// The page's player presses Escape mid-match (`LeaveRollback`): it leaves the match and then the
 /// lobby once the native player holds its last input; the native player gets one disconnect
 /// message and plays on to frame 300 alone.

@@ -205,6 +205,46 @@ pub fn run_box_game() {
     app.run();
 }
 
+/// The box game drawn by Bevy's renderer (WebGL2) on the page's `#bevy` canvas: the native
+/// window's systems ([`BoxWindow`](crate::box_window::BoxWindow)), the same query parameters as
+/// the 2D page, the same `window.huddleStatus`.
+#[cfg(feature = "webgl")]
+pub fn run_box_game_webgl() {
+    let args = PageArgs::from_page("boxes");
+    let mut config = HuddleConfig::room(&args.room);
+    config.topology = Some(Topology::Mesh);
+    match crate::set_ice(&args.ice) {
+        Ok(()) => config.ice_servers = crate::ice(),
+        Err(e) => web_sys::console::error_1(&e.to_string().into()),
+    }
+    let window = Window {
+        canvas: Some("#bevy".into()),
+        fit_canvas_to_parent: true,
+        // The arrow keys steer the box, not the page's scroll.
+        prevent_default_event_handling: true,
+        ..default()
+    };
+    App::new()
+        .add_plugins(
+            DefaultPlugins
+                .set(WindowPlugin {
+                    primary_window: Some(window),
+                    ..default()
+                })
+                .set(bevy::log::LogPlugin {
+                    filter: "info".into(),
+                    ..default()
+                }),
+        )
+        .add_plugins(HuddlePlugin::new(config))
+        .init_resource::<PageErrors>()
+        .add_plugins(BoxGame::new(args.pilot(), args.players))
+        .add_plugins(crate::box_window::BoxWindow)
+        .insert_resource(Target(args.frames))
+        .add_systems(Update, (keep_errors, publish_box_game))
+        .run();
+}
+
 #[derive(Resource)]
 pub(super) struct Target(pub(super) Option<i32>);
 

@@ -54,12 +54,16 @@ pub(super) fn keep_errors(mut read: MessageReader<HuddleError>, mut kept: ResMut
     kept.0.drain(..over);
 }
 
-fn publish(dom: &Dom, status: &serde_json::Value, line: String) {
+/// Publishes `status` as `window.huddleStatus`, and `line` above the canvas of a page drawn in
+/// 2D (a page Bevy draws shows its own status line).
+fn publish(dom: Option<&Dom>, status: &serde_json::Value, line: String) {
     let text = status.to_string();
     if let Some(window) = web_sys::window() {
         let _ = js_sys::Reflect::set(&window, &"huddleStatus".into(), &text.into());
     }
-    dom.status.set_text_content(Some(&line));
+    if let Some(dom) = dom {
+        dom.status.set_text_content(Some(&line));
+    }
 }
 
 fn human(status: &serde_json::Value) -> String {
@@ -125,7 +129,7 @@ pub(super) fn publish_lobby(
         .map(|p| p.to_string())
         .collect::<Vec<_>>());
     let line = format!("{}\narrows: move, m: mute", human(&status));
-    publish(&dom, &status, line);
+    publish(Some(&dom), &status, line);
 }
 
 pub(super) fn publish_box_game(world: &mut World) {
@@ -161,7 +165,5 @@ pub(super) fn publish_box_game(world: &mut World) {
         status["rollback"]["frame"],
         status["rollback"]["rollback_frames"],
     );
-    if let Some(dom) = world.get_non_send::<Dom>() {
-        publish(dom, &status, line);
-    }
+    publish(world.get_non_send::<Dom>(), &status, line);
 }
