@@ -273,6 +273,7 @@ impl HuddleSignaller {
                 Ok(conn) => {
                     self.conn = Some(conn);
                     self.backoff = None;
+                    self.inbox.resuming = true;
                     self.inbox.observe(Observed::Reconnected);
                     return Ok(());
                 }
@@ -396,6 +397,8 @@ struct Inbox {
     called: HashSet<PeerId>,
     /// The server's token to resume our place with (the latest it sent).
     resume: Option<String>,
+    /// We reconnected and wait for the server to give us our id back.
+    resuming: bool,
     /// The server assigned us an id other than ours on a reconnect.
     id_conflict: bool,
 }
@@ -407,6 +410,7 @@ impl Inbox {
             id: None,
             called: HashSet::new(),
             resume: None,
+            resuming: false,
             id_conflict: false,
         }
     }
@@ -444,10 +448,14 @@ impl Inbox {
         }
         match serde_json::from_str::<PeerEvent>(text) {
             // Our id again, on a resumed connection: matchbox has it already.
-            Ok(PeerEvent::IdAssigned(id)) if self.id == Some(id) => return None,
+            Ok(PeerEvent::IdAssigned(id)) if self.resuming && self.id == Some(id) => {
+                self.resuming = false;
+                return None;
+            }
             Ok(PeerEvent::IdAssigned(id)) => {
                 if let Some(first) = self.id {
-                    self.id_conflict = true;
+                    // On a resumed connection another id means our place is gone.
+                    self.id_conflict = std::mem::take(&mut self.resuming);
                     return self.drop_event(None, format!("a second id ({id}) after {first}"));
                 }
                 self.id = Some(id);
@@ -582,11 +590,25 @@ mod tests {
             .process(&format!(r#"{{"IdAssigned":"{a}"}}"#))
             .is_some());
         assert_eq!(rx.try_recv().ok(), Some(Observed::IdAssigned(a)));
-        // Our own id again (a resumed connection): nothing for matchbox, nothing wrong.
+        // On the first connection a second id, even our own, is dropped and counted.
+        for second in [a, b] {
+            assert!(inbox
+                .process(&format!(r#"{{"IdAssigned":"{second}"}}"#))
+                .is_none());
+            assert!(matches!(
+                rx.try_recv().ok(),
+                Some(Observed::Dropped { from: None, .. })
+            ));
+            assert!(!inbox.id_conflict);
+        }
+        // Our own id again on a resumed connection: nothing for matchbox, nothing wrong.
+        inbox.resuming = true;
         assert!(inbox
             .process(&format!(r#"{{"IdAssigned":"{a}"}}"#))
             .is_none());
-        assert!(rx.try_recv().is_err() && !inbox.id_conflict);
+        assert!(rx.try_recv().is_err() && !inbox.id_conflict && !inbox.resuming);
+        // Another id on a resumed connection: our place was not resumed.
+        inbox.resuming = true;
         assert!(inbox
             .process(&format!(r#"{{"IdAssigned":"{b}"}}"#))
             .is_none());
