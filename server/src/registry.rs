@@ -77,16 +77,9 @@ impl<T> Registry<T> {
     /// counts the arrival: each N peers on a path form one room (its capacity, if smaller); one
     /// that leaves before its room filled frees its seat ([`Registry::left`]).
     pub fn assign(&mut self, request: &Admitted) -> (RoomKey, SharedRoom<T>) {
-        let first_generation = self.first_generation;
         let group = request.next.map(|n| {
             let n = n.get();
-            let g = self
-                .next_groups
-                .entry((request.path.clone(), n))
-                .or_insert_with(|| NextGroup {
-                    generation: first_generation,
-                    ..NextGroup::default()
-                });
+            let g = self.next_group(&request.path, n);
             let generation = g.generation;
             g.arrivals += 1;
             if g.arrivals >= request.capacity.min(n) {
@@ -120,7 +113,11 @@ impl<T> Registry<T> {
                 request.private,
             )))
         };
-        let first_generation = self.first_generation;
+        if !self.rooms.contains_key(key) {
+            if let Some((n, _)) = group {
+                self.next_group(&key.path, n).open_rooms += 1;
+            }
+        }
         match self.rooms.entry(key.clone()) {
             Entry::Occupied(entry) => {
                 let room = entry.into_mut();
@@ -129,20 +126,20 @@ impl<T> Registry<T> {
                 }
                 room.clone()
             }
-            Entry::Vacant(entry) => {
-                if let Some((n, _)) = group {
-                    let g = self
-                        .next_groups
-                        .entry((key.path.clone(), n))
-                        .or_insert_with(|| NextGroup {
-                            generation: first_generation,
-                            ..NextGroup::default()
-                        });
-                    g.open_rooms += 1;
-                }
-                entry.insert(fresh()).clone()
-            }
+            Entry::Vacant(entry) => entry.insert(fresh()).clone(),
         }
+    }
+
+    /// The arrival counter of `?next=n` rooms on `path` (a new one starts at the registry's
+    /// first generation).
+    fn next_group(&mut self, path: &str, n: usize) -> &mut NextGroup {
+        let first = self.first_generation;
+        self.next_groups
+            .entry((path.to_string(), n))
+            .or_insert_with(|| NextGroup {
+                generation: first,
+                ..NextGroup::default()
+            })
     }
 
     /// A peer assigned to the room `key` left it (or was refused): if that is a `?next=N` group

@@ -12,12 +12,17 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 /// The first player joins and becomes host; then `n - 1` more join at once.
 fn lobby(url: &str, n: usize) -> Vec<Player> {
-    let mut players = vec![Player::join(url)];
+    lobby_joined_by(url, n, Player::join)
+}
+
+/// [`lobby`] of players that `join` makes.
+fn lobby_joined_by(url: &str, n: usize, join: impl Fn(&str) -> Player) -> Vec<Player> {
+    let mut players = vec![join(url)];
     assert!(
         run_until(&mut players, LIMIT, |ps| ps[0].roster().is_host()),
         "the first player becomes host"
     );
-    players.extend((1..n).map(|_| Player::join(url)));
+    players.extend((1..n).map(|_| join(url)));
     let ok = run_until(&mut players, LIMIT, lobby_complete);
     let views: Vec<_> = players
         .iter()
@@ -668,17 +673,11 @@ fn the_lobby_outlives_its_signaling_server() {
         max_delay: Duration::from_millis(400),
         give_up_after: Duration::from_secs(2),
     };
-    let join = |url: &str| {
+    let mut players = lobby_joined_by(&url, 2, |url| {
         let mut config = HuddleConfig::room(url);
         config.reconnect = brief;
         Player::join_with(url, Types::All, config)
-    };
-    let mut players = vec![join(&url)];
-    assert!(run_until(&mut players, LIMIT, |ps| ps[0]
-        .roster()
-        .is_host()));
-    players.push(join(&url));
-    assert!(run_until(&mut players, LIMIT, lobby_complete));
+    });
     let host = players[0].roster().host;
     rt.block_on(server.shutdown()).expect("the server stops");
     let lost = run_until(&mut players, LIMIT, |ps| {
