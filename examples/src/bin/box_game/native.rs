@@ -2,13 +2,14 @@
 
 use bevy::prelude::*;
 use bevy_huddle::prelude::*;
-use bevy_huddle::{RollbackMatch, RollbackPhase};
+use bevy_huddle::{HuddleSession, RollbackMatch, RollbackPhase};
 use clap::Parser;
 use huddle_examples::box_game::{
     final_checksum, synctest_app, BoxGame, FrameChecksums, SyncTestFailures,
 };
 use huddle_examples::lobby::Pilot;
 use huddle_examples::local::host_with_bot;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// huddle's box game.
@@ -33,13 +34,34 @@ struct Args {
     /// `turn:user:credential@host:port` (repeat for more).
     #[arg(long)]
     ice: Vec<String>,
+    /// Take the ICE servers from the room's huddle_server (`GET /ice/<room>`: its STUN servers
+    /// and short-lived TURN credentials), before those of `--ice`.
+    #[arg(long)]
+    ice_from_server: bool,
 }
+
+/// `--ice-from-server`, for every app of the process.
+static ICE_FROM_SERVER: AtomicBool = AtomicBool::new(false);
 
 fn config(room: &str) -> HuddleConfig {
     let mut config = HuddleConfig::room(room);
     config.topology = Some(Topology::Mesh);
     config.ice_servers = huddle_examples::ice();
+    config.ice_from_server = ICE_FROM_SERVER.load(Ordering::Relaxed);
     config
+}
+
+/// Prints the path each link took (`link <peer> <ours>/<theirs>`: host, server-reflexive,
+/// peer-reflexive or relayed candidates), for scripts and the NAT tests.
+fn print_paths(world: &World) {
+    let Some(session) = world.get_resource::<HuddleSession>() else {
+        return;
+    };
+    for peer in session.peers() {
+        if let Some(path) = session.link_stats(*peer).and_then(|s| s.path) {
+            println!("link {peer} {:?}/{:?}", path.local, path.remote);
+        }
+    }
 }
 
 /// Quits once frame `n` is final, printing its checksum; lingers a second so the others get our
@@ -53,6 +75,7 @@ fn stop_at(n: i32) -> impl FnMut(&mut World) {
             if let Some(sum) = final_checksum(world, n) {
                 let phase = world.resource::<RollbackMatch>().phase;
                 println!("frame {n} checksum {sum:016x} ({phase:?})");
+                print_paths(world);
                 done_at = Some(now);
             }
         }
@@ -114,6 +137,7 @@ fn synctest(frames: i32) -> AppExit {
 
 pub fn main() -> AppExit {
     let args = Args::parse();
+    ICE_FROM_SERVER.store(args.ice_from_server, Ordering::Relaxed);
     if let Err(e) = huddle_examples::set_ice(&args.ice) {
         eprintln!("{e}");
         return AppExit::error();

@@ -1,0 +1,278 @@
+//! NAT traversal, for real: two box-game players behind two NAT routers play a match, meeting
+//! through huddle_server and the STUN of a coturn on a "public" segment. Everything is built by
+//! the test inside the loopback-only test namespace (see README): a bridge for the public segment
+//! in the test's own namespace (the server and coturn listen there), and for each player a router
+//! namespace (iptables: masquerade out, and every UDP port in to its one player: a full-cone NAT,
+//! the kind STUN gets through) with a private namespace behind it, where the player's process
+//! runs. Nothing leaves the sandbox. The players take their ICE servers from huddle_server
+//! (`--ice-from-server`: coturn's STUN, and TURN with credentials from the shared secret); each
+//! learns its public address from STUN and the link goes straight between the two NATs.
+//!
+//! Needs `ip` (iproute2), `iptables`, `nsenter`/`unshare` (util-linux) and coturn's `turnserver`.
+//! `HUDDLE_NAT_LOGS=DIR` keeps the players' logs and coturn's there.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TURN_SECRET: &str = "shared by huddle_server and coturn";
+
+/// A process holding a network namespace open; killed with the lab.
+struct Holder(Child);
+
+impl Holder {
+    fn new() -> Self {
+        let child = Command::new("unshare")
+            .args(["-n", "sleep", "600"])
+            .spawn()
+            .expect("unshare runs (util-linux)");
+        Self(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `script` with `sh -e`; panics with its output if it fails.
+fn sh(script: &str) {
+    let out = Command::new("sh")
+        .args(["-ec", script])
+        .output()
+        .expect("sh runs");
+    assert!(
+        out.status.success(),
+        "{script}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The public segment `10.<net>.0.0/24` (us at .1), two routers (.2 and .3) and a private
+/// network behind each (`192.168.<net*2+i>.0/24`, the player at .2), and coturn.
+struct Lab {
+    net: u8,
+    /// Held open for the lab's life.
+    _routers: [Holder; 2],
+    players: [Holder; 2],
+    coturn: Child,
+    dir: std::path::PathBuf,
+}
+
+impl Lab {
+    /// Builds it.
+    fn build(net: u8) -> Self {
+        let routers = [Holder::new(), Holder::new()];
+        let players = [Holder::new(), Holder::new()];
+        std::thread::sleep(Duration::from_millis(200));
+        let public = format!("10.{net}.0");
+        sh(&format!(
+            "ip link set lo up 2>/dev/null || true
+             ip link add hb{net} type bridge
+             ip addr add {public}.1/24 dev hb{net}
+             ip link set hb{net} up"
+        ));
+        for i in 0..2 {
+            let (r, p) = (routers[i].pid(), players[i].pid());
+            let wan = 2 + i;
+            let lan = format!("192.168.{}", u32::from(net) * 2 + i as u32);
+            sh(&format!(
+                "ip link add hv{net}{i} type veth peer name wan netns {r}
+                 ip link set hv{net}{i} master hb{net} up
+                 nsenter -t {r} -n sh -ec '
+                   ip link set lo up
+                   ip addr add {public}.{wan}/24 dev wan
+                   ip link set wan up
+                   ip link add lan type veth peer name eth0 netns {p}
+                   ip addr add {lan}.1/24 dev lan
+                   ip link set lan up
+                   sysctl -qw net.ipv4.ip_forward=1
+                   iptables -t nat -A POSTROUTING -o wan -j MASQUERADE
+                   iptables -t nat -A PREROUTING -i wan -p udp -j DNAT --to-destination {lan}.2'
+                 nsenter -t {p} -n sh -ec '
+                   ip link set lo up
+                   ip addr add {lan}.2/24 dev eth0
+                   ip link set eth0 up
+                   ip route add default via {lan}.1'"
+            ));
+        }
+        let dir = std::env::temp_dir().join(format!("huddle-nat-{}-{net}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let ports = (40_000 + u32::from(net) * 100, 40_099 + u32::from(net) * 100);
+        let coturn = Command::new("turnserver")
+            .args([
+                "-n",
+                "--no-cli",
+                "--no-tls",
+                "--no-dtls",
+                "--fingerprint",
+                "--use-auth-secret",
+                &format!("--static-auth-secret={TURN_SECRET}"),
+                "--realm=huddle.test",
+                &format!("--listening-ip={public}.1"),
+                &format!("--relay-ip={public}.1"),
+                "--listening-port=3478",
+                &format!("--min-port={}", ports.0),
+                &format!("--max-port={}", ports.1),
+                "--simple-log",
+                &format!("--log-file={}", dir.join("turn.log").display()),
+                &format!("--pidfile={}", dir.join("turn.pid").display()),
+                &format!("--userdb={}", dir.join("turndb").display()),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("turnserver runs (apt-get install coturn)");
+        let mut lab = Self {
+            net,
+            _routers: routers,
+            players,
+            coturn,
+            dir,
+        };
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            lab.coturn.try_wait().ok().flatten().is_none(),
+            "coturn started: {}",
+            std::fs::read_to_string(lab.dir.join("turn.log")).unwrap_or_default()
+        );
+        lab
+    }
+
+    fn public(&self, host: u8) -> String {
+        format!("10.{}.0.{host}", self.net)
+    }
+
+    /// huddle_server on the public segment, handing out coturn's STUN and TURN (with
+    /// credentials from the shared secret).
+    fn server(&self, rt: &tokio::runtime::Runtime) -> huddle_server::RunningServer {
+        let bind: SocketAddr = format!("{}:0", self.public(1)).parse().expect("an address");
+        let turn = format!("{}:3478", self.public(1));
+        let _guard = rt.enter();
+        huddle_server::start(huddle_server::ServerConfig {
+            bind,
+            stun_url: vec![format!("stun:{turn}")],
+            turn_url: vec![format!("turn:{turn}")],
+            turn_secret: Some(TURN_SECRET.into()),
+            ..huddle_server::ServerConfig::loopback()
+        })
+        .expect("the server starts")
+    }
+
+    /// Runs the box game's player `i` in its private network to frame 600; its output.
+    fn play(&self, i: usize, room: &str) -> Child {
+        Command::new("nsenter")
+            .args(["-t", &self.players[i].pid().to_string(), "-n"])
+            .arg(env!("CARGO_BIN_EXE_box_game"))
+            .args([
+                "--room",
+                room,
+                "--headless",
+                "--frames",
+                "600",
+                "--ice-from-server",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nsenter runs")
+    }
+
+    /// Two players meet in `room` and play to frame 600: each one's checksum line and the kinds
+    /// of candidates (ours/theirs) its link took.
+    fn match_in(&self, room: &str) -> Vec<(String, String)> {
+        let rt = tokio::runtime::Runtime::new().expect("a runtime");
+        let server = self.server(&rt);
+        let url = server.room_url(room);
+        let first = self.play(0, &url);
+        std::thread::sleep(Duration::from_millis(500));
+        let second = self.play(1, &url);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let finished: Vec<(bool, String, String)> = [first, second]
+            .into_iter()
+            .map(|child| common::finish(child, deadline, "a player behind a NAT"))
+            .collect();
+        if let Ok(dir) = std::env::var("HUDDLE_NAT_LOGS") {
+            // Keep the players' logs and coturn's (e.g. with RUST_LOG=rtc_ice=trace).
+            for (i, (_, _, err)) in finished.iter().enumerate() {
+                let _ = std::fs::write(format!("{dir}/player-{i}.log"), err);
+            }
+            let _ = std::fs::copy(self.dir.join("turn.log"), format!("{dir}/turn.log"));
+        }
+        let results = finished
+            .into_iter()
+            .map(|(ok, out, err)| {
+                let warnings: Vec<&str> = err
+                    .lines()
+                    .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                    .take(20)
+                    .collect();
+                assert!(
+                    ok,
+                    "the player finished its match: {out}\n{}",
+                    warnings.join("\n")
+                );
+                let line = |prefix: &str| {
+                    out.lines()
+                        .find(|l| l.starts_with(prefix))
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                let path = line("link ");
+                (
+                    line("frame 600 checksum"),
+                    path.split(' ').nth(2).unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        rt.block_on(server.shutdown()).expect("the server stops");
+        results
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.coturn.kill();
+        let _ = self.coturn.wait();
+        let _ = Command::new("ip")
+            .args(["link", "del", &format!("hb{}", self.net)])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Both players' checksums agree, and `expect` holds for the path each one's link took.
+fn assert_match(results: &[(String, String)], expect: impl Fn(&str) -> bool, what: &str) {
+    assert!(
+        !results[0].0.is_empty() && results[0].0 == results[1].0,
+        "equal checksums at frame 600: {results:?}"
+    );
+    for (_, path) in results {
+        assert!(expect(path), "{what}: {results:?}");
+    }
+}
+
+#[test]
+fn players_behind_two_nats_meet_through_stun() {
+    let lab = Lab::build(61);
+    let results = lab.match_in("stun");
+    // We send from our own socket (a host candidate) to the other's NAT mapping (as STUN told
+    // it, or as our checks learned it): never the relay, never a private address of theirs.
+    assert_match(
+        &results,
+        |path| {
+            let theirs = path.split('/').nth(1).unwrap_or_default();
+            !path.contains("Relay") && (theirs == "ServerReflexive" || theirs == "PeerReflexive")
+        },
+        "a direct path between the NATs",
+    );
+}
