@@ -38,6 +38,7 @@
 
 pub mod config;
 mod connection;
+mod expiring;
 mod http;
 pub mod ice;
 pub mod metrics;

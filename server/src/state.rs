@@ -1,6 +1,7 @@
 //! State shared by every connection of one server: rooms, admissions in progress, metrics.
 
 use crate::config::ServerConfig;
+use crate::expiring::Expiring;
 use crate::metrics::{Metrics, RefusalReason};
 use crate::registry::{lock, Registry, RoomInfo, RoomKey};
 use crate::request::{Admitted, RoomError};
@@ -164,14 +165,14 @@ pub(crate) struct Shared {
     /// The public rooms as `GET /rooms` lists them, and when they were listed.
     rooms_snapshot: Mutex<Option<(Instant, Arc<Vec<RoomInfo>>)>>,
     /// Addresses and names banned from a room (its path) after a kick, until when.
-    bans: Mutex<HashMap<(String, Banned), Instant>>,
+    bans: Mutex<Expiring<(String, Banned)>>,
     /// The key resume tokens are signed with (`--resume-secret`, else random).
     pub(crate) resume_key: Vec<u8>,
     /// Join-order stamps.
     pub(crate) stamps: Stamps,
     /// Peers whose place is gone (away past the grace period, kicked), until when their resume
     /// tokens are refused.
-    tombstones: Mutex<HashMap<PeerId, Instant>>,
+    tombstones: Mutex<Expiring<PeerId>>,
 }
 
 /// Tombstones held at most (expired ones go first; past this the oldest goes).
@@ -282,39 +283,24 @@ impl ServerState {
             shutdown: watch::channel(false).0,
             slots: Mutex::new(Slots::default()),
             rooms_snapshot: Mutex::new(None),
-            bans: Mutex::new(HashMap::new()),
+            bans: Mutex::new(Expiring::new(MAX_BANS)),
             resume_key: resume_key(config_secret),
             stamps: Stamps::default(),
-            tombstones: Mutex::new(HashMap::new()),
+            tombstones: Mutex::new(Expiring::new(MAX_TOMBSTONES)),
         }))
     }
 
     /// Refuses `peer`'s resume token from now on (its place is gone).
     pub(crate) fn tombstone(&self, peer: PeerId) {
         let now = Instant::now();
-        let mut tombs = lock(&self.0.tombstones);
-        if tombs.len() >= MAX_TOMBSTONES {
-            tombs.retain(|_, until| *until > now);
-        }
-        if tombs.len() >= MAX_TOMBSTONES {
-            if let Some(oldest) = tombs.iter().min_by_key(|(_, u)| **u).map(|(k, _)| *k) {
-                tombs.remove(&oldest);
-            }
-        }
-        tombs.insert(peer, now + TOMBSTONE_TTL);
+        lock(&self.0.tombstones).insert(peer, now + TOMBSTONE_TTL, now);
     }
 
     /// Whether `peer`'s place is gone (its resume token is refused).
     fn is_gone(&self, peer: PeerId) -> bool {
-        let mut tombs = lock(&self.0.tombstones);
-        match tombs.get(&peer) {
-            Some(until) if *until > Instant::now() => true,
-            Some(_) => {
-                tombs.remove(&peer);
-                false
-            }
-            None => false,
-        }
+        lock(&self.0.tombstones)
+            .until(&peer, Instant::now())
+            .is_some()
     }
 
     /// The resume token for a peer with `token`'s place in room `path`.
@@ -418,15 +404,7 @@ impl ServerState {
         let mut bans = lock(&self.0.bans);
         let name = peer.claims().name.clone().map(Banned::Name);
         for banned in std::iter::once(Banned::Address(peer.address())).chain(name) {
-            if bans.len() >= MAX_BANS {
-                bans.retain(|_, until| *until > now);
-            }
-            if bans.len() >= MAX_BANS {
-                if let Some(oldest) = bans.iter().min_by_key(|(_, u)| **u).map(|(k, _)| k.clone()) {
-                    bans.remove(&oldest);
-                }
-            }
-            bans.insert((room.to_string(), banned), now + ban);
+            bans.insert((room.to_string(), banned), now + ban, now);
         }
     }
 
@@ -436,14 +414,9 @@ impl ServerState {
         let now = Instant::now();
         let name = claims.name.clone().map(Banned::Name);
         for banned in std::iter::once(Banned::Address(address)).chain(name) {
-            let key = (room.to_string(), banned);
-            let Some(until) = bans.get(&key).copied() else {
+            let Some(until) = bans.until(&(room.to_string(), banned), now) else {
                 continue;
             };
-            if until <= now {
-                bans.remove(&key);
-                continue;
-            }
             return Err(Refusal::Banned {
                 room: room.to_string(),
                 secs: (until - now).as_secs().max(1),

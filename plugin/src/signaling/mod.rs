@@ -240,11 +240,8 @@ impl HuddleSignaller {
         true
     }
 
-    /// Keeps `text` to send once reconnected (keep-alives are not worth keeping).
+    /// Keeps `text` to send once reconnected.
     fn hold(&mut self, text: String) {
-        if text.contains("KeepAlive") && text.len() < 16 {
-            return;
-        }
         if self.held.len() >= MAX_HELD {
             self.held.pop_front();
             self.inbox.observe(Observed::Dropped {
@@ -326,17 +323,23 @@ impl Drop for HuddleSignaller {
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]
 impl Signaller for HuddleSignaller {
     async fn send(&mut self, request: PeerRequest) -> Result<(), SignalingError> {
+        // A keep-alive is for the connection it goes on: not worth keeping for the next one.
+        let keep = !matches!(request, PeerRequest::KeepAlive);
         let text = serde_json::to_string(&request)
             .map_err(|e| SignalingError::UserImplementationError(e.to_string()))?;
         let Some(conn) = self.conn.as_mut() else {
-            self.hold(text);
+            if keep {
+                self.hold(text);
+            }
             return Ok(());
         };
         if let Err(e) = conn.send(text.clone()).await {
             if !self.dropped(None) {
                 return Err(e);
             }
-            self.hold(text);
+            if keep {
+                self.hold(text);
+            }
         }
         Ok(())
     }
@@ -356,8 +359,11 @@ impl Signaller for HuddleSignaller {
             let incoming = futures::select_biased! {
                 request = requests.next() => {
                     if let Some(text) = request {
-                        if conn.send(text).await.is_err() && !self.dropped(None) {
-                            return Err(SignalingError::StreamExhausted);
+                        if conn.send(text.clone()).await.is_err() {
+                            if !self.dropped(None) {
+                                return Err(SignalingError::StreamExhausted);
+                            }
+                            self.hold(text);
                         }
                     }
                     continue;
