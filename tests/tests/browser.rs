@@ -56,23 +56,27 @@ fn native_heard(player: &Player, from: &str, line: &str) -> bool {
     chat && moves
 }
 
-/// A server, and a browser whose page "a" (the `example` page, `extra` query parameters) is in
-/// the lobby of `room`, alone: the runtime and server (keep them), the room URL, the browser, and
-/// an empty list for the native peers to come.
-fn page_hosts(
-    room: &str,
-    example: &str,
-    extra: &str,
-) -> (
+/// What [`page_hosts`] gives: the runtime and server (keep them), the room URL, the browser,
+/// and the native players (none yet).
+type PageHost = (
     tokio::runtime::Runtime,
     huddle_server::RunningServer,
     String,
     Browser,
     Vec<Player>,
-) {
+);
+
+/// A server, and a browser whose page "a" (the `example` page, `extra` query parameters) is in
+/// the lobby of `room`, alone: the runtime and server (keep them), the room URL, the browser, and
+/// an empty list for the native peers to come.
+fn page_hosts(room: &str, example: &str, extra: &str) -> PageHost {
+    page_hosts_in(Browser::start(), room, example, extra)
+}
+
+/// [`page_hosts`] in `browser`.
+fn page_hosts_in(mut browser: Browser, room: &str, example: &str, extra: &str) -> PageHost {
     let (rt, server) = server_on_runtime();
     let room = server.room_url(room);
-    let mut browser = Browser::start();
     let mut natives = Vec::new();
     open_in_lobby(
         &mut browser,
@@ -377,12 +381,12 @@ fn a_browser_player_switching_tabs_mid_match_keeps_its_place() {
 #[test]
 fn a_bevy_rendered_page_plays_a_native_peer() {
     let _shared = shared();
-    let (_rt, server) = server_on_runtime();
-    let room = server.room_url("web-webgl");
-    let mut browser = Browser::with_webgl();
-    let mut natives = Vec::new();
-    let path = page("box_webgl", &room, "&players=2&frames=600");
-    open_in_lobby(&mut browser, &mut natives, "a", &path, LIMIT);
+    let (_rt, _server, room, mut browser, mut natives) = page_hosts_in(
+        Browser::with_webgl(),
+        "web-webgl",
+        "box_webgl",
+        "&players=2&frames=600",
+    );
     natives.push(box_player(&room, 2));
     let ok = run_with_browser(&mut natives, &mut browser, LIMIT, |ps, b| {
         checksum_at(&ps[0], 600).is_some()
@@ -751,12 +755,12 @@ fn pages_in_a_star_hear_native_peers_and_each_other_through_a_native_host() {
 #[test]
 fn a_refused_microphone_is_a_media_error_and_the_page_stays_in_its_lobby() {
     let _shared = shared();
-    let (_rt, server) = server_on_runtime();
-    let room = server.room_url("media-refused");
-    let mut browser = Browser::refusing_media();
-    let mut natives = Vec::new();
-    let path = page("lobby", &room, "&media=1&mic=1");
-    open_in_lobby(&mut browser, &mut natives, "a", &path, LIMIT);
+    let (_rt, _server, _room, mut browser, mut natives) = page_hosts_in(
+        Browser::refusing_media(),
+        "media-refused",
+        "lobby",
+        "&media=1&mic=1",
+    );
     let refused = run_with_browser(&mut natives, &mut browser, LIMIT, |_, b| {
         b.status("a").is_some_and(|s| {
             let errors = s["media"]["errors"].as_array().cloned().unwrap_or_default();
