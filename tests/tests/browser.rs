@@ -288,13 +288,10 @@ fn two_browser_pages_and_a_native_peer_share_a_lobby() {
     browser.assert_no_errors();
 }
 
-#[test]
-fn a_rollback_match_browser_vs_native_ends_with_equal_checksums() {
-    let _shared = shared();
-    let (_rt, _server, room, mut browser, mut natives) =
-        page_hosts("web-boxes", "box_game", "&players=2&frames=600");
-    natives.push(box_player(&room, 2));
-    let ok = run_with_browser(&mut natives, &mut browser, LIMIT, |ps, b| {
+/// Runs the native box player and page "a" (a box game page with `frames=600`) until both made
+/// frame 600 final, and checks they did with equal checksums; the page's last status.
+fn play_to_600(natives: &mut [Player], browser: &mut Browser) -> Value {
+    let ok = run_with_browser(natives, browser, LIMIT, |ps, b| {
         checksum_at(&ps[0], 600).is_some()
             && b.status("a")
                 .is_some_and(|s| s["rollback"]["checksum"].is_string())
@@ -302,17 +299,28 @@ fn a_rollback_match_browser_vs_native_ends_with_equal_checksums() {
     let status = browser.status("a").cloned().unwrap_or_default();
     assert!(
         ok,
-        "both make frame 600 final: page {}, native at {}",
+        "both make frame 600 final: page {}, native at {}, {:?}",
         status["rollback"],
-        rollback_stats(&natives[0]).newest_frame
+        rollback_stats(&natives[0]).newest_frame,
+        rollback_log(&natives[0])
     );
+    let native = checksum_at(&natives[0], 600).map(|c| format!("{c:016x}"));
+    assert_eq!(status["rollback"]["checksum"].as_str(), native.as_deref());
+    status
+}
+
+#[test]
+fn a_rollback_match_browser_vs_native_ends_with_equal_checksums() {
+    let _shared = shared();
+    let (_rt, _server, room, mut browser, mut natives) =
+        page_hosts("web-boxes", "box_game", "&players=2&frames=600");
+    natives.push(box_player(&room, 2));
+    let status = play_to_600(&mut natives, &mut browser);
     assert_eq!(status["rollback"]["phase"], "Playing");
     assert_eq!(
         status["rollback"]["local_handle"], 0,
         "the page joined first"
     );
-    let native = checksum_at(&natives[0], 600).map(|c| format!("{c:016x}"));
-    assert_eq!(status["rollback"]["checksum"].as_str(), native.as_deref());
     assert!(rollback_log(&natives[0])
         .iter()
         .all(|e| !matches!(e, bevy_huddle::RollbackEvent::DesyncDetected { .. })));
@@ -344,18 +352,8 @@ fn a_browser_player_switching_tabs_mid_match_keeps_its_place() {
         |_, _| false,
     );
     browser.show("a");
-    let ok = run_with_browser(&mut natives, &mut browser, LIMIT, |ps, b| {
-        checksum_at(&ps[0], 600).is_some()
-            && b.status("a")
-                .is_some_and(|s| s["rollback"]["checksum"].is_string())
-    });
-    let status = browser.status("a").cloned().unwrap_or_default();
+    play_to_600(&mut natives, &mut browser);
     let log = rollback_log(&natives[0]).to_vec();
-    assert!(
-        ok,
-        "both make frame 600 final: page {}, {log:?}",
-        status["rollback"]
-    );
     assert!(
         log.iter().all(|e| !matches!(
             e,
@@ -369,8 +367,6 @@ fn a_browser_player_switching_tabs_mid_match_keeps_its_place() {
             if peer.to_string() == page)
     });
     assert!(silent, "the frozen page fell silent: {log:?}");
-    let native = checksum_at(&natives[0], 600).map(|c| format!("{c:016x}"));
-    assert_eq!(status["rollback"]["checksum"].as_str(), native.as_deref());
     browser.assert_no_errors();
 }
 
@@ -388,15 +384,7 @@ fn a_bevy_rendered_page_plays_a_native_peer() {
         "&players=2&frames=600",
     );
     natives.push(box_player(&room, 2));
-    let ok = run_with_browser(&mut natives, &mut browser, LIMIT, |ps, b| {
-        checksum_at(&ps[0], 600).is_some()
-            && b.status("a")
-                .is_some_and(|s| s["rollback"]["checksum"].is_string())
-    });
-    let status = browser.status("a").cloned().unwrap_or_default();
-    assert!(ok, "both make frame 600 final: page {}", status["rollback"]);
-    let native = checksum_at(&natives[0], 600).map(|c| format!("{c:016x}"));
-    assert_eq!(status["rollback"]["checksum"].as_str(), native.as_deref());
+    play_to_600(&mut natives, &mut browser);
     browser.look_at_canvas("a");
     let seen = run_with_browser(
         &mut natives,

@@ -147,11 +147,24 @@ fn arrows(keys: &Keys) -> BoxInput {
     BoxInput(bits)
 }
 
-fn app(mut config: HuddleConfig, args: &PageArgs) -> App {
+/// The page's settings: its room, and its ICE servers (`?ice=`; a bad one is logged).
+fn config(args: &PageArgs) -> HuddleConfig {
+    let mut config = HuddleConfig::room(&args.room);
     match crate::set_ice(&args.ice) {
         Ok(()) => config.ice_servers = crate::ice(),
         Err(e) => web_sys::console::error_1(&e.to_string().into()),
     }
+    config
+}
+
+/// [`config`] for the box game: a mesh.
+fn box_config(args: &PageArgs) -> HuddleConfig {
+    let mut config = config(args);
+    config.topology = Some(Topology::Mesh);
+    config
+}
+
+fn app(config: HuddleConfig) -> App {
     let mut app = App::new();
     app.add_plugins(crate::minimal_plugins_60hz())
         .add_plugins(bevy::log::LogPlugin {
@@ -167,9 +180,9 @@ fn app(mut config: HuddleConfig, args: &PageArgs) -> App {
 /// The lobby demo in the page.
 pub fn run_lobby() {
     let args = PageArgs::from_page("lobby");
-    let mut config = HuddleConfig::room(&args.room);
+    let mut config = config(&args);
     config.media.enabled = args.media;
-    let mut app = app(config, &args);
+    let mut app = app(config);
     // Remote cameras arrive as images.
     app.add_plugins(bevy::asset::AssetPlugin::default())
         .init_asset::<Image>();
@@ -191,9 +204,7 @@ pub fn run_lobby() {
 /// The box game in the page.
 pub fn run_box_game() {
     let args = PageArgs::from_page("boxes");
-    let mut config = HuddleConfig::room(&args.room);
-    config.topology = Some(Topology::Mesh);
-    let mut app = app(config, &args);
+    let mut app = app(box_config(&args));
     app.add_plugins(BoxGame::new(args.pilot(), args.players))
         .insert_resource(Target(args.frames));
     if let Some(dom) = dom() {
@@ -211,12 +222,6 @@ pub fn run_box_game() {
 #[cfg(feature = "webgl")]
 pub fn run_box_game_webgl() {
     let args = PageArgs::from_page("boxes");
-    let mut config = HuddleConfig::room(&args.room);
-    config.topology = Some(Topology::Mesh);
-    match crate::set_ice(&args.ice) {
-        Ok(()) => config.ice_servers = crate::ice(),
-        Err(e) => web_sys::console::error_1(&e.to_string().into()),
-    }
     let window = Window {
         canvas: Some("#bevy".into()),
         fit_canvas_to_parent: true,
@@ -236,7 +241,7 @@ pub fn run_box_game_webgl() {
                     ..default()
                 }),
         )
-        .add_plugins(HuddlePlugin::new(config))
+        .add_plugins(HuddlePlugin::new(box_config(&args)))
         .init_resource::<PageErrors>()
         .add_plugins(BoxGame::new(args.pilot(), args.players))
         .add_plugins(crate::box_window::BoxWindow)
