@@ -16,6 +16,7 @@
 //! Run by `scripts/bench_signaling.sh`, which builds both servers and raises the fd limit.
 
 mod attacks;
+mod cluster;
 
 use clap::Parser;
 use futures::{SinkExt, StreamExt};
@@ -64,6 +65,10 @@ pub(crate) struct Args {
     /// about 28,000 ephemeral ports towards the server.
     #[arg(long, default_value_t = 4)]
     sources: u8,
+    /// Instead: huddle_server alone against instances sharing rooms through Redis (needs
+    /// `redis-server`): signal latency and throughput, joins/s with 1 and 3 instances.
+    #[arg(long)]
+    cluster: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,14 +87,18 @@ impl Kind {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Sample {
-    joins_per_s: f64,
+pub(crate) struct Sample {
+    pub(crate) joins_per_s: f64,
     /// Server CPU time (user + system) per join, in µs: the server's own cost, whatever the
     /// client's speed.
-    cpu_us_per_join: f64,
-    rss_per_peer_kib: f64,
-    signals_per_s: f64,
-    cpu_us_per_signal: f64,
+    pub(crate) cpu_us_per_join: f64,
+    pub(crate) rss_per_peer_kib: f64,
+    pub(crate) signals_per_s: f64,
+    pub(crate) cpu_us_per_signal: f64,
+    /// CPU of what else serves the servers (Redis), per join.
+    pub(crate) other_cpu_us_per_join: f64,
+    /// The same, per signal.
+    pub(crate) other_cpu_us_per_signal: f64,
 }
 
 #[derive(Default)]
@@ -102,7 +111,7 @@ struct Counters {
 
 pub(crate) struct Server {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Server {
@@ -113,6 +122,16 @@ impl Server {
     /// Starts `kind`; `open`: huddle_server's abuse limits opened wide (the throughput runs), or
     /// its defaults (the attacks).
     fn start_with(kind: Kind, args: &Args, open: bool) -> Result<Self, String> {
+        Self::start_with_args(kind, args, open, &[])
+    }
+
+    /// [`Server::start_with`], with more arguments for huddle_server.
+    pub(crate) fn start_with_args(
+        kind: Kind,
+        args: &Args,
+        open: bool,
+        more: &[String],
+    ) -> Result<Self, String> {
         let addr = free_port()?;
         let mut cmd = match kind {
             Kind::Stock => {
@@ -139,6 +158,9 @@ impl Server {
                 c
             }
         };
+        if kind == Kind::Huddle {
+            cmd.args(more);
+        }
         let child = cmd
             .env("RUST_LOG", "error")
             .env("HUDDLE_LOG", "error")
@@ -198,12 +220,12 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> Result<SocketAddr, String> {
+pub(crate) fn free_port() -> Result<SocketAddr, String> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     l.local_addr().map_err(|e| e.to_string())
 }
 
-const CANDIDATE: &str = r#"{"candidate":"candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"abcd"}"#;
+pub(crate) const CANDIDATE: &str = r#"{"candidate":"candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"abcd"}"#;
 
 /// One client: joins, records introductions, and on `go` signals each introduced peer.
 /// Connects to `url` (plain `ws://`) from the loopback address `source`.
@@ -304,8 +326,23 @@ async fn wait_for(
 async fn run_once(kind: Kind, peers: usize, args: &Args) -> Result<Sample, String> {
     let server = Server::start(kind, args)?;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss_before = server.rss_kib();
-    let cpu_before = server.cpu_us();
+    drive(std::slice::from_ref(&server), peers, args, &|| 0.0).await
+}
+
+/// Drives `servers` (the instances of one deployment; client `i` goes to instance `i % len`, so
+/// each room spans them) with `peers` clients: joins, then the signal relay. CPU and memory are
+/// the sum over the instances; `other` reads the CPU time (µs) of what else serves them (Redis).
+pub(crate) async fn drive(
+    servers: &[Server],
+    peers: usize,
+    args: &Args,
+    other: &(dyn Fn() -> f64 + Sync),
+) -> Result<Sample, String> {
+    let cpu = || servers.iter().map(Server::cpu_us).sum::<f64>();
+    let rss = || servers.iter().map(Server::rss_kib).sum::<f64>();
+    let rss_before = rss();
+    let cpu_before = cpu();
+    let other_before = other();
     let counters = Arc::new(Counters::default());
     let permit = Arc::new(Semaphore::new(args.in_flight));
     let (go_tx, go_rx) = watch::channel(false);
@@ -316,11 +353,12 @@ async fn run_once(kind: Kind, peers: usize, args: &Args) -> Result<Sample, Strin
     let mut clients = JoinSet::new();
     let start = Instant::now();
     for i in 0..rooms * args.room_size {
-        let url = format!("ws://{}/bench{}", server.addr, i / args.room_size);
+        let addr = servers[i % servers.len()].addr;
+        let url = format!("ws://{addr}/bench{}", i / args.room_size);
         let source =
             std::net::Ipv4Addr::new(127, 0, 0, 1 + (i % args.sources.max(1) as usize) as u8);
         clients.spawn(client(
-            (url, server.addr, source.into()),
+            (url, addr, source.into()),
             counters.clone(),
             permit.clone(),
             go_rx.clone(),
@@ -339,10 +377,12 @@ async fn run_once(kind: Kind, peers: usize, args: &Args) -> Result<Sample, Strin
     if errors > 0 {
         return Err(format!("{errors} clients failed to connect"));
     }
-    let cpu_joined = server.cpu_us();
+    let cpu_joined = cpu();
+    let other_joined = other();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let rss_after = server.rss_kib();
-    let cpu_idle = server.cpu_us();
+    let rss_after = rss();
+    let cpu_idle = cpu();
+    let other_idle = other();
 
     let expected = pairs * signals_per_pair;
     let c = counters.clone();
@@ -351,19 +391,21 @@ async fn run_once(kind: Kind, peers: usize, args: &Args) -> Result<Sample, Strin
         c.signals.load(Ordering::Relaxed) >= expected
     })
     .await?;
-    let cpu_relayed = server.cpu_us();
+    let cpu_relayed = cpu();
+    let other_relayed = other();
     clients.abort_all();
-    drop(server);
     Ok(Sample {
         joins_per_s: n as f64 / join_time.as_secs_f64(),
         cpu_us_per_join: (cpu_joined - cpu_before) / n as f64,
         rss_per_peer_kib: (rss_after - rss_before) / n as f64,
         signals_per_s: expected as f64 / relay_time.as_secs_f64(),
         cpu_us_per_signal: (cpu_relayed - cpu_idle) / expected as f64,
+        other_cpu_us_per_join: (other_joined - other_before) / n as f64,
+        other_cpu_us_per_signal: (other_relayed - other_idle) / expected as f64,
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -373,6 +415,9 @@ async fn main() -> Result<(), String> {
     let args = Args::parse();
     if args.attacks {
         return attacks::run(&args).await;
+    }
+    if args.cluster {
+        return cluster::run(&args).await;
     }
     println!(
         "| server | peers | run | joins/s | server CPU µs/join | RSS/peer KiB | signals relayed/s | server CPU µs/signal |\n|---|---|---|---|---|---|---|---|"
@@ -402,6 +447,8 @@ async fn main() -> Result<(), String> {
                 rss_per_peer_kib: med(|s| s.rss_per_peer_kib),
                 signals_per_s: med(|s| s.signals_per_s),
                 cpu_us_per_signal: med(|s| s.cpu_us_per_signal),
+                other_cpu_us_per_join: 0.0,
+                other_cpu_us_per_signal: 0.0,
             };
             medians.push((kind, m));
         }

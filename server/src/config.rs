@@ -101,6 +101,15 @@ pub struct ServerConfig {
     /// its room hears at once that it left).
     #[arg(long, env = "HUDDLE_RESUME_GRACE_SECS", default_value_t = 20)]
     pub resume_grace_secs: u64,
+    /// Redis to share rooms with other instances through (`redis://host:6379/`): peers of one
+    /// room may be on different instances behind a load balancer. Needs `--resume-secret`, the
+    /// same on every instance. Without it, rooms live in this process's memory.
+    #[arg(long, env = "HUDDLE_REDIS")]
+    pub redis: Option<String>,
+    /// Prefix of every Redis key and channel the instances use (several deployments can share
+    /// one Redis under different prefixes).
+    #[arg(long, env = "HUDDLE_REDIS_PREFIX", default_value = "huddle")]
+    pub redis_prefix: String,
 }
 
 impl Default for ServerConfig {
@@ -130,6 +139,8 @@ impl Default for ServerConfig {
             turn_ttl_secs: 3600,
             resume_secret: None,
             resume_grace_secs: 20,
+            redis: None,
+            redis_prefix: "huddle".into(),
         }
     }
 }

@@ -3,6 +3,8 @@
 //! reader relays the peer's signals; a peer that does not read, stays silent past the idle
 //! timeout, floods or sends oversized messages is closed with a reason.
 
+use crate::close::{CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_POLICY, CLOSE_REPLACED, CLOSE_TOO_BIG};
+use crate::cluster::{Cluster, ClusterError, What};
 use crate::metrics::{DropReason, RefusalReason};
 use crate::rate_limit::TokenBucket;
 use crate::registry::{lock, RoomKey, SharedRoom};
@@ -10,7 +12,7 @@ use crate::request::Admitted;
 use crate::resume::ResumeToken;
 use crate::room::{JoinError, RouteError};
 use crate::state::{queued_len, Outbound, PeerHandle, QueueLimit, ServerState};
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{Message, WebSocket};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use huddle_protocol::reconnect::ServerNotice;
@@ -19,27 +21,22 @@ use matchbox_protocol::{JsonPeerEvent, PeerId};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-/// Websocket close code for the server going away (shutdown).
-pub const CLOSE_GOING_AWAY: u16 = 1001;
-/// Websocket close code for a policy violation (room full, abuse, not reading, idle).
-pub const CLOSE_POLICY: u16 = 1008;
-/// Websocket close code for a message above the frame limit.
-pub const CLOSE_TOO_BIG: u16 = 1009;
-/// Websocket close code for a server-side error.
-pub const CLOSE_INTERNAL: u16 = 1011;
+/// The first pause before a leave from a shared room is tried again (Redis unreachable); it
+/// doubles up to [`LEAVE_RETRY_MAX`] (about 25 s of tries in all).
+const LEAVE_RETRY: Duration = Duration::from_millis(200);
+/// The longest pause between tries of a leave.
+const LEAVE_RETRY_MAX: Duration = Duration::from_secs(13);
 
 /// Messages written out with one flush at most.
 const BATCH: usize = 64;
 
 /// How long a closing writer waits for its last frame to go out.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
-
-/// Websocket close code for a connection replaced by the same peer's resumed one.
-pub const CLOSE_REPLACED: u16 = 4001;
 
 /// How a peer's connection ended, as far as its place in the room goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,8 +63,17 @@ enum Writer {
 /// A peer's place in a room: which room, and its place in the join order.
 struct Place {
     key: RoomKey,
-    room: SharedRoom<PeerHandle>,
+    room: Held,
     seq: u64,
+}
+
+/// Where a room is held.
+#[derive(Clone)]
+pub(crate) enum Held {
+    /// In this server's memory.
+    Here(SharedRoom<PeerHandle>),
+    /// In Redis, shared by every instance (`--redis`).
+    Shared(Arc<Cluster>),
 }
 
 /// Serves one admitted peer on its upgraded websocket until it ends.
@@ -81,12 +87,17 @@ pub(crate) async fn run(state: ServerState, socket: WebSocket, request: Admitted
         bytes: state.0.config.max_queued_bytes,
     };
     let (handle, outbound) = PeerHandle::new(limit, from, request.claims.clone());
+    let cluster = state.0.cluster.clone();
+    if let Some(cluster) = &cluster {
+        cluster.attach(peer_id, handle.clone());
+    }
     let (writer_tx, writer_state) = watch::channel(Writer::Running);
     let writer = tokio::spawn(write(sink, outbound, writer_tx, state.clone(), peer_id));
     handle.send_text(event(JsonPeerEvent::IdAssigned(peer_id)));
-    let place = match request.resume {
-        Some(token) => resume(&state, token, &handle, &request),
-        None => join(&state, peer_id, &handle, &request),
+    let place = match (&cluster, request.resume) {
+        (Some(c), token) => enter_shared(&state, c, peer_id, &handle, &request, token).await,
+        (None, Some(token)) => resume(&state, token, &handle, &request),
+        (None, None) => join(&state, peer_id, &handle, &request),
     };
     if let Some(place) = place {
         if request.resumable && request.resume.is_none() {
@@ -96,13 +107,26 @@ pub(crate) async fn run(state: ServerState, socket: WebSocket, request: Admitted
         state.0.metrics.connections.dec();
         let grace = Duration::from_secs(state.0.config.resume_grace_secs);
         let shutting_down = *state.0.shutdown.borrow();
-        if ending == Ending::Dropped && request.resumable && !grace.is_zero() && !shutting_down {
-            hold(&state, peer_id, place, &handle, grace);
+        // With shared rooms an instance that stops is one of many: its peers come back through
+        // the others, so their places are held as for a dropped connection.
+        let shared = cluster.is_some();
+        let holds = request.resumable
+            && !grace.is_zero()
+            && match ending {
+                Ending::Dropped => !shutting_down || shared,
+                Ending::Server => shutting_down && shared,
+                Ending::Closed => false,
+            };
+        if holds {
+            hold(&state, peer_id, place, &handle, grace).await;
             // Wakes the writer, which finds the socket gone (or closes it) and ends.
             handle.send(Message::Close(None));
         } else {
-            leave(&state, peer_id, &place, handle.conn());
+            leave(&state, peer_id, &place, handle.conn()).await;
         }
+    }
+    if let Some(cluster) = &cluster {
+        cluster.detach(peer_id, handle.conn());
     }
     // The writer ends once everything queued for this peer went out (or could not).
     drop(handle);
@@ -122,9 +146,29 @@ fn send_token(state: &ServerState, peer_id: PeerId, place: &Place, handle: &Peer
 
 /// Holds `peer_id`'s place for `grace` after its connection dropped: it may resume it; if it has
 /// not by then, it is gone (the others hear it left, its token is refused from then on).
-fn hold(state: &ServerState, peer_id: PeerId, place: Place, handle: &PeerHandle, grace: Duration) {
+async fn hold(
+    state: &ServerState,
+    peer_id: PeerId,
+    place: Place,
+    handle: &PeerHandle,
+    grace: Duration,
+) {
     let conn = handle.conn();
-    if !lock(&place.room).set_away(peer_id, |h| h.conn() == conn) {
+    let held = match &place.room {
+        Held::Here(room) => lock(room).set_away(peer_id, |h| h.conn() == conn),
+        Held::Shared(cluster) => {
+            let until = crate::cluster::now_ms()
+                .saturating_add(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX));
+            cluster
+                .hold(&place.key, peer_id, conn, until)
+                .await
+                .unwrap_or_else(|e| {
+                    warn!(%peer_id, room = %place.key, "cannot hold its place: {e}");
+                    false
+                })
+        }
+    };
+    if !held {
         // It resumed on another connection before this one noticed it dropped.
         return;
     }
@@ -133,9 +177,13 @@ fn hold(state: &ServerState, peer_id: PeerId, place: Place, handle: &PeerHandle,
     let state = state.clone();
     tokio::spawn(async move {
         tokio::time::sleep(grace).await;
-        if leave(&state, peer_id, &place, conn) {
+        let gone = leave(&state, peer_id, &place, conn).await;
+        // A shared room's held place counts here until its grace ends, wherever it resumed.
+        if gone || matches!(place.room, Held::Shared(_)) {
             state.0.metrics.held.dec();
-            state.tombstone(peer_id);
+        }
+        if gone {
+            state.tombstone(peer_id).await;
             info!(%peer_id, room = %place.key, "did not resume within {grace:?}");
         }
     });
@@ -197,7 +245,7 @@ async fn write(
         state.0.metrics.refused(RefusalReason::SlowReader);
         let why = format!("not reading: its queue is full ({messages} messages or {bytes} bytes)");
         warn!(%peer_id, "closing: {why}");
-        let frame = close_frame(CLOSE_POLICY, why);
+        let frame = crate::close::frame(CLOSE_POLICY, why);
         let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(frame)).await;
     }
     let _ = tokio::time::timeout(CLOSE_WAIT, sink.close()).await;
@@ -239,16 +287,110 @@ fn signal_event(sender: PeerId, data: &RawValue) -> String {
     )
 }
 
-fn close_frame(code: u16, reason: String) -> Message {
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: reason.into(),
-    }))
-}
-
 /// Closes the peer's websocket with `code` and `reason` once what was queued before went out.
 fn close(handle: &PeerHandle, code: u16, reason: String) {
-    handle.send(close_frame(code, reason));
+    handle.send(crate::close::frame(code, reason));
+}
+
+/// How a peer got its place.
+enum Entry {
+    /// It joined; the room's host.
+    Joined(PeerId),
+    /// It resumed the place it had.
+    Resumed,
+}
+
+/// Counts and logs a peer that got its place in room `key`.
+fn entered(state: &ServerState, peer_id: PeerId, key: &RoomKey, entry: Entry) {
+    let metrics = &state.0.metrics;
+    metrics.connections.inc();
+    match entry {
+        Entry::Joined(host) => {
+            metrics.joins.inc();
+            info!(%peer_id, room = %key, %host, "joined");
+        }
+        Entry::Resumed => {
+            metrics.resumes.inc();
+            info!(%peer_id, room = %key, "resumed its place");
+        }
+    }
+}
+
+/// Why a peer got no place.
+enum Refused {
+    /// Its room would not take it.
+    Room(JoinError),
+    /// The shared rooms could not be reached or changed.
+    Shared(ClusterError),
+}
+
+/// Refuses a peer a place in room `key`: counted, logged, and its connection closed with the
+/// reason.
+fn refuse(state: &ServerState, peer_id: PeerId, key: &RoomKey, handle: &PeerHandle, why: Refused) {
+    let metrics = &state.0.metrics;
+    match why {
+        Refused::Room(e) => {
+            metrics.refused(RefusalReason::RoomFull);
+            info!(%peer_id, room = %key, "refused: {e}");
+            close(handle, CLOSE_POLICY, format!("{e}"));
+        }
+        Refused::Shared(e) => {
+            metrics.refused(RefusalReason::Unavailable);
+            warn!(%peer_id, room = %key, "refused: {e}");
+            close(handle, CLOSE_INTERNAL, format!("rooms unavailable: {e}"));
+        }
+    }
+}
+
+/// [`join`] or [`resume`] in the rooms shared through Redis.
+async fn enter_shared(
+    state: &ServerState,
+    cluster: &Arc<Cluster>,
+    peer_id: PeerId,
+    handle: &PeerHandle,
+    request: &Admitted,
+    token: Option<ResumeToken>,
+) -> Option<Place> {
+    let seat = cluster.seat(handle);
+    let outcome = match token {
+        Some(token) => {
+            let key = token.room(&request.path);
+            // Its next token first, then (through its channel) the newcomers it calls.
+            let place = Place {
+                key: key.clone(),
+                room: Held::Shared(cluster.clone()),
+                seq: token.seq,
+            };
+            send_token(state, peer_id, &place, handle);
+            match cluster.resume(token, seat, request).await {
+                Ok(Ok(_)) => Ok((key, token.seq, Entry::Resumed)),
+                Ok(Err(e)) => Err((key, Refused::Room(e))),
+                Err(e) => Err((key, Refused::Shared(e))),
+            }
+        }
+        None => {
+            let asked = RoomKey {
+                path: request.path.clone(),
+                group: None,
+            };
+            match cluster.join(peer_id, seat, request).await {
+                Ok(Ok((key, seq, host))) => Ok((key, seq, Entry::Joined(host))),
+                Ok(Err(e)) => Err((asked, Refused::Room(e))),
+                Err(e) => Err((asked, Refused::Shared(e))),
+            }
+        }
+    };
+    match outcome {
+        Ok((key, seq, entry)) => {
+            entered(state, peer_id, &key, entry);
+            let room = Held::Shared(cluster.clone());
+            Some(Place { key, room, seq })
+        }
+        Err((key, why)) => {
+            refuse(state, peer_id, &key, handle, why);
+            None
+        }
+    }
 }
 
 /// Puts the peer in its room and introduces it; `None` when it was refused (and told why).
@@ -277,9 +419,8 @@ fn join(
                     }
                 }
                 drop(guard);
-                shared.metrics.joins.inc();
-                shared.metrics.connections.inc();
-                info!(%peer_id, room = %key, host = %joined.host, "joined");
+                entered(state, peer_id, &key, Entry::Joined(joined.host));
+                let room = Held::Here(room);
                 return Some(Place { key, room, seq });
             }
             // The room emptied between lookup and join: the registry gives a fresh one.
@@ -287,9 +428,7 @@ fn join(
             Err(e) => {
                 drop(guard);
                 lock(&shared.registry).left(&key);
-                shared.metrics.refused(RefusalReason::RoomFull);
-                info!(%peer_id, room = %key, "refused: {e}");
-                close(handle, CLOSE_POLICY, format!("{e}"));
+                refuse(state, peer_id, &key, handle, Refused::Room(e));
                 return None;
             }
         }
@@ -327,7 +466,7 @@ fn resume(
                 }
                 let place = Place {
                     key: key.clone(),
-                    room: room.clone(),
+                    room: Held::Here(room.clone()),
                     seq: token.seq,
                 };
                 // Its next token first, then the newcomers it calls.
@@ -336,17 +475,13 @@ fn resume(
                     handle.send_text(event(JsonPeerEvent::NewPeer(p)));
                 }
                 drop(guard);
-                shared.metrics.resumes.inc();
-                shared.metrics.connections.inc();
-                info!(%peer_id, room = %key, "resumed its place");
+                entered(state, peer_id, &key, Entry::Resumed);
                 return Some(place);
             }
             Err(JoinError::Closed) => continue,
             Err(e) => {
                 drop(guard);
-                shared.metrics.refused(RefusalReason::RoomFull);
-                info!(%peer_id, room = %key, "refused to resume: {e}");
-                close(handle, CLOSE_POLICY, format!("{e}"));
+                refuse(state, peer_id, &key, handle, Refused::Room(e));
                 return None;
             }
         }
@@ -363,7 +498,6 @@ async fn serve(
     place: &Place,
     mut writer: watch::Receiver<Writer>,
 ) -> Ending {
-    let (key, room) = (&place.key, &place.room);
     let shared = &state.0;
     let config = &shared.config;
     let metrics = &shared.metrics;
@@ -435,7 +569,7 @@ async fn serve(
             Some(Request::KeepAlive) => false,
             Some(Request::Kick { peer, ban_secs }) => {
                 // The room's host, or a moderator (its token's role), may kick.
-                let by = if lock(room).host() == Some(peer_id) {
+                let by = if host(place).await == Some(peer_id) {
                     Some("the host")
                 } else if handle.claims().is_moderator() {
                     Some("a moderator")
@@ -443,7 +577,8 @@ async fn serve(
                     None
                 };
                 if let (Some(by), true) = (by, peer != peer_id) {
-                    kick(state, key, room, peer, Duration::from_secs(ban_secs), by);
+                    let ban = Duration::from_secs(ban_secs);
+                    kick(state, &place.key, &place.room, peer, ban, by).await;
                     false
                 } else {
                     violation(DropReason::NotHost)
@@ -457,16 +592,18 @@ async fn serve(
                     violation(DropReason::InvalidSignal)
                 } else {
                     let text = signal_event(peer_id, data);
-                    match lock(room).route(peer_id, to) {
-                        Ok(h) => {
-                            h.send_text(text);
+                    match route(place, peer_id, to, text).await {
+                        Ok(()) => {
                             metrics.signals_relayed.inc();
                         }
                         Err(e) => {
                             debug!(%peer_id, %to, "dropping signal: {e}");
                             metrics.dropped(match e {
-                                RouteError::NotInRoom => DropReason::NotInRoom,
-                                RouteError::NotIntroduced => DropReason::NotIntroduced,
+                                Unrouted::Room(RouteError::NotInRoom) => DropReason::NotInRoom,
+                                Unrouted::Room(RouteError::NotIntroduced) => {
+                                    DropReason::NotIntroduced
+                                }
+                                Unrouted::Shared(_) => DropReason::Unavailable,
                             });
                         }
                     }
@@ -487,40 +624,94 @@ async fn serve(
     }
 }
 
-/// Closes `peer`'s connection in `room` ("kicked by `by`") and bans its address (and its token's
-/// name) from the room for `ban`; its own task then takes it out of the room and tells the
-/// others. Whether it was there.
-pub(crate) fn kick(
+/// Why a signal was not relayed.
+#[derive(Debug, thiserror::Error)]
+enum Unrouted {
+    /// Its room does not let it pass.
+    #[error(transparent)]
+    Room(#[from] RouteError),
+    /// The shared rooms could not be reached.
+    #[error(transparent)]
+    Shared(#[from] ClusterError),
+}
+
+/// Relays `text`, a signal from `from`, to `to` if `place`'s room lets it pass.
+async fn route(place: &Place, from: PeerId, to: PeerId, text: String) -> Result<(), Unrouted> {
+    match &place.room {
+        Held::Here(room) => {
+            lock(room).route(from, to)?.send_text(text);
+            Ok(())
+        }
+        Held::Shared(cluster) => Ok(cluster.route(&place.key, from, to, text).await??),
+    }
+}
+
+/// The host of `place`'s room (`None` if it cannot be told).
+async fn host(place: &Place) -> Option<PeerId> {
+    match &place.room {
+        Held::Here(room) => lock(room).host(),
+        Held::Shared(cluster) => cluster.host(&place.key).await.ok().flatten(),
+    }
+}
+
+/// Closes `peer`'s connection in room `key` ("kicked by `by`") and bans its address (and its
+/// token's name) from the room for `ban`; its own task then takes it out of the room and tells
+/// the others. Whether it was there.
+pub(crate) async fn kick(
     state: &ServerState,
     key: &RoomKey,
-    room: &SharedRoom<PeerHandle>,
+    room: &Held,
     peer: PeerId,
     ban: Duration,
     by: &str,
 ) -> bool {
-    let (target, away) = {
-        let guard = lock(room);
-        let Some(target) = guard.get(peer).cloned() else {
-            return false;
-        };
-        (target, guard.is_away(peer))
-    };
-    state.ban(&key.path, &target, ban);
-    state.tombstone(peer);
-    state.0.metrics.refused(RefusalReason::Kicked);
-    info!(%peer, room = %key, "kicked by {by}, banned for {ban:?}");
-    if away {
-        // No connection to close: its held place goes now.
-        let place = Place {
-            key: key.clone(),
-            room: room.clone(),
-            seq: 0,
-        };
-        if leave(state, peer, &place, target.conn()) {
-            state.0.metrics.held.dec();
+    let ban = ban.min(Duration::from_secs(state.0.config.max_ban_secs));
+    let why = format!("kicked by {by}");
+    let kicked = match room {
+        Held::Here(shared) => {
+            let (target, away) = {
+                let guard = lock(shared);
+                let Some(target) = guard.get(peer).cloned() else {
+                    return false;
+                };
+                (target, guard.is_away(peer))
+            };
+            state.ban(&key.path, &target, ban);
+            if away {
+                // No connection to close: its held place goes now.
+                let place = Place {
+                    key: key.clone(),
+                    room: room.clone(),
+                    seq: 0,
+                };
+                if leave(state, peer, &place, target.conn()).await {
+                    state.0.metrics.held.dec();
+                }
+            } else {
+                close(&target, CLOSE_POLICY, why);
+            }
+            Ok(())
         }
-    } else {
-        close(&target, CLOSE_POLICY, format!("kicked by {by}"));
+        Held::Shared(cluster) => {
+            let Ok(Some((seat, away))) = cluster.member(key, peer).await else {
+                return false;
+            };
+            let banned = cluster.ban(&key.path, &seat, ban).await;
+            let closed = if away {
+                cluster.leave(key, peer, |s| *s == seat).await.map(|_| ())
+            } else {
+                cluster
+                    .send(peer, &seat, What::Close(CLOSE_POLICY, why))
+                    .await
+            };
+            banned.and(closed)
+        }
+    };
+    state.tombstone(peer).await;
+    state.0.metrics.refused(RefusalReason::Kicked);
+    match kicked {
+        Ok(()) => info!(%peer, room = %key, "kicked by {by}, banned for {ban:?}"),
+        Err(e) => warn!(%peer, room = %key, "kicked by {by}, but: {e}"),
     }
     true
 }
@@ -546,45 +737,81 @@ fn too_long(e: axum::Error) -> bool {
 
 /// Takes the peer out of its room, if the room still has it on connection `conn` (a peer that
 /// resumed on a new connection stays), and tells those who knew it; promotes a new host if
-/// needed. While the server shuts down nobody is told: the peers did not leave each other, the
-/// server went away, and their peer-to-peer links go on without it. Whether it was taken out.
-fn leave(state: &ServerState, peer_id: PeerId, place: &Place, conn: u64) -> bool {
-    let (key, room) = (&place.key, &place.room);
+/// needed. While a lone server shuts down nobody is told: the peers did not leave each other,
+/// the server went away, and their peer-to-peer links go on without it. Whether it was taken
+/// out.
+async fn leave(state: &ServerState, peer_id: PeerId, place: &Place, conn: u64) -> bool {
+    let key = &place.key;
     let shared = &state.0;
-    let shutting_down = *shared.shutdown.borrow();
-    let closed = {
-        let guard = &mut *lock(room);
-        let Some((_, left)) = guard.leave_if(peer_id, |h| h.conn() == conn) else {
-            return false;
-        };
-        if !shutting_down {
-            let gone = event(JsonPeerEvent::PeerLeft(peer_id));
-            for p in &left.notify {
-                if let Some(h) = guard.get(*p) {
-                    h.send_text(gone.clone());
-                }
+    let new_host = match &place.room {
+        Held::Here(room) => {
+            let Some((new_host, closed)) = leave_here(state, peer_id, room, conn) else {
+                return false;
+            };
+            if closed || key.group.is_some() {
+                let mut registry = lock(&shared.registry);
+                registry.left(key);
+                registry.remove_if_closed(key, room);
+                shared.metrics.rooms.set(registry.len() as i64);
             }
-            if let Some(new_host) = left.new_host {
-                shared.metrics.host_changes.inc();
-                info!(room = %key, %new_host, "host left, promoted the oldest peer");
-                if let Some(h) = guard.get(new_host) {
-                    for p in &left.introduce_to_new_host {
-                        h.send_text(event(JsonPeerEvent::NewPeer(*p)));
+            new_host
+        }
+        Held::Shared(cluster) => {
+            let me = cluster.instance;
+            let mut pause = LEAVE_RETRY;
+            loop {
+                match cluster.leave(key, peer_id, |s| s.is(me, conn)).await {
+                    Ok(Some(departure)) => break departure.new_host,
+                    Ok(None) => return false,
+                    // Redis away for a moment: this instance's heartbeat goes on, so nobody
+                    // else would take the peer out. Tried again, reported each time.
+                    Err(e) if pause <= LEAVE_RETRY_MAX => {
+                        warn!(%peer_id, room = %key, "cannot leave its shared room yet: {e}");
+                        tokio::time::sleep(pause).await;
+                        pause *= 2;
+                    }
+                    Err(e) => {
+                        warn!(%peer_id, room = %key, "gave up taking it out of its room: {e}");
+                        return false;
                     }
                 }
             }
         }
-        left.closed
     };
+    if let Some(new_host) = new_host {
+        shared.metrics.host_changes.inc();
+        info!(room = %key, %new_host, "host left, promoted the oldest peer");
+    }
     shared.metrics.leaves.inc();
     info!(%peer_id, room = %key, "left");
-    if closed || key.group.is_some() {
-        let mut registry = lock(&shared.registry);
-        registry.left(key);
-        registry.remove_if_closed(key, room);
-        shared.metrics.rooms.set(registry.len() as i64);
-    }
     true
+}
+
+/// [`leave`] from a room in this server's memory: the new host if the host left, and whether the
+/// room closed; `None` if the peer was not taken out.
+fn leave_here(
+    state: &ServerState,
+    peer_id: PeerId,
+    room: &SharedRoom<PeerHandle>,
+    conn: u64,
+) -> Option<(Option<PeerId>, bool)> {
+    let shutting_down = *state.0.shutdown.borrow();
+    let guard = &mut *lock(room);
+    let (_, left) = guard.leave_if(peer_id, |h| h.conn() == conn)?;
+    if !shutting_down {
+        let gone = event(JsonPeerEvent::PeerLeft(peer_id));
+        for p in &left.notify {
+            if let Some(h) = guard.get(*p) {
+                h.send_text(gone.clone());
+            }
+        }
+        if let Some(h) = left.new_host.and_then(|h| guard.get(h)) {
+            for p in &left.introduce_to_new_host {
+                h.send_text(event(JsonPeerEvent::NewPeer(*p)));
+            }
+        }
+    }
+    Some((left.new_host.filter(|_| !shutting_down), left.closed))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //!
 //! These names are reserved: a room cannot be called `health`, `metrics` or `rooms`.
 
+use crate::connection::Held;
 use crate::state::ServerState;
 use axum::extract::{Path, Query};
 use axum::http::HeaderMap;
@@ -49,7 +50,7 @@ pub fn routes(router: Router, state: ServerState) -> Router {
             "/rooms",
             get(
                 move |Query(query): Query<HashMap<String, String>>| async move {
-                    rooms_page(&rooms, &query)
+                    rooms_page(&rooms, &query).await
                 },
             ),
         )
@@ -68,7 +69,7 @@ pub fn routes(router: Router, state: ServerState) -> Router {
                 move |Path(room): Path<String>,
                       Query(query): Query<HashMap<String, String>>,
                       headers: HeaderMap| async move {
-                    operator_kick(&operator, &room, &query, &headers)
+                    operator_kick(&operator, &room, &query, &headers).await
                 },
             ),
         )
@@ -93,7 +94,7 @@ fn ice(state: &ServerState, room: &str, query: &HashMap<String, String>) -> Resp
 
 /// `POST /rooms/<room>/kick?peer=<id>&ban_secs=<n>` with `Authorization: Bearer <auth secret>`:
 /// the operator removes a peer (as its room's host can) and bans its address from the room.
-fn operator_kick(
+async fn operator_kick(
     state: &ServerState,
     room: &str,
     query: &HashMap<String, String>,
@@ -126,15 +127,28 @@ fn operator_kick(
             return (StatusCode::BAD_REQUEST, why).into_response();
         }
     };
-    let rooms: Vec<_> = crate::registry::lock(&state.0.registry)
-        .iter()
-        .filter(|(key, _)| key.path == room)
-        .map(|(key, room)| (key.clone(), room.clone()))
-        .collect();
+    let rooms: Vec<_> = match &state.0.cluster {
+        None => crate::registry::lock(&state.0.registry)
+            .iter()
+            .filter(|(key, _)| key.path == room)
+            .map(|(key, room)| (key.clone(), Held::Here(room.clone())))
+            .collect(),
+        Some(cluster) => match cluster.rooms_at(room).await {
+            Ok(keys) => keys
+                .into_iter()
+                .map(|key| (key, Held::Shared(cluster.clone())))
+                .collect(),
+            Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+        },
+    };
     let ban = std::time::Duration::from_secs(ban);
-    let kicked = rooms.iter().any(|(key, shared)| {
-        crate::connection::kick(state, key, shared, peer, ban, "the operator")
-    });
+    let mut kicked = false;
+    for (key, held) in &rooms {
+        if crate::connection::kick(state, key, held, peer, ban, "the operator").await {
+            kicked = true;
+            break;
+        }
+    }
     if kicked {
         (StatusCode::OK, "kicked").into_response()
     } else {
@@ -149,7 +163,7 @@ const DEFAULT_PAGE: usize = 100;
 
 /// `GET /rooms?offset=N&limit=M`: a page of the public rooms (sorted by path), from a snapshot at
 /// most [`ROOMS_REFRESH`](crate::state::ROOMS_REFRESH) old; the total is in `X-Total-Count`.
-fn rooms_page(state: &ServerState, query: &HashMap<String, String>) -> Response {
+async fn rooms_page(state: &ServerState, query: &HashMap<String, String>) -> Response {
     let number = |name: &str, default: usize| match query.get(name) {
         None => Ok(default),
         Some(v) => v
@@ -160,7 +174,10 @@ fn rooms_page(state: &ServerState, query: &HashMap<String, String>) -> Response 
         (Ok(o), Ok(l)) => (o, l.min(MAX_PAGE)),
         (Err(e), _) | (_, Err(e)) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
-    let rooms = state.rooms_snapshot();
+    let rooms = match state.rooms_listing().await {
+        Ok(rooms) => rooms,
+        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    };
     let page: Vec<_> = rooms.iter().skip(offset).take(limit).cloned().collect();
     (
         [(

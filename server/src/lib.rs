@@ -36,6 +36,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod close;
+mod cluster;
 pub mod config;
 mod connection;
 mod expiring;
@@ -55,8 +57,9 @@ pub mod tls;
 pub mod token;
 mod upgrade;
 
+pub use close::{CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_POLICY, CLOSE_REPLACED, CLOSE_TOO_BIG};
+pub use cluster::{ClusterError, HEARTBEAT, HEARTBEAT_TTL};
 pub use config::ServerConfig;
-pub use connection::{CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_POLICY, CLOSE_TOO_BIG};
 pub use metrics::{DropReason, Metrics, RefusalReason};
 pub use registry::RoomInfo;
 pub use request::{Admitted, RoomRequest, Topology};

@@ -23,6 +23,8 @@ pub enum DropReason {
     RateLimited,
     /// A kick from a peer that is not its room's host.
     NotHost,
+    /// The rooms shared through Redis could not be reached.
+    Unavailable,
 }
 
 impl DropReason {
@@ -35,6 +37,7 @@ impl DropReason {
             DropReason::InvalidSignal => "invalid_signal",
             DropReason::RateLimited => "rate_limited",
             DropReason::NotHost => "not_host",
+            DropReason::Unavailable => "unavailable",
         }
     }
 }
@@ -66,6 +69,8 @@ pub enum RefusalReason {
     Idle,
     /// A resume token that is forged, for another room, or whose place is gone.
     Resume,
+    /// The rooms shared through Redis could not be reached or changed.
+    Unavailable,
 }
 
 impl RefusalReason {
@@ -84,6 +89,7 @@ impl RefusalReason {
             RefusalReason::SlowReader => "slow_reader",
             RefusalReason::Idle => "idle",
             RefusalReason::Resume => "resume",
+            RefusalReason::Unavailable => "unavailable",
         }
     }
 }
@@ -167,6 +173,7 @@ impl Default for Metrics {
             DropReason::InvalidSignal,
             DropReason::RateLimited,
             DropReason::NotHost,
+            DropReason::Unavailable,
         ] {
             let _ = signals_dropped.get_or_create(&[("reason", r.as_str())]);
         }
@@ -183,6 +190,7 @@ impl Default for Metrics {
             RefusalReason::SlowReader,
             RefusalReason::Idle,
             RefusalReason::Resume,
+            RefusalReason::Unavailable,
         ] {
             let _ = refusals.get_or_create(&[("reason", r.as_str())]);
         }

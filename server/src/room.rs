@@ -7,8 +7,9 @@
 use crate::request::Topology;
 use matchbox_protocol::PeerId;
 
-/// A room of peers. `T` is what the shell needs to reach a peer (its websocket sender).
-#[derive(Debug)]
+/// A room of peers. `T` is what the shell needs to reach a peer (its websocket sender; with
+/// shared rooms, which instance and connection it is on, and the room travels as JSON).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Room<T> {
     topology: Topology,
     capacity: usize,
@@ -19,7 +20,7 @@ pub struct Room<T> {
     closed: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Member<T> {
     id: PeerId,
     /// Its place in the join order (see `resume::Stamps`).
@@ -289,6 +290,19 @@ impl<T> Room<T> {
             .iter()
             .find(|m| m.id == peer)
             .map(|m| &m.handle)
+    }
+
+    /// The handle of a member, to change.
+    pub fn get_mut(&mut self, peer: PeerId) -> Option<&mut T> {
+        self.members
+            .iter_mut()
+            .find(|m| m.id == peer)
+            .map(|m| &mut m.handle)
+    }
+
+    /// Every member's id and handle, in join order.
+    pub fn handles(&self) -> impl DoubleEndedIterator<Item = (PeerId, &T)> + '_ {
+        self.members.iter().map(|m| (m.id, &m.handle))
     }
 
     /// Whether `peer` is a member.

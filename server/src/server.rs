@@ -1,5 +1,6 @@
 //! Starting and stopping a server: on its own, or embedded in a test or a game.
 
+use crate::cluster::Cluster;
 use crate::config::ServerConfig;
 use crate::http;
 use crate::metrics::Metrics;
@@ -34,6 +35,12 @@ pub enum ServerError {
     /// The server task panicked or was cancelled.
     #[error("server task ended abnormally: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The Redis shared with other instances cannot be used (`--redis`).
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    /// The settings contradict each other.
+    #[error("{0}")]
+    Config(&'static str),
 }
 
 /// A running server. Dropping it leaves the server running until the runtime ends; call
@@ -49,7 +56,13 @@ pub struct RunningServer {
 /// Binds and starts a server on the current tokio runtime. With port 0 in `config.bind`, the OS
 /// picks a free port: [`RunningServer::local_addr`] tells which.
 pub fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
-    let state = ServerState::new(config.clone());
+    if config.redis.is_some() && config.resume_secret.is_none() {
+        return Err(ServerError::Config(
+            "--redis needs --resume-secret: every instance must take the others' resume tokens",
+        ));
+    }
+    let state = ServerState::new(config.clone())?;
+    Cluster::spawn(&state);
     let socket = if config.bind.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {

@@ -1,5 +1,6 @@
 //! State shared by every connection of one server: rooms, admissions in progress, metrics.
 
+use crate::cluster::{Cluster, ClusterError};
 use crate::config::ServerConfig;
 use crate::expiring::Expiring;
 use crate::metrics::{Metrics, RefusalReason};
@@ -173,13 +174,15 @@ pub(crate) struct Shared {
     /// Peers whose place is gone (away past the grace period, kicked), until when their resume
     /// tokens are refused.
     tombstones: Mutex<Expiring<PeerId>>,
+    /// With `--redis`: the rooms, bans and tombstones shared with the other instances.
+    pub(crate) cluster: Option<Arc<Cluster>>,
 }
 
 /// Tombstones held at most (expired ones go first; past this the oldest goes).
 const MAX_TOMBSTONES: usize = 65_536;
 
 /// How long a gone peer's resume token stays refused.
-const TOMBSTONE_TTL: Duration = Duration::from_secs(3600);
+pub(crate) const TOMBSTONE_TTL: Duration = Duration::from_secs(3600);
 
 /// Who a ban keeps out of a room.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -270,13 +273,21 @@ pub enum Refusal {
     /// A resume token that is not valid here, or whose place is gone.
     #[error(transparent)]
     Resume(#[from] ResumeError),
+    /// The rooms shared with other instances cannot be reached (Redis is down).
+    #[error("rooms unavailable: {0}")]
+    Unavailable(#[from] ClusterError),
 }
 
 impl ServerState {
-    /// Fresh state for a server with `config`.
-    pub fn new(config: ServerConfig) -> Self {
+    /// Fresh state for a server with `config`; with `config.redis`, one instance of many
+    /// sharing their rooms through that Redis (connected on first use).
+    pub fn new(config: ServerConfig) -> Result<Self, ClusterError> {
         let config_secret = config.resume_secret.clone();
-        Self(Arc::new(Shared {
+        let cluster = match &config.redis {
+            Some(url) => Some(Arc::new(Cluster::new(url, &config.redis_prefix)?)),
+            None => None,
+        };
+        Ok(Self(Arc::new(Shared {
             config,
             registry: Mutex::new(Registry::default()),
             metrics: Metrics::default(),
@@ -287,13 +298,69 @@ impl ServerState {
             resume_key: resume_key(config_secret),
             stamps: Stamps::default(),
             tombstones: Mutex::new(Expiring::new(MAX_TOMBSTONES)),
-        }))
+            cluster,
+        })))
     }
 
-    /// Refuses `peer`'s resume token from now on (its place is gone).
-    pub(crate) fn tombstone(&self, peer: PeerId) {
+    /// Refuses `peer`'s resume token from now on (its place is gone), on every instance.
+    pub(crate) async fn tombstone(&self, peer: PeerId) {
         let now = Instant::now();
         lock(&self.0.tombstones).insert(peer, now + TOMBSTONE_TTL, now);
+        if let Some(cluster) = &self.0.cluster {
+            if let Err(e) = cluster.tombstone(peer, TOMBSTONE_TTL).await {
+                tracing::warn!(%peer, "other instances may still take its resume token: {e}");
+            }
+        }
+    }
+
+    /// With shared rooms: refuses `request` from `address` if another instance banned it from
+    /// its room or refuses its resume token (what [`ServerState::admit`] checks here). The
+    /// refusal is counted.
+    pub(crate) async fn admit_shared(
+        &self,
+        request: &Admitted,
+        address: IpAddr,
+    ) -> Result<(), Refusal> {
+        let Some(cluster) = &self.0.cluster else {
+            return Ok(());
+        };
+        let checked = async {
+            if let Some(left) = cluster
+                .banned_for(&request.path, address, &request.claims)
+                .await?
+            {
+                return Ok(Err(Refusal::Banned {
+                    room: request.path.clone(),
+                    secs: left.as_secs().max(1),
+                }));
+            }
+            if let Some(token) = request.resume {
+                if cluster.is_gone(token.peer).await? {
+                    return Ok(Err(ResumeError::Gone.into()));
+                }
+            }
+            Ok::<_, ClusterError>(Ok(()))
+        };
+        checked
+            .await
+            .unwrap_or_else(|e| Err(Refusal::Unavailable(e)))
+            .inspect_err(|refusal| self.count(refusal))
+    }
+
+    /// Public rooms as of at most [`ROOMS_REFRESH`] ago, of every instance sharing rooms with
+    /// this one (what `GET /rooms` serves).
+    pub async fn rooms_listing(&self) -> Result<Arc<Vec<RoomInfo>>, ClusterError> {
+        let Some(cluster) = &self.0.cluster else {
+            return Ok(self.rooms_snapshot());
+        };
+        if let Some((at, rooms)) = &*lock(&self.0.rooms_snapshot) {
+            if at.elapsed() < ROOMS_REFRESH {
+                return Ok(rooms.clone());
+            }
+        }
+        let rooms = Arc::new(cluster.store().await?.list_public().await?);
+        *lock(&self.0.rooms_snapshot) = Some((Instant::now(), rooms.clone()));
+        Ok(rooms)
     }
 
     /// Whether `peer`'s place is gone (its resume token is refused).
@@ -350,23 +417,27 @@ impl ServerState {
                 self.check_ban(&request.path, address, &request.claims)?;
                 Ok((request, self.take_slot(address)?))
             })
-            .inspect_err(|refusal| {
-                self.0.metrics.refused(match refusal {
-                    Refusal::BadRequest(_) | Refusal::RoomName(_) => RefusalReason::BadRequest,
-                    Refusal::RoomFull { .. } => RefusalReason::RoomFull,
-                    Refusal::ServerFull(_) => RefusalReason::ServerFull,
-                    Refusal::AddressFull { .. } => RefusalReason::AddressFull,
-                    Refusal::Unauthorized(_) => RefusalReason::Unauthorized,
-                    Refusal::Banned { .. } => RefusalReason::Banned,
-                    Refusal::Resume(_) => RefusalReason::Resume,
-                })
-            })
+            .inspect_err(|refusal| self.count(refusal))
+    }
+
+    /// Counts a refused request.
+    fn count(&self, refusal: &Refusal) {
+        self.0.metrics.refused(match refusal {
+            Refusal::BadRequest(_) | Refusal::RoomName(_) => RefusalReason::BadRequest,
+            Refusal::RoomFull { .. } => RefusalReason::RoomFull,
+            Refusal::ServerFull(_) => RefusalReason::ServerFull,
+            Refusal::AddressFull { .. } => RefusalReason::AddressFull,
+            Refusal::Unauthorized(_) => RefusalReason::Unauthorized,
+            Refusal::Banned { .. } => RefusalReason::Banned,
+            Refusal::Resume(_) => RefusalReason::Resume,
+            Refusal::Unavailable(_) => RefusalReason::Unavailable,
+        })
     }
 
     /// Whether a websocket request from `address` for `path` with `query` would be admitted now
     /// (`GET /admit/<room>`: a browser cannot read a refused websocket's answer, so it asks
     /// here). Nothing is taken or counted.
-    pub(crate) fn would_admit(
+    pub(crate) async fn would_admit(
         &self,
         address: IpAddr,
         path: Option<&str>,
@@ -374,7 +445,19 @@ impl ServerState {
     ) -> Result<(), Refusal> {
         let request = self.check(path, query)?;
         self.check_ban(&request.path, address, &request.claims)?;
-        self.room_for(&lock(&self.0.slots), address).map(|_| ())
+        self.room_for(&lock(&self.0.slots), address)?;
+        if let Some(cluster) = &self.0.cluster {
+            if let Some(left) = cluster
+                .banned_for(&request.path, address, &request.claims)
+                .await?
+            {
+                return Err(Refusal::Banned {
+                    room: request.path.clone(),
+                    secs: left.as_secs().max(1),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Whether `slots` have room for one more connection from `address`: how many it has.

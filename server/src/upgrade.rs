@@ -34,7 +34,7 @@ pub fn routes(router: Router, state: ServerState) -> Router {
                 move |ConnectInfo(PeerAddr(from)): ConnectInfo<PeerAddr>,
                       Path(room): Path<String>,
                       Query(query): Query<HashMap<String, String>>| async move {
-                    match probe.would_admit(from.ip(), Some(&room), &query) {
+                    match probe.would_admit(from.ip(), Some(&room), &query).await {
                         Ok(()) => (StatusCode::OK, "admitted".to_string()).into_response(),
                         Err(refusal) => refused(&refusal),
                     }
@@ -74,6 +74,7 @@ fn refused(refusal: &Refusal) -> Response {
         Refusal::Banned { .. } => StatusCode::FORBIDDEN,
         Refusal::Resume(crate::resume::ResumeError::Gone) => StatusCode::GONE,
         Refusal::Resume(_) => StatusCode::UNAUTHORIZED,
+        Refusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     (status, refusal.to_string()).into_response()
 }
@@ -85,7 +86,14 @@ async fn upgrade(
     room: Option<String>,
     query: HashMap<String, String>,
 ) -> Response {
-    let (request, slot) = match state.admit(from.ip(), room.as_deref(), &query) {
+    let admitted = match state.admit(from.ip(), room.as_deref(), &query) {
+        Ok((request, slot)) => state
+            .admit_shared(&request, from.ip())
+            .await
+            .map(|()| (request, slot)),
+        Err(refusal) => Err(refusal),
+    };
+    let (request, slot) = match admitted {
         Ok(admitted) => admitted,
         Err(refusal) => {
             info!(%from, room = room.as_deref().unwrap_or(""), "refused: {refusal}");

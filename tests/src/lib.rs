@@ -19,6 +19,7 @@ pub use huddle_server;
 
 pub mod apps;
 pub mod browser;
+pub mod cluster;
 pub mod rollback;
 pub mod tones;
 
