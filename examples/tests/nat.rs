@@ -4,11 +4,14 @@
 //! in the test's own namespace (the server and coturn listen there), and for each player a router
 //! namespace (iptables: masquerade out, and every UDP port in to its one player: a full-cone NAT,
 //! the kind STUN gets through) with a private namespace behind it, where the player's process
-//! runs. Nothing leaves the sandbox. The players take their ICE servers from huddle_server
+//! runs. Nothing leaves the sandbox. Each player joins through its own huddle_server instance
+//! (two, sharing rooms through a redis-server on the public segment, as behind a load
+//! balancer). The players take their ICE servers from huddle_server
 //! (`--ice-from-server`: coturn's STUN, and TURN with credentials from the shared secret); each
 //! learns its public address from STUN and the link goes straight between the two NATs.
 //!
-//! Needs `ip` (iproute2), `iptables`, `nsenter`/`unshare` (util-linux) and coturn's `turnserver`.
+//! Needs `ip` (iproute2), `iptables`, `nsenter`/`unshare` (util-linux), coturn's `turnserver`
+//! and `redis-server`.
 //! `HUDDLE_NAT_LOGS=DIR` keeps the players' logs and coturn's there.
 
 mod common;
@@ -43,6 +46,47 @@ impl Drop for Holder {
     }
 }
 
+/// A `redis-server` (Debian's package) on the public segment; killed when dropped.
+struct Redis {
+    child: Child,
+    url: String,
+}
+
+impl Redis {
+    fn start(ip: &str) -> Self {
+        let port = std::net::TcpListener::bind((ip, 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", ip])
+            .args(["--save", "", "--appendonly", "no", "--dir", "/tmp"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (apt-get install redis-server)");
+        let start = Instant::now();
+        while std::net::TcpStream::connect((ip, port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "redis-server listens"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            url: format!("redis://{ip}:{port}/"),
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Runs `script` with `sh -e`; panics with its output if it fails.
 fn sh(script: &str) {
     let out = Command::new("sh")
@@ -69,8 +113,10 @@ struct Lab {
 }
 
 impl Lab {
-    /// Builds it.
-    fn build(net: u8) -> Self {
+    /// Builds it; with `block_direct` the routers drop what goes between the two NATs' public
+    /// addresses (as a symmetric NAT or a firewall would), so only coturn's relay joins the
+    /// players.
+    fn build(net: u8, block_direct: bool) -> Self {
         let routers = [Holder::new(), Holder::new()];
         let players = [Holder::new(), Holder::new()];
         std::thread::sleep(Duration::from_millis(200));
@@ -83,8 +129,16 @@ impl Lab {
         ));
         for i in 0..2 {
             let (r, p) = (routers[i].pid(), players[i].pid());
-            let wan = 2 + i;
+            let (wan, other) = (2 + i, 3 - i);
             let lan = format!("192.168.{}", u32::from(net) * 2 + i as u32);
+            let block = if block_direct {
+                format!(
+                    "iptables -A FORWARD -d {public}.{other} -j DROP
+                   iptables -A FORWARD -s {public}.{other} -j DROP"
+                )
+            } else {
+                String::new()
+            };
             sh(&format!(
                 "ip link add hv{net}{i} type veth peer name wan netns {r}
                  ip link set hv{net}{i} master hb{net} up
@@ -97,7 +151,8 @@ impl Lab {
                    ip link set lan up
                    sysctl -qw net.ipv4.ip_forward=1
                    iptables -t nat -A POSTROUTING -o wan -j MASQUERADE
-                   iptables -t nat -A PREROUTING -i wan -p udp -j DNAT --to-destination {lan}.2'
+                   iptables -t nat -A PREROUTING -i wan -p udp -j DNAT --to-destination {lan}.2
+                   {block}'
                  nsenter -t {p} -n sh -ec '
                    ip link set lo up
                    ip addr add {lan}.2/24 dev eth0
@@ -152,20 +207,28 @@ impl Lab {
         format!("10.{}.0.{host}", self.net)
     }
 
-    /// huddle_server on the public segment, handing out coturn's STUN and TURN (with
-    /// credentials from the shared secret).
-    fn server(&self, rt: &tokio::runtime::Runtime) -> huddle_server::RunningServer {
+    /// Two huddle_server instances on the public segment sharing their rooms through a Redis
+    /// there, handing out coturn's STUN and TURN (with credentials from the shared secret).
+    fn servers(&self, rt: &tokio::runtime::Runtime) -> (Redis, Vec<huddle_server::RunningServer>) {
+        let redis = Redis::start(&self.public(1));
         let bind: SocketAddr = format!("{}:0", self.public(1)).parse().expect("an address");
         let turn = format!("{}:3478", self.public(1));
         let _guard = rt.enter();
-        huddle_server::start(huddle_server::ServerConfig {
-            bind,
-            stun_url: vec![format!("stun:{turn}")],
-            turn_url: vec![format!("turn:{turn}")],
-            turn_secret: Some(TURN_SECRET.into()),
-            ..huddle_server::ServerConfig::loopback()
-        })
-        .expect("the server starts")
+        let servers = (0..2)
+            .map(|_| {
+                huddle_server::start(huddle_server::ServerConfig {
+                    bind,
+                    stun_url: vec![format!("stun:{turn}")],
+                    turn_url: vec![format!("turn:{turn}")],
+                    turn_secret: Some(TURN_SECRET.into()),
+                    redis: Some(redis.url.clone()),
+                    resume_secret: Some("both instances have it".into()),
+                    ..huddle_server::ServerConfig::loopback()
+                })
+                .expect("an instance starts")
+            })
+            .collect();
+        (redis, servers)
     }
 
     /// Runs the box game's player `i` in its private network to frame 600; its output.
@@ -191,11 +254,11 @@ impl Lab {
     /// of candidates (ours/theirs) its link took.
     fn match_in(&self, room: &str) -> Vec<(String, String)> {
         let rt = tokio::runtime::Runtime::new().expect("a runtime");
-        let server = self.server(&rt);
-        let url = server.room_url(room);
-        let first = self.play(0, &url);
+        let (_redis, servers) = self.servers(&rt);
+        // Each player on its own instance: their room is shared through Redis.
+        let first = self.play(0, &servers[0].room_url(room));
         std::thread::sleep(Duration::from_millis(500));
-        let second = self.play(1, &url);
+        let second = self.play(1, &servers[1].room_url(room));
         let deadline = Instant::now() + Duration::from_secs(120);
         let finished: Vec<(bool, String, String)> = [first, second]
             .into_iter()
@@ -234,7 +297,9 @@ impl Lab {
                 )
             })
             .collect();
-        rt.block_on(server.shutdown()).expect("the server stops");
+        for server in servers {
+            rt.block_on(server.shutdown()).expect("the instance stops");
+        }
         results
     }
 }
@@ -261,9 +326,11 @@ fn assert_match(results: &[(String, String)], expect: impl Fn(&str) -> bool, wha
     }
 }
 
+/// The players are on two signaling instances sharing the room through Redis, as behind a load
+/// balancer.
 #[test]
-fn players_behind_two_nats_meet_through_stun() {
-    let lab = Lab::build(61);
+fn players_behind_two_nats_on_two_instances_meet_through_stun() {
+    let lab = Lab::build(61, false);
     let results = lab.match_in("stun");
     // We send from our own socket (a host candidate) to the other's NAT mapping (as STUN told
     // it, or as our checks learned it): never the relay, never a private address of theirs.
@@ -274,5 +341,18 @@ fn players_behind_two_nats_meet_through_stun() {
             !path.contains("Relay") && (theirs == "ServerReflexive" || theirs == "PeerReflexive")
         },
         "a direct path between the NATs",
+    );
+}
+
+/// The routers drop everything between the two NATs: the players meet through coturn's relay,
+/// with the credentials huddle_server hands out, each on its own instance.
+#[test]
+fn players_whose_nats_cannot_reach_each_other_meet_through_turn() {
+    let lab = Lab::build(62, true);
+    let results = lab.match_in("turn");
+    assert_match(
+        &results,
+        |path| path.contains("Relay"),
+        "a path through the relay",
     );
 }

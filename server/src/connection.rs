@@ -401,7 +401,7 @@ fn join(
     request: &Admitted,
 ) -> Option<Place> {
     let shared = &state.0;
-    let seq = shared.stamps.next();
+    let stamp = shared.stamps.next();
     loop {
         let (key, room) = {
             let mut registry = lock(&shared.registry);
@@ -410,6 +410,7 @@ fn join(
             assigned
         };
         let mut guard = lock(&room);
+        let seq = guard.place_after(stamp);
         match guard.join(peer_id, seq, handle.clone()) {
             Ok(joined) => {
                 let announce = event(JsonPeerEvent::NewPeer(peer_id));

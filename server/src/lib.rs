@@ -23,6 +23,9 @@
 //!   the STUN servers and short-lived TURN credentials (coturn's `use-auth-secret` scheme);
 //! - **join tokens** (`--auth-secret`): rooms admit only peers with a token for them
 //!   ([`token::mint`] in the game's backend, or `huddle_server token`);
+//! - **many instances** (`--redis`): instances behind a load balancer share their rooms through
+//!   Redis, so a room's peers may be on different instances; one that dies is noticed by its
+//!   lapsed heartbeat and its peers leave their rooms;
 //! - **operations**: `GET /health`, Prometheus `GET /metrics`, `GET /rooms` (rooms made with
 //!   `?private=1` are not listed), graceful shutdown.
 //!

@@ -107,7 +107,18 @@ impl<T> Room<T> {
         }
     }
 
-    /// Adds `peer` at its place `seq` in the join order (stamps grow, so that is the end).
+    /// The place in the join order for a newcomer stamped `stamp`: after every member, whatever
+    /// its stamp (a newcomer stamped earlier whose join came later, by a moment on another task
+    /// or instance, still joins last: the join order is the order joins happened).
+    pub fn place_after(&self, stamp: u64) -> u64 {
+        self.members
+            .iter()
+            .map(|m| m.seq.saturating_add(1))
+            .fold(stamp, u64::max)
+    }
+
+    /// Adds `peer` at its place `seq` in the join order (after everyone: see
+    /// [`Room::place_after`]).
     pub fn join(&mut self, peer: PeerId, seq: u64, handle: T) -> Result<Joined, JoinError> {
         self.admit(peer)?;
         let callers: Vec<usize> = match self.topology {
@@ -425,6 +436,22 @@ mod tests {
         assert_eq!(left.introduce_to_new_host, vec![p[2], p[3]]);
         assert!(room.route(p[2], p[1]).is_ok());
         assert_eq!(room.route(p[2], p[3]), Err(RouteError::NotIntroduced));
+    }
+
+    /// A newcomer stamped before a member that joined first (its join came later, by a moment on
+    /// another task or instance) still joins last: the one already there stays host and calls it.
+    #[test]
+    fn a_newcomer_stamped_early_still_joins_last() {
+        let p = peers(2);
+        let mut room = Room::new(Topology::Star, 8, false);
+        let first = room.place_after(200);
+        room.join(p[0], first, ()).unwrap();
+        let late = room.place_after(100);
+        assert!(late > first);
+        let joined = room.join(p[1], late, ()).unwrap();
+        assert_eq!(joined.host, p[0]);
+        assert_eq!(joined.introduce_to, vec![p[0]]);
+        assert_eq!(room.place_after(u64::MAX), u64::MAX, "no overflow");
     }
 
     #[test]

@@ -165,9 +165,23 @@ async fn a_join_storm_across_instances_introduces_every_pair_once() {
     }
     assert_eq!(pairs.len(), 30 * 29 / 2, "every pair is introduced");
     assert!(pairs.values().all(|&n| n == 1), "and once only");
+    // In one join order: the k-th to join hears of the 29 - k after it, and the first hosts.
+    let mut heard_of: Vec<(usize, PeerId)> = clients
+        .iter()
+        .zip(&heard)
+        .map(|(c, e)| (new_peers(e).len(), c.id))
+        .collect();
+    heard_of.sort();
+    let counts: Vec<usize> = heard_of.iter().map(|(n, _)| *n).collect();
+    assert_eq!(counts, (0..30).collect::<Vec<_>>(), "one join order");
     let rooms = listed(servers[2].local_addr()).await;
     assert_eq!(rooms.len(), 1);
     assert_eq!(rooms[0]["peers"], 30);
+    assert_eq!(
+        rooms[0]["host"],
+        heard_of[29].1.to_string(),
+        "the first to join hosts"
+    );
     for server in servers {
         server.shutdown().await.expect("clean shutdown");
     }

@@ -59,7 +59,7 @@ impl Cluster {
         request: &Admitted,
     ) -> Result<Result<(RoomKey, u64, PeerId), JoinError>, ClusterError> {
         let store = self.ready_store().await?;
-        let seq = store.stamp(now_us()).await?;
+        let stamp = store.stamp(now_us()).await?;
         let key = store.assign(request, self.first_generation).await?;
         let announce = JsonPeerEvent::NewPeer(peer).to_string();
         let joined = store
@@ -67,28 +67,28 @@ impl Cluster {
                 &key,
                 Some(request),
                 || Err(JoinError::Closed),
-                |room| match room.join(peer, seq, seat.clone()) {
-                    Ok(joined) => Change {
-                        deliveries: joined
-                            .introduce_to
-                            .iter()
-                            .filter_map(|c| {
-                                Some(Delivery::new(
-                                    *c,
-                                    room.get(*c)?,
-                                    What::Text(announce.clone()),
-                                ))
-                            })
-                            .collect(),
-                        result: Ok(joined.host),
-                        write: true,
-                    },
-                    Err(e) => Change::none(Err(e)),
+                |room| {
+                    let seq = room.place_after(stamp);
+                    match room.join(peer, seq, seat.clone()) {
+                        Ok(joined) => Change {
+                            deliveries: joined
+                                .introduce_to
+                                .iter()
+                                .filter_map(|c| {
+                                    let text = What::Text(announce.clone());
+                                    Some(Delivery::new(*c, room.get(*c)?, text))
+                                })
+                                .collect(),
+                            result: Ok((joined.host, seq)),
+                            write: true,
+                        },
+                        Err(e) => Change::none(Err(e)),
+                    }
                 },
             )
             .await?;
         match joined {
-            Ok(host) => Ok(Ok((key, seq, host))),
+            Ok((host, seq)) => Ok(Ok((key, seq, host))),
             Err(e) => {
                 store.depart(&key).await?;
                 Ok(Err(e))
