@@ -61,6 +61,9 @@ impl Redis {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", ip])
             .args(["--save", "", "--appendonly", "no", "--dir", "/tmp"])
+            // Not on loopback: Redis refuses other addresses without a password otherwise (this
+            // segment exists only inside the test's namespace).
+            .args(["--protected-mode", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -173,12 +176,22 @@ impl Lab {
                 "--use-auth-secret",
                 &format!("--static-auth-secret={TURN_SECRET}"),
                 "--realm=huddle.test",
+                // As a public TURN server should: no relaying into private networks. (Without
+                // it coturn relays a check to a player's private address, finds no route to it
+                // here, and closes that player's allocation.)
+                "--denied-peer-ip=192.168.0.0-192.168.255.255",
                 &format!("--listening-ip={public}.1"),
                 &format!("--relay-ip={public}.1"),
                 "--listening-port=3478",
                 &format!("--min-port={}", ports.0),
                 &format!("--max-port={}", ports.1),
                 "--simple-log",
+                // With HUDDLE_NAT_LOGS its log tells each session's allocations and peers.
+                if std::env::var_os("HUDDLE_NAT_LOGS").is_some() {
+                    "--verbose"
+                } else {
+                    "--no-stdout-log"
+                },
                 &format!("--log-file={}", dir.join("turn.log").display()),
                 &format!("--pidfile={}", dir.join("turn.pid").display()),
                 &format!("--userdb={}", dir.join("turndb").display()),
