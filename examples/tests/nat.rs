@@ -244,10 +244,10 @@ impl Lab {
         (redis, servers)
     }
 
-    /// Runs the box game's player `i` in its private network to frame 600; its output.
-    fn play(&self, i: usize, room: &str) -> Child {
+    /// Runs the box game's player `i` in the private network `lan` to frame 600; its output.
+    fn play(&self, lan: usize, room: &str) -> Child {
         Command::new("nsenter")
-            .args(["-t", &self.players[i].pid().to_string(), "-n"])
+            .args(["-t", &self.players[lan].pid().to_string(), "-n"])
             .arg(env!("CARGO_BIN_EXE_box_game"))
             .args([
                 "--room",
@@ -265,13 +265,14 @@ impl Lab {
 
     /// Two players meet in `room` and play to frame 600: each one's checksum line and the kinds
     /// of candidates (ours/theirs) its link took.
-    fn match_in(&self, room: &str) -> Vec<(String, String)> {
+    /// With `same_lan` both players are in the first private network (behind one NAT).
+    fn match_in(&self, room: &str, same_lan: bool) -> Vec<(String, String)> {
         let rt = tokio::runtime::Runtime::new().expect("a runtime");
         let (_redis, servers) = self.servers(&rt);
         // Each player on its own instance: their room is shared through Redis.
         let first = self.play(0, &servers[0].room_url(room));
         std::thread::sleep(Duration::from_millis(500));
-        let second = self.play(1, &servers[1].room_url(room));
+        let second = self.play(usize::from(!same_lan), &servers[1].room_url(room));
         let deadline = Instant::now() + Duration::from_secs(120);
         let finished: Vec<(bool, String, String)> = [first, second]
             .into_iter()
@@ -304,10 +305,10 @@ impl Lab {
                         .to_string()
                 };
                 let path = line("link ");
-                (
-                    line("frame 600 checksum"),
-                    path.split(' ').nth(2).unwrap_or_default().to_string(),
-                )
+                let path = path.split(' ').nth(2).unwrap_or_default().to_string();
+                // Figures for BENCHMARKS.md (run with --nocapture); never asserted.
+                println!("{room}: {} via {path}", line("connected in"));
+                (line("frame 600 checksum"), path)
             })
             .collect();
         for server in servers {
@@ -344,7 +345,7 @@ fn assert_match(results: &[(String, String)], expect: impl Fn(&str) -> bool, wha
 #[test]
 fn players_behind_two_nats_on_two_instances_meet_through_stun() {
     let lab = Lab::build(61, false);
-    let results = lab.match_in("stun");
+    let results = lab.match_in("stun", false);
     // We send from our own socket (a host candidate) to the other's NAT mapping (as STUN told
     // it, or as our checks learned it): never the relay, never a private address of theirs.
     assert_match(
@@ -362,10 +363,23 @@ fn players_behind_two_nats_on_two_instances_meet_through_stun() {
 #[test]
 fn players_whose_nats_cannot_reach_each_other_meet_through_turn() {
     let lab = Lab::build(62, true);
-    let results = lab.match_in("turn");
+    let results = lab.match_in("turn", false);
     assert_match(
         &results,
         |path| path.contains("Relay"),
         "a path through the relay",
+    );
+}
+
+/// Two players behind the same NAT link straight over their LAN (host candidates at both ends),
+/// though STUN and TURN are offered too.
+#[test]
+fn players_behind_one_nat_link_over_their_lan() {
+    let lab = Lab::build(63, false);
+    let results = lab.match_in("lan", true);
+    assert_match(
+        &results,
+        |path| path == "Host/Host",
+        "a direct path over the LAN",
     );
 }

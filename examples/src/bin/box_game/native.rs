@@ -100,9 +100,28 @@ fn app(room: &str, players: usize, frames: Option<i32>, windowed: bool, bot: boo
     app.add_plugins(HuddlePlugin::new(config(room)))
         .add_plugins(BoxGame::new(pilot, players));
     if let Some(n) = frames {
-        app.add_systems(Last, stop_at(n));
+        app.add_systems(Last, (connect_time(Instant::now()), stop_at(n)));
     }
     app
+}
+
+/// Prints once how long after `start` the first link opened (`connected in <ms> ms`), for the
+/// NAT lab's figures: signaling, ICE gathering (STUN, TURN allocations), checks, DTLS and SCTP.
+fn connect_time(start: Instant) -> impl FnMut(&mut World) {
+    let mut printed = false;
+    move |world: &mut World| {
+        let Some(session) = world.get_resource::<HuddleSession>() else {
+            return;
+        };
+        let open = session
+            .peers()
+            .iter()
+            .any(|p| session.link_stats(*p).is_some_and(|s| s.path.is_some()));
+        if open && !printed {
+            printed = true;
+            println!("connected in {} ms", start.elapsed().as_millis());
+        }
+    }
 }
 
 fn synctest(frames: i32) -> AppExit {
