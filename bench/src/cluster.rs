@@ -2,7 +2,7 @@
 //! the latency of one signal relayed between two room mates (ping-pong, 2000 samples), joins/s
 //! and signals relayed/s with 1 and 3 instances. Needs Debian's `redis-server`.
 
-use crate::{drive, free_port, median, Args, Kind, Sample, Server, CANDIDATE};
+use crate::{cpu_us_of, drive, free_port, median, Args, Kind, Sample, Server, CANDIDATE};
 use futures::{SinkExt, StreamExt};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,14 +42,7 @@ impl Redis {
 
     /// Its CPU time so far in µs.
     fn cpu_us(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let fields: Vec<f64> = rest
-            .split_whitespace()
-            .map(|f| f.parse().unwrap_or(0.0))
-            .collect();
-        (fields.get(11).copied().unwrap_or(0.0) + fields.get(12).copied().unwrap_or(0.0)) * 10_000.0
+        cpu_us_of(self.child.id())
     }
 }
 

@@ -179,18 +179,9 @@ impl Server {
         Ok(server)
     }
 
-    /// CPU time used so far (user + system), in µs (Linux reports clock ticks of 10 ms).
+    /// CPU time used so far (user + system), in µs.
     fn cpu_us(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let fields: Vec<f64> = rest
-            .split_whitespace()
-            .map(|f| f.parse().unwrap_or(0.0))
-            .collect();
-        let ticks = fields.get(11).copied().unwrap_or(0.0) + fields.get(12).copied().unwrap_or(0.0);
-        ticks * 10_000.0
+        cpu_us_of(self.child.id())
     }
 
     fn rss_kib(&self) -> f64 {
@@ -218,6 +209,20 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// CPU time process `pid` used so far (user + system), in µs (Linux reports clock ticks of
+/// 10 ms).
+pub(crate) fn cpu_us_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<f64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    let ticks = fields.get(11).copied().unwrap_or(0.0) + fields.get(12).copied().unwrap_or(0.0);
+    ticks * 10_000.0
 }
 
 pub(crate) fn free_port() -> Result<SocketAddr, String> {

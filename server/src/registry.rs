@@ -204,6 +204,18 @@ impl<T> Registry<T> {
     }
 }
 
+/// How `GET /rooms` shows room `key`: `None` if it is private or closed.
+pub fn listed<T>(key: &RoomKey, room: &Room<T>) -> Option<RoomInfo> {
+    (!room.is_private() && !room.is_closed() && !room.is_empty()).then(|| RoomInfo {
+        path: key.path.clone(),
+        next: key.group.map(|(n, _)| n),
+        peers: room.len(),
+        capacity: room.capacity(),
+        topology: room.topology(),
+        host: room.host().map(|h| h.to_string()),
+    })
+}
+
 impl<T> Registry<T> {
     /// The public rooms, sorted by key.
     pub fn list_public(&self) -> Vec<RoomInfo> {
@@ -212,19 +224,7 @@ impl<T> Registry<T> {
             .iter()
             .filter_map(|(key, room)| {
                 let room = lock(room);
-                (!room.is_private() && !room.is_closed()).then(|| {
-                    (
-                        key,
-                        RoomInfo {
-                            path: key.path.clone(),
-                            next: key.group.map(|(n, _)| n),
-                            peers: room.len(),
-                            capacity: room.capacity(),
-                            topology: room.topology(),
-                            host: room.host().map(|h| h.to_string()),
-                        },
-                    )
-                })
+                listed(key, &room).map(|info| (key, info))
             })
             .collect();
         rooms.sort_by(|a, b| a.0.cmp(b.0));

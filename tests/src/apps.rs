@@ -324,3 +324,34 @@ pub fn hostile_hosts(hostile: &mut crate::StockPeer, players: &mut [Player], lim
     });
     assert!(followed, "the players follow the hostile host");
 }
+
+/// Every player broadcasts a line tagged `tag`; each must hear the other n-1 with their ids.
+pub fn broadcast_round(players: &mut [Player], tag: &str) {
+    let ids: Vec<PeerId> = players.iter().map(|p| p.id().unwrap()).collect();
+    for (i, p) in players.iter_mut().enumerate() {
+        p.send(Outgoing::to_all(Chat(format!("{tag} {i}"))));
+    }
+    let n = players.len();
+    let ok = run_until(players, Duration::from_secs(60), |ps| {
+        ps.iter().enumerate().all(|(j, p)| {
+            (0..n).filter(|&i| i != j).all(|i| {
+                p.log()
+                    .chats
+                    .contains(&(ids[i], Chat(format!("{tag} {i}"))))
+            })
+        })
+    });
+    assert!(
+        ok,
+        "every broadcast of round `{tag}` reaches everyone with its origin"
+    );
+    for p in players.iter() {
+        let mine = p
+            .log()
+            .chats
+            .iter()
+            .filter(|(_, c)| c.0.starts_with(tag))
+            .count();
+        assert_eq!(mine, n - 1, "each once");
+    }
+}

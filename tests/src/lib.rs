@@ -71,6 +71,15 @@ pub fn server_with(config: huddle_server::ServerConfig) -> huddle_server::Runnin
     huddle_server::start(config).expect("server starts")
 }
 
+/// A runtime of one worker thread, for servers beside tests that are not async (Bevy apps).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// A huddle_server on a runtime of its own, for tests that are not async (Bevy apps).
 pub fn server_on_runtime() -> (tokio::runtime::Runtime, huddle_server::RunningServer) {
     server_with_on_runtime(huddle_server::ServerConfig::loopback())
@@ -80,11 +89,7 @@ pub fn server_on_runtime() -> (tokio::runtime::Runtime, huddle_server::RunningSe
 pub fn server_with_on_runtime(
     config: huddle_server::ServerConfig,
 ) -> (tokio::runtime::Runtime, huddle_server::RunningServer) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let server = {
         let _guard = rt.enter();
         server_with(config)

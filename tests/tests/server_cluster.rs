@@ -3,7 +3,6 @@
 //! join storm, `?next=N` groups, and an instance killed with SIGKILL.
 //! Run inside the loopback-only network namespace (see README).
 
-use bevy_huddle::prelude::*;
 use huddle_tests::apps::*;
 use huddle_tests::cluster::*;
 use huddle_tests::*;
@@ -80,11 +79,7 @@ async fn a_mesh_room_spread_over_three_instances_forms_and_exchanges_messages() 
 #[test]
 fn a_star_lobby_spread_over_three_instances_relays_and_survives_its_host() {
     let redis = Redis::start();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let servers = {
         let _guard = rt.enter();
         instances(&redis, "star", 3)
@@ -102,26 +97,7 @@ fn a_star_lobby_spread_over_three_instances_relays_and_survives_its_host() {
     for p in &players {
         assert_eq!(p.roster().members.len(), 5);
     }
-    let round = |players: &mut Vec<Player>, tag: &str| {
-        let ids: Vec<PeerId> = players.iter().map(|p| p.id().expect("an id")).collect();
-        for (i, p) in players.iter_mut().enumerate() {
-            p.send(Outgoing::to_all(Chat(format!("{tag} {i}"))));
-        }
-        let n = players.len();
-        run_until(players, LIMIT, |ps| {
-            ps.iter().enumerate().all(|(j, p)| {
-                (0..n).filter(|&i| i != j).all(|i| {
-                    p.log()
-                        .chats
-                        .contains(&(ids[i], Chat(format!("{tag} {i}"))))
-                })
-            })
-        })
-    };
-    assert!(
-        round(&mut players, "before"),
-        "every broadcast reaches everyone"
-    );
+    broadcast_round(&mut players, "before");
     let next_host = players[1].id();
     drop(players.remove(0));
     let ok = run_until(&mut players, LIMIT, |ps| {
@@ -129,10 +105,7 @@ fn a_star_lobby_spread_over_three_instances_relays_and_survives_its_host() {
             .all(|p| p.roster().host == next_host && p.roster().members.len() == 4)
     });
     assert!(ok, "the oldest client (on instance 1) hosts the four left");
-    assert!(
-        round(&mut players, "after"),
-        "broadcasts go through the new host"
-    );
+    broadcast_round(&mut players, "after");
     drop(players);
     drop(rt);
 }

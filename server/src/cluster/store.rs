@@ -4,7 +4,7 @@
 
 use super::scripts::Scripts;
 use super::{ClusterError, Delivery, Seat};
-use crate::registry::{RoomInfo, RoomKey};
+use crate::registry::{listed, RoomInfo, RoomKey};
 use crate::request::Admitted;
 use crate::room::Room;
 use redis::aio::ConnectionManager;
@@ -253,20 +253,9 @@ impl Store {
         keys.sort();
         let mut rooms = Vec::with_capacity(keys.len());
         for key in keys {
-            let Some((_, room)) = self.load(&key).await? else {
-                continue;
-            };
-            if room.is_private() || room.is_empty() {
-                continue;
+            if let Some((_, room)) = self.load(&key).await? {
+                rooms.extend(listed(&key, &room));
             }
-            rooms.push(RoomInfo {
-                path: key.path.clone(),
-                next: key.group.map(|(n, _)| n),
-                peers: room.len(),
-                capacity: room.capacity(),
-                topology: room.topology(),
-                host: room.host().map(|h| h.to_string()),
-            });
         }
         Ok(rooms)
     }
