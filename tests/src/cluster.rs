@@ -60,6 +60,20 @@ impl Drop for Redis {
     }
 }
 
+impl Redis {
+    /// The keys matching `pattern` (`redis-cli --scan`).
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        let out = Command::new("redis-cli")
+            .args(["-u", &self.url, "--scan", "--pattern", pattern])
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
 /// Settings of one instance of a set sharing rooms through `redis` under `prefix`.
 pub fn instance_config(redis: &Redis, prefix: &str) -> huddle_server::ServerConfig {
     huddle_server::ServerConfig {

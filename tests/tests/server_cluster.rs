@@ -367,3 +367,49 @@ async fn a_kick_on_one_instance_bans_on_every_instance() {
         server.shutdown().await.expect("clean shutdown");
     }
 }
+
+/// A hostile client opens `?next=2` rooms under 40 made-up names and goes, or fills a pair: the
+/// arrival counters it made in Redis go with it (nothing keyed by its room names stays), and so
+/// do the rooms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_counters_made_up_by_a_client_do_not_stay_in_redis() {
+    let redis = Redis::start();
+    let servers = instances(&redis, "junk", 2);
+    let mut waiting = Vec::new();
+    for i in 0..40 {
+        let url = servers[i % 2].room_url(&format!("junk{i}?next=2"));
+        waiting.push(RawClient::connect(&url).await.expect("admitted"));
+    }
+    // Two fill a pair on another name (one on each instance).
+    let mut pair = Vec::new();
+    for server in &servers {
+        pair.push(
+            RawClient::connect(&server.room_url("duel?next=2"))
+                .await
+                .expect("admitted"),
+        );
+    }
+    let heard = new_peers(&events(&mut pair[0], Duration::from_millis(500)).await);
+    assert_eq!(heard, vec![pair[1].id], "the pair meets");
+    let counters = || redis.keys("junk:next:*");
+    assert!(
+        eventually(Duration::from_secs(5), || counters().len() == 40).await,
+        "one counter per waiting name (the filled pair's is gone): {:?}",
+        counters()
+    );
+    for client in waiting.drain(..) {
+        client.drop_connection();
+    }
+    let gone = eventually(Duration::from_secs(10), || counters().is_empty()).await;
+    assert!(gone, "the counters go with their waiters: {:?}", counters());
+    drop(pair);
+    let rooms = || redis.keys("junk:room:*");
+    assert!(
+        eventually(Duration::from_secs(10), || rooms().is_empty()).await,
+        "{:?}",
+        rooms()
+    );
+    for server in servers {
+        server.shutdown().await.expect("clean shutdown");
+    }
+}

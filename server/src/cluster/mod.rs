@@ -126,8 +126,6 @@ pub(crate) struct Cluster {
     /// Whether this instance listens on its channel (peers join only then, or they would miss
     /// their introductions).
     ready: watch::Sender<bool>,
-    /// Where a `?next=N` counter this instance creates starts (see `Registry`).
-    first_generation: u64,
 }
 
 /// How long a join waits for this instance's channel before it is refused.
@@ -149,7 +147,6 @@ impl Cluster {
             store: OnceCell::new(),
             local: Mutex::new(HashMap::new()),
             ready: watch::channel(false).0,
-            first_generation: now_us(),
         })
     }
 

@@ -60,7 +60,8 @@ impl Cluster {
     ) -> Result<Result<(RoomKey, u64, PeerId), JoinError>, ClusterError> {
         let store = self.ready_store().await?;
         let stamp = store.stamp(now_us()).await?;
-        let key = store.assign(request, self.first_generation).await?;
+        // A new `?next=N` group is numbered by the stamp: unique, whatever the clocks.
+        let key = store.assign(request, stamp).await?;
         let announce = JsonPeerEvent::NewPeer(peer).to_string();
         let joined = store
             .update(

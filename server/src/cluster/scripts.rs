@@ -25,11 +25,14 @@ end
 return 1
 ";
 
-/// Counts an arrival on a `?next=N` path: the generation (the group) it belongs to; each
-/// `fill` arrivals start the next generation.
+/// Counts an arrival on a `?next=N` path: the generation (the group) it belongs to. The counter
+/// lives only while a group fills: the arrival that fills it deletes it, so the next arrival
+/// starts a new one numbered by its join stamp (unique across instances, so never a generation
+/// an open group has). Keys made by room names therefore last only as long as someone waits in
+/// them.
 ///
-/// KEYS: the counter's hash. ARGV: fill, the first generation (for a new counter), its
-/// lifetime in ms. Returns the generation as a string.
+/// KEYS: the counter's hash. ARGV: fill, the generation for a new counter (the arrival's
+/// stamp), a lifetime in ms (a safety net). Returns the generation as a string.
 const ARRIVE: &str = r"
 local generation = redis.call('HGET', KEYS[1], 'g')
 if not generation then
@@ -38,19 +41,23 @@ if not generation then
 end
 local arrivals = redis.call('HINCRBY', KEYS[1], 'a', 1)
 if arrivals >= tonumber(ARGV[1]) then
-  redis.call('HINCRBY', KEYS[1], 'g', 1)
-  redis.call('HSET', KEYS[1], 'a', 0)
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return generation
 ";
 
 /// One that arrived in generation ARGV[1] left before its group filled: its seat goes to the
-/// next arrival. KEYS: the counter's hash.
+/// next arrival; a counter nobody waits in any more is deleted. KEYS: the counter's hash.
 const DEPART: &str = r"
 if redis.call('HGET', KEYS[1], 'g') == ARGV[1] then
   local arrivals = tonumber(redis.call('HGET', KEYS[1], 'a') or '0')
-  if arrivals > 0 then redis.call('HSET', KEYS[1], 'a', arrivals - 1) end
+  if arrivals > 1 then
+    redis.call('HSET', KEYS[1], 'a', arrivals - 1)
+  else
+    redis.call('DEL', KEYS[1])
+  end
 end
 return 1
 ";

@@ -14,7 +14,8 @@ use std::time::Duration;
 /// Times a change is tried before it fails (each try lost a race to another change of the room).
 const TRIES: u32 = 64;
 
-/// How long a `?next=N` counter lives unused.
+/// How long a `?next=N` counter lives without an arrival (it goes when its group fills or its
+/// last waiter leaves; this is in case neither is ever written).
 const NEXT_COUNTER_TTL: Duration = Duration::from_secs(86_400);
 
 /// What a change to a room decided.
@@ -151,11 +152,12 @@ impl Store {
     }
 
     /// The room an arrival with `request` goes to: its path, or for `?next=N` the group it is
-    /// counted into across every instance.
+    /// counted into across every instance (a new group's generation is `clock`: a join stamp,
+    /// unique across instances).
     pub(crate) async fn assign(
         &self,
         request: &Admitted,
-        first_generation: u64,
+        clock: u64,
     ) -> Result<RoomKey, ClusterError> {
         let group = match request.next {
             None => None,
@@ -168,7 +170,7 @@ impl Store {
                     .arrive
                     .key(self.next_key(&request.path, n))
                     .arg(fill)
-                    .arg(first_generation)
+                    .arg(clock)
                     .arg(NEXT_COUNTER_TTL.as_millis() as u64)
                     .invoke_async(&mut redis)
                     .await
