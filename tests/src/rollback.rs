@@ -29,10 +29,15 @@ pub fn box_player(url: &str, players: usize) -> Player {
     )
 }
 
-/// A headless box-game player with `rollback` settings joining `url`.
+/// A headless box-game player with `rollback` settings joining `url`, in a mesh.
 pub fn box_player_with(url: &str, rollback: RollbackSettings) -> Player {
+    box_player_in(url, rollback, Some(Topology::Mesh))
+}
+
+/// [`box_player_with`] asking for `topology` (`None`: `Topology::Auto`).
+pub fn box_player_in(url: &str, rollback: RollbackSettings, topology: Option<Topology>) -> Player {
     let mut config = HuddleConfig::room(url);
-    config.topology = Some(Topology::Mesh);
+    config.topology = topology;
     let mut player = Player::join_with(url, Types::Nothing, config);
     player
         .app

@@ -1057,3 +1057,38 @@ fn a_match_starts_when_the_game_asks() {
     play_to(&mut players, 60);
     assert_eq!(checksum_at(&players[0], 60), checksum_at(&players[1], 60));
 }
+
+/// In a room `Topology::Auto` makes a star (capacity 8), a rollback match cannot start: every
+/// peer is told once (`HuddleError::RollbackNeedsMesh`) instead of waiting in silence, and the
+/// lobby itself works.
+#[test]
+fn a_rollback_match_in_a_star_room_is_a_clear_error() {
+    let (_rt, server) = server_on_runtime();
+    let url = server.room_url("starry?capacity=8");
+    let rollback = bevy_huddle::RollbackSettings {
+        players: 2,
+        ..bevy_huddle::RollbackSettings::default()
+    };
+    let mut peers = vec![box_player_in(&url, rollback, None)];
+    assert!(run_until(&mut peers, LIMIT, |ps| ps[0].roster().is_host()));
+    peers.push(box_player_in(&url, rollback, None));
+    assert!(
+        run_until(&mut peers, LIMIT, lobby_complete),
+        "the lobby forms"
+    );
+    let told = |p: &Player| {
+        p.log()
+            .errors
+            .iter()
+            .filter(|e| matches!(e, bevy_huddle::HuddleError::RollbackNeedsMesh { .. }))
+            .count()
+    };
+    assert!(run_until(&mut peers, LIMIT, |ps| ps
+        .iter()
+        .all(|p| told(p) > 0)));
+    run_for(&mut peers, Duration::from_millis(500));
+    for p in &peers {
+        assert_eq!(told(p), 1, "once");
+        assert_eq!(game(p).phase, RollbackPhase::Waiting);
+    }
+}

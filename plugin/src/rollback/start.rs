@@ -9,7 +9,7 @@ use super::{
     FeedRequest, InputLog, MatchPlan, RollbackMatch, RollbackPhase, RollbackStarted, RollbackStats,
     StartRollback,
 };
-use crate::messages::{Incoming, Outgoing, PeerJoined};
+use crate::messages::{HuddleError, Incoming, Outgoing, PeerJoined};
 use crate::session::HuddleSession;
 use crate::Topology;
 use bevy::prelude::*;
@@ -70,12 +70,26 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
     mut log: ResMut<InputLog>,
     mut stats: ResMut<RollbackStats>,
     mut plan: ResMut<Plan>,
+    mut errors: MessageWriter<HuddleError>,
 ) {
     let asked = asked.read().last().map(|s| s.players);
     let Some(mut session) = session else {
         *plan = Plan::default();
         return;
     };
+    let rollback = *settings;
+    let wants_match = asked.is_some() || (rollback.auto_start && !plan.abandoned);
+    if session.topology() == Topology::Star && wants_match {
+        // GGRS needs a mesh: say so rather than wait for links that never come.
+        if !plan.needs_mesh_reported {
+            plan.needs_mesh_reported = true;
+            warn!("huddle: a rollback match needs a mesh room; this room is a star");
+            errors.write(HuddleError::RollbackNeedsMesh {
+                topology: Topology::Star,
+            });
+        }
+        return;
+    }
     let (Some(me), Some(host)) = (session.id(), session.host()) else {
         return;
     };
@@ -93,7 +107,6 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
             );
         }
     }
-    let rollback = *settings;
     if me == host {
         // Newcomers learn the plan (they watch).
         for j in joined.read() {
