@@ -176,6 +176,8 @@ pub(crate) struct Shared {
     tombstones: Mutex<Expiring<PeerId>>,
     /// With `--redis`: the rooms, bans and tombstones shared with the other instances.
     pub(crate) cluster: Option<Arc<Cluster>>,
+    /// Held while the shared rooms are listed for `GET /rooms`.
+    listing: tokio::sync::Mutex<()>,
 }
 
 /// Tombstones held at most (expired ones go first; past this the oldest goes).
@@ -299,6 +301,7 @@ impl ServerState {
             stamps: Stamps::default(),
             tombstones: Mutex::new(Expiring::new(MAX_TOMBSTONES)),
             cluster,
+            listing: tokio::sync::Mutex::new(()),
         })))
     }
 
@@ -353,10 +356,19 @@ impl ServerState {
         let Some(cluster) = &self.0.cluster else {
             return Ok(self.rooms_snapshot());
         };
-        if let Some((at, rooms)) = &*lock(&self.0.rooms_snapshot) {
-            if at.elapsed() < ROOMS_REFRESH {
-                return Ok(rooms.clone());
-            }
+        let fresh = || {
+            lock(&self.0.rooms_snapshot)
+                .as_ref()
+                .filter(|(at, _)| at.elapsed() < ROOMS_REFRESH)
+                .map(|(_, rooms)| rooms.clone())
+        };
+        if let Some(rooms) = fresh() {
+            return Ok(rooms);
+        }
+        // One listing at a time, however many ask: the others take what it found.
+        let _listing = self.0.listing.lock().await;
+        if let Some(rooms) = fresh() {
+            return Ok(rooms);
         }
         let rooms = Arc::new(cluster.store().await?.list_public().await?);
         *lock(&self.0.rooms_snapshot) = Some((Instant::now(), rooms.clone()));
