@@ -582,6 +582,7 @@ async fn serve(
                     kick(state, &place.key, &place.room, peer, ban, by).await;
                     false
                 } else {
+                    debug!(%peer_id, %peer, "dropping a kick: not the host");
                     violation(DropReason::NotHost)
                 }
             }
@@ -651,7 +652,10 @@ async fn route(place: &Place, from: PeerId, to: PeerId, text: String) -> Result<
 async fn host(place: &Place) -> Option<PeerId> {
     match &place.room {
         Held::Here(room) => lock(room).host(),
-        Held::Shared(cluster) => cluster.host(&place.key).await.ok().flatten(),
+        Held::Shared(cluster) => cluster.host(&place.key).await.unwrap_or_else(|e| {
+            warn!(room = %place.key, "cannot tell the host: {e}");
+            None
+        }),
     }
 }
 

@@ -209,15 +209,16 @@ async fn next_groups_across_instances_are_exact() {
 async fn an_instance_killed_takes_its_peers_out_and_the_host_moves_on() {
     let redis = Redis::start();
     let mut processes: Vec<Process> = (0..3).map(|_| Process::start(&redis, "kill")).collect();
-    let room = "arena?topology=star";
+    let room = "arena?topology=star&resumable";
     // Joined one after the other: host (instance 0), then instances 1, 2 and 0 again.
     let mut clients = Vec::new();
     for i in [0, 1, 2, 0] {
-        let client = RawClient::connect(&processes[i].room_url(room))
+        let mut client = RawClient::connect(&processes[i].room_url(room))
             .await
             .expect("admitted");
+        // The token comes once it is in the room (its id comes before).
+        client.resume_token().await.expect("a token");
         clients.push(client);
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let ids: Vec<PeerId> = clients.iter().map(|c| c.id).collect();
     // The host hears of each client.
@@ -327,9 +328,11 @@ async fn a_peer_dropped_on_one_instance_resumes_through_another() {
 async fn a_kick_on_one_instance_bans_on_every_instance() {
     let redis = Redis::start();
     let servers = instances(&redis, "kick", 3);
-    let mut host = RawClient::connect(&servers[0].room_url("club"))
+    let mut host = RawClient::connect(&servers[0].room_url("club?resumable"))
         .await
         .expect("admitted");
+    // Its token comes once it is in the room (our id comes before): it joined first.
+    host.resume_token().await.expect("a token");
     let mut member = RawClient::connect(&servers[1].room_url("club?resumable"))
         .await
         .expect("admitted");
