@@ -72,7 +72,7 @@ pub enum HuddleError {
     /// others were told we left, and our links to them close.
     #[error("removed from the room by the server: {reason}")]
     Removed {
-        /// The server's reason, e.g. "kicked by <host id>".
+        /// The server's reason, e.g. `"kicked by <host id>"`.
         reason: String,
     },
     /// A peer registered a different set of message types: we ignore its messages.

@@ -67,4 +67,4 @@ pub use metrics::{DropReason, Metrics, RefusalReason};
 pub use registry::RoomInfo;
 pub use request::{Admitted, RoomRequest, Topology};
 pub use server::{start, RunningServer, ServerError};
-pub use state::{Refusal, ServerState};
+pub use state::{Refusal, ServerState, ROOMS_REFRESH};

@@ -135,9 +135,16 @@ impl RunningServer {
         self.state.metrics()
     }
 
-    /// Public rooms, as `GET /rooms` lists them.
+    /// Public rooms held in this process's memory, as `GET /rooms` lists them without
+    /// `--redis` (with it, rooms live in Redis: [`RunningServer::rooms_listed`]).
     pub fn rooms(&self) -> Vec<RoomInfo> {
         self.state.list_rooms()
+    }
+
+    /// Public rooms as `GET /rooms` lists them: with `--redis`, those of every instance (a
+    /// snapshot at most a second old).
+    pub async fn rooms_listed(&self) -> Result<Vec<RoomInfo>, crate::cluster::ClusterError> {
+        Ok(self.state.rooms_listing().await?.to_vec())
     }
 
     /// Stops accepting connections, closes the peers' websockets and waits for the server to end.

@@ -57,6 +57,8 @@ async fn a_mesh_room_spread_over_three_instances_forms_and_exchanges_messages() 
         let rooms = listed(server.local_addr()).await;
         assert_eq!(rooms.len(), 1, "{rooms:?}");
         assert_eq!(rooms[0]["peers"], 5);
+        let rooms = server.rooms_listed().await.expect("a listing");
+        assert_eq!(rooms.iter().map(|r| r.peers).collect::<Vec<_>>(), vec![5]);
     }
     // One leaves: the others (on every instance) hear it and stay linked.
     let gone = peers.pop().expect("a peer");

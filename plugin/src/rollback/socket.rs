@@ -101,7 +101,7 @@ impl NonBlockingSocket<PeerId> for HuddleGgrsSocket {
 }
 
 /// A GGRS P2P session of `players` (handle, kind) on `session`'s raw lane, with `settings` and
-/// GGRS's own disconnect timeout `ggrs_timeout` (the rollback plugin gives GGRS [`GGRS_NEVER`]
+/// GGRS's own disconnect timeout `ggrs_timeout` (the rollback plugin gives GGRS `GGRS_NEVER`
 /// and decides itself who is gone). Returns the session and its socket (for the drop counter).
 pub fn start_p2p_session<C: Config<Address = PeerId>>(
     session: &mut HuddleSession,

@@ -58,7 +58,7 @@ pub enum Observed {
     /// The server closed our connection for a policy (websocket close code 1008: kicked, idle,
     /// not reading, flooding): it took us out of the room and told the others we left.
     Removed {
-        /// The server's reason, e.g. "kicked by <host>".
+        /// The server's reason, e.g. `"kicked by <host>"`.
         reason: String,
     },
     /// A message from the server was dropped.
