@@ -383,7 +383,17 @@ fn a_bevy_rendered_page_plays_a_native_peer() {
         "box_webgl",
         "&players=2&frames=600",
     );
-    natives.push(box_player(&room, 2));
+    // The page's first frames compile its shaders (WebGL2 on SwiftShader, on the CPU): on a
+    // loaded machine that stalls it for seconds, past the default disconnect timeout, and the
+    // native player would count it gone at frame ~50. This test is about the rendered page
+    // playing, not about telling a stall from a departure.
+    let patient = bevy_huddle::RollbackSettings {
+        players: 2,
+        max_prediction: 12,
+        disconnect_timeout: Duration::from_secs(15),
+        ..bevy_huddle::RollbackSettings::default()
+    };
+    natives.push(box_player_with(&room, patient));
     play_to_600(&mut natives, &mut browser);
     browser.look_at_canvas("a");
     let seen = run_with_browser(
