@@ -229,6 +229,11 @@ pub fn run_box_game_webgl() {
         prevent_default_event_handling: true,
         ..default()
     };
+    let mut game = BoxGame::new(args.pilot(), args.players);
+    // WebGL2 compiles the shaders on the page's thread when the first frames draw: the page
+    // stalls for seconds then (more on a software renderer), and hears nobody meanwhile. Wait
+    // that long before counting the other player gone.
+    game.rollback.disconnect_timeout = std::time::Duration::from_secs(15);
     App::new()
         .add_plugins(
             DefaultPlugins
@@ -243,7 +248,7 @@ pub fn run_box_game_webgl() {
         )
         .add_plugins(HuddlePlugin::new(box_config(&args)))
         .init_resource::<PageErrors>()
-        .add_plugins(BoxGame::new(args.pilot(), args.players))
+        .add_plugins(game)
         .add_plugins(crate::box_window::BoxWindow)
         .insert_resource(Target(args.frames))
         .add_systems(Update, (keep_errors, publish_box_game))
