@@ -1,7 +1,7 @@
 //! Media benchmark (feature `media`): mouth-to-ear latency, media connection time, codec CPU, and
 //! game-message round trips while media runs, each next to its anchor from the same run.
 //! `./scripts/bench_media.sh` (release, inside a loopback-only namespace);
-//! `HUDDLE_BENCH_ONLY=latency` runs one section (latency, connect, cpu, rtt, forward, star).
+//! `HUDDLE_BENCH_ONLY=latency` runs one section (latency, connect, cpu, rtt, forward, star; `lobby` runs only the star's voice lobby).
 
 use bevy::prelude::*;
 use bevy_huddle::media::{
@@ -181,18 +181,20 @@ fn keyframe_recovery(server: &str) -> Vec<Duration> {
 
 /// The host of [`voice_lobby`], in a process of its own so that its CPU time is its alone, its
 /// game loop at 60 frames a second: it hosts `url` and says `hosting`; at each `measure` on its
-/// input it measures its CPU for ten seconds and says `cpu_ms=.. forwarded=.. dropped=..`.
+/// input it measures its CPU for a phase and says `cpu_ms=.. forwarded=.. dropped=..`; `done`
+/// (or its input closing) ends it.
 fn voice_lobby_host(url: &str) {
     use std::io::BufRead;
+    use std::sync::mpsc::TryRecvError;
     let mut apps = vec![app_bound(url, true, true)];
     run_until(&mut apps, |a| roster(&a[0]).is_host());
     println!("hosting");
-    let asks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let asked = asks.clone();
+    let (asks, asked) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {
-            if line.is_ok_and(|l| l == "measure") {
-                asked.fetch_add(1, Ordering::Relaxed);
+            let Ok(line) = line else { return };
+            if asks.send(line).is_err() {
+                return;
             }
         }
     });
@@ -208,33 +210,69 @@ fn voice_lobby_host(url: &str) {
         app.update();
         std::thread::sleep(Duration::from_micros(16_667).saturating_sub(t.elapsed()));
     };
-    let deadline = Instant::now() + 3 * LIMIT;
-    let mut done = 0;
-    while Instant::now() < deadline && done < 2 {
-        if asks.load(Ordering::Relaxed) == done {
-            frame(&mut apps[0]);
-            continue;
+    let deadline = Instant::now() + 6 * LIMIT;
+    while Instant::now() < deadline {
+        match asked.try_recv() {
+            Err(TryRecvError::Empty) => frame(&mut apps[0]),
+            Ok(line) if line == "measure" => {
+                let (cpu0, t0, before) = (process_cpu(), Instant::now(), counts(&apps[0]));
+                while t0.elapsed() < PHASE {
+                    frame(&mut apps[0]);
+                }
+                let (cpu, after) = (process_cpu() - cpu0, counts(&apps[0]));
+                println!(
+                    "cpu_ms={} forwarded={} dropped={}",
+                    cpu.as_millis(),
+                    after.0 - before.0,
+                    after.1 - before.1
+                );
+            }
+            Ok(_) | Err(TryRecvError::Disconnected) => return,
         }
-        let (cpu0, t0, before) = (process_cpu(), Instant::now(), counts(&apps[0]));
-        while t0.elapsed() < Duration::from_secs(10) {
-            frame(&mut apps[0]);
-        }
-        let (cpu, after) = (process_cpu() - cpu0, counts(&apps[0]));
-        println!(
-            "cpu_ms={} forwarded={} dropped={}",
-            cpu.as_millis(),
-            after.0 - before.0,
-            after.1 - before.1
-        );
-        done += 1;
     }
 }
 
+/// What [`voice_lobby`] measured: the host's CPU (share of a core) in each phase, and what it
+/// forwarded.
+struct VoiceLobby {
+    /// Nobody talking (the anchor).
+    idle: f64,
+    /// Two talking, every client taking both voices: each phase's share.
+    talking: Vec<f64>,
+    /// Two talking, no client taking them (the host still receives and decodes both).
+    unheard: Vec<f64>,
+    /// Copies forwarded in each talking phase.
+    copies: Vec<u64>,
+    /// Copies lost over all phases.
+    lost: u64,
+    /// The host's upload of the two voices (Opus payload every client received), bits/s.
+    upload: f64,
+}
+
+impl VoiceLobby {
+    /// The host's whole-path CPU per forwarded copy: each talking phase against the unheard one
+    /// after it (same voices received and decoded, no copies), the median of the pairs.
+    fn per_copy(&self) -> Duration {
+        let mut each: Vec<Duration> = (self.talking.iter().zip(&self.unheard))
+            .zip(&self.copies)
+            .filter(|(_, c)| **c > 0)
+            .map(|((t, u), c)| {
+                Duration::from_secs_f64(((t - u) * PHASE.as_secs_f64()).max(0.0) / *c as f64)
+            })
+            .collect();
+        percentile(&mut each, 0.5)
+    }
+}
+
+/// How long the voice lobby's host measures each phase.
+const PHASE: Duration = Duration::from_secs(8);
+
 /// A 16-player voice lobby in a star: the host's CPU (its own process, its game loop at 60 Hz)
-/// for ten seconds with nobody talking (the anchor), then with two talking at once, and its
-/// upload then (what every client received of the talkers, Opus payload only). Returns (idle
-/// share of a core, talking share, upload bits/s, copies, lost).
-fn voice_lobby(server: &str) -> Option<(f64, f64, f64, u64, u64)> {
+/// with nobody talking (the anchor), then with two talking at once, alternately heard by every
+/// client and by none (the difference is what forwarding costs the host, whole path: queues,
+/// webrtc-rs's send path with its interceptors and SRTP, the socket), and its upload then.
+fn voice_lobby(server: &str) -> Option<VoiceLobby> {
+    use bevy_huddle::media::{MediaKind, TrackSet};
     use std::io::{BufRead, BufReader, Write};
     let url = format!("{server}/voice-lobby?topology=star&capacity=16");
     let mut host = std::process::Command::new(std::env::current_exe().ok()?)
@@ -250,10 +288,10 @@ fn voice_lobby(server: &str) -> Option<(f64, f64, f64, u64, u64)> {
     run_until(&mut apps, |a| {
         a.iter().all(|a| roster(a).members.len() == 16)
     });
-    let mut measure = |apps: &mut Vec<App>| -> Option<(u64, u64, u64)> {
+    let mut measure = |apps: &mut Vec<App>| -> Option<(f64, u64, u64)> {
         writeln!(input, "measure").ok()?;
         let t0 = Instant::now();
-        run_until(apps, |_| t0.elapsed() > Duration::from_secs(10));
+        run_until(apps, |_| t0.elapsed() > PHASE);
         let result = lines.find_map(|l| l.ok().filter(|l| l.starts_with("cpu_ms=")))?;
         let field = |name: &str| -> u64 {
             result
@@ -262,9 +300,10 @@ fn voice_lobby(server: &str) -> Option<(f64, f64, f64, u64, u64)> {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0)
         };
-        Some((field("cpu_ms="), field("forwarded="), field("dropped=")))
+        let share = field("cpu_ms=") as f64 / PHASE.as_millis() as f64;
+        Some((share, field("forwarded="), field("dropped=")))
     };
-    let (idle_ms, _, _) = measure(&mut apps)?;
+    let (idle, _, mut lost) = measure(&mut apps)?;
     let talkers: Vec<PeerId> = apps[..2].iter().filter_map(|a| roster(a).me).collect();
     for (a, tone) in apps.iter_mut().zip([440.0, 660.0]) {
         let mut local = a.world_mut().resource_mut::<LocalMedia>();
@@ -282,6 +321,17 @@ fn voice_lobby(server: &str) -> Option<(f64, f64, f64, u64, u64)> {
             })
             .sum()
     };
+    let hear = |apps: &mut Vec<App>, on: bool| {
+        for app in apps.iter_mut() {
+            let mut local = app.world_mut().resource_mut::<LocalMedia>();
+            for t in &talkers {
+                local.receive(*t, TrackSet::ALL.with(MediaKind::Audio, on));
+            }
+        }
+        // The host's routes follow the clients' wants within a few frames.
+        let t0 = Instant::now();
+        run_until(apps, |_| t0.elapsed() > Duration::from_secs(1));
+    };
     run_until(&mut apps, |a| {
         a.iter().all(|app| {
             let remote = app.world().resource::<RemoteMedia>();
@@ -290,17 +340,32 @@ fn voice_lobby(server: &str) -> Option<(f64, f64, f64, u64, u64)> {
             })
         })
     });
-    let bytes0 = heard(&apps);
-    let (talk_ms, copies, lost) = measure(&mut apps)?;
-    let upload = (heard(&apps) - bytes0) as f64 * 8.0 / 10.0;
+    let mut result = VoiceLobby {
+        idle,
+        talking: Vec::new(),
+        unheard: Vec::new(),
+        copies: Vec::new(),
+        lost: 0,
+        upload: 0.0,
+    };
+    for round in 0..3 {
+        let bytes0 = heard(&apps);
+        let (talking, copies, dropped) = measure(&mut apps)?;
+        if round == 0 {
+            result.upload = (heard(&apps) - bytes0) as f64 * 8.0 / PHASE.as_secs_f64();
+        }
+        hear(&mut apps, false);
+        let (unheard, _, _) = measure(&mut apps)?;
+        hear(&mut apps, true);
+        result.talking.push(talking);
+        result.unheard.push(unheard);
+        result.copies.push(copies);
+        lost += dropped;
+    }
+    writeln!(input, "done").ok()?;
+    result.lost = lost;
     let _ = host.wait();
-    Some((
-        idle_ms as f64 / 10_000.0,
-        talk_ms as f64 / 10_000.0,
-        upload,
-        copies,
-        lost,
-    ))
+    Some(result)
 }
 
 /// `talker` pushes 40 bursts; for each of `listeners`, when each burst's onset came out of its
@@ -705,6 +770,40 @@ fn upload_per_client(server: &str, topology: &str) -> (f64, f64) {
     (host, clients)
 }
 
+/// The 16-player voice lobby (`voice_lobby`) as a table.
+fn print_voice_lobby(base: &str) {
+    println!("## A 16-player voice lobby through the host, two talking at once\n");
+    let Some(lobby) = voice_lobby(base) else {
+        return println!("the host process did not report\n");
+    };
+    let pct = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{:.1}", x * 100.0))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    let copies =
+        lobby.copies.iter().sum::<u64>() as f64 / (lobby.copies.len() as f64 * PHASE.as_secs_f64());
+    println!(
+        "| host, its own process, game loop at 60 Hz, {} s a phase | CPU, % of a core |\n|---|---|\n\
+         | nobody talking (the anchor) | {:.1} |\n\
+         | two talking, no client takes them: the host receives and decodes both | {} |\n\
+         | two talking, every client takes both: {copies:.0} copies/s forwarded ({} lost) | {} |\n\n\
+         the host's whole path per forwarded copy (talking minus the unheard phase after it, over \
+         the copies, median of {}): {:.1} µs (goal ≤ 25 µs: mediasoup ~20, Jitsi ~8-16, Pion-based \
+         ~50 per copy); the host's upload of the two voices {:.0} kbps, Opus payload (goals ≤ 25 % \
+         of a core, ≤ 3000 kbps)\n",
+        PHASE.as_secs(),
+        lobby.idle * 100.0,
+        pct(&lobby.unheard),
+        lobby.lost,
+        pct(&lobby.talking),
+        lobby.copies.len(),
+        measure::us(lobby.per_copy()),
+        lobby.upload / 1000.0
+    );
+}
+
 fn main() {
     if let Ok(url) = std::env::var("HUDDLE_BENCH_HOST") {
         return voice_lobby_host(&url);
@@ -801,6 +900,9 @@ fn main() {
              SFUs ~50 µs per copy; goal ≤ 25 µs\n"
         );
     }
+    if only.as_deref() == Some("lobby") {
+        print_voice_lobby(&base);
+    }
     if run("star") {
         println!("## Upload per peer, six peers each sending a voice (32 kbps Opus)\n");
         println!("| topology | host sends, kbps | a client sends, kbps (mean) | client / one stream |\n|---|---|---|---|");
@@ -839,21 +941,7 @@ fn main() {
             ms(t50) - ms(d50),
             ms(t99) - ms(d99)
         );
-        println!("## A 16-player voice lobby through the host, two talking at once (10 s)\n");
-        match voice_lobby(&base) {
-            Some((idle, talking, upload, copies, lost)) => println!(
-                "| host, its own process, game loop at 60 Hz | CPU, share of a core |\n|---|---|\n\
-                 | nobody talking (the anchor) | {:.1} % |\n\
-                 | two talking: decoding both, forwarding {copies} copies ({lost} lost) | {:.1} % |\n\n\
-                 forwarding and decoding add {:.1} % of a core; the host's upload of the two voices \
-                 {:.0} kbps, Opus payload (goals ≤ 25 % of a core, ≤ 3000 kbps)\n",
-                idle * 100.0,
-                talking * 100.0,
-                (talking - idle) * 100.0,
-                upload / 1000.0
-            ),
-            None => println!("the host process did not report\n"),
-        }
+        print_voice_lobby(&base);
         let mut recovery = keyframe_recovery(&base);
         println!(
             "## A new viewer of a forwarded camera: want to first decoded picture (5 times)\n\n\
