@@ -293,7 +293,6 @@ pub fn hostile_greets(
 pub fn hostile_hosts(hostile: &mut crate::StockPeer, players: &mut [Player], limit: Duration) {
     let me = hostile.id().expect("the hostile peer has an id");
     let mut order = vec![me];
-    let hello = hello_like(&players[0]);
     let mut epoch = 0;
     let followed = run_until(players, limit, |ps| {
         hostile.poll();
@@ -304,7 +303,8 @@ pub fn hostile_hosts(hostile: &mut crate::StockPeer, players: &mut [Player], lim
             .filter(|p| !order.contains(p))
             .collect();
         for peer in new {
-            hostile.send(0, peer, &hello);
+            // Made once the players run: their session knows the room's topology by then.
+            hostile.send(0, peer, &hello_like(&ps[0]));
             order.push(peer);
             epoch += 1;
             let roster = bevy_huddle::protocol::control::Control::Succession(

@@ -20,6 +20,7 @@ pub use huddle_server;
 pub mod apps;
 pub mod browser;
 pub mod cluster;
+pub mod forged_media;
 pub mod rollback;
 pub mod tones;
 

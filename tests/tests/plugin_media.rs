@@ -745,6 +745,110 @@ fn a_hostile_star_clients_wants_are_dropped_and_counted() {
     assert_eq!(players[0].state(), LobbyState::InLobby);
 }
 
+/// A hostile star *host* (a raw peer, first in the room, that the players follow) offers a
+/// player three voices named after a lobby member, a stranger and the player itself, and says it
+/// forwards the stranger's, the player's and its own. A host may name a member's voice (that is
+/// what forwarding is), so the member's is heard as the member's; a stranger or the player
+/// itself never becomes a publisher (what such a stream carries counts as the host's own), the
+/// lying signals are dropped and counted, and the lobby is unharmed.
+#[test]
+fn a_hostile_star_hosts_forged_stream_names_are_not_believed() {
+    use bevy_huddle::protocol::control::Control;
+    use bevy_huddle::protocol::media::{MediaSignal, TrackSet};
+    use huddle_tests::forged_media::{Forged, ForgedMedia};
+    let _crowd = alone();
+    let (rt, server) = server_on_runtime();
+    let url = server.room_url("media-hostile-host?topology=star&capacity=8");
+    let _guard = rt.enter();
+    let mut hostile = StockPeer::connect_huddle_layout(&url);
+    let started = Instant::now();
+    while hostile.id().is_none() && started.elapsed() < LIMIT {
+        hostile.poll();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut players = vec![star_sender(&url, 440.0, false, 4)];
+    players.push(star_sender(&url, 550.0, false, 4));
+    hostile_hosts(&mut hostile, &mut players, LIMIT);
+    let bad = hostile.id().expect("an id");
+    let (victim, member) = (
+        players[0].id().expect("an id"),
+        players[1].id().expect("an id"),
+    );
+    let stranger = PeerId(uuid::Uuid::from_u128(0x5752_a49e));
+    // The victim's media side waits for its host's offer.
+    let ready = run_until(&mut players, LIMIT, |ps| {
+        hostile.poll();
+        media(&ps[0], bad) == Some(MediaState::Connecting)
+    });
+    assert!(ready, "the victim waits for its host's offer");
+    let tones = [770.0, 880.0, 990.0];
+    let streams = [member, stranger, victim]
+        .iter()
+        .zip(tones)
+        .map(|(id, tone)| Forged {
+            stream: id.0.to_string(),
+            tone,
+        })
+        .collect();
+    let mut forged = ForgedMedia::offer(&rt, streams);
+    let connected = run_until(&mut players, LIMIT, |ps| {
+        forged.pump(&mut hostile, victim);
+        media(&ps[0], bad) == Some(MediaState::Connected)
+    });
+    assert!(connected, "the victim's media connects to its host");
+    // What a host says it forwards, once connected.
+    for origin in [member, stranger, victim, bad] {
+        let signal = MediaSignal::Forwarded {
+            origin,
+            tracks: TrackSet::ALL.with(MediaKind::Video, false),
+        };
+        hostile.send(0, victim, &Control::Media(signal).encode());
+    }
+    let heard = run_until(&mut players, LIMIT, |ps| {
+        forged.pump(&mut hostile, victim);
+        remote(&ps[0])
+            .audio(member)
+            .is_some_and(|a| a.delivered().0 > 50)
+    });
+    assert!(
+        heard,
+        "the victim hears the voice its host names after a member: {:?}",
+        players[0].app.world().resource::<MediaStats>().0.get(&bad)
+    );
+    let mut pcm = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    run_until(&mut players, LIMIT, |ps| {
+        forged.pump(&mut hostile, victim);
+        pcm.extend(drain(&ps[0], member));
+        Instant::now() >= deadline
+    });
+    let frames = pcm.len() / FRAME_SAMPLES;
+    let with_tone = frames_with_tone(&pcm, 770.0, &[880.0, 990.0, 440.0, 550.0]);
+    assert!(
+        frames >= 50 && with_tone * 10 >= frames * 8,
+        "the member's name carries the member's stream: {with_tone} of {frames} frames at 770 Hz"
+    );
+    let started = &tracks(&players[0]).started;
+    for fake in [stranger, victim] {
+        assert!(
+            remote(&players[0]).audio(fake).is_none(),
+            "no voice of {fake}"
+        );
+        assert!(
+            started.iter().all(|t| t.peer != fake),
+            "no track of {fake} started"
+        );
+    }
+    assert!(
+        signals_dropped(&players[0], bad) >= 3,
+        "the three forged Forwarded are counted: {}",
+        signals_dropped(&players[0], bad)
+    );
+    assert_eq!(players[0].state(), LobbyState::InLobby);
+    assert_eq!(players[0].roster().host, Some(bad));
+    assert_eq!(players[1].state(), LobbyState::InLobby);
+}
+
 /// When the path's capacity is cut (a token bucket on this namespace's loopback), congestion
 /// control brings the camera's bitrate down within seconds, and video keeps decoding.
 #[test]
