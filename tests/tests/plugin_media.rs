@@ -849,6 +849,81 @@ fn a_hostile_star_hosts_forged_stream_names_are_not_believed() {
     assert_eq!(players[1].state(), LobbyState::InLobby);
 }
 
+/// In a mesh only a peer's own streams come on its connection: a hostile member (first in the
+/// room, so it offers) names a voice after another member. The victim takes it as the hostile
+/// member's own, and the member's voice stays the member's.
+#[test]
+fn a_mesh_peer_cannot_speak_for_another_member() {
+    use bevy_huddle::protocol::control::Control;
+    use bevy_huddle::protocol::media::{MediaSignal, TrackSet};
+    use huddle_tests::forged_media::{Forged, ForgedMedia};
+    let _crowd = alone();
+    let (rt, server) = server_on_runtime();
+    let url = server.room_url("media-hostile-mesh");
+    let _guard = rt.enter();
+    let mut hostile = StockPeer::connect_huddle_layout(&url);
+    let started = Instant::now();
+    while hostile.id().is_none() && started.elapsed() < LIMIT {
+        hostile.poll();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut players = vec![sender(&url, 440.0), sender(&url, 550.0)];
+    hostile_hosts(&mut hostile, &mut players, LIMIT);
+    let bad = hostile.id().expect("an id");
+    let (victim, member) = (
+        players[0].id().expect("an id"),
+        players[1].id().expect("an id"),
+    );
+    let ready = run_until(&mut players, LIMIT, |ps| {
+        hostile.poll();
+        media(&ps[0], bad) == Some(MediaState::Connecting)
+    });
+    assert!(ready, "the victim waits for the hostile member's offer");
+    let forged = vec![Forged {
+        stream: member.0.to_string(),
+        tone: 770.0,
+    }];
+    let mut forged = ForgedMedia::offer(&rt, forged);
+    // It says it sends a voice: its own, as far as the victim is concerned.
+    let voice = TrackSet::ALL.with(MediaKind::Video, false);
+    let said = Control::Media(MediaSignal::Tracks(voice)).encode();
+    hostile.send(0, victim, &said);
+    let both = run_until(&mut players, LIMIT, |ps| {
+        forged.pump(&mut hostile, victim);
+        [bad, member].iter().all(|p| {
+            remote(&ps[0])
+                .audio(*p)
+                .is_some_and(|a| a.delivered().0 > 0)
+        })
+    });
+    assert!(both, "the victim hears the hostile member and the member");
+    for p in [bad, member] {
+        drain(&players[0], p);
+    }
+    let (mut of_bad, mut of_member) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    run_until(&mut players, LIMIT, |ps| {
+        forged.pump(&mut hostile, victim);
+        of_bad.extend(drain(&ps[0], bad));
+        of_member.extend(drain(&ps[0], member));
+        Instant::now() >= deadline
+    });
+    let frames = |pcm: &[f32]| pcm.len() / FRAME_SAMPLES;
+    let forged_as_own = frames_with_tone(&of_bad, 770.0, &[440.0, 550.0]);
+    let member_own = frames_with_tone(&of_member, 550.0, &[770.0]);
+    assert!(
+        forged_as_own * 10 >= frames(&of_bad) * 8 && frames(&of_bad) >= 50,
+        "the forged voice is the hostile member's own: {forged_as_own} of {} frames",
+        frames(&of_bad)
+    );
+    assert!(
+        member_own * 10 >= frames(&of_member) * 8 && frames(&of_member) >= 50,
+        "the member's voice stays its own: {member_own} of {} frames",
+        frames(&of_member)
+    );
+    assert_eq!(players[0].state(), LobbyState::InLobby);
+}
+
 /// When the path's capacity is cut (a token bucket on this namespace's loopback), congestion
 /// control brings the camera's bitrate down within seconds, and video keeps decoding.
 #[test]
