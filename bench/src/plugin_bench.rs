@@ -817,22 +817,26 @@ fn main() {
             window.as_secs()
         );
         println!(
-            "| link | players | frames/s | rollback frames/s | GGRS bytes/s sent | GGRS ping ms |"
+            "| link | room | players | frames/s | rollback frames/s | GGRS bytes/s sent | GGRS ping ms (highest) |"
         );
-        println!("|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|");
         let lossy = Conditions::new(Duration::from_millis(60), Duration::from_millis(10), 0.05);
-        for (name, conditions, n) in [
-            ("loopback", None, 2),
-            ("60 ms ± 10, 5 % loss", Some(lossy), 2),
-            ("60 ms ± 10, 5 % loss", Some(lossy), 4),
+        let (mesh, star) = (Topology::Mesh, Topology::Star);
+        for (name, conditions, n, topology) in [
+            ("loopback", None, 2, mesh),
+            ("60 ms ± 10, 5 % loss", Some(lossy), 2, mesh),
+            ("60 ms ± 10, 5 % loss", Some(lossy), 4, mesh),
+            ("loopback", None, 4, mesh),
+            ("loopback", None, 4, star),
+            ("60 ms ± 10, 5 % loss", Some(lossy), 4, star),
         ] {
-            let room = format!("bench-ggrs-{n}-{}", conditions.is_some());
-            let rates = rollback::measure(&base, &room, n, conditions, window);
+            let room = format!("bench-ggrs-{n}-{}-{topology}", conditions.is_some());
+            let rates = rollback::measure(&base, &room, n, conditions, topology, window);
             let mean = |f: &dyn Fn(&rollback::Rates) -> f64| {
                 rates.iter().map(f).sum::<f64>() / rates.len() as f64
             };
             println!(
-                "| {name} | {n} | {:.1} | {:.1} | {:.0} | {} |",
+                "| {name} | {topology} | {n} | {:.1} | {:.1} | {:.0} | {} |",
                 mean(&|r| r.frames),
                 mean(&|r| r.rollback_frames),
                 mean(&|r| r.bytes_out),

@@ -30,12 +30,12 @@ fn snapshot(app: &App) -> (i32, u64, u64) {
     (s.newest_frame, s.frames_resimulated, s.bytes_out)
 }
 
-/// `n` box-game peers joining `url` under `conditions`, in a match of `n`.
-fn players(url: &str, n: usize, conditions: Option<Conditions>) -> Vec<App> {
+/// `n` box-game peers joining `url` (a room of `topology`) under `conditions`, in a match of `n`.
+fn players(url: &str, n: usize, conditions: Option<Conditions>, topology: Topology) -> Vec<App> {
     (0..n)
         .map(|_| {
             let mut config = HuddleConfig::room(url);
-            config.topology = Some(Topology::Mesh);
+            config.topology = Some(topology);
             let mut app = App::new();
             app.add_plugins(MinimalPlugins)
                 .add_plugins(HuddlePlugin::new(config))
@@ -75,16 +75,17 @@ fn start(apps: &mut [App]) {
     assert!(started, "the match started");
 }
 
-/// A match of `n` box-game peers at `base`/`room` under `conditions`, measured for `window`.
-/// Returns each peer's rates.
+/// A match of `n` box-game peers at `base`/`room` (of `topology`) under `conditions`, measured
+/// for `window`. Returns each peer's rates.
 pub fn measure(
     base: &str,
     room: &str,
     n: usize,
     conditions: Option<Conditions>,
+    topology: Topology,
     window: Duration,
 ) -> Vec<Rates> {
-    let mut apps = players(&format!("{base}/{room}"), n, conditions);
+    let mut apps = players(&format!("{base}/{room}"), n, conditions, topology);
     start(&mut apps);
     let before: Vec<_> = apps.iter().map(snapshot).collect();
     let t0 = Instant::now();
@@ -133,7 +134,7 @@ pub const AFTER: Duration = Duration::from_secs(3);
 
 /// A match of three at `base`/`room` under `conditions`; the third player goes at frame 120.
 pub fn departure(base: &str, room: &str, conditions: Option<Conditions>, how: Going) -> Departure {
-    let mut apps = players(&format!("{base}/{room}"), 3, conditions);
+    let mut apps = players(&format!("{base}/{room}"), 3, conditions, Topology::Mesh);
     start(&mut apps);
     let t0 = Instant::now();
     match how {

@@ -106,15 +106,6 @@ pub enum HuddleError {
         /// Its.
         theirs: Topology,
     },
-    /// A rollback match cannot start in this room (feature `ggrs`): GGRS needs every player
-    /// linked to every other, and this room is a star (`Topology::Auto` picks a star for rooms
-    /// of more than 4 peers). Ask for a mesh (`HuddleConfig::topology = Some(Topology::Mesh)`,
-    /// or `?topology=mesh` in the room URL). Reported once per session; the lobby goes on.
-    #[error("a rollback match needs a mesh room; this room is a {topology} room")]
-    RollbackNeedsMesh {
-        /// The room's topology.
-        topology: Topology,
-    },
     /// A local media track stopped by itself (feature `media`): its device could not be opened
     /// or failed, or its encoder could not start. The track is off; the game goes on.
     #[error("media: {0}")]

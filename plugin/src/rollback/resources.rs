@@ -15,8 +15,6 @@ pub(crate) struct Plan {
     /// A match of this lobby was abandoned: the next one starts when the game asks
     /// ([`StartRollback`]), not by itself.
     pub(super) abandoned: bool,
-    /// The room is a star, where no match can start: reported (once).
-    pub(super) needs_mesh_reported: bool,
 }
 
 impl Plan {

@@ -9,9 +9,8 @@ use super::{
     FeedRequest, InputLog, MatchPlan, RollbackMatch, RollbackPhase, RollbackStarted, RollbackStats,
     StartRollback,
 };
-use crate::messages::{HuddleError, Incoming, Outgoing, PeerJoined};
+use crate::messages::{Incoming, Outgoing, PeerJoined};
 use crate::session::HuddleSession;
-use crate::Topology;
 use bevy::prelude::*;
 use bevy_ggrs::Session;
 use ggrs::{Config, SessionBuilder};
@@ -36,18 +35,16 @@ pub(crate) fn plan_is_sound(players: &[PeerId]) -> bool {
 }
 
 /// The host's rule for who plays a match of `n`: the first `n` of the succession (join order),
-/// once the host (`me`) is linked to each of them; nobody in a star room, whose clients are not
-/// linked to each other.
+/// once the host (`me`) is linked to each of them (in a star room the host's links are the only
+/// ones: the players' GGRS packets to each other go through it).
 pub(crate) fn who_plays(
     n: usize,
     me: PeerId,
     succession: &[PeerId],
     linked: &[PeerId],
-    topology: Topology,
 ) -> Option<Vec<PeerId>> {
     let players = succession.get(..n).filter(|p| !p.is_empty())?;
-    let ready =
-        topology == Topology::Mesh && players.iter().all(|p| *p == me || linked.contains(p));
+    let ready = players.iter().all(|p| *p == me || linked.contains(p));
     ready.then(|| players.to_vec())
 }
 
@@ -70,7 +67,6 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
     mut log: ResMut<InputLog>,
     mut stats: ResMut<RollbackStats>,
     mut plan: ResMut<Plan>,
-    mut errors: MessageWriter<HuddleError>,
 ) {
     let asked = asked.read().last().map(|s| s.players);
     let Some(mut session) = session else {
@@ -78,18 +74,6 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
         return;
     };
     let rollback = *settings;
-    let wants_match = asked.is_some() || (rollback.auto_start && !plan.abandoned);
-    if session.topology() == Topology::Star && wants_match {
-        // GGRS needs a mesh: say so rather than wait for links that never come.
-        if !plan.needs_mesh_reported {
-            plan.needs_mesh_reported = true;
-            warn!("huddle: a rollback match needs a mesh room; this room is a star");
-            errors.write(HuddleError::RollbackNeedsMesh {
-                topology: Topology::Star,
-            });
-        }
-        return;
-    }
     let (Some(me), Some(host)) = (session.id(), session.host()) else {
         return;
     };
@@ -123,7 +107,7 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
         let wanted = asked.or(auto.then_some(rollback.players));
         if let (None, Some(n)) = (plan.players.as_ref(), wanted) {
             let members = session.succession();
-            if let Some(players) = who_plays(n, me, &members, session.peers(), session.topology()) {
+            if let Some(players) = who_plays(n, me, &members, session.peers()) {
                 tell.write(Outgoing::to_all(MatchPlan {
                     players: players.clone(),
                 }));
@@ -234,28 +218,19 @@ mod tests {
     fn the_first_n_in_join_order_play_once_linked() {
         let (host, a, b, c) = (id(1), id(2), id(3), id(4));
         let order = [host, a, b, c];
-        let mesh = Topology::Mesh;
+        assert_eq!(who_plays(2, host, &order, &[a, b, c]), Some(vec![host, a]));
         assert_eq!(
-            who_plays(2, host, &order, &[a, b, c], mesh),
-            Some(vec![host, a])
-        );
-        assert_eq!(
-            who_plays(3, host, &order, &[a, c], mesh),
+            who_plays(3, host, &order, &[a, c]),
             None,
             "b is not linked yet"
         );
         assert_eq!(
-            who_plays(3, host, &order, &[c, b, a], mesh),
+            who_plays(3, host, &order, &[c, b, a]),
             Some(vec![host, a, b]),
             "join order, not link order"
         );
-        assert_eq!(
-            who_plays(5, host, &order, &[a, b, c], mesh),
-            None,
-            "too few"
-        );
-        assert_eq!(who_plays(0, host, &order, &[a, b, c], mesh), None);
-        assert_eq!(who_plays(2, host, &order, &[a], Topology::Star), None);
+        assert_eq!(who_plays(5, host, &order, &[a, b, c]), None, "too few");
+        assert_eq!(who_plays(0, host, &order, &[a, b, c]), None);
     }
 
     #[test]

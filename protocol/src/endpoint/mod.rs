@@ -16,6 +16,7 @@
 
 mod hello;
 mod link;
+mod raw;
 mod receive;
 mod send;
 mod star;

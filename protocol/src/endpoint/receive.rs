@@ -28,12 +28,7 @@ impl Endpoint {
             }
             // Raw bytes only from peers in the lobby; always read, so nobody can fill our memory
             // through this lane.
-            Lane::Raw if self.joined.contains(&peer) => {
-                self.events.push_back(Event::Raw {
-                    from: peer,
-                    bytes: packet,
-                });
-            }
+            Lane::Raw if self.joined.contains(&peer) => self.raw_received(peer, packet),
             Lane::Raw => self.counters.frames_dropped += 1,
         }
     }

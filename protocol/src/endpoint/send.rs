@@ -143,15 +143,6 @@ impl Endpoint {
         true
     }
 
-    /// Sends `bytes` on the raw lane to `peer` now, if its link is ready; returns whether it went.
-    pub fn send_raw(&mut self, peer: PeerId, bytes: Bytes) -> bool {
-        if !self.ready(peer) {
-            return false;
-        }
-        self.send_now(Lane::Raw, peer, bytes);
-        true
-    }
-
     /// Keeps a relayed reliable frame until it is known to have arrived; over the bound the
     /// oldest is given up and reported.
     fn track_relayed(&mut self, seq: u32, counted: usize, bytes: Bytes) {

@@ -237,3 +237,82 @@ fn frames_waiting_in_the_hosts_queue_survive_its_departure() {
         "once each, in order"
     );
 }
+
+/// The raw packets (GGRS) peer `i` received, as (from, bytes).
+fn raw(sim: &Sim, i: usize) -> Vec<(huddle_protocol::PeerId, Vec<u8>)> {
+    sim.nodes[i]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Raw { from, bytes } => Some((*from, bytes.to_vec())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// GGRS's packets in a star: a client's packet for another client goes through the host, which
+/// stamps its origin; the host's own and those for the host arrive as they were sent. A client
+/// that writes an origin of its own, or names a target outside the lobby, gets nothing through;
+/// a host that names a stranger or the receiver itself as the origin is not believed.
+#[test]
+fn raw_packets_go_through_the_host_with_their_origin() {
+    use huddle_protocol::lane::Lane;
+    use huddle_protocol::relay::{self, Route};
+    for seed in SEEDS {
+        let mut sim = star(4, seed, 0.0);
+        let id = Sim::id;
+        assert!(sim.nodes[1]
+            .ep
+            .send_raw(id(2), bytes::Bytes::from_static(b"1->2")));
+        assert!(sim.nodes[2]
+            .ep
+            .send_raw(id(0), bytes::Bytes::from_static(b"2->0")));
+        assert!(sim.nodes[0]
+            .ep
+            .send_raw(id(3), bytes::Bytes::from_static(b"0->3")));
+        assert!(
+            !sim.nodes[1]
+                .ep
+                .send_raw(id(9), bytes::Bytes::from_static(b"1->?")),
+            "not in the lobby"
+        );
+        // Client 3 lies: a packet to client 1 that says it comes from client 2, and one for a
+        // stranger.
+        let forged = Route {
+            origin: Some(id(2)),
+            target: Some(id(1)),
+            seq: None,
+        };
+        let mut lie = relay::encode(forged);
+        lie.extend_from_slice(b"forged");
+        sim.inject(3, 0, Lane::Raw, lie);
+        let stranger = Route {
+            origin: None,
+            target: Some(id(9)),
+            seq: None,
+        };
+        let mut astray = relay::encode(stranger);
+        astray.extend_from_slice(b"astray");
+        sim.inject(3, 0, Lane::Raw, astray);
+        // A lying host passes client 1 packets "from" a stranger and from client 1 itself.
+        for origin in [id(9), id(1)] {
+            let route = Route {
+                origin: Some(origin),
+                target: None,
+                seq: None,
+            };
+            let mut lie = relay::encode(route);
+            lie.extend_from_slice(b"host lies");
+            sim.inject(0, 1, Lane::Raw, lie);
+        }
+        sim.run_for(Duration::from_millis(300));
+        assert_eq!(raw(&sim, 2), vec![(id(1), b"1->2".to_vec())], "seed {seed}");
+        assert_eq!(raw(&sim, 0), vec![(id(2), b"2->0".to_vec())], "seed {seed}");
+        assert_eq!(raw(&sim, 3), vec![(id(0), b"0->3".to_vec())], "seed {seed}");
+        assert!(raw(&sim, 1).is_empty(), "seed {seed}: {:?}", raw(&sim, 1));
+        let host = sim.nodes[0].ep.counters();
+        assert_eq!(host.relayed, 1, "one packet passed on");
+        assert!(host.forged_dropped >= 1 && host.frames_dropped >= 1);
+        assert_eq!(sim.nodes[1].ep.counters().forged_dropped, 2, "seed {seed}");
+    }
+}
