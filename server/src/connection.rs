@@ -157,7 +157,7 @@ async fn hold(
     let held = match &place.room {
         Held::Here(room) => lock(room).set_away(peer_id, |h| h.conn() == conn),
         Held::Shared(cluster) => {
-            let until = crate::cluster::now_ms()
+            let until = crate::clock::now_ms()
                 .saturating_add(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX));
             cluster
                 .hold(&place.key, peer_id, conn, until)

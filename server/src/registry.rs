@@ -67,9 +67,7 @@ impl<T> Default for Registry<T> {
         Self {
             rooms: HashMap::new(),
             next_groups: HashMap::new(),
-            first_generation: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(0)),
+            first_generation: crate::clock::now_us(),
         }
     }
 }

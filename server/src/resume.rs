@@ -12,7 +12,6 @@ use crate::registry::RoomKey;
 use matchbox_protocol::PeerId;
 use ring::hmac;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What a valid token says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,9 +115,7 @@ pub struct Stamps(AtomicU64);
 impl Stamps {
     /// The next stamp.
     pub fn next(&self) -> u64 {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        let now = crate::clock::now_us();
         let mut prev = self.0.load(Ordering::Acquire);
         loop {
             let stamp = now.max(prev.saturating_add(1));

@@ -29,18 +29,23 @@ impl Cluster {
             .smembers(store.key("instances"))
             .await
             .map_err(ClusterError::Redis)?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let Ok(instance) = u64::from_str_radix(&id, 16) else {
-                continue;
-            };
-            let alive: bool = redis
-                .exists(store.key(&format!("alive:{id}")))
-                .await
-                .map_err(ClusterError::Redis)?;
-            out.push((instance, alive));
+        let ids: Vec<(u64, String)> = ids
+            .into_iter()
+            .filter_map(|id| u64::from_str_radix(&id, 16).ok().map(|n| (n, id)))
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        // Every heartbeat checked in one round trip.
+        let mut pipe = redis::pipe();
+        for (_, id) in &ids {
+            pipe.exists(store.key(&format!("alive:{id}")));
+        }
+        let alive: Vec<bool> = pipe
+            .query_async(&mut redis)
+            .await
+            .map_err(ClusterError::Redis)?;
+        Ok(ids.into_iter().map(|(n, _)| n).zip(alive).collect())
     }
 
     /// Renews this instance's heartbeat.

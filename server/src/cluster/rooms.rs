@@ -3,7 +3,8 @@
 //! events it makes ([`Store::update`]).
 
 use super::store::{Change, Store};
-use super::{now_ms, now_us, Cluster, ClusterError, Delivery, Seat, What};
+use super::{Cluster, ClusterError, Delivery, Seat, What};
+use crate::clock::{now_ms, now_us};
 use crate::close::CLOSE_REPLACED;
 use crate::registry::RoomKey;
 use crate::request::Admitted;

@@ -252,12 +252,25 @@ impl Store {
     /// The public rooms of every instance, sorted by key.
     pub(crate) async fn list_public(&self) -> Result<Vec<RoomInfo>, ClusterError> {
         let mut keys = self.room_keys().await?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
         keys.sort();
+        // One round trip for every room's state (a room gone meanwhile reads as nothing).
+        let mut redis = self.redis.clone();
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.hget(self.room_key(key), "s");
+        }
+        let states: Vec<Option<String>> = pipe
+            .query_async(&mut redis)
+            .await
+            .map_err(ClusterError::Redis)?;
         let mut rooms = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some((_, room)) = self.load(&key).await? {
-                rooms.extend(listed(&key, &room));
-            }
+        for (key, state) in keys.iter().zip(states) {
+            let Some(state) = state else { continue };
+            let room: Room<Seat> = serde_json::from_str(&state).map_err(ClusterError::Corrupt)?;
+            rooms.extend(listed(key, &room));
         }
         Ok(rooms)
     }
