@@ -286,6 +286,20 @@ pub fn hostile_greets(
     hostile.send(0, peer, &hello_like(&players[i]));
 }
 
+/// A raw peer with huddle's channel layout, first in the room at `url`, once the server gave it
+/// its id (within `limit`): the hostile host of tests, before any player joins. Call it inside
+/// the server's runtime (`rt.enter()`).
+pub fn hostile_first(url: &str, limit: Duration) -> crate::StockPeer {
+    let mut hostile = crate::StockPeer::connect_huddle_layout(url);
+    let started = std::time::Instant::now();
+    while hostile.id().is_none() && started.elapsed() < limit {
+        hostile.poll();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(hostile.id().is_some(), "the hostile peer gets an id");
+    hostile
+}
+
 /// Makes the raw peer `hostile`, first in its room, the host of `players` (who joined after it):
 /// as each links, it says a valid hello and publishes a roster naming itself host, then every
 /// member in the order they linked, so the players follow it. The hostile *host* of tests;

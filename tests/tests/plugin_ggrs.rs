@@ -766,12 +766,7 @@ fn a_hosts_match_plans_that_cannot_be_played_are_refused() {
     let (rt, server) = server_on_runtime();
     let url = server.room_url("rollback-hostile-host");
     let _guard = rt.enter();
-    let mut hostile = StockPeer::connect_huddle_layout(&url);
-    let started = std::time::Instant::now();
-    while hostile.id().is_none() && started.elapsed() < LIMIT {
-        hostile.poll();
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut hostile = hostile_first(&url, LIMIT);
     let settings = bevy_huddle::RollbackSettings {
         players: 2,
         spectators: false,

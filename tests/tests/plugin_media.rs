@@ -760,12 +760,7 @@ fn a_hostile_star_hosts_forged_stream_names_are_not_believed() {
     let (rt, server) = server_on_runtime();
     let url = server.room_url("media-hostile-host?topology=star&capacity=8");
     let _guard = rt.enter();
-    let mut hostile = StockPeer::connect_huddle_layout(&url);
-    let started = Instant::now();
-    while hostile.id().is_none() && started.elapsed() < LIMIT {
-        hostile.poll();
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut hostile = hostile_first(&url, LIMIT);
     let mut players = vec![star_sender(&url, 440.0, false, 4)];
     players.push(star_sender(&url, 550.0, false, 4));
     hostile_hosts(&mut hostile, &mut players, LIMIT);
@@ -861,12 +856,7 @@ fn a_mesh_peer_cannot_speak_for_another_member() {
     let (rt, server) = server_on_runtime();
     let url = server.room_url("media-hostile-mesh");
     let _guard = rt.enter();
-    let mut hostile = StockPeer::connect_huddle_layout(&url);
-    let started = Instant::now();
-    while hostile.id().is_none() && started.elapsed() < LIMIT {
-        hostile.poll();
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut hostile = hostile_first(&url, LIMIT);
     let mut players = vec![sender(&url, 440.0), sender(&url, 550.0)];
     hostile_hosts(&mut hostile, &mut players, LIMIT);
     let bad = hostile.id().expect("an id");
