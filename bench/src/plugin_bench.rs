@@ -855,8 +855,8 @@ fn main() {
              frame in the {} s after, in the matches that went on)\n",
             rollback::AFTER.as_secs()
         );
-        println!("| the third player | known gone p50 ms | stall p50 ms | stall max ms | parting p50 ms | parting max ms | played on |");
-        println!("|---|---|---|---|---|---|---|");
+        println!("| the third player | known gone p50 ms | stall p50 ms | stall max ms | parting p50 ms | parting max ms | played on | through a resync (snapshot bytes) |");
+        println!("|---|---|---|---|---|---|---|---|");
         for (name, how) in [
             ("stays (anchor)", rollback::Going::Stays),
             ("leaves (`LeaveRollback`)", rollback::Going::Leaves),
@@ -866,6 +866,7 @@ fn main() {
             let mut partings = Vec::new();
             let mut detections = Vec::new();
             let mut played_on = 0;
+            let mut resyncs = Vec::new();
             for i in 0..RUNS {
                 let room = format!("bench-leave-{how:?}-{i}");
                 let d = rollback::departure(&base, &room, Some(lossy), how);
@@ -875,6 +876,7 @@ fn main() {
                 partings.extend(d.parting);
                 detections.extend(d.detected);
                 played_on += usize::from(d.played_on);
+                resyncs.extend(d.resynced);
             }
             let cell = |v: &mut Vec<Duration>, p: f64| {
                 if v.is_empty() {
@@ -883,13 +885,18 @@ fn main() {
                     format!("{:.0}", percentile(v, p).as_secs_f64() * 1e3)
                 }
             };
+            let snapshot = resyncs
+                .iter()
+                .max()
+                .map_or("-".to_string(), |b| b.to_string());
             println!(
-                "| {name} | {} | {} | {} | {} | {} | {played_on}/{RUNS} |",
+                "| {name} | {} | {} | {} | {} | {} | {played_on}/{RUNS} | {}/{RUNS} ({snapshot}) |",
                 cell(&mut detections, 0.5),
                 cell(&mut stalls, 0.5),
                 cell(&mut stalls, 1.0),
                 cell(&mut partings, 0.5),
                 cell(&mut partings, 1.0),
+                resyncs.len(),
             );
         }
         println!();

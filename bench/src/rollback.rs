@@ -127,6 +127,8 @@ pub struct Departure {
     pub longest_stall: Duration,
     /// The remaining players still play at the end (else the match was abandoned).
     pub played_on: bool,
+    /// They went on through a resync: the size of the snapshot they went on from, bytes.
+    pub resynced: Option<usize>,
 }
 
 /// How long the remaining players are watched after the departure.
@@ -160,8 +162,9 @@ pub fn departure(base: &str, room: &str, conditions: Option<Conditions>, how: Go
             detected = Some(t0.elapsed());
         }
         for (a, (frame, at)) in apps.iter().zip(last.iter_mut()) {
+            // A resync sets the frame back to its snapshot's: that is a step too.
             let newest = snapshot(a).0;
-            if newest > *frame {
+            if newest != *frame {
                 *frame = newest;
                 *at = now;
             }
@@ -177,10 +180,13 @@ pub fn departure(base: &str, room: &str, conditions: Option<Conditions>, how: Go
     let played_on = apps[..2]
         .iter()
         .all(|a| a.world().resource::<RollbackMatch>().phase == RollbackPhase::Playing);
+    let stats = apps[0].world().resource::<RollbackStats>();
+    let resynced = (stats.resyncs > 0).then_some(stats.snapshot_bytes);
     Departure {
         parting,
         detected,
         longest_stall,
         played_on,
+        resynced,
     }
 }

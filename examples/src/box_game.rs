@@ -33,7 +33,7 @@ impl BoxInput {
 
 /// A player's box. Positions and speeds in 1/100 px, so the simulation is exact; every field
 /// has the same size on every platform (no `usize`), so hashes agree between wasm32 and native.
-#[derive(Component, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Component, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct BoxBody {
     /// The player's handle.
     pub handle: u32,
@@ -89,6 +89,8 @@ impl Plugin for BoxGame {
         app.add_plugins(HuddleRollbackPlugin::<BoxConfig>::new(self.rollback))
             .rollback_component_with_copy::<BoxBody>()
             .checksum_component_with_hash::<BoxBody>()
+            // A late spectator starts from the players' latest final frame.
+            .snapshot_component::<BoxBody>()
             .insert_resource(self.pilot)
             .init_resource::<FrameChecksums>()
             .init_resource::<Steering>()

@@ -101,7 +101,7 @@ pub use registry::{AddHuddleMessage, Channel, HuddleMessage, MessageRegistry};
 #[cfg(feature = "ggrs")]
 pub use rollback::{
     HuddleGgrsSocket, HuddleRollbackPlugin, LeaveRollback, RollbackEvent, RollbackMatch,
-    RollbackPhase, RollbackSettings, RollbackStarted, RollbackStats, StartRollback,
+    RollbackPhase, RollbackSettings, RollbackStarted, RollbackStats, SnapshotAppExt, StartRollback,
 };
 pub use rooms::{RoomInfo, RoomList};
 pub use schedule::{HuddleSystems, LobbyState, SignalingState};
@@ -122,7 +122,7 @@ pub mod prelude {
     #[cfg(feature = "ggrs")]
     pub use crate::{
         HuddleRollbackPlugin, LeaveRollback, RollbackEvent, RollbackMatch, RollbackPhase,
-        RollbackStarted, StartRollback,
+        RollbackStarted, SnapshotAppExt, StartRollback,
     };
 }
 

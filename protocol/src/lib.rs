@@ -14,7 +14,8 @@
 //! - Codecs: [`frame`] (game frames), [`relay`] (the star's routing header), [`control`] (the
 //!   control channel's messages), [`chunk`] (reassembly of large messages).
 //! - Agreements: [`election`] (who hosts, in what succession), [`departure`] (a rollback match's
-//!   gone player's last input); [`ggrs_filter`] (what a player may say in a GGRS packet).
+//!   gone player's last input), [`resync`] (checking a rollback match's resync offer);
+//!   [`ggrs_filter`] (what a player may say in a GGRS packet).
 //! - Contracts with the server: [`room`] (the room URL: `?next`, `?capacity`, `?topology`,
 //!   `?private`) and [`signal`] (the one check of SDP/ICE signals, used by server and plugin).
 //!
@@ -35,6 +36,7 @@ pub mod lane;
 pub mod media;
 pub mod reconnect;
 pub mod relay;
+pub mod resync;
 pub mod room;
 pub mod signal;
 

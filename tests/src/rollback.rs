@@ -62,7 +62,11 @@ pub fn rollback_stats(player: &Player) -> &RollbackStats {
 
 /// The rollback events the player saw.
 pub fn rollback_log(player: &Player) -> &[RollbackEvent] {
-    &player.app.world().resource::<RollbackLog>().0
+    player
+        .app
+        .world()
+        .get_resource::<RollbackLog>()
+        .map_or(&[], |log| &log.0)
 }
 
 /// The world checksum of `frame`, once final for this player.

@@ -30,7 +30,13 @@ fn play_to(peers: &mut [Player], frame: i32) {
     });
     let at: Vec<_> = peers
         .iter()
-        .map(|p| (game(p).phase, rollback_stats(p).newest_frame))
+        .map(|p| {
+            let events: Vec<_> = rollback_log(p)
+                .iter()
+                .filter(|e| !matches!(e, RollbackEvent::Synchronizing { .. }))
+                .collect();
+            (game(p).phase, rollback_stats(p).newest_frame, events)
+        })
         .collect();
     assert!(ok, "every peer makes frame {frame} final: {at:?}");
 }
@@ -161,54 +167,80 @@ fn the_host_player_of_three_leaves_and_the_others_play_on() {
     leave_mid_match("rollback-host-leaves3", 3, 0, Going::Leaves, true);
 }
 
-/// One of three players vanishes (its app is gone) under latency, jitter and loss. The other two
-/// agree on its last input: if they hold the same one, they play on to the same world; if not
-/// (ggrs 0.13 cannot go on then), both end the match, and the host starts a new one of two.
-/// Either way nothing panics and both see the same.
+/// One of three players vanishes (its app is dropped) at frame ~120 under 60 ms ± 10 ms / 5 %
+/// loss: the other two play on to frame 600 with equal checksums, never `Abandoned`: they agree
+/// on its last input, or (when they hold different ones) resync from the leader's snapshot.
 #[test]
-fn one_of_three_players_vanishes_and_the_others_agree() {
+fn one_of_three_players_vanishes_and_the_others_play_on() {
     let (_rt, server) = server_on_runtime();
     let url = server.room_url("rollback-vanish3");
     let mut peers = lobby(&url, 3, 3);
     condition(&mut peers);
     play_to(&mut peers, 120);
     let gone = peers.remove(1);
-    let peer = gone.id().expect("an id");
     drop(gone);
-    let abandoned = RollbackEvent::Abandoned { peer, handle: 1 };
-    let settled =
-        |p: &Player| rollback_log(p).contains(&abandoned) || checksum_at(p, FRAMES).is_some();
-    assert!(
-        run_until(&mut peers, LIMIT, |ps| ps.iter().all(settled)),
-        "both play on or both end the match: {:?}",
-        peers.iter().map(|p| game(p).clone()).collect::<Vec<_>>()
+    play_to(&mut peers, FRAMES);
+    assert_eq!(
+        checksum_at(&peers[0], FRAMES),
+        checksum_at(&peers[1], FRAMES)
     );
-    let ended: Vec<bool> = peers
-        .iter()
-        .map(|p| rollback_log(p).contains(&abandoned))
-        .collect();
-    assert_eq!(ended[0], ended[1], "the same verdict on both");
-    peers.iter().for_each(no_desync);
-    if !ended[0] {
-        eprintln!("the two remaining players held the same last input: they played on");
-        assert_eq!(
-            checksum_at(&peers[0], FRAMES),
-            checksum_at(&peers[1], FRAMES)
-        );
-        return;
+    for p in &peers {
+        assert_eq!(game(p).phase, RollbackPhase::Playing);
+        assert!(!rollback_log(p)
+            .iter()
+            .any(|e| matches!(e, RollbackEvent::Abandoned { .. })));
+        no_desync(p);
     }
-    eprintln!("the two remaining players held different last inputs: the match was abandoned");
-    // Nothing starts by itself after an abandoned match; the host's game starts a new one.
-    run_for(&mut peers, Duration::from_millis(300));
-    assert!(peers
-        .iter()
-        .all(|p| game(p).phase == RollbackPhase::Waiting));
-    peers[0]
-        .app
-        .world_mut()
-        .write_message(StartRollback { players: 2 });
-    play_to(&mut peers, 120);
-    assert_eq!(checksum_at(&peers[0], 120), checksum_at(&peers[1], 120));
+    let resynced = rollback_stats(&peers[0]).resyncs;
+    assert_eq!(resynced, rollback_stats(&peers[1]).resyncs);
+    eprintln!("played on ({resynced} resyncs)");
+}
+
+/// Four players under 60 ms ± 10 ms / 5 % loss; one vanishes (its app is dropped) at frame 300;
+/// the other three play on to frame 900 with equal checksums. Ten matches, ten played on: when
+/// the three hold different last inputs of it, they resync from the leader's snapshot (a fresh
+/// GGRS session; handles stay, the gone player's seat plays the default input).
+#[test]
+fn four_players_one_vanishes_the_three_play_on_ten_times_of_ten() {
+    let (_rt, server) = server_on_runtime();
+    let mut resyncs = 0;
+    for run in 0..10 {
+        let url = server.room_url(&format!("rollback-vanish4-{run}"));
+        let mut peers = lobby(&url, 4, 4);
+        condition(&mut peers);
+        play_to(&mut peers, 300);
+        // Not always the same seat: the leader itself, or one after it.
+        let gone = peers.remove(run % 4);
+        drop(gone);
+        play_to(&mut peers, 900);
+        let sums: Vec<_> = peers.iter().map(|p| checksum_at(p, 900)).collect();
+        assert!(sums.iter().all(|s| *s == sums[0]), "run {run}: {sums:?}");
+        for p in &peers {
+            assert_eq!(game(p).phase, RollbackPhase::Playing, "run {run}");
+            let abandoned = rollback_log(p)
+                .iter()
+                .any(|e| matches!(e, RollbackEvent::Abandoned { .. }));
+            assert!(!abandoned, "run {run}: {:?}", rollback_log(p));
+            no_desync(p);
+        }
+        let counts: Vec<u32> = peers.iter().map(|p| rollback_stats(p).resyncs).collect();
+        assert!(
+            counts.iter().all(|c| *c == counts[0]),
+            "run {run}: {counts:?}"
+        );
+        if counts[0] > 0 {
+            let resynced = rollback_log(&peers[0]).iter().find_map(|e| match e {
+                RollbackEvent::Resynced { frame, players } => Some((*frame, players.len())),
+                _ => None,
+            });
+            assert!(
+                resynced.is_some_and(|(frame, n)| n == 3 && frame >= 290),
+                "run {run}: {resynced:?}"
+            );
+        }
+        resyncs += counts[0];
+    }
+    eprintln!("10/10 played on, {resyncs} of them through a resync");
 }
 
 /// A player whose GGRS packets all get lost, while it stays in the lobby, counts as gone after
@@ -507,12 +539,17 @@ mod ggrs_wire {
         },
     }
 
+    /// Every packet starts with the match epoch's low byte (0: no resync yet).
     pub fn encode(packet: &Packet) -> Vec<u8> {
-        bincode::serde::encode_to_vec(packet, bincode::config::standard()).unwrap_or_default()
+        let mut bytes = vec![0];
+        bytes.extend(
+            bincode::serde::encode_to_vec(packet, bincode::config::standard()).unwrap_or_default(),
+        );
+        bytes
     }
 
     pub fn decode(bytes: &[u8]) -> Option<Packet> {
-        bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        bincode::serde::decode_from_slice(bytes.strip_prefix(&[0])?, bincode::config::standard())
             .ok()
             .map(|(p, _)| p)
     }
@@ -522,9 +559,9 @@ mod ggrs_wire {
 /// input packets say the other two disconnected at frame -1 (what trips ggrs 0.13's asserts, or
 /// makes one player drop another alone), ask to disconnect, and start far ahead of the match.
 /// The two honest players clear every claim and drop (and count) the rest, so nothing panics and
-/// nobody drops anyone alone; the liar, silent from then on and never having played a frame,
-/// ends the match the same way for both (no replay reaches that far back), and the lobby goes
-/// on.
+/// nobody drops anyone alone; the liar, silent from then on and never having played a frame, is
+/// left behind by a resync from the host's snapshot (no replay reaches that far back), the two
+/// play on, and the lobby goes on.
 #[test]
 fn a_player_that_lies_about_the_others_connections_changes_nothing() {
     use ggrs_wire::{Body, Packet};
@@ -573,22 +610,40 @@ fn a_player_that_lies_about_the_others_connections_changes_nothing() {
     }
     // The lies change nothing; silent from now on, the liar is gone after the timeout. It never
     // played a frame, so no player can replay from its departure (GGRS would go back to frame
-    // 0, past bevy_ggrs's snapshots: a panic): both end the match the same way.
-    let liar = hostile.id().unwrap();
-    let ended = run_until(&mut players, LIMIT, |ps| {
+    // 0, past bevy_ggrs's snapshots: a panic): both resync from the host's snapshot instead and
+    // play on, the liar's seat played with the default input.
+    let resynced = |p: &Player| {
+        rollback_log(p).iter().find_map(|e| match e {
+            RollbackEvent::Resynced { frame, players } => Some((*frame, players.clone())),
+            _ => None,
+        })
+    };
+    let on = run_until(&mut players, LIMIT, |ps| {
         hostile.poll();
         hostile.inbox.clear();
-        ps.iter().all(|p| {
-            rollback_log(p)
-                .iter()
-                .any(|e| matches!(e, RollbackEvent::Abandoned { peer, .. } if *peer == liar))
-        })
+        ps.iter()
+            .all(|p| resynced(p).is_some_and(|(frame, _)| checksum_at(p, frame + 120).is_some()))
     });
     assert!(
-        ended,
-        "both end the match: {:?}",
+        on,
+        "both resync and play on: {:?}",
         players.iter().map(rollback_log).collect::<Vec<_>>()
     );
+    let (frame, going_on) = resynced(&players[0]).unwrap_or_default();
+    assert_eq!(going_on, vec![host, other]);
+    assert_eq!(resynced(&players[1]), Some((frame, going_on)));
+    assert_eq!(
+        checksum_at(&players[0], frame + 120),
+        checksum_at(&players[1], frame + 120)
+    );
+    for p in &players {
+        assert_eq!(game(p).phase, RollbackPhase::Playing);
+        assert_eq!(
+            game(p).disconnected,
+            vec![2],
+            "the liar's seat, handles unchanged"
+        );
+    }
     players.iter().for_each(no_desync);
     for (p, before) in players.iter().zip(&dropped_before) {
         assert!(
@@ -690,7 +745,7 @@ impl PlayingLiar {
 fn last_input(type_id: u8, handle: u32, frame: i32) -> Vec<u8> {
     let mut bytes = vec![type_id];
     bytes.extend(
-        bincode::serde::encode_to_vec((handle, frame), bincode::config::standard())
+        bincode::serde::encode_to_vec((0u32, handle, frame), bincode::config::standard())
             .unwrap_or_default(),
     );
     bytes
@@ -728,7 +783,8 @@ fn a_player_that_reports_present_players_gone_ends_nothing() {
     let notice = |handle: u32| {
         let mut bytes = vec![abandoning];
         bytes.extend(
-            bincode::serde::encode_to_vec(handle, bincode::config::standard()).unwrap_or_default(),
+            bincode::serde::encode_to_vec((0u32, handle), bincode::config::standard())
+                .unwrap_or_default(),
         );
         bytes
     };
@@ -749,6 +805,88 @@ fn a_player_that_reports_present_players_gone_ends_nothing() {
         .unwrap_or(0)
         - 10;
     assert!(frame > at_lie + 300, "frames went on: {at_lie} -> {frame}");
+    assert_eq!(
+        checksum_at(&players[0], frame),
+        checksum_at(&players[1], frame)
+    );
+    players.iter().for_each(no_desync);
+}
+
+/// A `ResyncOffer` (`type_id`, its wire id) for `epoch`, naming `players`, with a snapshot of
+/// `frame` that holds nothing, as a hostile member encodes it.
+fn resync_offer(type_id: u8, epoch: u32, players: &[PeerId], frame: i32) -> Vec<u8> {
+    type Snapshot = (
+        i32,
+        u32,
+        Vec<(String, Vec<(u32, Vec<u8>)>)>,
+        Vec<(String, Option<Vec<u8>>)>,
+    );
+    let snapshot: Snapshot = (frame, 0, Vec::new(), Vec::new());
+    let mut bytes = vec![type_id];
+    bytes.extend(
+        bincode::serde::encode_to_vec((epoch, players, snapshot), bincode::config::standard())
+            .unwrap_or_default(),
+    );
+    bytes
+}
+
+/// A third player that plays (neutral inputs, in step) forges resync offers (well-formed
+/// `ResyncOffer` messages of the rollback plugin) while nobody is gone: dropping itself, leaving
+/// both honest players out, dropping a living player, for an epoch far ahead, and at frame
+/// `i32::MAX`. Each is refused and counted (only the first remaining player may
+/// offer, for the next epoch, dropping only players seen gone, near our frame), the match stays
+/// in its first epoch and goes on with equal checksums.
+#[test]
+fn a_player_that_forges_resync_offers_changes_nothing() {
+    let (rt, server) = server_on_runtime();
+    let url = server.room_url("rollback-forged-resync");
+    let mut players = lobby(&url, 2, 3);
+    assert!(run_until(&mut players, LIMIT, lobby_complete));
+    let ids = [players[0].id().unwrap(), players[1].id().unwrap()];
+    let mut hostile = hostile_member(&rt, &url, &mut players, LIMIT);
+    let _guard = rt.enter();
+    hostile_greets(&mut hostile, &mut players, 1, LIMIT);
+    let me = hostile.id().expect("an id");
+    let mut liar = PlayingLiar::new(4545, 3);
+    let playing = run_until(&mut players, LIMIT, |ps| {
+        liar.play(&mut hostile, ps);
+        ps.iter()
+            .all(|p| game(p).players.len() == 3 && rollback_stats(p).confirmed_frame >= 60)
+    });
+    assert!(playing, "the match runs with the liar playing");
+    let offer_id = type_id(&players[0], "ResyncOffer:");
+    let at = rollback_stats(&players[0]).confirmed_frame;
+    let forgeries = [
+        (1, vec![ids[0], ids[1]], at),
+        (1, vec![me], at),
+        (1, vec![ids[0], me], at),
+        (9, vec![ids[0], ids[1], me], at),
+        (1, vec![me], i32::MAX),
+    ];
+    for (epoch, named, frame) in &forgeries {
+        for to in ids {
+            hostile.send(1, to, &resync_offer(offer_id, *epoch, named, *frame));
+        }
+    }
+    let on = run_until(&mut players, LIMIT, |ps| {
+        liar.play(&mut hostile, ps);
+        ps.iter().all(|p| {
+            rollback_stats(p).resyncs_refused >= forgeries.len() as u64
+                && rollback_stats(p).confirmed_frame >= at + 300
+        })
+    });
+    let refused: Vec<u64> = players
+        .iter()
+        .map(|p| rollback_stats(p).resyncs_refused)
+        .collect();
+    assert!(on, "every forgery refused, the match goes on: {refused:?}");
+    for p in &players {
+        assert_eq!(game(p).epoch, 0, "no resync");
+        assert_eq!(game(p).phase, RollbackPhase::Playing);
+        assert!(game(p).disconnected.is_empty());
+        assert_eq!(rollback_stats(p).resyncs, 0);
+    }
+    let frame = at + 290;
     assert_eq!(
         checksum_at(&players[0], frame),
         checksum_at(&players[1], frame)
@@ -846,7 +984,9 @@ fn a_hosts_match_plans_that_cannot_be_played_are_refused() {
 /// report, confirms it to one of them and contradicts it to the other. The contradicted one ends
 /// the match and says so; the other, which would have played on with the liar (it echoes every
 /// report it gets, so any later agreement passes), ends it too: both end the match over the
-/// vanished player, nobody plays on alone.
+/// vanished player, nobody plays on alone. (The contradicted one waits for a resync offer from the
+/// first remaining player, which agreed and plays on, so none comes: after 5 s it ends the match
+/// and says so.)
 #[test]
 fn a_player_that_splits_a_departure_verdict_ends_the_match_for_everyone() {
     let (rt, server) = server_on_runtime();
@@ -868,10 +1008,10 @@ fn a_player_that_splits_a_departure_verdict_ends_the_match_for_everyone() {
             .filter(|(channel, _, bytes)| *channel == 1 && bytes.first() == Some(&last_input_id))
             .filter_map(|(_, from, bytes)| {
                 let decoded =
-                    bincode::serde::decode_from_slice::<(u32, i32), _>(&bytes[1..], config);
+                    bincode::serde::decode_from_slice::<(u32, u32, i32), _>(&bytes[1..], config);
                 decoded
                     .ok()
-                    .map(|((handle, frame), _)| (from, handle, frame))
+                    .map(|((_epoch, handle, frame), _)| (from, handle, frame))
             })
             .collect()
     };
@@ -944,11 +1084,11 @@ fn a_member_that_keeps_asking_for_the_whole_feed_gets_each_frame_once() {
         for (channel, _, bytes) in std::mem::take(&mut hostile.inbox) {
             match (channel, bytes.split_first()) {
                 (1, Some((&t, rest))) if t == frames_id => {
-                    let decoded = bincode::serde::decode_from_slice::<(i32, Vec<Vec<u8>>), _>(
+                    let decoded = bincode::serde::decode_from_slice::<(u32, i32, Vec<Vec<u8>>), _>(
                         rest,
                         bincode::config::standard(),
                     );
-                    if let Ok(((first, frames), _)) = decoded {
+                    if let Ok(((_epoch, first, frames), _)) = decoded {
                         for f in first..first + frames.len() as i32 {
                             *times_sent.entry(f).or_default() += 1;
                         }
@@ -1014,6 +1154,14 @@ fn a_spectator_joining_a_running_match_reaches_the_players_checksum() {
     let sums: Vec<_> = players.iter().map(|p| checksum_at(p, FRAMES)).collect();
     assert!(sums.iter().all(|s| *s == sums[0]), "equal: {sums:?}");
     assert_eq!(rollback_stats(watcher).spectator_starved, 0);
+    // It started from the players' snapshot of a frame past the one it joined at, not from the
+    // first frame.
+    let from = rollback_stats(watcher).snapshot_frame;
+    assert!(from.is_some_and(|f| f >= 150), "started from {from:?}");
+    assert!(
+        checksum_at(watcher, 1).is_none(),
+        "frame 1 was not replayed"
+    );
 }
 
 /// Without auto-start, nothing starts until the host's game writes `StartRollback`.

@@ -4,6 +4,8 @@
 
 use super::away::silence_limit;
 use super::resources::{Departing, NewestInputs, Plan};
+use super::resync::{can_resync, Resync};
+use super::snapshot::SnapshotRegistry;
 use super::spectate::restore_read_inputs;
 use super::RollbackSettings;
 use super::{Abandoning, Farewell, LastInput};
@@ -56,9 +58,11 @@ pub(crate) fn follow_lobby<C: Config<Address = PeerId>>(
     }
     let now = Instant::now();
     let mut gone: Vec<(PeerId, Option<i32>)> = left.read().map(|l| (l.peer, None)).collect();
+    let epoch = state.epoch;
     gone.extend(
         farewells
             .read()
+            .filter(|f| f.message.epoch == epoch)
             .map(|f| (f.from, Some(f.message.last_frame))),
     );
     let silent_for = settings.gone_after_interruption();
@@ -145,8 +149,12 @@ pub(crate) fn settle_departures<C: Config<Address = PeerId>>(
     mut departing: ResMut<Departing>,
     newest: Res<NewestInputs>,
     stats: Res<RollbackStats>,
+    (registry, mut resync): (Option<Res<SnapshotRegistry>>, ResMut<Resync>),
 ) {
     let now = Instant::now();
+    // Without snapshots there is nothing to resync from: a vanish the players disagree on ends
+    // the match.
+    let resyncs = can_resync(registry.as_deref());
     let (Some(me), RollbackPhase::Playing, Some(Session::P2P(p2p))) =
         (state.local_handle, state.phase, session.as_deref_mut())
     else {
@@ -154,7 +162,7 @@ pub(crate) fn settle_departures<C: Config<Address = PeerId>>(
         notices.clear();
         return;
     };
-    for notice in notices.read() {
+    for notice in notices.read().filter(|n| n.message.epoch == state.epoch) {
         let over = notice.message.handle as usize;
         let from_another = state.handle_of(notice.from).is_some_and(|h| h != over);
         if from_another && over < state.players.len() && !departing.abandoned_over.contains(&over) {
@@ -172,7 +180,7 @@ pub(crate) fn settle_departures<C: Config<Address = PeerId>>(
         events.write(RollbackEvent::Abandoned { peer, handle });
         return;
     }
-    for report in reports.read() {
+    for report in reports.read().filter(|r| r.message.epoch == state.epoch) {
         let gone = report.message.handle as usize;
         match state.handle_of(report.from) {
             Some(from) if gone != me && gone < state.players.len() => {
@@ -189,6 +197,7 @@ pub(crate) fn settle_departures<C: Config<Address = PeerId>>(
     };
     for (gone, frame) in departing.agree.due(me, frames, now) {
         tell.write(Outgoing::to_all(LastInput {
+            epoch: state.epoch,
             handle: gone as u32,
             frame,
         }));
@@ -201,12 +210,21 @@ pub(crate) fn settle_departures<C: Config<Address = PeerId>>(
             }
             Verdict::Abandon { handle, reports } => {
                 let peer = state.players[handle];
+                if resyncs {
+                    info!(
+                        "huddle: {peer} vanished and the players hold different last inputs of \
+                         it, (player, frame): {reports:?}: resyncing"
+                    );
+                    resync.needed(handle, now);
+                    continue;
+                }
                 warn!(
                     "huddle: the match is abandoned: {peer} vanished and the players hold \
                      different last inputs of it, (player, frame): {reports:?} (ggrs 0.13 \
                      cannot play on)"
                 );
                 ending.write(Outgoing::to_all(Abandoning {
+                    epoch: state.epoch,
                     handle: handle as u32,
                 }));
                 abandon::<C>(&mut commands, &mut state, &mut plan, &mut departing, &stats);
@@ -227,15 +245,25 @@ pub(crate) fn settle_departures<C: Config<Address = PeerId>>(
         .copied();
     if let Some((handle, last)) = too_far {
         let peer = state.players[handle];
+        if resyncs {
+            departing.agreed.retain(|&(h, _)| h != handle);
+            resync.needed(handle, now);
+            return;
+        }
         warn!(
             "huddle: the match is abandoned: {peer} vanished at frame {last}, further back than \
              the rollback window ({window} frames from {current})"
         );
         ending.write(Outgoing::to_all(Abandoning {
+            epoch: state.epoch,
             handle: handle as u32,
         }));
         abandon::<C>(&mut commands, &mut state, &mut plan, &mut departing, &stats);
         events.write(RollbackEvent::Abandoned { peer, handle });
+        return;
+    }
+    if resync.is_waiting() {
+        // The old session stands still until the leader's offer comes.
         return;
     }
     departing.agreed.retain(|&(handle, last)| {
@@ -271,7 +299,7 @@ pub(crate) fn settle_departures<C: Config<Address = PeerId>>(
 }
 
 /// Ends the match for good (the host's game may start another with `StartRollback`).
-fn abandon<C: Config<Address = PeerId>>(
+pub(super) fn abandon<C: Config<Address = PeerId>>(
     commands: &mut Commands,
     state: &mut RollbackMatch,
     plan: &mut Plan,
@@ -279,6 +307,7 @@ fn abandon<C: Config<Address = PeerId>>(
     stats: &RollbackStats,
 ) {
     commands.remove_resource::<Session<C>>();
+    commands.queue(restore_read_inputs);
     state.phase = RollbackPhase::Ended;
     *plan = Plan {
         abandoned: true,

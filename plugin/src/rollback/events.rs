@@ -42,6 +42,16 @@ pub enum RollbackEvent {
         /// Its player handle.
         handle: usize,
     },
+    /// The match goes on in a fresh GGRS session from the state of match frame `frame` (the
+    /// leader's snapshot: the game's world was set back to it), played by `players` (in handle
+    /// order; handles do not change). It follows a vanish the remaining players held different
+    /// last inputs of: gone players play on as the default input from then on.
+    Resynced {
+        /// The match frame of the state the match goes on from.
+        frame: i32,
+        /// The players that play on.
+        players: Vec<PeerId>,
+    },
     /// Nothing heard from `peer` for a while; it counts as gone after `disconnect_timeout` more.
     NetworkInterrupted {
         /// The peer.

@@ -53,7 +53,7 @@ pub(crate) fn leave<C: Config<Address = PeerId>>(
         }
         let me = state.local_handle;
         for ack in acks.read() {
-            let ours = Some(ack.message.handle as usize) == me;
+            let ours = Some(ack.message.handle as usize) == me && ack.message.epoch == state.epoch;
             if ours && ack.message.frame == parting.last_frame && !parting.acked.contains(&ack.from)
             {
                 parting.acked.push(ack.from);
@@ -88,7 +88,10 @@ pub(crate) fn leave<C: Config<Address = PeerId>>(
             let last_frame = p2p.current_frame() + settings.input_delay as i32;
             let added = p2p.add_local_input(me, C::Input::default()).is_ok();
             if added && p2p.advance_frame().is_ok() {
-                farewell.write(Outgoing::to_all(Farewell { last_frame }));
+                farewell.write(Outgoing::to_all(Farewell {
+                    epoch: state.epoch,
+                    last_frame,
+                }));
                 state.phase = RollbackPhase::Leaving;
                 *parting = Parting {
                     last_frame,

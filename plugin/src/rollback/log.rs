@@ -21,7 +21,10 @@ pub(crate) const BATCH: usize = 240;
 /// Every frame's encoded inputs (all players, in handle order).
 #[derive(Resource, Debug)]
 pub struct InputLog {
-    /// `frames[i]` holds frame `i + 1`.
+    /// The frame before the first one held: 0, or the frame of the snapshot a spectator
+    /// started from.
+    base: i32,
+    /// `frames[i]` holds frame `base + i + 1`.
     frames: Vec<Vec<u8>>,
     /// Frames up to this one are final.
     last_final: i32,
@@ -36,6 +39,7 @@ pub struct InputLog {
 impl Default for InputLog {
     fn default() -> Self {
         Self {
+            base: 0,
             frames: Vec::new(),
             last_final: 0,
             refused: 0,
@@ -49,7 +53,7 @@ impl InputLog {
     /// The players simulated `frame` with `inputs`, while GGRS had confirmed frames up to
     /// `confirmed`. A resimulated frame replaces what was recorded for it.
     pub(crate) fn record(&mut self, frame: i32, inputs: Vec<u8>, confirmed: i32) {
-        let Ok(index) = usize::try_from(frame - 1) else {
+        let Some(index) = self.index(frame) else {
             self.refused += 1;
             return;
         };
@@ -72,9 +76,9 @@ impl InputLog {
     /// skipped, a gap is refused (the feed is reliable and ordered, so a gap is a bug or a lie).
     /// Returns whether they were taken.
     pub(crate) fn receive(&mut self, first: i32, frames: Vec<Vec<u8>>) -> bool {
-        let next = self.frames.len() as i64 + 1;
+        let next = i64::from(self.base) + self.frames.len() as i64 + 1;
         let first = i64::from(first);
-        if first > next || first < 1 {
+        if first > next || first <= i64::from(self.base) {
             self.refused += frames.len() as u64;
             return false;
         }
@@ -87,13 +91,37 @@ impl InputLog {
             self.bytes += inputs.len();
             self.frames.push(inputs);
         }
-        self.last_final = self.frames.len() as i32;
+        self.last_final = self.last_held();
         true
     }
 
-    /// Whether one more frame of `inputs` fits the bounds ([`MAX_FRAMES`], [`MAX_BYTES`]).
+    /// A spectator's side, before any frame: the feed will start after `frame`, the frame of the
+    /// snapshot we start from. Returns whether it was taken (not once frames are held).
+    pub(crate) fn start_after(&mut self, frame: i32) -> bool {
+        if !self.frames.is_empty() || frame < 0 {
+            return false;
+        }
+        self.base = frame;
+        self.last_final = frame;
+        true
+    }
+
+    /// The newest frame held.
+    fn last_held(&self) -> i32 {
+        i32::try_from(i64::from(self.base) + self.frames.len() as i64).unwrap_or(i32::MAX)
+    }
+
+    /// Where `frame` is (or goes) in `frames`.
+    fn index(&self, frame: i32) -> Option<usize> {
+        usize::try_from(i64::from(frame) - i64::from(self.base) - 1).ok()
+    }
+
+    /// Whether one more frame of `inputs` fits the bounds ([`MAX_FRAMES`], [`MAX_BYTES`], the
+    /// last frame number).
     fn has_room(&self, inputs: &[u8]) -> bool {
-        self.frames.len() < MAX_FRAMES && self.bytes.saturating_add(inputs.len()) <= self.max_bytes
+        self.frames.len() < MAX_FRAMES
+            && self.last_held() < i32::MAX
+            && self.bytes.saturating_add(inputs.len()) <= self.max_bytes
     }
 
     /// The newest final frame (0: none yet).
@@ -103,25 +131,25 @@ impl InputLog {
 
     /// The inputs of `frame`, if recorded.
     pub fn get(&self, frame: i32) -> Option<&[u8]> {
-        let index = usize::try_from(frame - 1).ok()?;
-        self.frames.get(index).map(Vec::as_slice)
+        self.frames.get(self.index(frame)?).map(Vec::as_slice)
     }
 
     /// Final frames from `from` on, up to `upto` and at most [`BATCH`]: `(first, frames)`, or
     /// `None` if there are none yet.
     pub(crate) fn batch_from(&self, from: i32, upto: i32) -> Option<(i32, Vec<Vec<u8>>)> {
-        let from = from.max(1);
+        let from = from.max(self.base.saturating_add(1));
         let last = self.last_final.min(upto);
         if from > last {
             return None;
         }
-        let start = (from - 1) as usize;
-        let end = (last as usize).min(start + BATCH);
-        Some((from, self.frames[start..end].to_vec()))
+        let start = self.index(from)?;
+        let end = self.index(last)?.saturating_add(1).min(start + BATCH);
+        Some((from, self.frames.get(start..end)?.to_vec()))
     }
 
     /// Forgets everything (a new match).
     pub(crate) fn clear(&mut self) {
+        self.base = 0;
         self.frames.clear();
         self.last_final = 0;
         self.bytes = 0;
@@ -209,6 +237,39 @@ mod tests {
         assert!(!spectator.receive(BATCH as i32 + 20, vec![bytes(1)]));
         assert!(!spectator.receive(-3, vec![bytes(1)]));
         assert_eq!(spectator.last_final(), BATCH as i32 + 10);
+    }
+
+    /// A spectator that starts from a snapshot of frame 500 takes the feed from frame 501 on, and
+    /// nothing older.
+    #[test]
+    fn a_log_can_start_after_a_snapshot() {
+        let mut host = InputLog::default();
+        for f in 1..=600 {
+            host.record(f, bytes(f as u8), f);
+        }
+        let mut spectator = InputLog::default();
+        assert!(spectator.start_after(500));
+        assert_eq!(spectator.last_final(), 500);
+        assert!(spectator.get(500).is_none());
+        assert!(!spectator.receive(1, vec![bytes(1)]), "before the snapshot");
+        assert!(!spectator.receive(502, vec![bytes(1)]), "a gap");
+        let (first, frames) = host.batch_from(501, i32::MAX).expect("frames");
+        assert_eq!((first, frames.len()), (501, 100));
+        assert!(spectator.receive(first, frames));
+        assert_eq!(spectator.last_final(), 600);
+        assert_eq!(spectator.get(501), host.get(501));
+        assert_eq!(spectator.get(600), host.get(600));
+        assert_eq!(spectator.batch_from(1, i32::MAX).map(|(f, _)| f), Some(501));
+        assert!(!spectator.start_after(700), "frames are held already");
+        spectator.clear();
+        assert!(spectator.start_after(i32::MAX - 1));
+        assert!(spectator.receive(i32::MAX, vec![bytes(1)]));
+        assert_eq!(spectator.last_final(), i32::MAX);
+        // Nothing past the last frame a frame count can name.
+        let refused = spectator.refused;
+        assert!(spectator.receive(i32::MAX, vec![bytes(1), bytes(2)]));
+        assert_eq!(spectator.last_final(), i32::MAX);
+        assert_eq!(spectator.refused, refused + 1);
     }
 
     /// A feeder that sends frames of huge inputs fills the log only up to its byte bound.

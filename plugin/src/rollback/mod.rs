@@ -37,6 +37,8 @@ mod leave;
 mod log;
 mod record;
 mod resources;
+mod resync;
+mod snapshot;
 pub mod socket;
 mod spectate;
 mod start;
@@ -44,6 +46,7 @@ mod stats;
 
 pub use events::RollbackEvent;
 pub use log::InputLog;
+pub use snapshot::SnapshotAppExt;
 pub use socket::HuddleGgrsSocket;
 pub use stats::{RollbackDiagnostics, RollbackStats};
 
@@ -51,7 +54,8 @@ use crate::registry::{AddHuddleMessage, Channel};
 use crate::schedule::HuddleSystems;
 use bevy::prelude::*;
 use bevy_ggrs::{
-    GgrsPlugin, GgrsSchedule, RollbackFrameRate, RunGgrsSystems, SaveWorld, SaveWorldSystems,
+    AdvanceWorld, AdvanceWorldSystems, GgrsPlugin, GgrsSchedule, LoadWorld, LoadWorldSystems,
+    RollbackFrameRate, RunGgrsSystems, SaveWorld, SaveWorldSystems,
 };
 use ggrs::Config;
 use matchbox_socket::PeerId;
@@ -170,6 +174,11 @@ pub struct RollbackMatch {
     pub disconnected: Vec<usize>,
     /// The player that feeds us inputs, if we watch.
     pub feeder: Option<PeerId>,
+    /// Resyncs so far (0: the session the match started with; see [`RollbackEvent::Resynced`]).
+    pub epoch: u32,
+    /// The match frame at which this epoch's GGRS session started (its frame 0; bevy_ggrs's
+    /// `RollbackFrameCount` counts match frames throughout).
+    pub frame_offset: i32,
 }
 
 impl RollbackMatch {
@@ -198,6 +207,7 @@ pub(crate) struct MatchPlan {
 /// A player leaves the match: its last input is for GGRS frame `last_frame`.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Farewell {
+    pub(crate) epoch: u32,
     pub(crate) last_frame: i32,
 }
 
@@ -205,6 +215,7 @@ pub(crate) struct Farewell {
 /// `departure` module). To a player that said farewell it is the acknowledgement.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LastInput {
+    pub(crate) epoch: u32,
     pub(crate) handle: u32,
     pub(crate) frame: i32,
 }
@@ -215,6 +226,7 @@ pub(crate) struct LastInput {
 /// out (see the `departures` module).
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Abandoning {
+    pub(crate) epoch: u32,
     pub(crate) handle: u32,
 }
 
@@ -235,6 +247,8 @@ pub(crate) struct FeedRequest {
 /// Final inputs of frames `first..first + frames.len()` (each: the players' inputs, bincode).
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub(crate) struct FeedFrames {
+    /// The epoch whose frames these are (a spectator takes its own epoch's only).
+    pub(crate) epoch: u32,
     pub(crate) first: i32,
     pub(crate) frames: Vec<Vec<u8>>,
 }
@@ -276,6 +290,11 @@ impl<C: Config<Address = PeerId>> Plugin for HuddleRollbackPlugin<C> {
             .init_resource::<resources::NewestInputs>()
             .init_resource::<resources::Departing>()
             .init_resource::<resources::Plan>()
+            .init_resource::<snapshot::SnapshotWait>()
+            .init_resource::<snapshot::SnapshotAsks>()
+            .init_resource::<resync::Resync>()
+            .init_resource::<record::NewestFinalSnapshot>()
+            .init_resource::<snapshot::EpochStart>()
             .add_message::<RollbackEvent>()
             .add_message::<RollbackStarted>()
             .add_message::<StartRollback>()
@@ -287,6 +306,9 @@ impl<C: Config<Address = PeerId>> Plugin for HuddleRollbackPlugin<C> {
             .add_huddle_message::<FeedRequest>(Channel::Reliable)
             .add_huddle_message::<FeedFrames>(Channel::Reliable)
             .add_huddle_message::<AwayNotice>(Channel::Reliable)
+            .add_huddle_message::<snapshot::SnapshotRequest>(Channel::Reliable)
+            .add_huddle_message::<snapshot::SnapshotReply>(Channel::Reliable)
+            .add_huddle_message::<resync::ResyncOffer>(Channel::Reliable)
             .configure_sets(
                 PreUpdate,
                 RunGgrsSystems
@@ -303,7 +325,11 @@ impl<C: Config<Address = PeerId>> Plugin for HuddleRollbackPlugin<C> {
                         away::hear,
                         departures::follow_lobby::<C>,
                         departures::settle_departures::<C>,
+                        resync::hear_offers,
+                        resync::run::<C>,
                         leave::leave::<C>,
+                        snapshot::hear_replies,
+                        snapshot::start_from_reply,
                         spectate::follow_feed,
                     )
                         .chain()
@@ -313,6 +339,8 @@ impl<C: Config<Address = PeerId>> Plugin for HuddleRollbackPlugin<C> {
                         record::events::<C>,
                         stats::measure::<C>,
                         spectate::serve_feed::<C>,
+                        snapshot::hear_requests,
+                        snapshot::serve_requests::<C>,
                     )
                         .chain()
                         .after(RunGgrsSystems),
@@ -324,6 +352,26 @@ impl<C: Config<Address = PeerId>> Plugin for HuddleRollbackPlugin<C> {
                 record::keep_prediction_window
                     .run_if(start::playing)
                     .before(SaveWorldSystems::Snapshot),
+            )
+            .add_systems(
+                SaveWorld,
+                snapshot::keep_epoch_start
+                    .run_if(start::playing)
+                    .after(SaveWorldSystems::Snapshot),
+            )
+            // After a resync GGRS counts frames from the epoch's first; the world counts match
+            // frames.
+            .add_systems(
+                AdvanceWorld,
+                record::shift_confirmed_frame
+                    .run_if(start::playing)
+                    .in_set(AdvanceWorldSystems::First),
+            )
+            .add_systems(
+                LoadWorld,
+                record::shift_loaded_frame
+                    .run_if(start::playing)
+                    .before(LoadWorldSystems::EntityResurrect),
             );
         RollbackDiagnostics::register(app);
     }

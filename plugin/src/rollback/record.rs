@@ -84,6 +84,28 @@ pub(crate) fn record<C: Config<Address = PeerId>>(
     }
 }
 
+/// The newest match frame whose bevy_ggrs snapshot holds every player's confirmed inputs, as of
+/// the last GGRS step (bevy_ggrs keeps `max_prediction` snapshots: at a stall, this is the oldest).
+#[derive(Resource, Default, Debug)]
+pub(crate) struct NewestFinalSnapshot(pub(crate) i32);
+
+/// `AdvanceWorld`, first: bevy_ggrs gives GGRS's confirmed frame, which counts from this epoch's
+/// first frame; the game, the input log and bevy_ggrs's snapshots count match frames.
+pub(crate) fn shift_confirmed_frame(
+    state: Res<RollbackMatch>,
+    confirmed: Option<ResMut<ConfirmedFrameCount>>,
+) {
+    if let Some(mut confirmed) = confirmed.filter(|_| state.frame_offset != 0) {
+        confirmed.0 = confirmed.0.saturating_add(state.frame_offset);
+    }
+}
+
+/// `LoadWorld`, first: bevy_ggrs sets the frame count to the GGRS frame it loads; the snapshot
+/// of that frame is stored under its match frame.
+pub(crate) fn shift_loaded_frame(state: Res<RollbackMatch>, mut frame: ResMut<RollbackFrameCount>) {
+    frame.0 = frame.0.saturating_add(state.frame_offset);
+}
+
 /// `SaveWorld`, before bevy_ggrs drops old snapshots: keep the whole prediction window.
 ///
 /// bevy_ggrs drops snapshots older than GGRS's confirmed frame. When a player is disconnected,
@@ -93,11 +115,18 @@ pub(crate) fn record<C: Config<Address = PeerId>>(
 pub(crate) fn keep_prediction_window(
     frame: Res<RollbackFrameCount>,
     settings: Res<RollbackSettings>,
+    state: Res<RollbackMatch>,
     confirmed: Option<ResMut<ConfirmedFrameCount>>,
+    mut newest_final: ResMut<NewestFinalSnapshot>,
 ) {
     let Some(mut confirmed) = confirmed else {
         return;
     };
+    confirmed.0 = confirmed.0.saturating_add(state.frame_offset);
+    // GGRS confirmed its frame `c` in the step that asked for this save, and rolled back first
+    // if a prediction before it was wrong: the snapshot of the frame after `c` holds final inputs
+    // only (GGRS frame `g`'s inputs run in match frame `g + 1`).
+    newest_final.0 = confirmed.0.saturating_add(1).min(frame.0);
     let floor = frame.0 - settings.max_prediction as i32;
     if confirmed.0 > floor {
         confirmed.0 = floor;

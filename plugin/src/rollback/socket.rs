@@ -4,7 +4,9 @@
 //! the socket GGRS gets is a handle on the raw lane's queues, which the session fills and drains
 //! each frame (in `HuddleSystems::Receive` and `HuddleSystems::Flush`). Bytes that are not a GGRS
 //! message are dropped and counted, never a panic; what a GGRS message may say is filtered
-//! ([`huddle_protocol::ggrs_filter`]).
+//! ([`huddle_protocol::ggrs_filter`]). Every packet starts with its match epoch's low byte: a
+//! resync starts a new GGRS session, and packets of the one before (checksum reports, acks,
+//! inputs of other frames) must not reach it; they are dropped and counted.
 
 use super::RollbackSettings;
 use crate::session::{HuddleSession, RawLane};
@@ -34,14 +36,22 @@ pub struct HuddleGgrsSocket {
     lane: RawLane,
     /// What a player may say ([`huddle_protocol::ggrs_filter`]).
     filter: InputFilter,
+    /// The first byte of every packet: the match epoch's low byte.
+    epoch: u8,
 }
 
 impl HuddleGgrsSocket {
     /// A socket on a newly opened raw lane of `session` (replacing the last one).
     pub fn open(session: &mut HuddleSession) -> Self {
+        Self::open_in(session, 0)
+    }
+
+    /// A socket for the match's `epoch` (see the module docs).
+    pub(crate) fn open_in(session: &mut HuddleSession, epoch: u32) -> Self {
         Self {
             lane: session.open_raw_lane(),
             filter: InputFilter::default(),
+            epoch: epoch.to_le_bytes()[0],
         }
     }
 
@@ -67,8 +77,9 @@ pub(crate) use huddle_protocol::ggrs_filter::codec;
 
 impl NonBlockingSocket<PeerId> for HuddleGgrsSocket {
     fn send_to(&mut self, msg: &Message, addr: &PeerId) {
-        match bincode::serde::encode_to_vec(msg, codec()) {
-            Ok(bytes) => self.lane.send(*addr, bytes.into()),
+        let mut bytes = vec![self.epoch];
+        match bincode::serde::encode_into_std_write(msg, &mut bytes, codec()) {
+            Ok(_) => self.lane.send(*addr, bytes.into()),
             Err(_) => self.lane.queues().dropped += 1,
         }
     }
@@ -83,10 +94,15 @@ impl NonBlockingSocket<PeerId> for HuddleGgrsSocket {
                 _ => None,
             };
         for (peer, packet) in packets {
+            let Some(packet) = packet.strip_prefix(&[self.epoch]) else {
+                // Of another epoch's session, or garbage.
+                garbage += 1;
+                continue;
+            };
             // Judged first, so each packet is decoded for GGRS once (the judge reads only input
             // packets, and passes what it cannot read on to GGRS's own decoding).
-            let msg = match self.filter.judge(peer, &packet) {
-                Verdict::Pass => decode(&packet),
+            let msg = match self.filter.judge(peer, packet) {
+                Verdict::Pass => decode(packet),
                 Verdict::Rewrite(bytes) => decode(&bytes),
                 Verdict::Drop => None,
             };
@@ -109,6 +125,17 @@ pub fn start_p2p_session<C: Config<Address = PeerId>>(
     settings: RollbackSettings,
     ggrs_timeout: Duration,
 ) -> Result<(P2PSession<C>, HuddleGgrsSocket), GgrsError> {
+    start_p2p_session_in(session, players, settings, ggrs_timeout, 0)
+}
+
+/// [`start_p2p_session`] for the match's `epoch` (a resync's new session).
+pub(crate) fn start_p2p_session_in<C: Config<Address = PeerId>>(
+    session: &mut HuddleSession,
+    players: Vec<(usize, PlayerType<PeerId>)>,
+    settings: RollbackSettings,
+    ggrs_timeout: Duration,
+    epoch: u32,
+) -> Result<(P2PSession<C>, HuddleGgrsSocket), GgrsError> {
     let desync = match settings.desync_interval {
         Some(interval) => DesyncDetection::On { interval },
         None => DesyncDetection::Off,
@@ -124,7 +151,7 @@ pub fn start_p2p_session<C: Config<Address = PeerId>>(
     for (handle, kind) in players {
         builder = builder.add_player(kind, handle)?;
     }
-    let socket = HuddleGgrsSocket::open(session);
+    let socket = HuddleGgrsSocket::open_in(session, epoch);
     Ok((builder.start_p2p_session(socket.clone())?, socket))
 }
 
@@ -156,11 +183,40 @@ mod tests {
         let mut socket = HuddleGgrsSocket {
             lane: lane.clone(),
             filter: InputFilter::default(),
+            epoch: 1,
         };
         let peer = PeerId(uuid::Uuid::from_u128(1));
-        lane.received(peer, Bytes::from_static(&[0xff, 0xff, 0xff, 0x01]));
+        lane.received(peer, Bytes::from_static(&[1, 0xff, 0xff, 0xff, 0x01]));
         lane.received(peer, Bytes::new());
+        lane.received(peer, Bytes::from_static(&[1]));
         assert!(socket.receive_all_messages().is_empty());
-        assert_eq!(socket.dropped(), 2);
+        assert_eq!(socket.dropped(), 3);
+    }
+
+    /// A packet of another epoch's session is dropped, one of ours reaches GGRS.
+    #[test]
+    fn packets_of_another_epoch_are_dropped() {
+        let lane = RawLane::default();
+        let mut socket = HuddleGgrsSocket {
+            lane: lane.clone(),
+            filter: InputFilter::default(),
+            epoch: 1,
+        };
+        let peer = PeerId(uuid::Uuid::from_u128(1));
+        // A sync request (magic 7, random 42) as GGRS writes it.
+        let bytes = bincode::serde::encode_to_vec(
+            huddle_protocol::ggrs_filter::Packet {
+                magic: 7,
+                body: huddle_protocol::ggrs_filter::Body::SyncRequest(42),
+            },
+            codec(),
+        )
+        .unwrap_or_default();
+        let stale = [&[0u8][..], &bytes].concat();
+        let ours = [&[1u8][..], &bytes].concat();
+        lane.received(peer, Bytes::from(stale));
+        lane.received(peer, Bytes::from(ours));
+        assert_eq!(socket.receive_all_messages().len(), 1);
+        assert_eq!(socket.dropped(), 1);
     }
 }

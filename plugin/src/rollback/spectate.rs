@@ -1,10 +1,12 @@
 //! Spectating: a spectator replays the final inputs a player feeds it, paced so it never steps
 //! past them, and catches up when behind; players serve the feed.
 
+use super::snapshot::{self, SnapshotRequest, SnapshotWait};
 use super::socket::codec;
 use super::RollbackSettings;
 use super::{FeedFrames, FeedRequest, InputLog, RollbackMatch, RollbackPhase, RollbackStats};
 use crate::messages::{Incoming, Outgoing, PeerLeft};
+use crate::session::HuddleSession;
 use bevy::ecs::schedule::ScheduleLabel;
 use bevy::platform::collections::HashMap;
 use bevy::prelude::*;
@@ -72,14 +74,29 @@ pub(crate) fn spectator_has_inputs(
 
 /// A spectator has no inputs of its own: its `ReadInputs` replays the feed instead of the game's.
 pub(super) fn set_aside_read_inputs<C: Config<Address = PeerId>>(world: &mut World) {
-    let mut schedules = world.resource_mut::<Schedules>();
-    let game = schedules
-        .remove(ReadInputs.intern())
-        .unwrap_or_else(|| Schedule::new(ReadInputs));
     let mut replay = Schedule::new(ReadInputs);
     replay.add_systems(replay_inputs::<C>);
-    schedules.insert(replay);
-    world.insert_resource(GameReadInputs(game));
+    replace_read_inputs(world, replay);
+}
+
+/// Sets the game's `ReadInputs` aside (once: it stays aside until
+/// [`restore_read_inputs`]) and runs `replacement` instead.
+pub(super) fn replace_read_inputs(world: &mut World, replacement: Schedule) {
+    let mut schedules = world.resource_mut::<Schedules>();
+    let current = schedules
+        .remove(ReadInputs.intern())
+        .unwrap_or_else(|| Schedule::new(ReadInputs));
+    schedules.insert(replacement);
+    if !world.contains_resource::<GameReadInputs>() {
+        world.insert_resource(GameReadInputs(current));
+    }
+}
+
+/// Runs the game's `ReadInputs`, set aside by [`replace_read_inputs`].
+pub(super) fn run_game_read_inputs(world: &mut World) {
+    if world.contains_resource::<GameReadInputs>() {
+        world.resource_scope(|world, mut game: Mut<GameReadInputs>| game.0.run(world));
+    }
 }
 
 /// `ReadInputs` of a spectator: every player's inputs of the next frame, from the log.
@@ -116,6 +133,11 @@ pub(crate) fn follow_feed(
     mut log: ResMut<InputLog>,
     frame: Option<Res<RollbackFrameCount>>,
     mut time: ResMut<Time<Virtual>>,
+    (mut wait, mut ask, huddle): (
+        ResMut<SnapshotWait>,
+        MessageWriter<Outgoing<SnapshotRequest>>,
+        Option<Res<HuddleSession>>,
+    ),
 ) {
     if state.phase != RollbackPhase::Spectating {
         frames.clear();
@@ -125,21 +147,37 @@ pub(crate) fn follow_feed(
         if Some(batch.from) != state.feeder {
             continue;
         }
-        let FeedFrames { first, frames } = batch.message.clone();
+        let FeedFrames {
+            epoch,
+            first,
+            frames,
+        } = batch.message.clone();
+        if epoch != state.epoch {
+            // Frames of a session before (or after) a resync we took (or will take).
+            continue;
+        }
         if !log.receive(first, frames) {
             debug!("huddle: a feed batch out of order from {}", batch.from);
         }
     }
-    let feeder = state.remaining().next().map(|(_, p)| p);
+    // The first player still in the match that we are linked to (one that left the lobby before
+    // we joined is in the plan, not among our peers).
+    let linked = |p: &PeerId| huddle.as_ref().is_some_and(|h| h.peers().contains(p));
+    let feeder = state.remaining().map(|(_, p)| p).find(linked);
     if let Some(player) = feeder.filter(|p| Some(*p) != state.feeder) {
         state.feeder = Some(player);
-        feed.write(Outgoing::to_peer(
-            player,
-            FeedRequest {
-                players: state.players.len() as u32,
-                from: log.last_final() + 1,
-            },
-        ));
+        if wait.asked.is_some() {
+            // Still waiting for a snapshot: the next feeder gives it.
+            snapshot::ask(&mut wait, player, state.players.len(), &mut ask);
+        } else {
+            feed.write(Outgoing::to_peer(
+                player,
+                FeedRequest {
+                    players: state.players.len() as u32,
+                    from: log.last_final() + 1,
+                },
+            ));
+        }
     }
     let behind = log.last_final() - frame.map_or(0, |f| f.0);
     let speed = (behind as f32 / 30.0).clamp(1.0, 4.0);
@@ -168,12 +206,15 @@ pub(super) fn held_by_all<C: Config<Address = PeerId>>(
     state: &RollbackMatch,
     input_delay: usize,
 ) -> i32 {
-    let newest = p2p.current_frame() + input_delay as i32 - 1;
+    let newest = state
+        .frame_offset
+        .saturating_add(p2p.current_frame())
+        .saturating_add(input_delay as i32 - 1);
     p2p.remote_player_handles()
         .into_iter()
         .filter(|h| !state.disconnected.contains(h))
         .map(|h| match p2p.network_stats(h) {
-            Ok(stats) => newest - stats.send_queue_len as i32 + 1,
+            Ok(stats) => newest.saturating_sub(stats.send_queue_len as i32) + 1,
             // No stats in the first second: nothing is known to be held yet.
             Err(_) => 0,
         })
@@ -190,7 +231,7 @@ pub(crate) fn serve_feed<C: Config<Address = PeerId>>(
     log: Res<InputLog>,
     session: Option<Res<Session<C>>>,
     settings: Res<RollbackSettings>,
-    mut subscribers: Local<Subscribers>,
+    (mut subscribers, mut epoch): (Local<Subscribers>, Local<u32>),
     mut out: MessageWriter<Outgoing<FeedFrames>>,
     mut left: MessageReader<PeerLeft>,
 ) {
@@ -212,6 +253,14 @@ pub(crate) fn serve_feed<C: Config<Address = PeerId>>(
         return;
     };
     let upto = held_by_all(p2p, &state, settings.input_delay);
+    if *epoch != state.epoch {
+        // A resync: our log starts after its snapshot, and every spectator took it too.
+        *epoch = state.epoch;
+        let first = state.frame_offset.saturating_add(1);
+        for (_, next) in subscribers.0.values_mut() {
+            *next = (*next).min(first);
+        }
+    }
     // Someone who asked before the match started and turned out to play feeds itself.
     subscribers
         .0
@@ -225,7 +274,14 @@ pub(crate) fn serve_feed<C: Config<Address = PeerId>>(
                 break;
             };
             *next = first.saturating_add(frames.len() as i32);
-            out.write(Outgoing::to_peer(*peer, FeedFrames { first, frames }));
+            out.write(Outgoing::to_peer(
+                *peer,
+                FeedFrames {
+                    epoch: state.epoch,
+                    first,
+                    frames,
+                },
+            ));
         }
     }
 }

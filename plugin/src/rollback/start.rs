@@ -2,6 +2,7 @@
 //! once linked), tells everyone, and every peer starts from its plan as a player or a spectator.
 
 use super::resources::{Departing, NewestInputs, Plan};
+use super::snapshot::{self, SnapshotRegistry, SnapshotRequest, SnapshotWait};
 use super::socket::{self, GGRS_NEVER};
 use super::spectate::set_aside_read_inputs;
 use super::RollbackSettings;
@@ -67,6 +68,11 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
     mut log: ResMut<InputLog>,
     mut stats: ResMut<RollbackStats>,
     mut plan: ResMut<Plan>,
+    (registry, mut wait, mut ask): (
+        Option<Res<SnapshotRegistry>>,
+        ResMut<SnapshotWait>,
+        MessageWriter<Outgoing<SnapshotRequest>>,
+    ),
 ) {
     let asked = asked.read().last().map(|s| s.players);
     let Some(mut session) = session else {
@@ -147,6 +153,7 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
     log.clear();
     commands.insert_resource(NewestInputs::default());
     commands.insert_resource(Departing::default());
+    commands.insert_resource(snapshot::EpochStart::default());
     *stats = RollbackStats::default();
     match players.iter().position(|p| *p == me) {
         Some(local) => {
@@ -184,13 +191,18 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
                 }
             }
             commands.queue(set_aside_read_inputs::<C>);
-            feed.write(Outgoing::to_peer(
-                host,
-                FeedRequest {
-                    players: players.len() as u32,
-                    from: 1,
-                },
-            ));
+            if registry.is_some_and(|r| !r.is_empty()) {
+                // From the players' latest final frame, if the game says what a snapshot holds.
+                snapshot::ask(&mut wait, host, players.len(), &mut ask);
+            } else {
+                feed.write(Outgoing::to_peer(
+                    host,
+                    FeedRequest {
+                        players: players.len() as u32,
+                        from: 1,
+                    },
+                ));
+            }
             *state = RollbackMatch {
                 phase: RollbackPhase::Spectating,
                 players,

@@ -28,6 +28,11 @@ pub struct RollbackStats {
     pub newest_frame: i32,
     /// Spectator frames stepped without their inputs (0 unless something is wrong).
     pub spectator_starved: u64,
+    /// A spectator: the frame of the snapshot it started from (`None`: it replayed the match
+    /// from the first frame).
+    pub snapshot_frame: Option<i32>,
+    /// Snapshot answers dropped (unasked, from another peer) or that did not fit.
+    pub snapshots_refused: u64,
     /// GGRS packets dropped: not GGRS messages, too many, or saying what their sender may not
     /// (a request to disconnect, a first frame far ahead).
     pub packets_dropped: u64,
@@ -38,7 +43,16 @@ pub struct RollbackStats {
     pub bytes_in: u64,
     /// GGRS bytes sent.
     pub bytes_out: u64,
+    /// The size of the last snapshot we went on from (a resync's, or a late spectator's), bytes.
+    pub snapshot_bytes: usize,
+    /// Resyncs this match went through ([`RollbackEvent::Resynced`](super::RollbackEvent)).
+    pub resyncs: u32,
+    /// Resync offers refused: not from the leader, not for the next epoch, dropping a player we
+    /// still hear, or a snapshot that does not fit.
+    pub resyncs_refused: u64,
     pub(crate) socket: Option<HuddleGgrsSocket>,
+    /// The sessions' counters before the last resync (dropped, bytes in, bytes out).
+    pub(crate) before_resync: [u64; 3],
 }
 
 /// The rollback diagnostics.
@@ -94,15 +108,20 @@ pub(crate) fn measure<C: Config<Address = PeerId>>(
     if let Some(socket) = &stats.socket {
         let dropped = socket.dropped();
         let (bytes_in, bytes_out) = socket.bytes();
-        stats.packets_dropped = dropped;
-        stats.bytes_in = bytes_in;
-        stats.bytes_out = bytes_out;
+        let [d, i, o] = stats.before_resync;
+        stats.packets_dropped = d.saturating_add(dropped);
+        stats.bytes_in = i.saturating_add(bytes_in);
+        stats.bytes_out = o.saturating_add(bytes_out);
     }
     match &*session {
         Session::P2P(p2p) => {
             stats.frames_ahead = p2p.frames_ahead();
-            stats.confirmed_frame = p2p.confirmed_frame();
-            for handle in p2p.remote_player_handles() {
+            stats.confirmed_frame = p2p.confirmed_frame().saturating_add(state.frame_offset);
+            let playing = p2p
+                .remote_player_handles()
+                .into_iter()
+                .filter(|h| !state.disconnected.contains(h));
+            for handle in playing {
                 let Some(peer) = state.players.get(handle).copied() else {
                     continue;
                 };
