@@ -7,7 +7,8 @@ use bevy_huddle::bevy_ggrs::prelude::*;
 use bevy_huddle::bevy_ggrs::{LocalInputs, LocalPlayers, RollbackFrameCount};
 use bevy_huddle::prelude::*;
 use bevy_huddle::{
-    HuddleConfig, HuddlePlugin, HuddleRollbackPlugin, RollbackSettings, RollbackStarted,
+    HuddleConfig, HuddlePlugin, HuddleRollbackPlugin, RollbackEvent, RollbackSettings,
+    RollbackStarted,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -133,18 +134,30 @@ pub fn start_positions(players: usize) -> Vec<BoxBody> {
         .collect()
 }
 
-/// A match started: a box per player (a new match replaces the last one's boxes).
+/// A match started: a box per player (a new match replaces the last one's boxes). A player
+/// dropped in: a box for its new seat, at its start position.
 fn spawn_boxes(
     mut commands: Commands,
     mut started: MessageReader<RollbackStarted>,
+    mut events: MessageReader<RollbackEvent>,
     old: Query<Entity, With<BoxBody>>,
     mut sums: ResMut<FrameChecksums>,
 ) {
+    let mut boxes = old.iter().count();
     for start in started.read() {
         old.iter().for_each(|e| commands.entity(e).despawn());
         sums.0.clear();
-        for body in start_positions(start.players.len()) {
+        boxes = start.players.len();
+        for body in start_positions(boxes) {
             commands.spawn((body, Rollback));
+        }
+    }
+    for event in events.read() {
+        if let RollbackEvent::Resynced { players, .. } = event {
+            for body in start_positions(players.len()).into_iter().skip(boxes) {
+                commands.spawn((body, Rollback));
+            }
+            boxes = boxes.max(players.len());
         }
     }
 }

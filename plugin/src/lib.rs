@@ -100,8 +100,9 @@ pub use messages::{
 pub use registry::{AddHuddleMessage, Channel, HuddleMessage, MessageRegistry};
 #[cfg(feature = "ggrs")]
 pub use rollback::{
-    HuddleGgrsSocket, HuddleRollbackPlugin, LeaveRollback, RollbackEvent, RollbackMatch,
-    RollbackPhase, RollbackSettings, RollbackStarted, RollbackStats, SnapshotAppExt, StartRollback,
+    HuddleGgrsSocket, HuddleRollbackPlugin, JoinRollback, LeaveRollback, RollbackEvent,
+    RollbackMatch, RollbackPhase, RollbackSettings, RollbackStarted, RollbackStats, SnapshotAppExt,
+    StartRollback,
 };
 pub use rooms::{RoomInfo, RoomList};
 pub use schedule::{HuddleSystems, LobbyState, SignalingState};
@@ -121,8 +122,8 @@ pub mod prelude {
     };
     #[cfg(feature = "ggrs")]
     pub use crate::{
-        HuddleRollbackPlugin, LeaveRollback, RollbackEvent, RollbackMatch, RollbackPhase,
-        RollbackStarted, SnapshotAppExt, StartRollback,
+        HuddleRollbackPlugin, JoinRollback, LeaveRollback, RollbackEvent, RollbackMatch,
+        RollbackPhase, RollbackStarted, SnapshotAppExt, StartRollback,
     };
 }
 

@@ -5,8 +5,10 @@
 
 use bevy_huddle::prelude::*;
 use bevy_huddle::rollback::RollbackDiagnostics;
-use bevy_huddle::{HuddleConfig, LeaveRollback, RollbackEvent, RollbackPhase, StartRollback};
-use huddle_examples::box_game::{checksum, start_positions};
+use bevy_huddle::{
+    HuddleConfig, JoinRollback, LeaveRollback, RollbackEvent, RollbackPhase, StartRollback,
+};
+use huddle_examples::box_game::{checksum, start_positions, BoxBody};
 use huddle_tests::apps::*;
 use huddle_tests::rollback::*;
 use huddle_tests::*;
@@ -234,13 +236,111 @@ fn four_players_one_vanishes_the_three_play_on_ten_times_of_ten() {
                 _ => None,
             });
             assert!(
-                resynced.is_some_and(|(frame, n)| n == 3 && frame >= 290),
+                resynced.is_some_and(|(frame, n)| n == 4 && frame >= 290),
                 "run {run}: {resynced:?}"
             );
         }
         resyncs += counts[0];
     }
     eprintln!("10/10 played on, {resyncs} of them through a resync");
+}
+
+/// A two-player match under 60 ms ± 10 ms / 5 % loss: a third peer joins at frame 600 (it
+/// watches, from the players' snapshot), asks to play (`JoinRollback`), and the leader seats it
+/// at its next resync, in a new seat; all three reach frame 1200 with equal checksums.
+#[test]
+fn a_third_player_drops_in_to_a_running_match() {
+    let (_rt, server) = server_on_runtime();
+    let url = server.room_url("rollback-drop-in");
+    let mut peers = lobby(&url, 2, 2);
+    condition(&mut peers);
+    play_to(&mut peers, 600);
+    peers.push(box_player(&url, 2));
+    condition(&mut peers[2..]);
+    let watching = run_until(&mut peers, LIMIT, |ps| {
+        game(&ps[2]).phase == RollbackPhase::Spectating
+            && rollback_stats(&ps[2]).snapshot_frame.is_some()
+    });
+    assert!(watching, "the newcomer watches from a snapshot");
+    peers[2]
+        .app
+        .world_mut()
+        .write_message(JoinRollback { seat: None });
+    play_to(&mut peers, 1200);
+    let newcomer = peers[2].id().expect("an id");
+    for p in &peers {
+        assert_eq!(game(p).phase, RollbackPhase::Playing);
+        assert_eq!(game(p).players.len(), 3);
+        assert_eq!(game(p).players[2], newcomer);
+        assert!(game(p).disconnected.is_empty());
+        no_desync(p);
+    }
+    assert_eq!(game(&peers[2]).local_handle, Some(2));
+    let sums: Vec<_> = peers.iter().map(|p| checksum_at(p, 1200)).collect();
+    assert!(sums.iter().all(|s| *s == sums[0]), "equal: {sums:?}");
+    let seated = rollback_log(&peers[0]).iter().find_map(|e| match e {
+        RollbackEvent::Resynced { frame, players } if players.len() == 3 => Some(*frame),
+        _ => None,
+    });
+    assert!(seated.is_some_and(|f| f >= 600), "seated at {seated:?}");
+    // Every game spawned the new seat's box, and its player moved it.
+    let start = start_positions(3)[2];
+    for p in &mut peers {
+        let mut boxes = p.app.world_mut().query::<&BoxBody>();
+        let third: Vec<BoxBody> = boxes
+            .iter(p.app.world())
+            .filter(|b| b.handle == 2)
+            .copied()
+            .collect();
+        assert_eq!(third.len(), 1, "one box for seat 2");
+        assert_ne!((third[0].x, third[0].y), (start.x, start.y), "it moved");
+    }
+}
+
+/// Three players under 60 ms ± 10 ms / 5 % loss; one's process is dropped at frame 300 (the other
+/// two play on, its seat on the default input); a new process joins, asks for that seat
+/// (`JoinRollback { seat: Some(2) }`) and plays in it by frame 600; all three reach frame 1200
+/// with equal checksums.
+#[test]
+fn a_player_whose_process_was_dropped_comes_back_into_its_seat() {
+    let (_rt, server) = server_on_runtime();
+    let url = server.room_url("rollback-rejoin");
+    let mut peers = lobby(&url, 3, 3);
+    condition(&mut peers);
+    play_to(&mut peers, 300);
+    drop(peers.remove(2));
+    let gone = run_until(&mut peers, LIMIT, |ps| {
+        ps.iter().all(|p| game(p).disconnected == vec![2])
+    });
+    assert!(gone, "both see it go");
+    peers.push(box_player(&url, 3));
+    condition(&mut peers[2..]);
+    let watching = run_until(&mut peers, LIMIT, |ps| {
+        game(&ps[2]).phase == RollbackPhase::Spectating
+            && rollback_stats(&ps[2]).snapshot_frame.is_some()
+    });
+    assert!(watching, "the new process watches from a snapshot");
+    peers[2]
+        .app
+        .world_mut()
+        .write_message(JoinRollback { seat: Some(2) });
+    let back = run_until(&mut peers, LIMIT, |ps| {
+        ps.iter().all(|p| game(p).local_handle.is_some())
+    });
+    let at = rollback_stats(&peers[0]).newest_frame;
+    assert!(back && at <= 600, "back in its seat at frame {at}");
+    play_to(&mut peers, 1200);
+    let newcomer = peers[2].id().expect("an id");
+    for p in &peers {
+        assert_eq!(game(p).phase, RollbackPhase::Playing);
+        assert_eq!(game(p).players.len(), 3, "the same seats");
+        assert_eq!(game(p).players[2], newcomer);
+        assert!(game(p).disconnected.is_empty());
+        no_desync(p);
+    }
+    assert_eq!(game(&peers[2]).local_handle, Some(2));
+    let sums: Vec<_> = peers.iter().map(|p| checksum_at(p, 1200)).collect();
+    assert!(sums.iter().all(|s| *s == sums[0]), "equal: {sums:?}");
 }
 
 /// A player whose GGRS packets all get lost, while it stays in the lobby, counts as gone after
@@ -630,7 +730,8 @@ fn a_player_that_lies_about_the_others_connections_changes_nothing() {
         players.iter().map(rollback_log).collect::<Vec<_>>()
     );
     let (frame, going_on) = resynced(&players[0]).unwrap_or_default();
-    assert_eq!(going_on, vec![host, other]);
+    let lying = hostile.id().expect("an id");
+    assert_eq!(going_on, vec![host, other, lying], "the seats stay");
     assert_eq!(resynced(&players[1]), Some((frame, going_on)));
     assert_eq!(
         checksum_at(&players[0], frame + 120),
@@ -812,9 +913,9 @@ fn a_player_that_reports_present_players_gone_ends_nothing() {
     players.iter().for_each(no_desync);
 }
 
-/// A `ResyncOffer` (`type_id`, its wire id) for `epoch`, naming `players`, with a snapshot of
-/// `frame` that holds nothing, as a hostile member encodes it.
-fn resync_offer(type_id: u8, epoch: u32, players: &[PeerId], frame: i32) -> Vec<u8> {
+/// A `ResyncOffer` (`type_id`, its wire id) for `epoch`, with `seats` of which `gone` nobody
+/// plays and a snapshot of `frame` that holds nothing, as a hostile member encodes it.
+fn resync_offer(type_id: u8, epoch: u32, seats: &[PeerId], gone: &[u32], frame: i32) -> Vec<u8> {
     type Snapshot = (
         i32,
         u32,
@@ -824,16 +925,16 @@ fn resync_offer(type_id: u8, epoch: u32, players: &[PeerId], frame: i32) -> Vec<
     let snapshot: Snapshot = (frame, 0, Vec::new(), Vec::new());
     let mut bytes = vec![type_id];
     bytes.extend(
-        bincode::serde::encode_to_vec((epoch, players, snapshot), bincode::config::standard())
+        bincode::serde::encode_to_vec((epoch, seats, gone, snapshot), bincode::config::standard())
             .unwrap_or_default(),
     );
     bytes
 }
 
 /// A third player that plays (neutral inputs, in step) forges resync offers (well-formed
-/// `ResyncOffer` messages of the rollback plugin) while nobody is gone: dropping itself, leaving
-/// both honest players out, dropping a living player, for an epoch far ahead, and at frame
-/// `i32::MAX`. Each is refused and counted (only the first remaining player may
+/// `ResyncOffer` messages of the rollback plugin) while nobody is gone: marking both honest
+/// players gone so that it leads, seats shuffled, a living player gone, for an epoch far ahead,
+/// and at frame `i32::MAX`. Each is refused and counted (only the first remaining player may
 /// offer, for the next epoch, dropping only players seen gone, near our frame), the match stays
 /// in its first epoch and goes on with equal checksums.
 #[test]
@@ -856,16 +957,20 @@ fn a_player_that_forges_resync_offers_changes_nothing() {
     assert!(playing, "the match runs with the liar playing");
     let offer_id = type_id(&players[0], "ResyncOffer:");
     let at = rollback_stats(&players[0]).confirmed_frame;
+    let seats = vec![ids[0], ids[1], me];
     let forgeries = [
-        (1, vec![ids[0], ids[1]], at),
-        (1, vec![me], at),
-        (1, vec![ids[0], me], at),
-        (9, vec![ids[0], ids[1], me], at),
-        (1, vec![me], i32::MAX),
+        // The two honest players gone, so that the liar leads.
+        (1, seats.clone(), vec![0, 1], at),
+        // Seats shuffled, the liar first.
+        (1, vec![me, ids[1], ids[0]], vec![], at),
+        // The first player gone: not the liar's to say (the second would lead).
+        (1, seats.clone(), vec![0], at),
+        (9, seats.clone(), vec![0, 1], at),
+        (1, seats.clone(), vec![0, 1], i32::MAX),
     ];
-    for (epoch, named, frame) in &forgeries {
+    for (epoch, named, gone, frame) in &forgeries {
         for to in ids {
-            hostile.send(1, to, &resync_offer(offer_id, *epoch, named, *frame));
+            hostile.send(1, to, &resync_offer(offer_id, *epoch, named, gone, *frame));
         }
     }
     let on = run_until(&mut players, LIMIT, |ps| {
@@ -892,6 +997,64 @@ fn a_player_that_forges_resync_offers_changes_nothing() {
         checksum_at(&players[1], frame)
     );
     players.iter().for_each(no_desync);
+}
+
+/// A member (a raw peer, no GGRS) asks for a seat in a two-player match and never plays: the
+/// leader seats it at a resync, the new session cannot synchronize with it, and after
+/// `disconnect_timeout` both players count it gone and go on from the epoch's first state without
+/// it (its seat on the default input). It asks again: refused and counted. The match goes on with
+/// equal checksums, never stuck.
+#[test]
+fn a_member_that_asks_for_a_seat_and_never_plays_cannot_stall_the_match() {
+    let (rt, server) = server_on_runtime();
+    let url = server.room_url("rollback-seat-squatter");
+    let mut players = lobby(&url, 2, 2);
+    play_to(&mut players, 120);
+    let leader = players[0].id().expect("an id");
+    let mut hostile = hostile_member(&rt, &url, &mut players, LIMIT);
+    let _guard = rt.enter();
+    let seat_request = type_id(&players[0], "SeatRequest:");
+    let ask = [seat_request, 0];
+    hostile.send(1, leader, &ask);
+    let squatter = hostile.id().expect("an id");
+    let seated = run_until(&mut players, LIMIT, |ps| {
+        hostile.poll();
+        hostile.inbox.clear();
+        ps.iter().all(|p| game(p).players.contains(&squatter))
+    });
+    assert!(seated, "the leader seats it");
+    let dropped = run_until(&mut players, LIMIT, |ps| {
+        hostile.poll();
+        hostile.inbox.clear();
+        ps.iter()
+            .all(|p| game(p).disconnected == vec![2] && game(p).epoch == 2)
+    });
+    assert!(
+        dropped,
+        "both count it gone and resync without it: {:?}",
+        players.iter().map(game).collect::<Vec<_>>()
+    );
+    hostile.send(1, leader, &ask);
+    let target = rollback_stats(&players[0]).newest_frame + 300;
+    let on = run_until(&mut players, LIMIT, |ps| {
+        hostile.poll();
+        hostile.inbox.clear();
+        rollback_stats(&ps[0]).seats_refused >= 1
+            && ps.iter().all(|p| checksum_at(p, target).is_some())
+    });
+    assert!(
+        on,
+        "asked again: refused; the match goes on to frame {target}"
+    );
+    for p in &players {
+        assert_eq!(game(p).phase, RollbackPhase::Playing);
+        assert_eq!(game(p).epoch, 2, "no third resync");
+        no_desync(p);
+    }
+    assert_eq!(
+        checksum_at(&players[0], target),
+        checksum_at(&players[1], target)
+    );
 }
 
 /// A hostile *host* (a raw peer, first in the room, that the players follow) sends match plans no

@@ -43,13 +43,16 @@ pub enum RollbackEvent {
         handle: usize,
     },
     /// The match goes on in a fresh GGRS session from the state of match frame `frame` (the
-    /// leader's snapshot: the game's world was set back to it), played by `players` (in handle
-    /// order; handles do not change). It follows a vanish the remaining players held different
-    /// last inputs of: gone players play on as the default input from then on.
+    /// leader's snapshot: the game's world was set back to it), with the seats `players` (handle
+    /// `i` at index `i`; handles do not change, `RollbackMatch::disconnected` lists the seats
+    /// nobody plays, which get the default input). It follows a vanish the remaining players held
+    /// different last inputs of, a player dropping in (a new seat at the end: spawn what it
+    /// needs, the same way on every peer) or a player coming back into its gone seat
+    /// ([`JoinRollback`](super::JoinRollback)).
     Resynced {
         /// The match frame of the state the match goes on from.
         frame: i32,
-        /// The players that play on.
+        /// The seats, handle order.
         players: Vec<PeerId>,
     },
     /// Nothing heard from `peer` for a while; it counts as gone after `disconnect_timeout` more.

@@ -17,18 +17,21 @@
 //!   one, and leaves the lobby once they all hold it; they disconnect it at that frame and play
 //!   on. A player that vanishes (left the lobby, crashed, or silent for
 //!   [`RollbackSettings::disconnect_timeout`]) makes the remaining players compare the last
-//!   input of it each holds: equal, they play on; different, they all end the match
-//!   ([`RollbackEvent::Abandoned`]), because ggrs 0.13 would re-disconnect it at the earlier
-//!   frame after confirming past it and panic (gschup/ggrs#119 fixes a related case upstream,
-//!   unreleased). GGRS never times a player out by itself here, so it cannot decide alone.
-//!   With one other player left there is nothing to compare: it is disconnected at once.
+//!   input of it each holds: equal, they play on; different, they resync: the first remaining
+//!   player sends its snapshot of the newest final frame and everyone goes on from it in a fresh
+//!   GGRS session ([`RollbackEvent::Resynced`]; see the `resync` module). Snapshots carry what the
+//!   game registered ([`SnapshotAppExt`]); a game that registers nothing cannot resync, and the
+//!   match ends ([`RollbackEvent::Abandoned`]). GGRS never times a player out by itself here, so
+//!   it cannot decide alone. With one other player left there is nothing to compare: it is
+//!   disconnected at once.
 //! - Peers that join past the players become spectators: a player (the first one still in the
-//!   match) sends them every frame's confirmed inputs from the first frame on, once every other
-//!   player holds its inputs of that frame (else a feeder that vanished could have shown a frame
-//!   the others play differently); GGRS only takes spectators when a session starts, so huddle
-//!   feeds late ones itself. They replay the match, catching up at up to 4x speed.
-//!   A spectator sees every input as `InputStatus::Confirmed` (a gone player's as the default
-//!   input); its `ReadInputs` schedule is set aside while it watches.
+//!   match) sends them its snapshot of the newest final frame every other player holds the inputs
+//!   of, then every frame's final inputs (without registrations, from the first frame: they
+//!   replay the match, catching up at up to 4x); GGRS only takes spectators when a session
+//!   starts, so huddle feeds late ones itself. A spectator sees every input as
+//!   `InputStatus::Confirmed` (a gone player's as the default input); its `ReadInputs` schedule
+//!   is set aside while it watches. A spectator's game may ask to play ([`JoinRollback`]): a new
+//!   seat, or a gone player's seat when it comes back; it is seated at the leader's next resync.
 
 mod away;
 mod departures;
@@ -38,6 +41,7 @@ mod log;
 mod record;
 mod resources;
 mod resync;
+mod seats;
 mod snapshot;
 pub mod socket;
 mod spectate;
@@ -46,6 +50,7 @@ mod stats;
 
 pub use events::RollbackEvent;
 pub use log::InputLog;
+pub use seats::JoinRollback;
 pub use snapshot::SnapshotAppExt;
 pub use socket::HuddleGgrsSocket;
 pub use stats::{RollbackDiagnostics, RollbackStats};
@@ -87,6 +92,9 @@ pub struct RollbackSettings {
     /// window: [`Backgrounded`](crate::Backgrounded)) may stay silent before it counts as gone.
     /// The match waits for it meanwhile.
     pub away_timeout: Duration,
+    /// Whether the match seats spectators that ask to play ([`JoinRollback`]): a drop-in, or a
+    /// player back after its connection dropped. The leader's setting decides.
+    pub drop_ins: bool,
     /// How long a player of the host's plan waits for its links to the other players it names;
     /// then the plan is refused (counted in [`RollbackStats::plans_refused`]): a plan naming
     /// peers that never link cannot hold the lobby forever.
@@ -106,6 +114,7 @@ impl Default for RollbackSettings {
             disconnect_timeout: Duration::from_secs(2),
             away_timeout: Duration::from_secs(30),
             plan_link_wait: Duration::from_secs(20),
+            drop_ins: true,
         }
     }
 }
@@ -293,12 +302,15 @@ impl<C: Config<Address = PeerId>> Plugin for HuddleRollbackPlugin<C> {
             .init_resource::<snapshot::SnapshotWait>()
             .init_resource::<snapshot::SnapshotAsks>()
             .init_resource::<resync::Resync>()
+            .init_resource::<seats::Seating>()
+            .init_resource::<resync::Synced>()
             .init_resource::<record::NewestFinalSnapshot>()
             .init_resource::<snapshot::EpochStart>()
             .add_message::<RollbackEvent>()
             .add_message::<RollbackStarted>()
             .add_message::<StartRollback>()
             .add_message::<LeaveRollback>()
+            .add_message::<JoinRollback>()
             .add_huddle_message::<MatchPlan>(Channel::Reliable)
             .add_huddle_message::<Farewell>(Channel::Reliable)
             .add_huddle_message::<LastInput>(Channel::Reliable)
@@ -309,6 +321,7 @@ impl<C: Config<Address = PeerId>> Plugin for HuddleRollbackPlugin<C> {
             .add_huddle_message::<snapshot::SnapshotRequest>(Channel::Reliable)
             .add_huddle_message::<snapshot::SnapshotReply>(Channel::Reliable)
             .add_huddle_message::<resync::ResyncOffer>(Channel::Reliable)
+            .add_huddle_message::<seats::SeatRequest>(Channel::Reliable)
             .configure_sets(
                 PreUpdate,
                 RunGgrsSystems
@@ -325,6 +338,9 @@ impl<C: Config<Address = PeerId>> Plugin for HuddleRollbackPlugin<C> {
                         away::hear,
                         departures::follow_lobby::<C>,
                         departures::settle_departures::<C>,
+                        seats::ask,
+                        seats::hear,
+                        resync::watch_sync::<C>,
                         resync::hear_offers,
                         resync::run::<C>,
                         leave::leave::<C>,

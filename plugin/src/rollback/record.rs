@@ -2,6 +2,7 @@
 //! from, rollback counts, and the snapshots a departure needs kept.
 
 use super::resources::{Departing, NewestInputs};
+use super::resync::Synced;
 use super::socket::codec;
 use super::RollbackSettings;
 use super::{InputLog, RollbackEvent, RollbackMatch, RollbackStats};
@@ -15,6 +16,7 @@ use web_time::Instant;
 /// [`RollbackSettings::disconnect_timeout`](super::RollbackSettings) (see [`follow_lobby`]).
 pub(crate) fn events<C: Config<Address = PeerId>>(
     session: Option<ResMut<Session<C>>>,
+    mut synced: ResMut<Synced>,
     settings: Res<RollbackSettings>,
     mut state: ResMut<RollbackMatch>,
     mut departing: ResMut<Departing>,
@@ -45,6 +47,11 @@ pub(crate) fn events<C: Config<Address = PeerId>>(
                 if let Some(handle) = handle_of(*peer) {
                     departing.silent.push((handle, Instant::now()));
                 }
+            }
+            RollbackEvent::Synchronized { peer }
+                if !synced.0.contains(peer) && synced.0.len() < players.len() =>
+            {
+                synced.0.push(*peer);
             }
             RollbackEvent::NetworkResumed { peer } => {
                 let handle = handle_of(*peer);

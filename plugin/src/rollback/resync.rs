@@ -1,17 +1,21 @@
-//! Resyncing a match (the state machine is `huddle_protocol::resync`): when a player vanished and
-//! the remaining players cannot agree on its last input, the leader (the first remaining player)
-//! offers its snapshot of its newest final frame ([`ResyncOffer`]); every remaining player and
-//! spectator checks the offer, sets its world back to the snapshot and goes on in a fresh GGRS
-//! session of the next epoch.
+//! Resyncing a match (the checks are `huddle_protocol::resync`): the leader (the first seat
+//! somebody plays) offers everyone its snapshot of the newest final frame ([`ResyncOffer`]) with
+//! the seats of the next epoch; every player and spectator checks the offer, sets its world back
+//! to the snapshot and goes on in a fresh GGRS session. It happens when a player vanished and the
+//! remaining players cannot agree on its last input, and when the leader seats players that drop
+//! in or come back (see the `seats` module).
 //!
 //! Handles never change: a gone player keeps its seat, played by the leader with the default
 //! input (a local player of the leader's session, a remote one of the leader's endpoint for the
-//! others; the leader's game never sees it among its local players). So the game's own
-//! handle-indexed code and the spectators' feed stay as they were.
+//! others; the leader's game never sees it among its local players), until a player that comes
+//! back takes it. Players that drop in get new seats at the end. So the game's own handle-indexed
+//! code goes on; it spawns what a new seat needs when [`RollbackEvent::Resynced`] names more
+//! players than before.
 
 use super::departures::abandon;
 use super::record::NewestFinalSnapshot;
 use super::resources::{Departing, NewestInputs, Plan};
+use super::seats::{self, Seating};
 use super::snapshot::{self, EpochStart, Snapshot, SnapshotAsks, SnapshotRegistry};
 use super::socket::{self, GGRS_NEVER};
 use super::spectate::{replace_read_inputs, restore_read_inputs, run_game_read_inputs};
@@ -21,28 +25,45 @@ use crate::messages::{Incoming, Outgoing};
 use crate::session::HuddleSession;
 use bevy::prelude::*;
 use bevy_ggrs::{LocalInputs, LocalPlayers, ReadInputs, Session};
-use ggrs::{Config, PlayerType};
+use ggrs::{Config, PlayerType, SessionState};
 use huddle_protocol::resync::{self as judge, Judge, Offer, Waiting, Window};
 use matchbox_socket::PeerId;
 use serde::{Deserialize, Serialize};
 use web_time::Instant;
 
-/// The leader's offer: go on from `snapshot` in epoch `epoch`, played by `players` (handle
-/// order; the others' seats are played with the default input).
+/// The leader's offer: go on from `snapshot` in epoch `epoch`, with `seats` (handle order) of
+/// which `gone` nobody plays.
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub(crate) struct ResyncOffer {
     pub(crate) epoch: u32,
-    pub(crate) players: Vec<PeerId>,
+    pub(crate) seats: Vec<PeerId>,
+    pub(crate) gone: Vec<u32>,
     pub(crate) snapshot: Snapshot,
 }
 
-/// Our part in a resync: whether we wait for an offer (and since when), which gone player made
-/// it needed, and an offer taken but not yet carried out.
+impl ResyncOffer {
+    /// What the checks read.
+    fn claim(&self) -> Offer<PeerId> {
+        Offer {
+            epoch: self.epoch,
+            frame: self.snapshot.frame,
+            seats: self.seats.clone(),
+            gone: self.gone.iter().map(|h| *h as usize).collect(),
+        }
+    }
+}
+
+/// Our part in a resync: whether we wait for an offer after a vanish (and since when), which
+/// gone player made it needed, and an offer taken but not yet carried out.
 #[derive(Resource, Default, Debug)]
 pub(crate) struct Resync {
     waiting: Waiting,
     over: Option<usize>,
     taken: Option<ResyncOffer>,
+    /// An offer marking gone a player we still hear, and since when: we may see it go soon (a
+    /// player that never synchronized a resynced session is seen gone by each player on its own
+    /// clock), so it is judged again until [`OFFER_WAIT`](judge::OFFER_WAIT) has passed.
+    deferred: Option<(PeerId, ResyncOffer, Instant)>,
 }
 
 impl Resync {
@@ -62,61 +83,71 @@ impl Resync {
 #[derive(Resource, Default, Debug, Clone)]
 struct Ghosts(Vec<usize>);
 
-/// Checks the offers that came: one from our leader, for the next epoch, that drops only players
-/// we saw go, near our frame, is taken; the rest are counted and dropped.
+/// Checks the offers that came (see `huddle_protocol::resync::judge`): one is taken, the rest are
+/// counted and dropped.
 pub(crate) fn hear_offers(
     mut offers: MessageReader<Incoming<ResyncOffer>>,
     huddle: Option<Res<HuddleSession>>,
     state: Res<RollbackMatch>,
-    log: Res<InputLog>,
-    settings: Res<RollbackSettings>,
+    (log, settings): (Res<InputLog>, Res<RollbackSettings>),
+    seating: Res<Seating>,
     mut resync: ResMut<Resync>,
     mut stats: ResMut<RollbackStats>,
 ) {
     let me = huddle.and_then(|h| h.id());
-    for offer in offers.read() {
-        let gone: Vec<PeerId> = state
-            .disconnected
-            .iter()
-            .filter_map(|h| state.players.get(*h).copied())
-            .collect();
+    let now = Instant::now();
+    let again = resync
+        .deferred
+        .take()
+        .filter(|(_, _, since)| now.saturating_duration_since(*since) < judge::OFFER_WAIT);
+    let heard = offers
+        .read()
+        .map(|o| (o.from, o.message.clone(), now))
+        .collect::<Vec<_>>();
+    for (from, offer, since) in again.into_iter().chain(heard) {
         let window = Window::around(
             log.last_final(),
             settings.max_prediction,
             settings.input_delay,
         );
         let judge = match (state.phase, me) {
-            (RollbackPhase::Playing, Some(me)) => Judge::Player {
+            (RollbackPhase::Playing, Some(me)) => Judge::Player { me, window },
+            (RollbackPhase::Spectating, Some(me)) => Judge::Spectator {
                 me,
-                gone: &gone,
-                window,
+                asked: seating.asked.is_some(),
             },
-            (RollbackPhase::Spectating, _) => Judge::Spectator,
             _ => {
                 stats.resyncs_refused += 1;
                 continue;
             }
         };
-        let claim = Offer {
-            epoch: offer.message.epoch,
-            frame: offer.message.snapshot.frame,
-            players: offer.message.players.clone(),
-        };
-        match judge::judge(offer.from, &claim, state.epoch, &state.players, &judge) {
-            Ok(()) if resync.taken.is_none() => resync.taken = Some(offer.message.clone()),
+        let claim = offer.claim();
+        let checked = judge::judge(
+            from,
+            &claim,
+            state.epoch,
+            &state.players,
+            &state.disconnected,
+            &judge,
+        );
+        match checked {
+            Ok(()) if resync.taken.is_none() => resync.taken = Some(offer),
+            Err(judge::Refused::DropsLiving) if resync.deferred.is_none() => {
+                resync.deferred = Some((from, offer, since));
+            }
             Ok(()) => stats.resyncs_refused += 1,
             Err(e) => {
-                warn!("huddle: a resync offer from {} refused: {e}", offer.from);
+                warn!("huddle: a resync offer from {from} refused: {e}");
                 stats.resyncs_refused += 1;
             }
         }
     }
 }
 
-/// The leader makes its offer once a resync is needed; anyone carries out an offer taken; a
-/// player that waited in vain ends the match.
+/// The leader makes its offer when a resync is needed or players wait for a seat; anyone carries
+/// out an offer taken; a player that waited in vain ends the match.
 pub(crate) fn run<C: Config<Address = PeerId>>(world: &mut World) {
-    if lead(world).is_err() {
+    if lead::<C>(world).is_err() {
         give_up::<C>(world);
         return;
     }
@@ -134,32 +165,55 @@ pub(crate) fn run<C: Config<Address = PeerId>>(world: &mut World) {
 }
 
 /// The leader's part: capture the newest final state bevy_ggrs holds (every player's inputs up to
-/// it known) and offer it to everyone (ourselves too). An error: nothing to offer.
-fn lead(world: &mut World) -> Result<(), ()> {
+/// it known) and offer it to everyone (ourselves too), with the seats: the gone ones, and the
+/// requests seated. An error: a resync is needed and there is nothing to offer.
+fn lead<C: Config<Address = PeerId>>(world: &mut World) -> Result<(), ()> {
+    let now = Instant::now();
     let state = world.resource::<RollbackMatch>();
     let resync = world.resource::<Resync>();
-    if !resync.waiting.is_waiting()
-        || resync.taken.is_some()
-        || state.phase != RollbackPhase::Playing
-    {
+    let vanished = resync.waiting.is_waiting();
+    let seating = world.resource::<Seating>();
+    let running = matches!(
+        world.get_resource::<Session<C>>(),
+        Some(Session::P2P(p2p)) if p2p.current_state() == SessionState::Running
+    );
+    let seat_now = !vanished && running && seating.due(now);
+    if !(vanished || seat_now) || resync.taken.is_some() || state.phase != RollbackPhase::Playing {
         return Ok(());
     }
-    let players: Vec<PeerId> = state.remaining().map(|(_, p)| p).collect();
-    let leader = judge::leader(&players);
-    let me = world.get_resource::<HuddleSession>().and_then(|h| h.id());
-    if leader.is_none() || leader != me {
+    let Some(huddle) = world.get_resource::<HuddleSession>() else {
+        return Ok(());
+    };
+    if huddle.id().is_none() || seats::leader(state, huddle) != huddle.id() {
         return Ok(());
     }
+    let requests = if seat_now {
+        seating.requests.clone()
+    } else {
+        Vec::new()
+    };
+    let (seats, gone) = seats::seat(
+        &state.players,
+        &state.disconnected,
+        &requests,
+        huddle.peers(),
+    );
     let epoch = state.epoch.saturating_add(1);
     let frame = world.resource::<NewestFinalSnapshot>().0;
     let captured = snapshot::capture(world, frame);
     let Some(snapshot) = captured.or_else(|| world.resource::<EpochStart>().of(frame)) else {
-        warn!("huddle: no snapshot of frame {frame} to resync from: the match is abandoned");
-        return Err(());
+        if vanished {
+            warn!("huddle: no snapshot of frame {frame} to resync from: the match is abandoned");
+            return Err(());
+        }
+        // Seating waits for a frame bevy_ggrs still holds.
+        return Ok(());
     };
+    world.resource_mut::<Seating>().requests.clear();
     let offer = ResyncOffer {
         epoch,
-        players,
+        seats,
+        gone: gone.iter().map(|h| *h as u32).collect(),
         snapshot,
     };
     world.write_message(Outgoing::to_all(offer.clone()));
@@ -167,7 +221,8 @@ fn lead(world: &mut World) -> Result<(), ()> {
     Ok(())
 }
 
-/// Sets the world back to the offer's snapshot and goes on in a fresh session of its epoch.
+/// Sets the world back to the offer's snapshot and goes on in a fresh session of its epoch, in
+/// our seat (if the offer seats us) or watching.
 fn carry_out<C: Config<Address = PeerId>>(
     world: &mut World,
     offer: &ResyncOffer,
@@ -175,22 +230,20 @@ fn carry_out<C: Config<Address = PeerId>>(
     snapshot::restore(world, &offer.snapshot).map_err(|e| e.to_string())?;
     let frame = offer.snapshot.frame;
     let settings = *world.resource::<RollbackSettings>();
-    let mut state = world.resource::<RollbackMatch>().clone();
     let me = world.get_resource::<HuddleSession>().and_then(|h| h.id());
-    let ghosts: Vec<usize> = (0..state.players.len())
-        .filter(|h| !offer.players.contains(&state.players[*h]))
-        .collect();
-    for h in &ghosts {
-        if !state.disconnected.contains(h) {
-            state.disconnected.push(*h);
-        }
-    }
+    let claim = offer.claim();
+    let leader = claim.leader().ok_or("no leader")?;
+    let gone = claim.gone;
+    let mine = (0..offer.seats.len()).find(|h| Some(offer.seats[*h]) == me && !gone.contains(h));
+    let mut state = world.resource::<RollbackMatch>().clone();
+    state.players = offer.seats.clone();
+    state.disconnected = gone.clone();
+    state.local_handle = mine;
     state.epoch = offer.epoch;
     state.feeder = None;
     restore_read_inputs(world);
-    if state.phase == RollbackPhase::Playing {
-        let leader = offer.players[0];
-        let kinds = seats(me, leader, &state.players, &ghosts);
+    if mine.is_some() {
+        let kinds = ggrs_seats(me, leader, &state.players, &gone);
         let Some(mut huddle) = world.get_resource_mut::<HuddleSession>() else {
             return Err("we left the lobby".to_owned());
         };
@@ -212,9 +265,10 @@ fn carry_out<C: Config<Address = PeerId>>(
             *i = i.saturating_add(bytes_in);
             *o = o.saturating_add(bytes_out);
         }
+        state.phase = RollbackPhase::Playing;
         state.frame_offset = frame;
-        if me == Some(leader) && !ghosts.is_empty() {
-            world.insert_resource(Ghosts(ghosts));
+        if me == Some(leader) && !gone.is_empty() {
+            world.insert_resource(Ghosts(gone));
             let mut read = Schedule::new(ReadInputs);
             read.add_systems(read_with_ghosts::<C>);
             replace_read_inputs(world, read);
@@ -222,13 +276,31 @@ fn carry_out<C: Config<Address = PeerId>>(
             world.remove_resource::<Ghosts>();
         }
     } else {
-        // A spectator: the feed goes on from the frame after the snapshot.
+        // Watching: the feed goes on from the frame after the snapshot, as wide as the seats.
+        world.remove_resource::<Ghosts>();
+        let replay =
+            super::start::spectator_session::<C>(state.players.len()).map_err(|e| e.to_string())?;
+        world.insert_resource(Session::SyncTest(replay));
         super::spectate::set_aside_read_inputs::<C>(world);
+        state.phase = RollbackPhase::Spectating;
+        state.frame_offset = 0;
+    }
+    if let Some(players) = world.resource_mut::<Plan>().players.as_mut() {
+        // Newcomers learn the seats as they are now.
+        *players = state.players.clone();
     }
     world.insert_resource(state);
     world.insert_resource(Departing::default());
     world.insert_resource(NewestInputs::default());
     world.insert_resource(Resync::default());
+    world.insert_resource(Synced::default());
+    // The epoch's first state is the offer's: a resync before any later frame is final (a
+    // seated player that never synchronizes) goes on from it.
+    world.insert_resource(EpochStart::at(offer.epoch, offer.snapshot.clone()));
+    world.insert_resource(NewestFinalSnapshot(frame));
+    let mut seating = world.resource_mut::<Seating>();
+    seating.asked = None;
+    seating.last_resync = Some(Instant::now());
     world.resource_mut::<SnapshotAsks>().captured = None;
     let mut log = world.resource_mut::<InputLog>();
     log.clear();
@@ -239,22 +311,64 @@ fn carry_out<C: Config<Address = PeerId>>(
     stats.snapshot_bytes = offer.snapshot.encoded_len();
     world.write_message(RollbackEvent::Resynced {
         frame,
-        players: offer.players.clone(),
+        players: offer.seats.clone(),
     });
     Ok(())
 }
 
-/// GGRS players of a resynced session: ours local, a gone player's seat local to the leader and
-/// remote (at the leader) to everyone else, the others remote.
-fn seats(
+/// The players a resynced session synchronized with (GGRS's `Synchronized` events).
+#[derive(Resource, Default, Debug)]
+pub(crate) struct Synced(pub(crate) Vec<PeerId>);
+
+/// A resynced session that has not synchronized with every seated player after
+/// `disconnect_timeout` (a newcomer that crashed, or a member that asked for a seat and never
+/// plays): those players are gone, as if they vanished, and the leader resyncs without them (it
+/// seats none of them again). Each player decides on its own clock; an offer that comes first is
+/// judged again until it agrees (see [`Resync`]).
+pub(crate) fn watch_sync<C: Config<Address = PeerId>>(
+    session: Option<Res<Session<C>>>,
+    settings: Res<RollbackSettings>,
+    synced: Res<Synced>,
+    mut state: ResMut<RollbackMatch>,
+    mut seating: ResMut<Seating>,
+    mut resync: ResMut<Resync>,
+    mut events: MessageWriter<RollbackEvent>,
+) {
+    let now = Instant::now();
+    let stuck = matches!(
+        session.as_deref(),
+        Some(Session::P2P(p2p)) if p2p.current_state() == SessionState::Synchronizing
+    );
+    let waited = seating
+        .last_resync
+        .is_some_and(|at| now.saturating_duration_since(at) >= settings.disconnect_timeout);
+    if state.epoch == 0 || !stuck || !waited || resync.is_waiting() {
+        return;
+    }
+    let silent: Vec<(usize, PeerId)> = state
+        .remaining()
+        .filter(|(h, p)| Some(*h) != state.local_handle && !synced.0.contains(p))
+        .collect();
+    for (handle, peer) in silent {
+        warn!("huddle: {peer} never synchronized the resynced session: it is gone");
+        state.disconnected.push(handle);
+        seating.bar(peer);
+        resync.needed(handle, now);
+        events.write(RollbackEvent::Disconnected { peer, handle });
+    }
+}
+
+/// GGRS players of a resynced session: ours local, a gone seat local to the leader and remote
+/// (at the leader) to everyone else, the others remote.
+fn ggrs_seats(
     me: Option<PeerId>,
     leader: PeerId,
-    players: &[PeerId],
-    ghosts: &[usize],
+    seats: &[PeerId],
+    gone: &[usize],
 ) -> Vec<(usize, PlayerType<PeerId>)> {
-    socket::ggrs_players(me, players)
+    socket::ggrs_players(me, seats)
         .into_iter()
-        .map(|(handle, kind)| match ghosts.contains(&handle) {
+        .map(|(handle, kind)| match gone.contains(&handle) {
             true if me == Some(leader) => (handle, PlayerType::Local),
             true => (handle, PlayerType::Remote(leader)),
             false => (handle, kind),

@@ -363,6 +363,14 @@ pub(crate) struct EpochStart {
 }
 
 impl EpochStart {
+    /// The snapshot `snapshot` starts epoch `epoch` (a resync's offer).
+    pub(crate) fn at(epoch: u32, snapshot: Snapshot) -> Self {
+        Self {
+            epoch: Some(epoch),
+            snapshot: Some(snapshot),
+        }
+    }
+
     /// The snapshot of `frame`, if it is the epoch's first.
     pub(crate) fn of(&self, frame: i32) -> Option<Snapshot> {
         self.snapshot.clone().filter(|s| s.frame == frame)

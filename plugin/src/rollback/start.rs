@@ -14,7 +14,7 @@ use crate::messages::{Incoming, Outgoing, PeerJoined};
 use crate::session::HuddleSession;
 use bevy::prelude::*;
 use bevy_ggrs::Session;
-use ggrs::{Config, SessionBuilder};
+use ggrs::{Config, GgrsError, SessionBuilder, SyncTestSession};
 use matchbox_socket::PeerId;
 
 /// Run condition: we play.
@@ -176,14 +176,7 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
             };
         }
         None if rollback.spectators => {
-            let replay = SessionBuilder::<C>::new()
-                .with_num_players(players.len())
-                .and_then(|b| {
-                    b.with_check_distance(0)
-                        .with_input_delay(0)
-                        .start_synctest_session()
-                });
-            match replay {
+            match spectator_session::<C>(players.len()) {
                 Ok(replay) => commands.insert_resource(Session::SyncTest(replay)),
                 Err(e) => {
                     warn!("huddle: cannot start the spectator session: {e}");
@@ -216,6 +209,18 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
         players: state.players.clone(),
         local_handle: state.local_handle,
     });
+}
+
+/// A spectator's session of `players`: a sync test that never rolls back, fed the players' final
+/// inputs (see the `spectate` module).
+pub(crate) fn spectator_session<C: Config<Address = PeerId>>(
+    players: usize,
+) -> Result<SyncTestSession<C>, GgrsError> {
+    SessionBuilder::<C>::new()
+        .with_num_players(players)?
+        .with_check_distance(0)
+        .with_input_delay(0)
+        .start_synctest_session()
 }
 
 #[cfg(test)]

@@ -43,6 +43,8 @@ pub struct RollbackStats {
     pub bytes_in: u64,
     /// GGRS bytes sent.
     pub bytes_out: u64,
+    /// Seat requests refused (drop-ins off, from a player, or too many).
+    pub seats_refused: u64,
     /// The size of the last snapshot we went on from (a resync's, or a late spectator's), bytes.
     pub snapshot_bytes: usize,
     /// Resyncs this match went through ([`RollbackEvent::Resynced`](super::RollbackEvent)).
