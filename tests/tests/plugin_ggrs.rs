@@ -841,6 +841,29 @@ impl PlayingLiar {
     }
 }
 
+/// Two honest players and a hostile third one that plays (see [`PlayingLiar`], with `magic`), in a
+/// match past frame 60: the players, their ids, the hostile peer and its play.
+fn playing_with_a_liar(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    magic: u16,
+) -> (Vec<Player>, [PeerId; 2], StockPeer, PlayingLiar) {
+    let mut players = lobby(url, 2, 3);
+    assert!(run_until(&mut players, LIMIT, lobby_complete));
+    let ids = [players[0].id().unwrap(), players[1].id().unwrap()];
+    let mut hostile = hostile_member(rt, url, &mut players, LIMIT);
+    let _guard = rt.enter();
+    hostile_greets(&mut hostile, &mut players, 1, LIMIT);
+    let mut liar = PlayingLiar::new(magic, 3);
+    let playing = run_until(&mut players, LIMIT, |ps| {
+        liar.play(&mut hostile, ps);
+        ps.iter()
+            .all(|p| game(p).players.len() == 3 && rollback_stats(p).confirmed_frame >= 60)
+    });
+    assert!(playing, "the match runs with the liar playing");
+    (players, ids, hostile, liar)
+}
+
 /// A `LastInput` message (`type_id`, its wire id) saying the sender holds player `handle`'s
 /// inputs up to `frame`, as a hostile member encodes it.
 fn last_input(type_id: u8, handle: u32, frame: i32) -> Vec<u8> {
@@ -863,20 +886,9 @@ fn last_input(type_id: u8, handle: u32, frame: i32) -> Vec<u8> {
 fn a_player_that_reports_present_players_gone_ends_nothing() {
     let (rt, server) = server_on_runtime();
     let url = server.room_url("rollback-forged-departure");
-    let mut players = lobby(&url, 2, 3);
-    assert!(run_until(&mut players, LIMIT, lobby_complete));
-    let ids = [players[0].id().unwrap(), players[1].id().unwrap()];
-    let mut hostile = hostile_member(&rt, &url, &mut players, LIMIT);
+    let (mut players, ids, mut hostile, mut liar) = playing_with_a_liar(&rt, &url, 4343);
     let _guard = rt.enter();
-    hostile_greets(&mut hostile, &mut players, 1, LIMIT);
-    let mut liar = PlayingLiar::new(4343, 3);
     let last_input_id = type_id(&players[0], "LastInput:");
-    let playing = run_until(&mut players, LIMIT, |ps| {
-        liar.play(&mut hostile, ps);
-        ps.iter()
-            .all(|p| game(p).players.len() == 3 && rollback_stats(p).confirmed_frame >= 60)
-    });
-    assert!(playing, "the match runs with the liar playing");
     // Each honest player hears that the other is gone, at different frames.
     hostile.send(1, ids[0], &last_input(last_input_id, 1, 20));
     hostile.send(1, ids[1], &last_input(last_input_id, 0, 30));
@@ -941,20 +953,9 @@ fn resync_offer(type_id: u8, epoch: u32, seats: &[PeerId], gone: &[u32], frame: 
 fn a_player_that_forges_resync_offers_changes_nothing() {
     let (rt, server) = server_on_runtime();
     let url = server.room_url("rollback-forged-resync");
-    let mut players = lobby(&url, 2, 3);
-    assert!(run_until(&mut players, LIMIT, lobby_complete));
-    let ids = [players[0].id().unwrap(), players[1].id().unwrap()];
-    let mut hostile = hostile_member(&rt, &url, &mut players, LIMIT);
+    let (mut players, ids, mut hostile, mut liar) = playing_with_a_liar(&rt, &url, 4545);
     let _guard = rt.enter();
-    hostile_greets(&mut hostile, &mut players, 1, LIMIT);
     let me = hostile.id().expect("an id");
-    let mut liar = PlayingLiar::new(4545, 3);
-    let playing = run_until(&mut players, LIMIT, |ps| {
-        liar.play(&mut hostile, ps);
-        ps.iter()
-            .all(|p| game(p).players.len() == 3 && rollback_stats(p).confirmed_frame >= 60)
-    });
-    assert!(playing, "the match runs with the liar playing");
     let offer_id = type_id(&players[0], "ResyncOffer:");
     let at = rollback_stats(&players[0]).confirmed_frame;
     let seats = vec![ids[0], ids[1], me];

@@ -177,14 +177,20 @@ pub fn ggrs_players(me: Option<PeerId>, members: &[PeerId]) -> Vec<(usize, Playe
 mod tests {
     use super::*;
 
-    #[test]
-    fn garbage_is_counted_not_decoded() {
+    /// A socket of epoch 1 on a lane the test fills.
+    fn socket() -> (RawLane, HuddleGgrsSocket) {
         let lane = RawLane::default();
-        let mut socket = HuddleGgrsSocket {
+        let socket = HuddleGgrsSocket {
             lane: lane.clone(),
             filter: InputFilter::default(),
             epoch: 1,
         };
+        (lane, socket)
+    }
+
+    #[test]
+    fn garbage_is_counted_not_decoded() {
+        let (lane, mut socket) = socket();
         let peer = PeerId(uuid::Uuid::from_u128(1));
         lane.received(peer, Bytes::from_static(&[1, 0xff, 0xff, 0xff, 0x01]));
         lane.received(peer, Bytes::new());
@@ -196,12 +202,7 @@ mod tests {
     /// A packet of another epoch's session is dropped, one of ours reaches GGRS.
     #[test]
     fn packets_of_another_epoch_are_dropped() {
-        let lane = RawLane::default();
-        let mut socket = HuddleGgrsSocket {
-            lane: lane.clone(),
-            filter: InputFilter::default(),
-            epoch: 1,
-        };
+        let (lane, mut socket) = socket();
         let peer = PeerId(uuid::Uuid::from_u128(1));
         // A sync request (magic 7, random 42) as GGRS writes it.
         let bytes = bincode::serde::encode_to_vec(
