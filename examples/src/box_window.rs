@@ -1,5 +1,6 @@
 //! The box game's window (feature `window`, and `webgl` in a browser): the boxes, ours steered with the arrow keys, and a
-//! line with the match's state, the host and the ping; Escape leaves the match cleanly.
+//! line with the match's state, the host and the ping; Escape leaves the match cleanly, J (while
+//! watching) asks to play.
 
 use crate::box_game::{BoxBody, BoxInput, Steering, ARENA};
 use crate::lobby::short;
@@ -17,6 +18,7 @@ impl Plugin for BoxWindow {
             (
                 steer,
                 leave_on_escape,
+                join_on_j,
                 dress_boxes,
                 place_boxes,
                 status_line,
@@ -41,6 +43,13 @@ fn steer(keys: Res<ButtonInput<KeyCode>>, mut steering: ResMut<Steering>) {
         }
     }
     steering.0 = BoxInput(bits);
+}
+
+/// J, while watching, asks to play: a drop-in, seated at the match's next resync.
+fn join_on_j(keys: Res<ButtonInput<KeyCode>>, mut join: MessageWriter<JoinRollback>) {
+    if keys.just_pressed(KeyCode::KeyJ) {
+        join.write(JoinRollback::default());
+    }
 }
 
 /// Escape leaves the match cleanly (the other players play on without us), then the app exits.
@@ -109,7 +118,7 @@ fn status_line(
     let host = roster.host.map(short).unwrap_or_default();
     let ping = stats.peers.values().map(|s| s.ping).max().unwrap_or(0);
     text.0 = format!(
-        "{:?}  {:?}  you: {}  host {host}  peers {}  ping {ping} ms  frame {}  rollbacks {}\narrows: move  esc: leave",
+        "{:?}  {:?}  you: {}  host {host}  peers {}  ping {ping} ms  frame {}  rollbacks {}\narrows: move  esc: leave  j: join",
         state.get(),
         game.phase,
         game.local_handle

@@ -577,7 +577,7 @@ fn page_and_native_media(page_first: bool) {
     let page_says = browser.status("a").map(|s| s["media"].clone());
     assert!(both, "media both ways; the page says {page_says:#?}");
     let web = peer_id(&browser.id("a").expect("the page's id"));
-    let got = listen_to_page(&mut natives, &mut browser, web, Duration::from_secs(3));
+    let got = listen_to_page(&mut natives, &mut browser, web, Duration::from_secs(4));
     assert_hears(
         &got.pcm,
         PAGE_TONE,

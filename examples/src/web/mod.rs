@@ -210,7 +210,7 @@ pub fn run_box_game() {
     if let Some(dom) = dom() {
         app.insert_non_send(dom).add_systems(
             Update,
-            (steer_box, leave_on_escape, draw_boxes, publish_box_game).chain(),
+            (steer_box, match_keys, draw_boxes, publish_box_game).chain(),
         );
     }
     app.run();
@@ -282,16 +282,21 @@ fn steer_box(dom: NonSend<Dom>, mut steering: ResMut<Steering>) {
     steering.0 = arrows(&dom.keys.borrow());
 }
 
-/// Escape leaves the match cleanly (the other players play on without us).
-fn leave_on_escape(
+/// Escape leaves the match cleanly (the other players play on without us); J, while watching,
+/// asks to play (a drop-in: a new seat at the next resync).
+fn match_keys(
     dom: NonSend<Dom>,
     mut leave: MessageWriter<LeaveRollback>,
+    mut join: MessageWriter<JoinRollback>,
     mut asked: Local<bool>,
 ) {
     let pressed = std::mem::take(&mut dom.keys.borrow_mut().1);
     if !*asked && pressed.iter().any(|k| k == "Escape") {
         leave.write(LeaveRollback);
         *asked = true;
+    }
+    if pressed.iter().any(|k| k.eq_ignore_ascii_case("j")) {
+        join.write(JoinRollback::default());
     }
 }
 

@@ -159,7 +159,7 @@ pub(super) fn publish_box_game(world: &mut World) {
             json!(final_checksum(world, target).map(|c| format!("{c:016x}")));
     }
     let line = format!(
-        "{}\nmatch: {} frame {} rollbacks {} | arrows: move, esc: leave",
+        "{}\nmatch: {} frame {} rollbacks {} | arrows: move, esc: leave, j: join",
         human(&status),
         status["rollback"]["phase"].as_str().unwrap_or("?"),
         status["rollback"]["frame"],
