@@ -1,13 +1,19 @@
 //! Headless box-game players (the `box_game` example's game, bots at the keys) for the rollback
 //! tests.
 
+use crate::apps::run_until;
 use crate::apps::{Player, Types};
 use bevy::prelude::*;
+use bevy_huddle::prelude::{Conditions, LinkConditioner};
 use bevy_huddle::{
     HuddleConfig, RollbackEvent, RollbackMatch, RollbackSettings, RollbackStats, Topology,
 };
 use huddle_examples::box_game::{final_checksum, BoxGame};
 use huddle_examples::lobby::Pilot;
+use std::time::Duration;
+
+/// How long a match's step may take in the rollback tests.
+pub const MATCH_LIMIT: Duration = Duration::from_secs(60);
 
 /// Every rollback event a player saw.
 #[derive(Resource, Default, Debug)]
@@ -72,4 +78,49 @@ pub fn rollback_log(player: &Player) -> &[RollbackEvent] {
 /// The world checksum of `frame`, once final for this player.
 pub fn checksum_at(player: &Player, frame: i32) -> Option<u64> {
     final_checksum(player.app.world(), frame)
+}
+
+/// Players joined one after the other (so join order is known), in a complete lobby.
+pub fn lobby(url: &str, n: usize, players: usize) -> Vec<Player> {
+    let mut ps = vec![box_player(url, players)];
+    assert!(run_until(&mut ps, MATCH_LIMIT, |ps| ps[0]
+        .roster()
+        .is_host()));
+    ps.extend((1..n).map(|_| box_player(url, players)));
+    ps
+}
+
+/// Runs the peers until every one made `frame` final.
+pub fn play_to(peers: &mut [Player], frame: i32) {
+    let ok = run_until(peers, MATCH_LIMIT, |ps| {
+        ps.iter().all(|p| checksum_at(p, frame).is_some())
+    });
+    let at: Vec<_> = peers
+        .iter()
+        .map(|p| {
+            let events: Vec<_> = rollback_log(p)
+                .iter()
+                .filter(|e| !matches!(e, RollbackEvent::Synchronizing { .. }))
+                .collect();
+            (game(p).phase, rollback_stats(p).newest_frame, events)
+        })
+        .collect();
+    assert!(ok, "every peer makes frame {frame} final: {at:?}");
+}
+
+/// No desync was reported to `player`.
+pub fn no_desync(player: &Player) {
+    let desyncs: Vec<_> = rollback_log(player)
+        .iter()
+        .filter(|e| matches!(e, RollbackEvent::DesyncDetected { .. }))
+        .collect();
+    assert!(desyncs.is_empty(), "desync reported: {desyncs:?}");
+}
+
+/// 60 ms ± 10 ms latency and 5 % loss on every link of `peers`.
+pub fn condition(peers: &mut [Player]) {
+    let conditions = Conditions::new(Duration::from_millis(60), Duration::from_millis(10), 0.05);
+    for p in peers {
+        p.app.insert_resource(LinkConditioner::both(conditions));
+    }
 }
