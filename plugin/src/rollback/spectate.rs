@@ -6,7 +6,6 @@ use super::socket::codec;
 use super::RollbackSettings;
 use super::{FeedFrames, FeedRequest, InputLog, RollbackMatch, RollbackPhase, RollbackStats};
 use crate::messages::{Incoming, Outgoing, PeerLeft};
-use crate::session::HuddleSession;
 use bevy::ecs::schedule::ScheduleLabel;
 use bevy::platform::collections::HashMap;
 use bevy::prelude::*;
@@ -133,10 +132,9 @@ pub(crate) fn follow_feed(
     mut log: ResMut<InputLog>,
     frame: Option<Res<RollbackFrameCount>>,
     mut time: ResMut<Time<Virtual>>,
-    (mut wait, mut ask, huddle): (
+    (mut wait, mut ask): (
         ResMut<SnapshotWait>,
         MessageWriter<Outgoing<SnapshotRequest>>,
-        Option<Res<HuddleSession>>,
     ),
 ) {
     if state.phase != RollbackPhase::Spectating {
@@ -160,10 +158,7 @@ pub(crate) fn follow_feed(
             debug!("huddle: a feed batch out of order from {}", batch.from);
         }
     }
-    // The first player still in the match that we are linked to (one that left the lobby before
-    // we joined is in the plan, not among our peers).
-    let linked = |p: &PeerId| huddle.as_ref().is_some_and(|h| h.peers().contains(p));
-    let feeder = state.remaining().map(|(_, p)| p).find(linked);
+    let feeder = state.remaining().next().map(|(_, p)| p);
     if let Some(player) = feeder.filter(|p| Some(*p) != state.feeder) {
         state.feeder = Some(player);
         if wait.asked.is_some() {
