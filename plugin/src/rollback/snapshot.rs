@@ -399,6 +399,8 @@ pub(crate) fn keep_epoch_start(world: &mut World) {
 #[derive(Resource, Default, Debug)]
 pub(crate) struct SnapshotWait {
     pub(crate) asked: Option<PeerId>,
+    /// When we asked.
+    pub(crate) since: Option<web_time::Instant>,
     /// The answer: its epoch and snapshot.
     pub(crate) reply: Option<(u32, Option<Snapshot>)>,
 }
@@ -426,6 +428,7 @@ pub(crate) fn ask(
     out: &mut MessageWriter<Outgoing<SnapshotRequest>>,
 ) {
     wait.asked = Some(feeder);
+    wait.since = Some(web_time::Instant::now());
     wait.reply = None;
     out.write(Outgoing::to_peer(
         feeder,
@@ -460,6 +463,7 @@ pub(crate) fn start_from_reply(world: &mut World) {
         return;
     };
     world.resource_mut::<SnapshotWait>().asked = None;
+    world.resource_mut::<SnapshotWait>().since = None;
     let players = world.resource::<RollbackMatch>().players.len();
     let mut from = 1;
     if let Some(snapshot) = reply {

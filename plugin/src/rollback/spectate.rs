@@ -158,6 +158,22 @@ pub(crate) fn follow_feed(
             debug!("huddle: a feed batch out of order from {}", batch.from);
         }
     }
+    let unanswered = wait.reply.is_none()
+        && wait
+            .since
+            .is_some_and(|t| t.elapsed() >= std::time::Duration::from_secs(2));
+    if let (Some(asked), true) = (wait.asked, unanswered) {
+        // No answer to our snapshot request: the feed from the first frame instead.
+        wait.asked = None;
+        wait.since = None;
+        feed.write(Outgoing::to_peer(
+            asked,
+            FeedRequest {
+                players: state.players.len() as u32,
+                from: log.last_final() + 1,
+            },
+        ));
+    }
     let feeder = state.remaining().next().map(|(_, p)| p);
     if let Some(player) = feeder.filter(|p| Some(*p) != state.feeder) {
         state.feeder = Some(player);
