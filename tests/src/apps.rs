@@ -245,6 +245,16 @@ pub fn hello_like(player: &Player) -> Vec<u8> {
     .encode()
 }
 
+/// A huddle message as a hostile member writes it by hand: its wire type id, then `value` in
+/// bincode.
+pub fn encode_message<T: serde::Serialize>(type_id: u8, value: &T) -> Vec<u8> {
+    let mut frame = vec![type_id];
+    frame.extend(
+        bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap_or_default(),
+    );
+    frame
+}
+
 /// A raw peer with huddle's channel layout that joins `url`, links to `players[0]` (the host)
 /// and says a valid hello, so the host counts it as a lobby member: the hostile peer of tests.
 /// `players` keep running while it joins.

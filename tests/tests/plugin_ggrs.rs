@@ -679,12 +679,7 @@ fn playing_with_a_liar(
 /// A `LastInput` message (`type_id`, its wire id) saying the sender holds player `handle`'s
 /// inputs up to `frame`, as a hostile member encodes it.
 fn last_input(type_id: u8, handle: u32, frame: i32) -> Vec<u8> {
-    let mut bytes = vec![type_id];
-    bytes.extend(
-        bincode::serde::encode_to_vec((0u32, handle, frame), bincode::config::standard())
-            .unwrap_or_default(),
-    );
-    bytes
+    encode_message(type_id, &(0u32, handle, frame))
 }
 
 /// A third player that plays (it answers the sync requests and sends every frame's inputs, all
@@ -705,14 +700,7 @@ fn a_player_that_reports_present_players_gone_ends_nothing() {
     hostile.send(1, ids[0], &last_input(last_input_id, 1, 20));
     hostile.send(1, ids[1], &last_input(last_input_id, 0, 30));
     let abandoning = type_id(&players[0], "Abandoning:");
-    let notice = |handle: u32| {
-        let mut bytes = vec![abandoning];
-        bytes.extend(
-            bincode::serde::encode_to_vec((0u32, handle), bincode::config::standard())
-                .unwrap_or_default(),
-        );
-        bytes
-    };
+    let notice = |handle: u32| encode_message(abandoning, &(0u32, handle));
     hostile.send(1, ids[0], &notice(1));
     hostile.send(1, ids[1], &notice(0));
     let at_lie = rollback_stats(&players[0]).confirmed_frame;
@@ -747,12 +735,7 @@ fn resync_offer(type_id: u8, epoch: u32, seats: &[PeerId], gone: &[u32], frame: 
         Vec<(String, Option<Vec<u8>>)>,
     );
     let snapshot: Snapshot = (frame, 0, Vec::new(), Vec::new());
-    let mut bytes = vec![type_id];
-    bytes.extend(
-        bincode::serde::encode_to_vec((epoch, seats, gone, snapshot), bincode::config::standard())
-            .unwrap_or_default(),
-    );
-    bytes
+    encode_message(type_id, &(epoch, seats, gone, snapshot))
 }
 
 /// A third player that plays (neutral inputs, in step) forges resync offers (well-formed
@@ -827,7 +810,7 @@ fn a_member_that_asks_for_a_seat_and_never_plays_cannot_stall_the_match() {
     let mut hostile = hostile_member(&rt, &url, &mut players, LIMIT);
     let _guard = rt.enter();
     let seat_request = type_id(&players[0], "SeatRequest:");
-    let ask = [seat_request, 0];
+    let ask = encode_message(seat_request, &None::<u32>);
     hostile.send(1, leader, &ask);
     let squatter = hostile.id().expect("an id");
     let seated = run_until(&mut players, LIMIT, |ps| {
@@ -898,13 +881,7 @@ fn a_hosts_match_plans_that_cannot_be_played_are_refused() {
         == 2)));
     let (a, b) = (players[0].id().unwrap(), players[1].id().unwrap());
     let match_plan = type_id(&players[0], "MatchPlan:");
-    let plan = |ids: Vec<PeerId>| {
-        let mut bytes = vec![match_plan];
-        bytes.extend(
-            bincode::serde::encode_to_vec(ids, bincode::config::standard()).unwrap_or_default(),
-        );
-        bytes
-    };
+    let plan = |ids: Vec<PeerId>| encode_message(match_plan, &ids);
     let ghost = |i: u128| PeerId(uuid::Uuid::from_u128(i));
     let refused = |ps: &[Player], n: u64| ps.iter().all(|p| rollback_stats(p).plans_refused >= n);
     let send_all = |hostile: &mut StockPeer, bytes: &[u8]| {
@@ -1074,11 +1051,7 @@ fn a_member_that_keeps_asking_for_the_whole_feed_gets_each_frame_once() {
         type_id(&players[0], "FeedRequest:"),
         type_id(&players[0], "FeedFrames:"),
     );
-    let mut request = vec![request_id];
-    request.extend(
-        bincode::serde::encode_to_vec((2u32, 1i32), bincode::config::standard())
-            .unwrap_or_default(),
-    );
+    let request = encode_message(request_id, &(2u32, 1i32));
     let mut times_sent: std::collections::BTreeMap<i32, u32> = Default::default();
     let mut asked = 0;
     let target = rollback_stats(&players[0]).confirmed_frame + 300;

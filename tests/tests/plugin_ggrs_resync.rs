@@ -66,29 +66,8 @@ fn a_third_player_drops_in_to_a_running_match() {
     let mut peers = lobby(&url, 2, 2);
     condition(&mut peers);
     play_to(&mut peers, 600);
-    peers.push(box_player(&url, 2));
-    condition(&mut peers[2..]);
-    let watching = run_until(&mut peers, MATCH_LIMIT, |ps| {
-        game(&ps[2]).phase == RollbackPhase::Spectating
-            && rollback_stats(&ps[2]).snapshot_frame.is_some()
-    });
-    assert!(watching, "the newcomer watches from a snapshot");
-    peers[2]
-        .app
-        .world_mut()
-        .write_message(JoinRollback { seat: None });
-    play_to(&mut peers, 1200);
-    let newcomer = peers[2].id().expect("an id");
-    for p in &peers {
-        assert_eq!(game(p).phase, RollbackPhase::Playing);
-        assert_eq!(game(p).players.len(), 3);
-        assert_eq!(game(p).players[2], newcomer);
-        assert!(game(p).disconnected.is_empty());
-        no_desync(p);
-    }
-    assert_eq!(game(&peers[2]).local_handle, Some(2));
-    let sums: Vec<_> = peers.iter().map(|p| checksum_at(p, 1200)).collect();
-    assert!(sums.iter().all(|s| *s == sums[0]), "equal: {sums:?}");
+    join_and_ask(&mut peers, &url, 2, None);
+    all_three_play_to_1200(&mut peers);
     let seated = rollback_log(&peers[0]).iter().find_map(|e| match e {
         RollbackEvent::Resynced { frame, players } if players.len() == 3 => Some(*frame),
         _ => None,
@@ -124,27 +103,39 @@ fn a_player_whose_process_was_dropped_comes_back_into_its_seat() {
         ps.iter().all(|p| game(p).disconnected == vec![2])
     });
     assert!(gone, "both see it go");
-    peers.push(box_player(&url, 3));
-    condition(&mut peers[2..]);
-    let watching = run_until(&mut peers, MATCH_LIMIT, |ps| {
-        game(&ps[2]).phase == RollbackPhase::Spectating
-            && rollback_stats(&ps[2]).snapshot_frame.is_some()
-    });
-    assert!(watching, "the new process watches from a snapshot");
-    peers[2]
-        .app
-        .world_mut()
-        .write_message(JoinRollback { seat: Some(2) });
+    join_and_ask(&mut peers, &url, 3, Some(2));
     let back = run_until(&mut peers, MATCH_LIMIT, |ps| {
         ps.iter().all(|p| game(p).local_handle.is_some())
     });
     let at = rollback_stats(&peers[0]).newest_frame;
     assert!(back && at <= 600, "back in its seat at frame {at}");
-    play_to(&mut peers, 1200);
+    all_three_play_to_1200(&mut peers);
+}
+
+/// A newcomer (a box player of a `players` match) joins `url`, watches from the players'
+/// snapshot, and asks to play (`JoinRollback { seat }`); it is `peers[2]`.
+fn join_and_ask(peers: &mut Vec<Player>, url: &str, players: usize, seat: Option<usize>) {
+    peers.push(box_player(url, players));
+    condition(&mut peers[2..]);
+    let watching = run_until(peers, MATCH_LIMIT, |ps| {
+        game(&ps[2]).phase == RollbackPhase::Spectating
+            && rollback_stats(&ps[2]).snapshot_frame.is_some()
+    });
+    assert!(watching, "the newcomer watches from a snapshot");
+    peers[2]
+        .app
+        .world_mut()
+        .write_message(JoinRollback { seat });
+}
+
+/// All three reach frame 1200 with equal checksums, the newcomer (`peers[2]`) playing seat 2
+/// and no seat gone, on every peer.
+fn all_three_play_to_1200(peers: &mut [Player]) {
+    play_to(peers, 1200);
     let newcomer = peers[2].id().expect("an id");
-    for p in &peers {
+    for p in peers.iter() {
         assert_eq!(game(p).phase, RollbackPhase::Playing);
-        assert_eq!(game(p).players.len(), 3, "the same seats");
+        assert_eq!(game(p).players.len(), 3, "three seats");
         assert_eq!(game(p).players[2], newcomer);
         assert!(game(p).disconnected.is_empty());
         no_desync(p);

@@ -10,12 +10,6 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-fn encode<T: serde::Serialize>(type_id: u8, value: &T) -> Vec<u8> {
-    let mut frame = vec![type_id];
-    frame.extend(bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap());
-    frame
-}
-
 #[test]
 fn garbage_frames_are_counted_and_dropped() {
     let (rt, server) = server_on_runtime();
@@ -44,12 +38,12 @@ fn garbage_frames_are_counted_and_dropped() {
 
     // Type ids follow the sorted type names: Blob 0, Chat 1, Pos 2.
     let garbage: Vec<Vec<u8>> = vec![
-        vec![],                                              // empty
-        vec![0xC0, 1, 2, 3],                                 // unknown frame kind
+        vec![],                                                      // empty
+        vec![0xC0, 1, 2, 3],                                         // unknown frame kind
         vec![0x3f],                   // type id continues in a missing varint
         vec![0x05, 1, 2, 3],          // unregistered type 5
         vec![0x01, 0xff, 0xff, 0xff], // Chat with a string length far past the end
-        encode(1, &"x").into_iter().chain([9, 9]).collect(), // trailing bytes
+        encode_message(1, &"x").into_iter().chain([9, 9]).collect(), // trailing bytes
         vec![0x41, 0, 3, 4, 1, 2],    // chunk 3 of 4 with no chunk 0
         vec![0x80, 1],                // truncated ping
     ];
@@ -58,7 +52,7 @@ fn garbage_frames_are_counted_and_dropped() {
         hostile.send(2, victim, g);
     }
     // Then a valid chat line: it still arrives, with the true sender.
-    hostile.send(1, victim, &encode(1, &Chat("still here".into())));
+    hostile.send(1, victim, &encode_message(1, &Chat("still here".into())));
     let ok = run_until(&mut players, LIMIT, |ps| {
         ps[0].log().chats.iter().any(|(_, c)| c.0 == "still here")
     });

@@ -68,6 +68,12 @@ use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
 use std::time::Duration;
 
+/// A peer id for unit tests.
+#[cfg(test)]
+pub(crate) fn test_peer(n: u128) -> PeerId {
+    PeerId(uuid::Uuid::from_u128(n))
+}
+
 /// Parameters of the rollback matches: give them to [`HuddleRollbackPlugin::new`]; they are a
 /// resource from then on.
 #[derive(Resource, Debug, Clone, Copy, PartialEq, Eq)]

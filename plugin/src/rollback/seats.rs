@@ -165,10 +165,7 @@ pub(crate) fn seat(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn id(i: u128) -> PeerId {
-        PeerId(uuid::Uuid::from_u128(i))
-    }
+    use crate::rollback::test_peer as id;
 
     #[test]
     fn newcomers_take_the_gone_seat_they_ask_for_or_a_new_one() {

@@ -300,10 +300,7 @@ pub(crate) fn serve_feed<C: Config<Address = PeerId>>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn peer(n: u128) -> PeerId {
-        PeerId(uuid::Uuid::from_u128(n))
-    }
+    use crate::rollback::test_peer as peer;
 
     /// A player cannot subscribe, a repeated request cannot rewind the feed, and the set of
     /// subscribers is bounded.

@@ -226,10 +226,7 @@ pub(crate) fn spectator_session<C: Config<Address = PeerId>>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn id(i: u128) -> PeerId {
-        PeerId(uuid::Uuid::from_u128(i))
-    }
+    use crate::rollback::test_peer as id;
 
     #[test]
     fn the_first_n_in_join_order_play_once_linked() {
