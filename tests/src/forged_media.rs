@@ -165,6 +165,7 @@ async fn run(
         round: 1,
         sdp,
     })?;
+    let (mut answered, mut early) = (false, Vec::new());
     let mut payload_type = None;
     let mut sent = 0u64;
     let start = Instant::now();
@@ -178,10 +179,19 @@ async fn run(
                     connection
                         .set_remote_description(RTCSessionDescription::answer(sdp)?)
                         .await?;
+                    answered = true;
+                    for init in early.drain(..) {
+                        connection.add_ice_candidate(init).await?;
+                    }
                 }
                 Some(MediaSignal::Candidate { candidate, .. }) => {
                     if let Ok(init) = serde_json::from_str::<RTCIceCandidateInit>(&candidate) {
-                        connection.add_ice_candidate(init).await?;
+                        // The player's candidates may overtake its answer: held until it is in.
+                        if answered {
+                            connection.add_ice_candidate(init).await?;
+                        } else if early.len() < 64 {
+                            early.push(init);
+                        }
                     }
                 }
                 Some(_) => {}
