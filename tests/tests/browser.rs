@@ -1,6 +1,6 @@
 //! The examples in headless Chromium (wasm32 builds) against native peers, through huddle_server:
 //! lobbies in both join orders, the browser host leaving, two pages and a native peer, a rollback
-//! match, a page leaving a rollback match with Escape; voice and camera between pages and native
+//! match, a page leaving a rollback match with Escape, a page dropping in to a native match; voice and camera between pages and native
 //! peers (both offer directions, three parties with mute, a star through a native host, a refused
 //! microphone). Run inside the loopback-only network namespace (see README); needs the built
 //! pages, node with playwright-core, and Debian's Chromium (`scripts/test.sh` arranges them).
@@ -455,6 +455,58 @@ fn a_browser_player_leaving_with_escape_lets_the_native_player_play_on() {
         "{gone:?}"
     );
     assert_eq!(game(&natives[0]).phase, bevy_huddle::RollbackPhase::Playing);
+    browser.assert_no_errors();
+}
+
+/// Two native players play a match; a page joins at frame ~300, watches from their snapshot,
+/// and its player presses J (`JoinRollback`): the leader seats the page at its next resync, in a
+/// new seat, and all three reach frame 1200 with equal checksums.
+#[test]
+fn a_browser_page_drops_in_to_a_native_match() {
+    let _shared = shared();
+    let (_rt, server) = server_on_runtime();
+    let room = server.room_url("web-boxes-drop-in");
+    let mut natives = lobby(&room, 2, 2);
+    play_to(&mut natives, 300);
+    let mut browser = Browser::start();
+    browser.open("a", &page("box_game", &room, "&players=2&frames=1200"));
+    let watching = run_with_browser(&mut natives, &mut browser, LIMIT, |_, b| {
+        b.status("a").is_some_and(|s| {
+            s["rollback"]["phase"] == "Spectating" && s["rollback"]["snapshot_frame"].is_number()
+        })
+    });
+    assert!(
+        watching,
+        "the page watches from a snapshot: {:?}",
+        browser.status("a")
+    );
+    browser.press("a", "j");
+    let ok = run_with_browser(&mut natives, &mut browser, LIMIT, |ps, b| {
+        ps.iter().all(|p| checksum_at(p, 1200).is_some())
+            && b.status("a")
+                .is_some_and(|s| s["rollback"]["checksum"].is_string())
+    });
+    let status = browser.status("a").cloned().unwrap_or_default();
+    assert!(
+        ok,
+        "all three make frame 1200 final: page {}, natives at {:?}, leader {:?}",
+        status["rollback"],
+        natives
+            .iter()
+            .map(|p| rollback_stats(p).newest_frame)
+            .collect::<Vec<_>>(),
+        rollback_log(&natives[0])
+    );
+    assert_eq!(status["rollback"]["phase"], "Playing");
+    assert_eq!(status["rollback"]["local_handle"], 2, "a new seat");
+    let page_id = browser.id("a").expect("the page's id");
+    for p in &natives {
+        assert_eq!(game(p).players.len(), 3);
+        assert_eq!(game(p).players[2].to_string(), page_id);
+        no_desync(p);
+        let sum = checksum_at(p, 1200).map(|c| format!("{c:016x}"));
+        assert_eq!(status["rollback"]["checksum"].as_str(), sum.as_deref());
+    }
     browser.assert_no_errors();
 }
 

@@ -152,6 +152,8 @@ pub(super) fn publish_box_game(world: &mut World) {
         "confirmed": stats.confirmed_frame,
         "rollback_frames": stats.frames_resimulated,
         "ping_ms": stats.peers.values().map(|s| s.ping).max(),
+        "epoch": game.epoch,
+        "snapshot_frame": stats.snapshot_frame,
     });
     if let Some(target) = world.resource::<Target>().0 {
         status["rollback"]["target"] = json!(target);

@@ -29,6 +29,7 @@ use ggrs::{Config, PlayerType, SessionState};
 use huddle_protocol::resync::{self as judge, Judge, Offer, Waiting, Window};
 use matchbox_socket::PeerId;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 use web_time::Instant;
 
 /// The leader's offer: go on from `snapshot` in epoch `epoch`, with `seats` (handle order) of
@@ -114,7 +115,7 @@ pub(crate) fn hear_offers(
             (RollbackPhase::Playing, Some(me)) => Judge::Player { me, window },
             (RollbackPhase::Spectating, Some(me)) => Judge::Spectator {
                 me,
-                asked: seating.asked.is_some(),
+                asked: seating.wish.is_some(),
             },
             _ => {
                 stats.resyncs_refused += 1;
@@ -320,9 +321,15 @@ fn carry_out<C: Config<Address = PeerId>>(
 #[derive(Resource, Default, Debug)]
 pub(crate) struct Synced(pub(crate) Vec<PeerId>);
 
-/// A resynced session that has not synchronized with every seated player after
-/// `disconnect_timeout` (a newcomer that crashed, or a member that asked for a seat and never
-/// plays): those players are gone, as if they vanished, and the leader resyncs without them (it
+/// How long a resynced session waits for every seated player to synchronize, at least (longer if
+/// `disconnect_timeout` is): GGRS's handshake is five round trips, a lost packet retried after
+/// 200 ms, and on a lossy link or a loaded machine it outlasts a 2 s `disconnect_timeout` now and
+/// then (a player that was playing counted gone then ends the match for the one that counted it).
+pub(crate) const SYNC_WAIT: Duration = Duration::from_secs(6);
+
+/// A resynced session that has not synchronized with every seated player after [`SYNC_WAIT`]
+/// (a newcomer that crashed, or a member that asked for a seat and never plays): those players
+/// are gone, as if they vanished, and the leader resyncs without them (it
 /// seats none of them again). Each player decides on its own clock; an offer that comes first is
 /// judged again until it agrees (see [`Resync`]).
 pub(crate) fn watch_sync<C: Config<Address = PeerId>>(
@@ -339,9 +346,9 @@ pub(crate) fn watch_sync<C: Config<Address = PeerId>>(
         session.as_deref(),
         Some(Session::P2P(p2p)) if p2p.current_state() == SessionState::Synchronizing
     );
-    let waited = seating
-        .last_resync
-        .is_some_and(|at| now.saturating_duration_since(at) >= settings.disconnect_timeout);
+    let waited = seating.last_resync.is_some_and(|at| {
+        now.saturating_duration_since(at) >= settings.disconnect_timeout.max(SYNC_WAIT)
+    });
     if state.epoch == 0 || !stuck || !waited || resync.is_waiting() {
         return;
     }

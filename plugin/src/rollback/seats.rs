@@ -35,11 +35,15 @@ pub(crate) struct SeatRequest {
 /// stall): requests that come meanwhile wait for the next one.
 pub(crate) const RESYNC_GAP: Duration = Duration::from_secs(1);
 
-/// Seat requests: ours (to whom, for which seat) and, as the leader, the others'.
+/// Seat requests: ours (which seat, to whom) and, as the leader, the others'.
 #[derive(Resource, Default, Debug)]
 pub(crate) struct Seating {
-    /// We asked this leader for this seat.
-    pub(crate) asked: Option<(PeerId, Option<u32>)>,
+    /// Our game asked to play ([`JoinRollback`]) in this seat (`None`: a new one): kept until we
+    /// play, across a match that has not started for us yet and across resyncs that did not
+    /// seat us.
+    pub(crate) wish: Option<Option<u32>>,
+    /// The leader we sent our wish to (asked again when the leader changes or forgets it).
+    pub(crate) asked: Option<PeerId>,
     /// Peers asking us for a seat, in the order they asked (one entry each, at most
     /// [`MAX_SEATS`]).
     pub(crate) requests: Vec<(PeerId, Option<u32>)>,
@@ -78,7 +82,9 @@ pub(crate) fn leader(state: &RollbackMatch, huddle: &HuddleSession) -> Option<Pe
         .find(|p| Some(*p) == me || huddle.peers().contains(p))
 }
 
-/// A spectator's side: [`JoinRollback`] becomes a request to the leader (again to a new leader).
+/// A spectator's side: [`JoinRollback`] becomes a request to the leader: once we watch (a
+/// wish made before is kept), again to a new leader, and again after a resync that did not seat
+/// us (the leader had decided before our request came).
 pub(crate) fn ask(
     mut joins: MessageReader<JoinRollback>,
     state: Res<RollbackMatch>,
@@ -86,21 +92,30 @@ pub(crate) fn ask(
     mut seating: ResMut<Seating>,
     mut out: MessageWriter<Outgoing<SeatRequest>>,
 ) {
-    let wanted = joins.read().last().copied();
-    if state.phase != RollbackPhase::Spectating {
+    if let Some(join) = joins.read().last() {
+        seating.wish = Some(join.seat.and_then(|s| u32::try_from(s).ok()));
         seating.asked = None;
-        return;
     }
-    let Some(leader) = huddle.as_deref().and_then(|h| leader(&state, h)) else {
+    match state.phase {
+        RollbackPhase::Spectating => {}
+        // Not watching yet: the wish waits.
+        RollbackPhase::Waiting => return,
+        RollbackPhase::Playing | RollbackPhase::Leaving | RollbackPhase::Ended => {
+            seating.wish = None;
+            seating.asked = None;
+            return;
+        }
+    }
+    let (Some(seat), Some(leader)) = (
+        seating.wish,
+        huddle.as_deref().and_then(|h| leader(&state, h)),
+    ) else {
         return;
     };
-    let seat = match (wanted, seating.asked) {
-        (Some(join), _) => join.seat.and_then(|s| u32::try_from(s).ok()),
-        (None, Some((to, seat))) if to != leader => seat,
-        _ => return,
-    };
-    seating.asked = Some((leader, seat));
-    out.write(Outgoing::to_peer(leader, SeatRequest { seat }));
+    if seating.asked != Some(leader) {
+        seating.asked = Some(leader);
+        out.write(Outgoing::to_peer(leader, SeatRequest { seat }));
+    }
 }
 
 /// The leader's side: requests from peers that do not play (one each, bounded), unless the game
