@@ -657,7 +657,7 @@ fn star_rtt(server: &str) -> (Vec<Duration>, Vec<Duration>) {
 fn main() {
     let (rt, server, base) = measure::loopback_server(2);
     let _g = rt.enter();
-    // `HUDDLE_BENCH_ONLY=cpu` runs one section (rtt, mesh, cpu, bulk, star, ggrs, leave).
+    // `HUDDLE_BENCH_ONLY=cpu` runs one section (rtt, mesh, cpu, bulk, star, ggrs, leave, join).
     let only = std::env::var("HUDDLE_BENCH_ONLY").ok();
     let run = |section: &str| only.as_deref().is_none_or(|o| o == section);
 
@@ -898,6 +898,38 @@ fn main() {
                 cell(&mut partings, 1.0),
                 resyncs.len(),
             );
+        }
+        println!();
+    }
+
+    if run("join") {
+        // One hour at 60 frames a second.
+        const HOUR: i32 = 216_000;
+        println!(
+            "## Rollback: a spectator joins a running match of two (loopback; caught up: from \
+             its app's start until it simulated the players' newest final frame)\n"
+        );
+        println!("| the match | joined at frame | started from | caught up s |");
+        println!("|---|---|---|---|");
+        for (name, first, played, snapshots) in [
+            (
+                "no snapshots (anchor): replays from frame 1",
+                0,
+                1200,
+                false,
+            ),
+            ("snapshots, 20 s in", 0, 1200, true),
+            ("snapshots, one hour in (generated)", HOUR, 300, true),
+        ] {
+            let room = format!("bench-join-{first}-{snapshots}");
+            let j = rollback::spectator_join(&base, &room, first, played, snapshots);
+            let from = j.snapshot.map_or("frame 1 (replay)".to_string(), |(f, b)| {
+                format!("snapshot of frame {f} ({b} bytes)")
+            });
+            let caught = j
+                .caught_up
+                .map_or("-".to_string(), |d| format!("{:.2}", d.as_secs_f64()));
+            println!("| {name} | {} | {from} | {caught} |", j.at);
         }
         println!();
     }

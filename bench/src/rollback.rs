@@ -34,18 +34,28 @@ fn snapshot(app: &App) -> (i32, u64, u64) {
 fn players(url: &str, n: usize, conditions: Option<Conditions>, topology: Topology) -> Vec<App> {
     (0..n)
         .map(|_| {
-            let mut config = HuddleConfig::room(url);
-            config.topology = Some(topology);
-            let mut app = App::new();
-            app.add_plugins(MinimalPlugins)
-                .add_plugins(HuddlePlugin::new(config))
-                .add_plugins(BoxGame::new(Pilot::Bot, n));
-            if let Some(c) = conditions {
-                app.insert_resource(LinkConditioner::both(c));
-            }
-            app
+            let app = peer(url, topology, BoxGame::new(Pilot::Bot, n));
+            with_conditions(app, conditions)
         })
         .collect()
+}
+
+/// A box-game peer of `game` joining `url` (a room of `topology`).
+fn peer(url: &str, topology: Topology, game: BoxGame) -> App {
+    let mut config = HuddleConfig::room(url);
+    config.topology = Some(topology);
+    let mut app = App::new();
+    app.add_plugins(MinimalPlugins)
+        .add_plugins(HuddlePlugin::new(config))
+        .add_plugins(game);
+    app
+}
+
+fn with_conditions(mut app: App, conditions: Option<Conditions>) -> App {
+    if let Some(c) = conditions {
+        app.insert_resource(LinkConditioner::both(c));
+    }
+    app
 }
 
 /// Updates every app, then calls `each_round`, until it returns true or `limit` passes; returns
@@ -188,5 +198,64 @@ pub fn departure(base: &str, room: &str, conditions: Option<Conditions>, how: Go
         longest_stall,
         played_on,
         resynced,
+    }
+}
+
+/// A spectator joining a running match of two.
+pub struct Join {
+    /// From its app's start until it simulated the players' newest final frame, or `None` if it
+    /// did not within the limit.
+    pub caught_up: Option<Duration>,
+    /// The frame it joined at (the players' newest when it started).
+    pub at: i32,
+    /// The snapshot it started from: its frame and size, bytes.
+    pub snapshot: Option<(i32, usize)>,
+}
+
+/// Two box-game players at `base`/`room` whose match starts at `first_frame` (a long match,
+/// generated: see `RollbackSettings::first_frame`) play `played` frames; then a spectator joins.
+/// With `snapshots` off, the game registers none: the spectator replays from the first frame.
+pub fn spectator_join(
+    base: &str,
+    room: &str,
+    first_frame: i32,
+    played: i32,
+    snapshots: bool,
+) -> Join {
+    let url = format!("{base}/{room}");
+    let game = || {
+        let mut game = BoxGame::new(Pilot::Bot, 2);
+        game.rollback.first_frame = first_frame;
+        game.snapshots = snapshots;
+        peer(&url, Topology::Mesh, game)
+    };
+    let mut apps = vec![game(), game()];
+    let newest = |a: &App| a.world().resource::<RollbackStats>().newest_frame;
+    let played_in = run(&mut apps, Duration::from_secs(120), |apps| {
+        apps.iter().all(|a| newest(a) >= first_frame + played)
+    });
+    assert!(
+        played_in,
+        "the match reached frame {}",
+        first_frame + played
+    );
+    let at = newest(&apps[0]);
+    let t0 = Instant::now();
+    apps.push(game());
+    let mut caught_up = None;
+    run(&mut apps, Duration::from_secs(600), |apps| {
+        let target = apps[0].world().resource::<RollbackStats>().confirmed_frame;
+        let watching =
+            apps[2].world().resource::<RollbackMatch>().phase == RollbackPhase::Spectating;
+        if watching && newest(&apps[2]) >= target.max(at) {
+            caught_up = Some(t0.elapsed());
+        }
+        caught_up.is_some()
+    });
+    let stats = apps[2].world().resource::<RollbackStats>();
+    Join {
+        caught_up,
+        at,
+        snapshot: stats.snapshot_frame.map(|f| (f, stats.snapshot_bytes)),
     }
 }

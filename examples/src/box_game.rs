@@ -70,6 +70,10 @@ pub struct BoxGame {
     pub pilot: Pilot,
     /// The match settings.
     pub rollback: RollbackSettings,
+    /// Whether the boxes go into snapshots (a late spectator starts from the players' newest
+    /// final frame; resyncs): `false` plays the game as one without snapshot registrations
+    /// (spectators replay from the first frame; the benchmarks' anchor).
+    pub snapshots: bool,
 }
 
 impl BoxGame {
@@ -81,6 +85,7 @@ impl BoxGame {
                 players,
                 ..RollbackSettings::default()
             },
+            snapshots: true,
         }
     }
 }
@@ -90,8 +95,6 @@ impl Plugin for BoxGame {
         app.add_plugins(HuddleRollbackPlugin::<BoxConfig>::new(self.rollback))
             .rollback_component_with_copy::<BoxBody>()
             .checksum_component_with_hash::<BoxBody>()
-            // A late spectator starts from the players' latest final frame.
-            .snapshot_component::<BoxBody>()
             .insert_resource(self.pilot)
             .init_resource::<FrameChecksums>()
             .init_resource::<Steering>()
@@ -101,6 +104,10 @@ impl Plugin for BoxGame {
                 GgrsSchedule,
                 (move_boxes, record_checksum).chain().in_set(BoxSystems),
             );
+        if self.snapshots {
+            // A late spectator starts from the players' latest final frame.
+            app.snapshot_component::<BoxBody>();
+        }
     }
 }
 

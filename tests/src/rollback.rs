@@ -50,6 +50,7 @@ pub fn box_player_in(url: &str, rollback: RollbackSettings, topology: Option<Top
         .add_plugins(BoxGame {
             pilot: Pilot::Bot,
             rollback,
+            snapshots: true,
         })
         .init_resource::<RollbackLog>()
         .add_systems(Update, collect);
@@ -82,11 +83,16 @@ pub fn checksum_at(player: &Player, frame: i32) -> Option<u64> {
 
 /// Players joined one after the other (so join order is known), in a complete lobby.
 pub fn lobby(url: &str, n: usize, players: usize) -> Vec<Player> {
-    let mut ps = vec![box_player(url, players)];
+    lobby_with(n, || box_player(url, players))
+}
+
+/// [`lobby`] of the players `join` makes.
+pub fn lobby_with(n: usize, join: impl Fn() -> Player) -> Vec<Player> {
+    let mut ps = vec![join()];
     assert!(run_until(&mut ps, MATCH_LIMIT, |ps| ps[0]
         .roster()
         .is_host()));
-    ps.extend((1..n).map(|_| box_player(url, players)));
+    ps.extend((1..n).map(|_| join()));
     ps
 }
 

@@ -1140,6 +1140,60 @@ fn a_spectator_joining_a_running_match_reaches_the_players_checksum() {
     );
 }
 
+/// Ten minutes into a match (frame 36,000, generated: the players continue a match saved at
+/// that frame, `RollbackSettings::first_frame`, so no frame before it exists to replay), a
+/// spectator joins: it starts from the players' snapshot of their newest final frame, catches
+/// up, and reaches their checksum.
+#[test]
+fn a_spectator_joining_ten_minutes_in_starts_from_the_snapshot() {
+    const TEN_MINUTES: i32 = 36_000;
+    let (_rt, server) = server_on_runtime();
+    let url = server.room_url("rollback-watch-late");
+    let settings = bevy_huddle::RollbackSettings {
+        players: 2,
+        max_prediction: 12,
+        first_frame: TEN_MINUTES,
+        ..Default::default()
+    };
+    let join = || box_player_with(&url, settings);
+    let mut players = lobby_with(2, join);
+    play_to(&mut players, TEN_MINUTES + 150);
+    players.push(join());
+    let joined = std::time::Instant::now();
+    let caught_up = run_until(&mut players, LIMIT, |ps| {
+        let watcher = rollback_stats(&ps[2]).newest_frame;
+        watcher > TEN_MINUTES && watcher >= rollback_stats(&ps[0]).confirmed_frame
+    });
+    assert!(
+        caught_up,
+        "the spectator catches up: {:?}, {:?}, players at {}",
+        game(&players[2]),
+        rollback_stats(&players[2]),
+        rollback_stats(&players[0]).confirmed_frame
+    );
+    eprintln!(
+        "caught up with the players at frame {} in {:?}",
+        rollback_stats(&players[2]).newest_frame,
+        joined.elapsed()
+    );
+    let end = TEN_MINUTES + 600;
+    let ok = run_until(&mut players, LIMIT, |ps| {
+        ps.iter().all(|p| checksum_at(p, end).is_some())
+    });
+    assert!(ok, "all reach frame {end}: {:?}", game(&players[2]));
+    let watcher = &players[2];
+    assert_eq!(game(watcher).phase, RollbackPhase::Spectating);
+    let sums: Vec<_> = players.iter().map(|p| checksum_at(p, end)).collect();
+    assert!(sums.iter().all(|s| *s == sums[0]), "equal: {sums:?}");
+    assert_eq!(rollback_stats(watcher).spectator_starved, 0);
+    let from = rollback_stats(watcher).snapshot_frame;
+    assert!(
+        from.is_some_and(|f| f >= TEN_MINUTES + 150),
+        "started from {from:?}"
+    );
+    assert!(checksum_at(watcher, TEN_MINUTES + 1).is_none());
+}
+
 /// Without auto-start, nothing starts until the host's game writes `StartRollback`.
 #[test]
 fn a_match_starts_when_the_game_asks() {
@@ -1155,6 +1209,7 @@ fn a_match_starts_when_the_game_asks() {
                 auto_start: false,
                 ..Default::default()
             },
+            snapshots: true,
         });
         p
     };

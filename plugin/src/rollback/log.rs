@@ -95,8 +95,10 @@ impl InputLog {
         true
     }
 
-    /// A spectator's side, before any frame: the feed will start after `frame`, the frame of the
-    /// snapshot we start from. Returns whether it was taken (not once frames are held).
+    /// Before any frame: the frames will start after `frame` (the frame of the snapshot a
+    /// spectator starts from, a resync's, or [`RollbackSettings::first_frame`]).
+    ///
+    /// [`RollbackSettings::first_frame`]: super::RollbackSettings::first_frame Returns whether it was taken (not once frames are held).
     pub(crate) fn start_after(&mut self, frame: i32) -> bool {
         if !self.frames.is_empty() || frame < 0 {
             return false;
@@ -104,6 +106,11 @@ impl InputLog {
         self.base = frame;
         self.last_final = frame;
         true
+    }
+
+    /// Whether no frame is held yet (a spectator that has not been fed).
+    pub(crate) fn holds_none(&self) -> bool {
+        self.frames.is_empty()
     }
 
     /// The newest frame held.

@@ -105,6 +105,12 @@ pub struct RollbackSettings {
     /// then the plan is refused (counted in [`RollbackStats::plans_refused`]): a plan naming
     /// peers that never link cannot hold the lobby forever.
     pub plan_link_wait: Duration,
+    /// The match frame a match starts at: 0 for a new match. A game that continues a saved
+    /// match restores the saved state before the match starts and gives the frame it was saved
+    /// at (every peer the same, like the other settings); frames count on from it. Frames before
+    /// it were never played here: a spectator starts from the players' snapshot, or from the
+    /// frame after it. At most [`MAX_FRAME`](huddle_protocol::resync::MAX_FRAME).
+    pub first_frame: i32,
 }
 
 impl Default for RollbackSettings {
@@ -121,6 +127,7 @@ impl Default for RollbackSettings {
             away_timeout: Duration::from_secs(30),
             plan_link_wait: Duration::from_secs(20),
             drop_ins: true,
+            first_frame: 0,
         }
     }
 }
@@ -368,7 +375,14 @@ impl<C: Config<Address = PeerId>> Plugin for HuddleRollbackPlugin<C> {
                         .after(RunGgrsSystems),
                 ),
             )
-            .add_systems(GgrsSchedule, record::record::<C>.run_if(start::playing))
+            .add_systems(
+                GgrsSchedule,
+                (
+                    record::record::<C>.run_if(start::playing),
+                    record::count_watched.run_if(start::watching),
+                )
+                    .chain(),
+            )
             .add_systems(
                 SaveWorld,
                 record::keep_prediction_window

@@ -91,6 +91,12 @@ pub(crate) fn record<C: Config<Address = PeerId>>(
     }
 }
 
+/// `GgrsSchedule`, watching: counts the frames we replayed (a spectator never rolls back).
+pub(crate) fn count_watched(frame: Res<RollbackFrameCount>, mut stats: ResMut<RollbackStats>) {
+    stats.frames_simulated += 1;
+    stats.newest_frame = stats.newest_frame.max(frame.0);
+}
+
 /// The newest match frame whose bevy_ggrs snapshot holds every player's confirmed inputs, as of
 /// the last GGRS step (bevy_ggrs keeps `max_prediction` snapshots: at a stall, this is the oldest).
 #[derive(Resource, Default, Debug)]

@@ -468,7 +468,7 @@ pub(crate) fn start_from_reply(world: &mut World) {
     let mut from = 1;
     if let Some(snapshot) = reply {
         let taken = (0..=huddle_protocol::resync::MAX_FRAME).contains(&snapshot.frame)
-            && world.resource::<InputLog>().last_final() == 0;
+            && world.resource::<InputLog>().holds_none();
         match taken.then(|| restore(world, &snapshot)) {
             Some(Ok(())) => {
                 world.resource_mut::<InputLog>().start_after(snapshot.frame);

@@ -1,6 +1,7 @@
 //! Starting a match: the host decides when and who plays (the first players in join order,
 //! once linked), tells everyone, and every peer starts from its plan as a player or a spectator.
 
+use super::record::NewestFinalSnapshot;
 use super::resources::{Departing, NewestInputs, Plan};
 use super::snapshot::{self, SnapshotRegistry, SnapshotRequest, SnapshotWait};
 use super::socket::{self, GGRS_NEVER};
@@ -13,13 +14,19 @@ use super::{
 use crate::messages::{Incoming, Outgoing, PeerJoined};
 use crate::session::HuddleSession;
 use bevy::prelude::*;
-use bevy_ggrs::Session;
+use bevy_ggrs::{RollbackFrameCount, Session};
 use ggrs::{Config, GgrsError, SessionBuilder, SyncTestSession};
+use huddle_protocol::resync::MAX_FRAME;
 use matchbox_socket::PeerId;
 
 /// Run condition: we play.
 pub(crate) fn playing(m: Res<RollbackMatch>) -> bool {
     m.phase == RollbackPhase::Playing
+}
+
+/// Run condition: we watch.
+pub(crate) fn watching(m: Res<RollbackMatch>) -> bool {
+    m.phase == RollbackPhase::Spectating
 }
 
 /// The most players a plan may name (more than any GGRS match holds; a host's plan beyond it is
@@ -149,8 +156,12 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
         }
         return;
     }
-    // A new match: nothing of the last one counts.
+    // A new match: nothing of the last one counts; frames count from the first one.
+    let first = rollback.first_frame.clamp(0, MAX_FRAME);
     log.clear();
+    log.start_after(first);
+    commands.insert_resource(RollbackFrameCount(first));
+    commands.insert_resource(NewestFinalSnapshot(first));
     commands.insert_resource(NewestInputs::default());
     commands.insert_resource(Departing::default());
     commands.insert_resource(snapshot::EpochStart::default());
@@ -172,6 +183,7 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
                 phase: RollbackPhase::Playing,
                 players,
                 local_handle: Some(local),
+                frame_offset: first,
                 ..default()
             };
         }
@@ -192,7 +204,7 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
                     host,
                     FeedRequest {
                         players: players.len() as u32,
-                        from: 1,
+                        from: first.saturating_add(1),
                     },
                 ));
             }
