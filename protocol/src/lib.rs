@@ -15,7 +15,8 @@
 //!   control channel's messages), [`chunk`] (reassembly of large messages).
 //! - Agreements: [`election`] (who hosts, in what succession), [`departure`] (a rollback match's
 //!   gone player's last input), [`resync`] (checking a rollback match's resync offer);
-//!   [`ggrs_filter`] (what a player may say in a GGRS packet).
+//!   [`ggrs_filter`] (what a player may say in a GGRS packet), [`ggrs_sync`] (GGRS's handshake in
+//!   one round trip).
 //! - Contracts with the server: [`room`] (the room URL: `?next`, `?capacity`, `?topology`,
 //!   `?private`) and [`signal`] (the one check of SDP/ICE signals, used by server and plugin).
 //!
@@ -32,6 +33,7 @@ pub mod election;
 pub mod endpoint;
 pub mod frame;
 pub mod ggrs_filter;
+pub mod ggrs_sync;
 pub mod lane;
 pub mod media;
 pub mod reconnect;

@@ -6,7 +6,9 @@
 //! message are dropped and counted, never a panic; what a GGRS message may say is filtered
 //! ([`huddle_protocol::ggrs_filter`]). Every packet starts with its match epoch's low byte: a
 //! resync starts a new GGRS session, and packets of the one before (checksum reports, acks,
-//! inputs of other frames) must not reach it; they are dropped and counted.
+//! inputs of other frames) must not reach it; they are dropped and counted. GGRS's five-round-trip
+//! handshake takes one ([`huddle_protocol::ggrs_sync`]): the socket answers the first four sync
+//! requests to each peer itself.
 
 use super::RollbackSettings;
 use crate::session::{HuddleSession, RawLane};
@@ -17,6 +19,7 @@ use ggrs::{
     SessionBuilder,
 };
 use huddle_protocol::ggrs_filter::{InputFilter, Verdict};
+use huddle_protocol::ggrs_sync::{Outgoing, SyncShortcut};
 use matchbox_socket::PeerId;
 use std::time::Duration;
 
@@ -38,6 +41,10 @@ pub struct HuddleGgrsSocket {
     filter: InputFilter,
     /// The first byte of every packet: the match epoch's low byte.
     epoch: u8,
+    /// GGRS's handshake in one round trip ([`huddle_protocol::ggrs_sync`]).
+    shortcut: SyncShortcut,
+    /// Sync replies answered here, for the session's next receive.
+    answered: Vec<(PeerId, Message)>,
 }
 
 impl HuddleGgrsSocket {
@@ -52,6 +59,8 @@ impl HuddleGgrsSocket {
             lane: session.open_raw_lane(),
             filter: InputFilter::default(),
             epoch: epoch.to_le_bytes()[0],
+            shortcut: SyncShortcut::default(),
+            answered: Vec::new(),
         }
     }
 
@@ -78,21 +87,25 @@ pub(crate) use huddle_protocol::ggrs_filter::codec;
 impl NonBlockingSocket<PeerId> for HuddleGgrsSocket {
     fn send_to(&mut self, msg: &Message, addr: &PeerId) {
         let mut bytes = vec![self.epoch];
-        match bincode::serde::encode_into_std_write(msg, &mut bytes, codec()) {
-            Ok(_) => self.lane.send(*addr, bytes.into()),
-            Err(_) => self.lane.queues().dropped += 1,
+        if bincode::serde::encode_into_std_write(msg, &mut bytes, codec()).is_err() {
+            self.lane.queues().dropped += 1;
+            return;
+        }
+        let answer = match self.shortcut.sent(*addr, &bytes[1..]) {
+            Outgoing::AnswerHere(reply) => decode(&reply),
+            Outgoing::Send => None,
+        };
+        match answer {
+            Some(reply) => self.answered.push((*addr, reply)),
+            None => self.lane.send(*addr, bytes.into()),
         }
     }
 
     fn receive_all_messages(&mut self) -> Vec<(PeerId, Message)> {
         let packets = self.lane.take_received();
-        let mut messages = Vec::with_capacity(packets.len());
+        let mut messages = std::mem::take(&mut self.answered);
+        messages.reserve(packets.len());
         let mut garbage = 0;
-        let decode =
-            |bytes: &[u8]| match bincode::serde::decode_from_slice::<Message, _>(bytes, codec()) {
-                Ok((msg, n)) if n == bytes.len() => Some(msg),
-                _ => None,
-            };
         for (peer, packet) in packets {
             let Some(packet) = packet.strip_prefix(&[self.epoch]) else {
                 // Of another epoch's session, or garbage.
@@ -113,6 +126,14 @@ impl NonBlockingSocket<PeerId> for HuddleGgrsSocket {
         }
         self.lane.queues().dropped += garbage;
         messages
+    }
+}
+
+/// A GGRS message from its bytes (all of them).
+fn decode(bytes: &[u8]) -> Option<Message> {
+    match bincode::serde::decode_from_slice::<Message, _>(bytes, codec()) {
+        Ok((msg, n)) if n == bytes.len() => Some(msg),
+        _ => None,
     }
 }
 
@@ -184,8 +205,69 @@ mod tests {
             lane: lane.clone(),
             filter: InputFilter::default(),
             epoch: 1,
+            shortcut: SyncShortcut::default(),
+            answered: Vec::new(),
         };
         (lane, socket)
+    }
+
+    /// Two real GGRS sessions on our sockets (their lanes wired to each other) synchronize after
+    /// one real round trip: each puts one sync request on the wire, not five.
+    #[test]
+    fn two_sessions_synchronize_in_one_round_trip() {
+        use huddle_protocol::ggrs_filter::{Body, Packet};
+        type Test = bevy_ggrs::GgrsConfig<u8, PeerId>;
+        let ids = [
+            PeerId(uuid::Uuid::from_u128(1)),
+            PeerId(uuid::Uuid::from_u128(2)),
+        ];
+        let (lanes, sockets): (Vec<RawLane>, Vec<HuddleGgrsSocket>) =
+            (0..2).map(|_| socket()).unzip();
+        let mut sessions: Vec<P2PSession<Test>> = sockets
+            .into_iter()
+            .enumerate()
+            .map(|(i, socket)| {
+                SessionBuilder::<Test>::new()
+                    .with_num_players(2)
+                    .and_then(|b| b.add_player(PlayerType::Local, i))
+                    .and_then(|b| b.add_player(PlayerType::Remote(ids[1 - i]), 1 - i))
+                    .and_then(|b| b.start_p2p_session(socket))
+                    .expect("a session")
+            })
+            .collect();
+        let mut requests_on_wire = [0, 0];
+        for _ in 0..50 {
+            for s in &mut sessions {
+                s.poll_remote_clients();
+            }
+            for from in 0..2 {
+                let out = std::mem::take(&mut lanes[from].queues().outbox);
+                for (_, bytes) in out {
+                    let body = bincode::serde::decode_from_slice::<Packet, _>(&bytes[1..], codec());
+                    if let Ok((
+                        Packet {
+                            body: Body::SyncRequest(_),
+                            ..
+                        },
+                        _,
+                    )) = body
+                    {
+                        requests_on_wire[from] += 1;
+                    }
+                    lanes[1 - from].received(ids[from], bytes);
+                }
+            }
+            if sessions
+                .iter()
+                .all(|s| s.current_state() == ggrs::SessionState::Running)
+            {
+                break;
+            }
+        }
+        assert!(sessions
+            .iter()
+            .all(|s| s.current_state() == ggrs::SessionState::Running));
+        assert_eq!(requests_on_wire, [1, 1]);
     }
 
     #[test]
