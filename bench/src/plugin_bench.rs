@@ -907,7 +907,9 @@ fn main() {
         const HOUR: i32 = 216_000;
         println!(
             "## Rollback: a spectator joins a running match of two (loopback; caught up: from \
-             its app's start until it simulated the players' newest final frame)\n"
+             its app's start until it trailed the players' newest final frame by {} frames or \
+             fewer)\n",
+            rollback::CAUGHT_UP
         );
         println!("| the match | joined at frame | started from | caught up s |");
         println!("|---|---|---|---|");

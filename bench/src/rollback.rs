@@ -201,10 +201,15 @@ pub fn departure(base: &str, room: &str, conditions: Option<Conditions>, how: Go
     }
 }
 
+/// A spectator that trails the players' newest final frame by this many frames or fewer (a
+/// sixth of a second) has caught up: at its normal pace it keeps that distance (it only gets
+/// the frames every player holds).
+pub const CAUGHT_UP: i32 = 10;
+
 /// A spectator joining a running match of two.
 pub struct Join {
-    /// From its app's start until it simulated the players' newest final frame, or `None` if it
-    /// did not within the limit.
+    /// From its app's start until it trailed the players' newest final frame by [`CAUGHT_UP`]
+    /// frames or fewer, or `None` if it did not within the limit.
     pub caught_up: Option<Duration>,
     /// The frame it joined at (the players' newest when it started).
     pub at: i32,
@@ -247,7 +252,7 @@ pub fn spectator_join(
         let target = apps[0].world().resource::<RollbackStats>().confirmed_frame;
         let watching =
             apps[2].world().resource::<RollbackMatch>().phase == RollbackPhase::Spectating;
-        if watching && newest(&apps[2]) >= target.max(at) {
+        if watching && newest(&apps[2]) >= target.max(at) - CAUGHT_UP {
             caught_up = Some(t0.elapsed());
         }
         caught_up.is_some()

@@ -291,21 +291,32 @@ fn two_browser_pages_and_a_native_peer_share_a_lobby() {
 /// Runs the native box player and page "a" (a box game page with `frames=600`) until both made
 /// frame 600 final, and checks they did with equal checksums; the page's last status.
 fn play_to_600(natives: &mut [Player], browser: &mut Browser) -> Value {
+    play_to_frame(natives, browser, 600)
+}
+
+/// The natives and page "a" (whose `frames` is `frame`) make `frame` final with equal checksums;
+/// returns the page's status.
+fn play_to_frame(natives: &mut [Player], browser: &mut Browser, frame: i32) -> Value {
     let ok = run_with_browser(natives, browser, LIMIT, |ps, b| {
-        checksum_at(&ps[0], 600).is_some()
+        ps.iter().all(|p| checksum_at(p, frame).is_some())
             && b.status("a")
                 .is_some_and(|s| s["rollback"]["checksum"].is_string())
     });
     let status = browser.status("a").cloned().unwrap_or_default();
     assert!(
         ok,
-        "both make frame 600 final: page {}, native at {}, {:?}",
+        "all make frame {frame} final: page {}, natives at {:?}, {:?}",
         status["rollback"],
-        rollback_stats(&natives[0]).newest_frame,
+        natives
+            .iter()
+            .map(|p| rollback_stats(p).newest_frame)
+            .collect::<Vec<_>>(),
         rollback_log(&natives[0])
     );
-    let native = checksum_at(&natives[0], 600).map(|c| format!("{c:016x}"));
-    assert_eq!(status["rollback"]["checksum"].as_str(), native.as_deref());
+    for p in natives.iter() {
+        let native = checksum_at(p, frame).map(|c| format!("{c:016x}"));
+        assert_eq!(status["rollback"]["checksum"].as_str(), native.as_deref());
+    }
     status
 }
 
@@ -481,22 +492,7 @@ fn a_browser_page_drops_in_to_a_native_match() {
         browser.status("a")
     );
     browser.press("a", "j");
-    let ok = run_with_browser(&mut natives, &mut browser, LIMIT, |ps, b| {
-        ps.iter().all(|p| checksum_at(p, 1200).is_some())
-            && b.status("a")
-                .is_some_and(|s| s["rollback"]["checksum"].is_string())
-    });
-    let status = browser.status("a").cloned().unwrap_or_default();
-    assert!(
-        ok,
-        "all three make frame 1200 final: page {}, natives at {:?}, leader {:?}",
-        status["rollback"],
-        natives
-            .iter()
-            .map(|p| rollback_stats(p).newest_frame)
-            .collect::<Vec<_>>(),
-        rollback_log(&natives[0])
-    );
+    let status = play_to_frame(&mut natives, &mut browser, 1200);
     assert_eq!(status["rollback"]["phase"], "Playing");
     assert_eq!(status["rollback"]["local_handle"], 2, "a new seat");
     let page_id = browser.id("a").expect("the page's id");
@@ -504,8 +500,6 @@ fn a_browser_page_drops_in_to_a_native_match() {
         assert_eq!(game(p).players.len(), 3);
         assert_eq!(game(p).players[2].to_string(), page_id);
         no_desync(p);
-        let sum = checksum_at(p, 1200).map(|c| format!("{c:016x}"));
-        assert_eq!(status["rollback"]["checksum"].as_str(), sum.as_deref());
     }
     browser.assert_no_errors();
 }

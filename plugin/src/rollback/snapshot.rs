@@ -9,6 +9,7 @@
 //! a game does when its match starts) maps them one to one. Without registrations, or if a
 //! snapshot does not fit the spectator's world, the spectator replays from the first frame.
 
+use super::record::NewestFinalSnapshot;
 use super::socket::codec;
 use super::{FeedRequest, InputLog, RollbackMatch, RollbackPhase, RollbackSettings, RollbackStats};
 use crate::messages::{Incoming, Outgoing, PeerLeft};
@@ -403,6 +404,9 @@ pub(crate) struct SnapshotWait {
     pub(crate) since: Option<web_time::Instant>,
     /// The answer: its epoch and snapshot.
     pub(crate) reply: Option<(u32, Option<Snapshot>)>,
+    /// Players that did not answer and that we have no link to, passed over for the next one
+    /// (at most one per seat).
+    pub(crate) passed_over: Vec<PeerId>,
 }
 
 /// A player's snapshot service: who asked (spectators, at most [`MAX_ASKING`]), the snapshot
@@ -535,7 +539,10 @@ pub(crate) fn serve_requests<C: Config<Address = PeerId>>(world: &mut World) {
     let registered = world
         .get_resource::<SnapshotRegistry>()
         .is_some_and(|r| !r.is_empty());
-    let frame = world.resource::<InputLog>().last_final();
+    // Not the log's newest final frame: GGRS's confirmed frame can be the oldest of the
+    // prediction window, whose snapshot bevy_ggrs no longer holds (with the default window of 8
+    // every capture failed and spectators replayed from the first frame).
+    let frame = world.resource::<NewestFinalSnapshot>().0;
     let mut captured = world.resource::<SnapshotAsks>().captured.clone();
     if captured.is_none() && registered && frame >= 1 {
         captured = capture(world, frame);

@@ -6,6 +6,7 @@ use super::socket::codec;
 use super::RollbackSettings;
 use super::{FeedFrames, FeedRequest, InputLog, RollbackMatch, RollbackPhase, RollbackStats};
 use crate::messages::{Incoming, Outgoing, PeerLeft};
+use crate::session::HuddleSession;
 use bevy::ecs::schedule::ScheduleLabel;
 use bevy::platform::collections::HashMap;
 use bevy::prelude::*;
@@ -124,9 +125,13 @@ pub(super) fn replay_inputs<C: Config<Address = PeerId>>(
 /// A spectator takes in the feed, keeps a player feeding it (the first one still in the match:
 /// every player keeps the whole log; after a host change the host may be a spectator), and
 /// catches up: while far behind, the app's virtual clock runs up to 4x so bevy_ggrs steps several
-/// frames an update.
+/// frames an update. A player that does not answer the snapshot request within 2 s and that we
+/// have no link to (gone before we came: the plan we were told still names it) is passed over
+/// for the next one.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn follow_feed(
     mut state: ResMut<RollbackMatch>,
+    huddle: Option<Res<HuddleSession>>,
     mut frames: MessageReader<Incoming<FeedFrames>>,
     mut feed: MessageWriter<Outgoing<FeedRequest>>,
     mut log: ResMut<InputLog>,
@@ -162,19 +167,32 @@ pub(crate) fn follow_feed(
         && wait
             .since
             .is_some_and(|t| t.elapsed() >= std::time::Duration::from_secs(2));
+    let linked = |p: PeerId| huddle.as_deref().is_some_and(|h| h.peers().contains(&p));
     if let (Some(asked), true) = (wait.asked, unanswered) {
-        // No answer to our snapshot request: the feed from the first frame instead.
-        wait.asked = None;
-        wait.since = None;
-        feed.write(Outgoing::to_peer(
-            asked,
-            FeedRequest {
-                players: state.players.len() as u32,
-                from: log.last_final() + 1,
-            },
-        ));
+        let another = state
+            .remaining()
+            .any(|(_, p)| p != asked && !wait.passed_over.contains(&p));
+        if linked(asked) || !another || wait.passed_over.len() >= state.players.len() {
+            // No answer to our snapshot request: the feed from the first frame instead.
+            wait.asked = None;
+            wait.since = None;
+            feed.write(Outgoing::to_peer(
+                asked,
+                FeedRequest {
+                    players: state.players.len() as u32,
+                    from: log.last_final() + 1,
+                },
+            ));
+        } else {
+            // Gone before we came: the next player is asked below (bounded by the seats).
+            wait.passed_over.push(asked);
+            wait.since = None;
+        }
     }
-    let feeder = state.remaining().next().map(|(_, p)| p);
+    let feeder = state
+        .remaining()
+        .map(|(_, p)| p)
+        .find(|p| !wait.passed_over.contains(p));
     if let Some(player) = feeder.filter(|p| Some(*p) != state.feeder) {
         state.feeder = Some(player);
         if wait.asked.is_some() {
@@ -191,7 +209,10 @@ pub(crate) fn follow_feed(
         }
     }
     let behind = log.last_final() - frame.map_or(0, |f| f.0);
-    let speed = (behind as f32 / 30.0).clamp(1.0, 4.0);
+    // Faster the further behind, never slower than the players: a spectator steps only frames
+    // it holds (`spectator_has_inputs`), so it closes in on the feed instead of keeping the lag
+    // it had when it came within reach.
+    let speed = (1.0 + behind as f32 / 15.0).clamp(1.0, 4.0);
     if (time.relative_speed() - speed).abs() > 0.05 {
         time.set_relative_speed(speed);
     }

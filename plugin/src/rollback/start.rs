@@ -198,6 +198,7 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
             commands.queue(set_aside_read_inputs::<C>);
             if registry.is_some_and(|r| !r.is_empty()) {
                 // From the players' latest final frame, if the game says what a snapshot holds.
+                wait.passed_over.clear();
                 snapshot::ask(&mut wait, host, players.len(), &mut ask);
             } else {
                 feed.write(Outgoing::to_peer(
