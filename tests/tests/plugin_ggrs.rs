@@ -3,6 +3,7 @@
 //! leaving, garbage on the GGRS channel, a spectator joining late.
 //! Run inside the loopback-only network namespace (see README).
 
+use bevy_huddle::bevy_ggrs::RollbackApp;
 use bevy_huddle::prelude::*;
 use bevy_huddle::rollback::RollbackDiagnostics;
 use bevy_huddle::{HuddleConfig, LeaveRollback, RollbackEvent, RollbackPhase, StartRollback};
@@ -1165,6 +1166,40 @@ fn a_spectator_told_of_a_player_gone_before_it_came_watches_the_next() {
     assert!(rollback_stats(watcher)
         .snapshot_frame
         .is_some_and(|f| f >= 300));
+    let sums: Vec<_> = peers.iter().map(|p| checksum_at(p, 900)).collect();
+    assert!(sums.iter().all(|s| *s == sums[0]), "equal: {sums:?}");
+}
+
+/// What the players' game snapshots and the spectator's does not know.
+#[derive(bevy::prelude::Resource, Clone, serde::Serialize, serde::Deserialize)]
+struct NotOurs(u32);
+
+/// Three players whose snapshots carry a type the spectator's game does not register (a game
+/// that differs, or players that lie): it passes over each player's snapshot in turn, then
+/// replays from the first frame, and reaches the players' checksum.
+#[test]
+fn a_spectator_whose_snapshots_do_not_fit_asks_each_player_then_replays() {
+    let (_rt, server) = server_on_runtime();
+    let url = server.room_url("rollback-watch-misfit");
+    let mut peers = lobby_with(3, || {
+        let mut p = box_player(&url, 3);
+        p.app
+            .insert_resource(NotOurs(7))
+            .rollback_resource_with_clone::<NotOurs>()
+            .snapshot_resource::<NotOurs>();
+        p
+    });
+    play_to(&mut peers, 300);
+    peers.push(box_player(&url, 3));
+    play_to(&mut peers, 900);
+    let watcher = &peers[3];
+    assert_eq!(game(watcher).phase, RollbackPhase::Spectating);
+    assert_eq!(rollback_stats(watcher).snapshot_frame, None, "replayed");
+    assert_eq!(
+        rollback_stats(watcher).snapshots_refused,
+        3,
+        "each player's snapshot tried once"
+    );
     let sums: Vec<_> = peers.iter().map(|p| checksum_at(p, 900)).collect();
     assert!(sums.iter().all(|s| *s == sums[0]), "equal: {sums:?}");
 }

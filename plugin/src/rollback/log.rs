@@ -96,9 +96,10 @@ impl InputLog {
     }
 
     /// Before any frame: the frames will start after `frame` (the frame of the snapshot a
-    /// spectator starts from, a resync's, or [`RollbackSettings::first_frame`]).
+    /// spectator starts from, a resync's, or [`RollbackSettings::first_frame`]). Returns whether
+    /// it was taken (not once frames are held).
     ///
-    /// [`RollbackSettings::first_frame`]: super::RollbackSettings::first_frame Returns whether it was taken (not once frames are held).
+    /// [`RollbackSettings::first_frame`]: super::RollbackSettings::first_frame
     pub(crate) fn start_after(&mut self, frame: i32) -> bool {
         if !self.frames.is_empty() || frame < 0 {
             return false;

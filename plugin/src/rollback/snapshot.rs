@@ -458,7 +458,9 @@ pub(crate) fn hear_replies(
 }
 
 /// A spectator starts from the answer: the snapshot's state and the feed from the frame after
-/// it, or (no snapshot, or one that does not fit) the feed from the first frame.
+/// it, or (no snapshot) the feed from the first frame. A snapshot that does not fit (the player's
+/// game differs from ours, or it lies) passes that player over for the next one's; when no
+/// player is left to ask, the feed from the first frame.
 pub(crate) fn start_from_reply(world: &mut World) {
     let Some(feeder) = world.resource::<SnapshotWait>().asked else {
         return;
@@ -469,7 +471,8 @@ pub(crate) fn start_from_reply(world: &mut World) {
     world.resource_mut::<SnapshotWait>().asked = None;
     world.resource_mut::<SnapshotWait>().since = None;
     let players = world.resource::<RollbackMatch>().players.len();
-    let mut from = 1;
+    // The match's first frame on (the log starts after `RollbackSettings::first_frame`).
+    let mut from = world.resource::<InputLog>().last_final().saturating_add(1);
     if let Some(snapshot) = reply {
         let taken = (0..=huddle_protocol::resync::MAX_FRAME).contains(&snapshot.frame)
             && world.resource::<InputLog>().holds_none();
@@ -483,8 +486,22 @@ pub(crate) fn start_from_reply(world: &mut World) {
                 from = snapshot.frame.saturating_add(1);
             }
             Some(Err(e)) => {
-                warn!("huddle: the snapshot does not fit ({e}); replaying from the first frame");
                 world.resource_mut::<RollbackStats>().snapshots_refused += 1;
+                let state = world.resource::<RollbackMatch>();
+                let wait = world.resource::<SnapshotWait>();
+                let another = state
+                    .remaining()
+                    .any(|(_, p)| p != feeder && !wait.passed_over.contains(&p));
+                if another && wait.passed_over.len() < players {
+                    warn!("huddle: {feeder}'s snapshot does not fit ({e}); asking the next player");
+                    // `spectate::follow_feed` asks the next player for its snapshot.
+                    let mut wait = world.resource_mut::<SnapshotWait>();
+                    wait.passed_over.push(feeder);
+                    wait.asked = Some(feeder);
+                    world.resource_mut::<RollbackMatch>().feeder = None;
+                    return;
+                }
+                warn!("huddle: the snapshot does not fit ({e}); replaying from the first frame");
             }
             None => world.resource_mut::<RollbackStats>().snapshots_refused += 1,
         }

@@ -187,6 +187,7 @@ pub(crate) fn follow_feed(
             // Gone before we came: the next player is asked below (bounded by the seats).
             wait.passed_over.push(asked);
             wait.since = None;
+            state.feeder = None;
         }
     }
     let feeder = state
