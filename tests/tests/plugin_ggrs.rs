@@ -1195,8 +1195,8 @@ fn a_spectator_whose_snapshots_do_not_fit_asks_each_player_then_replays() {
     let watcher = &peers[3];
     assert_eq!(game(watcher).phase, RollbackPhase::Spectating);
     assert_eq!(rollback_stats(watcher).snapshot_frame, None, "replayed");
-    // Each player's snapshot is tried in turn; one that has not answered within 2 s (a loaded
-    // machine) feeds the replay instead, so two or three are refused (one without passing over).
+    // Each player's snapshot is tried in turn (one that has not answered within `SNAPSHOT_WAIT`,
+    // 6 s, feeds the replay instead; two or three are refused; one without passing over).
     let refused = rollback_stats(watcher).snapshots_refused;
     assert!((2..=3).contains(&refused), "{refused} snapshots refused");
     let sums: Vec<_> = peers.iter().map(|p| checksum_at(p, 900)).collect();

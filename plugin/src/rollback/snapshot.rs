@@ -396,6 +396,12 @@ pub(crate) fn keep_epoch_start(world: &mut World) {
     };
 }
 
+/// How long a spectator waits for the snapshot it asked for, then takes the feed from the first
+/// frame instead (or asks the next player, if it has no link to this one). A player answers once
+/// every other player holds its inputs of the snapshot's frame: on a loaded machine that took
+/// more than 2 s now and then.
+pub(crate) const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(6);
+
 /// A spectator's wait for a snapshot: whom it asked, and the answer once it came.
 #[derive(Resource, Default, Debug)]
 pub(crate) struct SnapshotWait {

@@ -125,7 +125,7 @@ pub(super) fn replay_inputs<C: Config<Address = PeerId>>(
 /// A spectator takes in the feed, keeps a player feeding it (the first one still in the match:
 /// every player keeps the whole log; after a host change the host may be a spectator), and
 /// catches up: while far behind, the app's virtual clock runs up to 4x so bevy_ggrs steps several
-/// frames an update. A player that does not answer the snapshot request within 2 s and that we
+/// frames an update. A player that does not answer the snapshot request in time and that we
 /// have no link to (gone before we came: the plan we were told still names it) is passed over
 /// for the next one.
 #[allow(clippy::too_many_arguments)]
@@ -166,7 +166,7 @@ pub(crate) fn follow_feed(
     let unanswered = wait.reply.is_none()
         && wait
             .since
-            .is_some_and(|t| t.elapsed() >= std::time::Duration::from_secs(2));
+            .is_some_and(|t| t.elapsed() >= snapshot::SNAPSHOT_WAIT);
     let linked = |p: PeerId| huddle.as_deref().is_some_and(|h| h.peers().contains(&p));
     if let (Some(asked), true) = (wait.asked, unanswered) {
         let another = state
