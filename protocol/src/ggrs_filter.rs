@@ -35,7 +35,7 @@ pub fn codec() -> bincode::config::Configuration<
 }
 
 /// The most senders remembered (more than any match has players).
-const SENDERS: usize = 256;
+pub(crate) const SENDERS: usize = 256;
 
 /// A GGRS packet as it is on the wire, as far as the input packet (variant 2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

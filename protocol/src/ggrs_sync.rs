@@ -11,7 +11,7 @@
 //! as it is. Pure and sans-IO, like [`ggrs_filter`](crate::ggrs_filter), whose copy of the packet
 //! layout it reads.
 
-use crate::ggrs_filter::{codec, Body, Packet};
+use crate::ggrs_filter::{codec, Body, Packet, SENDERS as PEERS};
 use matchbox_protocol::PeerId;
 use std::collections::HashMap;
 
@@ -20,9 +20,6 @@ pub const ROUND_TRIPS: u32 = 5;
 
 /// Requests to each peer answered here: all but the last round trip.
 pub const ANSWERED_HERE: u32 = ROUND_TRIPS - 1;
-
-/// The most peers remembered (more than any match has players).
-const PEERS: usize = 256;
 
 /// What to do with a packet our session sends.
 #[derive(Debug, Clone, PartialEq, Eq)]

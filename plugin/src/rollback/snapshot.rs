@@ -415,6 +415,25 @@ pub(crate) struct SnapshotWait {
     pub(crate) passed_over: Vec<PeerId>,
 }
 
+impl SnapshotWait {
+    /// Passes `player` over (it did not answer and we have no link to it, or its snapshot does
+    /// not fit) for the next remaining player not passed over yet, whose snapshot
+    /// `spectate::follow_feed` asks for; `false` if there is none (at most one per seat).
+    pub(crate) fn pass_over(&mut self, player: PeerId, state: &mut RollbackMatch) -> bool {
+        let another = state
+            .remaining()
+            .any(|(_, p)| p != player && !self.passed_over.contains(&p));
+        if !another || self.passed_over.len() >= state.players.len() {
+            return false;
+        }
+        self.passed_over.push(player);
+        self.asked = Some(player);
+        self.since = None;
+        state.feeder = None;
+        true
+    }
+}
+
 /// A player's snapshot service: who asked (spectators, at most [`MAX_ASKING`]), the snapshot
 /// captured for them, and how many updates we have tried to capture one.
 #[derive(Resource, Default, Debug)]
@@ -493,18 +512,11 @@ pub(crate) fn start_from_reply(world: &mut World) {
             }
             Some(Err(e)) => {
                 world.resource_mut::<RollbackStats>().snapshots_refused += 1;
-                let state = world.resource::<RollbackMatch>();
-                let wait = world.resource::<SnapshotWait>();
-                let another = state
-                    .remaining()
-                    .any(|(_, p)| p != feeder && !wait.passed_over.contains(&p));
-                if another && wait.passed_over.len() < players {
+                let passed = world.resource_scope(|world, mut wait: Mut<SnapshotWait>| {
+                    wait.pass_over(feeder, &mut world.resource_mut::<RollbackMatch>())
+                });
+                if passed {
                     warn!("huddle: {feeder}'s snapshot does not fit ({e}); asking the next player");
-                    // `spectate::follow_feed` asks the next player for its snapshot.
-                    let mut wait = world.resource_mut::<SnapshotWait>();
-                    wait.passed_over.push(feeder);
-                    wait.asked = Some(feeder);
-                    world.resource_mut::<RollbackMatch>().feeder = None;
                     return;
                 }
                 warn!("huddle: the snapshot does not fit ({e}); replaying from the first frame");

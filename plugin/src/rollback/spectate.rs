@@ -169,10 +169,8 @@ pub(crate) fn follow_feed(
             .is_some_and(|t| t.elapsed() >= snapshot::SNAPSHOT_WAIT);
     let linked = |p: PeerId| huddle.as_deref().is_some_and(|h| h.peers().contains(&p));
     if let (Some(asked), true) = (wait.asked, unanswered) {
-        let another = state
-            .remaining()
-            .any(|(_, p)| p != asked && !wait.passed_over.contains(&p));
-        if linked(asked) || !another || wait.passed_over.len() >= state.players.len() {
+        // Gone before we came: the next player is asked below.
+        if linked(asked) || !wait.pass_over(asked, &mut state) {
             // No answer to our snapshot request: the feed from the first frame instead.
             wait.asked = None;
             wait.since = None;
@@ -183,11 +181,6 @@ pub(crate) fn follow_feed(
                     from: log.last_final() + 1,
                 },
             ));
-        } else {
-            // Gone before we came: the next player is asked below (bounded by the seats).
-            wait.passed_over.push(asked);
-            wait.since = None;
-            state.feeder = None;
         }
     }
     let feeder = state
