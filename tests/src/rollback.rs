@@ -96,6 +96,17 @@ pub fn lobby_with(n: usize, join: impl Fn() -> Player) -> Vec<Player> {
     ps
 }
 
+/// Drops the process of `peers[index]` (a player) and runs the others until every one of them
+/// counts its seat gone (and only that seat).
+pub fn vanish(peers: &mut Vec<Player>, index: usize) {
+    let handle = game(&peers[index]).local_handle.expect("a player");
+    drop(peers.remove(index));
+    let gone = run_until(peers, MATCH_LIMIT, |ps| {
+        ps.iter().all(|p| game(p).disconnected == vec![handle])
+    });
+    assert!(gone, "all see seat {handle} go");
+}
+
 /// Runs the peers until every one made `frame` final.
 pub fn play_to(peers: &mut [Player], frame: i32) {
     let ok = run_until(peers, MATCH_LIMIT, |ps| {

@@ -1151,11 +1151,7 @@ fn a_spectator_told_of_a_player_gone_before_it_came_watches_the_next() {
     let mut peers = lobby(&url, 3, 3);
     play_to(&mut peers, 120);
     let first = peers[0].id().expect("an id");
-    drop(peers.remove(0));
-    let gone = run_until(&mut peers, LIMIT, |ps| {
-        ps.iter().all(|p| game(p).disconnected == vec![0])
-    });
-    assert!(gone, "both see it go");
+    vanish(&mut peers, 0);
     play_to(&mut peers, 300);
     peers.push(box_player(&url, 3));
     play_to(&mut peers, 900);
