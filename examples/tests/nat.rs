@@ -15,36 +15,15 @@
 //! `HUDDLE_NAT_LOGS=DIR` keeps the players' logs and coturn's there.
 
 mod common;
+#[path = "common/lab.rs"]
+mod lab;
 
+use lab::{sh, Holder};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const TURN_SECRET: &str = "shared by huddle_server and coturn";
-
-/// A process holding a network namespace open; killed with the lab.
-struct Holder(Child);
-
-impl Holder {
-    fn new() -> Self {
-        let child = Command::new("unshare")
-            .args(["-n", "sleep", "600"])
-            .spawn()
-            .expect("unshare runs (util-linux)");
-        Self(child)
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A `redis-server` (Debian's package) on the public segment; killed when dropped.
 struct Redis {
@@ -88,20 +67,6 @@ impl Drop for Redis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Runs `script` with `sh -e`; panics with its output if it fails.
-fn sh(script: &str) {
-    let out = Command::new("sh")
-        .args(["-ec", script])
-        .output()
-        .expect("sh runs");
-    assert!(
-        out.status.success(),
-        "{script}\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The public segment `10.<net>.0.0/24` (us at .1), two routers (.2 and .3) and a private
@@ -246,9 +211,8 @@ impl Lab {
 
     /// Runs the box game's player `i` in the private network `lan` to frame 600; its output.
     fn play(&self, lan: usize, room: &str) -> Child {
-        Command::new("nsenter")
-            .args(["-t", &self.players[lan].pid().to_string(), "-n"])
-            .arg(env!("CARGO_BIN_EXE_box_game"))
+        self.players[lan]
+            .command(env!("CARGO_BIN_EXE_box_game"))
             .args([
                 "--room",
                 room,

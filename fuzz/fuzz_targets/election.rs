@@ -1,6 +1,6 @@
 //! The host election fed any sequence of what the network can say: introductions either way,
 //! links opening and closing, time passing, and rosters from anyone with any epoch and any
-//! order. Never a panic or an overflow; the succession never names a peer twice, never holds more
+//! order and heirs, upload measurements. Never a panic or an overflow; the succession never names a peer twice, never holds more
 //! than the bound, and the refusal counter only grows.
 #![no_main]
 use arbitrary::Arbitrary;
@@ -20,7 +20,9 @@ enum Op {
         from: u8,
         epoch: u64,
         order: Vec<u8>,
+        heirs: Vec<u8>,
     },
+    Upload(u8, u8),
 }
 
 fuzz_target!(|ops: Vec<Op>| {
@@ -41,14 +43,27 @@ fuzz_target!(|ops: Vec<Op>| {
                 now += Duration::from_millis(u64::from(ms));
                 e.tick(now)
             }
-            Op::Roster { from, epoch, order } => {
+            Op::Roster {
+                from,
+                epoch,
+                order,
+                heirs,
+            } => {
                 let order = order.into_iter().map(peer).collect();
-                e.roster_received(peer(from), Succession { epoch, order }, now)
+                let heirs = heirs.into_iter().map(peer).collect();
+                let roster = Succession {
+                    epoch,
+                    order,
+                    heirs,
+                };
+                e.roster_received(peer(from), roster, now)
             }
+            Op::Upload(p, level) => e.upload_measured(peer(p), u32::from(level)),
         };
         for out in outs {
             if let Output::Publish(roster) | Output::Vouch { roster, .. } = out {
                 assert!(roster.order.len() <= MAX_MEMBERS);
+                assert!(roster.heirs.iter().all(|h| roster.order[1..].contains(h)));
             }
         }
         let order = e.succession();

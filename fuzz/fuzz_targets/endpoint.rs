@@ -123,7 +123,7 @@ fuzz_target!(|input: (bool, bool, Vec<Op>)| {
             }
             Op::Roster { from, epoch, order } => {
                 let order = order.into_iter().map(peer).collect();
-                let bytes = Control::Succession(Succession { epoch, order }).encode();
+                let bytes = Control::Succession(Succession::in_join_order(epoch, order)).encode();
                 ep.receive(peer(from), Lane::Control, bytes.into(), now);
             }
             Op::ChunkAck { from, received } => {

@@ -18,6 +18,10 @@ pub struct Roster {
     /// Everyone in the lobby, ourselves included, in join order (the host first): the order of
     /// succession every peer agrees on.
     pub members: Vec<PeerId>,
+    /// Who hosts if the host leaves now: with
+    /// [`ProtocolSettings::host_by_upload`](crate::ProtocolSettings) the member the host measured
+    /// the most upload headroom of, else the next in `members`.
+    pub next_host: Option<PeerId>,
     /// The peers we have a working link to, in the order they joined our lobby.
     pub peers: Vec<PeerId>,
     /// Our role on each link.
@@ -66,6 +70,7 @@ impl Roster {
             me: session.id(),
             host: session.host(),
             members: session.succession(),
+            next_host: endpoint.next_host(),
             peers,
             roles,
             metadata,

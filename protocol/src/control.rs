@@ -6,8 +6,9 @@ use crate::room::Topology;
 use serde::{Deserialize, Serialize};
 
 /// Version of the control protocol; peers with another version report a mismatch. 2: hellos
-/// name the room's topology; 3: media signals say which tracks are on and wanted.
-pub const PROTOCOL_VERSION: u16 = 4;
+/// name the room's topology; 3: media signals say which tracks are on and wanted; 5: rosters
+/// name heirs, hosts measure uploads.
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// The most bytes of a player's metadata ([`Hello::meta`]): a name and a few settings, not a
 /// profile picture.
@@ -53,6 +54,11 @@ pub enum Control {
     },
     /// Negotiation of the media-only peer connection (see [`crate::media`]).
     Media(MediaSignal),
+    /// Host to member: send a probe train now, frames marked `id` (see [`crate::uplink`]).
+    UploadProbe {
+        /// Marks the train's frames.
+        id: u32,
+    },
 }
 
 impl Control {
@@ -94,7 +100,11 @@ mod tests {
     fn roundtrip_and_garbage() {
         let c = Control::Succession(Succession {
             epoch: 3,
-            order: vec![PeerId(uuid::Uuid::from_u128(1))],
+            order: vec![
+                PeerId(uuid::Uuid::from_u128(1)),
+                PeerId(uuid::Uuid::from_u128(2)),
+            ],
+            heirs: vec![PeerId(uuid::Uuid::from_u128(2))],
         });
         assert_eq!(Control::decode(&c.encode()), Some(c));
         assert_eq!(Control::decode(&[0xff, 0xff, 0xff]), None);

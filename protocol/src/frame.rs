@@ -3,7 +3,7 @@
 //! The first byte holds the frame kind (2 bits) and the message type id (6 bits); type ids from 63
 //! on continue in a varint. A whole message of one of the first 63 types costs one byte of
 //! header. Chunks of large reliable messages add the message's sequence number, the chunk's index
-//! and the chunk count (varints). Link frames (ping/pong for RTT) have no type.
+//! and the chunk count (varints). Link frames (ping/pong for RTT, upload probes) have no type.
 
 use bincode::config::{standard, Configuration};
 use thiserror::Error;
@@ -39,6 +39,13 @@ pub enum Frame {
         /// The pinger's clock when it sent the ping, in µs.
         sent_us: u64,
     },
+    /// One frame of an upload probe train (padding follows), see [`crate::uplink`].
+    Probe {
+        /// The train, as the host asked for it.
+        id: u32,
+        /// Which frame of the train this is, from 0.
+        index: u32,
+    },
 }
 
 /// Why a frame could not be read.
@@ -58,6 +65,10 @@ pub enum FrameError {
 const KIND_MESSAGE: u8 = 0;
 const KIND_CHUNK: u8 = 1;
 const KIND_LINK: u8 = 2;
+/// The low bits of a link frame: a ping, a pong, a probe frame.
+const LINK_PING: u8 = 0;
+const LINK_PONG: u8 = 1;
+const LINK_PROBE: u8 = 2;
 
 fn push_varint(out: &mut Vec<u8>, v: impl bincode::Encode) {
     // Encoding an integer into a Vec cannot fail.
@@ -92,9 +103,15 @@ impl Frame {
                 push_varint(out, count);
             }
             Frame::Link { pong, seq, sent_us } => {
-                out.push((KIND_LINK << 6) | u8::from(pong));
+                let which = if pong { LINK_PONG } else { LINK_PING };
+                out.push((KIND_LINK << 6) | which);
                 push_varint(out, seq);
                 push_varint(out, sent_us);
+            }
+            Frame::Probe { id, index } => {
+                out.push((KIND_LINK << 6) | LINK_PROBE);
+                push_varint(out, id);
+                push_varint(out, index);
             }
         }
     }
@@ -141,8 +158,15 @@ impl Frame {
                     count,
                 }
             }
+            KIND_LINK if small == u32::from(LINK_PROBE) => {
+                let (id, n): (u32, usize) = read_varint(rest)?;
+                rest = &rest[n..];
+                let (index, n): (u32, usize) = read_varint(rest)?;
+                rest = &rest[n..];
+                Frame::Probe { id, index }
+            }
             KIND_LINK => {
-                if small > 1 {
+                if small > u32::from(LINK_PONG) {
                     return Err(FrameError::Header);
                 }
                 let (seq, n): (u32, usize) = read_varint(rest)?;
@@ -150,7 +174,7 @@ impl Frame {
                 let (sent_us, n): (u64, usize) = read_varint(rest)?;
                 rest = &rest[n..];
                 Frame::Link {
-                    pong: small == 1,
+                    pong: small == u32::from(LINK_PONG),
                     seq,
                     sent_us,
                 }
@@ -197,6 +221,10 @@ mod tests {
             pong: true,
             seq: 9,
             sent_us: 123_456_789,
+        });
+        roundtrip(Frame::Probe {
+            id: u32::MAX,
+            index: 63,
         });
     }
 

@@ -16,7 +16,8 @@
 //! - Agreements: [`election`] (who hosts, in what succession), [`departure`] (a rollback match's
 //!   gone player's last input), [`resync`] (checking a rollback match's resync offer);
 //!   [`ggrs_filter`] (what a player may say in a GGRS packet), [`ggrs_sync`] (GGRS's handshake in
-//!   one round trip).
+//!   one round trip); [`uplink`] (measuring a member's upload headroom, which ranks the
+//!   host's heirs).
 //! - Contracts with the server: [`room`] (the room URL: `?next`, `?capacity`, `?topology`,
 //!   `?private`) and [`signal`] (the one check of SDP/ICE signals, used by server and plugin).
 //!
@@ -41,6 +42,7 @@ pub mod relay;
 pub mod resync;
 pub mod room;
 pub mod signal;
+pub mod uplink;
 
 pub use endpoint::{Endpoint, EndpointConfig, Event, Transmit};
 pub use lane::Lane;

@@ -10,7 +10,7 @@ use crate::rate_limit::TokenBucket;
 use crate::registry::{lock, RoomKey, SharedRoom};
 use crate::request::Admitted;
 use crate::resume::ResumeToken;
-use crate::room::{JoinError, RouteError};
+use crate::room::{HeirError, JoinError, RouteError};
 use crate::state::{queued_len, Outbound, PeerHandle, QueueLimit, ServerState};
 use axum::extract::ws::{Message, WebSocket};
 use futures::stream::{SplitSink, SplitStream};
@@ -276,6 +276,11 @@ enum Request<'a> {
         peer: PeerId,
         #[serde(default)]
         ban_secs: u64,
+    },
+    /// huddle's extension: the room's host names the member that hosts after it (its election's
+    /// first heir), so a star's new host is the one its peers elect.
+    Heir {
+        peer: PeerId,
     },
 }
 
@@ -586,6 +591,25 @@ async fn serve(
                     violation(DropReason::NotHost)
                 }
             }
+            // As costly as a signal (a shared room is written): the same budget.
+            Some(Request::Heir { .. }) if !bucket.try_take(Instant::now()) => {
+                violation(DropReason::RateLimited)
+            }
+            Some(Request::Heir { peer }) => match name_heir(place, peer_id, peer).await {
+                Ok(()) => false,
+                Err(Unnamed::Shared(e)) => {
+                    warn!(room = %place.key, "cannot name an heir: {e}");
+                    metrics.dropped(DropReason::Unavailable);
+                    false
+                }
+                Err(Unnamed::Room(e)) => {
+                    debug!(%peer_id, %peer, "dropping an heir: {e}");
+                    violation(match e {
+                        HeirError::NotHost => DropReason::NotHost,
+                        HeirError::NotMember => DropReason::NotInRoom,
+                    })
+                }
+            },
             Some(Request::Signal { receiver: to, data }) => {
                 if !bucket.try_take(Instant::now()) {
                     violation(DropReason::RateLimited)
@@ -645,6 +669,25 @@ async fn route(place: &Place, from: PeerId, to: PeerId, text: String) -> Result<
             Ok(())
         }
         Held::Shared(cluster) => Ok(cluster.route(&place.key, from, to, text).await??),
+    }
+}
+
+/// Why an heir was not taken.
+#[derive(Debug, thiserror::Error)]
+enum Unnamed {
+    /// The room refused it.
+    #[error(transparent)]
+    Room(#[from] HeirError),
+    /// The shared rooms could not be reached.
+    #[error(transparent)]
+    Shared(#[from] ClusterError),
+}
+
+/// The host `by` of `place`'s room names `heir` to host after it.
+async fn name_heir(place: &Place, by: PeerId, heir: PeerId) -> Result<(), Unnamed> {
+    match &place.room {
+        Held::Here(room) => Ok(lock(room).name_heir(by, heir)?),
+        Held::Shared(cluster) => Ok(cluster.name_heir(&place.key, by, heir).await??),
     }
 }
 

@@ -1,4 +1,5 @@
-//! One room's state: its members in join order, its host, and who must hear of whom.
+//! One room's state: its members in join order, its host and the host's heir, and who must hear
+//! of whom.
 //!
 //! A plain state machine: [`Room::join`] and [`Room::leave`] return which peers the caller must tell
 //! what, and [`Room::route`] decides whether a signal may pass. The websocket shell holds the room's
@@ -16,6 +17,10 @@ pub struct Room<T> {
     private: bool,
     /// Members in join order (by their stamps); the first is the host.
     members: Vec<Member<T>>,
+    /// Who the host named to follow it (huddle's election ranks heirs by upload): it becomes
+    /// host when the host leaves, instead of the oldest member.
+    #[serde(default)]
+    heir: Option<PeerId>,
     /// Set once the room emptied: nobody may join it any more, the registry forgets it.
     closed: bool,
 }
@@ -84,6 +89,17 @@ pub struct Left {
     pub closed: bool,
 }
 
+/// Why the room did not take a host's heir.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeirError {
+    /// Only the host names its heir.
+    #[error("only the room's host names its heir")]
+    NotHost,
+    /// The heir must be another member of the room.
+    #[error("the heir is not another member of the room")]
+    NotMember,
+}
+
 /// Why a signal may not pass between two peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
@@ -103,8 +119,27 @@ impl<T> Room<T> {
             capacity,
             private,
             members: Vec::new(),
+            heir: None,
             closed: false,
         }
+    }
+
+    /// The host `by` names `heir` to host after it. Refused unless `by` hosts and `heir` is
+    /// another member.
+    pub fn name_heir(&mut self, by: PeerId, heir: PeerId) -> Result<(), HeirError> {
+        if self.host() != Some(by) {
+            return Err(HeirError::NotHost);
+        }
+        if heir == by || !self.contains(heir) {
+            return Err(HeirError::NotMember);
+        }
+        self.heir = Some(heir);
+        Ok(())
+    }
+
+    /// The member that hosts when the host leaves: its heir, else the oldest after it.
+    pub fn heir(&self) -> Option<PeerId> {
+        self.heir.or_else(|| self.members.get(1).map(|m| m.id))
     }
 
     /// The place in the join order for a newcomer stamped `stamp`: after every member, whatever
@@ -244,6 +279,15 @@ impl<T> Room<T> {
             m.missed.retain(|p| *p != peer);
         }
         let was_host = index == 0;
+        let heir = self.heir.take().filter(|h| *h != peer);
+        if !was_host {
+            self.heir = heir;
+        } else if let Some(at) = heir.and_then(|h| self.members.iter().position(|m| m.id == h)) {
+            // The heir takes the host's place, first in the join order.
+            let mut heir = self.members.remove(at);
+            heir.seq = member.seq;
+            self.members.insert(0, heir);
+        }
         let new_host = if was_host { self.host() } else { None };
         let present = |m: &&Member<T>| !m.away;
         let (notify, mut introduce_to_new_host): (Vec<PeerId>, Vec<PeerId>) = match self.topology {
@@ -440,6 +484,40 @@ mod tests {
 
     /// A newcomer stamped before a member that joined first (its join came later, by a moment on
     /// another task or instance) still joins last: the one already there stays host and calls it.
+    /// The host names an heir: when it leaves, the heir hosts (and, in a star, is introduced to
+    /// the others) instead of the oldest client; it keeps the host's place, so it stays host
+    /// whoever joins next. Nobody else names heirs, and only members are heirs.
+    #[test]
+    fn the_hosts_heir_hosts_next() {
+        let p = peers(5);
+        let mut room = Room::new(Topology::Star, 8, false);
+        for (seq, &id) in p[..4].iter().enumerate() {
+            room.join(id, seq as u64, ()).unwrap();
+        }
+        assert_eq!(room.heir(), Some(p[1]));
+        assert_eq!(room.name_heir(p[1], p[2]), Err(HeirError::NotHost));
+        assert_eq!(room.name_heir(p[0], p[0]), Err(HeirError::NotMember));
+        assert_eq!(room.name_heir(p[0], p[4]), Err(HeirError::NotMember));
+        room.name_heir(p[0], p[3]).unwrap();
+        assert_eq!(room.heir(), Some(p[3]));
+        // A client leaving changes nothing; the heir leaving does.
+        room.leave(p[2]).unwrap();
+        assert_eq!(room.heir(), Some(p[3]));
+        room.join(p[2], 10, ()).unwrap();
+        let (_, left) = room.leave(p[0]).unwrap();
+        assert_eq!(left.new_host, Some(p[3]));
+        assert_eq!(left.introduce_to_new_host, vec![p[1], p[2]]);
+        assert_eq!(room.route(p[1], p[3]), Ok(&()));
+        assert_eq!(room.route(p[1], p[2]), Err(RouteError::NotIntroduced));
+        let late = room.place_after(0);
+        assert_eq!(room.join(p[4], late, ()).unwrap().introduce_to, vec![p[3]]);
+        // Its own heir, gone before it: the oldest next.
+        room.name_heir(p[3], p[4]).unwrap();
+        room.leave(p[4]).unwrap();
+        assert_eq!(room.heir(), Some(p[1]));
+        assert_eq!(room.leave(p[3]).unwrap().1.new_host, Some(p[1]));
+    }
+
     #[test]
     fn a_newcomer_stamped_early_still_joins_last() {
         let p = peers(2);

@@ -332,10 +332,7 @@ pub fn hostile_hosts(hostile: &mut crate::StockPeer, players: &mut [Player], lim
             order.push(peer);
             epoch += 1;
             let roster = bevy_huddle::protocol::control::Control::Succession(
-                bevy_huddle::protocol::election::Succession {
-                    epoch,
-                    order: order.clone(),
-                },
+                bevy_huddle::protocol::election::Succession::in_join_order(epoch, order.clone()),
             )
             .encode();
             for p in &order[1..] {

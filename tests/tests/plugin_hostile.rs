@@ -201,7 +201,7 @@ fn a_member_that_claims_to_host_is_refused_everywhere() {
     let lie = |epoch: u64, others: &[PeerId]| {
         let mut order = vec![me];
         order.extend_from_slice(others);
-        Control::Succession(Succession { epoch, order }).encode()
+        Control::Succession(Succession::in_join_order(epoch, order)).encode()
     };
     for epoch in [3, 1 << 20, u64::MAX] {
         for to in [host, member] {

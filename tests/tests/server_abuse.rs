@@ -766,6 +766,49 @@ async fn the_host_and_the_operator_kick_and_the_kicked_stay_out_for_the_ban() {
     assert!(server.metrics().refused_count(RefusalReason::Banned) >= 1);
 }
 
+/// A star room's host names its heir (huddle's `Heir` request): when the host leaves, the heir
+/// hosts and the others are introduced to it, not to the oldest client. An heir named by a member,
+/// or an heir that is not in the room, is dropped and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_star_hosts_heir_hosts_next_and_only_the_host_names_it() {
+    let server = server();
+    let url = server.room_url("heirs?topology=star");
+    let mut host = RawClient::connect(&url).await.unwrap();
+    let mut oldest = RawClient::connect(&url).await.unwrap();
+    let mut heir = RawClient::connect(&url).await.unwrap();
+    let mut last = RawClient::connect(&url).await.unwrap();
+    let name = |peer: matchbox_protocol::PeerId| json!({ "Heir": { "peer": peer } }).to_string();
+    // A member names itself; the host names a stranger: both dropped.
+    oldest.send_text(name(oldest.id)).await.unwrap();
+    let stranger = matchbox_protocol::PeerId(uuid::Uuid::from_u128(7));
+    host.send_text(name(stranger)).await.unwrap();
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(server.metrics().dropped_count(DropReason::NotHost), 1);
+    assert_eq!(server.metrics().dropped_count(DropReason::NotInRoom), 1);
+    host.send_text(name(heir.id)).await.unwrap();
+    tokio::time::sleep(QUIET).await;
+    drop(host);
+    for client in [&mut oldest, &mut last] {
+        let mut left = false;
+        while let Some(event) = client.next_event(QUIET * 3).await {
+            left |= event.get("PeerLeft").is_some();
+            assert!(
+                event.get("NewPeer").is_none(),
+                "a client hears of nobody: {event}"
+            );
+        }
+        assert!(left, "the host's leaving is told");
+    }
+    let mut introduced = Vec::new();
+    while let Some(event) = heir.next_event(QUIET * 3).await {
+        if let Some(peer) = event.get("NewPeer") {
+            introduced.push(peer.as_str().unwrap_or_default().to_string());
+        }
+    }
+    assert_eq!(introduced, vec![oldest.id.to_string(), last.id.to_string()]);
+    assert_eq!(server.rooms()[0].host, Some(heir.id.to_string()));
+}
+
 /// Join tokens carry a name and a role: a `moderator` that is not the room's host may kick, and a
 /// kick bans the kicked player's name with its address, so the same name from another address is
 /// refused (403) during the ban while another name from there gets in.

@@ -373,6 +373,37 @@ async fn a_kick_on_one_instance_bans_on_every_instance() {
     }
 }
 
+/// The heir a star's host names on one instance hosts next for the whole room: clients on the
+/// other instances are introduced to it when the host goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heir_named_on_one_instance_hosts_next_on_all() {
+    let redis = Redis::start();
+    let servers = instances(&redis, "heir", 3);
+    let room = |i: usize| servers[i].room_url("stage?topology=star");
+    let host = RawClient::connect(&room(0)).await.expect("admitted");
+    let mut oldest = RawClient::connect(&room(1)).await.expect("admitted");
+    let mut heir = RawClient::connect(&room(2)).await.expect("admitted");
+    let mut host = host;
+    events(&mut host, Duration::from_millis(300)).await;
+    let name = serde_json::json!({ "Heir": { "peer": heir.id } });
+    host.send_text(name.to_string()).await.expect("sent");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(host);
+    let heard = events(&mut heir, Duration::from_secs(1)).await;
+    assert_eq!(
+        new_peers(&heard),
+        vec![oldest.id],
+        "the heir calls the others"
+    );
+    let heard = events(&mut oldest, Duration::from_millis(300)).await;
+    assert!(new_peers(&heard).is_empty(), "{heard:?}");
+    let hosts: Vec<_> = listed(servers[1].local_addr()).await;
+    assert_eq!(hosts[0]["host"], serde_json::json!(heir.id.to_string()));
+    for server in servers {
+        server.shutdown().await.expect("clean shutdown");
+    }
+}
+
 /// A hostile client opens `?next=2` rooms under 40 made-up names and goes, or fills a pair: the
 /// arrival counters it made in Redis go with it (nothing keyed by its room names stays), and so
 /// do the rooms.

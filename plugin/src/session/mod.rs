@@ -44,6 +44,8 @@ pub struct HuddleSession {
     raw: Option<RawLane>,
     /// The endpoint's lobby version the `Roster` was last built from.
     roster_built: Option<u64>,
+    /// As host with `host_by_upload`: the heir we last named to the signaling server.
+    heir_named: Option<PeerId>,
     /// Why the session ended, once the server refused or removed us.
     ended: Option<HuddleError>,
     /// What the game must hear that is not the endpoint's (signaling lost).
@@ -127,6 +129,7 @@ impl HuddleSession {
             delayer: Delayer::new(fastrand::u64(..)),
             raw: None,
             roster_built: None,
+            heir_named: None,
             ended: None,
             notices: Vec::new(),
             ice_servers: config.ice_servers.clone(),
@@ -361,7 +364,26 @@ impl HuddleSession {
             raw.queues().bytes_out += sent;
         }
         self.endpoint.handle_timeout(now);
+        self.name_heir();
         self.transmit_all();
+    }
+
+    /// As host with `host_by_upload`: names the peer that hosts after us to the signaling server
+    /// when it changes, so that huddle_server makes it the room's host when we go (in a star, the
+    /// one the others link to) and the server agrees with the election.
+    fn name_heir(&mut self) {
+        let hosting = self.endpoint.id().is_some() && self.endpoint.host() == self.endpoint.id();
+        if !self.endpoint.config().settings.host_by_upload || !hosting {
+            self.heir_named = None;
+            return;
+        }
+        let heir = self.endpoint.next_host();
+        if heir != self.heir_named {
+            if let Some(heir) = heir {
+                self.requests.name_heir(heir);
+            }
+            self.heir_named = heir;
+        }
     }
 
     /// Hands the endpoint's packets to the socket, through the conditioner when it is on.

@@ -94,6 +94,13 @@ impl ServerRequests {
         let request = serde_json::json!({ "Kick": { "peer": peer, "ban_secs": ban.as_secs() } });
         let _ = self.0.unbounded_send(request.to_string());
     }
+
+    /// As the room's host, names `heir` to host after us (huddle_server's extension: it makes
+    /// the heir the room's host when we leave; stock servers ignore it).
+    pub fn name_heir(&self, heir: PeerId) {
+        let request = serde_json::json!({ "Heir": { "peer": heir } });
+        let _ = self.0.unbounded_send(request.to_string());
+    }
 }
 
 impl HuddleSignallerBuilder {

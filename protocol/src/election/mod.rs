@@ -7,8 +7,11 @@
 //!   within a grace period after it joined is the first in the room: it is the host.
 //! - The host publishes the **roster** (the succession order: itself, then everyone in join order)
 //!   whenever it changes, with an increasing epoch.
-//! - When the host leaves, every peer takes the next peer of the last roster that has not left.
-//!   The new host republishes the roster with a higher epoch.
+//! - When the host leaves, every peer takes the next peer of the last roster that has not left:
+//!   the first of its **heirs** still here, else the next in join order. The host ranks as heirs
+//!   the members whose upload it measured ([`HostElection::upload_measured`], see
+//!   [`crate::uplink`]), most headroom first, so the peer best able to relay hosts next; with no
+//!   measurements there are none. The new host republishes the roster with a higher epoch.
 //! - Conflicts (two peers claiming to host, e.g. after a late offer) resolve to the earlier peer:
 //!   a host steps down for the roster of a peer that offered to it (joined before it), and
 //!   forwards that roster to everyone, so those who followed it follow the earlier peer too.
@@ -48,6 +51,35 @@ pub struct Succession {
     pub epoch: u64,
     /// The host, then every other peer in join order.
     pub order: Vec<PeerId>,
+    /// Who hosts next, in this order, before the rest of `order`: members of `order` (never the
+    /// host) ranked by the upload headroom the host measured. Empty when nobody was measured.
+    pub heirs: Vec<PeerId>,
+}
+
+impl Succession {
+    /// A roster with no heirs: the host, then everyone in join order.
+    pub fn in_join_order(epoch: u64, order: Vec<PeerId>) -> Self {
+        Self {
+            epoch,
+            order,
+            heirs: Vec::new(),
+        }
+    }
+
+    /// Whether the roster is well formed: a host, nobody twice, at most [`MAX_MEMBERS`], heirs
+    /// that are members other than the host.
+    fn is_well_formed(&self) -> bool {
+        let members = self.order.iter().collect::<BTreeSet<_>>();
+        let heirs = self.heirs.iter().collect::<BTreeSet<_>>();
+        !self.order.is_empty()
+            && self.order.len() <= MAX_MEMBERS
+            && members.len() == self.order.len()
+            && heirs.len() == self.heirs.len()
+            && self
+                .heirs
+                .iter()
+                .all(|h| members.contains(h) && Some(h) != self.order.first())
+    }
 }
 
 /// What the caller must do.
@@ -95,6 +127,8 @@ pub struct HostElection {
     settle_until: Option<Duration>,
     /// A roster from the agreed successor that came before we saw the host go.
     successor_claim: Option<(PeerId, Succession)>,
+    /// As host: the upload headroom level we measured per member (see [`crate::uplink`]).
+    uploads: BTreeMap<PeerId, u32>,
     /// Rosters and offers refused.
     refused: u64,
 }
@@ -116,6 +150,7 @@ impl HostElection {
             claims: BTreeMap::new(),
             settle_until: None,
             successor_claim: None,
+            uploads: BTreeMap::new(),
             refused: 0,
         }
     }
@@ -158,6 +193,26 @@ impl HostElection {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Who hosts if the host leaves now: the first heir still here, else the next in join order.
+    pub fn next_host(&self) -> Option<PeerId> {
+        self.host.and_then(|h| self.successor_of(h))
+    }
+
+    /// As host: we measured `peer`'s upload headroom as `level` (higher is more, see
+    /// [`crate::uplink::headroom_level`]). Ranks our heirs; a peer not in the room is ignored.
+    pub fn upload_measured(&mut self, peer: PeerId, level: u32) -> Vec<Output> {
+        let member = self.connected.contains(&peer)
+            || self
+                .roster
+                .as_ref()
+                .is_some_and(|r| r.order.contains(&peer));
+        if !self.is_host() || !member || self.gone.contains(&peer) {
+            return Vec::new();
+        }
+        self.uploads.insert(peer, level);
+        self.republish()
     }
 
     /// Whether `peer` joined before us (it offered to us).
@@ -211,6 +266,7 @@ impl HostElection {
         self.earlier.remove(&peer);
         self.later.retain(|p| *p != peer);
         self.claims.remove(&peer);
+        self.uploads.remove(&peer);
         self.gone.insert(peer);
         if self.host == Some(peer) {
             self.succeed(peer)
@@ -247,8 +303,7 @@ impl HostElection {
             self.refused += 1;
             return Vec::new();
         };
-        let distinct = roster.order.iter().collect::<BTreeSet<_>>().len();
-        if from == self.me || roster.order.len() > MAX_MEMBERS || distinct != roster.order.len() {
+        if from == self.me || !roster.is_well_formed() {
             self.refused += 1;
             return Vec::new();
         }
@@ -354,9 +409,14 @@ impl HostElection {
         }
     }
 
-    /// The next host after `host` in the roster we follow.
+    /// The next host after `host` in the roster we follow: its first heir still here, else the
+    /// next in join order.
     fn successor_of(&self, host: PeerId) -> Option<PeerId> {
-        self.succession().into_iter().find(|p| *p != host)
+        let heirs = self.roster.iter().flat_map(|r| r.heirs.iter().copied());
+        heirs
+            .filter(|p| !self.gone.contains(p))
+            .chain(self.succession())
+            .find(|p| *p != host)
     }
 
     /// We hosted too early: follow the earlier peer, and forward its roster to everyone (they
@@ -384,7 +444,7 @@ impl HostElection {
 
     /// The host `left` is gone: the next in the last roster takes over.
     fn succeed(&mut self, left: PeerId) -> Vec<Output> {
-        let next = self.succession().into_iter().find(|p| *p != left);
+        let next = self.successor_of(left);
         if let Some((from, roster)) = self.successor_claim.take() {
             if Some(from) == next {
                 return self.adopt(roster);
@@ -415,9 +475,13 @@ impl HostElection {
         let epoch = above
             .max(self.roster.as_ref().map_or(0, |r| r.epoch))
             .saturating_add(1);
+        // Measurements were of uploads to the last host.
+        self.uploads.clear();
+        let order = self.order_as_host();
         self.roster = Some(Succession {
             epoch,
-            order: self.order_as_host(),
+            heirs: self.heirs_as_host(&order),
+            order,
         });
         if let Some(r) = &self.roster {
             out.push(Output::Publish(r.clone()));
@@ -428,13 +492,19 @@ impl HostElection {
     /// As host: recompute the roster after a change and publish it if it changed.
     fn republish(&mut self) -> Vec<Output> {
         let order = self.order_as_host();
+        let heirs = self.heirs_as_host(&order);
         let epoch = self.roster.as_ref().map_or(0, |r| r.epoch);
-        if self.roster.as_ref().is_some_and(|r| r.order == order) {
+        if self
+            .roster
+            .as_ref()
+            .is_some_and(|r| r.order == order && r.heirs == heirs)
+        {
             return Vec::new();
         }
         let roster = Succession {
             epoch: epoch.saturating_add(1),
             order,
+            heirs,
         };
         self.roster = Some(roster.clone());
         vec![Output::Publish(roster)]
@@ -461,6 +531,24 @@ impl HostElection {
             }
         }
         order
+    }
+
+    /// As host: the members of `order` we measured, most upload headroom first (equal levels in
+    /// join order). Before we measured anyone, the last roster's heirs still here (the last host
+    /// measured them).
+    fn heirs_as_host(&self, order: &[PeerId]) -> Vec<PeerId> {
+        let members = order.get(1..).unwrap_or_default();
+        if self.uploads.is_empty() {
+            let previous = self.roster.iter().flat_map(|r| r.heirs.iter());
+            return previous.filter(|p| members.contains(p)).copied().collect();
+        }
+        let mut heirs: Vec<PeerId> = members
+            .iter()
+            .filter(|p| self.uploads.contains_key(p))
+            .copied()
+            .collect();
+        heirs.sort_by_key(|p| std::cmp::Reverse(self.uploads.get(p).copied()));
+        heirs
     }
 }
 

@@ -343,10 +343,7 @@ fn the_largest_epoch_a_peer_can_claim_overflows_nothing() {
     e.connected(later);
     // A later peer claims to host with the largest epoch: refused, the host stays, and it keeps
     // publishing (epochs counting on from its own) when members change.
-    let claim = Succession {
-        epoch: u64::MAX,
-        order: vec![later, host],
-    };
+    let claim = Succession::in_join_order(u64::MAX, vec![later, host]);
     let out = e.roster_received(later, claim, GRACE);
     assert!(e.is_host() && out.is_empty());
     assert_eq!(e.refused(), 1);
@@ -359,10 +356,7 @@ fn the_largest_epoch_a_peer_can_claim_overflows_nothing() {
     member.introduced_earlier(host);
     member.roster_received(
         host,
-        Succession {
-            epoch: u64::MAX,
-            order: vec![host, later],
-        },
+        Succession::in_join_order(u64::MAX, vec![host, later]),
         GRACE,
     );
     assert_eq!(member.host(), Some(host));
@@ -377,7 +371,7 @@ fn the_largest_epoch_a_peer_can_claim_overflows_nothing() {
 fn forged(by: PeerId, room: &[PeerId], epoch: u64) -> Succession {
     let mut order = vec![by];
     order.extend(room.iter().copied().filter(|p| *p != by));
-    Succession { epoch, order }
+    Succession::in_join_order(epoch, order)
 }
 
 #[test]
@@ -415,10 +409,7 @@ fn the_host_cannot_jump_its_epoch_past_the_bound() {
     let mut sim = Sim::lobby(3);
     sim.advance(GRACE * 2);
     let epoch = sim.peers[&id(2)].roster().map(|r| r.epoch).unwrap_or(0);
-    let jump = Succession {
-        epoch: epoch + MAX_EPOCH_STEP + 1,
-        order: vec![id(1), id(3), id(2)],
-    };
+    let jump = Succession::in_join_order(epoch + MAX_EPOCH_STEP + 1, vec![id(1), id(3), id(2)]);
     let out = sim
         .peers
         .get_mut(&id(2))
@@ -522,4 +513,133 @@ fn followers_of_an_early_claim_follow_the_earlier_host_it_hands_over_to() {
     sim.link_all();
     sim.deliver();
     sim.assert_agree(id(1));
+}
+
+impl Sim {
+    /// The host measured `peer`'s upload at `level`; its new roster is delivered.
+    fn measured(&mut self, host: PeerId, peer: PeerId, level: u32) {
+        let out = self
+            .peers
+            .get_mut(&host)
+            .unwrap()
+            .upload_measured(peer, level);
+        self.apply(host, out);
+        self.deliver();
+    }
+}
+
+#[test]
+fn the_member_with_the_most_upload_hosts_next_then_the_next_most() {
+    let mut sim = Sim::lobby(5);
+    sim.advance(GRACE * 2);
+    // Levels: 2 has little, 4 the most, 3 and 5 equal (join order between them); nothing yet
+    // changes who hosts.
+    for (p, level) in [(2, 1), (3, 4), (4, 6), (5, 4)] {
+        sim.measured(id(1), id(p), level);
+    }
+    sim.assert_agree(id(1));
+    for p in 2..=5 {
+        let roster = sim.peers[&id(p)].roster().unwrap();
+        assert_eq!(roster.heirs, vec![id(4), id(3), id(5), id(2)]);
+        assert_eq!(sim.peers[&id(p)].next_host(), Some(id(4)));
+    }
+    sim.leave(id(1));
+    assert_eq!(
+        sim.hosts(),
+        BTreeSet::from([Some(id(4))]),
+        "at once, everywhere"
+    );
+    sim.deliver();
+    for p in [2, 3, 5] {
+        assert_eq!(sim.peers[&id(p)].host(), Some(id(4)));
+        // The new host keeps the last host's ranking until it measures for itself.
+        assert_eq!(
+            sim.peers[&id(p)].roster().unwrap().heirs,
+            vec![id(3), id(5), id(2)]
+        );
+    }
+    // It measures 2 as the best now: 2 is its heir.
+    sim.measured(id(4), id(2), 7);
+    assert_eq!(sim.peers[&id(3)].next_host(), Some(id(2)));
+    sim.leave(id(4));
+    sim.deliver();
+    assert_eq!(sim.hosts(), BTreeSet::from([Some(id(2))]));
+    // Heir and host leave at once: the next of the ranking.
+    let mut sim = Sim::lobby(5);
+    sim.advance(GRACE * 2);
+    for (p, level) in [(3, 2), (4, 6), (5, 4)] {
+        sim.measured(id(1), id(p), level);
+    }
+    sim.leave(id(1));
+    sim.leave(id(4));
+    sim.deliver();
+    assert_eq!(sim.hosts(), BTreeSet::from([Some(id(5))]));
+}
+
+#[test]
+fn only_the_host_ranks_heirs_and_only_members() {
+    let mut sim = Sim::lobby(3);
+    sim.advance(GRACE * 2);
+    // A member's own measurement, and the host's of a stranger, change nothing.
+    assert!(sim
+        .peers
+        .get_mut(&id(2))
+        .unwrap()
+        .upload_measured(id(3), 7)
+        .is_empty());
+    assert!(sim
+        .peers
+        .get_mut(&id(1))
+        .unwrap()
+        .upload_measured(id(99), 7)
+        .is_empty());
+    assert!(sim.peers[&id(1)].roster().unwrap().heirs.is_empty());
+    // A member that left is no heir.
+    sim.measured(id(1), id(3), 5);
+    sim.measured(id(1), id(2), 1);
+    sim.leave(id(3));
+    sim.deliver();
+    assert_eq!(sim.peers[&id(2)].roster().unwrap().heirs, vec![id(2)]);
+}
+
+/// A member that speaks the protocol names itself heir: in its own roster (refused, it is not the
+/// host), in a roster it vouches with, and the host's roster is not changed by it. Malformed heirs
+/// in the host's own roster (a stranger, the host itself, a peer twice) are refused too.
+#[test]
+fn a_member_cannot_make_itself_heir() {
+    let mut sim = Sim::lobby(4);
+    sim.advance(GRACE * 2);
+    sim.measured(id(1), id(2), 6);
+    sim.measured(id(1), id(4), 2);
+    let honest = sim.peers[&id(3)].roster().unwrap().clone();
+    let hostile = id(4);
+    let mut lie = honest.clone();
+    lie.epoch += 1;
+    lie.heirs = vec![hostile, id(2)];
+    for to in [id(2), id(3)] {
+        sim.wire.push_back((hostile, to, lie.clone()));
+    }
+    sim.deliver();
+    for p in [2, 3] {
+        assert_eq!(sim.peers[&id(p)].roster(), Some(&honest));
+        assert_eq!(sim.peers[&id(p)].next_host(), Some(id(2)));
+    }
+    // Badly formed heirs, even from the host.
+    let refused = sim.peers[&id(3)].refused();
+    for heirs in [vec![id(77)], vec![id(1)], vec![id(2), id(2)]] {
+        let mut bad = honest.clone();
+        bad.epoch += 1;
+        bad.heirs = heirs;
+        let out = sim
+            .peers
+            .get_mut(&id(3))
+            .unwrap()
+            .roster_received(id(1), bad, sim.now);
+        assert!(out.is_empty());
+    }
+    assert_eq!(sim.peers[&id(3)].refused(), refused + 3);
+    assert_eq!(sim.peers[&id(3)].roster(), Some(&honest));
+    sim.leave(id(1));
+    sim.deliver();
+    assert_eq!(sim.hosts(), BTreeSet::from([Some(id(2))]));
 }

@@ -30,6 +30,10 @@ pub struct LinkStats {
     pub messages_out: u64,
     /// The path the link runs over, as ICE chose it (the driver reports it).
     pub path: Option<LinkPath>,
+    /// The peer's upload headroom in bits per second, as we measured it while we host with
+    /// [`host_by_upload`](super::ProtocolSettings::host_by_upload) (at most
+    /// [`ENOUGH_BPS`](crate::uplink::ENOUGH_BPS)).
+    pub upload_headroom: Option<u64>,
 }
 
 /// The kind of ICE candidate one end of a link uses.

@@ -12,7 +12,8 @@
 //!
 //! The pieces: [`hello`](self) (the handshake and early frames), `receive` (frames in, chunks
 //! reassembled and acknowledged), `send` (frames out, chunking, the bulk window, give-up, pings),
-//! `star` (relaying through the host, its reliability, members known by roster).
+//! `star` (relaying through the host, its reliability, members known by roster), `uplink` (upload
+//! probes for the election).
 
 mod hello;
 mod link;
@@ -21,6 +22,7 @@ mod receive;
 mod send;
 mod star;
 mod types;
+mod uplink;
 
 pub use link::{CandidateKind, LinkPath, LinkStats};
 pub use types::{
@@ -32,6 +34,7 @@ use crate::control::Control;
 use crate::election::{HostElection, Output};
 use crate::lane::Lane;
 use crate::room::Topology;
+use crate::uplink::{ProbeAnswerer, UploadMeter};
 use bytes::Bytes;
 use link::Link;
 use matchbox_protocol::PeerId;
@@ -138,6 +141,10 @@ pub struct Endpoint {
     relay_held: HashMap<PeerId, (u32, Option<u32>)>,
     /// The highest relayed sequence number seen per origin, to drop resent frames.
     relay_seen: HashMap<PeerId, u32>,
+    /// As host with `host_by_upload`: members' upload measurements.
+    meter: UploadMeter,
+    /// As member: the host's probe requests answered.
+    answerer: ProbeAnswerer,
 }
 
 impl Endpoint {
@@ -164,6 +171,8 @@ impl Endpoint {
             relay_acks: HashMap::new(),
             relay_held: HashMap::new(),
             relay_seen: HashMap::new(),
+            meter: UploadMeter::default(),
+            answerer: ProbeAnswerer::default(),
         }
     }
 
@@ -258,6 +267,7 @@ impl Endpoint {
         self.links.remove(&peer);
         self.relay_acks.remove(&peer);
         self.relay_held.remove(&peer);
+        self.meter.forget(peer);
         if self.joined.contains(&peer) {
             self.joined.retain(|p| *p != peer);
             self.events.push_back(Event::Left { peer, reason });
@@ -279,6 +289,7 @@ impl Endpoint {
             let outs = election.tick(now);
             self.apply(outs);
         }
+        self.probe_uploads(now);
         self.flush(now);
     }
 
@@ -292,6 +303,9 @@ impl Endpoint {
         }
         if let Some(grace) = self.election.as_ref().and_then(HostElection::grace_ends) {
             at(grace);
+        }
+        if let Some(probe) = self.meter.poll_timeout() {
+            at(probe);
         }
         if !self.joined.is_empty() {
             at(self.last_ping.map_or(Duration::ZERO, |t| {
@@ -361,6 +375,12 @@ impl Endpoint {
             .as_ref()
             .map(HostElection::succession)
             .unwrap_or_default()
+    }
+
+    /// Who hosts if the host leaves now: the first of the host's heirs still here (ranked by
+    /// upload, see [`ProtocolSettings::host_by_upload`]), else the next in join order.
+    pub fn next_host(&self) -> Option<PeerId> {
+        self.election.as_ref().and_then(HostElection::next_host)
     }
 
     /// Our role on the link to `peer`.

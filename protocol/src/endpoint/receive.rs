@@ -57,6 +57,7 @@ impl Endpoint {
             }
             Control::RelayAck { seq } => self.relay_acked(peer, seq, now),
             Control::Media(signal) => self.media_received(peer, signal),
+            Control::UploadProbe { id } => self.probe_asked(peer, id, now),
             Control::ChunkAck { received } => {
                 if let Some(link) = self.links.get_mut(&peer) {
                     if received > link.bulk_acked {
@@ -176,6 +177,9 @@ impl Endpoint {
                 // The round trip comes from our own record of the ping, not the echoed time.
                 let now = self.now;
                 self.link(from).pong(seq, now);
+            }
+            Frame::Probe { id, index } if lane == Lane::Unreliable && link == from => {
+                self.probe_frame(from, id, index, packet.len());
             }
             _ => self.counters.frames_dropped += 1,
         }

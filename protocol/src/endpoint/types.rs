@@ -104,6 +104,11 @@ pub struct ProtocolSettings {
     /// How long a link to a peer the server introduced may take to open before it is given up
     /// ([`EndpointError::ConnectTimeout`]; a link that opens later is taken as it comes).
     pub connect_timeout: Duration,
+    /// The host measures each member's upload headroom (a ~70 KB probe train from each, once
+    /// per host; see [`crate::uplink`]) and names the members with the most as its heirs: when
+    /// it leaves, the one best able to relay hosts next instead of the next in join order. For
+    /// star rooms, where the host relays everything. Every peer of a room should agree.
+    pub host_by_upload: bool,
 }
 
 impl Default for ProtocolSettings {
@@ -116,6 +121,7 @@ impl Default for ProtocolSettings {
             max_queued_bytes: 64 * 1024 * 1024,
             ping_interval: Duration::from_millis(250),
             connect_timeout: Duration::from_secs(20),
+            host_by_upload: false,
         }
     }
 }
@@ -328,4 +334,7 @@ pub struct Counters {
     pub election_refused: u64,
     /// Control messages answered less often than they came (a peer repeating its hello).
     pub control_limited: u64,
+    /// Upload probes dropped: frames of a train we did not ask for (or seen twice), and
+    /// requests not from the host or too soon after the last (see [`crate::uplink`]).
+    pub probes_dropped: u64,
 }

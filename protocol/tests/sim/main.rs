@@ -7,6 +7,7 @@ mod lobby;
 mod net;
 mod star;
 mod transfer;
+mod uplink;
 
 use huddle_protocol::conditioner::Conditions;
 use std::time::Duration;

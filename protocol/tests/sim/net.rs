@@ -1,7 +1,8 @@
 //! A simulated lobby: endpoints, a signaling server that introduces them as huddle_server does
 //! (mesh: everyone; star: the host only, and the new host to everyone when the host goes), links
 //! that come up after a while, a network of latency, jitter, loss and reordering (the protocol
-//! crate's own [`Delayer`]), and a fake clock. Every endpoint is driven once per frame, as the
+//! crate's own [`Delayer`]), an upload rate per peer if the test sets one (its packets queue
+//! behind each other), and a fake clock. Every endpoint is driven once per frame, as the
 //! plugin drives it: everything that arrived, then `handle_timeout`, then its packets go out.
 //! Deterministic by seed.
 
@@ -33,6 +34,10 @@ pub struct Node {
     pub events: Vec<Event>,
     /// Still in the room.
     pub alive: bool,
+    /// Its upload in bits per second, if limited: each packet leaves after the one before it.
+    pub uplink_bps: Option<u64>,
+    /// When its upload is free again.
+    uplink_free: Duration,
 }
 
 /// Something the signaling or the network will do at a time.
@@ -70,6 +75,10 @@ pub struct Sim {
     pub lost_at_opening: u64,
     /// Packets the network drops on purpose.
     pub drop_if: Option<DropRule>,
+    /// The heir the server's host named (as the plugin does with `host_by_upload`).
+    heir: Option<usize>,
+    /// The heir that took over as the server's host.
+    promoted: Option<usize>,
 }
 
 impl Sim {
@@ -96,6 +105,8 @@ impl Sim {
             },
             lost_at_opening: 0,
             drop_if: None,
+            heir: None,
+            promoted: None,
         }
     }
 
@@ -108,9 +119,12 @@ impl Sim {
         self.nodes.iter().position(|n| n.id == peer)
     }
 
-    /// The server's host of the room: the oldest peer still there.
+    /// The server's host of the room: the heir it took over for, else the oldest peer still
+    /// there.
     fn server_host(&self) -> Option<usize> {
-        self.nodes.iter().position(|n| n.alive)
+        self.promoted
+            .filter(|p| self.nodes[*p].alive)
+            .or_else(|| self.nodes.iter().position(|n| n.alive))
     }
 
     /// A peer joins now; the server introduces it as huddle_server would.
@@ -125,6 +139,8 @@ impl Sim {
             out: Delayer::new(seed),
             events: Vec::new(),
             alive: true,
+            uplink_bps: None,
+            uplink_free: Duration::ZERO,
         });
         let existing: Vec<usize> = match self.topology {
             Topology::Mesh => (0..i).filter(|j| self.nodes[*j].alive).collect(),
@@ -194,6 +210,9 @@ impl Sim {
     pub fn leave(&mut self, i: usize, tell_server: bool) {
         let was_host = self.server_host() == Some(i);
         self.nodes[i].alive = false;
+        if was_host {
+            self.promoted = self.heir.take().filter(|h| self.nodes[*h].alive);
+        }
         let peer = self.nodes[i].id;
         let others: Vec<usize> = (0..self.nodes.len())
             .filter(|j| self.nodes[*j].alive)
@@ -208,8 +227,8 @@ impl Sim {
         }
         self.links.retain(|(a, b), _| *a != i && *b != i);
         if self.topology == Topology::Star && was_host {
-            if let Some((&host, rest)) = others.split_first() {
-                for j in rest {
+            if let Some(host) = self.server_host() {
+                for j in others.iter().filter(|j| **j != host) {
                     if !self.links.contains_key(&(host, *j)) {
                         self.introduce(host, *j);
                     }
@@ -303,6 +322,14 @@ impl Sim {
                 self.nodes[j].ep.receive(src, lane, bytes, now);
             }
         }
+        // The server's host names its heir, as the plugin does.
+        if let Some(host) = self.server_host() {
+            let ep = &self.nodes[host].ep;
+            if ep.config().settings.host_by_upload && ep.host() == ep.id() {
+                let heir = ep.next_host().and_then(|p| self.index(p));
+                self.heir = heir.filter(|h| *h != host);
+            }
+        }
         let conditions = self.conditions;
         for node in self.nodes.iter_mut().filter(|n| n.alive) {
             node.ep.handle_timeout(now);
@@ -317,7 +344,15 @@ impl Sim {
                     t.bytes.len(),
                     t.lane
                 );
-                node.out.submit(now, &conditions, t.lane, t.peer, t.bytes);
+                // Through its upload, if limited: after what is queued before it.
+                let mut leaves = now;
+                if let Some(bps) = node.uplink_bps.filter(|b| *b > 0) {
+                    let wire = Duration::from_micros(t.bytes.len() as u64 * 8_000_000 / bps);
+                    node.uplink_free = node.uplink_free.max(now) + wire;
+                    leaves = node.uplink_free;
+                }
+                node.out
+                    .submit(leaves, &conditions, t.lane, t.peer, t.bytes);
             }
         }
     }

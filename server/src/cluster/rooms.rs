@@ -1,4 +1,5 @@
-//! What a connection does to its shared room: join, resume, hold, leave, route a signal, kick.
+//! What a connection does to its shared room: join, resume, hold, leave, route a signal, kick,
+//! name the host's heir.
 //! Each is the single-server [`Room`] step run on the room read from Redis, written back with the
 //! events it makes ([`Store::update`]).
 
@@ -9,7 +10,7 @@ use crate::close::CLOSE_REPLACED;
 use crate::registry::RoomKey;
 use crate::request::Admitted;
 use crate::resume::ResumeToken;
-use crate::room::{JoinError, Left, Room, RouteError};
+use crate::room::{HeirError, JoinError, Left, Room, RouteError};
 use crate::token::Claims;
 use matchbox_protocol::{JsonPeerEvent, PeerId};
 use std::net::IpAddr;
@@ -307,6 +308,31 @@ impl Cluster {
             .await
             .map_err(ClusterError::Redis)?;
         Ok(())
+    }
+
+    /// The host `by` of room `key` names `heir` to host after it.
+    pub(crate) async fn name_heir(
+        &self,
+        key: &RoomKey,
+        by: PeerId,
+        heir: PeerId,
+    ) -> Result<Result<(), HeirError>, ClusterError> {
+        let store = self.store().await?;
+        store
+            .update(
+                key,
+                None,
+                || Err(HeirError::NotHost),
+                |room| {
+                    let result = room.name_heir(by, heir);
+                    Change {
+                        write: result.is_ok(),
+                        result,
+                        deliveries: Vec::new(),
+                    }
+                },
+            )
+            .await
     }
 
     /// The host of room `key`.

@@ -7,7 +7,11 @@ use clap::Parser;
 use huddle_examples::lobby::{short, ChatLog, LobbyGame, Pilot, Squares};
 use huddle_examples::lobby_media::{Heard, LobbyMedia};
 use huddle_examples::local::host_with_bot;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// `--host-by-upload`, for every app of the process.
+static HOST_BY_UPLOAD: AtomicBool = AtomicBool::new(false);
 
 /// huddle's lobby demo.
 #[derive(Parser, Debug)]
@@ -22,7 +26,8 @@ struct Args {
     /// No window: print the lobby once a second.
     #[arg(long)]
     headless: bool,
-    /// Quit after this many frames (60 a second); exit code 1 if the lobby never formed.
+    /// Leave the room and quit after this many frames (60 a second); exit code 1 if the lobby
+    /// never formed.
     #[arg(long)]
     frames: Option<u32>,
     /// No voice or camera (they are on by default: a tone and a test pattern when headless, the
@@ -36,13 +41,19 @@ struct Args {
     /// Your name, shown to the others (player metadata in the hello).
     #[arg(long)]
     name: Option<String>,
+    /// Big lobbies: the host measures everyone's upload, and the one with the most headroom
+    /// hosts after it (every player should pass it).
+    #[arg(long)]
+    host_by_upload: bool,
 }
 
 /// The demo's settings for `room` (none: it joins once it browsed): media on unless
-/// `--no-media`, our name as player metadata.
+/// `--no-media`, our name as player metadata, the next host chosen by upload with
+/// `--host-by-upload`.
 fn config(room: Option<&str>, media: bool, name: &str) -> HuddleConfig {
     let mut config = room.map(HuddleConfig::room).unwrap_or_default();
     config.media.enabled = media;
+    config.protocol.host_by_upload = HOST_BY_UPLOAD.load(Ordering::Relaxed);
     config.ice_servers = huddle_examples::ice();
     let short_name: String = name.chars().take(64).collect();
     // 64 characters always fit in the 1 KiB of metadata.
@@ -106,14 +117,21 @@ fn app(room: Option<&str>, frames: Option<u32>, windowed: bool, media: bool, nam
             autostart: media && !windowed,
         });
     if let Some(frames) = frames {
+        // Leave (the others hear it at once), then quit a few frames later.
         app.add_systems(
             Last,
             move |mut n: Local<u32>,
+                  mut formed: Local<bool>,
                   state: Res<State<LobbyState>>,
+                  mut commands: Commands,
                   mut exit: MessageWriter<AppExit>| {
                 *n += 1;
-                if *n >= frames {
-                    exit.write(if *state.get() == LobbyState::InLobby {
+                if *n == frames {
+                    *formed = *state.get() == LobbyState::InLobby;
+                    commands.leave_huddle();
+                }
+                if *n >= frames + 10 {
+                    exit.write(if *formed {
                         AppExit::Success
                     } else {
                         AppExit::error()
@@ -145,6 +163,10 @@ fn print_lobby(
         .host
         .map(|p| label(&roster, p))
         .unwrap_or_else(|| "?".into());
+    let next = roster
+        .next_host
+        .map(|p| label(&roster, p))
+        .unwrap_or_else(|| "-".into());
     let peers: Vec<String> = roster
         .peers
         .iter()
@@ -154,6 +176,13 @@ fn print_lobby(
                 .get(p)
                 .and_then(|l| l.rtt)
                 .map(|r| format!("{:.1} ms", r.as_secs_f64() * 1e3));
+            // As host with --host-by-upload: the upload headroom we measured.
+            let up = links
+                .0
+                .get(p)
+                .and_then(|l| l.upload_headroom)
+                .map(|b| format!(" up {:.1} Mbit/s", b as f64 / 1e6))
+                .unwrap_or_default();
             let at = squares
                 .0
                 .get(p)
@@ -171,7 +200,7 @@ fn print_lobby(
                 format!(" hears {voice}, sees {frame}")
             });
             format!(
-                "{} {at} rtt {}{}",
+                "{} {at} rtt {}{up}{}",
                 label(&roster, *p),
                 rtt.unwrap_or_else(|| "-".into()),
                 hears.unwrap_or_default()
@@ -179,7 +208,7 @@ fn print_lobby(
         })
         .collect();
     info!(
-        "{:?} | me {me} | host {host} | peers: [{}] | last chat: {:?}",
+        "{:?} | me {me} | host {host} | next {next} | peers: [{}] | last chat: {:?}",
         state.get(),
         peers.join(", "),
         chat.0.last().map(|(f, l)| format!("{}: {l}", short(*f)))
@@ -211,6 +240,7 @@ fn bot(room: &str, frames: Option<u32>, media: bool) -> App {
 
 pub fn main() -> AppExit {
     let args = Args::parse();
+    HOST_BY_UPLOAD.store(args.host_by_upload, Ordering::Relaxed);
     let name = args.name.clone().unwrap_or_else(|| "you".into());
     if let Err(e) = huddle_examples::set_ice(&args.ice) {
         eprintln!("{e}");
