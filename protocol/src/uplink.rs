@@ -17,7 +17,7 @@
 
 use crate::frame::Frame;
 use matchbox_protocol::PeerId;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 /// Frames in a probe train (a `u64` marks which came).
@@ -146,6 +146,8 @@ pub enum MeterOutput {
 #[derive(Debug, Clone, Default)]
 pub struct UploadMeter {
     queue: VecDeque<PeerId>,
+    /// What `queue` holds (asked every frame for every member: no scan).
+    queued: HashSet<PeerId>,
     train: Option<Train>,
     /// Members done (measured or failed), with their headroom if measured.
     done: HashMap<PeerId, Option<u64>>,
@@ -159,17 +161,20 @@ impl UploadMeter {
         let busy = self.train.as_ref().is_some_and(|t| t.peer == peer);
         if busy
             || self.done.contains_key(&peer)
-            || self.queue.contains(&peer)
+            || self.queued.contains(&peer)
             || self.queue.len() >= MAX_QUEUED
         {
             return;
         }
+        self.queued.insert(peer);
         self.queue.push_back(peer);
     }
 
     /// `peer` left: nothing more of it.
     pub fn forget(&mut self, peer: PeerId) {
-        self.queue.retain(|p| *p != peer);
+        if self.queued.remove(&peer) {
+            self.queue.retain(|p| *p != peer);
+        }
         self.done.remove(&peer);
         if self.train.as_ref().is_some_and(|t| t.peer == peer) {
             self.train = None;
@@ -179,6 +184,7 @@ impl UploadMeter {
     /// We no longer host: everything is forgotten (a new tenure measures anew).
     pub fn clear(&mut self) {
         self.queue.clear();
+        self.queued.clear();
         self.train = None;
         self.done.clear();
     }
@@ -238,6 +244,7 @@ impl UploadMeter {
             });
         }
         let peer = self.queue.pop_front()?;
+        self.queued.remove(&peer);
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         self.train = Some(Train {

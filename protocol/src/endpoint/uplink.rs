@@ -16,9 +16,9 @@ impl Endpoint {
             self.meter.clear();
             return;
         }
-        for peer in self.joined.clone() {
-            if self.links.get(&peer).is_some_and(|l| l.connected) {
-                self.meter.want(peer);
+        for peer in &self.joined {
+            if self.links.get(peer).is_some_and(|l| l.connected) {
+                self.meter.want(*peer);
             }
         }
         while let Some(out) = self.meter.poll(now) {
