@@ -22,7 +22,7 @@ enum Op {
         order: Vec<u8>,
         heirs: Vec<u8>,
     },
-    Upload(u8, u8),
+    Upload(u8, u64),
 }
 
 fuzz_target!(|ops: Vec<Op>| {
@@ -58,7 +58,7 @@ fuzz_target!(|ops: Vec<Op>| {
                 };
                 e.roster_received(peer(from), roster, now)
             }
-            Op::Upload(p, level) => e.upload_measured(peer(p), u32::from(level)),
+            Op::Upload(p, bits_per_second) => e.upload_measured(peer(p), bits_per_second),
         };
         for out in outs {
             if let Output::Publish(roster) | Output::Vouch { roster, .. } = out {

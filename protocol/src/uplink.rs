@@ -32,18 +32,13 @@ pub const ANSWER_INTERVAL: Duration = Duration::from_secs(10);
 /// Upload headroom that counts as enough to relay a lobby (16 Mbit/s: full video fan-out to six
 /// players needs about 12).
 pub const ENOUGH_BPS: u64 = 16_000_000;
-/// The step of [`headroom_level`]: each level is twice the one below, from 250 kbit/s.
-pub const LEVEL_STEP_BPS: u64 = 250_000;
 /// Members waiting for a measurement, at most (beyond it, later ones are not measured).
 const MAX_QUEUED: usize = 4096;
 
-/// The election's measure of headroom: 0 below 250 kbit/s, then one more per doubling, up to
-/// [`ENOUGH_BPS`] (level 7). Peers within a factor of two of each other are mostly equal, so
-/// the join order decides between them.
-pub fn headroom_level(bits_per_second: u64) -> u32 {
-    (bits_per_second.min(ENOUGH_BPS) / LEVEL_STEP_BPS)
-        .checked_ilog2()
-        .map_or(0, |l| l + 1)
+/// Whether headroom `a` is clearly more than `b`: at least twice as much (measures of one link
+/// vary by a frame's grain; a member goes ahead of an earlier one only for a real difference).
+pub fn clearly_more(a: u64, b: u64) -> bool {
+    a > b && a / 2 >= b
 }
 
 /// The frames of probe train `id`, to send on the unreliable lane.

@@ -8,10 +8,11 @@
 //! - The host publishes the **roster** (the succession order: itself, then everyone in join order)
 //!   whenever it changes, with an increasing epoch.
 //! - When the host leaves, every peer takes the next peer of the last roster that has not left:
-//!   the first of its **heirs** still here, else the next in join order. The host ranks as heirs
+//!   the first of its **heirs** still here, else the next in join order. The host names as heirs
 //!   the members whose upload it measured ([`HostElection::upload_measured`], see
-//!   [`crate::uplink`]), most headroom first, so the peer best able to relay hosts next; with no
-//!   measurements there are none. The new host republishes the roster with a higher epoch.
+//!   [`crate::uplink`]), in join order but for members with twice the headroom of those before
+//!   them, which go ahead, so the peer best able to relay hosts next; with no measurements there
+//!   are none. The new host republishes the roster with a higher epoch.
 //! - Conflicts (two peers claiming to host, e.g. after a late offer) resolve to the earlier peer:
 //!   a host steps down for the roster of a peer that offered to it (joined before it), and
 //!   forwards that roster to everyone, so those who followed it follow the earlier peer too.
@@ -127,8 +128,9 @@ pub struct HostElection {
     settle_until: Option<Duration>,
     /// A roster from the agreed successor that came before we saw the host go.
     successor_claim: Option<(PeerId, Succession)>,
-    /// As host: the upload headroom level we measured per member (see [`crate::uplink`]).
-    uploads: BTreeMap<PeerId, u32>,
+    /// As host: the upload headroom we measured per member, bits per second (see
+    /// [`crate::uplink`]).
+    uploads: BTreeMap<PeerId, u64>,
     /// Rosters and offers refused.
     refused: u64,
 }
@@ -200,9 +202,9 @@ impl HostElection {
         self.host.and_then(|h| self.successor_of(h))
     }
 
-    /// As host: we measured `peer`'s upload headroom as `level` (higher is more, see
-    /// [`crate::uplink::headroom_level`]). Ranks our heirs; a peer not in the room is ignored.
-    pub fn upload_measured(&mut self, peer: PeerId, level: u32) -> Vec<Output> {
+    /// As host: we measured `peer`'s upload headroom as `bits_per_second`. Ranks our heirs; a
+    /// peer not in the room is ignored.
+    pub fn upload_measured(&mut self, peer: PeerId, bits_per_second: u64) -> Vec<Output> {
         let member = self.connected.contains(&peer)
             || self
                 .roster
@@ -211,7 +213,7 @@ impl HostElection {
         if !self.is_host() || !member || self.gone.contains(&peer) {
             return Vec::new();
         }
-        self.uploads.insert(peer, level);
+        self.uploads.insert(peer, bits_per_second);
         self.republish()
     }
 
@@ -533,22 +535,29 @@ impl HostElection {
         order
     }
 
-    /// As host: the members of `order` we measured, most upload headroom first (equal levels in
-    /// join order). Before we measured anyone, the last roster's heirs still here (the last host
-    /// measured them).
+    /// As host: the members of `order` we measured, in join order except that a member goes
+    /// ahead of those before it with clearly less headroom ([`crate::uplink::clearly_more`]).
+    /// Before we measured anyone, the last roster's heirs still here (the last host measured
+    /// them).
     fn heirs_as_host(&self, order: &[PeerId]) -> Vec<PeerId> {
         let members = order.get(1..).unwrap_or_default();
         if self.uploads.is_empty() {
             let previous = self.roster.iter().flat_map(|r| r.heirs.iter());
             return previous.filter(|p| members.contains(p)).copied().collect();
         }
-        let mut heirs: Vec<PeerId> = members
-            .iter()
-            .filter(|p| self.uploads.contains_key(p))
-            .copied()
-            .collect();
-        heirs.sort_by_key(|p| std::cmp::Reverse(self.uploads.get(p).copied()));
-        heirs
+        let mut heirs: Vec<(PeerId, u64)> = Vec::new();
+        for p in members {
+            let Some(&up) = self.uploads.get(p) else {
+                continue;
+            };
+            let passes = heirs
+                .iter()
+                .rev()
+                .take_while(|(_, before)| crate::uplink::clearly_more(up, *before))
+                .count();
+            heirs.insert(heirs.len() - passes, (*p, up));
+        }
+        heirs.into_iter().map(|(p, _)| p).collect()
     }
 }
 

@@ -516,13 +516,13 @@ fn followers_of_an_early_claim_follow_the_earlier_host_it_hands_over_to() {
 }
 
 impl Sim {
-    /// The host measured `peer`'s upload at `level`; its new roster is delivered.
-    fn measured(&mut self, host: PeerId, peer: PeerId, level: u32) {
+    /// The host measured `peer`'s upload at `kbps`; its new roster is delivered.
+    fn measured(&mut self, host: PeerId, peer: PeerId, kbps: u64) {
         let out = self
             .peers
             .get_mut(&host)
             .unwrap()
-            .upload_measured(peer, level);
+            .upload_measured(peer, kbps * 1000);
         self.apply(host, out);
         self.deliver();
     }
@@ -532,10 +532,10 @@ impl Sim {
 fn the_member_with_the_most_upload_hosts_next_then_the_next_most() {
     let mut sim = Sim::lobby(5);
     sim.advance(GRACE * 2);
-    // Levels: 2 has little, 4 the most, 3 and 5 equal (join order between them); nothing yet
+    // 2 has little, 4 the most, 3 and 5 about as much (join order between them): nothing yet
     // changes who hosts.
-    for (p, level) in [(2, 1), (3, 4), (4, 6), (5, 4)] {
-        sim.measured(id(1), id(p), level);
+    for (p, kbps) in [(2, 300), (3, 2000), (4, 8000), (5, 2500)] {
+        sim.measured(id(1), id(p), kbps);
     }
     sim.assert_agree(id(1));
     for p in 2..=5 {
@@ -559,7 +559,7 @@ fn the_member_with_the_most_upload_hosts_next_then_the_next_most() {
         );
     }
     // It measures 2 as the best now: 2 is its heir.
-    sim.measured(id(4), id(2), 7);
+    sim.measured(id(4), id(2), 16_000);
     assert_eq!(sim.peers[&id(3)].next_host(), Some(id(2)));
     sim.leave(id(4));
     sim.deliver();
@@ -567,8 +567,8 @@ fn the_member_with_the_most_upload_hosts_next_then_the_next_most() {
     // Heir and host leave at once: the next of the ranking.
     let mut sim = Sim::lobby(5);
     sim.advance(GRACE * 2);
-    for (p, level) in [(3, 2), (4, 6), (5, 4)] {
-        sim.measured(id(1), id(p), level);
+    for (p, kbps) in [(3, 500), (4, 8000), (5, 2000)] {
+        sim.measured(id(1), id(p), kbps);
     }
     sim.leave(id(1));
     sim.leave(id(4));
@@ -585,18 +585,18 @@ fn only_the_host_ranks_heirs_and_only_members() {
         .peers
         .get_mut(&id(2))
         .unwrap()
-        .upload_measured(id(3), 7)
+        .upload_measured(id(3), 16_000_000)
         .is_empty());
     assert!(sim
         .peers
         .get_mut(&id(1))
         .unwrap()
-        .upload_measured(id(99), 7)
+        .upload_measured(id(99), 16_000_000)
         .is_empty());
     assert!(sim.peers[&id(1)].roster().unwrap().heirs.is_empty());
     // A member that left is no heir.
-    sim.measured(id(1), id(3), 5);
-    sim.measured(id(1), id(2), 1);
+    sim.measured(id(1), id(3), 4000);
+    sim.measured(id(1), id(2), 250);
     sim.leave(id(3));
     sim.deliver();
     assert_eq!(sim.peers[&id(2)].roster().unwrap().heirs, vec![id(2)]);
@@ -609,8 +609,8 @@ fn only_the_host_ranks_heirs_and_only_members() {
 fn a_member_cannot_make_itself_heir() {
     let mut sim = Sim::lobby(4);
     sim.advance(GRACE * 2);
-    sim.measured(id(1), id(2), 6);
-    sim.measured(id(1), id(4), 2);
+    sim.measured(id(1), id(2), 8000);
+    sim.measured(id(1), id(4), 500);
     let honest = sim.peers[&id(3)].roster().unwrap().clone();
     let hostile = id(4);
     let mut lie = honest.clone();

@@ -4,7 +4,7 @@
 use super::Endpoint;
 use crate::control::Control;
 use crate::lane::Lane;
-use crate::uplink::{headroom_level, probe_train, MeterOutput};
+use crate::uplink::{probe_train, MeterOutput};
 use matchbox_protocol::PeerId;
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ impl Endpoint {
                         link.stats.upload_headroom = Some(bits_per_second);
                     }
                     if let Some(e) = self.election.as_mut() {
-                        let outs = e.upload_measured(peer, headroom_level(bits_per_second));
+                        let outs = e.upload_measured(peer, bits_per_second);
                         self.apply(outs);
                     }
                 }

@@ -43,14 +43,14 @@ fn ask(meter: &mut UploadMeter, now: Duration) -> (PeerId, u32) {
 }
 
 #[test]
-fn levels_double_and_stop_at_enough() {
-    assert_eq!(headroom_level(0), 0);
-    assert_eq!(headroom_level(249_999), 0);
-    assert_eq!(headroom_level(250_000), 1);
-    assert_eq!(headroom_level(1_000_000), 3);
-    assert_eq!(headroom_level(1_900_000), 3);
-    assert_eq!(headroom_level(ENOUGH_BPS), 7);
-    assert_eq!(headroom_level(u64::MAX), 7);
+fn clearly_more_is_twice_as_much() {
+    assert!(clearly_more(2_000_000, 1_000_000));
+    assert!(!clearly_more(1_999_999, 1_000_000));
+    assert!(clearly_more(1, 0));
+    assert!(!clearly_more(0, 0));
+    assert!(!clearly_more(ENOUGH_BPS, ENOUGH_BPS));
+    assert!(clearly_more(u64::MAX, u64::MAX / 2));
+    assert!(!clearly_more(u64::MAX, u64::MAX));
 }
 
 #[test]
