@@ -413,6 +413,18 @@ pub(crate) struct SnapshotWait {
     /// Players that did not answer and that we have no link to, passed over for the next one
     /// (at most one per seat).
     pub(crate) passed_over: Vec<PeerId>,
+    /// A request we owe a player, sent once our link to it is up (`spectate::follow_feed`): a
+    /// message to a peer we have no link to yet is refused, and the request would be lost.
+    pub(crate) owed: Option<Owed>,
+}
+
+/// A spectator's request not sent yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owed {
+    /// Ask this player for a snapshot.
+    Snapshot(PeerId),
+    /// Ask this player for the feed after our newest final frame.
+    Feed(PeerId),
 }
 
 impl SnapshotWait {
@@ -429,6 +441,7 @@ impl SnapshotWait {
         self.passed_over.push(player);
         self.asked = Some(player);
         self.since = None;
+        self.owed = None;
         state.feeder = None;
         true
     }
@@ -449,22 +462,13 @@ const MAX_ASKING: usize = 64;
 /// frames from the confirmed one on; a final frame is nearly always among them).
 const CAPTURE_TRIES: u32 = 120;
 
-/// A spectator asks `feeder` for a snapshot (instead of the feed from the first frame).
-pub(crate) fn ask(
-    wait: &mut SnapshotWait,
-    feeder: PeerId,
-    players: usize,
-    out: &mut MessageWriter<Outgoing<SnapshotRequest>>,
-) {
+/// A spectator asks `feeder` for a snapshot (instead of the feed from the first frame), as soon
+/// as its link to it is up (`spectate::follow_feed` sends it).
+pub(crate) fn ask(wait: &mut SnapshotWait, feeder: PeerId) {
     wait.asked = Some(feeder);
     wait.since = Some(web_time::Instant::now());
     wait.reply = None;
-    out.write(Outgoing::to_peer(
-        feeder,
-        SnapshotRequest {
-            players: u32::try_from(players).unwrap_or(u32::MAX),
-        },
-    ));
+    wait.owed = Some(Owed::Snapshot(feeder));
 }
 
 /// A spectator takes its feeder's answer (nothing from anyone else, nothing unasked).

@@ -1,7 +1,7 @@
 //! Spectating: a spectator replays the final inputs a player feeds it, paced so it never steps
 //! past them, and catches up when behind; players serve the feed.
 
-use super::snapshot::{self, SnapshotRequest, SnapshotWait};
+use super::snapshot::{self, Owed, SnapshotRequest, SnapshotWait};
 use super::socket::codec;
 use super::RollbackSettings;
 use super::{FeedFrames, FeedRequest, InputLog, RollbackMatch, RollbackPhase, RollbackStats};
@@ -174,13 +174,7 @@ pub(crate) fn follow_feed(
             // No answer to our snapshot request: the feed from the first frame instead.
             wait.asked = None;
             wait.since = None;
-            feed.write(Outgoing::to_peer(
-                asked,
-                FeedRequest {
-                    players: state.players.len() as u32,
-                    from: log.last_final() + 1,
-                },
-            ));
+            wait.owed = Some(Owed::Feed(asked));
         }
     }
     let feeder = state
@@ -191,16 +185,27 @@ pub(crate) fn follow_feed(
         state.feeder = Some(player);
         if wait.asked.is_some() {
             // Still waiting for a snapshot: the next feeder gives it.
-            snapshot::ask(&mut wait, player, state.players.len(), &mut ask);
+            snapshot::ask(&mut wait, player);
         } else {
-            feed.write(Outgoing::to_peer(
-                player,
-                FeedRequest {
-                    players: state.players.len() as u32,
-                    from: log.last_final() + 1,
-                },
-            ));
+            wait.owed = Some(Owed::Feed(player));
         }
+    }
+    // What we owe a player goes once our link to it is up (a request to a peer we are not
+    // linked to yet would be refused: the spectator waited for nothing, then replayed).
+    let players = u32::try_from(state.players.len()).unwrap_or(u32::MAX);
+    match wait.owed {
+        Some(Owed::Snapshot(player)) if linked(player) => {
+            wait.owed = None;
+            // Its time to answer counts from now.
+            wait.since = Some(web_time::Instant::now());
+            ask.write(Outgoing::to_peer(player, SnapshotRequest { players }));
+        }
+        Some(Owed::Feed(player)) if linked(player) => {
+            wait.owed = None;
+            let from = log.last_final() + 1;
+            feed.write(Outgoing::to_peer(player, FeedRequest { players, from }));
+        }
+        _ => {}
     }
     let behind = log.last_final() - frame.map_or(0, |f| f.0);
     // Faster the further behind, never slower than the players: a spectator steps only frames

@@ -3,7 +3,7 @@
 
 use super::record::NewestFinalSnapshot;
 use super::resources::{Departing, NewestInputs, Plan};
-use super::snapshot::{self, SnapshotRegistry, SnapshotRequest, SnapshotWait};
+use super::snapshot::{self, SnapshotRegistry, SnapshotWait};
 use super::socket::{self, GGRS_NEVER};
 use super::spectate::set_aside_read_inputs;
 use super::RollbackSettings;
@@ -75,11 +75,7 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
     mut log: ResMut<InputLog>,
     mut stats: ResMut<RollbackStats>,
     mut plan: ResMut<Plan>,
-    (registry, mut wait, mut ask): (
-        Option<Res<SnapshotRegistry>>,
-        ResMut<SnapshotWait>,
-        MessageWriter<Outgoing<SnapshotRequest>>,
-    ),
+    (registry, mut wait): (Option<Res<SnapshotRegistry>>, ResMut<SnapshotWait>),
 ) {
     let asked = asked.read().last().map(|s| s.players);
     let Some(mut session) = session else {
@@ -199,7 +195,7 @@ pub(crate) fn start<C: Config<Address = PeerId>>(
             if registry.is_some_and(|r| !r.is_empty()) {
                 // From the players' latest final frame, if the game says what a snapshot holds.
                 wait.passed_over.clear();
-                snapshot::ask(&mut wait, host, players.len(), &mut ask);
+                snapshot::ask(&mut wait, host);
             } else {
                 feed.write(Outgoing::to_peer(
                     host,
