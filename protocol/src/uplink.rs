@@ -29,6 +29,9 @@ pub const PROBE_WAIT: Duration = Duration::from_secs(3);
 /// A member answers at most one probe request of a host in this time (a new host is answered
 /// at once: it measures anew).
 pub const ANSWER_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a measure stands: then the member is measured again (what a player's upload has
+/// to spare changes when it starts a video, or when someone else at home does).
+pub const REMEASURE: Duration = Duration::from_secs(120);
 /// Upload headroom that counts as enough to relay a lobby (16 Mbit/s: full video fan-out to six
 /// players needs about 12).
 pub const ENOUGH_BPS: u64 = 16_000_000;
@@ -137,28 +140,30 @@ pub enum MeterOutput {
     },
 }
 
-/// The host's side: measures members one at a time, each once while we host.
+/// The host's side: measures members one at a time, each again every [`REMEASURE`] while we
+/// host.
 #[derive(Debug, Clone, Default)]
 pub struct UploadMeter {
     queue: VecDeque<PeerId>,
     /// What `queue` holds (asked every frame for every member: no scan).
     queued: HashSet<PeerId>,
     train: Option<Train>,
-    /// Members done (measured or failed), with their headroom if measured.
-    done: HashMap<PeerId, Option<u64>>,
+    /// Members done (measured or failed), with their headroom if measured, and when.
+    done: HashMap<PeerId, (Option<u64>, Duration)>,
     next_id: u32,
     dropped: u64,
 }
 
 impl UploadMeter {
-    /// Measure `peer` when its turn comes, unless it was or is being measured.
-    pub fn want(&mut self, peer: PeerId) {
+    /// Measure `peer` when its turn comes, unless it is being measured or was within
+    /// [`REMEASURE`] before `now`.
+    pub fn want(&mut self, peer: PeerId, now: Duration) {
         let busy = self.train.as_ref().is_some_and(|t| t.peer == peer);
-        if busy
-            || self.done.contains_key(&peer)
-            || self.queued.contains(&peer)
-            || self.queue.len() >= MAX_QUEUED
-        {
+        let fresh = self
+            .done
+            .get(&peer)
+            .is_some_and(|(_, at)| now.saturating_sub(*at) < REMEASURE);
+        if busy || fresh || self.queued.contains(&peer) || self.queue.len() >= MAX_QUEUED {
             return;
         }
         self.queued.insert(peer);
@@ -186,7 +191,7 @@ impl UploadMeter {
 
     /// The headroom measured for `peer`, if it was.
     pub fn headroom(&self, peer: PeerId) -> Option<u64> {
-        self.done.get(&peer).copied().flatten()
+        self.done.get(&peer).and_then(|(rate, _)| *rate)
     }
 
     /// Probe frames dropped: not of the train we wait for, or seen twice.
@@ -229,7 +234,7 @@ impl UploadMeter {
             }
             let (peer, rate) = (train.peer, train.rate());
             self.train = None;
-            self.done.insert(peer, rate);
+            self.done.insert(peer, (rate, now));
             return Some(match rate {
                 Some(bits_per_second) => MeterOutput::Measured {
                     peer,

@@ -104,8 +104,8 @@ pub struct ProtocolSettings {
     /// How long a link to a peer the server introduced may take to open before it is given up
     /// ([`EndpointError::ConnectTimeout`]; a link that opens later is taken as it comes).
     pub connect_timeout: Duration,
-    /// The host measures each member's upload headroom (a ~70 KB probe train from each, once
-    /// per host; see [`crate::uplink`]) and names the members with the most as its heirs: when
+    /// The host measures each member's upload headroom (a ~70 KB probe train from each, and
+    /// again every [`REMEASURE`](crate::uplink::REMEASURE); see [`crate::uplink`]) and names the members with the most as its heirs: when
     /// it leaves, the one best able to relay hosts next instead of the next in join order. For
     /// star rooms, where the host relays everything. Whoever hosts decides (members answer
     /// probes whatever theirs says), so set it on every peer: after a migration the new host

@@ -9,7 +9,7 @@ use matchbox_protocol::PeerId;
 use std::time::Duration;
 
 impl Endpoint {
-    /// As host with `host_by_upload`: queue members not measured yet, carry out the meter's
+    /// As host with `host_by_upload`: queue members not measured lately, carry out the meter's
     /// asks, hand its measurements to the election. Otherwise forget every measurement.
     pub(super) fn probe_uploads(&mut self, now: Duration) {
         if !self.config.settings.host_by_upload || !self.hosting() {
@@ -18,7 +18,7 @@ impl Endpoint {
         }
         for peer in &self.joined {
             if self.links.get(peer).is_some_and(|l| l.connected) {
-                self.meter.want(*peer);
+                self.meter.want(*peer, now);
             }
         }
         while let Some(out) = self.meter.poll(now) {

@@ -58,7 +58,7 @@ fn a_train_through_a_narrow_link_measures_the_link() {
     let frame = Duration::from_micros(16_667);
     for bps in [500_000, 1_000_000, 4_000_000] {
         let mut meter = UploadMeter::default();
-        meter.want(id(1));
+        meter.want(id(1), Duration::ZERO);
         let start = Duration::from_secs(5);
         let (peer, train) = ask(&mut meter, start);
         let end = deliver(&mut meter, peer, train, bps, frame, start);
@@ -81,7 +81,7 @@ fn a_train_through_a_narrow_link_measures_the_link() {
 fn a_train_that_arrives_at_once_is_enough_and_members_go_one_at_a_time() {
     let mut meter = UploadMeter::default();
     for p in [1, 2, 1, 3] {
-        meter.want(id(p));
+        meter.want(id(p), Duration::ZERO);
     }
     let now = Duration::from_secs(1);
     let (first, train) = ask(&mut meter, now);
@@ -108,8 +108,8 @@ fn a_train_that_arrives_at_once_is_enough_and_members_go_one_at_a_time() {
     );
     assert_eq!(ask(&mut meter, now).0, id(2));
     // id(2) never answers: after the wait it failed, and id(3) is next; id(1) is not measured
-    // again.
-    meter.want(id(1));
+    // again yet.
+    meter.want(id(1), now + Duration::from_secs(1));
     assert_eq!(
         meter.poll(now + PROBE_WAIT - Duration::from_millis(1)),
         None
@@ -120,6 +120,15 @@ fn a_train_that_arrives_at_once_is_enough_and_members_go_one_at_a_time() {
     );
     assert_eq!(ask(&mut meter, now + PROBE_WAIT).0, id(3));
     assert_eq!(meter.headroom(id(2)), None);
+    // After REMEASURE, everyone is measured again (id(3)'s train still runs: not queued twice).
+    let later = now + PROBE_WAIT + REMEASURE;
+    for p in [1, 2, 3] {
+        meter.want(id(p), later);
+    }
+    assert_eq!(
+        meter.queue.iter().copied().collect::<Vec<_>>(),
+        [id(1), id(2)]
+    );
 }
 
 /// A member that speaks the protocol and wants to look faster than it is: it sends frames
@@ -130,7 +139,7 @@ fn a_member_cannot_make_its_upload_look_larger() {
     let frame = Duration::from_micros(16_667);
     let mut meter = UploadMeter::default();
     let (liar, honest) = (id(6), id(7));
-    meter.want(liar);
+    meter.want(liar, Duration::ZERO);
     let start = Duration::from_secs(2);
     // Before the ask: a whole train for every id it might get, all at once.
     for guess in 0..4 {
@@ -164,7 +173,7 @@ fn a_member_cannot_make_its_upload_look_larger() {
         "{bits_per_second}"
     );
     // A few frames in one instant and nothing after says nothing.
-    meter.want(honest);
+    meter.want(honest, Duration::ZERO);
     let (_, train) = ask(&mut meter, end);
     for index in 0..8 {
         meter.frame(honest, train, index, 1100, end + frame);
@@ -197,7 +206,7 @@ fn a_member_answers_one_request_per_interval() {
 fn the_meter_forgets_who_left_and_starts_over_when_cleared() {
     let mut meter = UploadMeter::default();
     for p in 0..(MAX_QUEUED as u128 + 10) {
-        meter.want(id(p));
+        meter.want(id(p), Duration::ZERO);
     }
     assert_eq!(meter.queue.len(), MAX_QUEUED);
     let (peer, _) = ask(&mut meter, Duration::ZERO);

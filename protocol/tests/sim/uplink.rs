@@ -4,7 +4,7 @@
 use crate::net::{Sim, FRAME};
 use crate::{conditions, SEEDS};
 use huddle_protocol::control::Control;
-use huddle_protocol::uplink::{probe_train, ANSWER_INTERVAL};
+use huddle_protocol::uplink::{probe_train, ANSWER_INTERVAL, REMEASURE};
 use huddle_protocol::{Lane, Topology};
 use std::time::Duration;
 
@@ -174,4 +174,24 @@ fn a_host_asking_again_and_again_gets_a_train_per_interval() {
     );
     assert!(sent >= train, "it does answer");
     assert!(sim.nodes[2].ep.counters().probes_dropped - refused >= 150);
+}
+
+/// Uploads change (a player starts a video): the host measures again every `REMEASURE`, and the
+/// heirs follow.
+#[test]
+fn the_host_measures_again_and_the_heirs_follow() {
+    let mut sim = star_of_uplinks(11, true);
+    assert!(sim.run_until(LIMIT, |s| all_measured(s, 0) && all_name(s, 2)));
+    sim.nodes[1].uplink_bps = Some(8_000_000);
+    sim.nodes[2].uplink_bps = Some(300_000);
+    let slow = |s: &Sim| {
+        let stats = s.nodes[0].ep.link_stats(Sim::id(2));
+        stats
+            .and_then(|s| s.upload_headroom)
+            .is_some_and(|b| b < 500_000)
+    };
+    assert!(
+        sim.run_until(REMEASURE + LIMIT, |s| slow(s) && all_name(s, 1)),
+        "measured again, the new best upload is the heir"
+    );
 }
