@@ -482,8 +482,6 @@ mod tests {
         assert_eq!(room.route(p[2], p[3]), Err(RouteError::NotIntroduced));
     }
 
-    /// A newcomer stamped before a member that joined first (its join came later, by a moment on
-    /// another task or instance) still joins last: the one already there stays host and calls it.
     /// The host names an heir: when it leaves, the heir hosts (and, in a star, is introduced to
     /// the others) instead of the oldest client; it keeps the host's place, so it stays host
     /// whoever joins next. Nobody else names heirs, and only members are heirs.
@@ -518,6 +516,8 @@ mod tests {
         assert_eq!(room.leave(p[3]).unwrap().1.new_host, Some(p[1]));
     }
 
+    /// A newcomer stamped before a member that joined first (its join came later, by a moment on
+    /// another task or instance) still joins last: the one already there stays host and calls it.
     #[test]
     fn a_newcomer_stamped_early_still_joins_last() {
         let p = peers(2);
