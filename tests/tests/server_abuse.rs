@@ -809,6 +809,44 @@ async fn a_star_hosts_heir_hosts_next_and_only_the_host_names_it() {
     assert_eq!(server.rooms()[0].host, Some(heir.id.to_string()));
 }
 
+/// A host that names its heir again and again, well-formed every time: past the signal budget
+/// each `Heir` is dropped and counted (a shared room would be written each time), and past the
+/// violation budget the host is closed like any flooder; its heir then hosts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_repeating_its_heir_is_rate_limited_and_closed() {
+    let server = server();
+    let url = server.room_url("heir-flood?topology=star");
+    let mut host = RawClient::connect(&url).await.unwrap();
+    let _oldest = RawClient::connect(&url).await.unwrap();
+    let heir = RawClient::connect(&url).await.unwrap();
+    let name = json!({ "Heir": { "peer": heir.id } }).to_string();
+    for _ in 0..2000 {
+        if host.send_text(name.clone()).await.is_err() {
+            break;
+        }
+    }
+    let closed = loop {
+        match host.next_within(Duration::from_secs(5)).await {
+            Ok(Some(Message::Close(Some(frame)))) => break Some(frame),
+            Ok(Some(_)) => continue,
+            _ => break None,
+        }
+    };
+    let frame = closed.expect("a close frame");
+    assert_eq!(frame.code, CloseCode::Policy);
+    assert!(server.metrics().dropped_count(DropReason::RateLimited) > 100);
+    assert_eq!(server.metrics().refused_count(RefusalReason::Abuse), 1);
+    let took = eventually(Duration::from_secs(5), || {
+        server.rooms().first().and_then(|r| r.host.clone()) == Some(heir.id.to_string())
+    });
+    assert!(
+        took.await,
+        "the heir hosts after the flooder: {:?}",
+        server.rooms()
+    );
+    still_serves(&server).await;
+}
+
 /// Join tokens carry a name and a role: a `moderator` that is not the room's host may kick, and a
 /// kick bans the kicked player's name with its address, so the same name from another address is
 /// refused (403) during the ban while another name from there gets in.

@@ -105,9 +105,9 @@ pub struct ProtocolSettings {
     /// ([`EndpointError::ConnectTimeout`]; a link that opens later is taken as it comes).
     pub connect_timeout: Duration,
     /// The host measures each member's upload headroom (a ~70 KB probe train from each, and
-    /// again every [`REMEASURE`](crate::uplink::REMEASURE); see [`crate::uplink`]) and names the members with the most as its heirs: when
-    /// it leaves, the one best able to relay hosts next instead of the next in join order. For
-    /// star rooms, where the host relays everything. Whoever hosts decides (members answer
+    /// again every [`REMEASURE`](crate::uplink::REMEASURE); see [`crate::uplink`]) and names the
+    /// members with the most as its heirs: when it leaves, the one best able to relay hosts next
+    /// instead of the next in join order. For star rooms, where the host relays everything. Whoever hosts decides (members answer
     /// probes whatever theirs says), so set it on every peer: after a migration the new host
     /// measures too.
     pub host_by_upload: bool,

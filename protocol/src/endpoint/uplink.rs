@@ -1,5 +1,5 @@
-//! Upload probes ([`crate::uplink`]): as host, each member's headroom measured once and given
-//! to the election; as member, a train sent when the host asks.
+//! Upload probes ([`crate::uplink`]): as host, each member's headroom measured (on joining, then
+//! every `REMEASURE`) and given to the election; as member, a train sent when the host asks.
 
 use super::Endpoint;
 use crate::control::Control;
